@@ -1,0 +1,22 @@
+"""CRDT views over pycrdt documents.
+
+Each view owns the flat root map of one pycrdt ``Doc`` (see DESIGN.md: keys
+are flat, never nested shared maps) and keeps an in-memory index of it that it
+updates from the doc's change events, so that local and remote writes are read
+the same way.
+"""
+
+from .counter import PNCounter
+from .keys import MAX_SAFE_INTEGER, ROOT, check_name, check_safe_int
+from .ledger import Ledger
+from .lww import LWWMap
+
+__all__ = [
+    "MAX_SAFE_INTEGER",
+    "ROOT",
+    "LWWMap",
+    "Ledger",
+    "PNCounter",
+    "check_name",
+    "check_safe_int",
+]

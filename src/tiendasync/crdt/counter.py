@@ -1,0 +1,93 @@
+"""PN-counter collection: one integer per entity, incremented and decremented anywhere.
+
+Layout: key ``entity SEP writer`` holds ``[increments, decrements]``, written
+only by ``writer`` (a Yjs client id, fresh for every incarnation of a
+replica, so no two writers ever share a slot).  The value of an entity is the
+sum of increments minus the sum of decrements over its slots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pycrdt
+
+from ..errors import InvalidArgument
+from .keys import MAX_SAFE_INTEGER, ROOT, SEP, check_safe_int
+
+__all__ = ["PNCounter"]
+
+
+class PNCounter:
+    """A map from entity name to an integer counter, over one pycrdt doc."""
+
+    def __init__(self, doc: pycrdt.Doc[Any]) -> None:
+        self.doc = doc
+        self._root: pycrdt.Map = doc.get(ROOT, type=pycrdt.Map)  # type: ignore[type-arg]
+        self._writer = str(doc.client_id)
+        self._slots: dict[str, dict[str, tuple[int, int]]] = {}
+        self._totals: dict[str, int] = {}
+        for key, value in self._root.items():
+            self._index(key, value)
+        self._subscription = self._root.observe(self._on_change)
+
+    def value(self, entity: str) -> int:
+        """Current value of ``entity`` (0 if never touched)."""
+        return self._totals.get(entity, 0)
+
+    def entities(self) -> Iterator[str]:
+        """Every entity that has at least one slot."""
+        return iter(self._totals)
+
+    def items(self) -> Iterator[tuple[str, int]]:
+        """``(entity, value)`` pairs."""
+        return iter(self._totals.items())
+
+    def contributions(self, entity: str) -> dict[str, tuple[int, int]]:
+        """Per-writer ``(increments, decrements)`` of ``entity``."""
+        return dict(self._slots.get(entity, {}))
+
+    def add(self, entity: str, delta: int) -> None:
+        """Add ``delta`` (may be negative) to ``entity``.
+
+        Must run inside a transaction of ``doc``.  Raises
+        :class:`InvalidArgument` when ``delta`` is not an exact integer or the
+        slot would reach 2**53.
+        """
+        check_safe_int(delta, "quantity")
+        if delta == 0:
+            return
+        inc, dec = self._slots.get(entity, {}).get(self._writer, (0, 0))
+        if delta > 0:
+            inc += delta
+        else:
+            dec -= delta
+        if inc > MAX_SAFE_INTEGER or dec > MAX_SAFE_INTEGER:
+            raise InvalidArgument(f"counter for {entity!r} would exceed 2**53 - 1")
+        self._root[entity + SEP + self._writer] = [inc, dec]
+
+    def _on_change(self, event: Any) -> None:
+        for key, change in event.keys.items():
+            if change["action"] == "delete":
+                self._unindex(key)
+            else:
+                self._index(key, change["newValue"])
+
+    def _index(self, key: str, value: object) -> None:
+        entity, _, writer = key.rpartition(SEP)
+        if not entity or not isinstance(value, list) or len(value) != 2:
+            return  # not ours: ignore foreign keys rather than fail a remote merge
+        inc, dec = int(value[0]), int(value[1])
+        slots = self._slots.setdefault(entity, {})
+        old_inc, old_dec = slots.get(writer, (0, 0))
+        slots[writer] = (inc, dec)
+        self._totals[entity] = self._totals.get(entity, 0) + (inc - dec) - (old_inc - old_dec)
+
+    def _unindex(self, key: str) -> None:
+        entity, _, writer = key.rpartition(SEP)
+        slots = self._slots.get(entity)
+        if slots is None or writer not in slots:
+            return
+        inc, dec = slots.pop(writer)
+        self._totals[entity] -= inc - dec

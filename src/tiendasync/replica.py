@@ -1,0 +1,491 @@
+"""The ``Replica``: a store's full local copy, usable with no network.
+
+Threading model: a ``Replica`` may be shared by the threads of a POS app and
+by its own background sync thread.  Every public call takes the replica's
+re-entrant lock for its whole duration, so calls are serialised and each sees
+a consistent state; a write holds the lock until its SQLite transaction has
+committed.  Callbacks (status changes, new updates) run on the thread that
+caused them, after the lock is released where possible, and must not block.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .catalog import Catalog
+from .config import StoreConfig
+from .crdt import Ledger, LWWMap, PNCounter, check_name
+from .docnames import CATALOG, LOCATIONS, data_type_of, sales_doc, stock_doc
+from .docset import DocSet
+from .errors import (
+    ClockError,
+    ConfigError,
+    InvalidArgument,
+    ReplicaClosed,
+    TiendaSyncError,
+)
+from .hlc import DEFAULT_MAX_DRIFT_MS, HLC, Timestamp
+from .inventory import Inventory
+from .locations import Locations
+from .queue import SyncQueue, insert_entry
+from .sales import Sale, Sales, catalog_price, parse_lines
+from .storage import ReplicaStore
+from .synclog import SyncLog
+
+__all__ = ["COMPACT_EVERY", "Replica", "ReplicaStatus"]
+
+log = logging.getLogger("tiendasync.replica")
+
+#: A document's update log is folded into a snapshot after this many updates.
+COMPACT_EVERY = 2000
+
+T = TypeVar("T")
+UpdateListener = Callable[[list[tuple[str, bytes]]], None]
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    """What the seed's "offline indicator" shows."""
+
+    state: str  # "offline" | "connecting" | "syncing" | "online"
+    pending: int
+    last_sync_at: float | None
+    open_conflicts: int
+    last_error: str | None
+
+    @property
+    def online(self) -> bool:
+        return self.state in ("online", "syncing")
+
+
+class Replica:
+    """A store's replica.  Use :meth:`Replica.open`."""
+
+    def __init__(
+        self,
+        store: ReplicaStore,
+        *,
+        tenant: str,
+        replica_id: str,
+        location: str,
+        client_id: int,
+        hlc: HLC,
+    ) -> None:
+        self._store = store
+        self.path = store.path
+        self.tenant = tenant
+        self.replica_id = replica_id
+        self.location = location
+        self.client_id = client_id
+        self._hlc = hlc
+        self._lock = threading.RLock()
+        self._closed = False
+        self._docs = DocSet(store, client_id)
+        self._log_counts: dict[str, int] = {}
+        self._update_listeners: list[UpdateListener] = []
+        self._status_listeners: list[Callable[[ReplicaStatus], None]] = []
+        self._connection_state = "offline"
+        self._last_error: str | None = None
+        self._sync: Any = None
+        self.catalog = Catalog(self)
+        self.inventory = Inventory(self)
+        self.locations = Locations(self)
+        self.sales = Sales(self)
+        self.queue = SyncQueue(self)
+        self.log = SyncLog(self)
+
+    # -- opening and closing ------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        tenant: str | None = None,
+        replica_id: str | None = None,
+        location: str | None = None,
+        durability: str | None = None,
+        max_clock_drift_ms: int = DEFAULT_MAX_DRIFT_MS,
+        wall_clock: Callable[[], int] | None = None,
+    ) -> Replica:
+        """Open (or create) the replica stored at ``path``.
+
+        Creating needs ``tenant``, ``replica_id`` and ``location``; reopening
+        reads them from the file (if given they must match).  Every open
+        starts a new incarnation with a fresh Yjs client id, so a database
+        restored from a backup can never reuse ids its lost future used.
+        """
+        store = ReplicaStore(str(path))
+        try:
+            identity: dict[str, str] = {}
+            for key, given in (("tenant", tenant), ("replica_id", replica_id),
+                               ("location", location)):
+                saved = store.get_meta(key)
+                if saved is None:
+                    if given is None:
+                        raise ConfigError(
+                            f"{path} is a new replica: pass tenant=, replica_id= and location="
+                        )
+                    check_name(given, key)
+                elif given is not None and given != saved:
+                    raise ConfigError(f"{path} belongs to {key} {saved!r}, not {given!r}")
+                identity[key] = saved if saved is not None else str(given)
+            config = StoreConfig.from_dict(store.get_json("config") or {})
+            if durability is not None:
+                config = config.updated(durability=durability)
+            store.set_durability(config.durability)
+            used = store.used_client_ids()
+            client_id = 0
+            while client_id == 0 or client_id in used:
+                client_id = secrets.randbelow(2**32 - 1) + 1
+            saved_hlc = store.get_meta("hlc")
+            hlc = HLC(
+                identity["replica_id"],
+                last=Timestamp.decode(saved_hlc) if saved_hlc else None,
+                max_drift_ms=max_clock_drift_ms,
+                **({"wall": wall_clock} if wall_clock else {}),
+            )
+            with store.write():
+                for key, value in identity.items():
+                    store.set_meta(key, value)
+                store.set_json("config", config.to_dict())
+                store.add_client_id(client_id)
+        except BaseException:
+            store.close()
+            raise
+        replica = cls(store, tenant=identity["tenant"], replica_id=identity["replica_id"],
+                      location=identity["location"], client_id=client_id, hlc=hlc)
+        if replica._docs.view(LOCATIONS, LWWMap).get(replica.location) is None:
+            replica.locations.put(replica.location, {"name": replica.location})
+        return replica
+
+    def close(self) -> None:
+        """Stop background sync and close the database.  Idempotent."""
+        if self._closed:
+            return
+        self.stop_sync()
+        with self._lock:
+            self._closed = True
+            self._docs.unload()
+            self._store.close()
+
+    def __enter__(self) -> Replica:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Replica {self.tenant}/{self.replica_id} at {self.location} ({self.path})>"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ReplicaClosed(f"replica {self.replica_id} is closed")
+
+    # -- configuration ------------------------------------------------------------
+
+    @property
+    def config(self) -> StoreConfig:
+        with self._lock:
+            self._check_open()
+            return StoreConfig.from_dict(self._store.get_json("config") or {})
+
+    def configure(self, **changes: Any) -> StoreConfig:
+        """Change this store's sync config (validated; ConfigError if wrong)."""
+        with self._lock:
+            config = self.config.updated(**changes)
+            with self._store.write():
+                self._store.set_json("config", config.to_dict())
+            self._store.set_durability(config.durability)
+            return config
+
+    # -- sales ----------------------------------------------------------------------
+
+    def record_sale(self, lines: Iterable[Any], *, location: str | None = None) -> Sale:
+        """Record a sale and take its units out of stock, in one durable write.
+
+        ``lines``: ``[(sku, quantity)]`` or ``[(sku, quantity, unit_price_cents)]``
+        (price defaults to the catalog's ``price_cents``).  Never refused for
+        lack of stock or an unknown SKU: the returned sale's ``warnings`` say
+        what will be reviewed.
+        """
+        with self._lock:
+            self._check_open()
+            loc = self.inventory._location(location)
+            parsed = parse_lines(lines, lambda sku: catalog_price(self, sku))
+            catalog = self._docs.view(CATALOG, LWWMap)
+            unknown = tuple(sorted({ln.sku for ln in parsed if catalog.get(ln.sku) is None}))
+            ts = self._hlc.now()
+            sale = Sale(ts.encode(), loc, self.replica_id, ts.wall_ms, parsed)
+            ledger_name = sales_doc(loc, ts.wall_ms)
+            per_sku: dict[str, int] = {}
+            for ln in parsed:
+                per_sku[ln.sku] = per_sku.get(ln.sku, 0) + ln.quantity
+
+            def mutate() -> None:
+                ledger_doc = self._docs.doc(ledger_name)
+                with ledger_doc.transaction(origin="local"):
+                    self._docs.view(ledger_name, Ledger).add(sale.id, sale.to_record())
+                stock = self._docs.doc(stock_doc(loc))
+                with stock.transaction(origin="local"):
+                    counter = self._docs.view(stock_doc(loc), PNCounter)
+                    for sku, qty in per_sku.items():
+                        counter.add(sku, -qty)
+
+            def index(conn: Any, entry_id: int) -> None:
+                conn.execute(
+                    "INSERT OR IGNORE INTO sales (id, doc, location, replica, created_at, "
+                    "total_cents) VALUES (?, ?, ?, ?, ?, ?)",
+                    (sale.id, ledger_name, loc, self.replica_id, ts.wall_ms / 1000,
+                     sale.total_cents),
+                )
+
+            self._local_write(
+                "sale", "sales",
+                f"sale {sale.id}: {len(parsed)} line(s), {sale.total_cents} cents at {loc}",
+                mutate, ref=sale.id, index=index,
+            )
+            counter = self._docs.view(stock_doc(loc), PNCounter)
+            negative = tuple(sorted(s for s in per_sku if counter.value(s) < 0))
+            return replace(sale, negative_stock=negative, unknown_skus=unknown)
+
+    # -- the write path ----------------------------------------------------------------
+
+    def _local_write(
+        self,
+        kind: str,
+        data_type: str,
+        summary: str,
+        mutate: Callable[[], T],
+        *,
+        ref: str | None = None,
+        index: Callable[[Any, int], None] | None = None,
+    ) -> T:
+        """Run ``mutate`` on the docs and commit what it changed, durably.
+
+        One SQLite transaction holds the CRDT updates, the queue entry, index
+        rows and the clock.  If anything fails the in-memory docs are rebuilt
+        from disk, so memory never holds a write the disk does not.
+        """
+        with self._lock:
+            self._check_open()
+            self._docs.drain()
+            try:
+                result = mutate()
+                captured = self._docs.drain()
+                if not captured:
+                    return result
+                with self._store.write() as conn:
+                    for doc, data in captured:
+                        self._store.log_update(doc, data, "local")
+                    clocks = {doc: self._docs.clock_of(doc, self.client_id)
+                              for doc in dict.fromkeys(d for d, _ in captured)}
+                    entry_id = insert_entry(
+                        conn, kind=kind, data_type=data_type,
+                        priority=self.config.priority(data_type), summary=summary,
+                        client_id=self.client_id, clocks=clocks, ref=ref,
+                    )
+                    if index is not None:
+                        index(conn, entry_id)
+                    self._store.set_meta("hlc", self._hlc.last.encode())
+            except BaseException:
+                self._reload()
+                raise
+            self._after_commit(captured)
+            return result
+
+    def apply_remote(self, doc: str, update: bytes) -> bool:
+        """Merge an update received from a peer; durable before returning.
+
+        Returns ``True`` if it changed anything (redelivery returns ``False``).
+        Raises :class:`RemoteProtocolError` for malformed updates, with the
+        replica unchanged.
+        """
+        data_type_of(doc)
+        with self._lock:
+            self._check_open()
+            self._docs.drain()
+            try:
+                self._docs.apply(doc, update)
+                captured = self._docs.drain()
+                if not captured:
+                    return False
+                with self._store.write() as conn:
+                    for name, data in captured:
+                        self._store.log_update(name, data, "remote")
+                    self._index_remote(conn, doc)
+            except BaseException:
+                self._reload()
+                raise
+            self._observe_remote_clock(doc)
+            self._after_commit(captured, local=False)
+            return True
+
+    def _index_remote(self, conn: Any, doc: str) -> None:
+        if data_type_of(doc) != "sales":
+            return
+        ledger = self._docs.view(doc, Ledger)
+        for key in ledger.drain_added():
+            record = ledger.get(key)
+            if record is None or "\x1f" in key:
+                continue
+            sale = Sale.from_record(key, record)
+            conn.execute(
+                "INSERT OR IGNORE INTO sales (id, doc, location, replica, created_at, "
+                "total_cents) VALUES (?, ?, ?, ?, ?, ?)",
+                (key, doc, sale.location, sale.replica_id, sale.created_at_ms / 1000,
+                 sale.total_cents),
+            )
+
+    def _observe_remote_clock(self, doc: str) -> None:
+        if data_type_of(doc) not in ("catalog", "locations", "conflicts"):
+            return
+        newest = self._docs.view(doc, LWWMap).newest
+        if newest is None:
+            return
+        try:
+            self._hlc.observe(newest)
+        except ClockError as exc:
+            self._last_error = str(exc)
+            log.warning("%s", exc)
+
+    def _after_commit(self, captured: list[tuple[str, bytes]], *, local: bool = True) -> None:
+        for doc, _ in captured:
+            count = self._log_counts.get(doc)
+            if count is None:
+                count = self._store.updates_since_snapshot(doc)
+            else:
+                count += 1
+            self._log_counts[doc] = count
+            if count >= COMPACT_EVERY:
+                self.compact(doc)
+        if local:
+            for listener in list(self._update_listeners):
+                listener(captured)
+        self._notify_status()
+
+    def compact(self, doc: str | None = None) -> None:
+        """Fold update logs into snapshots (one doc, or all loaded docs)."""
+        with self._lock:
+            self._check_open()
+            names = [doc] if doc is not None else self._docs.loaded()
+            for name in names:
+                snapshot = self._docs.diff(name)
+                with self._store.write():
+                    self._store.compact_doc(name, snapshot)
+                self._log_counts[name] = 0
+
+    def _reload(self) -> None:
+        """Forget in-memory state; it is rebuilt from disk on next use."""
+        self._docs.unload()
+        self._log_counts.clear()
+
+    # -- what sync needs -------------------------------------------------------------
+
+    def doc_names(self) -> list[str]:
+        with self._lock:
+            self._check_open()
+            return self._docs.names()
+
+    def state_vector(self, doc: str) -> bytes:
+        with self._lock:
+            self._check_open()
+            return self._docs.state_vector(doc)
+
+    def diff(self, doc: str, state_vector: bytes | None = None) -> bytes:
+        """What a peer at ``state_vector`` lacks of ``doc``."""
+        with self._lock:
+            self._check_open()
+            return self._docs.diff(doc, state_vector)
+
+    def on_local_update(self, listener: UpdateListener) -> Callable[[], None]:
+        """Call ``listener(updates)`` after each committed local write."""
+        self._update_listeners.append(listener)
+        return lambda: self._update_listeners.remove(listener)
+
+    # -- status ------------------------------------------------------------------------
+
+    @property
+    def status(self) -> ReplicaStatus:
+        with self._lock:
+            self._check_open()
+            last = self._store.conn.execute(
+                "SELECT MAX(ended_at) FROM sync_log WHERE outcome = 'ok'"
+            ).fetchone()[0]
+            return ReplicaStatus(
+                state=self._connection_state,
+                pending=self.queue.pending_count(),
+                last_sync_at=None if last is None else float(last),
+                open_conflicts=self._open_conflict_count(),
+                last_error=self._last_error,
+            )
+
+    def on_status_change(self, callback: Callable[[ReplicaStatus], None]) -> Callable[[], None]:
+        """Call ``callback(status)`` when the connection state or queue changes."""
+        self._status_listeners.append(callback)
+        return lambda: self._status_listeners.remove(callback)
+
+    def _set_connection_state(self, state: str, error: str | None = None) -> None:
+        with self._lock:
+            changed = state != self._connection_state or error is not None
+            self._connection_state = state
+            if error is not None:
+                self._last_error = error
+        if changed:
+            self._notify_status()
+
+    def _notify_status(self) -> None:
+        if not self._status_listeners or self._closed:
+            return
+        status = self.status
+        for callback in list(self._status_listeners):
+            try:
+                callback(status)
+            except Exception:  # a broken indicator must not break a sale
+                log.exception("status callback failed")
+
+    def _open_conflict_count(self) -> int:
+        return 0
+
+    # -- sync (implemented in tiendasync.client) ------------------------------------------
+
+    def sync_now(self, url: str | None = None, *, token: str | None = None,
+                 full: bool = False, timeout: float = 30.0) -> Any:
+        """Connect to the relay, exchange until both sides agree, disconnect."""
+        from .client import sync_once
+
+        return sync_once(self, url, token=token, full=full, timeout=timeout)
+
+    def start_sync(self, url: str | None = None, *, token: str | None = None) -> None:
+        """Sync continuously in a background thread (reconnects with backoff)."""
+        from .client import BackgroundSync
+
+        with self._lock:
+            self._check_open()
+            if self._sync is not None:
+                raise InvalidArgument("background sync is already running; call stop_sync first")
+            self._sync = BackgroundSync(self, url, token=token)
+        self._sync.start()
+
+    def stop_sync(self) -> None:
+        """Stop background sync (waits for the thread).  Idempotent."""
+        sync, self._sync = self._sync, None
+        if sync is not None:
+            sync.stop()
+
+    def _process_now(self, **sync_args: Any) -> None:
+        if self._sync is not None:
+            self._sync.kick()
+        elif sync_args or self.config.relay_url:
+            self.sync_now(**sync_args)
+
+    def _resolve_conflict(self, conflict_id: str, action: str, **params: Any) -> Any:
+        raise TiendaSyncError("conflict resolution arrives with the conflicts module")
+
+

@@ -1,0 +1,56 @@
+"""Yjs state vectors: ``{client_id: next_clock}`` encoded as lib0 varuints."""
+
+from __future__ import annotations
+
+__all__ = ["decode_state_vector", "encode_state_vector", "missing_from"]
+
+
+def _read_varuint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data):
+            raise ValueError("truncated state vector")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varuint too long in state vector")
+
+
+def _write_varuint(out: bytearray, value: int) -> None:
+    while value > 0x7F:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    out.append(value)
+
+
+def decode_state_vector(data: bytes) -> dict[int, int]:
+    """Decode; raises ValueError on malformed input."""
+    count, pos = _read_varuint(data, 0)
+    if count > len(data):
+        raise ValueError("state vector declares more entries than it has bytes")
+    out: dict[int, int] = {}
+    for _ in range(count):
+        client, pos = _read_varuint(data, pos)
+        clock, pos = _read_varuint(data, pos)
+        out[client] = clock
+    if pos != len(data):
+        raise ValueError("trailing bytes after state vector")
+    return out
+
+
+def encode_state_vector(sv: dict[int, int]) -> bytes:
+    out = bytearray()
+    _write_varuint(out, len(sv))
+    for client, clock in sorted(sv.items()):
+        _write_varuint(out, client)
+        _write_varuint(out, clock)
+    return bytes(out)
+
+
+def missing_from(have: dict[int, int], other: dict[int, int]) -> bool:
+    """True if ``have`` holds items that ``other`` lacks."""
+    return any(clock > other.get(client, 0) for client, clock in have.items())
