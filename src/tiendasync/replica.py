@@ -205,6 +205,43 @@ class Replica:
             self._store.set_durability(config.durability)
             return config
 
+    @property
+    def relay_token(self) -> str | None:
+        """The saved relay token (see :meth:`set_relay_token`), if any."""
+        with self._lock:
+            self._check_open()
+            return self._store.get_meta("relay_token")
+
+    def set_relay_token(self, token: str | None) -> None:
+        """Save (or with ``None`` forget) the token this store uses with its relay."""
+        with self._lock:
+            self._check_open()
+            with self._store.write() as conn:
+                if token is None:
+                    conn.execute("DELETE FROM meta WHERE key = 'relay_token'")
+                else:
+                    self._store.set_meta("relay_token", token)
+
+    def own_client_ids(self) -> set[int]:
+        """Yjs client ids of every incarnation of this replica (this one included)."""
+        with self._lock:
+            self._check_open()
+            return self._store.used_client_ids()
+
+    def _apply_central_config(self, central: dict[str, Any]) -> None:
+        """Adopt the config the relay holds for us (edited centrally)."""
+        try:
+            wanted = StoreConfig.from_dict(
+                {k: v for k, v in central.items() if k in StoreConfig.__dataclass_fields__}
+            )
+        except ConfigError as exc:
+            log.warning("ignoring invalid central config: %s", exc)
+            return
+        current = self.config
+        merged = wanted.updated(relay_url=wanted.relay_url or current.relay_url)
+        if merged != current:
+            self.configure(**merged.to_dict())
+
     # -- sales ----------------------------------------------------------------------
 
     def record_sale(self, lines: Iterable[Any], *, location: str | None = None) -> Sale:
