@@ -80,11 +80,17 @@ class Invariant(Protocol):
 
 
 def _oversold(lines: list[SaleRef], short: int) -> tuple[SaleRef, ...]:
-    """The most recent sales that together account for ``short`` missing units."""
+    """The sales that competed for the last units.
+
+    Walking back from the newest sale, take sales until they account for
+    more than the ``short`` missing units: the ones that oversold plus the
+    one that took the last unit really there (in the classic case, two
+    stores each selling the last unit, both sales).
+    """
     picked: list[SaleRef] = []
     covered = 0
     for ref in sorted(lines, key=lambda r: (r.at_ms, r.sale_id), reverse=True):
-        if covered >= short:
+        if covered > short:
             break
         picked.append(ref)
         covered += ref.quantity

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from .catalog import Catalog
 from .config import StoreConfig
+from .conflicts import ConflictBook, flag_queue_entries
 from .crdt import Ledger, LWWMap, PNCounter, check_name
 from .docnames import CATALOG, LOCATIONS, data_type_of, sales_doc, stock_doc
 from .docset import DocSet
@@ -28,7 +29,6 @@ from .errors import (
     ConfigError,
     InvalidArgument,
     ReplicaClosed,
-    TiendaSyncError,
 )
 from .hlc import DEFAULT_MAX_DRIFT_MS, HLC, Timestamp
 from .inventory import Inventory
@@ -39,6 +39,11 @@ from .storage import ReplicaStore
 from .synclog import SyncLog
 
 __all__ = ["COMPACT_EVERY", "Replica", "ReplicaStatus"]
+
+_VIEW_KINDS: dict[str, type[Any]] = {
+    "catalog": LWWMap, "locations": LWWMap, "conflicts": LWWMap,
+    "stock": PNCounter, "sales": Ledger,
+}
 
 log = logging.getLogger("tiendasync.replica")
 
@@ -88,6 +93,8 @@ class Replica:
         self._closed = False
         self._docs = DocSet(store, client_id)
         self._log_counts: dict[str, int] = {}
+        self._touched: set[tuple[str, str]] = set()
+        self._changed_conflicts: set[str] = set()
         self._update_listeners: list[UpdateListener] = []
         self._status_listeners: list[Callable[[ReplicaStatus], None]] = []
         self._connection_state = "offline"
@@ -99,6 +106,7 @@ class Replica:
         self.sales = Sales(self)
         self.queue = SyncQueue(self)
         self.log = SyncLog(self)
+        self.conflicts = ConflictBook(self)
 
     # -- opening and closing ------------------------------------------------------
 
@@ -275,18 +283,10 @@ class Replica:
                     for sku, qty in per_sku.items():
                         counter.add(sku, -qty)
 
-            def index(conn: Any, entry_id: int) -> None:
-                conn.execute(
-                    "INSERT OR IGNORE INTO sales (id, doc, location, replica, created_at, "
-                    "total_cents) VALUES (?, ?, ?, ?, ?, ?)",
-                    (sale.id, ledger_name, loc, self.replica_id, ts.wall_ms / 1000,
-                     sale.total_cents),
-                )
-
             self._local_write(
                 "sale", "sales",
                 f"sale {sale.id}: {len(parsed)} line(s), {sale.total_cents} cents at {loc}",
-                mutate, ref=sale.id, index=index,
+                mutate, ref=sale.id,
             )
             counter = self._docs.view(stock_doc(loc), PNCounter)
             negative = tuple(sorted(s for s in per_sku if counter.value(s) < 0))
@@ -330,6 +330,7 @@ class Replica:
                     )
                     if index is not None:
                         index(conn, entry_id)
+                    self._index_changes(conn, captured)
                     self._store.set_meta("hlc", self._hlc.last.encode())
             except BaseException:
                 self._reload()
@@ -344,11 +345,12 @@ class Replica:
         Raises :class:`RemoteProtocolError` for malformed updates, with the
         replica unchanged.
         """
-        data_type_of(doc)
+        data_type = data_type_of(doc)
         with self._lock:
             self._check_open()
             self._docs.drain()
             try:
+                self._docs.view(doc, _VIEW_KINDS[data_type])  # so its changes are tracked
                 self._docs.apply(doc, update)
                 captured = self._docs.drain()
                 if not captured:
@@ -356,7 +358,7 @@ class Replica:
                 with self._store.write() as conn:
                     for name, data in captured:
                         self._store.log_update(name, data, "remote")
-                    self._index_remote(conn, doc)
+                    self._index_changes(conn, captured)
             except BaseException:
                 self._reload()
                 raise
@@ -364,21 +366,75 @@ class Replica:
             self._after_commit(captured, local=False)
             return True
 
-    def _index_remote(self, conn: Any, doc: str) -> None:
-        if data_type_of(doc) != "sales":
-            return
-        ledger = self._docs.view(doc, Ledger)
-        for key in ledger.drain_added():
-            record = ledger.get(key)
-            if record is None or "\x1f" in key:
-                continue
-            sale = Sale.from_record(key, record)
+    def _index_changes(self, conn: Any, captured: list[tuple[str, bytes]]) -> None:
+        """Update index rows and the set of touched (location, SKU) keys."""
+        for doc in dict.fromkeys(name for name, _ in captured):
+            data_type = data_type_of(doc)
+            if data_type == "stock":
+                location = doc.partition("/")[2]
+                counter = self._docs.view(doc, PNCounter)
+                self._touched.update((location, sku) for sku in counter.drain_changed())
+            elif data_type == "sales":
+                ledger = self._docs.view(doc, Ledger)
+                for key in ledger.drain_added():
+                    self._touched.update(self._index_ledger_key(conn, doc, ledger, key))
+            elif data_type == "catalog":
+                for sku in self._docs.view(CATALOG, LWWMap).drain_changed():
+                    self._touched.update((loc, sku) for loc in self._locations_of_sku(sku))
+            elif data_type in ("locations", "conflicts"):
+                changed = self._docs.view(doc, LWWMap).drain_changed()
+                if data_type == "conflicts":
+                    self._changed_conflicts.update(changed)
+
+    def _index_ledger_key(
+        self, conn: Any, doc: str, ledger: Ledger, key: str
+    ) -> set[tuple[str, str]]:
+        sale_id, _, tag = key.partition("\x1f")
+        record = ledger.get(sale_id)
+        if record is None:
+            return set()
+        sale = Sale.from_record(sale_id, record)
+        if not tag:
             conn.execute(
                 "INSERT OR IGNORE INTO sales (id, doc, location, replica, created_at, "
                 "total_cents) VALUES (?, ?, ?, ?, ?, ?)",
-                (key, doc, sale.location, sale.replica_id, sale.created_at_ms / 1000,
+                (sale_id, doc, sale.location, sale.replica_id, sale.created_at_ms / 1000,
                  sale.total_cents),
             )
+            conn.executemany(
+                "INSERT OR IGNORE INTO sale_lines (sale_id, line, location, sku, quantity, "
+                "unit_price_cents, at_ms, replica) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(sale_id, n, sale.location, ln.sku, ln.quantity, ln.unit_price_cents,
+                  sale.created_at_ms, sale.replica_id) for n, ln in enumerate(sale.lines)],
+            )
+        elif tag == "void":
+            conn.execute("UPDATE sale_lines SET voided = 1 WHERE sale_id = ?", (sale_id,))
+        elif tag.startswith("remap:"):
+            note = ledger.get(key) or {}
+            conn.execute(
+                "UPDATE sale_lines SET remapped_to = ? WHERE sale_id = ? AND sku = ?",
+                (str(note.get("to")), sale_id, tag[len("remap:"):]),
+            )
+            return {(sale.location, tag[len("remap:"):]), (sale.location, str(note.get("to")))}
+        return {(sale.location, ln.sku) for ln in sale.lines}
+
+    def _locations_of_sku(self, sku: str) -> set[str]:
+        rows = self._store.conn.execute(
+            "SELECT DISTINCT location FROM sale_lines WHERE sku = ?", (sku,)
+        ).fetchall()
+        found = {str(r[0]) for r in rows}
+        for name in self._docs.names():
+            if name.startswith("stock/") and sku in dict(
+                self._docs.view(name, PNCounter).items()
+            ):
+                found.add(name.partition("/")[2])
+        return found
+
+    def drain_touched(self) -> set[tuple[str, str]]:
+        """(location, SKU) keys changed by writes or merges since the last drain."""
+        with self._lock:
+            touched, self._touched = self._touched, set()
+            return touched
 
     def _observe_remote_clock(self, doc: str) -> None:
         if data_type_of(doc) not in ("catalog", "locations", "conflicts"):
@@ -393,6 +449,9 @@ class Replica:
             log.warning("%s", exc)
 
     def _after_commit(self, captured: list[tuple[str, bytes]], *, local: bool = True) -> None:
+        if self._changed_conflicts:
+            changed, self._changed_conflicts = self._changed_conflicts, set()
+            flag_queue_entries(self, changed)
         for doc, _ in captured:
             count = self._log_counts.get(doc)
             if count is None:
@@ -488,7 +547,8 @@ class Replica:
                 log.exception("status callback failed")
 
     def _open_conflict_count(self) -> int:
-        return 0
+        return len([c for c in self.conflicts.list(status="open", limit=10**9)
+                    if c.location in (self.location, "-") or self.replica_id in c.replicas])
 
     # -- sync (implemented in tiendasync.client) ------------------------------------------
 
@@ -523,6 +583,6 @@ class Replica:
             self.sync_now(**sync_args)
 
     def _resolve_conflict(self, conflict_id: str, action: str, **params: Any) -> Any:
-        raise TiendaSyncError("conflict resolution arrives with the conflicts module")
+        return self.conflicts.resolve(conflict_id, action, **params)
 
 

@@ -8,12 +8,13 @@ negative stock into a conflict for an administrator.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .crdt import Ledger, LWWMap, check_name, check_safe_int
-from .docnames import CATALOG
+from .crdt import Ledger, LWWMap, PNCounter, check_name, check_safe_int
+from .docnames import CATALOG, stock_doc
 from .errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -155,6 +156,81 @@ class Sales:
                     "SELECT COUNT(*) FROM sales WHERE location = ?", (location,)
                 ).fetchone()
             return int(row[0])
+
+
+    def void(self, sale_ids: Iterable[str], *, reason: str = "void") -> builtins.list[Sale]:
+        """Void sales: mark them void and put their units back in stock (one write).
+
+        The sale records stay (history is never edited); a void annotation and
+        the restocking replicate like any other write.  Already-voided sales
+        are skipped.
+        """
+        replica = self._replica
+        ids = [check_name(i, "sale id") for i in ([sale_ids] if isinstance(sale_ids, str)
+                                                  else list(sale_ids))]
+        if not ids:
+            raise InvalidArgument("give at least one sale id to void")
+        with replica._lock:
+            sales = []
+            for sale_id in ids:
+                sale = self.get(sale_id)
+                if sale is None:
+                    raise InvalidArgument(f"no sale {sale_id!r}")
+                if not sale.voided:
+                    sales.append(sale)
+            if not sales:
+                return []
+
+            def mutate() -> None:
+                for sale in sales:
+                    name = self._doc_of(sale.id)
+                    with replica._docs.doc(name).transaction(origin="local"):
+                        replica._docs.view(name, Ledger).annotate(
+                            sale.id, "void", {"reason": reason, "by": replica.replica_id})
+                    stock = stock_doc(sale.location)
+                    with replica._docs.doc(stock).transaction(origin="local"):
+                        counter = replica._docs.view(stock, PNCounter)
+                        for line in sale.lines:
+                            counter.add(line.sku, line.quantity)
+
+            replica._local_write("void", "sales", f"void {', '.join(s.id for s in sales)}"
+                                 f" ({reason})", mutate, ref=sales[0].id)
+            return [s for s in (self.get(sale.id) for sale in sales) if s is not None]
+
+    def remap(self, sale_id: str, from_sku: str, to_sku: str) -> Sale:
+        """Re-point a sale's lines from ``from_sku`` to ``to_sku`` (moving the stock too)."""
+        replica = self._replica
+        check_name(from_sku, "SKU")
+        check_name(to_sku, "SKU")
+        with replica._lock:
+            sale = self.get(sale_id)
+            if sale is None:
+                raise InvalidArgument(f"no sale {sale_id!r}")
+            qty = sum(ln.quantity for ln in sale.lines if ln.sku == from_sku)
+            if qty == 0:
+                raise InvalidArgument(f"sale {sale_id} has no line for {from_sku}")
+
+            def mutate() -> None:
+                name = self._doc_of(sale_id)
+                with replica._docs.doc(name).transaction(origin="local"):
+                    replica._docs.view(name, Ledger).annotate(
+                        sale_id, f"remap:{from_sku}", {"to": to_sku, "by": replica.replica_id})
+                stock = stock_doc(sale.location)
+                with replica._docs.doc(stock).transaction(origin="local"):
+                    counter = replica._docs.view(stock, PNCounter)
+                    counter.add(from_sku, qty)
+                    counter.add(to_sku, -qty)
+
+            replica._local_write("remap", "sales", f"remap {sale_id}: {from_sku} -> {to_sku}",
+                                 mutate, ref=sale_id)
+            return sale
+
+    def _doc_of(self, sale_id: str) -> str:
+        row = self._replica._store.conn.execute(
+            "SELECT doc FROM sales WHERE id = ?", (sale_id,)).fetchone()
+        if row is None:
+            raise InvalidArgument(f"no sale {sale_id!r}")
+        return str(row[0])
 
 
 def catalog_price(replica: Replica, sku: str) -> int:

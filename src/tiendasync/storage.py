@@ -79,6 +79,20 @@ CREATE TABLE IF NOT EXISTS sales (
     total_cents INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sales_location ON sales (location, created_at);
+CREATE TABLE IF NOT EXISTS sale_lines (
+    sale_id TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    location TEXT NOT NULL,
+    sku TEXT NOT NULL,
+    quantity INTEGER NOT NULL,
+    unit_price_cents INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    replica TEXT NOT NULL,
+    voided INTEGER NOT NULL DEFAULT 0,
+    remapped_to TEXT,
+    PRIMARY KEY (sale_id, line)
+);
+CREATE INDEX IF NOT EXISTS sale_lines_key ON sale_lines (location, sku);
 CREATE TABLE IF NOT EXISTS sync_log (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     relay TEXT,

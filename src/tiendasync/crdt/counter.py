@@ -28,6 +28,7 @@ class PNCounter:
         self._writer = str(doc.client_id)
         self._slots: dict[str, dict[str, tuple[int, int]]] = {}
         self._totals: dict[str, int] = {}
+        self._changed: set[str] = set()
         for key, value in self._root.items():
             self._index(key, value)
         self._subscription = self._root.observe(self._on_change)
@@ -67,8 +68,14 @@ class PNCounter:
             raise InvalidArgument(f"counter for {entity!r} would exceed 2**53 - 1")
         self._root[entity + SEP + self._writer] = [inc, dec]
 
+    def drain_changed(self) -> set[str]:
+        """Entities whose value changed since the last drain."""
+        changed, self._changed = self._changed, set()
+        return changed
+
     def _on_change(self, event: Any) -> None:
         for key, change in event.keys.items():
+            self._changed.add(key.rpartition(SEP)[0])
             if change["action"] == "delete":
                 self._unindex(key)
             else:

@@ -17,6 +17,7 @@ does not.
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -64,6 +65,7 @@ class LWWMap:
         self._slots: dict[str, dict[str, dict[int, FieldWrite]]] = {}
         #: The greatest timestamp seen in any slot (to advance the local HLC).
         self.newest: Timestamp | None = None
+        self._changed: builtins.set[str] = set()
         for key, value in self._root.items():
             self._index(key, value)
         self._subscription = self._root.observe(self._on_change)
@@ -146,8 +148,14 @@ class LWWMap:
 
     # -- index maintenance -------------------------------------------------
 
+    def drain_changed(self) -> builtins.set[str]:
+        """Records touched since the last drain."""
+        changed, self._changed = self._changed, set()
+        return changed
+
     def _on_change(self, event: Any) -> None:
         for key, change in event.keys.items():
+            self._changed.add(key.split(SEP, 1)[0])
             if change["action"] == "delete":
                 self._unindex(key)
             else:
