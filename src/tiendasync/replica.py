@@ -95,6 +95,7 @@ class Replica:
         self._log_counts: dict[str, int] = {}
         self._touched: set[tuple[str, str]] = set()
         self._changed_conflicts: set[str] = set()
+        self._changed_products: set[str] = set()
         self._update_listeners: list[UpdateListener] = []
         self._status_listeners: list[Callable[[ReplicaStatus], None]] = []
         self._connection_state = "offline"
@@ -380,6 +381,7 @@ class Replica:
                     self._touched.update(self._index_ledger_key(conn, doc, ledger, key))
             elif data_type == "catalog":
                 for sku in self._docs.view(CATALOG, LWWMap).drain_changed():
+                    self._changed_products.add(sku)
                     self._touched.update((loc, sku) for loc in self._locations_of_sku(sku))
             elif data_type in ("locations", "conflicts"):
                 changed = self._docs.view(doc, LWWMap).drain_changed()
@@ -435,6 +437,12 @@ class Replica:
         with self._lock:
             touched, self._touched = self._touched, set()
             return touched
+
+    def drain_changed_products(self) -> set[str]:
+        """SKUs whose catalog record changed since the last drain."""
+        with self._lock:
+            changed, self._changed_products = self._changed_products, set()
+            return changed
 
     def _observe_remote_clock(self, doc: str) -> None:
         if data_type_of(doc) not in ("catalog", "locations", "conflicts"):
