@@ -1,0 +1,141 @@
+"""``tiendasync relay``: run the relay, manage its tokens.
+
+::
+
+    tiendasync relay --db relay.db --host 127.0.0.1 --port 8765 [--admin-port N]
+    tiendasync relay token add --db relay.db --tenant acme --replica tienda-1
+    tiendasync relay token add --db relay.db --admin
+    tiendasync relay token list --db relay.db [--json]
+    tiendasync relay token revoke --db relay.db ID
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+from ..errors import InvalidArgument
+from .auth import issue_token
+from .server import RelayServer
+from .store import SqliteRelayStore
+
+__all__ = ["register"]
+
+log = logging.getLogger("tiendasync.relay")
+
+
+def register(commands: Any) -> None:
+    """Add ``relay`` to the ``tiendasync`` sub-commands."""
+    relay = commands.add_parser(
+        "relay", help="run the relay server, or manage its tokens",
+        description="Run the relay server (no sub-command), or manage its tokens.",
+    )
+    relay.add_argument("--db", default="relay.db", help="relay database (default relay.db)")
+    relay.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    relay.add_argument("--port", type=int, default=8765, help="websocket port (0: any free)")
+    relay.add_argument("--admin-port", type=int, default=None,
+                       help="admin API port (default --port + 1)")
+    relay.add_argument("--yjs-writable", action="store_true",
+                       help="accept writes on the /yjs/ endpoint")
+    relay.set_defaults(handler=_run)
+    sub = relay.add_subparsers(dest="relay_command", metavar="{token}")
+
+    token = sub.add_parser("token", help="add, list or revoke access tokens")
+    tokens = token.add_subparsers(dest="token_command", metavar="{add,list,revoke}",
+                                  required=True)
+
+    add = tokens.add_parser("add", help="create a token and print it (shown only once)")
+    add.add_argument("--db", dest="token_db", default=None, help="relay database")
+    add.add_argument("--tenant", help="tenant of the replica token")
+    add.add_argument("--replica", help="replica id the token is bound to")
+    add.add_argument("--admin", action="store_true", help="an admin token (no tenant)")
+    add.set_defaults(handler=_token_add)
+
+    lst = tokens.add_parser("list", help="list tokens (never their secrets)")
+    lst.add_argument("--db", dest="token_db", default=None, help="relay database")
+    lst.add_argument("--json", action="store_true", help="print JSON")
+    lst.set_defaults(handler=_token_list)
+
+    rev = tokens.add_parser("revoke", help="revoke a token by its id")
+    rev.add_argument("--db", dest="token_db", default=None, help="relay database")
+    rev.add_argument("id", help="token id (as shown by token list)")
+    rev.set_defaults(handler=_token_revoke)
+
+
+def _db(args: argparse.Namespace) -> str:
+    path: str = getattr(args, "token_db", None) or args.db
+    return path
+
+
+def _token_add(args: argparse.Namespace) -> int:
+    if args.admin and (args.tenant or args.replica):
+        raise InvalidArgument("--admin takes no --tenant or --replica")
+    if not args.admin and not (args.tenant and args.replica):
+        raise InvalidArgument("give --tenant and --replica (or --admin)")
+    with SqliteRelayStore(_db(args)) as store:
+        token = issue_token(store, tenant=args.tenant, replica_id=args.replica,
+                            admin=args.admin)
+    print(token)
+    return 0
+
+
+def _fmt_time(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    with SqliteRelayStore(_db(args)) as store:
+        records = store.list_tokens()
+    if args.json:
+        print(json.dumps([r.public() for r in records], indent=2))
+        return 0
+    print(f"{'ID':<14} {'TENANT':<16} {'REPLICA':<20} {'ADMIN':<5} {'CREATED':<19} REVOKED")
+    for r in records:
+        print(f"{r.id:<14} {r.tenant or '-':<16} {r.replica_id or '-':<20} "
+              f"{'yes' if r.admin else 'no':<5} {_fmt_time(r.created_at):<19} "
+              f"{_fmt_time(r.revoked_at)}")
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    with SqliteRelayStore(_db(args)) as store:
+        store.revoke_token(args.id)
+    print(f"revoked {args.id}", file=sys.stderr)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    store = SqliteRelayStore(args.db)
+    try:
+        asyncio.run(_serve(store, args))
+    finally:
+        store.close()
+    return 0
+
+
+async def _serve(store: SqliteRelayStore, args: argparse.Namespace) -> None:
+    server = RelayServer(store, host=args.host, port=args.port,
+                         yjs_writable=args.yjs_writable)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    if args.admin_port is not None:
+        log.warning("--admin-port %s: the admin HTTP API is not available in this build",
+                    args.admin_port)
+    print(f"tiendasync relay listening on ws://{args.host}:{server.port}/sync",
+          file=sys.stderr, flush=True)
+    try:
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await server.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
