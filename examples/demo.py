@@ -103,6 +103,7 @@ def wait_for(predicate: Any, what: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
+            check(True, what)
             return
         time.sleep(0.2)
     check(False, what)

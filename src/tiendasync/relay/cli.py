@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from ..errors import InvalidArgument
+from .admin import AdminHTTPServer
 from .auth import issue_token
 from .server import RelayServer
 from .store import SqliteRelayStore
@@ -43,6 +44,11 @@ def register(commands: Any) -> None:
                        help="admin API port (default --port + 1)")
     relay.add_argument("--yjs-writable", action="store_true",
                        help="accept writes on the /yjs/ endpoint")
+    relay.add_argument("--central-dir", default=None,
+                       help="where the relay's own per-tenant replicas live (invariants, "
+                            "conflicts); default DB.central next to --db")
+    relay.add_argument("--no-admin", action="store_true",
+                       help="do not serve the admin HTTP API")
     relay.set_defaults(handler=_run)
     sub = relay.add_subparsers(dest="relay_command", metavar="{token}")
 
@@ -121,21 +127,29 @@ def _run(args: argparse.Namespace) -> int:
 
 async def _serve(store: SqliteRelayStore, args: argparse.Namespace) -> None:
     server = RelayServer(store, host=args.host, port=args.port,
-                         yjs_writable=args.yjs_writable)
+                         yjs_writable=args.yjs_writable,
+                         central_dir=args.central_dir or f"{args.db}.central")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
-    if args.admin_port is not None:
-        log.warning("--admin-port %s: the admin HTTP API is not available in this build",
-                    args.admin_port)
+    admin: AdminHTTPServer | None = None
+    if not args.no_admin:
+        admin_port = args.admin_port if args.admin_port is not None else (
+            server.port + 1 if args.port else 0)
+        admin = AdminHTTPServer(server, host=args.host, port=admin_port)
+        await admin.start()
+        print(f"tiendasync admin API on http://{args.host}:{admin.port}/api/sync/",
+              file=sys.stderr, flush=True)
     print(f"tiendasync relay listening on ws://{args.host}:{server.port}/sync",
           file=sys.stderr, flush=True)
     try:
         await stop.wait()
         log.info("stopping")
     finally:
+        if admin is not None:
+            await admin.stop()
         await server.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

@@ -30,7 +30,9 @@ import http
 import logging
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -40,6 +42,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.http11 import Request, Response
 
+from ..central import CENTRAL_REPLICA_ID, CentralWriter
 from ..config import DEFAULT_PRIORITIES, StoreConfig
 from ..docnames import data_type_of
 from ..errors import ConfigError, InvalidArgument, RemoteProtocolError
@@ -183,8 +186,15 @@ class RelayServer:
         max_docs: int = 1000,
         idle_seconds: float = 600.0,
         yjs_writable: bool = False,
+        central_dir: str | Path | None = None,
+        invariants: Iterable[Any] = (),
     ) -> None:
         self.store = store
+        #: Where the per-tenant writer replicas live (None: no invariants, no conflicts).
+        self.central_dir = None if central_dir is None else Path(central_dir)
+        self.invariants = list(invariants)
+        self._central: dict[str, CentralWriter] = {}
+        self.updates_total = 0
         self.host = host
         self._requested_port = port
         self.broker: Broker = broker if broker is not None else InProcessBroker()
@@ -239,6 +249,17 @@ class RelayServer:
         for task in list(self._tasks):
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
+        if self._queue is not None and not self._queue.empty():
+            batch = []
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is not None:
+                    batch.append(item)
+            if batch:
+                await self._commit(batch, review=False)
+        for writer in self._central.values():
+            writer.close()
+        self._central.clear()
         self.docs.clear()
 
     async def __aenter__(self) -> RelayServer:
@@ -275,6 +296,60 @@ class RelayServer:
                 self._schedule_flush(s)
                 sent = True
         return sent
+
+    # -- the central writer (invariants, conflicts, resolutions) -----------------------------
+
+    def central(self, tenant: str) -> CentralWriter:
+        """The tenant's writer replica, opened and caught up on first use."""
+        writer = self._central.get(tenant)
+        if writer is not None:
+            return writer
+        if self.central_dir is None:
+            raise ConfigError("this relay runs without a central writer (no central_dir)")
+        writer = CentralWriter.open(self.central_dir, tenant,
+                                    lambda doc, data: self._ingest_central(tenant, doc, data),
+                                    self.invariants)
+        foreign = self.store.claim_client_ids(tenant, CENTRAL_REPLICA_ID,
+                                              sorted(writer.client_ids))
+        if foreign:
+            writer.close()
+            raise ConfigError(f"client id {foreign[0]} of the central writer is taken")
+        self._central[tenant] = writer
+        for doc in self.store.state_vectors(tenant):
+            diff = self.docs.get(tenant, doc).diff(writer.state_vector(doc))
+            writer.merge(doc, diff, review=False)
+        own = writer.client_ids
+        for doc in writer.replica.doc_names():  # what the writer made that we lack
+            relay_sv = self.docs.get(tenant, doc).state_vector()
+            relay = decode_state_vector(relay_sv)
+            mine = decode_state_vector(writer.replica.state_vector(doc))
+            if any(c in own and k > relay.get(c, 0) for c, k in mine.items()):
+                self._ingest_central(tenant, doc, writer.replica.diff(doc, relay_sv))
+        writer.review()
+        return writer
+
+    def _ingest_central(self, tenant: str, doc: str, data: bytes) -> None:
+        """Store and fan out a write of the central writer, like a replica's."""
+        assert self._queue is not None
+        parsed = parse_update(data)
+        result = self.docs.apply(tenant, doc, data, _ends(parsed))
+        stored = None if result.duplicate else (data if result.pending else result.changed)
+        self.docs.pin(tenant, doc)
+        self._queue.put_nowait(_Write(
+            session=None, tenant=tenant, doc=doc, data=stored,
+            state_vector=result.state_vector, fanout=result.changed, acks=[],
+            replica=CENTRAL_REPLICA_ID,
+        ))
+
+    def tenants(self) -> list[str]:
+        """Tenants known to this relay (from its tokens)."""
+        return sorted({t.tenant for t in self.store.list_tokens() if t.tenant})
+
+    def queue_depth(self) -> int:
+        return 0 if self._queue is None else self._queue.qsize()
+
+    def connection_count(self) -> int:
+        return sum(1 for s in self._sessions.values() if s.open)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -634,7 +709,7 @@ class RelayServer:
                 batch.append(nxt)
             await self._commit(batch)
 
-    async def _commit(self, batch: list[_Write]) -> None:
+    async def _commit(self, batch: list[_Write], *, review: bool = True) -> None:
         entries = [AppendEntry(w.tenant, w.doc, w.data, w.replica, w.state_vector)
                    for w in batch]
         try:
@@ -657,8 +732,16 @@ class RelayServer:
                     s.conn.ack(w.doc, client, clocks.get(client, 0))
                 self._schedule_flush(s)
             if w.fanout is not None:
+                self.updates_total += 1
                 self.broker.publish(w.tenant, w.doc, w.fanout,
                                     None if s is None else s.id)
+        if review and self.central_dir is not None:
+            for w in batch:
+                if w.fanout is not None and w.replica != CENTRAL_REPLICA_ID:
+                    try:
+                        self.central(w.tenant).merge(w.doc, w.fanout)
+                    except Exception:
+                        log.exception("central review of %s/%s failed", w.tenant, w.doc)
         for key, count in result.log_counts.items():
             if count >= self.compact_threshold and key not in self._compacting:
                 self._compacting.add(key)
