@@ -68,6 +68,7 @@ class Catalog:
     def items(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """``(sku, fields)`` for every live product, sorted by SKU."""
         with self._replica._lock:
+            self._replica._check_open()
             m = self._map()
             rows = [(sku, m.get(sku)) for sku in sorted(m.records())]
         return ((sku, fields) for sku, fields in rows if fields is not None)

@@ -160,6 +160,7 @@ class SyncQueue:
     def counts(self) -> dict[str, int]:
         """Number of entries per status."""
         with self._replica._lock:
+            self._replica._check_open()
             rows = self._replica._store.conn.execute(
                 "SELECT status, COUNT(*) FROM queue GROUP BY status"
             ).fetchall()
