@@ -125,10 +125,7 @@ class RelayAdmin:
         return out
 
     def metrics(self) -> dict[str, float]:
-        open_conflicts = 0
-        for tenant in list(self.server._central):
-            open_conflicts += len(self.server.central(tenant).conflicts(status="open",
-                                                                        limit=10**9))
+        open_conflicts = self.server.core.open_conflicts()
         return {
             "connections": float(self.server.connection_count()),
             "updates_total": float(self.server.updates_total),
@@ -151,11 +148,13 @@ class AdminHTTPServer:
     """Serve the admin API (and console routes) on ``host:port`` in this event loop."""
 
     def __init__(self, relay: RelayServer, *, host: str, port: int,
-                 extra_routes: list[Any] | None = None) -> None:
+                 extra_routes: list[Any] | None = None, tls_cert: str | None = None,
+                 tls_key: str | None = None) -> None:
         self.admin = RelayAdmin(relay)
         self.app = create_admin_app(self.admin, extra_routes=extra_routes)
         config = uvicorn.Config(self.app, host=host, port=port, log_level="warning",
-                                lifespan="off", access_log=False)
+                                lifespan="off", access_log=False, ssl_certfile=tls_cert,
+                                ssl_keyfile=tls_key)
         self._server = _EmbeddedServer(config)
         self._task: asyncio.Task[None] | None = None
         self.host = host

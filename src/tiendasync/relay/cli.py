@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import signal
+import ssl
 import sys
 import time
 from typing import Any
@@ -47,6 +48,9 @@ def register(commands: Any) -> None:
     relay.add_argument("--central-dir", default=None,
                        help="where the relay's own per-tenant replicas live (invariants, "
                             "conflicts); default DB.central next to --db")
+    relay.add_argument("--tls-cert", default=None,
+                       help="PEM certificate: serve wss:// (and https:// for the admin API)")
+    relay.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
     relay.add_argument("--no-admin", action="store_true",
                        help="do not serve the admin HTTP API")
     relay.set_defaults(handler=_run)
@@ -126,8 +130,17 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _serve(store: SqliteRelayStore, args: argparse.Namespace) -> None:
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise InvalidArgument("give both --tls-cert and --tls-key")
+    ssl_context = None
+    if args.tls_cert:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise InvalidArgument(f"cannot load TLS certificate/key: {exc}") from exc
     server = RelayServer(store, host=args.host, port=args.port,
-                         yjs_writable=args.yjs_writable,
+                         yjs_writable=args.yjs_writable, ssl_context=ssl_context,
                          central_dir=args.central_dir or f"{args.db}.central")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -138,11 +151,13 @@ async def _serve(store: SqliteRelayStore, args: argparse.Namespace) -> None:
     if not args.no_admin:
         admin_port = args.admin_port if args.admin_port is not None else (
             server.port + 1 if args.port else 0)
-        admin = AdminHTTPServer(server, host=args.host, port=admin_port)
+        admin = AdminHTTPServer(server, host=args.host, port=admin_port,
+                                tls_cert=args.tls_cert, tls_key=args.tls_key)
         await admin.start()
         print(f"tiendasync admin API on http://{args.host}:{admin.port}/api/sync/",
               file=sys.stderr, flush=True)
-    print(f"tiendasync relay listening on ws://{args.host}:{server.port}/sync",
+    scheme = "wss" if ssl_context else "ws"
+    print(f"tiendasync relay listening on {scheme}://{args.host}:{server.port}/sync",
           file=sys.stderr, flush=True)
     try:
         await stop.wait()
