@@ -1,8 +1,9 @@
 """The replica's websocket client: one-shot sync and continuous background sync.
 
-The conversation itself is :class:`~tiendasync.protocol.ReplicaConnection`
-(sans I/O); this module only moves its bytes over a websocket, applies what
-arrives to the :class:`~tiendasync.Replica`, and streams new local writes.
+The conversation is :class:`~tiendasync.sync_session.ReplicaSync` (sans I/O);
+this module only carries its bytes over a websocket, feeds it the local
+writes committed meanwhile, and reconnects with exponential backoff and
+jitter.
 """
 
 from __future__ import annotations
@@ -10,39 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import ssl
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from .errors import (
-    AuthError,
-    ConfigError,
-    ProtocolError,
-    RemoteProtocolError,
-    SyncError,
-    TiendaSyncError,
-    UnreachableRelay,
-)
-from .protocol import (
-    CLOSE_AUTH,
-    CLOSE_FORBIDDEN,
-    CLOSE_INTERNAL,
-    MAX_FRAME_BYTES,
-    Ack,
-    ConnectionClosed,
-    ProtocolFailure,
-    ReplicaConnection,
-    Synced,
-    SyncRequested,
-    UpdateReceived,
-    Welcome,
-)
-from .statevector import decode_state_vector, encode_state_vector
+from .errors import AuthError, ConfigError, SyncError, TiendaSyncError, UnreachableRelay
+from .protocol import MAX_FRAME_BYTES
+from .sync_session import ReplicaSync, SyncReport
 
 if TYPE_CHECKING:
     from .replica import Replica
@@ -50,30 +31,6 @@ if TYPE_CHECKING:
 __all__ = ["BackgroundSync", "SyncReport", "sync_once"]
 
 log = logging.getLogger("tiendasync.client")
-
-
-@dataclass
-class SyncReport:
-    """What one sync session did."""
-
-    relay: str
-    session_id: str = ""
-    updates_sent: int = 0
-    updates_received: int = 0
-    bytes_sent: int = 0
-    bytes_received: int = 0
-    docs: int = 0
-    acknowledged: int = 0
-    conflicts_seen: int = 0
-    duration_s: float = 0.0
-    outcome: str = "running"
-    error: str | None = None
-    received_docs: set[str] = field(default_factory=set)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
-        out["received_docs"] = sorted(self.received_docs)
-        return out
 
 
 class _Resync(Exception):
@@ -94,213 +51,110 @@ def _credentials(replica: Replica, url: str | None, token: str | None) -> tuple[
     return url, token
 
 
-class _Session:
-    """One websocket session between a replica and the relay."""
+def _ssl_for(url: str) -> ssl.SSLContext | None:
+    """``wss://`` uses the system trust store, plus TIENDASYNC_CA_FILE if set."""
+    if not url.startswith("wss://"):
+        return None
+    context = ssl.create_default_context()
+    ca = os.environ.get("TIENDASYNC_CA_FILE")
+    if ca:
+        context.load_verify_locations(ca)
+    return context
 
-    def __init__(self, replica: Replica, url: str, token: str, *, full: bool, live: bool) -> None:
-        self.replica = replica
-        self.url = url
-        self.token = token
-        self.full = full
-        self.live = live
-        self.conn = ReplicaConnection(max_frame_bytes=MAX_FRAME_BYTES)
-        self.report = SyncReport(relay=url)
-        self.own_ids = replica.own_client_ids()
-        self.expected: dict[tuple[str, int], int] = {}
-        self.acked: dict[tuple[str, int], int] = {}
-        self.synced = False
-        self.outbox: asyncio.Queue[list[tuple[str, bytes]]] = asyncio.Queue()
-        self.ws: ClientConnection | None = None
 
-    # -- the conversation --------------------------------------------------------------
+async def _run_session(replica: Replica, url: str, token: str, *, full: bool, live: bool,
+                       stop: asyncio.Event | None = None) -> SyncReport:
+    """Connect and converse until done (once), stopped, or broken."""
+    sync = ReplicaSync(replica, token, relay=url, full=full, live=live)
+    started = time.monotonic()
+    loop = asyncio.get_running_loop()
+    outbox: asyncio.Queue[list[tuple[str, bytes]]] = asyncio.Queue()
 
-    async def run(self, stop: asyncio.Event | None = None) -> SyncReport:
-        started = time.monotonic()
-        loop = asyncio.get_running_loop()
-        def enqueue(updates: list[tuple[str, bytes]]) -> None:
-            loop.call_soon_threadsafe(self.outbox.put_nowait, list(updates))
+    def enqueue(updates: list[tuple[str, bytes]]) -> None:
+        loop.call_soon_threadsafe(outbox.put_nowait, list(updates))
 
-        unsubscribe = self.replica.on_local_update(enqueue)
-        log_id = self.replica.log._start(self.url, "full" if self.full else
-                                         ("continuous" if self.live else "once"))
-        self.replica._set_connection_state("connecting")
+    unsubscribe = replica.on_local_update(enqueue) if live else (lambda: None)
+    log_id = replica.log._start(url, "full" if full else ("continuous" if live else "once"))
+    replica._set_connection_state("connecting")
+    report = sync.report
+    try:
         try:
-            try:
-                ws = await connect(self.url, max_size=MAX_FRAME_BYTES + 4096, open_timeout=10,
-                                   ping_interval=20, ping_timeout=20, compression=None)
-            except (TimeoutError, OSError, websockets.InvalidURI,
-                    websockets.InvalidHandshake) as exc:
-                raise UnreachableRelay(f"cannot reach relay at {self.url}: {exc}") from exc
-            self.ws = ws
-            async with ws:
-                await self._converse(ws, stop)
-            self.report.outcome = "ok"
-        except _Resync:
-            self.report.outcome = "ok"
-            raise
-        except TiendaSyncError as exc:
-            self.report.outcome, self.report.error = "error", str(exc)
-            raise
-        except websockets.ConnectionClosed as exc:
-            self.report.outcome = "error"
-            self.report.error = f"connection lost: {exc}"
-            raise UnreachableRelay(f"connection to relay lost: {exc}") from exc
-        finally:
-            unsubscribe()
-            self.report.duration_s = time.monotonic() - started
-            self.report.bytes_sent = self.conn.bytes_sent
-            self.report.bytes_received = self.conn.bytes_received
-            self.replica._set_connection_state("offline", self.report.error)
-            try:
-                r = self.report
-                self.replica.log._finish(
-                    log_id, r.outcome, docs=r.docs, updates_sent=r.updates_sent,
-                    updates_received=r.updates_received, bytes_sent=r.bytes_sent,
-                    bytes_received=r.bytes_received, error=r.error,
-                )
-            except TiendaSyncError:
-                log.exception("could not write the sync log")
-        return self.report
+            ws = await connect(url, max_size=4 * MAX_FRAME_BYTES, open_timeout=10,
+                               ping_interval=20, ping_timeout=20, compression=None,
+                               ssl=_ssl_for(url))
+        except (TimeoutError, OSError, websockets.InvalidURI, websockets.InvalidHandshake) as exc:
+            raise UnreachableRelay(f"cannot reach relay at {url}: {exc}") from exc
+        async with ws:
+            await _converse(ws, sync, outbox, stop)
+        report.outcome = "ok"
+    except _Resync:
+        report.outcome = "ok"
+        raise
+    except TiendaSyncError as exc:
+        report.outcome, report.error = "error", str(exc)
+        raise
+    except websockets.ConnectionClosed as exc:
+        report.outcome, report.error = "error", f"connection lost: {exc}"
+        raise UnreachableRelay(f"connection to relay lost: {exc}") from exc
+    finally:
+        unsubscribe()
+        report.duration_s = time.monotonic() - started
+        replica._set_connection_state("offline", report.error)
+        with contextlib.suppress(TiendaSyncError):
+            replica.log._finish(
+                log_id, report.outcome, docs=report.docs, updates_sent=report.updates_sent,
+                updates_received=report.updates_received, bytes_sent=report.bytes_sent,
+                bytes_received=report.bytes_received, error=report.error,
+            )
+    return report
 
-    async def _converse(self, ws: ClientConnection, stop: asyncio.Event | None) -> None:
-        replica = self.replica
-        svs = {} if self.full else {d: replica.state_vector(d) for d in replica.doc_names()}
-        self.conn.hello(
-            tenant=replica.tenant, replica_id=replica.replica_id, token=self.token,
-            client_id=replica.client_id, state_vectors=svs, full=self.full,
-            past_client_ids=tuple(sorted(self.own_ids - {replica.client_id})),
-        )
-        await self._flush(ws)
-        sender = asyncio.create_task(self._stream(ws)) if self.live else None
-        stopper = asyncio.create_task(stop.wait()) if stop is not None else None
-        try:
-            while not self.conn.closed:
-                if not self.live and self.synced and self._all_acked():
-                    self.conn.bye("synced")
-                    await self._flush(ws)
+
+async def _send(ws: ClientConnection, sync: ReplicaSync) -> None:
+    data = sync.data_to_send()
+    if data:
+        await ws.send(data)
+
+
+async def _converse(ws: ClientConnection, sync: ReplicaSync,
+                    outbox: asyncio.Queue[list[tuple[str, bytes]]],
+                    stop: asyncio.Event | None) -> None:
+    sync.start()
+    await _send(ws, sync)
+    receiver: asyncio.Task[Any] = asyncio.create_task(ws.recv())
+    local: asyncio.Task[Any] | None = asyncio.create_task(outbox.get()) if sync.live else None
+    stopper = asyncio.create_task(stop.wait()) if stop is not None else None
+    try:
+        while True:
+            waiting = {t for t in (receiver, local, stopper) if t is not None}
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if stopper is not None and stopper in done:
+                sync.stop()
+                await _send(ws, sync)
+                return
+            if local is not None and local in done:
+                batch = local.result()
+                while not outbox.empty():
+                    batch.extend(outbox.get_nowait())
+                sync.send_local(batch)
+                await _send(ws, sync)
+                local = asyncio.create_task(outbox.get())
+            if receiver in done:
+                sync.receive_data(receiver.result())
+                await _send(ws, sync)
+                if sync.error is not None:
+                    if sync.conn.close_code not in (None, 1000):
+                        await ws.close(sync.conn.close_code or 1002,
+                                       sync.conn.close_reason[:120])
+                    raise sync.error
+                if sync.resync is not None:
+                    raise _Resync(sync.resync)
+                if sync.done:
                     return
                 receiver = asyncio.create_task(ws.recv())
-                waiting: set[asyncio.Task[Any]] = {receiver}
-                if stopper is not None:
-                    waiting.add(stopper)
-                if sender is not None:
-                    waiting.add(sender)
-                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                if receiver not in done:
-                    receiver.cancel()
-                    if sender is not None and sender in done:
-                        sender.result()  # re-raise what killed the sender
-                    self.conn.bye("stopping")
-                    await self._flush(ws)
-                    return
-                message = receiver.result()
-                if isinstance(message, str):
-                    self.conn.fail(1003, "text frames are not part of the protocol",
-                                   remote=True)
-                else:
-                    self.conn.receive_data(message)
-                await self._handle_events(ws)
-                await self._flush(ws)
-        finally:
-            for task in (sender, stopper):
-                if task is not None:
-                    task.cancel()
-
-    async def _handle_events(self, ws: ClientConnection) -> None:
-        for event in self.conn.events():
-            if isinstance(event, Welcome):
-                self.report.session_id = event.session_id
-                if event.config:
-                    self.replica._apply_central_config(event.config)
-                self._send_catch_up(event.state_vectors)
-                self.replica._set_connection_state("syncing")
-            elif isinstance(event, UpdateReceived):
-                try:
-                    changed = self.replica.apply_remote(event.doc, event.data)
-                except RemoteProtocolError as exc:
-                    self.conn.fail(exc.code, exc.reason, remote=False)
-                    continue
-                self.report.updates_received += 1
-                if changed:
-                    self.report.received_docs.add(event.doc)
-                    if event.doc == "conflicts":
-                        self.report.conflicts_seen += 1
-            elif isinstance(event, Ack):
-                key = (event.doc, event.client_id)
-                self.acked[key] = max(self.acked.get(key, 0), event.clock)
-                self.report.acknowledged += self.replica.queue._acknowledge(
-                    event.doc, event.client_id, event.clock
-                )
-            elif isinstance(event, Synced):
-                self.synced = True
-                if self.live:
-                    self.replica._set_connection_state("online")
-            elif isinstance(event, SyncRequested):
-                raise _Resync(event.full)
-            elif isinstance(event, ProtocolFailure):
-                if event.code == CLOSE_AUTH:
-                    raise AuthError(f"relay refused us: {event.reason}")
-                if event.code == CLOSE_FORBIDDEN:
-                    raise AuthError(f"relay forbids this: {event.reason}")
-                if event.code == CLOSE_INTERNAL:
-                    raise SyncError(f"relay error: {event.reason}")
-                raise ProtocolError(event.reason, event.code)
-            elif isinstance(event, ConnectionClosed):
-                raise UnreachableRelay(f"relay closed the session: {event.reason}")
-
-    def _send_catch_up(self, relay_svs: dict[str, bytes]) -> None:
-        """Send, in priority order, what the relay lacks of our own writes."""
-        config = self.replica.config
-        docs = sorted(self.replica.doc_names(),
-                      key=lambda d: (-config.priority(_data_type(d)), d))
-        self.report.docs = len(docs)
-        for doc in docs:
-            local = decode_state_vector(self.replica.state_vector(doc))
-            relay = decode_state_vector(relay_svs[doc]) if doc in relay_svs else {}
-            ours = {c: k for c, k in local.items() if c in self.own_ids and k > relay.get(c, 0)}
-            if not ours and not self.full:
-                continue
-            # Claim the relay has every other writer's items: the relay only
-            # accepts our own items from us, and the diff still carries deletes.
-            target = {c: (relay.get(c, 0) if c in self.own_ids else k) for c, k in local.items()}
-            update = self.replica.diff(doc, encode_state_vector(target))
-            self.conn.send_update(doc, update)
-            self.report.updates_sent += 1
-            for client, clock in ours.items():
-                self.expected[(doc, client)] = clock
-        self.replica.queue._mark_sent()
-
-    def _all_acked(self) -> bool:
-        return all(self.acked.get(key, 0) >= clock for key, clock in self.expected.items())
-
-    async def _stream(self, ws: ClientConnection) -> None:
-        """Send local writes as they are committed (live mode)."""
-        while True:
-            batch = await self.outbox.get()
-            while not self.outbox.empty():
-                batch.extend(self.outbox.get_nowait())
-            if self.conn.closed:
-                return
-            if self.conn.state not in ("catching_up", "live"):
-                continue  # before WELCOME: the catch-up diff will carry them
-            for doc, data in batch:
-                self.conn.send_update(doc, data)
-                self.report.updates_sent += 1
-            await self._flush(ws)
-            self.replica.queue._mark_sent()
-
-    async def _flush(self, ws: ClientConnection) -> None:
-        data = self.conn.data_to_send()
-        if data:
-            await ws.send(data)
-        if self.conn.closed and self.conn.close_code not in (None, 1000):
-            await ws.close(self.conn.close_code or 1002, self.conn.close_reason[:120])
-
-
-def _data_type(doc: str) -> str:
-    from .docnames import data_type_of
-
-    return data_type_of(doc)
+    finally:
+        for task in (receiver, local, stopper):
+            if task is not None:
+                task.cancel()
 
 
 def sync_once(
@@ -315,13 +169,14 @@ def sync_once(
     url, token = _credentials(replica, url, token)
 
     async def run() -> SyncReport:
-        session = _Session(replica, url, token, full=full, live=False)
         try:
-            return await asyncio.wait_for(session.run(), timeout)
+            return await asyncio.wait_for(
+                _run_session(replica, url, token, full=full, live=False), timeout)
         except TimeoutError as exc:
             raise SyncError(f"sync with {url} did not finish within {timeout} s") from exc
         except _Resync:
-            return session.report
+            return await asyncio.wait_for(
+                _run_session(replica, url, token, full=full, live=False), timeout)
 
     return asyncio.run(run())
 
@@ -354,11 +209,12 @@ class BackgroundSync:
             self._thread.join(timeout)
 
     def kick(self, full: bool = False) -> None:
-        """Reconnect now instead of waiting for the backoff (or resync if connected)."""
+        """Reconnect now instead of waiting for the backoff."""
         self._full_next = self._full_next or full
         loop, wake = self._loop, self._wake
         if loop is not None and wake is not None:
-            loop.call_soon_threadsafe(wake.set)
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(wake.set)
 
     def _run(self) -> None:
         asyncio.run(self._main())
@@ -371,16 +227,16 @@ class BackgroundSync:
         failures = 0
         while not self._stop.is_set():
             full, self._full_next = self._full_next, False
-            session = _Session(self.replica, self.url, self.token, full=full, live=True)
             try:
-                self.last_report = await session.run(self._stop)
+                self.last_report = await _run_session(
+                    self.replica, self.url, self.token, full=full, live=True, stop=self._stop)
                 failures = 0
             except _Resync as exc:
                 self._full_next = exc.full
                 failures = 0
                 continue
             except AuthError as exc:
-                log.error("sync stopped retrying quickly: %s", exc)
+                log.error("relay refused this store (retrying slowly): %s", exc)
                 failures = max(failures + 1, 6)
             except TiendaSyncError as exc:
                 log.info("sync session ended: %s", exc)
@@ -396,7 +252,8 @@ class BackgroundSync:
             delay = min(config.backoff_max_s, config.backoff_min_s * 2 ** min(failures, 16))
             delay *= random.uniform(0.5, 1.0)
             self._wake.clear()
-            waits = [asyncio.create_task(self._stop.wait()), asyncio.create_task(self._wake.wait())]
+            waits = [asyncio.create_task(self._stop.wait()),
+                     asyncio.create_task(self._wake.wait())]
             await asyncio.wait(waits, timeout=delay if failures else 0.05,
                                return_when=asyncio.FIRST_COMPLETED)
             for task in waits:
