@@ -356,14 +356,15 @@ class Replica:
                 captured = self._docs.drain()
                 if not captured:
                     return False
+                self._observe_remote_clock(doc)
                 with self._store.write() as conn:
                     for name, data in captured:
                         self._store.log_update(name, data, "remote")
                     self._index_changes(conn, captured)
+                    self._store.set_meta("hlc", self._hlc.last.encode())
             except BaseException:
                 self._reload()
                 raise
-            self._observe_remote_clock(doc)
             self._after_commit(captured, local=False)
             return True
 
@@ -447,7 +448,8 @@ class Replica:
     def _observe_remote_clock(self, doc: str) -> None:
         if data_type_of(doc) not in ("catalog", "locations", "conflicts"):
             return
-        newest = self._docs.view(doc, LWWMap).newest
+        view = self._docs.view(doc, LWWMap)
+        newest, view.newest = view.newest, None
         if newest is None:
             return
         try:

@@ -8,6 +8,7 @@ sum of increments minus the sum of decrements over its slots.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,7 +30,7 @@ class PNCounter:
         self._slots: dict[str, dict[str, tuple[int, int]]] = {}
         self._totals: dict[str, int] = {}
         self._changed: set[str] = set()
-        for key, value in self._root.items():
+        for key, value in json.loads(str(self._root)).items():  # one native call
             self._index(key, value)
         self._subscription = self._root.observe(self._on_change)
 

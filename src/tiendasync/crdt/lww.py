@@ -20,8 +20,7 @@ from __future__ import annotations
 import builtins
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import pycrdt
 
@@ -34,13 +33,21 @@ __all__ = ["TOMBSTONE", "FieldWrite", "LWWMap"]
 TOMBSTONE = "\x00deleted"
 
 
-@dataclass(frozen=True, order=True)
-class FieldWrite:
-    """One slot: the write of one field by one writer."""
+class FieldWrite(NamedTuple):
+    """One slot: the write of one field by one writer.
 
-    timestamp: Timestamp
+    Tuples compare in last-writer-wins order: timestamp, then writer.
+    """
+
+    wall_ms: int
+    counter: int
+    replica_id: str
     writer: int
     json_value: str
+
+    @property
+    def timestamp(self) -> Timestamp:
+        return Timestamp(self.wall_ms, self.counter, self.replica_id)
 
     @property
     def value(self) -> Any:
@@ -63,18 +70,19 @@ class LWWMap:
         self._root: pycrdt.Map = doc.get(ROOT, type=pycrdt.Map)  # type: ignore[type-arg]
         self._writer = int(doc.client_id)
         self._slots: dict[str, dict[str, dict[int, FieldWrite]]] = {}
+        #: Raw slots per record, indexed on first use (so opening a big catalog is cheap).
+        self._raw: dict[str, list[tuple[str, Any]]] = {}
         #: The greatest timestamp seen in any slot (to advance the local HLC).
         self.newest: Timestamp | None = None
         self._changed: builtins.set[str] = set()
-        for key, value in self._root.items():
-            self._index(key, value)
+        self._bulk_index(json.loads(str(self._root)))  # one native call, not one per key
         self._subscription = self._root.observe(self._on_change)
 
     # -- reading -----------------------------------------------------------
 
     def get(self, record: str) -> dict[str, Any] | None:
         """The visible fields of ``record``, or ``None`` if absent or deleted."""
-        fields = self._slots.get(record)
+        fields = self._fields(record)
         if not fields:
             return None
         winners = {name: max(slots.values()) for name, slots in fields.items() if slots}
@@ -91,11 +99,12 @@ class LWWMap:
 
     def records(self) -> Iterator[str]:
         """Names of the records that are visible (not deleted)."""
-        return (name for name in list(self._slots) if self.get(name) is not None)
+        names = list(dict.fromkeys([*self._slots, *self._raw]))
+        return (name for name in names if self.get(name) is not None)
 
     def winner(self, record: str, field: str) -> FieldWrite | None:
         """The write currently in force for ``record.field`` (tombstones ignored)."""
-        slots = self._slots.get(record, {}).get(field)
+        slots = (self._fields(record) or {}).get(field)
         return max(slots.values()) if slots else None
 
     def concurrent_losers(self, record: str) -> dict[str, list[FieldWrite]]:
@@ -105,7 +114,7 @@ class LWWMap:
         that had seen them would have pruned them).
         """
         out: dict[str, list[FieldWrite]] = {}
-        for name, slots in self._slots.get(record, {}).items():
+        for name, slots in (self._fields(record) or {}).items():
             if len(slots) > 1:
                 best = max(slots.values())
                 out[name] = sorted(w for w in slots.values() if w != best)
@@ -113,7 +122,7 @@ class LWWMap:
 
     def latest_timestamp(self, record: str) -> Timestamp | None:
         """The greatest timestamp written to ``record`` (any field)."""
-        fields = self._slots.get(record)
+        fields = self._fields(record)
         if not fields:
             return None
         stamps = [w.timestamp for slots in fields.values() for w in slots.values()]
@@ -131,20 +140,28 @@ class LWWMap:
         """Write a tombstone for ``record`` and prune every slot it supersedes."""
         self._write(record, TOMBSTONE, "true", timestamp)
         mine = (timestamp, self._writer)
-        for name, slots in list(self._slots.get(record, {}).items()):
+        for name, slots in list((self._fields(record) or {}).items()):
             if name == TOMBSTONE:
                 continue
             for writer, w in list(slots.items()):
                 if (w.timestamp, w.writer) < mine:
-                    del self._root[record + SEP + name + SEP + str(writer)]
+                    self._prune(record + SEP + name + SEP + str(writer))
 
     def _write(self, record: str, field: str, json_value: str, ts: Timestamp) -> None:
         mine = (ts, self._writer)
-        for writer, w in list(self._slots.get(record, {}).get(field, {}).items()):
+        for writer, w in list((self._fields(record) or {}).get(field, {}).items()):
             if writer != self._writer and (w.timestamp, w.writer) < mine:
-                del self._root[record + SEP + field + SEP + str(writer)]
+                self._prune(record + SEP + field + SEP + str(writer))
         key = record + SEP + field + SEP + str(self._writer)
         self._root[key] = [ts.wall_ms, ts.counter, ts.replica_id, json_value]
+
+    def _prune(self, key: str) -> None:
+        # Unindex explicitly: pycrdt 0.14 emits no map event when the deleted
+        # item came from an update applied with a clock gap, and such an item
+        # may also be gone from the map already (a stale index must not raise).
+        if key in self._root:
+            del self._root[key]
+        self._unindex(key)
 
     # -- index maintenance -------------------------------------------------
 
@@ -168,14 +185,34 @@ class LWWMap:
             return None
         return parts[0], parts[1], int(parts[2])
 
+    def _bulk_index(self, data: dict[str, Any]) -> None:
+        """Group a whole map's slots by record; each record is indexed on first use."""
+        raw = self._raw
+        for key, value in data.items():
+            record = key.split(SEP, 1)[0]
+            bucket = raw.get(record)
+            if bucket is None:
+                raw[record] = [(key, value)]
+            else:
+                bucket.append((key, value))
+
+    def _fields(self, record: str) -> dict[str, dict[int, FieldWrite]] | None:
+        pending = self._raw.pop(record, None)
+        if pending is not None:
+            for key, value in pending:
+                self._index(key, value)
+        return self._slots.get(record)
+
     def _index(self, key: str, value: object) -> None:
         parts = self._split(key)
         if parts is None or not isinstance(value, list) or len(value) != 4:
             return
         record, field, writer = parts
+        if record in self._raw:
+            self._fields(record)
         ts = Timestamp(int(value[0]), int(value[1]), str(value[2]))
         slots = self._slots.setdefault(record, {}).setdefault(field, {})
-        slots[writer] = FieldWrite(ts, writer, str(value[3]))
+        slots[writer] = FieldWrite(ts.wall_ms, ts.counter, ts.replica_id, writer, str(value[3]))
         if self.newest is None or ts > self.newest:
             self.newest = ts
 
@@ -184,7 +221,7 @@ class LWWMap:
         if parts is None:
             return
         record, field, writer = parts
-        fields = self._slots.get(record)
+        fields = self._fields(record)
         if fields is None:
             return
         slots = fields.get(field)
