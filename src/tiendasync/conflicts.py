@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .crdt import LWWMap, PNCounter, check_name, check_safe_int
-from .docnames import CATALOG, CONFLICTS, stock_doc
+from .docnames import CATALOG, CONFLICTS, LOCATIONS, stock_doc
 from .errors import ConflictNotFound, InvalidArgument
 from .invariants import Invariant, SaleRef, Violation, default_invariants, evaluate
 
@@ -100,6 +100,9 @@ class ReplicaState:
 
     def product(self, sku: str) -> dict[str, Any] | None:
         return self._replica._docs.view(CATALOG, LWWMap).get(sku)
+
+    def location(self, name: str) -> dict[str, Any] | None:
+        return self._replica._docs.view(LOCATIONS, LWWMap).get(name)
 
     def sale_lines(self, location: str, sku: str) -> list[SaleRef]:
         rows = self._replica._store.conn.execute(

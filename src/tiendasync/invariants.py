@@ -51,6 +51,8 @@ class StateView(Protocol):
 
     def sale_lines(self, location: str, sku: str) -> list[SaleRef]: ...
 
+    def location(self, name: str) -> dict[str, Any] | None: ...
+
 
 @dataclass(frozen=True)
 class Violation:
@@ -100,8 +102,10 @@ def _oversold(lines: list[SaleRef], short: int) -> tuple[SaleRef, ...]:
 class NonNegativeStock:
     """Stock of a (location, SKU) must not be below zero.
 
-    ``allow_negative``: locations where negative stock is fine (e.g. a
-    location that sells on backorder).
+    Negative stock is fine at locations named in ``allow_negative`` and at
+    locations whose record says so (``replica.locations.put("web",
+    {"allow_negative": True})``: replicated, so every store and the relay
+    agree), e.g. a location that sells on backorder.
     """
 
     name: str = "non_negative_stock"
@@ -114,6 +118,8 @@ class NonNegativeStock:
         if location in self.allow_negative:
             return None
         units = state.stock(location, sku)
+        if units >= 0 or (state.location(location) or {}).get("allow_negative") is True:
+            return None
         if units >= 0:
             return None
         lines = state.sale_lines(location, sku)

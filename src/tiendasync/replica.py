@@ -31,6 +31,7 @@ from .errors import (
     ReplicaClosed,
 )
 from .hlc import DEFAULT_MAX_DRIFT_MS, HLC, Timestamp
+from .invariants import evaluate
 from .inventory import Inventory
 from .locations import Locations
 from .queue import SyncQueue, insert_entry
@@ -290,8 +291,20 @@ class Replica:
                 mutate, ref=sale.id,
             )
             counter = self._docs.view(stock_doc(loc), PNCounter)
-            negative = tuple(sorted(s for s in per_sku if counter.value(s) < 0))
-            return replace(sale, negative_stock=negative, unknown_skus=unknown)
+            backorder = (self.conflicts.state.location(loc) or {}).get("allow_negative") is True
+            negative = () if backorder else tuple(
+                sorted(s for s in per_sku if counter.value(s) < 0))
+            notes = self._local_invariant_notes((loc, sku) for sku in per_sku)
+            return replace(sale, negative_stock=negative, unknown_skus=unknown, notes=notes)
+
+    def _local_invariant_notes(self, keys: Iterable[tuple[str, str]]) -> tuple[str, ...]:
+        """Messages of app-defined invariants broken on ``keys`` (warn at once)."""
+        custom = [i for i in self.conflicts.invariants
+                  if i.name not in ("non_negative_stock", "unknown_product")]
+        if not custom:
+            return ()
+        violations, _ = evaluate(custom, self.conflicts.state, list(keys))
+        return tuple(v.message for v in violations.values())
 
     # -- the write path ----------------------------------------------------------------
 

@@ -48,6 +48,8 @@ class Sale:
     voided: bool = False
     negative_stock: tuple[str, ...] = field(default=())
     unknown_skus: tuple[str, ...] = field(default=())
+    #: Messages of app-defined invariants this sale breaks (checked locally).
+    notes: tuple[str, ...] = field(default=())
 
     @property
     def total_cents(self) -> int:
@@ -59,6 +61,7 @@ class Sale:
                for sku in self.negative_stock]
         out += [f"{sku} is not a product in the catalog: sale recorded, it will be reviewed"
                 for sku in self.unknown_skus]
+        out += [f"{note}: sale recorded, it will be reviewed" for note in self.notes]
         return tuple(out)
 
     def to_record(self) -> dict[str, Any]:
