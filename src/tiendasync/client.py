@@ -75,6 +75,7 @@ async def _run_session(replica: Replica, url: str, token: str, *, full: bool, li
 
     unsubscribe = replica.on_local_update(enqueue) if live else (lambda: None)
     log_id = replica.log._start(url, "full" if full else ("continuous" if live else "once"))
+    conflicts_before = _conflict_statuses(replica)
     replica._set_connection_state("connecting")
     report = sync.report
     try:
@@ -101,12 +102,26 @@ async def _run_session(replica: Replica, url: str, token: str, *, full: bool, li
         report.duration_s = time.monotonic() - started
         replica._set_connection_state("offline", report.error)
         with contextlib.suppress(TiendaSyncError):
+            opened, healed = _conflict_changes(conflicts_before, _conflict_statuses(replica))
+            report.conflicts_seen = opened
             replica.log._finish(
                 log_id, report.outcome, docs=report.docs, updates_sent=report.updates_sent,
                 updates_received=report.updates_received, bytes_sent=report.bytes_sent,
                 bytes_received=report.bytes_received, error=report.error,
+                conflicts_opened=opened, conflicts_healed=healed,
             )
     return report
+
+
+def _conflict_statuses(replica: Replica) -> dict[str, str]:
+    return {c.id: c.status for c in replica.conflicts.list(limit=10**9)}
+
+
+def _conflict_changes(before: dict[str, str], after: dict[str, str]) -> tuple[int, int]:
+    """(conflicts that opened, conflicts that closed) between two snapshots."""
+    opened = sum(1 for cid, st in after.items() if st == "open" and before.get(cid) != "open")
+    healed = sum(1 for cid, st in after.items() if st != "open" and before.get(cid) == "open")
+    return opened, healed
 
 
 async def _send(ws: ClientConnection, sync: ReplicaSync) -> None:

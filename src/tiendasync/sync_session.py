@@ -159,8 +159,6 @@ class ReplicaSync:
             self.report.updates_received += 1
             if changed:
                 self.report.received_docs.add(event.doc)
-                if event.doc == "conflicts":
-                    self.report.conflicts_seen += 1
         elif isinstance(event, Ack):
             key = (event.doc, event.client_id)
             self.acked[key] = max(self.acked.get(key, 0), event.clock)
