@@ -33,8 +33,12 @@ class Timestamp(NamedTuple):
     replica_id: str
 
     def encode(self) -> str:
-        """A compact text form that sorts like the timestamp (for ids and storage)."""
-        return f"{self.wall_ms:013d}.{self.counter:06d}.{self.replica_id}"
+        """A compact text form that sorts like the timestamp (for ids and storage).
+
+        Fixed widths: 13 digits of wall_ms, 10 of counter (the clock issues
+        counters up to 2**31 - 1, which has 10 digits).
+        """
+        return f"{self.wall_ms:013d}.{self.counter:010d}.{self.replica_id}"
 
     @classmethod
     def decode(cls, text: str) -> Timestamp:
