@@ -18,6 +18,7 @@ from .docnames import data_type_of
 from .errors import RemoteProtocolError
 from .statevector import decode_state_vector
 from .storage import ReplicaStore
+from .yjs_update import MalformedUpdate, ParsedUpdate, parse_update
 
 __all__ = ["DocSet"]
 
@@ -42,6 +43,10 @@ class DocSet:
         self._views: dict[str, Any] = {}
         self._subscriptions: list[Any] = []
         self._captured: list[tuple[str, bytes]] = []
+        #: Per doc: remote updates waiting for an earlier update of the same writer
+        #: (id in storage, or None until persisted; the update).
+        self._held: dict[str, list[tuple[int | None, bytes]]] = {}
+        self._released: list[int] = []
         self._known: dict[str, str] = dict(store.doc_names())
         self.on_new_doc: Callable[[str], None] | None = None
 
@@ -69,6 +74,7 @@ class DocSet:
                 doc.apply_update(data)
         self._subscriptions.append(doc.observe(lambda event, n=name: self._capture(n, event)))
         self._docs[name] = doc
+        self._held[name] = [(i, d) for i, d in self._store.held_updates(name)]
         if name not in self._known:
             self._known[name] = data_type
             self._store.ensure_doc(name, data_type)
@@ -101,8 +107,40 @@ class DocSet:
         return bytes(doc.get_update(state_vector) if state_vector else doc.get_update())
 
     def apply(self, name: str, update: bytes) -> None:
-        """Apply a remote update; malformed bytes raise RemoteProtocolError."""
+        """Apply a remote update; malformed bytes raise RemoteProtocolError.
+
+        Updates are applied in causal order per writer: one whose items start
+        past what we hold of their writer is held (see :meth:`held_changes`)
+        until the missing update arrives.  pycrdt 0.14 does not reliably
+        buffer out-of-order updates itself.
+        """
         doc = self.doc(name)
+        try:
+            parsed = parse_update(update)
+        except MalformedUpdate as exc:
+            raise RemoteProtocolError(f"malformed update for {name}: {exc}") from exc
+        if not self._ready(doc, parsed):
+            self._held[name].append((None, update))
+            return
+        self._apply_now(name, doc, update)
+        progress = True
+        while progress and self._held[name]:
+            progress = False
+            for entry in list(self._held[name]):
+                if self._ready(doc, parse_update(entry[1])):
+                    self._held[name].remove(entry)
+                    if entry[0] is not None:
+                        self._released.append(entry[0])
+                    self._apply_now(name, doc, entry[1])
+                    progress = True
+
+    @staticmethod
+    def _ready(doc: pycrdt.Doc[Any], parsed: ParsedUpdate) -> bool:
+        have = decode_state_vector(bytes(doc.get_state()))
+        return all(have.get(r.client, 0) >= r.clock for r in parsed.structs if r.length)
+
+    @staticmethod
+    def _apply_now(name: str, doc: pycrdt.Doc[Any], update: bytes) -> None:
         try:
             with doc.transaction(origin="remote"):
                 doc.apply_update(update)
@@ -112,6 +150,24 @@ class DocSet:
             if type(exc).__name__ != "PanicException":
                 raise
             raise RemoteProtocolError(f"cannot apply update to {name}: {exc}") from exc
+
+    def held_changes(self) -> bool:
+        """True if updates were held or released since the last :meth:`persist_held`."""
+        return bool(self._released) or any(
+            i is None for held in self._held.values() for i, _ in held)
+
+    def persist_held(self) -> None:
+        """Store newly held updates and forget released ones (inside a write)."""
+        for name, held in self._held.items():
+            for n, (i, data) in enumerate(held):
+                if i is None:
+                    held[n] = (self._store.hold_update(name, data), data)
+        if self._released:
+            self._store.release_updates(self._released)
+            self._released = []
+
+    def held_count(self) -> int:
+        return sum(len(h) for h in self._held.values())
 
     # -- capture -------------------------------------------------------------
 
@@ -133,6 +189,8 @@ class DocSet:
         self._views.clear()
         self._subscriptions.clear()
         self._captured.clear()
+        self._held.clear()
+        self._released.clear()
         self._known = dict(self._store.doc_names())
 
     def loaded(self) -> list[str]:

@@ -91,6 +91,7 @@ class Inventory:
             raise InvalidArgument(f"a counted quantity cannot be negative, got {counted}")
         check_name(sku, "SKU")
         with self._replica._lock:
+            self._replica._check_open()
             loc = self._location(location)
             delta = counted - self._counter(loc).value(sku)
             return self._move("count", sku, delta, loc, f"stocktake: counted {counted}")

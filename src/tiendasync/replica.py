@@ -269,7 +269,9 @@ class Replica:
             catalog = self._docs.view(CATALOG, LWWMap)
             unknown = tuple(sorted({ln.sku for ln in parsed if catalog.get(ln.sku) is None}))
             ts = self._hlc.now()
-            sale = Sale(ts.encode(), loc, self.replica_id, ts.wall_ms, parsed)
+            # The client id makes the id unique even if a restored backup reissues a clock.
+            sale_id = f"{ts.encode()}.{self.client_id:x}"
+            sale = Sale(sale_id, loc, self.replica_id, ts.wall_ms, parsed)
             ledger_name = sales_doc(loc, ts.wall_ms)
             per_sku: dict[str, int] = {}
             for ln in parsed:
@@ -367,14 +369,17 @@ class Replica:
                 self._docs.view(doc, _VIEW_KINDS[data_type])  # so its changes are tracked
                 self._docs.apply(doc, update)
                 captured = self._docs.drain()
-                if not captured:
+                if not captured and not self._docs.held_changes():
                     return False
                 self._observe_remote_clock(doc)
                 with self._store.write() as conn:
                     for name, data in captured:
                         self._store.log_update(name, data, "remote")
+                    self._docs.persist_held()
                     self._index_changes(conn, captured)
                     self._store.set_meta("hlc", self._hlc.last.encode())
+                if not captured:
+                    return False
             except BaseException:
                 self._reload()
                 raise

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .crdt import Ledger, LWWMap, PNCounter, check_name, check_safe_int
+from .crdt import MAX_SAFE_INTEGER, Ledger, LWWMap, PNCounter, check_name, check_safe_int
 from .docnames import CATALOG, stock_doc
 from .errors import InvalidArgument
 
@@ -102,6 +102,8 @@ def parse_lines(lines: Iterable[Any], price_of: Any) -> tuple[SaleLine, ...]:
         cents = check_safe_int(price, f"unit price (cents) on line {number}")
         if cents < 0:
             raise InvalidArgument(f"unit price on line {number} cannot be negative")
+        if quantity * cents > MAX_SAFE_INTEGER:
+            raise InvalidArgument(f"line {number} total is too large (limit is 2**53 - 1 cents)")
         out.append(SaleLine(str(sku), quantity, cents))
     if not out:
         raise InvalidArgument("a sale needs at least one line")

@@ -41,6 +41,11 @@ CREATE TABLE IF NOT EXISTS updates (
     origin TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS updates_doc ON updates (doc, seq);
+CREATE TABLE IF NOT EXISTS held_updates (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    doc TEXT NOT NULL,
+    data BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS client_ids (client_id INTEGER PRIMARY KEY, opened_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS queue (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -234,6 +239,19 @@ class ReplicaStore:
             "UPDATE docs SET snapshot = ?, snapshot_seq = ? WHERE name = ?", (snapshot, upto, doc)
         )
         self.conn.execute("DELETE FROM updates WHERE doc = ? AND seq <= ?", (doc, upto))
+
+    # -- updates waiting for the ones they depend on ------------------------------
+
+    def held_updates(self, doc: str) -> list[tuple[int, bytes]]:
+        return [(int(i), bytes(d)) for i, d in self.conn.execute(
+            "SELECT id, data FROM held_updates WHERE doc = ? ORDER BY id", (doc,))]
+
+    def hold_update(self, doc: str, data: bytes) -> int:
+        cur = self.conn.execute("INSERT INTO held_updates (doc, data) VALUES (?, ?)", (doc, data))
+        return int(cur.lastrowid or 0)
+
+    def release_updates(self, ids: list[int]) -> None:
+        self.conn.executemany("DELETE FROM held_updates WHERE id = ?", [(i,) for i in ids])
 
     # -- client ids -----------------------------------------------------------
 

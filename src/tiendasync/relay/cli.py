@@ -21,10 +21,11 @@ import sys
 import time
 from typing import Any
 
+from ..console import console_routes
 from ..errors import InvalidArgument
-from .admin import AdminHTTPServer
+from .admin import AdminHTTPServer, RelayAdmin
 from .auth import issue_token
-from .server import RelayServer
+from .server import RateLimits, RelayServer
 from .store import SqliteRelayStore
 
 __all__ = ["register"]
@@ -53,6 +54,22 @@ def register(commands: Any) -> None:
     relay.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
     relay.add_argument("--no-admin", action="store_true",
                        help="do not serve the admin HTTP API")
+    limits = RateLimits()
+    for flag, kind, default, what in (
+        ("--max-conns-per-token", int, limits.max_connections_per_token,
+         "open connections one token may hold"),
+        ("--max-msgs-per-s", float, limits.max_messages_per_s,
+         "messages per second per connection (token bucket rate)"),
+        ("--msg-burst", int, limits.message_burst,
+         "burst of messages per connection (0: the rate)"),
+        ("--max-new-conns-per-ip-per-s", float, limits.max_new_connections_per_ip_per_s,
+         "new connections per second per client address"),
+        ("--new-conn-burst", int, limits.new_connection_burst,
+         "burst of new connections per client address (0: the rate)"),
+    ):
+        relay.add_argument(flag, type=kind, default=default,
+                           help=f"{what}; default {default:g}" + (
+                               "" if "burst" in flag else ", 0: no limit"))
     relay.set_defaults(handler=_run)
     sub = relay.add_subparsers(dest="relay_command", metavar="{token}")
 
@@ -141,7 +158,10 @@ async def _serve(store: SqliteRelayStore, args: argparse.Namespace) -> None:
             raise InvalidArgument(f"cannot load TLS certificate/key: {exc}") from exc
     server = RelayServer(store, host=args.host, port=args.port,
                          yjs_writable=args.yjs_writable, ssl_context=ssl_context,
-                         central_dir=args.central_dir or f"{args.db}.central")
+                         central_dir=args.central_dir or f"{args.db}.central",
+                         limits=RateLimits(args.max_conns_per_token, args.max_msgs_per_s,
+                                           args.msg_burst, args.max_new_conns_per_ip_per_s,
+                                           args.new_conn_burst))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -152,9 +172,13 @@ async def _serve(store: SqliteRelayStore, args: argparse.Namespace) -> None:
         admin_port = args.admin_port if args.admin_port is not None else (
             server.port + 1 if args.port else 0)
         admin = AdminHTTPServer(server, host=args.host, port=admin_port,
-                                tls_cert=args.tls_cert, tls_key=args.tls_key)
+                                tls_cert=args.tls_cert, tls_key=args.tls_key,
+                                extra_routes=console_routes(RelayAdmin(server)))
         await admin.start()
         print(f"tiendasync admin API on http://{args.host}:{admin.port}/api/sync/",
+              file=sys.stderr, flush=True)
+        print(f"tiendasync console on {'https' if args.tls_cert else 'http'}://"
+              f"{args.host}:{admin.port}/console/",
               file=sys.stderr, flush=True)
     scheme = "wss" if ssl_context else "ws"
     print(f"tiendasync relay listening on {scheme}://{args.host}:{server.port}/sync",

@@ -1,0 +1,1338 @@
+/* tiendasync relay console: a small single page app, no build step, no dependencies.
+ *
+ * Routes (hash): #/login, #/stores, #/conflicts, #/conflict/<id>, #/log.
+ * Data: the JSON admin API under /api/sync/ with "Authorization: Bearer <admin token>";
+ * the token lives in sessionStorage (this tab only), the language in localStorage.
+ * Every page refreshes itself every POLL_MS while the tab is visible.
+ * All data is written with textContent (never innerHTML): store data is untrusted.
+ */
+(function () {
+  'use strict';
+
+  var POLL_MS = 2000;
+  var TOKEN_KEY = 'tiendasync.console.token';
+  var TENANT_KEY = 'tiendasync.console.tenant';
+  var LANG_KEY = 'tiendasync.console.lang';
+  var BY_KEY = 'tiendasync.console.by';
+  var DATA_TYPES = ['sales', 'stock', 'conflicts', 'catalog', 'locations'];
+  var ACTIONS = ['accept', 'adjust', 'recount', 'transfer', 'void', 'restore', 'remap',
+    'keep_central', 'keep_local'];
+
+  /* ------------------------------------------------------------------ i18n */
+
+  var I18N = {
+    es: {
+      skip: 'Saltar al contenido', console: 'Consola del relay', nav: 'Principal',
+      'nav.stores': 'Tiendas', 'nav.conflicts': 'Conflictos', 'nav.log': 'Registro de sincronización',
+      tenant: 'Cliente', logout: 'Salir', footer: 'Se actualiza cada 2 s',
+      updated: 'Actualizado {time}', offline_api: 'Sin conexión con el relay: reintentando…',
+      'login.title': 'Entrar', 'login.token': 'Token de administrador',
+      'login.help': 'Créelo en el servidor del relay con:',
+      'login.submit': 'Entrar', 'login.bad': 'Token no válido o sin permisos de administrador.',
+      'login.expired': 'La sesión terminó: vuelva a introducir el token.',
+      'login.checking': 'Comprobando…',
+      'stores.title': 'Tiendas', 'stores.none': 'Todavía no hay tiendas con token en este cliente.',
+      online: 'En línea', offline: 'Desconectada', 'stores.count': '{n} tiendas, {on} en línea',
+      last_sync: 'Última sincronización', never: 'nunca', outcome: 'Resultado',
+      duration: 'Duración', updates_inout: 'Actualizaciones (recibidas / enviadas)',
+      bytes_inout: 'Bytes (recibidos / enviados)', docs: 'Documentos',
+      sync_now: 'Sincronizar ahora', sync_now_full: 'Sincronización completa',
+      sync_requested: 'Sincronización pedida a {r}.', sync_offline: '{r} no está conectada ahora.',
+      edit_config: 'Editar configuración', close_config: 'Cerrar configuración',
+      config: 'Configuración', 'cfg.relay_url': 'URL del relay', 'cfg.relay_url.help': 'ws:// o wss://; vacío: la que use la tienda',
+      'cfg.enabled': 'Sincronización activada', 'cfg.interval_s': 'Intervalo (s)',
+      'cfg.batch_size': 'Tamaño de lote', 'cfg.backoff_min_s': 'Espera mínima tras error (s)',
+      'cfg.backoff_max_s': 'Espera máxima tras error (s)', 'cfg.durability': 'Durabilidad',
+      'cfg.priorities': 'Prioridad por tipo de dato (0–100)', 'cfg.read': 'Documentos que puede leer',
+      'cfg.write': 'Documentos que puede escribir', 'cfg.patterns.help': 'Patrones separados por comas; * = todos',
+      save: 'Guardar', cancel: 'Cancelar', saved: 'Configuración de {r} guardada: se aplica en su próxima sincronización.',
+      'dt.sales': 'Ventas', 'dt.stock': 'Existencias', 'dt.conflicts': 'Conflictos',
+      'dt.catalog': 'Catálogo', 'dt.locations': 'Ubicaciones',
+      'dur.full': 'completa (full)', 'dur.normal': 'normal',
+      'conflicts.title': 'Cola de conflictos', 'conflicts.none': 'No hay conflictos con estos filtros.',
+      'conflicts.count': '{n} conflictos', filters: 'Filtros', status: 'Estado', all: 'Todos',
+      'st.open': 'Abierto', 'st.resolved': 'Resuelto', 'st.self_healed': 'Resuelto solo',
+      min_priority: 'Prioridad mínima', store: 'Tienda', all_stores: 'Todas las tiendas',
+      priority: 'Prioridad', invariant: 'Invariante', location: 'Ubicación', sku: 'SKU',
+      observed: 'Valor observado', stores: 'Tiendas', sales: 'Ventas', opened: 'Abierto',
+      updated_at: 'Actualizado', open_it: 'Abrir', open_count_live: '{n} conflictos abiertos',
+      'inv.non_negative_stock': 'Existencias negativas', 'inv.unknown_product': 'Producto inexistente',
+      'inv.catalog_review': 'Revisión de catálogo',
+      'conflict.title': 'Conflicto {id}', back: '← Volver a la cola', message: 'Descripción',
+      'conflict.sales': 'Ventas que contribuyeron', sale: 'Venta', time: 'Hora', quantity: 'Cantidad',
+      total: 'Total', voided: 'Anulada', active: 'Vigente', select_void: 'Seleccionar {id} para anular',
+      'conflict.nosales': 'Ningún registro de venta enlazado.', history: 'Historial',
+      resolution: 'Resolución', by: 'Por', note: 'Nota', action: 'Acción', params: 'Parámetros',
+      'ev.opened': 'abierto', 'ev.updated': 'actualizado', 'ev.self_healed': 'resuelto solo',
+      'ev.resolved': 'resuelto',
+      'resolve.title': 'Resolver', 'resolve.common': 'Quién resuelve y por qué',
+      'resolve.closed': 'Este conflicto ya no está abierto: no admite más acciones.',
+      'act.accept': 'Aceptar', 'act.accept.help': 'Reconocerlo como pedido pendiente (no cambia existencias).',
+      'act.adjust': 'Ajustar', 'act.adjust.help': 'Sumar o restar unidades a las existencias de esta ubicación.',
+      'act.recount': 'Recontar', 'act.recount.help': 'Fijar las existencias al valor contado.',
+      'act.transfer': 'Transferir', 'act.transfer.help': 'Traer unidades desde otra ubicación.',
+      'act.void': 'Anular ventas seleccionadas', 'act.void.help': 'Marque las ventas a anular en la tabla de ventas: se reponen sus unidades.',
+      'act.restore': 'Restaurar producto', 'act.restore.help': 'Volver a dar de alta el producto en el catálogo.',
+      'act.remap': 'Reasignar a otro SKU', 'act.remap.help': 'Las líneas de venta pasan a otro producto existente.',
+      'act.keep_central': 'Mantener central', 'act.keep_local': 'Mantener local',
+      'act.keep.help': 'Ediciones concurrentes descartadas: confirme el valor ganador o recupere el descartado.',
+      'act.custom': 'Personalizado', 'act.custom.help': 'Cualquier acción con sus parámetros en JSON.',
+      'act.send': 'Enviar', field: 'Campo', all_fields: 'Todos los campos', from_location: 'Desde la ubicación',
+      count: 'Cantidad contada', target_sku: 'SKU destino', params_json: 'Parámetros (JSON)',
+      discarded: 'Valores descartados', value: 'Valor', 'void.none': 'Seleccione al menos una venta.',
+      'json.bad': 'Los parámetros deben ser un objeto JSON: {err}', resolved_ok: 'Conflicto {id}: {status}.',
+      'err.generic': 'Error {status}: {msg}', loading: 'Cargando…',
+      'no_tenant': 'Ninguna tienda se ha conectado todavía al relay.',
+      'log.title': 'Registro de sincronización', 'log.none': 'No hay sesiones registradas.',
+      'log.count': '{n} sesiones', started: 'Inicio', ended: 'Fin', kind: 'Tipo', error: 'Error',
+      limit: 'Mostrar', 'units': 'uds.', yes: 'sí', no: 'no', 'running': 'en curso',
+      'ago.s': 'hace {n} s', 'ago.m': 'hace {n} min', 'ago.h': 'hace {n} h', 'ago.d': 'hace {n} d',
+      'conflicts.count.one': '1 conflicto', 'log.count.one': '1 sesión',
+      'stores.count.one': '1 tienda, {on} en línea', 'open_count_live.one': '1 conflicto abierto',
+      'msg.non_negative_stock': 'Las existencias de {sku} en {location} son {observed}.',
+      'name.accept': 'Aceptar', 'name.adjust': 'Ajustar', 'name.recount': 'Recontar',
+      'name.transfer': 'Transferir', 'name.void': 'Anular ventas', 'name.restore': 'Restaurar producto',
+      'name.remap': 'Reasignar SKU', 'name.keep_central': 'Mantener central', 'name.keep_local': 'Mantener local'
+    },
+    en: {
+      skip: 'Skip to content', console: 'Relay console', nav: 'Main',
+      'nav.stores': 'Stores', 'nav.conflicts': 'Conflicts', 'nav.log': 'Sync log',
+      tenant: 'Tenant', logout: 'Log out', footer: 'Refreshes every 2 s',
+      updated: 'Updated {time}', offline_api: 'Cannot reach the relay: retrying…',
+      'login.title': 'Log in', 'login.token': 'Admin token',
+      'login.help': 'Create one on the relay server with:',
+      'login.submit': 'Log in', 'login.bad': 'Invalid token, or not an admin token.',
+      'login.expired': 'Your session ended: enter the token again.',
+      'login.checking': 'Checking…',
+      'stores.title': 'Stores', 'stores.none': 'No store has a token in this tenant yet.',
+      online: 'Online', offline: 'Offline', 'stores.count': '{n} stores, {on} online',
+      last_sync: 'Last sync', never: 'never', outcome: 'Outcome',
+      duration: 'Duration', updates_inout: 'Updates (received / sent)',
+      bytes_inout: 'Bytes (received / sent)', docs: 'Documents',
+      sync_now: 'Sync now', sync_now_full: 'Full sync',
+      sync_requested: 'Sync requested from {r}.', sync_offline: '{r} is not connected now.',
+      edit_config: 'Edit config', close_config: 'Close config',
+      config: 'Config', 'cfg.relay_url': 'Relay URL', 'cfg.relay_url.help': 'ws:// or wss://; empty: the store\'s own',
+      'cfg.enabled': 'Sync enabled', 'cfg.interval_s': 'Interval (s)',
+      'cfg.batch_size': 'Batch size', 'cfg.backoff_min_s': 'Minimum backoff after an error (s)',
+      'cfg.backoff_max_s': 'Maximum backoff after an error (s)', 'cfg.durability': 'Durability',
+      'cfg.priorities': 'Priority per data type (0–100)', 'cfg.read': 'Documents it may read',
+      'cfg.write': 'Documents it may write', 'cfg.patterns.help': 'Comma-separated patterns; * = all',
+      save: 'Save', cancel: 'Cancel', saved: 'Config of {r} saved: applied at its next sync.',
+      'dt.sales': 'Sales', 'dt.stock': 'Stock', 'dt.conflicts': 'Conflicts',
+      'dt.catalog': 'Catalog', 'dt.locations': 'Locations',
+      'dur.full': 'full', 'dur.normal': 'normal',
+      'conflicts.title': 'Conflict queue', 'conflicts.none': 'No conflicts match these filters.',
+      'conflicts.count': '{n} conflicts', filters: 'Filters', status: 'Status', all: 'All',
+      'st.open': 'Open', 'st.resolved': 'Resolved', 'st.self_healed': 'Self-healed',
+      min_priority: 'Minimum priority', store: 'Store', all_stores: 'All stores',
+      priority: 'Priority', invariant: 'Invariant', location: 'Location', sku: 'SKU',
+      observed: 'Observed value', stores: 'Stores', sales: 'Sales', opened: 'Opened',
+      updated_at: 'Updated', open_it: 'Open', open_count_live: '{n} open conflicts',
+      'inv.non_negative_stock': 'Negative stock', 'inv.unknown_product': 'Unknown product',
+      'inv.catalog_review': 'Catalog review',
+      'conflict.title': 'Conflict {id}', back: '← Back to the queue', message: 'Description',
+      'conflict.sales': 'Contributing sales', sale: 'Sale', time: 'Time', quantity: 'Quantity',
+      total: 'Total', voided: 'Voided', active: 'Active', select_void: 'Select {id} to void',
+      'conflict.nosales': 'No sale record linked.', history: 'History',
+      resolution: 'Resolution', by: 'By', note: 'Note', action: 'Action', params: 'Parameters',
+      'ev.opened': 'opened', 'ev.updated': 'updated', 'ev.self_healed': 'self-healed',
+      'ev.resolved': 'resolved',
+      'resolve.title': 'Resolve', 'resolve.common': 'Who resolves it, and why',
+      'resolve.closed': 'This conflict is no longer open: no more actions.',
+      'act.accept': 'Accept', 'act.accept.help': 'Acknowledge it as a backorder (stock unchanged).',
+      'act.adjust': 'Adjust', 'act.adjust.help': 'Add or remove units from this location\'s stock.',
+      'act.recount': 'Recount', 'act.recount.help': 'Set the stock to the counted value.',
+      'act.transfer': 'Transfer', 'act.transfer.help': 'Bring units from another location.',
+      'act.void': 'Void selected sales', 'act.void.help': 'Tick the sales to void in the sales table: their units go back to stock.',
+      'act.restore': 'Restore product', 'act.restore.help': 'Put the product back in the catalog.',
+      'act.remap': 'Remap to another SKU', 'act.remap.help': 'The sale lines move to another existing product.',
+      'act.keep_central': 'Keep central', 'act.keep_local': 'Keep local',
+      'act.keep.help': 'Concurrent edits were discarded: confirm the winner or bring back the discarded value.',
+      'act.custom': 'Custom', 'act.custom.help': 'Any action, with its parameters as JSON.',
+      'act.send': 'Send', field: 'Field', all_fields: 'All fields', from_location: 'From location',
+      count: 'Counted quantity', target_sku: 'Target SKU', params_json: 'Parameters (JSON)',
+      discarded: 'Discarded values', value: 'Value', 'void.none': 'Select at least one sale.',
+      'json.bad': 'Parameters must be a JSON object: {err}', resolved_ok: 'Conflict {id}: {status}.',
+      'err.generic': 'Error {status}: {msg}', loading: 'Loading…',
+      'no_tenant': 'No store has connected to the relay yet.',
+      'log.title': 'Sync log', 'log.none': 'No sessions logged.',
+      'log.count': '{n} sessions', started: 'Started', ended: 'Ended', kind: 'Kind', error: 'Error',
+      limit: 'Show', 'units': 'units', yes: 'yes', no: 'no', 'running': 'running',
+      'ago.s': '{n} s ago', 'ago.m': '{n} min ago', 'ago.h': '{n} h ago', 'ago.d': '{n} d ago',
+      'conflicts.count.one': '1 conflict', 'log.count.one': '1 session',
+      'stores.count.one': '1 store, {on} online', 'open_count_live.one': '1 open conflict',
+      'msg.non_negative_stock': 'Stock of {sku} at {location} is {observed}.',
+      'name.accept': 'Accept', 'name.adjust': 'Adjust', 'name.recount': 'Recount',
+      'name.transfer': 'Transfer', 'name.void': 'Void sales', 'name.restore': 'Restore product',
+      'name.remap': 'Remap SKU', 'name.keep_central': 'Keep central', 'name.keep_local': 'Keep local'
+    }
+  };
+
+  function storedLang() {
+    try {
+      var v = window.localStorage.getItem(LANG_KEY);
+      return v === 'en' || v === 'es' ? v : 'es';
+    } catch (e) { return 'es'; }
+  }
+
+  var S = {
+    lang: storedLang(),
+    token: sessionStorage.getItem(TOKEN_KEY) || '',
+    tenant: sessionStorage.getItem(TENANT_KEY) || '',
+    tenants: [],
+    replicas: [],
+    page: null,
+    inflight: false,
+    lastOpen: null,
+    apiDown: false
+  };
+
+  function t(key, vars) {
+    var table = I18N[S.lang] || I18N.es;
+    var s = Object.prototype.hasOwnProperty.call(table, key) ? table[key] : (I18N.es[key] || key);
+    if (vars) {
+      Object.keys(vars).forEach(function (k) { s = s.split('{' + k + '}').join(String(vars[k])); });
+    }
+    return s;
+  }
+
+  /** t() with a singular form (key + '.one') when n is 1. */
+  function tn(key, n, vars) {
+    var v = vars || {};
+    v.n = n;
+    return n === 1 && Object.prototype.hasOwnProperty.call(I18N.es, key + '.one') ? t(key + '.one', v) : t(key, v);
+  }
+
+  function applyStaticI18n() {
+    document.documentElement.lang = S.lang;
+    document.querySelectorAll('[data-i18n]').forEach(function (el) {
+      el.textContent = t(el.getAttribute('data-i18n'));
+    });
+    document.querySelectorAll('[data-i18n-aria]').forEach(function (el) {
+      el.setAttribute('aria-label', t(el.getAttribute('data-i18n-aria')));
+    });
+    document.querySelectorAll('.lang-switch button').forEach(function (b) {
+      b.setAttribute('aria-pressed', String(b.getAttribute('data-lang') === S.lang));
+    });
+    document.title = 'tiendasync · ' + t('console');
+  }
+
+  /* ------------------------------------------------------------------ DOM helpers */
+
+  function h(tag, attrs) {
+    var el = document.createElement(tag);
+    var a = attrs || {};
+    Object.keys(a).forEach(function (k) {
+      var v = a[k];
+      if (v === null || v === undefined || v === false) return;
+      if (k === 'text') el.textContent = String(v);
+      else if (k === 'class') el.className = v;
+      else if (k.slice(0, 2) === 'on') el.addEventListener(k.slice(2), v);
+      else if (k === 'value') el.value = v;
+      else if (k === 'checked') el.checked = !!v;
+      else el.setAttribute(k, v === true ? '' : String(v));
+    });
+    for (var i = 2; i < arguments.length; i++) append(el, arguments[i]);
+    return el;
+  }
+
+  function append(el, child) {
+    if (child === null || child === undefined || child === false) return;
+    if (Array.isArray(child)) { child.forEach(function (c) { append(el, c); }); return; }
+    el.appendChild(typeof child === 'string' || typeof child === 'number'
+      ? document.createTextNode(String(child)) : child);
+  }
+
+  function clear(el) { while (el.firstChild) el.removeChild(el.firstChild); }
+
+  var uid = 0;
+  function nextId(prefix) { uid += 1; return prefix + '-' + uid; }
+
+  /** Replace el's content with build() only when data changed; keep focus by data-key. */
+  function patch(el, data, build) {
+    var json = JSON.stringify([S.lang, data]);
+    if (el.__json === json) return false;
+    el.__json = json;
+    var active = document.activeElement;
+    var focusKey = active && el.contains(active) ? active.getAttribute('data-key') : null;
+    clear(el);
+    append(el, build());
+    if (focusKey) {
+      var again = el.querySelector('[data-key="' + cssEscape(focusKey) + '"]');
+      if (again) again.focus();
+    }
+    return true;
+  }
+
+  function cssEscape(s) {
+    return window.CSS && CSS.escape ? CSS.escape(s) : String(s).replace(/["\\]/g, '\\$&');
+  }
+
+  function announce(msg) {
+    var live = document.getElementById('live');
+    live.textContent = '';
+    window.setTimeout(function () { live.textContent = msg; }, 50);
+  }
+
+  function notice(msg, kind) {
+    var el = document.getElementById('notice');
+    if (!msg) { el.hidden = true; el.textContent = ''; return; }
+    el.hidden = false;
+    el.className = 'notice notice-' + (kind || 'error');
+    el.textContent = msg;
+  }
+
+  /* ------------------------------------------------------------------ formatting */
+
+  function locale() { return S.lang === 'en' ? 'en-GB' : 'es-ES'; }
+
+  function fmtTime(seconds) {
+    if (seconds === null || seconds === undefined) return '—';
+    var d = new Date(seconds * 1000);
+    return d.toLocaleString(locale(), { year: 'numeric', month: '2-digit', day: '2-digit',
+      hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  }
+
+  function ago(seconds) {
+    if (seconds === null || seconds === undefined) return t('never');
+    var s = Math.max(0, Math.round(Date.now() / 1000 - seconds));
+    if (s < 90) return t('ago.s', { n: s });
+    if (s < 5400) return t('ago.m', { n: Math.round(s / 60) });
+    if (s < 172800) return t('ago.h', { n: Math.round(s / 3600) });
+    return t('ago.d', { n: Math.round(s / 86400) });
+  }
+
+  function fmtNum(n) {
+    return n === null || n === undefined ? '—' : Number(n).toLocaleString(locale());
+  }
+
+  function fmtMoney(cents) {
+    if (cents === null || cents === undefined) return '—';
+    return (cents / 100).toLocaleString(locale(), { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  }
+
+  function fmtDuration(a, b) {
+    if (!a || !b) return '—';
+    var s = b - a;
+    return s < 10 ? s.toFixed(2) + ' s' : Math.round(s) + ' s';
+  }
+
+  function statusBadge(status) {
+    return h('span', { class: 'badge badge-' + status, text: t('st.' + status) });
+  }
+
+  function actionName(action) {
+    var key = 'name.' + action;
+    return Object.prototype.hasOwnProperty.call(I18N.es, key) ? t(key) + ' (' + action + ')' : action;
+  }
+
+  /** The backend's message is English; say the well-known ones in the chosen language. */
+  function conflictMessage(c) {
+    if (c.invariant === 'non_negative_stock' && c.history && c.history.length) {
+      var first = c.history[0];
+      if (first.observed !== undefined && first.observed !== null) {
+        return t('msg.non_negative_stock', { sku: c.sku, location: c.location, observed: first.observed });
+      }
+    }
+    return c.message;
+  }
+
+  function invName(inv) {
+    var key = 'inv.' + inv;
+    return Object.prototype.hasOwnProperty.call(I18N.es, key) ? t(key) : inv;
+  }
+
+  /* ------------------------------------------------------------------ API */
+
+  function ApiError(status, message) {
+    this.status = status;
+    this.message = message;
+  }
+
+  function apiUrl(path, query) {
+    var params = new URLSearchParams();
+    Object.keys(query || {}).forEach(function (k) {
+      var v = query[k];
+      if (v !== null && v !== undefined && v !== '') params.set(k, v);
+    });
+    if (S.tenant && !params.has('tenant')) params.set('tenant', S.tenant);
+    var qs = params.toString();
+    return path + (qs ? '?' + qs : '');
+  }
+
+  function api(method, path, opts) {
+    var o = opts || {};
+    var headers = { Accept: 'application/json' };
+    if (S.token) headers.Authorization = 'Bearer ' + S.token;
+    var init = { method: method, headers: headers, cache: 'no-store', credentials: 'omit' };
+    if (o.body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(o.body);
+    }
+    return fetch(apiUrl(path, o.query), init).then(function (res) {
+      return res.text().then(function (text) {
+        var data = null;
+        try { data = text ? JSON.parse(text) : null; } catch (e) { data = null; }
+        if (res.status === 401 && !o.login) {
+          logout(t('login.expired'));
+          throw new ApiError(401, 'unauthorized');
+        }
+        if (!res.ok) {
+          throw new ApiError(res.status, (data && data.error) || res.statusText || 'error');
+        }
+        return data;
+      });
+    }, function (err) {
+      throw new ApiError(0, String(err && err.message ? err.message : err));
+    });
+  }
+
+  function errText(err) {
+    if (err instanceof ApiError) {
+      if (err.status === 0) return t('offline_api');
+      return t('err.generic', { status: err.status, msg: err.message });
+    }
+    return String(err);
+  }
+
+  function noTenantError(err) {
+    return err instanceof ApiError && err.status === 400 && /no tenant/.test(err.message);
+  }
+
+  /* ------------------------------------------------------------------ shell */
+
+  function setShell(loggedIn) {
+    document.getElementById('mainnav').hidden = !loggedIn;
+    document.getElementById('logout').hidden = !loggedIn;
+    if (!loggedIn) document.getElementById('tenant-picker').hidden = true;
+  }
+
+  function markNav(route) {
+    document.querySelectorAll('#mainnav a').forEach(function (a) {
+      var r = a.getAttribute('data-route');
+      var current = r === route || (r === 'conflicts' && route === 'conflict');
+      if (current) a.setAttribute('aria-current', 'page');
+      else a.removeAttribute('aria-current');
+    });
+  }
+
+  function logout(message) {
+    S.token = '';
+    sessionStorage.removeItem(TOKEN_KEY);
+    S.lastOpen = null;
+    setShell(false);
+    S.loginMessage = message || '';
+    if (location.hash !== '#/login') location.hash = '#/login';
+    else route();
+  }
+
+  function refreshTenants() {
+    return api('GET', '/api/sync/tenants/', { query: { tenant: null } }).then(function (data) {
+      S.tenants = (data && data.results) || [];
+      if (S.tenants.length && S.tenants.indexOf(S.tenant) < 0) {
+        S.tenant = S.tenants[0];
+        sessionStorage.setItem(TENANT_KEY, S.tenant);
+      }
+      var picker = document.getElementById('tenant-picker');
+      var sel = document.getElementById('tenant-select');
+      picker.hidden = S.tenants.length < 2;
+      patch(sel, [S.tenants, S.tenant], function () {
+        return S.tenants.map(function (name) {
+          return h('option', { value: name, text: name, selected: name === S.tenant });
+        });
+      });
+      sel.value = S.tenant;
+    }, function (err) {
+      if (err instanceof ApiError && err.status === 404) return; /* console without helper routes */
+      throw err;
+    });
+  }
+
+  function refreshOpenCount() {
+    return api('GET', '/api/sync/queue/', { query: { conflict: 'true', status: 'open', limit: 1000 } })
+      .then(function (data) {
+        var n = data.count;
+        var badge = document.getElementById('open-count');
+        badge.hidden = n === 0;
+        badge.textContent = String(n);
+        badge.setAttribute('aria-label', tn('open_count_live', n));
+        if (S.lastOpen !== null && S.lastOpen !== n) announce(tn('open_count_live', n));
+        S.lastOpen = n;
+      }, function (err) { if (!noTenantError(err)) throw err; });
+  }
+
+  function refreshReplicas() {
+    return api('GET', '/api/sync/replicas/').then(function (data) {
+      S.replicas = data.results || [];
+      return S.replicas;
+    }, function (err) {
+      if (noTenantError(err)) { S.replicas = []; return S.replicas; }
+      throw err;
+    });
+  }
+
+  function tick() {
+    if (!S.token || !S.page || !S.page.refresh || S.inflight || document.hidden) return;
+    S.inflight = true;
+    var page = S.page;
+    refreshTenants()
+      .then(function () { return Promise.all([refreshOpenCount(), page.refresh()]); })
+      .then(function () {
+        S.apiDown = false;
+        notice('');
+        document.getElementById('refresh-state').textContent =
+          t('updated', { time: new Date().toLocaleTimeString(locale()) });
+      }, function (err) {
+        if (err instanceof ApiError && err.status === 401) return;
+        if (err instanceof ApiError && err.status === 0) { S.apiDown = true; notice(t('offline_api'), 'warn'); }
+        else notice(errText(err));
+      })
+      .then(function () { S.inflight = false; });
+  }
+
+  /* ------------------------------------------------------------------ pages */
+
+  function pageHeader(title, extra) {
+    return h('div', { class: 'page-head' },
+      h('h1', { id: 'page-title', tabindex: '-1', text: title }), extra || null);
+  }
+
+  function emptyState(text) { return h('p', { class: 'empty', text: text }); }
+
+  /* --- login */
+
+  function loginPage(main) {
+    setShell(false);
+    var inputId = nextId('token');
+    var err = h('p', { class: 'form-error', id: 'login-error', role: 'alert' });
+    if (S.loginMessage) err.textContent = S.loginMessage;
+    var input = h('input', { id: inputId, name: 'token', type: 'password', autocomplete: 'off',
+      spellcheck: 'false', required: true, 'aria-describedby': 'login-help login-error' });
+    var submit = h('button', { type: 'submit', class: 'btn btn-primary', id: 'login-submit', text: t('login.submit') });
+    var form = h('form', { class: 'card login-card', id: 'login-form', novalidate: true,
+      onsubmit: function (ev) {
+        ev.preventDefault();
+        var token = input.value.trim();
+        if (!token) { err.textContent = t('login.bad'); input.focus(); return; }
+        submit.disabled = true;
+        err.textContent = t('login.checking');
+        S.token = token;
+        api('GET', '/api/sync/tenants/', { login: true, query: { tenant: null } }).then(function () {
+          sessionStorage.setItem(TOKEN_KEY, token);
+          S.loginMessage = '';
+          location.hash = '#/conflicts';
+        }, function (e) {
+          if (e instanceof ApiError && e.status === 404) {
+            /* helper routes absent: check the token against the core API instead */
+            return api('GET', '/api/sync/config/', { login: true }).then(function () {
+              sessionStorage.setItem(TOKEN_KEY, token);
+              location.hash = '#/conflicts';
+            });
+          }
+          throw e;
+        }).catch(function (e) {
+          S.token = '';
+          submit.disabled = false;
+          err.textContent = e instanceof ApiError && e.status === 401 ? t('login.bad') : errText(e);
+          input.focus();
+        });
+      } },
+      h('h1', { id: 'page-title', tabindex: '-1', text: t('login.title') }),
+      h('label', { for: inputId, text: t('login.token') }),
+      input,
+      h('p', { class: 'help', id: 'login-help' }, t('login.help') + ' ',
+        h('code', { text: 'tiendasync relay token add --db relay.db --admin' })),
+      err,
+      h('div', { class: 'actions' }, submit));
+    main.appendChild(h('section', { class: 'login-wrap' }, form));
+    return { focus: input };
+  }
+
+  /* --- stores */
+
+  function storesPage(main) {
+    var summary = h('p', { class: 'summary', id: 'stores-summary' });
+    var list = h('div', { class: 'store-grid', id: 'store-list' });
+    main.appendChild(pageHeader(t('stores.title'), summary));
+    main.appendChild(list);
+    var cards = {};
+
+    function card(replica) {
+      var id = replica.replica;
+      var live = h('div', { class: 'store-live' });
+      var msg = h('p', { class: 'inline-msg', role: 'status' });
+      var formBox = h('div', { class: 'store-form', id: nextId('cfg'), hidden: true });
+      var editBtn = h('button', { type: 'button', class: 'btn', 'aria-expanded': 'false',
+        'aria-controls': formBox.id, 'data-action': 'edit-config', text: t('edit_config') });
+      var syncBtn = h('button', { type: 'button', class: 'btn btn-primary', 'data-action': 'sync-now',
+        text: t('sync_now') });
+      var el = h('article', { class: 'card store-card', 'data-replica': id, 'aria-labelledby': 'store-' + id },
+        h('header', { class: 'store-head' },
+          h('h2', { id: 'store-' + id, text: id }),
+          h('span', { class: 'store-state' })),
+        live,
+        h('div', { class: 'actions' }, syncBtn, editBtn),
+        msg,
+        formBox);
+      var c = { el: el, live: live, msg: msg, formBox: formBox, editBtn: editBtn, syncBtn: syncBtn, data: replica };
+
+      syncBtn.addEventListener('click', function () {
+        syncBtn.disabled = true;
+        api('POST', '/api/sync/config/' + encodeURIComponent(id) + '/sync_now/', { body: {} }).then(function () {
+          msg.className = 'inline-msg ok';
+          msg.textContent = t('sync_requested', { r: id });
+          announce(msg.textContent);
+        }, function (e) {
+          msg.className = 'inline-msg bad';
+          msg.textContent = e.status === 409 ? t('sync_offline', { r: id }) : errText(e);
+        }).then(function () { syncBtn.disabled = false; });
+      });
+      editBtn.addEventListener('click', function () {
+        var open = formBox.hidden;
+        formBox.hidden = !open;
+        editBtn.setAttribute('aria-expanded', String(open));
+        editBtn.textContent = open ? t('close_config') : t('edit_config');
+        if (open) {
+          clear(formBox);
+          formBox.appendChild(configForm(c));
+          var first = formBox.querySelector('input, select');
+          if (first) first.focus();
+        }
+      });
+      return c;
+    }
+
+    function configForm(c) {
+      var cfg = c.data.config || {};
+      var rid = c.data.replica;
+      var fields = {};
+      var err = h('p', { class: 'form-error', role: 'alert' });
+      function field(name, input, help) {
+        var id = nextId('f-' + name);
+        input.id = id;
+        input.name = name;
+        fields[name] = input;
+        var helpEl = null;
+        if (help) {
+          helpEl = h('span', { class: 'help', id: id + '-help', text: help });
+          input.setAttribute('aria-describedby', id + '-help');
+        }
+        return h('div', { class: 'field' }, h('label', { for: id, text: t('cfg.' + name) }), input, helpEl);
+      }
+      var enabled = h('input', { type: 'checkbox', checked: cfg.enabled !== false });
+      var enabledId = nextId('f-enabled');
+      enabled.id = enabledId;
+      var dur = h('select', {},
+        ['full', 'normal'].map(function (d) {
+          return h('option', { value: d, text: t('dur.' + d), selected: cfg.durability === d });
+        }));
+      var prios = DATA_TYPES.map(function (dt) {
+        var id = nextId('p-' + dt);
+        var inp = h('input', { id: id, type: 'number', min: '0', max: '100', step: '1', inputmode: 'numeric',
+          value: String((cfg.priorities || {})[dt] !== undefined ? cfg.priorities[dt] : ''), 'data-type': dt });
+        return h('div', { class: 'field field-small' }, h('label', { for: id, text: t('dt.' + dt) }), inp);
+      });
+      var form = h('form', { class: 'config-form', novalidate: true, onsubmit: function (ev) {
+        ev.preventDefault();
+        var body;
+        try {
+          body = {
+            relay_url: fields.relay_url.value.trim() || null,
+            enabled: enabled.checked,
+            interval_s: num(fields.interval_s.value, 'interval_s'),
+            batch_size: num(fields.batch_size.value, 'batch_size'),
+            backoff_min_s: num(fields.backoff_min_s.value, 'backoff_min_s'),
+            backoff_max_s: num(fields.backoff_max_s.value, 'backoff_max_s'),
+            durability: dur.value,
+            priorities: {},
+            read: patterns(fields.read.value),
+            write: patterns(fields.write.value)
+          };
+          form.querySelectorAll('input[data-type]').forEach(function (inp) {
+            if (inp.value !== '') body.priorities[inp.getAttribute('data-type')] = num(inp.value, inp.getAttribute('data-type'));
+          });
+        } catch (e) { err.textContent = String(e.message || e); return; }
+        err.textContent = '';
+        var save = form.querySelector('button[type=submit]');
+        save.disabled = true;
+        api('PUT', '/api/sync/config/' + encodeURIComponent(rid), { body: body }).then(function (res) {
+          c.data.config = res.config;
+          c.formBox.hidden = true;
+          c.editBtn.setAttribute('aria-expanded', 'false');
+          c.editBtn.textContent = t('edit_config');
+          c.msg.className = 'inline-msg ok';
+          c.msg.textContent = t('saved', { r: rid });
+          announce(c.msg.textContent);
+          c.editBtn.focus();
+        }, function (e) {
+          err.textContent = errText(e);
+          save.disabled = false;
+        });
+      } },
+      h('fieldset', {},
+        h('legend', { text: t('config') + ' · ' + rid }),
+        field('relay_url', h('input', { type: 'url', value: cfg.relay_url || '', placeholder: 'ws://…',
+          autocomplete: 'off' }), t('cfg.relay_url.help')),
+        h('div', { class: 'field field-check' }, enabled, h('label', { for: enabledId, text: t('cfg.enabled') })),
+        h('div', { class: 'field-row' },
+          field('interval_s', h('input', { type: 'number', min: '0.1', step: 'any', inputmode: 'decimal',
+            value: String(cfg.interval_s) })),
+          field('batch_size', h('input', { type: 'number', min: '1', max: '100000', step: '1',
+            inputmode: 'numeric', value: String(cfg.batch_size) }))),
+        h('div', { class: 'field-row' },
+          field('backoff_min_s', h('input', { type: 'number', min: '0', step: 'any', inputmode: 'decimal',
+            value: String(cfg.backoff_min_s) })),
+          field('backoff_max_s', h('input', { type: 'number', min: '0', step: 'any', inputmode: 'decimal',
+            value: String(cfg.backoff_max_s) }))),
+        field('durability', dur),
+        h('fieldset', { class: 'sub' }, h('legend', { text: t('cfg.priorities') }),
+          h('div', { class: 'field-row field-row-5' }, prios)),
+        field('read', h('input', { type: 'text', value: (cfg.read || ['*']).join(', '), autocomplete: 'off' }),
+          t('cfg.patterns.help')),
+        field('write', h('input', { type: 'text', value: (cfg.write || ['*']).join(', '), autocomplete: 'off' }),
+          t('cfg.patterns.help'))),
+      err,
+      h('div', { class: 'actions' },
+        h('button', { type: 'submit', class: 'btn btn-primary', text: t('save') }),
+        h('button', { type: 'button', class: 'btn btn-quiet', text: t('cancel'), onclick: function () {
+          c.formBox.hidden = true;
+          c.editBtn.setAttribute('aria-expanded', 'false');
+          c.editBtn.textContent = t('edit_config');
+          c.editBtn.focus();
+        } })));
+      return form;
+    }
+
+    function num(v, name) {
+      var n = Number(v);
+      if (v === '' || !isFinite(n)) throw new Error(t('cfg.' + name) + ': ?');
+      return n;
+    }
+
+    function patterns(v) {
+      return v.split(',').map(function (s) { return s.trim(); }).filter(Boolean);
+    }
+
+    function liveView(r) {
+      var s = r.last_session;
+      var cfg = r.config || {};
+      var prio = DATA_TYPES.map(function (dt) { return t('dt.' + dt) + ' ' + ((cfg.priorities || {})[dt]); }).join(' · ');
+      return h('dl', { class: 'facts' },
+        h('div', {}, h('dt', { text: t('last_sync') }),
+          h('dd', {}, s ? h('time', { datetime: new Date((s.ended_at || s.started_at) * 1000).toISOString(),
+            title: fmtTime(s.ended_at || s.started_at), text: ago(s.ended_at || s.started_at) }) : t('never'))),
+        s ? h('div', {}, h('dt', { text: t('outcome') }),
+          h('dd', {}, h('span', { class: 'outcome outcome-' + (s.ended_at ? s.outcome : 'running'),
+            text: s.ended_at ? s.outcome : t('running') }), s.error ? ' — ' + s.error : '')) : null,
+        s ? h('div', {}, h('dt', { text: t('updates_inout') }),
+          h('dd', { text: fmtNum(s.updates_received) + ' / ' + fmtNum(s.updates_sent) })) : null,
+        h('div', {}, h('dt', { text: t('config') }),
+          h('dd', { text: (cfg.enabled === false ? '⏸ ' : '') + t('cfg.interval_s') + ' ' + cfg.interval_s +
+            ' · ' + t('cfg.durability') + ' ' + t('dur.' + cfg.durability) })),
+        h('div', {}, h('dt', { text: t('priority') }), h('dd', { class: 'small', text: prio })));
+    }
+
+    function refresh() {
+      return refreshReplicas().then(function (replicas) {
+        var on = replicas.filter(function (r) { return r.online; }).length;
+        summary.textContent = S.tenants.length === 0 && replicas.length === 0 ? t('no_tenant')
+          : tn('stores.count', replicas.length, { on: on });
+        if (!replicas.length && !list.querySelector('.empty')) {
+          clear(list);
+          list.appendChild(emptyState(S.tenants.length ? t('stores.none') : t('no_tenant')));
+        }
+        var empty = list.querySelector('.empty');
+        if (replicas.length && empty) empty.remove();
+        var names = replicas.map(function (r) { return r.replica; });
+        Object.keys(cards).forEach(function (name) {
+          if (names.indexOf(name) < 0) { cards[name].el.remove(); delete cards[name]; }
+        });
+        replicas.forEach(function (r, i) {
+          var c = cards[r.replica];
+          if (!c) { c = cards[r.replica] = card(r); }
+          c.data = r;
+          if (list.children[i] !== c.el) list.insertBefore(c.el, list.children[i] || null);
+          var state = c.el.querySelector('.store-state');
+          patch(state, [r.online], function () {
+            return h('span', { class: 'badge ' + (r.online ? 'badge-online' : 'badge-offline') },
+              h('span', { class: 'dot', 'aria-hidden': 'true' }), r.online ? t('online') : t('offline'));
+          });
+          patch(c.live, [r, Math.floor(Date.now() / 5000)], function () { return liveView(r); });
+          c.syncBtn.title = r.online ? '' : t('sync_offline', { r: r.replica });
+        });
+      });
+    }
+    return { refresh: refresh };
+  }
+
+  /* --- conflict queue */
+
+  var queueFilters = { status: 'open', replica: '', minPriority: '' };
+
+  function conflictsPage(main) {
+    var summary = h('p', { class: 'summary', id: 'conflicts-summary' });
+    var sid = nextId('f-status');
+    var rid = nextId('f-store');
+    var pid = nextId('f-prio');
+    var statusSel = h('select', { id: sid, name: 'status' },
+      [['open', t('st.open')], ['resolved', t('st.resolved')], ['self_healed', t('st.self_healed')], ['', t('all')]]
+        .map(function (o) { return h('option', { value: o[0], text: o[1], selected: queueFilters.status === o[0] }); }));
+    var storeSel = h('select', { id: rid, name: 'replica' });
+    var prio = h('input', { id: pid, name: 'min_priority', type: 'number', min: '0', step: '1',
+      inputmode: 'numeric', value: queueFilters.minPriority });
+    function onFilter() {
+      queueFilters.status = statusSel.value;
+      queueFilters.replica = storeSel.value;
+      queueFilters.minPriority = prio.value;
+      refresh().catch(function (e) { notice(errText(e)); });
+    }
+    statusSel.addEventListener('change', onFilter);
+    storeSel.addEventListener('change', onFilter);
+    prio.addEventListener('input', onFilter);
+    var filters = h('form', { class: 'filters card', role: 'search', 'aria-label': t('filters'),
+      onsubmit: function (ev) { ev.preventDefault(); onFilter(); } },
+      h('div', { class: 'field' }, h('label', { for: sid, text: t('status') }), statusSel),
+      h('div', { class: 'field' }, h('label', { for: pid, text: t('min_priority') }), prio),
+      h('div', { class: 'field' }, h('label', { for: rid, text: t('store') }), storeSel));
+    var table = h('div', { class: 'table-wrap', id: 'conflict-table' });
+    main.appendChild(pageHeader(t('conflicts.title'), summary));
+    main.appendChild(filters);
+    main.appendChild(table);
+
+    function rows(items) {
+      if (!items.length) return emptyState(t('conflicts.none'));
+      return h('table', { class: 'data conflicts' },
+        h('caption', { class: 'sr-only', text: t('conflicts.title') }),
+        h('thead', {}, h('tr', {},
+          [t('priority'), t('status'), t('invariant'), t('location'), t('sku'), t('observed'), t('stores'),
+            t('sales'), t('opened'), '']
+            .map(function (c) { return h('th', { scope: 'col', text: c }); }))),
+        h('tbody', {}, items.map(function (c) {
+          var href = '#/conflict/' + encodeURIComponent(c.id);
+          return h('tr', { 'data-conflict': c.id, class: 'status-' + c.status },
+            h('td', { 'data-label': t('priority') }, h('span', { class: 'prio', text: c.priority })),
+            h('td', { 'data-label': t('status') }, statusBadge(c.status)),
+            h('td', { 'data-label': t('invariant'), text: invName(c.invariant) }),
+            h('td', { 'data-label': t('location'), text: c.location }),
+            h('td', { 'data-label': t('sku') }, h('code', { text: c.sku })),
+            h('td', { 'data-label': t('observed'), class: 'num ' + (c.observed < 0 ? 'neg' : ''),
+              text: c.observed === null ? '—' : c.observed }),
+            h('td', { 'data-label': t('stores'), text: (c.replicas || []).join(', ') || '—' }),
+            h('td', { 'data-label': t('sales'), class: 'num', text: (c.sales || []).length }),
+            h('td', { 'data-label': t('opened') }, h('time', { title: fmtTime(c.opened_at), text: ago(c.opened_at) })),
+            h('td', { class: 'row-action' }, h('a', { class: 'btn btn-small', href: href, 'data-key': c.id,
+              'aria-label': t('open_it') + ' ' + c.id + ' (' + c.sku + ')', text: t('open_it') + ' →' })));
+        })));
+    }
+
+    function refresh() {
+      return Promise.all([
+        api('GET', '/api/sync/queue/', { query: { conflict: 'true', status: queueFilters.status,
+          replica: queueFilters.replica, limit: 1000 } }),
+        refreshReplicas()
+      ]).then(function (res) {
+        var items = res[0].results.slice();
+        var min = queueFilters.minPriority === '' ? null : Number(queueFilters.minPriority);
+        if (min !== null && isFinite(min)) items = items.filter(function (c) { return c.priority >= min; });
+        items.sort(function (a, b) { return b.priority - a.priority || b.opened_at - a.opened_at; });
+        summary.textContent = tn('conflicts.count', items.length);
+        patch(storeSel, S.replicas.map(function (r) { return r.replica; }), function () {
+          return [h('option', { value: '', text: t('all_stores') })].concat(S.replicas.map(function (r) {
+            return h('option', { value: r.replica, text: r.replica, selected: r.replica === queueFilters.replica });
+          }));
+        });
+        storeSel.value = queueFilters.replica;
+        patch(table, [items, Math.floor(Date.now() / 10000)], function () { return rows(items); });
+      }, function (err) {
+        if (!noTenantError(err)) throw err;
+        summary.textContent = t('no_tenant');
+        patch(table, [], function () { return emptyState(t('no_tenant')); });
+      });
+    }
+    return { refresh: refresh };
+  }
+
+  /* --- one conflict */
+
+  function conflictPage(main, id) {
+    var head = h('div', { class: 'page-head' },
+      h('p', {}, h('a', { href: '#/conflicts', class: 'back', text: t('back') })),
+      h('h1', { id: 'page-title', tabindex: '-1' }, t('conflict.title', { id: id }), ' ',
+        h('span', { id: 'conflict-status' })));
+    var facts = h('section', { class: 'card', 'aria-labelledby': 'facts-h' });
+    var salesBox = h('section', { class: 'card', id: 'sales-box', 'aria-labelledby': 'sales-h' });
+    var historyBox = h('section', { class: 'card', id: 'history-box', 'aria-labelledby': 'hist-h' });
+    var actionsBox = h('section', { class: 'card actions-card', id: 'resolve-box', 'aria-labelledby': 'resolve-h' });
+    var resultMsg = h('p', { class: 'inline-msg', id: 'resolve-result', role: 'status' });
+    main.appendChild(head);
+    main.appendChild(h('div', { class: 'conflict-grid' },
+      h('div', { class: 'col-main' }, facts, salesBox, historyBox),
+      h('div', { class: 'col-side' }, actionsBox)));
+    var selected = {};
+    var current = null;
+    var builtFor = null;
+    var sales = [];
+
+    function factsView(c) {
+      var rows = [
+        [t('invariant'), invName(c.invariant) + ' (' + c.invariant + ')'],
+        [t('location'), c.location],
+        [t('sku'), h('code', { text: c.sku })],
+        [t('observed'), h('strong', { class: c.observed < 0 ? 'neg' : '', text: c.observed === null ? '—' : String(c.observed) })],
+        [t('priority'), String(c.priority)],
+        [t('stores'), (c.replicas || []).join(', ') || '—'],
+        [t('opened'), fmtTime(c.opened_at)],
+        [t('updated_at'), fmtTime(c.updated_at)]
+      ];
+      return [
+        h('h2', { id: 'facts-h', text: t('message') }),
+        h('p', { class: 'message', text: conflictMessage(c), title: c.message }),
+        h('dl', { class: 'facts facts-grid' }, rows.map(function (r) {
+          return h('div', {}, h('dt', { text: r[0] }), h('dd', {}, r[1]));
+        })),
+        c.resolution ? resolutionView(c.resolution) : null,
+        c.details && Object.keys(c.details).length ? detailsView(c.details) : null
+      ];
+    }
+
+    function resolutionView(r) {
+      return h('div', { class: 'resolution' },
+        h('h3', { text: t('resolution') }),
+        h('dl', { class: 'facts facts-grid' },
+          h('div', {}, h('dt', { text: t('action') }), h('dd', { text: actionName(r.action) })),
+          h('div', {}, h('dt', { text: t('params') }), h('dd', {}, h('code', { text: JSON.stringify(r.params || {}) }))),
+          h('div', {}, h('dt', { text: t('by') }), h('dd', { text: r.by || '—' })),
+          h('div', {}, h('dt', { text: t('note') }), h('dd', { text: r.note || '—' })),
+          h('div', {}, h('dt', { text: t('time') }), h('dd', { text: fmtTime(r.at) }))));
+    }
+
+    function detailsView(details) {
+      return h('div', { class: 'details' },
+        h('h3', { text: t('discarded') }),
+        h('table', { class: 'data' },
+          h('thead', {}, h('tr', {}, [t('field'), t('value'), t('store'), t('time')].map(function (c) {
+            return h('th', { scope: 'col', text: c });
+          }))),
+          h('tbody', {}, Object.keys(details).map(function (name) {
+            return (details[name] || []).map(function (d) {
+              return h('tr', {}, h('td', { 'data-label': t('field'), text: name }),
+                h('td', { 'data-label': t('value') }, h('code', { text: JSON.stringify(d.value) })),
+                h('td', { 'data-label': t('store'), text: d.by }),
+                h('td', { 'data-label': t('time'), text: fmtTime(d.at_ms / 1000) }));
+            });
+          }))));
+    }
+
+    function salesView(c) {
+      var canVoid = c.status === 'open';
+      var body;
+      if (!sales.length) body = emptyState(t('conflict.nosales'));
+      else {
+        body = h('div', { class: 'table-wrap' }, h('table', { class: 'data sales' },
+          h('caption', { class: 'sr-only', text: t('conflict.sales') }),
+          h('thead', {}, h('tr', {},
+            (canVoid ? [h('th', { scope: 'col', class: 'check' }, h('span', { class: 'sr-only', text: t('act.void') }))] : [])
+              .concat([t('sale'), t('store'), t('time'), t('quantity') + ' ' + c.sku, t('total')]
+                .map(function (x) { return h('th', { scope: 'col', text: x }); })))),
+          h('tbody', {}, sales.map(function (s) {
+            var qty = (s.lines || []).filter(function (l) { return l.sku === c.sku; })
+              .reduce(function (a, l) { return a + l.quantity; }, 0);
+            var boxId = 'void-' + s.id;
+            return h('tr', { 'data-sale': s.id, class: s.voided ? 'voided' : '' },
+              canVoid ? h('td', { class: 'check' }, h('input', { type: 'checkbox', id: boxId, 'data-key': boxId,
+                'data-sale-id': s.id, disabled: s.voided || !s.known, checked: !!selected[s.id],
+                'aria-label': t('select_void', { id: s.id }),
+                onchange: function (ev) { selected[s.id] = ev.target.checked; syncVoidButton(); } })) : null,
+              h('td', { 'data-label': t('sale'), class: 'sale-id' }, canVoid ? h('label', { for: boxId }, h('code', { text: s.id }))
+                : h('code', { text: s.id }), ' ', h('span', { class: 'badge ' + (s.voided ? 'badge-voided' : 'badge-active'),
+                text: s.voided ? t('voided') : t('active') })),
+              h('td', { 'data-label': t('store'), text: s.replica || '—' }),
+              h('td', { 'data-label': t('time'), text: s.at_ms ? fmtTime(s.at_ms / 1000) : '—' }),
+              h('td', { 'data-label': t('quantity') + ' ' + c.sku, class: 'num', text: s.known ? qty : '—' }),
+              h('td', { 'data-label': t('total'), class: 'num', text: fmtMoney(s.total_cents) }));
+          }))));
+      }
+      return [h('h2', { id: 'sales-h', text: t('conflict.sales') }), body];
+    }
+
+    function historyView(c) {
+      return [h('h2', { id: 'hist-h', text: t('history') }),
+        h('ol', { class: 'timeline' }, (c.history || []).map(function (ev) {
+          var bits = [];
+          if (ev.observed !== undefined && ev.observed !== null) bits.push(t('observed') + ': ' + ev.observed);
+          if (ev.action) bits.push(t('action') + ': ' + actionName(ev.action));
+          if (ev.by) bits.push(t('by') + ': ' + ev.by);
+          if (ev.note) bits.push(t('note') + ': ' + ev.note);
+          return h('li', {}, h('time', { class: 'when', text: fmtTime(ev.at) }), ' ',
+            h('strong', { text: t('ev.' + ev.event) }), bits.length ? ' — ' + bits.join(' · ') : '');
+        }))];
+    }
+
+    var common = {};
+    function syncVoidButton() {
+      var btn = document.getElementById('act-void-btn');
+      if (!btn) return;
+      var any = Object.keys(selected).some(function (k) { return selected[k]; });
+      btn.setAttribute('aria-disabled', String(!any));
+    }
+
+    function resolve(action, params, button) {
+      var body = { action: action };
+      Object.keys(params).forEach(function (k) { body[k] = params[k]; });
+      var by = common.by.value.trim();
+      if (by) { body.by = by; localStorage.setItem(BY_KEY, by); }
+      if (common.note.value.trim()) body.note = common.note.value.trim();
+      if (button) button.disabled = true;
+      resultMsg.className = 'inline-msg';
+      resultMsg.textContent = t('loading');
+      return api('POST', '/api/sync/queue/' + encodeURIComponent(id) + '/resolve/', { body: body })
+        .then(function (res) {
+          resultMsg.className = 'inline-msg ok';
+          resultMsg.textContent = t('resolved_ok', { id: id, status: t('st.' + res.status) });
+          announce(resultMsg.textContent);
+          selected = {};
+          return Promise.all([refresh(), refreshOpenCount()]);
+        }, function (e) {
+          resultMsg.className = 'inline-msg bad';
+          resultMsg.textContent = errText(e);
+          announce(resultMsg.textContent);
+        }).then(function () { if (button) button.disabled = false; });
+    }
+
+    function actionForm(key, help, fieldsList, submitText, onSubmit, extraClass) {
+      var btn = h('button', { type: 'submit', class: 'btn ' + (extraClass || 'btn-primary'),
+        'data-action': key, id: 'act-' + key + '-btn', text: submitText });
+      var form = h('form', { class: 'action', id: 'act-' + key, novalidate: true,
+        onsubmit: function (ev) { ev.preventDefault(); onSubmit(btn); } },
+        h('p', { class: 'help', text: help }),
+        fieldsList.length ? h('div', { class: 'field-row' }, fieldsList) : null,
+        h('div', { class: 'actions' }, btn));
+      return form;
+    }
+
+    function numField(name, label, value) {
+      var fid = nextId('a-' + name);
+      var input = h('input', { id: fid, name: name, type: 'number', step: '1', inputmode: 'numeric',
+        value: String(value), required: true });
+      return { el: h('div', { class: 'field field-small' }, h('label', { for: fid, text: label }), input), input: input };
+    }
+
+    function textField(name, label, value) {
+      var fid = nextId('a-' + name);
+      var input = h('input', { id: fid, name: name, type: 'text', value: value || '', autocomplete: 'off', required: true });
+      return { el: h('div', { class: 'field' }, h('label', { for: fid, text: label }), input), input: input };
+    }
+
+    function intOf(input) {
+      var n = Number(input.value);
+      if (input.value === '' || !Number.isInteger(n)) {
+        input.setAttribute('aria-invalid', 'true');
+        input.focus();
+        throw new Error(input.name);
+      }
+      input.removeAttribute('aria-invalid');
+      return n;
+    }
+
+    function guard(fn) {
+      return function (btn) {
+        try { fn(btn); } catch (e) { /* invalid input already flagged */ }
+      };
+    }
+
+    function buildActions(c) {
+      clear(actionsBox);
+      actionsBox.appendChild(h('h2', { id: 'resolve-h', text: t('resolve.title') }));
+      if (c.status !== 'open') {
+        actionsBox.appendChild(h('p', { class: 'help', text: t('resolve.closed') }));
+        actionsBox.appendChild(resultMsg);
+        return;
+      }
+      var byId = nextId('by');
+      var noteId = nextId('note');
+      common.by = h('input', { id: byId, type: 'text', autocomplete: 'name', value: localStorage.getItem(BY_KEY) || 'admin' });
+      common.note = h('input', { id: noteId, type: 'text', autocomplete: 'off' });
+      actionsBox.appendChild(h('fieldset', { class: 'common' }, h('legend', { text: t('resolve.common') }),
+        h('div', { class: 'field-row' },
+          h('div', { class: 'field' }, h('label', { for: byId, text: t('by') }), common.by),
+          h('div', { class: 'field' }, h('label', { for: noteId, text: t('note') }), common.note))));
+      actionsBox.appendChild(resultMsg);
+      var inv = c.invariant;
+      var forms = [];
+      var deficit = c.observed !== null && c.observed < 0 ? -c.observed : 1;
+      if (inv !== 'catalog_review') {
+        forms.push(actionForm('accept', t('act.accept.help'), [], t('act.accept'),
+          function (btn) { resolve('accept', {}, btn); }, 'btn-secondary'));
+      }
+      if (inv === 'non_negative_stock') {
+        var q = numField('quantity', t('quantity'), deficit);
+        forms.push(actionForm('adjust', t('act.adjust.help'), [q.el], t('act.adjust'),
+          guard(function (btn) { resolve('adjust', { quantity: intOf(q.input) }, btn); })));
+        var cnt = numField('count', t('count'), 0);
+        forms.push(actionForm('recount', t('act.recount.help'), [cnt.el], t('act.recount'),
+          guard(function (btn) { resolve('recount', { count: intOf(cnt.input) }, btn); })));
+        var from = textField('from_location', t('from_location'), '');
+        var tq = numField('quantity', t('quantity'), deficit);
+        forms.push(actionForm('transfer', t('act.transfer.help'), [from.el, tq.el], t('act.transfer'),
+          guard(function (btn) {
+            if (!from.input.value.trim()) { from.input.setAttribute('aria-invalid', 'true'); from.input.focus(); return; }
+            resolve('transfer', { from_location: from.input.value.trim(), quantity: intOf(tq.input) }, btn);
+          })));
+      }
+      if (inv !== 'catalog_review' && (c.sales || []).length) {
+        forms.push(actionForm('void', t('act.void.help'), [], t('act.void'), function (btn) {
+          var ids = Object.keys(selected).filter(function (k) { return selected[k]; });
+          if (!ids.length) {
+            resultMsg.className = 'inline-msg bad';
+            resultMsg.textContent = t('void.none');
+            var box = salesBox.querySelector('input[type=checkbox]:not([disabled])');
+            if (box) box.focus();
+            return;
+          }
+          resolve('void', { sale_ids: ids }, btn);
+        }, 'btn-danger'));
+      }
+      if (inv === 'unknown_product') {
+        forms.push(actionForm('restore', t('act.restore.help'), [], t('act.restore'),
+          function (btn) { resolve('restore', {}, btn); }));
+        var target = textField('sku', t('target_sku'), '');
+        forms.push(actionForm('remap', t('act.remap.help'), [target.el], t('act.remap'),
+          guard(function (btn) {
+            if (!target.input.value.trim()) { target.input.setAttribute('aria-invalid', 'true'); target.input.focus(); return; }
+            resolve('remap', { sku: target.input.value.trim() }, btn);
+          })));
+      }
+      if (inv === 'catalog_review') {
+        var fid = nextId('a-field');
+        var fieldSel = h('select', { id: fid, name: 'field' },
+          [h('option', { value: '', text: t('all_fields') })].concat(Object.keys(c.details || {}).map(function (n) {
+            return h('option', { value: n, text: n });
+          })));
+        var params = function () { return fieldSel.value ? { field: fieldSel.value } : {}; };
+        var keepLocal = h('button', { type: 'button', class: 'btn btn-secondary', 'data-action': 'keep_local',
+          id: 'act-keep_local-btn', text: t('act.keep_local'),
+          onclick: function () { resolve('keep_local', params(), keepLocal); } });
+        var keepForm = actionForm('keep_central', t('act.keep.help'),
+          [h('div', { class: 'field' }, h('label', { for: fid, text: t('field') }), fieldSel)],
+          t('act.keep_central'), function (btn) { resolve('keep_central', params(), btn); });
+        keepForm.querySelector('.actions').appendChild(keepLocal);
+        forms.push(keepForm);
+      }
+      /* custom: any action with raw JSON params */
+      var aid = nextId('a-custom-action');
+      var pid = nextId('a-custom-params');
+      var actSel = h('select', { id: aid, name: 'action' }, ACTIONS.map(function (a) {
+        return h('option', { value: a, text: a });
+      }));
+      var ta = h('textarea', { id: pid, name: 'params', rows: '4', spellcheck: 'false', class: 'mono',
+        text: '{}' });
+      var customErr = h('p', { class: 'form-error', role: 'alert' });
+      var custom = actionForm('custom', t('act.custom.help'),
+        [h('div', { class: 'field' }, h('label', { for: aid, text: t('action') }), actSel),
+          h('div', { class: 'field field-wide' }, h('label', { for: pid, text: t('params_json') }), ta)],
+        t('act.send'), function (btn) {
+          var p;
+          try {
+            p = JSON.parse(ta.value || '{}');
+            if (p === null || typeof p !== 'object' || Array.isArray(p)) throw new Error('{…}');
+          } catch (e) {
+            customErr.textContent = t('json.bad', { err: e.message });
+            ta.setAttribute('aria-invalid', 'true');
+            ta.focus();
+            return;
+          }
+          customErr.textContent = '';
+          ta.removeAttribute('aria-invalid');
+          resolve(actSel.value, p, btn);
+        }, 'btn-secondary');
+      custom.insertBefore(customErr, custom.querySelector('.actions'));
+      forms.push(custom);
+      forms.forEach(function (f) {
+        var key = f.id.replace(/^act-/, '');
+        var title = key === 'keep_central' ? t('act.keep_central') + ' / ' + t('act.keep_local') : t('act.' + key);
+        actionsBox.appendChild(h('section', { class: 'action-block', 'aria-label': title },
+          h('h3', { text: title }), f));
+      });
+      syncVoidButton();
+    }
+
+    function refresh() {
+      return Promise.all([
+        api('GET', '/api/sync/queue/' + encodeURIComponent(id) + '/'),
+        api('GET', '/api/sync/queue/' + encodeURIComponent(id) + '/sales/').catch(function (e) {
+          if (e instanceof ApiError && e.status === 404 && current) return { results: sales };
+          if (e instanceof ApiError && e.status === 404) return { results: [] };
+          throw e;
+        })
+      ]).then(function (res) {
+        var c = res[0];
+        sales = (res[1] && res[1].results) || [];
+        if (!sales.length && (c.sales || []).length) {
+          sales = c.sales.map(function (sid) { return { id: sid, known: true }; });
+        }
+        if (current && current.status !== c.status) announce(t('resolved_ok', { id: id, status: t('st.' + c.status) }));
+        current = c;
+        patch(document.getElementById('conflict-status'), [c.status], function () { return statusBadge(c.status); });
+        patch(facts, [c], function () { return factsView(c); });
+        patch(salesBox, [c.status, c.sku, sales, selected], function () { return salesView(c); });
+        patch(historyBox, [c.history], function () { return historyView(c); });
+        var shape = [c.status, c.invariant, (c.sales || []).length, Object.keys(c.details || {})];
+        if (JSON.stringify(shape) !== builtFor) {
+          builtFor = JSON.stringify(shape);
+          buildActions(c);
+        }
+      }, function (e) {
+        if (e instanceof ApiError && e.status === 404) {
+          patch(facts, ['404'], function () { return emptyState(errText(e)); });
+          return;
+        }
+        throw e;
+      });
+    }
+    return { refresh: refresh };
+  }
+
+  /* --- sync log */
+
+  var logFilters = { replica: '', limit: '100' };
+
+  function logPage(main) {
+    var summary = h('p', { class: 'summary', id: 'log-summary' });
+    var rid = nextId('f-store');
+    var lid = nextId('f-limit');
+    var storeSel = h('select', { id: rid, name: 'replica' });
+    var limitSel = h('select', { id: lid, name: 'limit' }, ['50', '100', '500', '1000'].map(function (n) {
+      return h('option', { value: n, text: n, selected: n === logFilters.limit });
+    }));
+    function onFilter() {
+      logFilters.replica = storeSel.value;
+      logFilters.limit = limitSel.value;
+      refresh().catch(function (e) { notice(errText(e)); });
+    }
+    storeSel.addEventListener('change', onFilter);
+    limitSel.addEventListener('change', onFilter);
+    var table = h('div', { class: 'table-wrap', id: 'log-table' });
+    main.appendChild(pageHeader(t('log.title'), summary));
+    main.appendChild(h('form', { class: 'filters card', role: 'search', 'aria-label': t('filters'),
+      onsubmit: function (ev) { ev.preventDefault(); onFilter(); } },
+      h('div', { class: 'field' }, h('label', { for: rid, text: t('store') }), storeSel),
+      h('div', { class: 'field' }, h('label', { for: lid, text: t('limit') }), limitSel)));
+    main.appendChild(table);
+
+    function rows(items) {
+      if (!items.length) return emptyState(t('log.none'));
+      return h('table', { class: 'data log' },
+        h('caption', { class: 'sr-only', text: t('log.title') }),
+        h('thead', {}, h('tr', {}, [t('started'), t('duration'), t('store'), t('kind'), t('outcome'), t('docs'),
+          t('updates_inout'), t('bytes_inout'), t('error')].map(function (c) { return h('th', { scope: 'col', text: c }); }))),
+        h('tbody', {}, items.map(function (s) {
+          var outcome = s.ended_at ? s.outcome : 'running';
+          return h('tr', { 'data-session': s.session_id },
+            h('td', { 'data-label': t('started'), text: fmtTime(s.started_at) }),
+            h('td', { 'data-label': t('duration'), text: s.ended_at ? fmtDuration(s.started_at, s.ended_at) : t('running') }),
+            h('td', { 'data-label': t('store'), text: s.replica_id || '—' }),
+            h('td', { 'data-label': t('kind'), text: s.kind }),
+            h('td', { 'data-label': t('outcome') }, h('span', { class: 'outcome outcome-' + outcome,
+              text: s.ended_at ? s.outcome : t('running') })),
+            h('td', { 'data-label': t('docs'), class: 'num', text: fmtNum(s.docs) }),
+            h('td', { 'data-label': t('updates_inout'), class: 'num', text: fmtNum(s.updates_received) + ' / ' + fmtNum(s.updates_sent) }),
+            h('td', { 'data-label': t('bytes_inout'), class: 'num', text: fmtNum(s.bytes_received) + ' / ' + fmtNum(s.bytes_sent) }),
+            h('td', { 'data-label': t('error'), class: 'err', text: s.error || '' }));
+        })));
+    }
+
+    function refresh() {
+      return Promise.all([
+        api('GET', '/api/sync/log/', { query: { replica: logFilters.replica, limit: logFilters.limit } }),
+        refreshReplicas()
+      ]).then(function (res) {
+        var items = res[0].results;
+        summary.textContent = tn('log.count', items.length);
+        patch(storeSel, S.replicas.map(function (r) { return r.replica; }), function () {
+          return [h('option', { value: '', text: t('all_stores') })].concat(S.replicas.map(function (r) {
+            return h('option', { value: r.replica, text: r.replica, selected: r.replica === logFilters.replica });
+          }));
+        });
+        storeSel.value = logFilters.replica;
+        patch(table, items, function () { return rows(items); });
+      }, function (err) {
+        if (!noTenantError(err)) throw err;
+        summary.textContent = t('no_tenant');
+        patch(table, [], function () { return emptyState(t('no_tenant')); });
+      });
+    }
+    return { refresh: refresh };
+  }
+
+  /* ------------------------------------------------------------------ router */
+
+  function parseRoute() {
+    var hash = location.hash || '';
+    if (hash.indexOf('#/') !== 0) return null;
+    var parts = hash.slice(2).split('/');
+    return { name: parts[0] || 'conflicts', arg: parts[1] ? decodeURIComponent(parts[1]) : null };
+  }
+
+  function route() {
+    var r = parseRoute();
+    if (!r) { location.replace('#/' + (S.token ? 'conflicts' : 'login')); return; }
+    if (!S.token && r.name !== 'login') { location.replace('#/login'); return; }
+    if (S.token && r.name === 'login') { location.replace('#/conflicts'); return; }
+    var main = document.getElementById('main');
+    clear(main);
+    notice('');
+    S.inflight = false;
+    var page;
+    if (r.name === 'login') page = loginPage(main);
+    else {
+      setShell(true);
+      if (r.name === 'stores') page = storesPage(main);
+      else if (r.name === 'conflict' && r.arg) page = conflictPage(main, r.arg);
+      else if (r.name === 'log') page = logPage(main);
+      else { r.name = 'conflicts'; page = conflictsPage(main); }
+    }
+    S.page = page;
+    S.routeName = r.name;
+    markNav(r.name);
+    var focus = (page && page.focus) || document.getElementById('page-title');
+    if (focus && S.booted) focus.focus();
+    S.booted = true;
+    tick();
+  }
+
+  function setLang(lang) {
+    if (lang !== 'es' && lang !== 'en') return;
+    S.lang = lang;
+    try { localStorage.setItem(LANG_KEY, lang); } catch (e) { /* private mode */ }
+    applyStaticI18n();
+    route();
+  }
+
+  function boot() {
+    applyStaticI18n();
+    document.querySelectorAll('.lang-switch button').forEach(function (b) {
+      b.addEventListener('click', function () { setLang(b.getAttribute('data-lang')); });
+    });
+    document.getElementById('logout').addEventListener('click', function () { logout(''); });
+    document.getElementById('tenant-select').addEventListener('change', function (ev) {
+      S.tenant = ev.target.value;
+      sessionStorage.setItem(TENANT_KEY, S.tenant);
+      route();
+    });
+    document.getElementById('skip-link').addEventListener('click', function (ev) {
+      ev.preventDefault();
+      document.getElementById('main').focus();
+    });
+    window.addEventListener('hashchange', route);
+    document.addEventListener('visibilitychange', function () { if (!document.hidden) tick(); });
+    window.setInterval(tick, POLL_MS);
+    route();
+  }
+
+  /* exposed for tests and debugging only */
+  window.tiendasyncConsole = { state: S, t: t, setLang: setLang, refresh: tick };
+
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', boot);
+  else boot();
+}());
