@@ -113,8 +113,8 @@ def create_admin_app(backend: AdminBackend, *, extra_routes: list[Any] | None = 
             return {}
         try:
             data = json.loads(raw)
-        except ValueError as exc:
-            raise InvalidArgument(f"body is not valid JSON: {exc}") from exc
+        except (ValueError, RecursionError) as exc:
+            raise InvalidArgument(f"body is not valid JSON: {type(exc).__name__}") from exc
         if not isinstance(data, dict):
             raise InvalidArgument("body must be a JSON object")
         return data

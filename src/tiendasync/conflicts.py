@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .crdt import LWWMap, PNCounter, check_name, check_safe_int
 from .docnames import CATALOG, CONFLICTS, LOCATIONS, stock_doc
-from .errors import ConflictNotFound, InvalidArgument
+from .errors import ConflictClosed, ConflictNotFound, InvalidArgument
 from .invariants import Invariant, SaleRef, Violation, default_invariants, evaluate
 
 if TYPE_CHECKING:
@@ -284,7 +284,7 @@ class ConflictBook:
         with replica._lock:
             c = self.get(conflict_id)
             if c.status != "open":
-                raise InvalidArgument(f"conflict {conflict_id} is already {c.status}")
+                raise ConflictClosed(f"conflict {conflict_id} is already {c.status}")
             allowed = _PARAMS[action]
             extra = set(params) - set(allowed)
             if extra:

@@ -12,6 +12,7 @@ __all__ = [
     "AuthError",
     "ClockError",
     "ConfigError",
+    "ConflictClosed",
     "ConflictNotFound",
     "InvalidArgument",
     "InvariantViolation",
@@ -46,6 +47,10 @@ class NotFound(TiendaSyncError, LookupError):
 
 class ConflictNotFound(NotFound):
     """No conflict has the given id."""
+
+
+class ConflictClosed(TiendaSyncError):
+    """The conflict was already resolved or healed; nothing was changed."""
 
 
 class ClockError(TiendaSyncError):
