@@ -22,7 +22,7 @@ from .catalog import Catalog
 from .config import StoreConfig
 from .conflicts import ConflictBook, flag_queue_entries
 from .crdt import Ledger, LWWMap, PNCounter, check_name
-from .docnames import CATALOG, LOCATIONS, data_type_of, sales_doc, stock_doc
+from .docnames import CATALOG, LOCATIONS, data_type_of, location_of, sales_doc, stock_doc
 from .docset import DocSet
 from .errors import (
     ClockError,
@@ -35,7 +35,7 @@ from .invariants import evaluate
 from .inventory import Inventory
 from .locations import Locations
 from .queue import SyncQueue, insert_entry
-from .sales import Sale, Sales, catalog_price, parse_lines
+from .sales import Sale, Sales, catalog_price, new_sale_id, parse_lines
 from .storage import ReplicaStore
 from .synclog import SyncLog
 
@@ -269,8 +269,7 @@ class Replica:
             catalog = self._docs.view(CATALOG, LWWMap)
             unknown = tuple(sorted({ln.sku for ln in parsed if catalog.get(ln.sku) is None}))
             ts = self._hlc.now()
-            # The client id makes the id unique even if a restored backup reissues a clock.
-            sale_id = f"{ts.encode()}.{self.client_id:x}"
+            sale_id = new_sale_id(ts.wall_ms, ts.counter, self.client_id)
             sale = Sale(sale_id, loc, self.replica_id, ts.wall_ms, parsed)
             ledger_name = sales_doc(loc, ts.wall_ms)
             per_sku: dict[str, int] = {}
@@ -414,7 +413,7 @@ class Replica:
         record = ledger.get(sale_id)
         if record is None:
             return set()
-        sale = Sale.from_record(sale_id, record)
+        sale = Sale.from_record(sale_id, record, location=location_of(doc) or "")
         if not tag:
             conn.execute(
                 "INSERT OR IGNORE INTO sales (id, doc, location, replica, created_at, "

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .crdt import MAX_SAFE_INTEGER, Ledger, LWWMap, PNCounter, check_name, check_safe_int
-from .docnames import CATALOG, stock_doc
+from .docnames import CATALOG, location_of, stock_doc
 from .errors import InvalidArgument
 
 if TYPE_CHECKING:
     from .replica import Replica
 
-__all__ = ["MAX_SALE_LINES", "Sale", "SaleLine", "Sales", "parse_lines"]
+__all__ = ["MAX_SALE_LINES", "Sale", "SaleLine", "Sales", "new_sale_id", "parse_lines",
+           "sale_time_ms"]
 
 MAX_SALE_LINES = 1000
 
@@ -65,19 +66,37 @@ class Sale:
         return tuple(out)
 
     def to_record(self) -> dict[str, Any]:
-        """The immutable JSON record stored in the ledger."""
-        return {
-            "at": self.created_at_ms,
-            "loc": self.location,
-            "by": self.replica_id,
-            "lines": [[ln.sku, ln.quantity, ln.unit_price_cents] for ln in self.lines],
-        }
+        """The immutable JSON record stored in the ledger.
+
+        Kept small because it crosses the network: the time is in the id and
+        the location in the document's name.
+        """
+        return {"by": self.replica_id,
+                "l": [[ln.sku, ln.quantity, ln.unit_price_cents] for ln in self.lines]}
 
     @classmethod
-    def from_record(cls, sale_id: str, record: dict[str, Any], *, voided: bool = False) -> Sale:
-        lines = tuple(SaleLine(str(s), int(q), int(p)) for s, q, p in record["lines"])
-        return cls(sale_id, str(record["loc"]), str(record["by"]), int(record["at"]), lines,
+    def from_record(cls, sale_id: str, record: dict[str, Any], *, location: str,
+                    voided: bool = False) -> Sale:
+        lines = tuple(SaleLine(str(s), int(q), int(p)) for s, q, p in record["l"])
+        return cls(sale_id, location, str(record["by"]), sale_time_ms(sale_id), lines,
                    voided=voided)
+
+
+def new_sale_id(wall_ms: int, counter: int, client_id: int) -> str:
+    """A unique id that sorts by time: ``<wall ms, 11 hex>-<counter>-<client id>``.
+
+    The client id (unique per replica incarnation) keeps ids unique even when
+    a replica restored from a backup reissues a clock reading.
+    """
+    return f"{wall_ms:011x}-{counter:x}-{client_id:x}"
+
+
+def sale_time_ms(sale_id: str) -> int:
+    """The wall-clock milliseconds encoded in a sale id (0 if it has none)."""
+    try:
+        return int(sale_id[:11], 16)
+    except ValueError:
+        return 0
 
 
 def parse_lines(lines: Iterable[Any], price_of: Any) -> tuple[SaleLine, ...]:
@@ -133,7 +152,8 @@ class Sales:
             if record is None:
                 return None
             return Sale.from_record(
-                sale_id, record, voided=ledger.annotation(sale_id, "void") is not None
+                sale_id, record, location=location_of(str(row[0])) or "",
+                voided=ledger.annotation(sale_id, "void") is not None,
             )
 
     def list(self, *, location: str | None = None, limit: int = 100) -> list[Sale]:
