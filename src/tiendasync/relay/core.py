@@ -55,7 +55,7 @@ from .broker import Broker, InProcessBroker, Unsubscribe
 from .docs import EMPTY_UPDATE, ApplyResult, DocCache, is_panic
 from .store import AppendEntry, AppendResult, RelayStore, SessionRecord, TokenRecord
 
-__all__ = ["Grants", "PendingWrite", "RelayCore", "RelaySession"]
+__all__ = ["Grants", "PendingWrite", "RateLimits", "RelayCore", "RelaySession", "TokenBucket"]
 
 log = logging.getLogger("tiendasync.relay")
 
@@ -86,6 +86,63 @@ class Grants:
         return cls(patterns("read"), patterns("write"))
 
 
+@dataclass(frozen=True)
+class RateLimits:
+    """Caps the relay enforces on its clients (0 disables a limit).
+
+    * ``max_connections_per_token``: open sessions (sync and y-protocols)
+      one token may hold at once; one more is closed with
+      ``CLOSE_RATE_LIMIT`` right after authentication.
+    * ``max_messages_per_s`` / ``message_burst``: a token bucket per
+      connection, one token per websocket message received.
+    * ``max_new_connections_per_ip_per_s`` / ``new_connection_burst``: a
+      token bucket per peer address, one token per websocket connection.
+    """
+
+    max_connections_per_token: int = 4
+    max_messages_per_s: float = 500.0
+    message_burst: int = 1000
+    max_new_connections_per_ip_per_s: float = 20.0
+    new_connection_burst: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("max_connections_per_token", "max_messages_per_s", "message_burst",
+                     "max_new_connections_per_ip_per_s", "new_connection_burst"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative")
+
+
+@dataclass
+class TokenBucket:
+    """``rate`` tokens per second, at most ``burst`` saved.  Time is passed in."""
+
+    rate: float
+    burst: float
+    tokens: float
+    stamp: float
+
+    @classmethod
+    def full(cls, rate: float, burst: float, now: float) -> TokenBucket:
+        return cls(rate, burst, float(burst), now)
+
+    def take(self, now: float, cost: float = 1.0) -> bool:
+        if now > self.stamp:
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+        if self.tokens >= cost:
+            self.tokens -= cost
+            return True
+        return False
+
+    def idle(self, now: float) -> bool:
+        """Would be full again at ``now`` (so forgetting it changes nothing)."""
+        return self.tokens + max(0.0, now - self.stamp) * self.rate >= self.burst
+
+
+#: Per-address buckets kept before the idle ones are forgotten.
+_MAX_TRACKED_PEERS = 10_000
+
+
 def _store_config(raw: dict[str, Any] | None) -> StoreConfig | None:
     if raw is None:
         return None
@@ -114,6 +171,10 @@ class RelaySession:
     close_reason: str = ""
     yjs_doc: str | None = None
     yjs_writable: bool = False
+    #: id of the token the session authenticated with (the per-token cap)
+    token_id: str | None = None
+    #: messages-per-second bucket, created on the first message
+    bucket: TokenBucket | None = None
 
     @property
     def open(self) -> bool:
@@ -156,8 +217,11 @@ class RelayCore:
         invariants: Iterable[Any] = (),
         on_output: Callable[[RelaySession], None] | None = None,
         on_write: Callable[[PendingWrite], None] | None = None,
+        limits: RateLimits | None = None,
     ) -> None:
         self.store = store
+        self.limits = limits if limits is not None else RateLimits()
+        self._peers: dict[str, TokenBucket] = {}
         self.broker: Broker = broker if broker is not None else InProcessBroker()
         self.max_update_bytes = max_update_bytes
         self.max_outbound_bytes = max_outbound_bytes
@@ -248,13 +312,58 @@ class RelayCore:
     def connection_count(self) -> int:
         return sum(1 for s in self.sessions.values() if s.open)
 
+    # -- rate limits ----------------------------------------------------------------------------
+
+    def admit(self, peer: str, now: float) -> str | None:
+        """A new connection from address ``peer`` at ``now`` (seconds, any epoch).
+
+        None if it may proceed, else the reason to close it with
+        ``CLOSE_RATE_LIMIT`` (before any session exists or is logged).
+        """
+        rate = self.limits.max_new_connections_per_ip_per_s
+        if not rate:
+            return None
+        bucket = self._peers.get(peer)
+        if bucket is None:
+            if len(self._peers) >= _MAX_TRACKED_PEERS:
+                self._peers = {p: b for p, b in self._peers.items() if not b.idle(now)}
+            burst = max(1.0, float(self.limits.new_connection_burst or rate))
+            bucket = self._peers[peer] = TokenBucket.full(rate, burst, now)
+        if bucket.take(now):
+            return None
+        return "too many new connections from this address; retry later"
+
+    def _over_message_rate(self, session: RelaySession, now: float | None) -> bool:
+        rate = self.limits.max_messages_per_s
+        if now is None or not rate:
+            return False
+        if session.bucket is None:
+            burst = max(1.0, float(self.limits.message_burst or rate))
+            session.bucket = TokenBucket.full(rate, burst, now)
+        return not session.bucket.take(now)
+
+    def _over_token_cap(self, session: RelaySession, token_id: str) -> bool:
+        cap = self.limits.max_connections_per_token
+        if not cap:
+            return False
+        holding = sum(1 for s in self.sessions.values()
+                      if s is not session and s.token_id == token_id and s.open)
+        return holding >= cap
+
     # -- the sync protocol ---------------------------------------------------------------------
 
-    def receive(self, session: RelaySession, message: bytes | str) -> None:
-        """Bytes of one websocket message of a sync session."""
+    def receive(self, session: RelaySession, message: bytes | str,
+                now: float | None = None) -> None:
+        """Bytes of one websocket message of a sync session.
+
+        ``now`` (seconds, monotonic) enables the messages-per-second limit.
+        """
         conn = session.conn
         assert conn is not None
-        if isinstance(message, str):
+        if self._over_message_rate(session, now):
+            conn.fail(CLOSE_RATE_LIMIT, f"more than {self.limits.max_messages_per_s:g} "
+                      "messages per second")
+        elif isinstance(message, str):
             conn.fail(CLOSE_PROTOCOL, "text frames are not part of the protocol")
         elif _truncated(message):
             conn.receive_data(message)  # counts the bytes; reports malformed input
@@ -299,6 +408,10 @@ class RelayCore:
             rec.error = "bad or revoked token"
             conn.reject(CLOSE_AUTH, "bad or revoked token")
             return
+        if self._over_token_cap(session, token.id):
+            rec.error = "too many connections with this token"
+            conn.reject(CLOSE_RATE_LIMIT, rec.error)
+            return
         foreign = self.store.claim_client_ids(
             hello.tenant, hello.replica_id, [hello.client_id, *hello.past_client_ids])
         if foreign:
@@ -321,6 +434,7 @@ class RelayCore:
                 conn.fail(CLOSE_PROTOCOL, f"bad state vector for document {doc[:100]!r}")
                 return
         session.tenant, session.replica_id = hello.tenant, hello.replica_id
+        session.token_id = token.id
         session.client_id = hello.client_id
         session.grants = grants
         session.owned = self.store.client_ids_of(hello.tenant, hello.replica_id)
@@ -536,6 +650,10 @@ class RelayCore:
     def yjs_open(self, session: RelaySession, tenant: str, doc: str,
                  record: TokenRecord, grants: Grants) -> None:
         """Start following ``doc``: our SyncStep1 goes out first."""
+        if self._over_token_cap(session, record.id):
+            self.fail(session, CLOSE_RATE_LIMIT, "too many connections with this token")
+            return
+        session.token_id = record.id
         session.tenant, session.replica_id, session.grants = tenant, record.replica_id, grants
         session.record.tenant, session.record.replica_id = tenant, record.replica_id
         session.yjs_doc = doc
@@ -546,11 +664,16 @@ class RelayCore:
         session.outbox.append(pycrdt.create_sync_message(self.docs.get(tenant, doc).doc))
         self.on_output(session)
 
-    def yjs_receive(self, session: RelaySession, message: bytes | str) -> None:
-        """One y-protocols message from a follower."""
+    def yjs_receive(self, session: RelaySession, message: bytes | str,
+                    now: float | None = None) -> None:
+        """One y-protocols message from a follower (``now``: see :meth:`receive`)."""
         tenant, doc = session.tenant, session.yjs_doc
         assert tenant is not None and doc is not None
         session.record.bytes_received += len(message)
+        if self._over_message_rate(session, now):
+            self.fail(session, CLOSE_RATE_LIMIT, f"more than "
+                      f"{self.limits.max_messages_per_s:g} messages per second")
+            return
         if isinstance(message, str):
             self.fail(session, CLOSE_PROTOCOL, "text frames are not supported")
             return

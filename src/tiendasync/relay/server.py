@@ -18,6 +18,7 @@ import contextlib
 import http
 import logging
 import ssl
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,14 +36,15 @@ from ..protocol import (
     CLOSE_INTERNAL,
     CLOSE_NORMAL,
     CLOSE_PROTOCOL,
+    CLOSE_RATE_LIMIT,
     MAX_FRAME_BYTES,
 )
 from .broker import Broker
-from .core import Grants, PendingWrite, RelayCore, RelaySession
+from .core import Grants, PendingWrite, RateLimits, RelayCore, RelaySession
 from .docs import DocCache, compact
 from .store import RelayStore
 
-__all__ = ["Grants", "RelayServer"]
+__all__ = ["Grants", "RateLimits", "RelayServer"]
 
 log = logging.getLogger("tiendasync.relay")
 
@@ -76,7 +78,8 @@ class RelayServer:
 
     ``store`` is owned by the caller (the server never closes it).  Pass
     ``port=0`` to bind a free port; :attr:`port` is the real one after start.
-    ``ssl_context`` serves ``wss://``.
+    ``ssl_context`` serves ``wss://``.  ``limits`` caps connections and
+    message rates (see :class:`~tiendasync.relay.core.RateLimits`).
     """
 
     def __init__(
@@ -97,6 +100,7 @@ class RelayServer:
         central_dir: str | Path | None = None,
         invariants: Iterable[Any] = (),
         ssl_context: ssl.SSLContext | None = None,
+        limits: RateLimits | None = None,
     ) -> None:
         self.store = store
         self.host = host
@@ -110,6 +114,7 @@ class RelayServer:
             max_outbound_bytes=max_outbound_bytes, max_docs=max_docs,
             idle_seconds=idle_seconds, yjs_writable=yjs_writable, central_dir=central_dir,
             invariants=invariants, on_output=self._on_output, on_write=self._on_write,
+            limits=limits,
         )
         self._server: Server | None = None
         self._queue: asyncio.Queue[PendingWrite | None] | None = None
@@ -246,6 +251,12 @@ class RelayServer:
         return connection.respond(http.HTTPStatus.NOT_FOUND, "Not Found\n")
 
     async def _handler(self, ws: ServerConnection) -> None:
+        peer = ws.remote_address[0] if isinstance(ws.remote_address, tuple) else "?"
+        refused = self.core.admit(str(peer), time.monotonic())
+        if refused is not None:
+            with contextlib.suppress(Exception):
+                await ws.close(CLOSE_RATE_LIMIT, refused)
+            return
         kind, tenant, doc, token = self._route(ws.request.path if ws.request else "/")
         session = self.core.new_session(kind or "sync")
         link = self._links[session.id] = _Link(session, ws)
@@ -309,7 +320,7 @@ class RelayServer:
         assert session.conn is not None
         try:
             async for message in link.ws:
-                self.core.receive(session, message)
+                self.core.receive(session, message, time.monotonic())
                 await self._flush(link)
                 if session.conn.closed:
                     break
@@ -326,9 +337,11 @@ class RelayServer:
             return
         self.core.yjs_open(session, tenant, doc, record, grants)
         await self._flush(link)
+        if session.close_code is not None:
+            return
         try:
             async for message in ws:
-                self.core.yjs_receive(session, message)
+                self.core.yjs_receive(session, message, time.monotonic())
                 await self._flush(link)
                 if session.close_code is not None:
                     break
