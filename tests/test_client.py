@@ -157,3 +157,28 @@ def test_sync_log_counts_conflicts(relay: RelayThread, tmp_path: Path) -> None:
     assert [e.has_conflict for e in a.queue.list(kind="sale")] == [True]
     a.close()
     b.close()
+
+
+def test_relay_closes_a_connection_that_never_says_hello(tmp_path: Path) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    async def scenario() -> tuple[int | None, str | None]:
+        store = SqliteRelayStore(str(tmp_path / "relay.db"))
+        server = RelayServer(store, host="127.0.0.1", port=0, hello_timeout=0.3)
+        await server.start()
+        try:
+            async with connect(f"ws://127.0.0.1:{server.port}/sync") as ws:
+                frames = []
+                with pytest.raises(ConnectionClosed):
+                    while True:  # the ERROR frame, then the close
+                        frames.append(await asyncio.wait_for(ws.recv(), 5))
+                await ws.wait_closed()
+                assert len(frames) == 1 and b"no HELLO" in frames[0]
+                return ws.close_code, ws.close_reason
+        finally:
+            await server.stop()
+            store.close()
+
+    code, reason = asyncio.run(scenario())
+    assert code == 1002 and reason is not None and "no HELLO" in reason

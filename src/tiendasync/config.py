@@ -42,6 +42,20 @@ class StoreConfig:
     durability: str = "full"
 
     def __post_init__(self) -> None:
+        if self.relay_url is not None and not isinstance(self.relay_url, str):
+            raise ConfigError("relay_url must be a string like ws://host:port")
+        if not isinstance(self.enabled, bool):
+            raise ConfigError("enabled must be true or false")
+        for name in ("interval_s", "backoff_min_s", "backoff_max_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{name} must be a number of seconds")
+        if isinstance(self.batch_size, bool):
+            raise ConfigError("batch_size must be an integer between 1 and 100000")
+        if not isinstance(self.durability, str):
+            raise ConfigError("durability must be 'full' or 'normal'")
+        if not isinstance(self.priorities, dict):
+            raise ConfigError("priorities must be a map of data type to integer")
         if self.relay_url is not None and not self.relay_url.startswith(("ws://", "wss://")):
             raise ConfigError(f"relay_url must start with ws:// or wss://, got {self.relay_url!r}")
         if not (self.interval_s > 0):

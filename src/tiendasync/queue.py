@@ -190,7 +190,7 @@ class SyncQueue:
     # -- used by the sync client ----------------------------------------------
 
     def _mark_sent(self) -> None:
-        with self._replica._store.write() as conn:
+        with self._replica._lock, self._replica._store.write() as conn:
             conn.execute(
                 "UPDATE queue SET status = 'sent', attempts = attempts + 1, updated_at = ? "
                 "WHERE status = 'pending'",
@@ -200,7 +200,7 @@ class SyncQueue:
     def _acknowledge(self, doc: str, client_id: int, clock: int) -> int:
         """The relay durably holds ``doc`` up to ``clock`` of ``client_id``."""
         store = self._replica._store
-        with store.write() as conn:
+        with self._replica._lock, store.write() as conn:
             cur = conn.execute(
                 "UPDATE queue_clocks SET acked = 1 "
                 "WHERE doc = ? AND client_id = ? AND acked = 0 AND clock <= ?",

@@ -191,6 +191,12 @@ class ReplicaSync:
         for doc in docs:
             local = decode_state_vector(self.replica.state_vector(doc))
             relay = decode_state_vector(relay_svs[doc]) if doc in relay_svs else {}
+            # The relay's state vector is what it holds durably: it acknowledges
+            # our writes whose ACK was lost with a previous connection.
+            for client in self.own_ids:
+                if relay.get(client, 0):
+                    self.report.acknowledged += self.replica.queue._acknowledge(
+                        doc, client, relay[client])
             ours = {c: k for c, k in local.items() if c in self.own_ids and k > relay.get(c, 0)}
             if not ours and not self.full:
                 continue

@@ -118,7 +118,7 @@ class FrameDecoder:
             except StopIteration:
                 return out
             except (ValueError, msgpack.ExtraData, msgpack.FormatError,
-                    msgpack.StackError, TypeError) as exc:
+                    msgpack.StackError, TypeError, RecursionError) as exc:
                 raise RemoteProtocolError(
                     f"malformed frame: {type(exc).__name__} {exc}".strip(), CLOSE_PROTOCOL
                 ) from exc
@@ -169,10 +169,13 @@ def validate(obj: Any) -> tuple[FrameType, list[Any]]:
     """Check one decoded msgpack object; return its type and typed fields."""
     if not isinstance(obj, list) or not obj:
         raise _fail("a frame must be a non-empty array")
+    code = obj[0]
+    if isinstance(code, bool) or not isinstance(code, int):
+        raise _fail("a frame must start with an integer frame type")
     try:
-        frame_type = FrameType(obj[0])
-    except (ValueError, TypeError) as exc:
-        raise _fail(f"unknown frame type {obj[0]!r}") from exc
+        frame_type = FrameType(code)
+    except ValueError as exc:
+        raise _fail(f"unknown frame type {code}") from exc
     if len(obj) != _ARITY[frame_type]:
         raise _fail(f"{frame_type.name} frame must have {_ARITY[frame_type] - 1} fields")
     f = obj[1:]

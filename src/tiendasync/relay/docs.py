@@ -132,7 +132,7 @@ class DocCache:
             self._drop(key)
         rdoc = self._load(tenant, name)
         self._docs[key] = rdoc
-        self.sweep()
+        self.sweep(keep=key)  # never the doc the caller is about to use
         return rdoc
 
     def _load(self, tenant: str, name: str) -> RelayDoc:
@@ -211,12 +211,15 @@ class DocCache:
         else:
             self._drop(key)
 
-    def sweep(self) -> int:
-        """Unload idle docs and the least recently used beyond ``max_docs``."""
+    def sweep(self, keep: tuple[str, str] | None = None) -> int:
+        """Unload idle docs and the least recently used beyond ``max_docs``.
+
+        Pinned docs (writes waiting for storage) and ``keep`` stay.
+        """
         now = self._clock()
         dropped = 0
         for key, rdoc in list(self._docs.items()):
-            if rdoc.pins:
+            if rdoc.pins or key == keep:
                 continue
             over = len(self._docs) > self.max_docs
             if over or now - rdoc.last_used > self.idle_seconds:

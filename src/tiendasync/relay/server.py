@@ -100,6 +100,7 @@ class RelayServer:
         central_dir: str | Path | None = None,
         invariants: Iterable[Any] = (),
         ssl_context: ssl.SSLContext | None = None,
+        hello_timeout: float = 10.0,
         limits: RateLimits | None = None,
     ) -> None:
         self.store = store
@@ -109,6 +110,8 @@ class RelayServer:
         self.max_batch = max_batch
         self.compact_threshold = compact_threshold
         self.ssl_context = ssl_context
+        #: A connection that has not said HELLO after this many seconds is closed.
+        self.hello_timeout = hello_timeout
         self.core = RelayCore(
             store, broker=broker, max_update_bytes=max_update_bytes,
             max_outbound_bytes=max_outbound_bytes, max_docs=max_docs,
@@ -318,6 +321,13 @@ class RelayServer:
     async def _serve_sync(self, link: _Link) -> None:
         session = link.session
         assert session.conn is not None
+
+        def no_hello() -> None:
+            if session.conn is not None and session.conn.state == "new":
+                self.core.fail(session, CLOSE_PROTOCOL,
+                               f"no HELLO within {self.hello_timeout:g} s")
+
+        watchdog = asyncio.get_running_loop().call_later(self.hello_timeout, no_hello)
         try:
             async for message in link.ws:
                 self.core.receive(session, message, time.monotonic())
@@ -326,6 +336,8 @@ class RelayServer:
                     break
         except ConnectionClosed:
             pass
+        finally:
+            watchdog.cancel()
         await self._flush(link)
 
     async def _serve_yjs(self, link: _Link, tenant: str, doc: str, token: str | None) -> None:
