@@ -13,14 +13,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
+import os
 import signal
 import ssl
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from typing import Any
 
+from ..central import CENTRAL_REPLICA_ID
 from ..console import console_routes
 from ..errors import InvalidArgument
 from .admin import AdminHTTPServer, RelayAdmin
@@ -70,8 +76,24 @@ def register(commands: Any) -> None:
         relay.add_argument(flag, type=kind, default=default,
                            help=f"{what}; default {default:g}" + (
                                "" if "burst" in flag else ", 0: no limit"))
+    relay.add_argument("--invariants", action="append", default=[], metavar="MODULE:NAME",
+                       help="load app-defined invariants (an invariant or a list of them) "
+                            "from an importable module; repeatable")
     relay.set_defaults(handler=_run)
-    sub = relay.add_subparsers(dest="relay_command", metavar="{token}")
+    sub = relay.add_subparsers(dest="relay_command", metavar="{token,sync-now}")
+
+    now = sub.add_parser(
+        "sync-now", help="ask a connected store to sync now (through the admin API)",
+        description="Ask a connected store to sync now, like the console's button (the "
+                    "seed's --tienda). Talks to a running relay's admin API.")
+    now.add_argument("--replica", required=True, help="the store's replica id")
+    now.add_argument("--full", action="store_true", help="a full state exchange")
+    now.add_argument("--tenant", default=None, help="tenant (needed if there are several)")
+    now.add_argument("--admin-url", default="http://127.0.0.1:8766",
+                     help="the relay's admin API (default http://127.0.0.1:8766)")
+    now.add_argument("--token", default=None,
+                     help="admin token (default: $TIENDASYNC_ADMIN_TOKEN)")
+    now.set_defaults(handler=_sync_now)
 
     token = sub.add_parser("token", help="add, list or revoke access tokens")
     tokens = token.add_subparsers(dest="token_command", metavar="{add,list,revoke}",
@@ -100,7 +122,56 @@ def _db(args: argparse.Namespace) -> str:
     return path
 
 
+def _sync_now(args: argparse.Namespace) -> int:
+    token = args.token or os.environ.get("TIENDASYNC_ADMIN_TOKEN")
+    if not token:
+        raise InvalidArgument("give --token or set TIENDASYNC_ADMIN_TOKEN (an admin token)")
+    query = f"?tenant={urllib.parse.quote(args.tenant)}" if args.tenant else ""
+    url = (f"{args.admin_url.rstrip('/')}/api/sync/config/"
+           f"{urllib.parse.quote(args.replica)}/sync_now/{query}")
+    request = urllib.request.Request(
+        url, method="POST", data=json.dumps({"full": args.full}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            message = exc.reason
+        print(f"tiendasync: error: {message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"tiendasync: error: cannot reach the admin API at {args.admin_url}: {exc}",
+              file=sys.stderr)
+        return 1
+    print(f"asked {args.replica} to sync now{' (full)' if args.full else ''}")
+    return 0
+
+
+def _load_invariants(specs: list[str]) -> list[Any]:
+    """``module:name`` -> the invariant (or list of invariants) it names."""
+    loaded: list[Any] = []
+    for spec in specs:
+        module_name, _, attr = spec.partition(":")
+        if not module_name or not attr:
+            raise InvalidArgument(f"--invariants wants MODULE:NAME, got {spec!r}")
+        try:
+            value = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise InvalidArgument(f"cannot load invariants {spec!r}: {exc}") from exc
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for item in items:
+            if not (hasattr(item, "name") and callable(getattr(item, "check", None))):
+                raise InvalidArgument(f"{spec}: {item!r} is not an invariant")
+        loaded.extend(items)
+    return loaded
+
+
 def _token_add(args: argparse.Namespace) -> int:
+    if args.replica == CENTRAL_REPLICA_ID:
+        raise InvalidArgument(f"replica id {CENTRAL_REPLICA_ID!r} is reserved for the relay")
     if args.admin and (args.tenant or args.replica):
         raise InvalidArgument("--admin takes no --tenant or --replica")
     if not args.admin and not (args.tenant and args.replica):
@@ -159,6 +230,7 @@ async def _serve(store: SqliteRelayStore, args: argparse.Namespace) -> None:
     server = RelayServer(store, host=args.host, port=args.port,
                          yjs_writable=args.yjs_writable, ssl_context=ssl_context,
                          central_dir=args.central_dir or f"{args.db}.central",
+                         invariants=_load_invariants(args.invariants),
                          limits=RateLimits(args.max_conns_per_token, args.max_msgs_per_s,
                                            args.msg_burst, args.max_new_conns_per_ip_per_s,
                                            args.new_conn_burst))
