@@ -102,6 +102,8 @@ class Replica:
         self._connection_state = "offline"
         self._last_error: str | None = None
         self._sync: Any = None
+        #: Last config read (the write path uses it for queue priorities).
+        self._config = StoreConfig.from_dict(store.get_json("config") or {})
         self.catalog = Catalog(self)
         self.inventory = Inventory(self)
         self.locations = Locations(self)
@@ -202,9 +204,11 @@ class Replica:
 
     @property
     def config(self) -> StoreConfig:
+        """The store's sync config, read from the database (another process may change it)."""
         with self._lock:
             self._check_open()
-            return StoreConfig.from_dict(self._store.get_json("config") or {})
+            self._config = StoreConfig.from_dict(self._store.get_json("config") or {})
+            return self._config
 
     def configure(self, **changes: Any) -> StoreConfig:
         """Change this store's sync config (validated; ConfigError if wrong)."""
@@ -213,6 +217,7 @@ class Replica:
             with self._store.write():
                 self._store.set_json("config", config.to_dict())
             self._store.set_durability(config.durability)
+            self._config = config
             return config
 
     @property
@@ -340,7 +345,7 @@ class Replica:
                               for doc in dict.fromkeys(d for d, _ in captured)}
                     entry_id = insert_entry(
                         conn, kind=kind, data_type=data_type,
-                        priority=self.config.priority(data_type), summary=summary,
+                        priority=self._config.priority(data_type), summary=summary,
                         client_id=self.client_id, clocks=clocks, ref=ref,
                     )
                     if index is not None:
