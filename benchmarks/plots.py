@@ -1,0 +1,93 @@
+"""PNG plots of a results file (needs matplotlib: the ``bench`` extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def available() -> str | None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        return f"matplotlib not installed ({exc}); pip install -e '.[bench]'"
+    return None
+
+
+def _bars(ax: Any, labels: list[str], ours: list[float], base: list[float], base_name: str,
+          unit: str) -> None:
+    import numpy as np
+
+    x = np.arange(len(labels))
+    ax.bar(x - 0.2, ours, 0.4, label="tiendasync")
+    ax.bar(x + 0.2, base, 0.4, label=base_name)
+    ax.set_xticks(x, labels)
+    ax.set_ylabel(unit)
+    ax.legend(fontsize=8)
+
+
+def render(results: dict[str, Any], outdir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    figs = results["figures"]
+    written: list[Path] = []
+
+    relay = [f for f in figs if f["bench"] == "3-relay" and "pycrdt" in f["name"]
+             and "baseline" in f]
+    echo = [f for f in figs if f["bench"] == "3-relay" and "echo" in f["name"]]
+    if relay or echo:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        if relay:
+            _bars(axes[0], [f["name"].split()[0] for f in relay], [f["value"] for f in relay],
+                  [f["baseline"] for f in relay], "pycrdt-websocket + store", "sales/s")
+            axes[0].set_yscale("log")
+            axes[0].set_title("Relay: sales/s end to end (log)")
+        if echo:
+            axes[1].plot([f["name"].split()[0] for f in echo], [f["ratio"] for f in echo], "o-")
+            axes[1].set_title("tiendasync sales/s / websockets echo msgs/s")
+            axes[1].set_ylim(bottom=0)
+        fig.tight_layout()
+        path = outdir / "relay-throughput.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+
+    ratios = [f for f in figs if f.get("ratio") is not None and f.get("target")]
+    if ratios:
+        fig, ax = plt.subplots(figsize=(10, 0.5 + 0.45 * len(ratios)))
+        names = [f"{f['bench']}: {f['name'][:55]}" for f in ratios]
+        colors = ["tab:green" if f.get("met") else "tab:red" for f in ratios]
+        ax.barh(names, [f["ratio"] for f in ratios], color=colors)
+        ax.set_xscale("log")
+        ax.invert_yaxis()
+        ax.set_xlabel("ratio to baseline (green: target met, red: missed)")
+        ax.tick_params(axis="y", labelsize=7)
+        fig.tight_layout()
+        path = outdir / "ratios.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+
+    wire = [f for f in figs if f["bench"] == "4-wire" and "streaming" in f["name"]]
+    if wire:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        labels = [f"{f['extra']['lines_per_sale']}-line sales" for f in wire]
+        up = [f["value"] for f in wire]
+        yjs = [sum(f["extra"].get("yjs_update_bytes_per_line", {}).values()) for f in wire]
+        ax.bar(labels, yjs, label="Yjs update bytes")
+        ax.bar(labels, [u - y for u, y in zip(up, yjs, strict=True)], bottom=yjs,
+               label="doc name + msgpack + websocket framing")
+        ax.axhline(64, color="red", linestyle="--", label="target 64 B")
+        ax.set_ylabel("bytes up per sale line")
+        ax.legend(fontsize=8)
+        ax.set_title("Wire cost of a streamed sale line")
+        fig.tight_layout()
+        path = outdir / "wire-cost.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
