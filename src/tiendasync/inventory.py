@@ -8,6 +8,7 @@ so a sale made elsewhere meanwhile is not erased when the two merge.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -68,6 +69,44 @@ class Inventory:
         """Goods arrived: add ``quantity`` (> 0) units."""
         check_safe_int(quantity, "quantity", positive=True)
         return self._move("receive", sku, quantity, location, reason or "receipt")
+
+    def receive_many(
+        self, quantities: Mapping[str, int] | Iterable[tuple[str, int]], *,
+        location: str | None = None, reason: str | None = None,
+    ) -> int:
+        """Goods arrived for many SKUs at once: one durable write (bulk import, deliveries).
+
+        ``quantities``: ``{sku: units}`` or ``[(sku, units), ...]`` with units > 0
+        (the same SKU twice adds up).  All are checked before anything is
+        written.  Returns the number of SKUs changed.
+        """
+        items = list(quantities.items() if isinstance(quantities, Mapping) else quantities)
+        totals: dict[str, int] = {}
+        for n, item in enumerate(items, start=1):
+            if not isinstance(item, tuple) or len(item) != 2:
+                raise InvalidArgument(f"item {n} must be (sku, quantity)")
+            sku = check_name(item[0], f"SKU of item {n}")
+            totals[sku] = totals.get(sku, 0) + check_safe_int(
+                item[1], f"quantity of item {n}", positive=True)
+        if not totals:
+            return 0
+        with self._replica._lock:
+            self._replica._check_open()
+            loc = self._location(location)
+
+            def mutate() -> None:
+                doc = self._replica._docs.doc(stock_doc(loc))
+                with doc.transaction(origin="local"):
+                    counter = self._counter(loc)
+                    for sku, units in totals.items():
+                        counter.add(sku, units)
+
+            self._replica._local_write(
+                "receive", "stock",
+                f"receive {len(totals)} SKU(s), {sum(totals.values())} units at {loc} "
+                f"({reason or 'receipt'})", mutate,
+            )
+            return len(totals)
 
     def adjust(
         self, sku: str, delta: int, *, reason: str, location: str | None = None

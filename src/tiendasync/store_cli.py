@@ -675,7 +675,7 @@ def _import_catalog(
 
 
 def _import_stock(
-    replica: Replica, path: str, location: str | None, progress: bool
+    replica: Replica, path: str, location: str | None, progress: bool, batch_size: int = 1000
 ) -> tuple[int, int]:
     header, rows = _read_csv(path, "stock")
     missing = [c for c in _STOCK_COLUMNS if c not in header]
@@ -685,6 +685,15 @@ def _import_stock(
                               f" (got {','.join(header)})")
     bar = ProgressBar(len(rows), stream=sys.stderr, enabled=progress, label="stock")
     done = unknown = 0
+    batch: list[tuple[str, int]] = []
+
+    def flush() -> None:
+        nonlocal unknown
+        if batch:
+            replica.inventory.receive_many(batch, location=location, reason="import")
+            unknown += sum(1 for sku in {s for s, _ in batch} if replica.catalog.get(sku) is None)
+            batch.clear()
+
     try:
         for n, (line, cells) in enumerate(rows):
             try:
@@ -695,14 +704,16 @@ def _import_stock(
                 quantity = _parse_int_cell(record["quantity"], "quantity")
                 if quantity < 0:
                     raise InvalidArgument(f"quantity must not be negative, got {quantity}")
-                if quantity > 0:
-                    movement = replica.inventory.receive(sku, quantity, location=location,
-                                                         reason="import")
-                    unknown += bool(movement.warnings)
             except InvalidArgument as exc:
+                flush()  # the rows before the bad one stay imported, as documented
                 raise _row_error(path, line, str(exc), done) from None
+            if quantity > 0:
+                batch.append((sku, quantity))
             done += 1
+            if len(batch) >= batch_size:
+                flush()
             bar.update(n + 1)
+        flush()
     finally:
         bar.close()
     return done, unknown
@@ -720,7 +731,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
             count = _import_catalog(replica, args.catalog, args.batch_size, progress)
             print(f"catalog: {count} product row(s) imported from {args.catalog}")
         if args.stock is not None:
-            rows, unknown = _import_stock(replica, args.stock, args.location, progress)
+            rows, unknown = _import_stock(replica, args.stock, args.location, progress,
+                                          args.batch_size)
             where = args.location or replica.location
             print(f"stock: {rows} row(s) received at {where} from {args.stock}")
             if unknown:

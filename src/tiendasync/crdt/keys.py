@@ -6,6 +6,8 @@ which is why names may not contain control characters.
 
 from __future__ import annotations
 
+import re
+
 from ..errors import InvalidArgument
 
 __all__ = ["MAX_NAME_LENGTH", "MAX_SAFE_INTEGER", "ROOT", "SEP", "check_name", "check_safe_int"]
@@ -16,6 +18,7 @@ SEP = "\x1f"
 #: Yjs stores numbers as IEEE doubles: integers are exact only below 2**53.
 MAX_SAFE_INTEGER = 2**53 - 1
 MAX_NAME_LENGTH = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def check_name(value: object, what: str) -> str:
@@ -30,7 +33,7 @@ def check_name(value: object, what: str) -> str:
         raise InvalidArgument(f"{what} must not be empty")
     if len(value) > MAX_NAME_LENGTH:
         raise InvalidArgument(f"{what} is longer than {MAX_NAME_LENGTH} characters")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+    if _CONTROL.search(value):
         raise InvalidArgument(f"{what} {value!r} contains control characters")
     return value
 

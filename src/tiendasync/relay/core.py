@@ -558,12 +558,32 @@ class RelayCore:
                 self.updates_total += 1
                 self.broker.publish(w.tenant, w.doc, w.fanout, None if s is None else s.id)
         if review and self.central_dir is not None:
-            for w in batch:
-                if w.fanout is not None and w.replica != CENTRAL_REPLICA_ID:
-                    try:
-                        self.central(w.tenant).merge(w.doc, w.fanout)
-                    except Exception:
-                        log.exception("central review of %s/%s failed", w.tenant, w.doc)
+            self._review(batch)
+
+    def _review(self, batch: list[PendingWrite]) -> None:
+        """Merge a committed batch into the central writers, then review once per tenant.
+
+        Updates of one document are merged into one (a batch is small), so a
+        busy relay pays one local transaction per document, not per update.
+        """
+        grouped: dict[tuple[str, str], list[bytes]] = {}
+        for w in batch:
+            if w.fanout is not None and w.replica != CENTRAL_REPLICA_ID:
+                grouped.setdefault((w.tenant, w.doc), []).append(w.fanout)
+        tenants: set[str] = set()
+        for (tenant, doc), updates in grouped.items():
+            try:
+                update = updates[0] if len(updates) == 1 else bytes(
+                    pycrdt.merge_updates(*updates))
+                self.central(tenant).merge(doc, update, review=False)
+                tenants.add(tenant)
+            except Exception:
+                log.exception("central merge of %s/%s failed", tenant, doc)
+        for tenant in sorted(tenants):
+            try:
+                self.central(tenant).review()
+            except Exception:
+                log.exception("central review of %s failed", tenant)
 
     def commit_failed(self, batch: list[PendingWrite], exc: BaseException) -> None:
         """Storing ``batch`` failed: memory must not hold what disk lacks."""
