@@ -32,7 +32,7 @@ QUICK: dict[str, Any] = {
 
 FULL: dict[str, Any] = {
     "sale": {"sales": 500, "rounds": 5},
-    "import": {"products": 100_000, "batch": 1000, "stock_sample": 2000,  # unused since receive_many
+    "import": {"products": 100_000, "batch": 1000, "stock_sample": 2000,
                "fixture_stock": True},
     "relay": {"ks": (1, 10, 50), "sales": 10_000, "timeout": 300.0, "echo_messages": 20_000},
     "wire": {"sales": 300, "offline_sales": 10_000},
