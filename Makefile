@@ -34,6 +34,7 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m pytest -q -m bench tests/test_benchmarks_smoke.py
 	$(BIN)/python -m benchmarks.run --quick
 
 soak: $(STAMP)
