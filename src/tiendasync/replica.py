@@ -365,17 +365,31 @@ class Replica:
         Raises :class:`RemoteProtocolError` for malformed updates, with the
         replica unchanged.
         """
-        data_type = data_type_of(doc)
+        return self.apply_remote_many([(doc, update)]) > 0
+
+    def apply_remote_many(self, updates: list[tuple[str, bytes]]) -> int:
+        """Merge several received updates in one durable transaction.
+
+        Returns how many of them changed anything.  If one is malformed
+        (:class:`RemoteProtocolError`) none of them is kept.
+        """
+        kinds = [(doc, _VIEW_KINDS[data_type_of(doc)]) for doc, _ in updates]
         with self._lock:
             self._check_open()
             self._docs.drain()
+            changed = 0
             try:
-                self._docs.view(doc, _VIEW_KINDS[data_type])  # so its changes are tracked
-                self._docs.apply(doc, update)
-                captured = self._docs.drain()
+                captured: list[tuple[str, bytes]] = []
+                for (doc, kind), (_, update) in zip(kinds, updates, strict=True):
+                    self._docs.view(doc, kind)  # so its changes are tracked
+                    self._docs.apply(doc, update)
+                    new = self._docs.drain()
+                    changed += bool(new)
+                    captured += new
                 if not captured and not self._docs.held_changes():
-                    return False
-                self._observe_remote_clock(doc)
+                    return 0
+                for doc in dict.fromkeys(doc for doc, _ in updates):
+                    self._observe_remote_clock(doc)
                 with self._store.write() as conn:
                     for name, data in captured:
                         self._store.log_update(name, data, "remote")
@@ -383,12 +397,12 @@ class Replica:
                     self._index_changes(conn, captured)
                     self._store.set_meta("hlc", self._hlc.last.encode())
                 if not captured:
-                    return False
+                    return 0
             except BaseException:
                 self._reload()
                 raise
             self._after_commit(captured, local=False)
-            return True
+            return changed
 
     def _index_changes(self, conn: Any, captured: list[tuple[str, bytes]]) -> None:
         """Update index rows and the set of touched (location, SKU) keys."""

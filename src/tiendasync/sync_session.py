@@ -121,11 +121,32 @@ class ReplicaSync:
         else:
             self.conn.receive_data(data)
         self.report.bytes_received = self.conn.bytes_received
-        for event in self.conn.events():
-            self._handle(event)
+        events = self.conn.events()
+        i = 0
+        while i < len(events):
+            if isinstance(events[i], UpdateReceived):  # a run of updates: one transaction
+                j = i
+                while j < len(events) and isinstance(events[j], UpdateReceived):
+                    j += 1
+                self._apply_updates(events[i:j])
+                i = j
+            else:
+                self._handle(events[i])
+                i += 1
             if self.error is not None or self.resync is not None:
                 return
         self._check_done()
+
+    def _apply_updates(self, events: list[Any]) -> None:
+        try:
+            changed = self.replica.apply_remote_many([(e.doc, e.data) for e in events])
+        except RemoteProtocolError as exc:
+            self.conn.fail(exc.code, exc.reason, remote=False)
+            self.error = exc
+            return
+        self.report.updates_received += len(events)
+        if changed:
+            self.report.received_docs.update(e.doc for e in events)
 
     def send_local(self, updates: list[tuple[str, bytes]]) -> None:
         """Stream committed local writes (live mode; before WELCOME the catch-up carries them)."""
@@ -149,16 +170,6 @@ class ReplicaSync:
                 replica._apply_central_config(event.config)
             self._send_catch_up(event.state_vectors)
             replica._set_connection_state("syncing")
-        elif isinstance(event, UpdateReceived):
-            try:
-                changed = replica.apply_remote(event.doc, event.data)
-            except RemoteProtocolError as exc:
-                self.conn.fail(exc.code, exc.reason, remote=False)
-                self.error = exc
-                return
-            self.report.updates_received += 1
-            if changed:
-                self.report.received_docs.add(event.doc)
         elif isinstance(event, Ack):
             key = (event.doc, event.client_id)
             self.acked[key] = max(self.acked.get(key, 0), event.clock)
