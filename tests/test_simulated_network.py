@@ -259,9 +259,11 @@ def test_reordered_messages_within_a_window(net: SimNet) -> None:
     while lb.down:
         net.deliver(lb, DOWN, min(window, len(lb.down)) - 1)
     net.run()
-    assert net.faults["reorder"] >= 6
-    # Over a real websocket messages never overtake each other; after reordering
-    # the next reconnect's state-vector exchange must leave everything identical.
+    # A reordered message may use a document alias before the message that named
+    # the document: that is a protocol error and the link closes (over a real
+    # websocket messages never overtake each other).  Either way, the next
+    # reconnect's state-vector exchange must leave everything identical.
+    assert net.faults["reorder"] >= 1
     net.heal()
     assert a.inventory.stock("CAFE") == 8
     assert b.inventory.stock("CAFE", location="tienda-1") == 8
@@ -295,13 +297,18 @@ def test_lost_messages_on_a_live_link_are_repaired_by_the_next_reconnect(net: Si
     la, lb = net.connect("a"), net.connect("b")
     assert la is not None and lb is not None
     net.run()
-    # 1. an update from A is lost, the next one gets through (a clock gap)
+    # 1. an update from A is lost, the next one gets through (a clock gap).  The
+    # document is named on this link first: a message that uses the document's
+    # alias after the naming one was lost would close the link instead.
+    a.inventory.receive("CAFE", 1)
+    net.run()
+    first = net.relay.doc_clocks()["stock/tienda-1"][a.client_id]
     a.inventory.receive("CAFE", 4)
     net.lose(la, UP)
     a.inventory.receive("CAFE", 5)
     net.run()
     assert a.queue.pending_count() == 2  # neither is acknowledged: the relay has a gap
-    assert net.relay.doc_clocks()["stock/tienda-1"].get(a.client_id, 0) == 0
+    assert net.relay.doc_clocks()["stock/tienda-1"][a.client_id] == first
     # 2. a fan-out to A is lost
     b.inventory.receive("LECHE", 2)
     net.deliver(lb, UP)
@@ -313,7 +320,7 @@ def test_lost_messages_on_a_live_link_are_repaired_by_the_next_reconnect(net: Si
     assert net.divergences() != []
     assert net.heal() == 1
     assert a.inventory.stock("LECHE", location="tienda-2") == 2
-    assert b.inventory.stock("CAFE", location="tienda-1") == 9
+    assert b.inventory.stock("CAFE", location="tienda-1") == 10
     assert a.queue.pending_count() == b.queue.pending_count() == 0
     assert_converged(net)
 

@@ -6,7 +6,14 @@ from typing import Any
 
 from ..errors import LocalProtocolError, RemoteProtocolError
 from .events import ConnectionClosed, Event, ProtocolFailure
-from .frames import CLOSE_NORMAL, MAX_FRAME_BYTES, FrameDecoder, FrameType, encode
+from .frames import (
+    CLOSE_NORMAL,
+    MAX_DOCS_PER_HELLO,
+    MAX_FRAME_BYTES,
+    FrameDecoder,
+    FrameType,
+    encode,
+)
 
 __all__ = ["Connection"]
 
@@ -30,6 +37,8 @@ class Connection:
         self.close_reason = ""
         self.bytes_received = 0
         self.bytes_sent = 0
+        self._names_out: dict[str, int] = {}  # document aliases we assigned
+        self._names_in: list[str] = []  # document names the peer sent, by alias
 
     @property
     def closed(self) -> bool:
@@ -80,6 +89,25 @@ class Connection:
 
     def _send(self, frame_type: FrameType, *fields: Any) -> None:
         self._out.append(encode(frame_type, *fields))
+
+    def _doc_out(self, name: str) -> str | int:
+        """The name the first time, its alias after (see ``frames``)."""
+        alias = self._names_out.get(name)
+        if alias is None:
+            self._names_out[name] = len(self._names_out)
+            return name
+        return alias
+
+    def _doc_in(self, value: str | int) -> str:
+        if isinstance(value, int):
+            if value >= len(self._names_in):
+                raise RemoteProtocolError(f"unknown document alias {value}", 1002)
+            return self._names_in[value]
+        if value not in self._names_in:
+            if len(self._names_in) >= MAX_DOCS_PER_HELLO:
+                raise RemoteProtocolError("too many documents on one connection", 1002)
+            self._names_in.append(value)
+        return value
 
     def _close(self, code: int, reason: str) -> None:
         self.state = "closed"

@@ -19,6 +19,12 @@ ERROR      6     close_code, reason                                     both
 SYNC_NOW   7     full                                                   relay -> R
 BYE        8     reason                                                 both
 =========  ====  =====================================================  =========
+
+Document names are sent in full once per connection and direction; after
+that the sender refers to a document by its alias: the number of distinct
+names it had sent before it (0, 1, 2...).  The receiver builds the same
+table as names arrive, so aliases need no frame of their own, and an alias
+the receiver has not seen is a protocol error.
 """
 
 from __future__ import annotations
@@ -147,6 +153,15 @@ def _bin(value: Any, what: str) -> bytes:
     return value
 
 
+def _doc(value: Any) -> str | int:
+    """A document name, or the alias of one named before on this connection."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value < MAX_DOCS_PER_HELLO:
+            raise _fail("document alias out of range")
+        return value
+    return _str(value, "document name")
+
+
 def _svs(value: Any) -> dict[str, bytes]:
     if not isinstance(value, dict):
         raise _fail("state vectors must be a map")
@@ -197,10 +212,9 @@ def validate(obj: Any) -> tuple[FrameType, list[Any]]:
             raise _fail("WELCOME config must be a map or nil")
         return frame_type, [_uint(f[0], "version"), _str(f[1], "session id"), _svs(f[2]), f[3]]
     if frame_type is FrameType.UPDATE:
-        return frame_type, [_str(f[0], "document name"), _bin(f[1], "update")]
+        return frame_type, [_doc(f[0]), _bin(f[1], "update")]
     if frame_type is FrameType.ACK:
-        return frame_type, [_str(f[0], "document name"), _uint(f[1], "client id"),
-                            _uint(f[2], "clock")]
+        return frame_type, [_doc(f[0]), _uint(f[1], "client id"), _uint(f[2], "clock")]
     if frame_type is FrameType.ERROR:
         return frame_type, [_uint(f[0], "close code"), _str(f[1], "reason", 1024)]
     if frame_type is FrameType.SYNC_NOW:

@@ -33,12 +33,12 @@ class RelayConnection(Connection):
 
     def send_update(self, doc: str, data: bytes) -> None:
         self._require("open")
-        self._send(FrameType.UPDATE, doc, data)
+        self._send(FrameType.UPDATE, self._doc_out(doc), data)
 
     def ack(self, doc: str, client_id: int, clock: int) -> None:
         """Tell the replica that ``doc`` is durably stored up to ``clock``."""
         self._require("open")
-        self._send(FrameType.ACK, doc, client_id, clock)
+        self._send(FrameType.ACK, self._doc_out(doc), client_id, clock)
 
     def synced(self) -> None:
         """Every catch-up diff of this session has been sent."""
@@ -60,6 +60,6 @@ class RelayConnection(Connection):
             self._events.append(Hello(tenant, replica_id, token, client_id, svs,
                                       full=flags["full"], past_client_ids=tuple(flags["past"])))
         elif frame_type is FrameType.UPDATE and self.state == "open":
-            self._events.append(UpdateReceived(fields[0], fields[1]))
+            self._events.append(UpdateReceived(self._doc_in(fields[0]), fields[1]))
         else:
             self._unexpected(frame_type)

@@ -40,7 +40,7 @@ class ReplicaConnection(Connection):
     def send_update(self, doc: str, data: bytes) -> None:
         """Send a diff or a live update (only once the relay welcomed us)."""
         self._require("catching_up", "live")
-        self._send(FrameType.UPDATE, doc, data)
+        self._send(FrameType.UPDATE, self._doc_out(doc), data)
 
     def _handle(self, frame_type: FrameType, fields: list[Any]) -> None:
         if frame_type is FrameType.WELCOME and self.state == "hello_sent":
@@ -52,9 +52,9 @@ class ReplicaConnection(Connection):
             self.state = "catching_up"
             self._events.append(Welcome(session_id, svs, config))
         elif frame_type is FrameType.UPDATE and self.state in ("catching_up", "live"):
-            self._events.append(UpdateReceived(fields[0], fields[1]))
+            self._events.append(UpdateReceived(self._doc_in(fields[0]), fields[1]))
         elif frame_type is FrameType.ACK and self.state in ("catching_up", "live"):
-            self._events.append(Ack(fields[0], fields[1], fields[2]))
+            self._events.append(Ack(self._doc_in(fields[0]), fields[1], fields[2]))
         elif frame_type is FrameType.SYNCED and self.state == "catching_up":
             self.state = "live"
             self._events.append(Synced())
