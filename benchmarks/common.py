@@ -133,12 +133,13 @@ class Relay:
     """``python -m tiendasync relay`` in a subprocess on a free loopback port."""
 
     def __init__(self, workdir: Path, name: str = "relay", *, profile: Path | None = None,
-                 central: bool = True) -> None:
+                 central: bool = True, extra_args: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
         self.db = workdir / f"{name}.db"
         self.log_path = workdir / f"{name}.log"
         self.profile = profile
         self.central = central
+        self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -154,6 +155,16 @@ class Relay:
         with SqliteRelayStore(str(self.db)) as store:
             return {r: issue_token(store, tenant=TENANT, replica_id=r) for r in replica_ids}
 
+    def read_only_own_docs(self, replica_ids: list[str]) -> None:
+        """Grant each replica read access to its own documents and the shared ones only."""
+        from tiendasync.relay import SqliteRelayStore
+
+        with SqliteRelayStore(str(self.db)) as store:
+            for r in replica_ids:
+                store.set_replica_config(TENANT, r, {
+                    "read": ["catalog", "locations", "conflicts", f"stock/{r}", f"sales/{r}/*"],
+                    "write": ["*"]})
+
     def start(self, timeout: float = 30.0) -> Relay:
         from tiendasync.relay import SqliteRelayStore
 
@@ -162,7 +173,7 @@ class Relay:
         if self.profile is not None:
             cmd += ["-m", "cProfile", "-o", str(self.profile)]
         cmd += ["-m", "tiendasync", "relay", "--db", str(self.db), "--host", HOST,
-                "--port", "0", "--no-admin"]
+                "--port", "0", "--no-admin", *self.extra_args]
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
         log.close()

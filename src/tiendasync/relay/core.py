@@ -19,6 +19,7 @@ The contract with the I/O layer:
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 import secrets
 import time
@@ -68,10 +69,10 @@ class Grants:
     write: tuple[str, ...] = ("*",)
 
     def can_read(self, doc: str) -> bool:
-        return any(fnmatch.fnmatchcase(doc, p) for p in self.read)
+        return _matches(self.read, doc)
 
     def can_write(self, doc: str) -> bool:
-        return any(fnmatch.fnmatchcase(doc, p) for p in self.write)
+        return _matches(self.write, doc)
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None) -> Grants:
@@ -141,6 +142,12 @@ class TokenBucket:
 
 #: Per-address buckets kept before the idle ones are forgotten.
 _MAX_TRACKED_PEERS = 10_000
+
+
+@functools.lru_cache(maxsize=65536)
+def _matches(patterns: tuple[str, ...], doc: str) -> bool:
+    """Whether ``doc`` matches a grant (cached: fan-out asks for every update)."""
+    return patterns == ("*",) or any(fnmatch.fnmatchcase(doc, p) for p in patterns)
 
 
 def _store_config(raw: dict[str, Any] | None) -> StoreConfig | None:
