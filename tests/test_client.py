@@ -182,3 +182,24 @@ def test_relay_closes_a_connection_that_never_says_hello(tmp_path: Path) -> None
 
     code, reason = asyncio.run(scenario())
     assert code == 1002 and reason is not None and "no HELLO" in reason
+
+
+def test_refused_writes_are_marked_error_and_can_be_retried(
+    relay: RelayThread, tmp_path: Path
+) -> None:
+    relay.store.set_replica_config("acme", "a", {"read": ["*"], "write": ["stock/*", "sales/*",
+                                                                          "locations"]})
+    a = open_replica(tmp_path, "a")
+    token = relay.token("a")
+    a.catalog.put("PAN", {"name": "Pan", "price_cents": 90})  # catalog: not allowed
+    with pytest.raises(AuthError, match="no write access"):
+        a.sync_now(relay.url, token=token)
+    refused = a.queue.list(status="error")  # every entry of the session not acknowledged
+    [entry] = [e for e in refused if e.kind == "product_put"]
+    assert all("no write access" in (e.error or "") for e in refused)
+    relay.store.set_replica_config("acme", "a", {"read": ["*"], "write": ["*"]})
+    retried = a.queue.process(entry.id, url=relay.url, token=token)
+    assert retried.status == "acknowledged" and retried.attempts >= 2
+    assert retried.error is None and a.status.pending == 0
+    assert a.queue.list(status="error") == []  # the relay holds them all now
+    a.close()

@@ -4,7 +4,8 @@ One entry per local write.  An entry is ``pending`` until it has been sent,
 ``sent`` until the relay has stored it durably, then ``acknowledged``.  An
 entry whose write took part in a conflict also gets ``has_conflict`` set
 (and status ``conflict`` while the conflict is open).  ``error`` marks an
-entry the relay refused.
+entry the relay refused (e.g. a document this store may not write); its
+``error`` says why and ``process(id)`` retries it.
 
 Acknowledgement is by Yjs clock: each entry remembers, per document, the
 clock its write reached under this incarnation's client id; once the relay
@@ -177,7 +178,9 @@ class SyncQueue:
             return entry
         with self._replica._lock, self._replica._store.write() as conn:
             conn.execute(
-                "UPDATE queue SET attempts = attempts + 1, updated_at = ? WHERE id = ?",
+                "UPDATE queue SET attempts = attempts + 1, updated_at = ?, "
+                "status = CASE status WHEN 'error' THEN 'pending' ELSE status END, "
+                "error = CASE status WHEN 'error' THEN NULL ELSE error END WHERE id = ?",
                 (time.time(), entry_id),
             )
         self._replica._process_now(**sync_args)
@@ -197,6 +200,19 @@ class SyncQueue:
                 (time.time(),),
             )
 
+    def _mark_refused(self, reason: str) -> int:
+        """The relay refused what this session sent: its unacknowledged entries are errors.
+
+        They stay in the queue (and in the data); ``process(id)`` retries one.
+        """
+        with self._replica._lock, self._replica._store.write() as conn:
+            cur = conn.execute(
+                "UPDATE queue SET status = 'error', error = ?, updated_at = ? "
+                "WHERE status = 'sent'",
+                (reason[:500], time.time()),
+            )
+            return int(cur.rowcount)
+
     def _acknowledge(self, doc: str, client_id: int, clock: int) -> int:
         """The relay durably holds ``doc`` up to ``clock`` of ``client_id``."""
         store = self._replica._store
@@ -210,8 +226,8 @@ class SyncQueue:
                 return 0
             done = conn.execute(
                 "UPDATE queue SET status = CASE WHEN has_conflict AND status = 'conflict' "
-                "THEN 'conflict' ELSE 'acknowledged' END, updated_at = ? "
-                "WHERE status IN ('pending', 'sent') AND client_id = ? AND NOT EXISTS "
+                "THEN 'conflict' ELSE 'acknowledged' END, error = NULL, updated_at = ? "
+                "WHERE status IN ('pending', 'sent', 'error') AND client_id = ? AND NOT EXISTS "
                 "(SELECT 1 FROM queue_clocks c WHERE c.entry_id = queue.id AND c.acked = 0)",
                 (time.time(), client_id),
             )

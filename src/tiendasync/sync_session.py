@@ -186,6 +186,7 @@ class ReplicaSync:
                 self.error = AuthError(f"relay refused us: {event.reason}")
             elif event.code == CLOSE_FORBIDDEN:
                 self.error = AuthError(f"relay forbids this: {event.reason}")
+                self.replica.queue._mark_refused(f"relay refused: {event.reason}")
             elif event.code == CLOSE_INTERNAL:
                 self.error = SyncError(f"relay error: {event.reason}")
             else:
