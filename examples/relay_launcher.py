@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -51,11 +52,15 @@ def main() -> int:
         print(f"  {name:<12} {token}")
     print(f"relay: ws://{args.host}:{args.port}   admin API and console: "
           f"http://{args.host}:{args.port + 1}/")
+    relay = subprocess.Popen([sys.executable, "-m", "tiendasync", "relay", "--db", db,
+                              "--host", args.host, "--port", str(args.port)])
+    # Ctrl-C or SIGTERM here stops the relay cleanly (it commits and closes sessions).
+    signal.signal(signal.SIGTERM, lambda *_: relay.terminate())
     try:
-        return subprocess.call([sys.executable, "-m", "tiendasync", "relay", "--db", db,
-                                "--host", args.host, "--port", str(args.port)])
+        return relay.wait()
     except KeyboardInterrupt:
-        return 0
+        relay.terminate()
+        return relay.wait()
 
 
 if __name__ == "__main__":
