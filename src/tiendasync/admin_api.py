@@ -53,6 +53,8 @@ class AdminBackend(Protocol):
 
     def list_replicas(self, tenant: str) -> list[dict[str, Any]]: ...
 
+    def conflict_sales(self, tenant: str, conflict_id: str) -> list[dict[str, Any]]: ...
+
     def metrics(self) -> dict[str, float]: ...
 
 
@@ -76,14 +78,15 @@ def create_admin_app(backend: AdminBackend, *, extra_routes: list[Any] | None = 
                      ) -> Starlette:
     """The ASGI app of the admin API (and of the web console, via ``extra_routes``)."""
 
-    def guarded(handler: Callable[[Request, str], Awaitable[Response]]) -> Handler:
+    def guarded(handler: Callable[[Request, str], Awaitable[Response]], *,
+                tenant_needed: bool = True) -> Handler:
         async def endpoint(request: Request) -> Response:
             auth = request.headers.get("authorization", "")
             scheme, _, token = auth.partition(" ")
             if scheme.lower() != "bearer" or not token or not backend.is_admin(token.strip()):
                 return _error(401, "missing or invalid admin token")
             try:
-                tenant = _tenant(request)
+                tenant = _tenant(request) if tenant_needed else ""
                 return await handler(request, tenant)
             except NotFound as exc:
                 return _error(404, str(exc))
@@ -181,6 +184,14 @@ def create_admin_app(backend: AdminBackend, *, extra_routes: list[Any] | None = 
     async def replicas(request: Request, tenant: str) -> Response:
         return JSONResponse({"tenant": tenant, "results": backend.list_replicas(tenant)})
 
+    async def tenants(request: Request, tenant: str) -> Response:
+        return JSONResponse({"results": sorted(backend.tenants())})
+
+    async def conflict_sales(request: Request, tenant: str) -> Response:
+        rows = backend.conflict_sales(tenant, request.path_params["id"])
+        return JSONResponse({"tenant": tenant, "conflict": request.path_params["id"],
+                             "count": len(rows), "results": rows})
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -205,6 +216,8 @@ def create_admin_app(backend: AdminBackend, *, extra_routes: list[Any] | None = 
         Route("/api/sync/config/{replica}/sync_now/", guarded(sync_now), methods=["POST"]),
         Route("/api/sync/log/", guarded(log)),
         Route("/api/sync/replicas/", guarded(replicas)),
+        Route("/api/sync/tenants/", guarded(tenants, tenant_needed=False)),
+        Route("/api/sync/queue/{id}/sales/", guarded(conflict_sales)),
         *(extra_routes or []),
     ]
     return Starlette(routes=routes)

@@ -10,29 +10,19 @@ it in the tab's ``sessionStorage`` and sends it as ``Authorization: Bearer``
 to the JSON API under ``/api/sync/``, which is where the data is guarded.
 
 :func:`console_routes` returns the Starlette routes to hand to
-:func:`tiendasync.admin_api.create_admin_app` (``extra_routes``).  Given the
-relay's admin backend it also adds two small read-only JSON routes the
-console needs and the core API lacks:
-
-* ``GET /api/sync/tenants/``: the tenants known to the relay (for the tenant
-  picker and to check a token at login);
-* ``GET /api/sync/queue/{id}/sales/``: the sales linked to a conflict, with
-  their store, time and lines.
+:func:`tiendasync.admin_api.create_admin_app` (``extra_routes``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from ..errors import InvalidArgument, NotFound, TiendaSyncError
 
 if TYPE_CHECKING:
     from ..relay.admin import RelayAdmin
@@ -70,77 +60,11 @@ class _SecureStatic:
         await self.app(scope, receive, send_with_headers)
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
-
-
-def _api_routes(admin: RelayAdmin) -> list[BaseRoute]:
-    """Read-only JSON routes the console needs, guarded like the core admin API."""
-
-    def guarded(handler: Callable[[Request], Awaitable[Response]]
-                ) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            auth = request.headers.get("authorization", "")
-            scheme, _, token = auth.partition(" ")
-            if scheme.lower() != "bearer" or not token or not admin.is_admin(token.strip()):
-                return _error(401, "missing or invalid admin token")
-            try:
-                return await handler(request)
-            except NotFound as exc:
-                return _error(404, str(exc))
-            except InvalidArgument as exc:
-                return _error(400, str(exc))
-            except TiendaSyncError as exc:
-                return _error(409, str(exc))
-        return endpoint
-
-    def tenant_of(request: Request) -> str:
-        tenant = request.query_params.get("tenant")
-        known = admin.tenants()
-        if tenant is None:
-            if len(known) == 1:
-                return known[0]
-            raise InvalidArgument("several tenants: add ?tenant=NAME" if known else
-                                  "no tenant has connected yet")
-        if tenant not in known:
-            raise NotFound(f"unknown tenant {tenant!r}")
-        return tenant
-
-    async def tenants(request: Request) -> Response:
-        return JSONResponse({"results": sorted(admin.tenants())})
-
-    async def conflict_sales(request: Request) -> Response:
-        tenant = tenant_of(request)
-        replica = admin.server.central(tenant).replica
-        conflict = replica.conflicts.get(request.path_params["id"])
-        results: list[dict[str, Any]] = []
-        for sale_id in conflict.sales:
-            sale = replica.sales.get(sale_id)
-            if sale is None:
-                results.append({"id": sale_id, "known": False})
-                continue
-            results.append({
-                "id": sale.id, "known": True, "replica": sale.replica_id,
-                "location": sale.location, "at_ms": sale.created_at_ms,
-                "voided": sale.voided, "total_cents": sale.total_cents,
-                "lines": [{"sku": ln.sku, "quantity": ln.quantity,
-                           "unit_price_cents": ln.unit_price_cents} for ln in sale.lines],
-            })
-        return JSONResponse({"tenant": tenant, "conflict": conflict.id, "count": len(results),
-                             "results": results})
-
-    return [
-        Route("/api/sync/tenants/", guarded(tenants)),
-        Route("/api/sync/queue/{id}/sales/", guarded(conflict_sales)),
-    ]
-
-
 def console_routes(admin: RelayAdmin | None = None) -> list[BaseRoute]:
     """Routes of the web console, for ``create_admin_app(..., extra_routes=...)``.
 
-    Without ``admin`` only the static console is served (``/console/``, and
-    ``/`` redirects to it); with the relay's admin backend the console's helper
-    JSON routes are added too.
+    The console's data comes from the JSON admin API (``/api/sync/...``);
+    ``admin`` is accepted for compatibility and not needed.
     """
 
     async def to_console(request: Request) -> Response:
@@ -152,6 +76,4 @@ def console_routes(admin: RelayAdmin | None = None) -> list[BaseRoute]:
         Mount("/console", app=_SecureStatic(StaticFiles(directory=STATIC_DIR, html=True)),
               name="console"),
     ]
-    if admin is not None:
-        routes = _api_routes(admin) + routes
     return routes

@@ -69,6 +69,25 @@ class RelayAdmin:
         resolved = writer.resolve(conflict_id, action, by=by, note=note, **params)
         return resolved.to_dict()
 
+    def conflict_sales(self, tenant: str, conflict_id: str) -> list[dict[str, Any]]:
+        """The sales linked to a conflict: store, time, lines, voided."""
+        replica = self.server.central(tenant).replica
+        conflict = replica.conflicts.get(conflict_id)
+        results: list[dict[str, Any]] = []
+        for sale_id in conflict.sales:
+            sale = replica.sales.get(sale_id)
+            if sale is None:
+                results.append({"id": sale_id, "known": False})
+                continue
+            results.append({
+                "id": sale.id, "known": True, "replica": sale.replica_id,
+                "location": sale.location, "at_ms": sale.created_at_ms,
+                "voided": sale.voided, "total_cents": sale.total_cents,
+                "lines": [{"sku": ln.sku, "quantity": ln.quantity,
+                           "unit_price_cents": ln.unit_price_cents} for ln in sale.lines],
+            })
+        return results
+
     # -- config, sync now ----------------------------------------------------------------------
 
     def _config_of(self, tenant: str, replica_id: str) -> dict[str, Any]:
