@@ -32,6 +32,11 @@ __all__ = ["BackgroundSync", "SyncReport", "sync_once"]
 
 log = logging.getLogger("tiendasync.client")
 
+#: How long a keepalive ping may go unanswered before the connection counts as
+#: dead.  Generous: a relay digesting a reconnect storm can be busy for a while,
+#: and dropping the connection then only makes the storm longer.
+KEEPALIVE_TIMEOUT_S = 60.0
+
 
 class _Resync(Exception):
     """The relay asked for a (full) sync: end this session and start another."""
@@ -81,7 +86,8 @@ async def _run_session(replica: Replica, url: str, token: str, *, full: bool, li
     try:
         try:
             ws = await connect(url, max_size=4 * MAX_FRAME_BYTES, open_timeout=10,
-                               ping_interval=20, ping_timeout=20, compression=None,
+                               ping_interval=20, ping_timeout=KEEPALIVE_TIMEOUT_S,
+                               compression=None,
                                ssl=_ssl_for(url))
         except (TimeoutError, OSError, websockets.InvalidURI, websockets.InvalidHandshake) as exc:
             raise UnreachableRelay(f"cannot reach relay at {url}: {exc}") from exc

@@ -176,6 +176,7 @@ class RelayServer:
             self._handler, self.host, self._requested_port,
             process_request=self._process_request,
             max_size=self.max_message_bytes, ssl=self.ssl_context,
+            ping_interval=20, ping_timeout=60,  # a relay busy with a storm is not dead
         )
         sockets = list(self._server.sockets)
         if sockets:
