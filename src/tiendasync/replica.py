@@ -5,7 +5,9 @@ by its own background sync thread.  Every public call takes the replica's
 re-entrant lock for its whole duration, so calls are serialised and each sees
 a consistent state; a write holds the lock until its SQLite transaction has
 committed.  Callbacks (status changes, new updates) run on the thread that
-caused them, after the lock is released where possible, and must not block.
+caused them, mostly while that thread holds the lock: they must be quick, may
+call the replica from the same thread, and must not wait for another thread
+that uses the replica.
 """
 
 from __future__ import annotations
