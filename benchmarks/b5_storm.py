@@ -1,9 +1,11 @@
 """5. Reconnect storm: S stores, each with M offline sales, reconnect at once.
 
 Every store calls ``sync_now`` at the same moment (a barrier); a follower is
-online throughout.  Converged = every store's sync returned with all its
-sales acknowledged (durable at the relay) and the follower holds all S x M
-sales.  Baselines: the relay's idle RSS (ratio = peak / idle), and the time
+online throughout.  Stores read every location's stock but only their own
+sales (the grants a chain would configure: a till has no use for the other
+stores' tickets), and the follower reads everything.  Converged = every
+store's sync returned with all its sales acknowledged (durable at the relay)
+and the follower holds all S x M sales.  Baselines: the relay's idle RSS (ratio = peak / idle), and the time
 the follower alone takes to download the final state with ``sync_now`` from
 scratch (ratio = storm time / that).
 """
@@ -37,6 +39,7 @@ def run(workdir: Path, *, stores: int = 50, sales: int = 1000,
     replicas: list[Replica] = []
     with Relay(wd) as relay:
         tokens = relay.tokens(["hq", "follower", "late", *names])
+        relay.read_only_own_docs(names, all_stock=True)
         hq = _open(wd, "hq")
         replicas.append(hq)
         hq.catalog.put_many({f"SKU-{i:05d}": {"name": f"P{i}", "price_cents": 450}

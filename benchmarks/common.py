@@ -155,14 +155,19 @@ class Relay:
         with SqliteRelayStore(str(self.db)) as store:
             return {r: issue_token(store, tenant=TENANT, replica_id=r) for r in replica_ids}
 
-    def read_only_own_docs(self, replica_ids: list[str]) -> None:
-        """Grant each replica read access to its own documents and the shared ones only."""
+    def read_only_own_docs(self, replica_ids: list[str], *, all_stock: bool = False) -> None:
+        """Grant each replica read access to its own documents and the shared ones only.
+
+        ``all_stock``: every location's stock too (what a store needs for
+        transfers), but not the other stores' sales.
+        """
         from tiendasync.relay import SqliteRelayStore
 
         with SqliteRelayStore(str(self.db)) as store:
             for r in replica_ids:
+                stock = "stock/*" if all_stock else f"stock/{r}"
                 store.set_replica_config(TENANT, r, {
-                    "read": ["catalog", "locations", "conflicts", f"stock/{r}", f"sales/{r}/*"],
+                    "read": ["catalog", "locations", "conflicts", stock, f"sales/{r}/*"],
                     "write": ["*"]})
 
     def start(self, timeout: float = 30.0) -> Relay:

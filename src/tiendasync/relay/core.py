@@ -207,6 +207,39 @@ class PendingWrite:
         return AppendEntry(self.tenant, self.doc, self.data, self.replica, self.state_vector)
 
 
+@dataclass
+class ReviewWork:
+    """Committed updates to merge into the central writers, then review.
+
+    Touches only the central writers (Replicas: thread-safe), so it may run on
+    a worker thread.  Updates of one document are merged into one, so a busy
+    relay pays one local transaction per document, not per update, and one
+    review per tenant.
+    """
+
+    writers: dict[str, CentralWriter]
+    updates: dict[tuple[str, str], list[bytes]]
+
+    def run(self) -> None:
+        reviewed: set[str] = set()
+        for (tenant, doc), updates in self.updates.items():
+            writer = self.writers.get(tenant)
+            if writer is None:
+                continue
+            try:
+                update = updates[0] if len(updates) == 1 else bytes(
+                    pycrdt.merge_updates(*updates))
+                writer.merge(doc, update, review=False)
+                reviewed.add(tenant)
+            except Exception:
+                log.exception("central merge of %s/%s failed", tenant, doc)
+        for tenant in sorted(reviewed):
+            try:
+                self.writers[tenant].review()
+            except Exception:
+                log.exception("central review of %s failed", tenant)
+
+
 class RelayCore:
     """The relay's decisions, driven by the I/O layer (see the module docstring)."""
 
@@ -225,6 +258,8 @@ class RelayCore:
         on_output: Callable[[RelaySession], None] | None = None,
         on_write: Callable[[PendingWrite], None] | None = None,
         limits: RateLimits | None = None,
+        on_review: Callable[[ReviewWork], None] | None = None,
+        call_soon: Callable[..., Any] | None = None,
     ) -> None:
         self.store = store
         self.limits = limits if limits is not None else RateLimits()
@@ -239,6 +274,15 @@ class RelayCore:
         self.invariants = list(invariants)
         self.on_output: Callable[[RelaySession], None] = on_output or (lambda s: None)
         self.on_write: Callable[[PendingWrite], None] = on_write or (lambda w: None)
+        #: Runs a :class:`ReviewWork` (merging committed updates into the central
+        #: writers and reviewing invariants).  Default: at once, here.  The server
+        #: hands it to a worker thread so a big review never stalls the event loop;
+        #: the central writers are Replicas, safe to use from another thread.
+        self.on_review: Callable[[ReviewWork], None] = on_review or (lambda work: work.run())
+        #: How a central writer's writes (possibly made on that worker thread) get
+        #: back to the core: default at once; the server uses
+        #: ``loop.call_soon_threadsafe``.
+        self.call_soon: Callable[..., Any] = call_soon or (lambda fn, *args: fn(*args))
         self.sessions: dict[str, RelaySession] = {}
         self.updates_total = 0
         self._central: dict[str, CentralWriter] = {}
@@ -568,29 +612,20 @@ class RelayCore:
             self._review(batch)
 
     def _review(self, batch: list[PendingWrite]) -> None:
-        """Merge a committed batch into the central writers, then review once per tenant.
-
-        Updates of one document are merged into one (a batch is small), so a
-        busy relay pays one local transaction per document, not per update.
-        """
+        """Hand the committed batch to the central writers (see :class:`ReviewWork`)."""
         grouped: dict[tuple[str, str], list[bytes]] = {}
         for w in batch:
             if w.fanout is not None and w.replica != CENTRAL_REPLICA_ID:
                 grouped.setdefault((w.tenant, w.doc), []).append(w.fanout)
-        tenants: set[str] = set()
-        for (tenant, doc), updates in grouped.items():
+        if not grouped:
+            return
+        writers: dict[str, CentralWriter] = {}
+        for tenant in {t for t, _ in grouped}:
             try:
-                update = updates[0] if len(updates) == 1 else bytes(
-                    pycrdt.merge_updates(*updates))
-                self.central(tenant).merge(doc, update, review=False)
-                tenants.add(tenant)
+                writers[tenant] = self.central(tenant)  # created here, on the core's thread
             except Exception:
-                log.exception("central merge of %s/%s failed", tenant, doc)
-        for tenant in sorted(tenants):
-            try:
-                self.central(tenant).review()
-            except Exception:
-                log.exception("central review of %s failed", tenant)
+                log.exception("central writer of %s unavailable", tenant)
+        self.on_review(ReviewWork(writers, grouped))
 
     def commit_failed(self, batch: list[PendingWrite], exc: BaseException) -> None:
         """Storing ``batch`` failed: memory must not hold what disk lacks."""
@@ -610,9 +645,10 @@ class RelayCore:
             return writer
         if self.central_dir is None:
             raise ConfigError("this relay runs without a central writer (no central_dir)")
-        writer = CentralWriter.open(self.central_dir, tenant,
-                                    lambda doc, data: self._ingest_central(tenant, doc, data),
-                                    self.invariants)
+        writer = CentralWriter.open(
+            self.central_dir, tenant,
+            lambda doc, data: self.call_soon(self._ingest_central, tenant, doc, data),
+            self.invariants)
         foreign = self.store.claim_client_ids(tenant, CENTRAL_REPLICA_ID,
                                               sorted(writer.client_ids))
         if foreign:

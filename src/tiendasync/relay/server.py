@@ -14,6 +14,7 @@ protocol for one doc (read-only unless ``yjs_writable=True``).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import http
 import logging
@@ -40,7 +41,7 @@ from ..protocol import (
     MAX_FRAME_BYTES,
 )
 from .broker import Broker
-from .core import Grants, PendingWrite, RateLimits, RelayCore, RelaySession
+from .core import Grants, PendingWrite, RateLimits, RelayCore, RelaySession, ReviewWork
 from .docs import DocCache, compact
 from .store import RelayStore
 
@@ -120,6 +121,7 @@ class RelayServer:
             limits=limits,
         )
         self._server: Server | None = None
+        self._review_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._queue: asyncio.Queue[PendingWrite | None] | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._sweeper_task: asyncio.Task[None] | None = None
@@ -170,6 +172,17 @@ class RelayServer:
         if self._server is not None:
             raise RuntimeError("relay already started")
         self._queue = asyncio.Queue()
+        # Invariant reviews run on one worker thread (in order): a big catch-up
+        # must not stall pings and other stores; the central writers' writes come
+        # back to this loop.
+        pool = self._review_pool = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="relay-review")
+
+        def review_later(work: ReviewWork) -> None:
+            pool.submit(work.run)
+
+        self.core.on_review = review_later
+        self.core.call_soon = asyncio.get_running_loop().call_soon_threadsafe
         self._writer_task = asyncio.create_task(self._writer(), name="relay-writer")
         self._sweeper_task = asyncio.create_task(self._sweeper(), name="relay-sweeper")
         self._server = await serve(
@@ -194,6 +207,10 @@ class RelayServer:
         if self._queue is not None and self._writer_task is not None:
             await self._queue.put(None)
             await self._writer_task
+        if self._review_pool is not None:
+            await asyncio.to_thread(self._review_pool.shutdown, True)
+            self._review_pool = None
+            await asyncio.sleep(0)  # let the writers' last writes reach the queue
         if self._sweeper_task is not None:
             self._sweeper_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
