@@ -5,9 +5,9 @@ online throughout.  Stores read every location's stock but only their own
 sales (the grants a chain would configure: a till has no use for the other
 stores' tickets), and the follower reads everything.  Converged = every
 store's sync returned with all its sales acknowledged (durable at the relay)
-and the follower holds all S x M sales.  Baselines: the relay's idle RSS (ratio = peak / idle), and the time
-the follower alone takes to download the final state with ``sync_now`` from
-scratch (ratio = storm time / that).
+and the follower holds all S x M sales.  Baselines: the relay's idle RSS
+(ratio = peak / idle), and the time the follower alone takes to download the
+final state with ``sync_now`` from scratch (ratio = storm time / that).
 """
 
 from __future__ import annotations
