@@ -8,7 +8,6 @@ sum of increments minus the sum of decrements over its slots.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,24 +29,40 @@ class PNCounter:
         self._slots: dict[str, dict[str, tuple[int, int]]] = {}
         self._totals: dict[str, int] = {}
         self._changed: set[str] = set()
-        for key, value in json.loads(str(self._root)).items():  # one native call
-            self._index(key, value)
+        #: Slot keys per entity not read yet: a big stock document opens with one
+        #: native call for its keys; an entity's slots are read on first use.
+        self._unread: dict[str, list[str]] = {}
+        keys: Iterator[str] = iter(self._root.keys())
+        for key in keys:
+            self._unread.setdefault(key.rpartition(SEP)[0], []).append(key)
         self._subscription = self._root.observe(self._on_change)
+
+    def _read(self, entity: str) -> None:
+        for key in self._unread.pop(entity, ()):
+            self._index(key, self._root.get(key))
+
+    def _read_all(self) -> None:
+        for entity in list(self._unread):
+            self._read(entity)
 
     def value(self, entity: str) -> int:
         """Current value of ``entity`` (0 if never touched)."""
+        self._read(entity)
         return self._totals.get(entity, 0)
 
     def entities(self) -> Iterator[str]:
         """Every entity that has at least one slot."""
+        self._read_all()
         return iter(self._totals)
 
     def items(self) -> Iterator[tuple[str, int]]:
         """``(entity, value)`` pairs."""
+        self._read_all()
         return iter(self._totals.items())
 
     def contributions(self, entity: str) -> dict[str, tuple[int, int]]:
         """Per-writer ``(increments, decrements)`` of ``entity``."""
+        self._read(entity)
         return dict(self._slots.get(entity, {}))
 
     def add(self, entity: str, delta: int) -> None:
@@ -60,6 +75,7 @@ class PNCounter:
         check_safe_int(delta, "quantity")
         if delta == 0:
             return
+        self._read(entity)
         inc, dec = self._slots.get(entity, {}).get(self._writer, (0, 0))
         if delta > 0:
             inc += delta
@@ -84,6 +100,8 @@ class PNCounter:
 
     def _index(self, key: str, value: object) -> None:
         entity, _, writer = key.rpartition(SEP)
+        if entity in self._unread:
+            self._read(entity)  # the rest of its slots first (this one is re-read: same value)
         if not entity or not isinstance(value, list) or len(value) != 2:
             return  # not ours: ignore foreign keys rather than fail a remote merge
         inc, dec = int(value[0]), int(value[1])
@@ -94,6 +112,7 @@ class PNCounter:
 
     def _unindex(self, key: str) -> None:
         entity, _, writer = key.rpartition(SEP)
+        self._read(entity)
         slots = self._slots.get(entity)
         if slots is None or writer not in slots:
             return

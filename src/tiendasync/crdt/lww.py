@@ -70,12 +70,13 @@ class LWWMap:
         self._root: pycrdt.Map = doc.get(ROOT, type=pycrdt.Map)  # type: ignore[type-arg]
         self._writer = int(doc.client_id)
         self._slots: dict[str, dict[str, dict[int, FieldWrite]]] = {}
-        #: Raw slots per record, indexed on first use (so opening a big catalog is cheap).
-        self._raw: dict[str, list[tuple[str, Any]]] = {}
+        #: Slot keys per record not read yet (so opening a big catalog is cheap).
+        self._raw: dict[str, list[str]] = {}
         #: The greatest timestamp seen in any slot (to advance the local HLC).
         self.newest: Timestamp | None = None
         self._changed: builtins.set[str] = set()
-        self._bulk_index(json.loads(str(self._root)))  # one native call, not one per key
+        keys: Iterator[str] = iter(self._root.keys())  # one native call, not one per key
+        self._bulk_index(keys)
         self._subscription = self._root.observe(self._on_change)
 
     # -- reading -----------------------------------------------------------
@@ -185,22 +186,22 @@ class LWWMap:
             return None
         return parts[0], parts[1], int(parts[2])
 
-    def _bulk_index(self, data: dict[str, Any]) -> None:
-        """Group a whole map's slots by record; each record is indexed on first use."""
+    def _bulk_index(self, keys: Iterator[str]) -> None:
+        """Group a whole map's keys by record; a record's slots are read on first use."""
         raw = self._raw
-        for key, value in data.items():
+        for key in keys:
             record = key.split(SEP, 1)[0]
             bucket = raw.get(record)
             if bucket is None:
-                raw[record] = [(key, value)]
+                raw[record] = [key]
             else:
-                bucket.append((key, value))
+                bucket.append(key)
 
     def _fields(self, record: str) -> dict[str, dict[int, FieldWrite]] | None:
         pending = self._raw.pop(record, None)
         if pending is not None:
-            for key, value in pending:
-                self._index(key, value)
+            for key in pending:
+                self._index(key, self._root.get(key))
         return self._slots.get(record)
 
     def _index(self, key: str, value: object) -> None:
