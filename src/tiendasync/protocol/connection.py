@@ -38,7 +38,7 @@ class Connection:
         self.bytes_received = 0
         self.bytes_sent = 0
         self._names_out: dict[str, int] = {}  # document aliases we assigned
-        self._names_in: list[str] = []  # document names the peer sent, by alias
+        self._names_in: dict[int, str] = {}  # document names the peer declared, by alias
 
     @property
     def closed(self) -> bool:
@@ -90,24 +90,30 @@ class Connection:
     def _send(self, frame_type: FrameType, *fields: Any) -> None:
         self._out.append(encode(frame_type, *fields))
 
-    def _doc_out(self, name: str) -> str | int:
-        """The name the first time, its alias after (see ``frames``)."""
+    def _doc_out(self, name: str) -> list[Any] | int:
+        """``[alias, name]`` the first time, the alias after (see ``frames``)."""
         alias = self._names_out.get(name)
         if alias is None:
-            self._names_out[name] = len(self._names_out)
-            return name
+            alias = self._names_out[name] = len(self._names_out)
+            return [alias, name]
         return alias
 
-    def _doc_in(self, value: str | int) -> str:
+    def _doc_in(self, value: str | int | tuple[int, str]) -> str:
+        if isinstance(value, str):  # a plain name: allowed, no alias
+            return value
         if isinstance(value, int):
-            if value >= len(self._names_in):
+            name = self._names_in.get(value)
+            if name is None:
                 raise RemoteProtocolError(f"unknown document alias {value}", 1002)
-            return self._names_in[value]
-        if value not in self._names_in:
-            if len(self._names_in) >= MAX_DOCS_PER_HELLO:
-                raise RemoteProtocolError("too many documents on one connection", 1002)
-            self._names_in.append(value)
-        return value
+            return name
+        alias, name = value
+        known = self._names_in.get(alias)
+        if known is not None and known != name:
+            raise RemoteProtocolError(f"document alias {alias} redefined", 1002)
+        if known is None and len(self._names_in) >= MAX_DOCS_PER_HELLO:
+            raise RemoteProtocolError("too many documents on one connection", 1002)
+        self._names_in[alias] = name
+        return name
 
     def _close(self, code: int, reason: str) -> None:
         self.state = "closed"

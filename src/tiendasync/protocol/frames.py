@@ -20,11 +20,11 @@ SYNC_NOW   7     full                                                   relay ->
 BYE        8     reason                                                 both
 =========  ====  =====================================================  =========
 
-Document names are sent in full once per connection and direction; after
-that the sender refers to a document by its alias: the number of distinct
-names it had sent before it (0, 1, 2...).  The receiver builds the same
-table as names arrive, so aliases need no frame of their own, and an alias
-the receiver has not seen is a protocol error.
+Document names are sent in full once per connection and direction, as
+``[alias, name]``; after that the sender refers to the document by its alias
+alone (a small integer).  An alias the receiver has not been told is a
+protocol error, so even a lost message can never make an update land in
+the wrong document.
 """
 
 from __future__ import annotations
@@ -153,12 +153,21 @@ def _bin(value: Any, what: str) -> bytes:
     return value
 
 
-def _doc(value: Any) -> str | int:
-    """A document name, or the alias of one named before on this connection."""
+def _alias(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or \
+            not 0 <= value < MAX_DOCS_PER_HELLO:
+        raise _fail("document alias must be an integer below 10000")
+    return value
+
+
+def _doc(value: Any) -> str | int | tuple[int, str]:
+    """A document name, ``[alias, name]`` (naming an alias), or an alias named before."""
+    if isinstance(value, list):
+        if len(value) != 2:
+            raise _fail("a document alias declaration is [alias, name]")
+        return _alias(value[0]), _str(value[1], "document name")
     if isinstance(value, int) and not isinstance(value, bool):
-        if not 0 <= value < MAX_DOCS_PER_HELLO:
-            raise _fail("document alias out of range")
-        return value
+        return _alias(value)
     return _str(value, "document name")
 
 
