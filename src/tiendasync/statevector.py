@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-__all__ = ["decode_state_vector", "encode_state_vector", "missing_from"]
+__all__ = ["decode_state_vector", "encode_state_vector", "missing_from", "read_varuint"]
 
 
-def _read_varuint(data: bytes, pos: int) -> tuple[int, int]:
+def read_varuint(data: bytes, pos: int, what: str = "state vector") -> tuple[int, int]:
+    """A lib0 varuint at ``pos``: ``(value, next position)``.
+
+    Raises ValueError naming ``what`` if it is truncated or longer than 64 bits.
+    """
     value = shift = 0
     while True:
         if pos >= len(data):
-            raise ValueError("truncated state vector")
+            raise ValueError(f"truncated {what}")
         byte = data[pos]
         pos += 1
         value |= (byte & 0x7F) << shift
@@ -17,7 +21,7 @@ def _read_varuint(data: bytes, pos: int) -> tuple[int, int]:
             return value, pos
         shift += 7
         if shift > 63:
-            raise ValueError("varuint too long in state vector")
+            raise ValueError(f"varuint too long in {what}")
 
 
 def _write_varuint(out: bytearray, value: int) -> None:
@@ -29,13 +33,13 @@ def _write_varuint(out: bytearray, value: int) -> None:
 
 def decode_state_vector(data: bytes) -> dict[int, int]:
     """Decode; raises ValueError on malformed input."""
-    count, pos = _read_varuint(data, 0)
+    count, pos = read_varuint(data, 0)
     if count > len(data):
         raise ValueError("state vector declares more entries than it has bytes")
     out: dict[int, int] = {}
     for _ in range(count):
-        client, pos = _read_varuint(data, pos)
-        clock, pos = _read_varuint(data, pos)
+        client, pos = read_varuint(data, pos)
+        clock, pos = read_varuint(data, pos)
         out[client] = clock
     if pos != len(data):
         raise ValueError("trailing bytes after state vector")

@@ -639,9 +639,7 @@ def _import_catalog(
     try:
         for n, (line, cells) in enumerate(rows):
             try:
-                if len(cells) != len(header):
-                    raise InvalidArgument(f"expected {len(header)} cells, got {len(cells)}")
-                record = dict(zip(header, cells, strict=True))
+                record = _csv_record(header, cells)
                 sku = check_name(record.pop("sku").strip(), "SKU")
                 fields: dict[str, Any] = {}
                 for column, text in record.items():
@@ -671,6 +669,13 @@ def _import_catalog(
     return done
 
 
+def _csv_record(header: list[str], cells: list[str]) -> dict[str, str]:
+    """One CSV row as ``{column: text}``; a row of the wrong width is an error."""
+    if len(cells) != len(header):
+        raise InvalidArgument(f"expected {len(header)} cells, got {len(cells)}")
+    return dict(zip(header, cells, strict=True))
+
+
 def _import_stock(
     replica: Replica, path: str, location: str | None, progress: bool, batch_size: int = 1000
 ) -> tuple[int, int]:
@@ -694,9 +699,7 @@ def _import_stock(
     try:
         for n, (line, cells) in enumerate(rows):
             try:
-                if len(cells) != len(header):
-                    raise InvalidArgument(f"expected {len(header)} cells, got {len(cells)}")
-                record = dict(zip(header, cells, strict=True))
+                record = _csv_record(header, cells)
                 sku = check_name(record["sku"].strip(), "SKU")
                 quantity = _parse_int_cell(record["quantity"], "quantity")
                 if quantity < 0:

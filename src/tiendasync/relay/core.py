@@ -49,7 +49,7 @@ from ..protocol import (
     RelayConnection,
     UpdateReceived,
 )
-from ..statevector import decode_state_vector, missing_from
+from ..statevector import decode_state_vector, missing_from, read_varuint
 from ..yjs_update import MalformedUpdate, ParsedUpdate, parse_update
 from .auth import authenticate
 from .broker import Broker, InProcessBroker, Unsubscribe
@@ -822,18 +822,7 @@ def _ends(parsed: ParsedUpdate) -> dict[int, int]:
 
 def _read_var_bytes(data: bytes, pos: int) -> bytes:
     """A lib0 ``varUint8Array`` at ``pos`` that must end the message."""
-    length = shift = 0
-    while True:
-        if pos >= len(data):
-            raise ValueError("truncated sync message")
-        byte = data[pos]
-        pos += 1
-        length |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            break
-        shift += 7
-        if shift > 63:
-            raise ValueError("bad length in sync message")
+    length, pos = read_varuint(data, pos, "sync message")
     if pos + length != len(data):
         raise ValueError("sync message length does not match its payload")
     return data[pos:pos + length]
