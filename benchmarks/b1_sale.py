@@ -24,14 +24,18 @@ def raw_commits(path: Path, n: int) -> float:
     conn = sqlite3.connect(str(path), isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("CREATE TABLE IF NOT EXISTS sales (id INTEGER PRIMARY KEY, at REAL, "
-                 "location TEXT, sku TEXT, quantity INTEGER, unit_price_cents INTEGER)")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS sales (id INTEGER PRIMARY KEY, at REAL, "
+        "location TEXT, sku TEXT, quantity INTEGER, unit_price_cents INTEGER)"
+    )
     t0 = time.perf_counter()
     for i in range(n):
         conn.execute("BEGIN")
-        conn.execute("INSERT INTO sales (at, location, sku, quantity, unit_price_cents) "
-                     "VALUES (?, ?, ?, ?, ?)", (time.time(), "tienda-1", f"SKU-{i % SKUS:05d}",
-                                                 1, 450))
+        conn.execute(
+            "INSERT INTO sales (at, location, sku, quantity, unit_price_cents) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (time.time(), "tienda-1", f"SKU-{i % SKUS:05d}", 1, 450),
+        )
         conn.execute("COMMIT")
     rate = n / (time.perf_counter() - t0)
     conn.close()
@@ -39,11 +43,13 @@ def raw_commits(path: Path, n: int) -> float:
 
 
 def open_store(path: Path, durability: str = "full") -> Replica:
-    r = Replica.open(path, tenant="acme", replica_id="tienda-1", location="tienda-1",
-                     durability=durability)
+    r = Replica.open(
+        path, tenant="acme", replica_id="tienda-1", location="tienda-1", durability=durability
+    )
     if r.catalog.get("SKU-00000") is None:
-        r.catalog.put_many({f"SKU-{i:05d}": {"name": f"Producto {i}", "price_cents": 100 + i}
-                            for i in range(SKUS)})
+        r.catalog.put_many(
+            {f"SKU-{i:05d}": {"name": f"Producto {i}", "price_cents": 100 + i} for i in range(SKUS)}
+        )
     return r
 
 
@@ -74,10 +80,23 @@ def run(workdir: Path, *, sales: int = 300, rounds: int = 3) -> list[Figure]:
     finally:
         r.close()
     ratio = statistics.median(ratios)
-    emit(Figure("1-durable-sale", "record_sale (synchronous=FULL)", statistics.median(ours),
-                "sales/s", baseline=statistics.median(raw),
-                baseline_name="raw sqlite3 1-row commit, WAL+FULL", ratio=ratio,
-                target=">= 0.5", met=ratio >= 0.5,
-                extra={"rounds": rounds, "sales_per_round": sales,
-                       "round_ratios": [round(x, 3) for x in ratios]}), figs)
+    emit(
+        Figure(
+            "1-durable-sale",
+            "record_sale (synchronous=FULL)",
+            statistics.median(ours),
+            "sales/s",
+            baseline=statistics.median(raw),
+            baseline_name="raw sqlite3 1-row commit, WAL+FULL",
+            ratio=ratio,
+            target=">= 0.5",
+            met=ratio >= 0.5,
+            extra={
+                "rounds": rounds,
+                "sales_per_round": sales,
+                "round_ratios": [round(x, 3) for x in ratios],
+            },
+        ),
+        figs,
+    )
     return figs

@@ -23,8 +23,15 @@ from .common import TENANT, Figure, emit
 
 
 def rows(n: int) -> list[dict[str, Any]]:
-    return [{"sku": f"SKU-{i:06d}", "name": f"Producto {i}", "price_cents": 100 + i % 5000,
-             "stock": 10 + i % 90} for i in range(n)]
+    return [
+        {
+            "sku": f"SKU-{i:06d}",
+            "name": f"Producto {i}",
+            "price_cents": 100 + i % 5000,
+            "stock": 10 + i % 90,
+        }
+        for i in range(n)
+    ]
 
 
 def raw_import(path: Path, data: list[dict[str, Any]], batch: int) -> float:
@@ -39,8 +46,14 @@ def raw_import(path: Path, data: list[dict[str, Any]], batch: int) -> float:
     return elapsed
 
 
-def run(workdir: Path, *, products: int = 100_000, batch: int = 1000,
-        stock_sample: int = 1000, fixture_stock: bool = False) -> list[Figure]:
+def run(
+    workdir: Path,
+    *,
+    products: int = 100_000,
+    batch: int = 1000,
+    stock_sample: int = 1000,
+    fixture_stock: bool = False,
+) -> list[Figure]:
     figs: list[Figure] = []
     data = rows(products)
     t_raw = raw_import(workdir / "b2-raw.db", data, batch)
@@ -49,26 +62,51 @@ def run(workdir: Path, *, products: int = 100_000, batch: int = 1000,
     try:
         t0 = time.perf_counter()
         for start in range(0, products, batch):
-            chunk = data[start:start + batch]
-            r.catalog.put_many({d["sku"]: {"name": d["name"], "price_cents": d["price_cents"]}
-                                for d in chunk})
+            chunk = data[start : start + batch]
+            r.catalog.put_many(
+                {d["sku"]: {"name": d["name"], "price_cents": d["price_cents"]} for d in chunk}
+            )
         t_catalog = time.perf_counter() - t0
         t0 = time.perf_counter()
         for start in range(0, products, batch):
-            r.inventory.receive_many([(d["sku"], d["stock"]) for d in data[start:start + batch]])
+            r.inventory.receive_many([(d["sku"], d["stock"]) for d in data[start : start + batch]])
         t_stock = time.perf_counter() - t0
     finally:
         r.close()
-    extra = {"products": products, "batch": batch, "raw_s": t_raw, "catalog_s": t_catalog,
-             "stock_s": t_stock}
-    emit(Figure("2-import", f"catalog.put_many, {products} products (batches of {batch})",
-                products / t_catalog, "products/s", baseline=products / t_raw,
-                baseline_name="sqlite-utils insert_all, WAL+FULL", ratio=t_raw / t_catalog,
-                extra=extra), figs)
+    extra = {
+        "products": products,
+        "batch": batch,
+        "raw_s": t_raw,
+        "catalog_s": t_catalog,
+        "stock_s": t_stock,
+    }
+    emit(
+        Figure(
+            "2-import",
+            f"catalog.put_many, {products} products (batches of {batch})",
+            products / t_catalog,
+            "products/s",
+            baseline=products / t_raw,
+            baseline_name="sqlite-utils insert_all, WAL+FULL",
+            ratio=t_raw / t_catalog,
+            extra=extra,
+        ),
+        figs,
+    )
     ratio = t_raw / (t_catalog + t_stock)
-    emit(Figure("2-import", f"catalog + stock (put_many + receive_many, batches of {batch})",
-                products / (t_catalog + t_stock),
-                "products/s", baseline=products / t_raw,
-                baseline_name="sqlite-utils insert_all (rows carry stock)", ratio=ratio,
-                target=">= 0.3", met=ratio >= 0.3, extra=extra), figs)
+    emit(
+        Figure(
+            "2-import",
+            f"catalog + stock (put_many + receive_many, batches of {batch})",
+            products / (t_catalog + t_stock),
+            "products/s",
+            baseline=products / t_raw,
+            baseline_name="sqlite-utils insert_all (rows carry stock)",
+            ratio=ratio,
+            target=">= 0.3",
+            met=ratio >= 0.3,
+            extra=extra,
+        ),
+        figs,
+    )
     return figs

@@ -22,7 +22,7 @@ import pycrdt
 from websockets.asyncio.client import ClientConnection, connect
 
 from tiendasync.crdt import Ledger, LWWMap, PNCounter
-from tiendasync.hlc import Timestamp
+from tiendasync.model.hlc import Timestamp
 from tiendasync.protocol import Ack, ReplicaConnection, Synced, UpdateReceived, Welcome
 
 from .common import TENANT, Relay
@@ -54,8 +54,13 @@ class LightStore:
 
     async def connect(self, url: str) -> None:
         self.ws = await connect(url, max_size=None, compression=None)
-        self.conn.hello(tenant=TENANT, replica_id=self.name, token=self.token,
-                        client_id=self.client_id, state_vectors={})
+        self.conn.hello(
+            tenant=TENANT,
+            replica_id=self.name,
+            token=self.token,
+            client_id=self.client_id,
+            state_vectors={},
+        )
         await self.ws.send(self.conn.data_to_send())
         asyncio.get_running_loop().create_task(self._receive())
         await asyncio.wait_for(self.synced.wait(), 60)
@@ -93,20 +98,24 @@ class LightStore:
 
 
 def _clock(doc: pycrdt.Doc[Any], client_id: int) -> int:
-    from tiendasync.statevector import decode_state_vector
+    from tiendasync.protocol.statevector import decode_state_vector
 
     return decode_state_vector(bytes(doc.get_state())).get(client_id, 0)
 
 
-async def _stream(url: str, tokens: dict[str, str], k: int, per_store: int,
-                  timeout: float) -> dict[str, Any]:
+async def _stream(
+    url: str, tokens: dict[str, str], k: int, per_store: int, timeout: float
+) -> dict[str, Any]:
     hq = LightStore("hq", tokens["hq"])
     await hq.connect(url)
     catalog = LWWMap(hq.doc("catalog"))
     with hq.doc("catalog").transaction():
         for i in range(SKUS):
-            catalog.set(f"SKU-{i:05d}", {"name": f"Producto {i}", "price_cents": 450},
-                        Timestamp(int(time.time() * 1000), i, "hq"))
+            catalog.set(
+                f"SKU-{i:05d}",
+                {"name": f"Producto {i}", "price_cents": 450},
+                Timestamp(int(time.time() * 1000), i, "hq"),
+            )
     await hq.flush()
     follower = LightStore("follower", tokens["follower"])
     await follower.connect(url)
@@ -129,8 +138,10 @@ async def _stream(url: str, tokens: dict[str, str], k: int, per_store: int,
         for i, (s, ledger_doc, stock_doc) in enumerate(views):
             sku = f"SKU-{(n + i) % SKUS:05d}"
             with ledger_doc.transaction():
-                ledgers[i].add(f"{int(time.time() * 1000):011x}-{n:x}-{s.client_id:x}",
-                               {"by": s.name, "l": [[sku, 1, 450]]})
+                ledgers[i].add(
+                    f"{int(time.time() * 1000):011x}-{n:x}-{s.client_id:x}",
+                    {"by": s.name, "l": [[sku, 1, 450]]},
+                )
             with stock_doc.transaction():
                 counters[i].add(sku, -1)
             await s.flush()
@@ -147,9 +158,15 @@ async def _stream(url: str, tokens: dict[str, str], k: int, per_store: int,
     for s in [hq, follower, *stores]:
         if s.ws is not None:
             await s.ws.close()
-    return {"k": k, "sales": total, "elapsed_s": end - t0, "produce_s": produced - t0,
-            "sales_per_s": total / (end - t0), "complete": done,
-            "follower_sales": follower.sales_seen}
+    return {
+        "k": k,
+        "sales": total,
+        "elapsed_s": end - t0,
+        "produce_s": produced - t0,
+        "sales_per_s": total / (end - t0),
+        "complete": done,
+        "follower_sales": follower.sales_seen,
+    }
 
 
 def light_stream(workdir: Path, k: int, per_store: int, timeout: float) -> dict[str, Any]:

@@ -46,12 +46,14 @@ SKUS = 20
 
 
 def _open(workdir: Path, name: str) -> Replica:
-    return Replica.open(workdir / f"{name}.db", tenant=TENANT, replica_id=name, location=name,
-                        durability="normal")
+    return Replica.open(
+        workdir / f"{name}.db", tenant=TENANT, replica_id=name, location=name, durability="normal"
+    )
 
 
-def tiendasync_stream(workdir: Path, k: int, per_store: int, timeout: float,
-                      profile: Path | None = None) -> dict[str, Any]:
+def tiendasync_stream(
+    workdir: Path, k: int, per_store: int, timeout: float, profile: Path | None = None
+) -> dict[str, Any]:
     """Run the workload through a tiendasync relay subprocess."""
     workdir = workdir / f"b3-ts-k{k}"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -63,8 +65,9 @@ def tiendasync_stream(workdir: Path, k: int, per_store: int, timeout: float,
         tokens = relay.tokens(["hq", "follower", *names])
         hq = _open(workdir, "hq")
         replicas.append(hq)
-        hq.catalog.put_many({f"SKU-{i:05d}": {"name": f"Producto {i}", "price_cents": 450}
-                             for i in range(SKUS)})
+        hq.catalog.put_many(
+            {f"SKU-{i:05d}": {"name": f"Producto {i}", "price_cents": 450} for i in range(SKUS)}
+        )
         hq.sync_now(relay.url, token=tokens["hq"], timeout=60)
         stores = [_open(workdir, n) for n in names]
         replicas.extend(stores)
@@ -83,8 +86,11 @@ def tiendasync_stream(workdir: Path, k: int, per_store: int, timeout: float,
         before = follower.sales.count()
         for r in [follower, *stores]:
             r.start_sync(relay.url, token=tokens[r.replica_id])
-        wait_until(lambda: all(r.status.state == "online" for r in [follower, *stores]),
-                   60, "every store online")
+        wait_until(
+            lambda: all(r.status.state == "online" for r in [follower, *stores]),
+            60,
+            "every store online",
+        )
         rss0 = relay.rss_kb()[0]
         total = k * per_store
         produced: list[float] = []
@@ -95,8 +101,9 @@ def tiendasync_stream(workdir: Path, k: int, per_store: int, timeout: float,
                 record_sale_retrying(r, [(f"SKU-{(n + idx) % SKUS:05d}", 1)], errors)
             produced.append(time.monotonic())
 
-        threads = [threading.Thread(target=sell, args=(i, r), daemon=True)
-                   for i, r in enumerate(stores)]
+        threads = [
+            threading.Thread(target=sell, args=(i, r), daemon=True) for i, r in enumerate(stores)
+        ]
         t0 = time.monotonic()
         for t in threads:
             t.start()
@@ -112,10 +119,18 @@ def tiendasync_stream(workdir: Path, k: int, per_store: int, timeout: float,
         for t in threads:
             t.join(5)
         cur, peak = relay.rss_kb()
-        return {"k": k, "sales": total, "elapsed_s": end - t0,
-                "produce_s": max(produced) - t0, "sales_per_s": total / (end - t0),
-                "relay_rss_kb": cur, "relay_rss_start_kb": rss0, "relay_peak_kb": peak,
-                "sale_retries": len(errors), "sync_sessions": sessions(stores)}
+        return {
+            "k": k,
+            "sales": total,
+            "elapsed_s": end - t0,
+            "produce_s": max(produced) - t0,
+            "sales_per_s": total / (end - t0),
+            "relay_rss_kb": cur,
+            "relay_rss_start_kb": rss0,
+            "relay_peak_kb": peak,
+            "sale_retries": len(errors),
+            "sync_sessions": sessions(stores),
+        }
     finally:
         for r in replicas:
             r.close()
@@ -128,10 +143,12 @@ def peer_stream(workdir: Path, k: int, per_store: int, timeout: float) -> dict[s
     db = workdir / "peer.db"
     port_file = workdir / "peer.port"
     log = (workdir / "peer.log").open("wb")
-    proc = subprocess.Popen([PY, "-m", "benchmarks.peer", "--db", str(db),
-                             "--port-file", str(port_file)],
-                            stdout=subprocess.DEVNULL, stderr=log,
-                            cwd=str(Path(__file__).resolve().parent.parent))
+    proc = subprocess.Popen(
+        [PY, "-m", "benchmarks.peer", "--db", str(db), "--port-file", str(port_file)],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        cwd=str(Path(__file__).resolve().parent.parent),
+    )
     log.close()
     try:
         port = wait_port_file(port_file, proc)
@@ -144,9 +161,12 @@ def peer_stream(workdir: Path, k: int, per_store: int, timeout: float) -> dict[s
 
 def echo_baseline(workdir: Path, k: int, messages: int, size: int) -> dict[str, Any]:
     port_file = workdir / f"echo-k{k}.port"
-    proc = subprocess.Popen([PY, "-m", "benchmarks.echo", "--port-file", str(port_file)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            cwd=str(Path(__file__).resolve().parent.parent))
+    proc = subprocess.Popen(
+        [PY, "-m", "benchmarks.echo", "--port-file", str(port_file)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=str(Path(__file__).resolve().parent.parent),
+    )
     try:
         port = wait_port_file(port_file, proc)
         return asyncio.run(echo.echo_rate(port, k, messages, size))
@@ -154,9 +174,16 @@ def echo_baseline(workdir: Path, k: int, messages: int, size: int) -> dict[str, 
         stop_process(proc)
 
 
-def run(workdir: Path, *, ks: tuple[int, ...] = (1, 10), sales: int = 1000,
-        timeout: float = 120.0, with_peer: bool = True, echo_messages: int = 2000,
-        frame_bytes: int = 260) -> list[Figure]:
+def run(
+    workdir: Path,
+    *,
+    ks: tuple[int, ...] = (1, 10),
+    sales: int = 1000,
+    timeout: float = 120.0,
+    with_peer: bool = True,
+    echo_messages: int = 2000,
+    frame_bytes: int = 260,
+) -> list[Figure]:
     """``sales``: total sales per K (split across the K stores)."""
     figs: list[Figure] = []
     why_not = peer.available() if with_peer else "peer disabled"
@@ -165,33 +192,77 @@ def run(workdir: Path, *, ks: tuple[int, ...] = (1, 10), sales: int = 1000,
         try:
             ours = tiendasync_stream(workdir, k, per_store, timeout)
         except BenchTimeout as exc:  # reported; the other K still run
-            emit(Figure("3-relay", f"K={k} tiendasync did not converge", float(timeout), "s",
-                        extra={"error": str(exc)}), figs)
+            emit(
+                Figure(
+                    "3-relay",
+                    f"K={k} tiendasync did not converge",
+                    float(timeout),
+                    "s",
+                    extra={"error": str(exc)},
+                ),
+                figs,
+            )
             continue
         ech = echo_baseline(workdir, k, max(1, echo_messages // k), frame_bytes)
         frac = ours["sales_per_s"] / ech["per_s"]
-        emit(Figure("3-relay", f"K={k} sales/s vs websockets echo", ours["sales_per_s"],
-                    "sales/s", baseline=ech["per_s"],
-                    baseline_name=f"bare websockets echo, {frame_bytes} B msgs, round trips/s",
-                    ratio=frac, extra={"tiendasync": ours, "echo": ech}), figs)
+        emit(
+            Figure(
+                "3-relay",
+                f"K={k} sales/s vs websockets echo",
+                ours["sales_per_s"],
+                "sales/s",
+                baseline=ech["per_s"],
+                baseline_name=f"bare websockets echo, {frame_bytes} B msgs, round trips/s",
+                ratio=frac,
+                extra={"tiendasync": ours, "echo": ech},
+            ),
+            figs,
+        )
         light = light_stream(workdir, k, per_store, timeout)
         if why_not is None:
             theirs = peer_stream(workdir, k, per_store, timeout)
             ratio = ours["sales_per_s"] / theirs["sales_per_s"]
-            emit(Figure("3-relay", f"K={k} sales/s vs pycrdt-websocket+store",
-                        ours["sales_per_s"], "sales/s", baseline=theirs["sales_per_s"],
-                        baseline_name="pycrdt-websocket + pycrdt-store SQLite",
-                        ratio=ratio, extra={"tiendasync": ours, "peer": theirs}), figs)
+            emit(
+                Figure(
+                    "3-relay",
+                    f"K={k} sales/s vs pycrdt-websocket+store",
+                    ours["sales_per_s"],
+                    "sales/s",
+                    baseline=theirs["sales_per_s"],
+                    baseline_name="pycrdt-websocket + pycrdt-store SQLite",
+                    ratio=ratio,
+                    extra={"tiendasync": ours, "peer": theirs},
+                ),
+                figs,
+            )
             ratio = light["sales_per_s"] / theirs["sales_per_s"]
-            emit(Figure("3-relay", f"K={k} light clients: sales/s vs pycrdt-websocket+store",
-                        light["sales_per_s"], "sales/s", baseline=theirs["sales_per_s"],
-                        baseline_name="pycrdt-websocket + pycrdt-store (in-memory clients too)",
-                        ratio=ratio, target=">= 10", met=ratio >= 10,
-                        extra={"tiendasync": light, "peer": theirs}), figs)
+            emit(
+                Figure(
+                    "3-relay",
+                    f"K={k} light clients: sales/s vs pycrdt-websocket+store",
+                    light["sales_per_s"],
+                    "sales/s",
+                    baseline=theirs["sales_per_s"],
+                    baseline_name="pycrdt-websocket + pycrdt-store (in-memory clients too)",
+                    ratio=ratio,
+                    target=">= 10",
+                    met=ratio >= 10,
+                    extra={"tiendasync": light, "peer": theirs},
+                ),
+                figs,
+            )
         else:
-            emit(Figure("3-relay", f"K={k} light clients: sales/s (peer not run)",
-                        light["sales_per_s"], "sales/s", target=">= 10",
-                        extra={"peer_skipped": why_not, "tiendasync": light}), figs)
+            emit(
+                Figure(
+                    "3-relay",
+                    f"K={k} light clients: sales/s (peer not run)",
+                    light["sales_per_s"],
+                    "sales/s",
+                    target=">= 10",
+                    extra={"peer_skipped": why_not, "tiendasync": light},
+                ),
+                figs,
+            )
     return figs
 
 

@@ -38,8 +38,9 @@ TARGET = 64
 
 
 def _open(workdir: Path, name: str, durability: str = "normal") -> Replica:
-    return Replica.open(workdir / f"{name}.db", tenant=TENANT, replica_id=name, location=name,
-                        durability=durability)
+    return Replica.open(
+        workdir / f"{name}.db", tenant=TENANT, replica_id=name, location=name, durability=durability
+    )
 
 
 def _settle(p: Any, quiet: float = 0.3, timeout: float = 30.0) -> None:
@@ -56,13 +57,20 @@ def _settle(p: Any, quiet: float = 0.3, timeout: float = 30.0) -> None:
             return
 
 
-def streaming(relay: Relay, workdir: Path, tokens: dict[str, str], sales: int,
-              lines: int, pace_s: float = 0.004) -> dict[str, Any]:
+def streaming(
+    relay: Relay,
+    workdir: Path,
+    tokens: dict[str, str],
+    sales: int,
+    lines: int,
+    pace_s: float = 0.004,
+) -> dict[str, Any]:
     store = _open(workdir, f"wire-store-{lines}")
     follower = _open(workdir, f"wire-follower-{lines}")
     try:
-        store.catalog.put_many({f"SKU-{i:05d}": {"name": f"P{i}", "price_cents": 450}
-                                for i in range(SKUS)})
+        store.catalog.put_many(
+            {f"SKU-{i:05d}": {"name": f"P{i}", "price_cents": 450} for i in range(SKUS)}
+        )
         for i in range(SKUS):
             store.inventory.receive(f"SKU-{i:05d}", 10**9)
         store.sync_now(relay.url, token=tokens[store.replica_id], timeout=60)
@@ -70,8 +78,11 @@ def streaming(relay: Relay, workdir: Path, tokens: dict[str, str], sales: int,
         with proxy(relay.port) as ps, proxy(relay.port) as pf:
             store.start_sync(ps.url(), token=tokens[store.replica_id])
             follower.start_sync(pf.url(), token=tokens[follower.replica_id])
-            wait_until(lambda: store.status.state == "online"
-                       and follower.status.state == "online", 30, "online")
+            wait_until(
+                lambda: store.status.state == "online" and follower.status.state == "online",
+                30,
+                "online",
+            )
             _settle(ps)
             _settle(pf)
             s_up0, s_down0 = ps.counts()
@@ -87,11 +98,17 @@ def streaming(relay: Relay, workdir: Path, tokens: dict[str, str], sales: int,
 
             unsubscribe = store.on_local_update(count)
             for n in range(sales):
-                record_sale_retrying(store, [(f"SKU-{(n * lines + j) % SKUS:05d}", 1)
-                                             for j in range(lines)], errors)
+                record_sale_retrying(
+                    store, [(f"SKU-{(n * lines + j) % SKUS:05d}", 1) for j in range(lines)], errors
+                )
                 time.sleep(pace_s)
-            wait_until(lambda: store.queue.pending_count() == 0
-                       and follower.sales.count() - before >= sales, 60, "acked and fanned out")
+            wait_until(
+                lambda: (
+                    store.queue.pending_count() == 0 and follower.sales.count() - before >= sales
+                ),
+                60,
+                "acked and fanned out",
+            )
             unsubscribe()
             _settle(ps)
             _settle(pf)
@@ -100,13 +117,17 @@ def streaming(relay: Relay, workdir: Path, tokens: dict[str, str], sales: int,
             store.stop_sync()
             follower.stop_sync()
         n_lines = sales * lines
-        return {"sales": sales, "lines_per_sale": lines,
-                "up_per_line": (s_up - s_up0) / n_lines,
-                "ack_per_line": (s_down - s_down0) / n_lines,
-                "fanout_per_line": (f_down - f_down0) / n_lines,
-                "follower_up_per_line": (f_up - f_up0) / n_lines,
-                "yjs_update_bytes_per_line": {k: v / n_lines for k, v in yjs.items()},
-                "sale_retries": len(errors), "sync_sessions": sessions([store])}
+        return {
+            "sales": sales,
+            "lines_per_sale": lines,
+            "up_per_line": (s_up - s_up0) / n_lines,
+            "ack_per_line": (s_down - s_down0) / n_lines,
+            "fanout_per_line": (f_down - f_down0) / n_lines,
+            "follower_up_per_line": (f_up - f_up0) / n_lines,
+            "yjs_update_bytes_per_line": {k: v / n_lines for k, v in yjs.items()},
+            "sale_retries": len(errors),
+            "sync_sessions": sessions([store]),
+        }
     finally:
         store.close()
         follower.close()
@@ -115,8 +136,9 @@ def streaming(relay: Relay, workdir: Path, tokens: dict[str, str], sales: int,
 def reconnect(relay: Relay, workdir: Path, tokens: dict[str, str], sales: int) -> dict[str, Any]:
     store = _open(workdir, "wire-offline")
     try:
-        store.catalog.put_many({f"SKU-{i:05d}": {"name": f"P{i}", "price_cents": 450}
-                                for i in range(SKUS)})
+        store.catalog.put_many(
+            {f"SKU-{i:05d}": {"name": f"P{i}", "price_cents": 450} for i in range(SKUS)}
+        )
         for i in range(SKUS):
             store.inventory.receive(f"SKU-{i:05d}", 10**9)
         store.sync_now(relay.url, token=tokens[store.replica_id], timeout=60)
@@ -128,10 +150,15 @@ def reconnect(relay: Relay, workdir: Path, tokens: dict[str, str], sales: int) -
             elapsed = time.monotonic() - t0
             _settle(p, 0.1)
             up, down = p.counts()
-        return {"sales": sales, "up_bytes": up, "down_bytes": down,
-                "bytes_per_sale": (up + down) / sales, "elapsed_s": elapsed,
-                "protocol_bytes_sent": report.bytes_sent,
-                "protocol_bytes_received": report.bytes_received}
+        return {
+            "sales": sales,
+            "up_bytes": up,
+            "down_bytes": down,
+            "bytes_per_sale": (up + down) / sales,
+            "elapsed_s": elapsed,
+            "protocol_bytes_sent": report.bytes_sent,
+            "protocol_bytes_received": report.bytes_received,
+        }
     finally:
         store.close()
 
@@ -141,25 +168,55 @@ def run(workdir: Path, *, sales: int = 200, offline_sales: int = 10_000) -> list
     wd = workdir / "b4"
     wd.mkdir(parents=True, exist_ok=True)
     with Relay(wd) as relay:
-        tokens = relay.tokens(["wire-store-1", "wire-follower-1", "wire-store-5",
-                               "wire-follower-5", "wire-offline"])
+        tokens = relay.tokens(
+            ["wire-store-1", "wire-follower-1", "wire-store-5", "wire-follower-5", "wire-offline"]
+        )
         one = streaming(relay, wd, tokens, sales, 1)
         five = streaming(relay, wd, tokens, max(1, sales // 5), 5)
         off = reconnect(relay, wd, tokens, offline_sales)
-    emit(Figure("4-wire", "streaming, 1-line sales: bytes up per sale line",
-                one["up_per_line"], "B/line", baseline=TARGET, baseline_name="target 64 B",
-                ratio=one["up_per_line"] / TARGET, target="<= 64 B",
-                met=one["up_per_line"] <= TARGET,
-                extra=one), figs)
-    emit(Figure("4-wire", "streaming, 5-line sales: bytes up per sale line",
-                five["up_per_line"], "B/line", baseline=TARGET, baseline_name="target 64 B",
-                ratio=five["up_per_line"] / TARGET, target="<= 64 B",
-                met=five["up_per_line"] <= TARGET, extra=five), figs)
+    emit(
+        Figure(
+            "4-wire",
+            "streaming, 1-line sales: bytes up per sale line",
+            one["up_per_line"],
+            "B/line",
+            baseline=TARGET,
+            baseline_name="target 64 B",
+            ratio=one["up_per_line"] / TARGET,
+            target="<= 64 B",
+            met=one["up_per_line"] <= TARGET,
+            extra=one,
+        ),
+        figs,
+    )
+    emit(
+        Figure(
+            "4-wire",
+            "streaming, 5-line sales: bytes up per sale line",
+            five["up_per_line"],
+            "B/line",
+            baseline=TARGET,
+            baseline_name="target 64 B",
+            ratio=five["up_per_line"] / TARGET,
+            target="<= 64 B",
+            met=five["up_per_line"] <= TARGET,
+            extra=five,
+        ),
+        figs,
+    )
     per_sale_stream = one["up_per_line"] + one["ack_per_line"]
-    emit(Figure("4-wire", f"reconnect after {offline_sales} offline sales: bytes per sale",
-                off["bytes_per_sale"], "B/sale", baseline=per_sale_stream,
-                baseline_name="streaming 1-line sale (up + ack)",
-                ratio=off["bytes_per_sale"] / per_sale_stream,
-                target="not dominated by the delete set",
-                extra=off), figs)
+    emit(
+        Figure(
+            "4-wire",
+            f"reconnect after {offline_sales} offline sales: bytes per sale",
+            off["bytes_per_sale"],
+            "B/sale",
+            baseline=per_sale_stream,
+            baseline_name="streaming 1-line sale (up + ack)",
+            ratio=off["bytes_per_sale"] / per_sale_stream,
+            target="not dominated by the delete set",
+            extra=off,
+        ),
+        figs,
+    )
     return figs

@@ -26,12 +26,14 @@ SKUS = 20
 
 
 def _open(workdir: Path, name: str) -> Replica:
-    return Replica.open(workdir / f"{name}.db", tenant=TENANT, replica_id=name, location=name,
-                        durability="normal")
+    return Replica.open(
+        workdir / f"{name}.db", tenant=TENANT, replica_id=name, location=name, durability="normal"
+    )
 
 
-def run(workdir: Path, *, stores: int = 50, sales: int = 1000,
-        timeout: float = 600.0) -> list[Figure]:
+def run(
+    workdir: Path, *, stores: int = 50, sales: int = 1000, timeout: float = 600.0
+) -> list[Figure]:
     figs: list[Figure] = []
     wd = workdir / "b5"
     wd.mkdir(parents=True, exist_ok=True)
@@ -42,8 +44,9 @@ def run(workdir: Path, *, stores: int = 50, sales: int = 1000,
         relay.read_only_own_docs(names, all_stock=True)
         hq = _open(wd, "hq")
         replicas.append(hq)
-        hq.catalog.put_many({f"SKU-{i:05d}": {"name": f"P{i}", "price_cents": 450}
-                             for i in range(SKUS)})
+        hq.catalog.put_many(
+            {f"SKU-{i:05d}": {"name": f"P{i}", "price_cents": 450} for i in range(SKUS)}
+        )
         hq.sync_now(relay.url, token=tokens["hq"], timeout=60)
         try:
             reps = [_open(wd, n) for n in names]
@@ -89,8 +92,11 @@ def run(workdir: Path, *, stores: int = 50, sales: int = 1000,
                 peak_seen[0] = max(peak_seen[0], relay.rss_kb()[0])
                 if failures:
                     raise RuntimeError(f"sync failed during the storm: {failures[:3]}")
-                return len(done) == stores and follower.sales.count() >= total and all(
-                    r.queue.pending_count() == 0 for r in reps)
+                return (
+                    len(done) == stores
+                    and follower.sales.count() >= total
+                    and all(r.queue.pending_count() == 0 for r in reps)
+                )
 
             end = wait_until(converged, timeout, "the storm to converge", 0.05)
             for t in threads:
@@ -107,15 +113,39 @@ def run(workdir: Path, *, stores: int = 50, sales: int = 1000,
             for r in replicas:
                 r.close()
     storm_s = end - t0
-    extra: dict[str, Any] = {"stores": stores, "sales_per_store": sales, "total_sales": total,
-                             "uploads_acked_s": max(done) - t0, "setup_s": t_setup,
-                             "late_joiner_sales": late_count, "late_joiner_s": t_late}
-    emit(Figure("5-storm", f"{stores} stores x {sales} offline sales: time to converge",
-                storm_s, "s", baseline=t_late,
-                baseline_name="one fresh replica downloading the final state",
-                ratio=storm_s / t_late, extra={**extra, "sales_per_s": total / storm_s}), figs)
-    emit(Figure("5-storm", "relay peak RSS during the storm", peak_kb / 1024, "MiB",
-                baseline=idle_kb / 1024, baseline_name="relay RSS before the storm",
-                ratio=peak_kb / max(1, idle_kb), extra={**extra, "peak_polled_kb": peak_seen[0]}),
-         figs)
+    extra: dict[str, Any] = {
+        "stores": stores,
+        "sales_per_store": sales,
+        "total_sales": total,
+        "uploads_acked_s": max(done) - t0,
+        "setup_s": t_setup,
+        "late_joiner_sales": late_count,
+        "late_joiner_s": t_late,
+    }
+    emit(
+        Figure(
+            "5-storm",
+            f"{stores} stores x {sales} offline sales: time to converge",
+            storm_s,
+            "s",
+            baseline=t_late,
+            baseline_name="one fresh replica downloading the final state",
+            ratio=storm_s / t_late,
+            extra={**extra, "sales_per_s": total / storm_s},
+        ),
+        figs,
+    )
+    emit(
+        Figure(
+            "5-storm",
+            "relay peak RSS during the storm",
+            peak_kb / 1024,
+            "MiB",
+            baseline=idle_kb / 1024,
+            baseline_name="relay RSS before the storm",
+            ratio=peak_kb / max(1, idle_kb),
+            extra={**extra, "peak_polled_kb": peak_seen[0]},
+        ),
+        figs,
+    )
     return figs

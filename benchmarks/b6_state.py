@@ -52,18 +52,17 @@ def state_size(workdir: Path, *, sales: int, locations: int, skus: int) -> list[
     wd = workdir / "b6"
     wd.mkdir(parents=True, exist_ok=True)
     path = wd / "state.db"
-    r = Replica.open(path, tenant=TENANT, replica_id="hq", location="loc-00",
-                     durability="normal")
+    r = Replica.open(path, tenant=TENANT, replica_id="hq", location="loc-00", durability="normal")
     locs = [f"loc-{i:02d}" for i in range(locations)]
     try:
         for loc in locs[1:]:
             r.locations.put(loc, {"name": loc})
-        r.catalog.put_many({f"SKU-{i:05d}": {"name": f"P{i}", "price_cents": 450}
-                            for i in range(skus)})
+        r.catalog.put_many(
+            {f"SKU-{i:05d}": {"name": f"P{i}", "price_cents": 450} for i in range(skus)}
+        )
         t0 = time.perf_counter()
         for n in range(sales):
-            r.record_sale([(f"SKU-{(n // locations) % skus:05d}", 1)],
-                          location=locs[n % locations])
+            r.record_sale([(f"SKU-{(n // locations) % skus:05d}", 1)], location=locs[n % locations])
         t_sales = time.perf_counter() - t0
         stock_docs = [d for d in r.doc_names() if d.startswith("stock/")]
         sales_docs = [d for d in r.doc_names() if d.startswith("sales/")]
@@ -80,19 +79,44 @@ def state_size(workdir: Path, *, sales: int, locations: int, skus: int) -> list[
         conn.close()
         after = _db_bytes(path)
         extra: dict[str, Any] = {
-            "sales": sales, "locations": locations, "skus": skus, "counters": counters,
-            "record_sales_s": t_sales, "stock_doc_bytes": stock_bytes,
-            "sales_doc_bytes": sales_bytes, "sales_doc_bytes_per_sale": sales_bytes / sales,
-            "rollover_bytes": rollover, "replica_db_before_compact": before,
-            "replica_db_after_compact_vacuum": after}
-        emit(Figure("6-state", f"stock doc bytes per counter after {sales} sales",
-                    stock_bytes / counters, "B/counter", baseline=rollover / counters,
-                    baseline_name="epoch rollover (fresh doc seeded with totals)",
-                    ratio=stock_bytes / rollover, extra=extra), figs)
-        emit(Figure("6-state", "replica DB bytes per sale, before/after compact+VACUUM",
-                    before / sales, "B/sale", baseline=after / sales,
-                    baseline_name="after compact + VACUUM", ratio=before / max(1, after),
-                    extra=extra), figs)
+            "sales": sales,
+            "locations": locations,
+            "skus": skus,
+            "counters": counters,
+            "record_sales_s": t_sales,
+            "stock_doc_bytes": stock_bytes,
+            "sales_doc_bytes": sales_bytes,
+            "sales_doc_bytes_per_sale": sales_bytes / sales,
+            "rollover_bytes": rollover,
+            "replica_db_before_compact": before,
+            "replica_db_after_compact_vacuum": after,
+        }
+        emit(
+            Figure(
+                "6-state",
+                f"stock doc bytes per counter after {sales} sales",
+                stock_bytes / counters,
+                "B/counter",
+                baseline=rollover / counters,
+                baseline_name="epoch rollover (fresh doc seeded with totals)",
+                ratio=stock_bytes / rollover,
+                extra=extra,
+            ),
+            figs,
+        )
+        emit(
+            Figure(
+                "6-state",
+                "replica DB bytes per sale, before/after compact+VACUUM",
+                before / sales,
+                "B/sale",
+                baseline=after / sales,
+                baseline_name="after compact + VACUUM",
+                ratio=before / max(1, after),
+                extra=extra,
+            ),
+            figs,
+        )
         with Relay(wd) as relay:
             token = relay.token("hq")
             idle_kb = relay.rss_kb()[0]
@@ -100,10 +124,20 @@ def state_size(workdir: Path, *, sales: int, locations: int, skus: int) -> list[
             try:
                 report = r.sync_now(relay.url, token=token, timeout=600)
             except Exception as exc:  # reported as a figure: it is a finding
-                emit(Figure("6-state", "relay: catch-up of the whole state FAILED",
-                            time.perf_counter() - t0, "s",
-                            extra={**extra, "error": f"{type(exc).__name__}: {exc}",
-                                   "relay_peak_kb": relay.rss_kb()[1]}), figs)
+                emit(
+                    Figure(
+                        "6-state",
+                        "relay: catch-up of the whole state FAILED",
+                        time.perf_counter() - t0,
+                        "s",
+                        extra={
+                            **extra,
+                            "error": f"{type(exc).__name__}: {exc}",
+                            "relay_peak_kb": relay.rss_kb()[1],
+                        },
+                    ),
+                    figs,
+                )
                 return figs
             t_sync = time.perf_counter() - t0
             loaded_kb = relay.rss_kb()[0]
@@ -111,13 +145,24 @@ def state_size(workdir: Path, *, sales: int, locations: int, skus: int) -> list[
         r.close()
     extra.update(sync_s=t_sync, sync_bytes_sent=report.bytes_sent)
     delta_kb = max(0, loaded_kb - idle_kb)
-    emit(Figure("6-state", "relay RSS growth per counter (state of all sales loaded)",
-                delta_kb * 1024 / counters, "B/counter",
-                baseline=(stock_bytes + sales_bytes) / counters,
-                baseline_name="encoded state (stock + sales docs) per counter",
-                ratio=delta_kb * 1024 / max(1, stock_bytes + sales_bytes),
-                extra={**extra, "relay_idle_kb": idle_kb, "relay_loaded_kb": loaded_kb,
-                       "relay_growth_per_sale_b": delta_kb * 1024 / sales}), figs)
+    emit(
+        Figure(
+            "6-state",
+            "relay RSS growth per counter (state of all sales loaded)",
+            delta_kb * 1024 / counters,
+            "B/counter",
+            baseline=(stock_bytes + sales_bytes) / counters,
+            baseline_name="encoded state (stock + sales docs) per counter",
+            ratio=delta_kb * 1024 / max(1, stock_bytes + sales_bytes),
+            extra={
+                **extra,
+                "relay_idle_kb": idle_kb,
+                "relay_loaded_kb": loaded_kb,
+                "relay_growth_per_sale_b": delta_kb * 1024 / sales,
+            },
+        ),
+        figs,
+    )
     return figs
 
 
@@ -140,15 +185,33 @@ def open_time(workdir: Path, replica_db: Path, raw_db: Path, skus: int) -> list[
     for _ in range(3):
         t0 = time.perf_counter()
         conn = sqlite3.connect(str(raw_db))
-        rows = {s: (n, p, q) for s, n, p, q in conn.execute(
-            "SELECT sku, name, price_cents, stock FROM products")}
+        rows = {
+            s: (n, p, q)
+            for s, n, p, q in conn.execute("SELECT sku, name, price_cents, stock FROM products")
+        }
         conn.close()
         t_raw.append(time.perf_counter() - t0)
     best, raw = min(times), min(t_raw)
-    emit(Figure("6-state", f"replica open + first read, {skus} SKUs in stock", best, "s",
-                baseline=raw, baseline_name="read the same rows from a SQLite table",
-                ratio=best / raw, target="~1 s", met=best <= 1.5,
-                extra={"runs_s": times, "skus_in_stock": levels, "raw_rows": len(rows),
-                       "product": json.dumps(product), "stock": stock,
-                       "db_bytes": os.path.getsize(replica_db)}), figs)
+    emit(
+        Figure(
+            "6-state",
+            f"replica open + first read, {skus} SKUs in stock",
+            best,
+            "s",
+            baseline=raw,
+            baseline_name="read the same rows from a SQLite table",
+            ratio=best / raw,
+            target="~1 s",
+            met=best <= 1.5,
+            extra={
+                "runs_s": times,
+                "skus_in_stock": levels,
+                "raw_rows": len(rows),
+                "product": json.dumps(product),
+                "stock": stock,
+                "db_bytes": os.path.getsize(replica_db),
+            },
+        ),
+        figs,
+    )
     return figs

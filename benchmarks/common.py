@@ -73,8 +73,18 @@ def table(figs: list[Figure], title: str = "") -> str:
     rows = [("bench", "figure", "value", "unit", "baseline", "ratio", "target", "met")]
     for f in figs:
         met = "-" if f.met is None else ("yes" if f.met else "NO")
-        rows.append((f.bench, f.name, _fmt(f.value), f.unit, _fmt(f.baseline),
-                     _fmt(f.ratio), f.target or "-", met))
+        rows.append(
+            (
+                f.bench,
+                f.name,
+                _fmt(f.value),
+                f.unit,
+                _fmt(f.baseline),
+                _fmt(f.ratio),
+                f.target or "-",
+                met,
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [title] if title else []
     for n, r in enumerate(rows):
@@ -91,8 +101,9 @@ class BenchTimeout(RuntimeError):
     pass
 
 
-def wait_until(pred: Callable[[], bool], timeout: float, what: str,
-               interval: float = 0.02) -> float:
+def wait_until(
+    pred: Callable[[], bool], timeout: float, what: str, interval: float = 0.02
+) -> float:
     """Poll ``pred`` until true; return the monotonic time it first was.  Bounded."""
     deadline = time.monotonic() + timeout
     while True:
@@ -132,8 +143,15 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 20.0) -> None:
 class Relay:
     """``python -m tiendasync relay`` in a subprocess on a free loopback port."""
 
-    def __init__(self, workdir: Path, name: str = "relay", *, profile: Path | None = None,
-                 central: bool = True, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        name: str = "relay",
+        *,
+        profile: Path | None = None,
+        central: bool = True,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.workdir = workdir
         self.db = workdir / f"{name}.db"
         self.log_path = workdir / f"{name}.log"
@@ -166,9 +184,14 @@ class Relay:
         with SqliteRelayStore(str(self.db)) as store:
             for r in replica_ids:
                 stock = "stock/*" if all_stock else f"stock/{r}"
-                store.set_replica_config(TENANT, r, {
-                    "read": ["catalog", "locations", "conflicts", stock, f"sales/{r}/*"],
-                    "write": ["*"]})
+                store.set_replica_config(
+                    TENANT,
+                    r,
+                    {
+                        "read": ["catalog", "locations", "conflicts", stock, f"sales/{r}/*"],
+                        "write": ["*"],
+                    },
+                )
 
     def start(self, timeout: float = 30.0) -> Relay:
         from tiendasync.relay import SqliteRelayStore
@@ -177,8 +200,19 @@ class Relay:
         cmd = [PY]
         if self.profile is not None:
             cmd += ["-m", "cProfile", "-o", str(self.profile)]
-        cmd += ["-m", "tiendasync", "relay", "--db", str(self.db), "--host", HOST,
-                "--port", "0", "--no-admin", *self.extra_args]
+        cmd += [
+            "-m",
+            "tiendasync",
+            "relay",
+            "--db",
+            str(self.db),
+            "--host",
+            HOST,
+            "--port",
+            "0",
+            "--no-admin",
+            *self.extra_args,
+        ]
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
         log.close()
@@ -243,8 +277,7 @@ class LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True,
-                                       name="bench-loop")
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="bench-loop")
         self.thread.start()
 
     def run(self, coro: Any, timeout: float | None = None) -> Any:
@@ -278,8 +311,9 @@ class CountingProxy:
         self._server = await asyncio.start_server(self._handle, HOST, 0)
         return int(self._server.sockets[0].getsockname()[1])
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    up: bool) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: bool
+    ) -> None:
         try:
             while True:
                 data = await reader.read(65536)

@@ -33,8 +33,9 @@ async def _serve(port_file: str) -> None:
         await stop.wait()
 
 
-async def echo_rate(port: int, k: int, messages: int, size: int, window: int = 64,
-                    timeout: float = 60.0) -> dict[str, Any]:
+async def echo_rate(
+    port: int, k: int, messages: int, size: int, window: int = 64, timeout: float = 60.0
+) -> dict[str, Any]:
     from websockets.asyncio.client import connect
 
     payload = b"x" * size

@@ -48,8 +48,12 @@ async def _serve(db: str, port_file: str) -> None:
     class Server(WebsocketServer):
         async def get_room(self, name: str) -> YRoom:
             if name not in self.rooms:
-                self.rooms[name] = YRoom(ready=True, ystore=Store(path=name),
-                                         exception_handler=exception_logger, log=self.log)
+                self.rooms[name] = YRoom(
+                    ready=True,
+                    ystore=Store(path=name),
+                    exception_handler=exception_logger,
+                    log=self.log,
+                )
             room = self.rooms[name]
             await self.start_room(room)
             return room
@@ -68,8 +72,7 @@ async def _serve(db: str, port_file: str) -> None:
         async def handler(ws: Any) -> None:
             await ys.serve(WsChannel(ws, ws.request.path))
 
-        async with websockets.serve(handler, HOST, 0, compression=None,
-                                    max_size=None) as server:
+        async with websockets.serve(handler, HOST, 0, compression=None, max_size=None) as server:
             port = next(iter(server.sockets)).getsockname()[1]
             Path(port_file).write_text(str(port))
             await stop.wait()
@@ -90,12 +93,16 @@ def stored_updates(db: Path) -> int:
 
 
 def _record(i: int, store: str, sku: str) -> str:
-    return json.dumps({"at": int(time.time() * 1000), "by": store, "lines": [[sku, 1, 450]],
-                       "loc": store}, separators=(",", ":"), sort_keys=True)
+    return json.dumps(
+        {"at": int(time.time() * 1000), "by": store, "lines": [[sku, 1, 450]], "loc": store},
+        separators=(",", ":"),
+        sort_keys=True,
+    )
 
 
-async def workload(port: int, db: Path, k: int, per_store: int, timeout: float,
-                   skus: int = 20) -> dict[str, Any]:
+async def workload(
+    port: int, db: Path, k: int, per_store: int, timeout: float, skus: int = 20
+) -> dict[str, Any]:
     """K stores stream ``per_store`` sales each; one follower holds every room.
 
     Each sale is one transaction: the sale record (the same JSON text as
@@ -115,7 +122,8 @@ async def workload(port: int, db: Path, k: int, per_store: int, timeout: float,
             path = f"/acme/store-{i:02d}"
             for role in ("store", "follower"):
                 ws = await stack.enter_async_context(
-                    connect(f"ws://{HOST}:{port}{path}", compression=None, max_size=None))
+                    connect(f"ws://{HOST}:{port}{path}", compression=None, max_size=None)
+                )
                 doc: Any = pycrdt.Doc()
                 sales = doc.get("sales", type=pycrdt.Map)
                 stock = doc.get("stock", type=pycrdt.Map)
@@ -147,9 +155,15 @@ async def workload(port: int, db: Path, k: int, per_store: int, timeout: float,
             await asyncio.sleep(0.02)
         end = time.monotonic()
     done = got >= total and stored >= total
-    return {"sales": total, "elapsed_s": end - t0, "produce_s": produced - t0,
-            "sales_per_s": total / (end - t0) if done else got / (end - t0),
-            "follower_got": got, "stored": stored, "complete": done}
+    return {
+        "sales": total,
+        "elapsed_s": end - t0,
+        "produce_s": produced - t0,
+        "sales_per_s": total / (end - t0) if done else got / (end - t0),
+        "follower_got": got,
+        "stored": stored,
+        "complete": done,
+    }
 
 
 def main() -> None:

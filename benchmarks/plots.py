@@ -14,8 +14,9 @@ def available() -> str | None:
     return None
 
 
-def _bars(ax: Any, labels: list[str], ours: list[float], base: list[float], base_name: str,
-          unit: str) -> None:
+def _bars(
+    ax: Any, labels: list[str], ours: list[float], base: list[float], base_name: str, unit: str
+) -> None:
     import numpy as np
 
     x = np.arange(len(labels))
@@ -36,14 +37,21 @@ def render(results: dict[str, Any], outdir: Path) -> list[Path]:
     figs = results["figures"]
     written: list[Path] = []
 
-    relay = [f for f in figs if f["bench"] == "3-relay" and "pycrdt" in f["name"]
-             and "baseline" in f]
+    relay = [
+        f for f in figs if f["bench"] == "3-relay" and "pycrdt" in f["name"] and "baseline" in f
+    ]
     echo = [f for f in figs if f["bench"] == "3-relay" and "echo" in f["name"]]
     if relay or echo:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         if relay:
-            _bars(axes[0], [f["name"].split()[0] for f in relay], [f["value"] for f in relay],
-                  [f["baseline"] for f in relay], "pycrdt-websocket + store", "sales/s")
+            _bars(
+                axes[0],
+                [f["name"].split()[0] for f in relay],
+                [f["value"] for f in relay],
+                [f["baseline"] for f in relay],
+                "pycrdt-websocket + store",
+                "sales/s",
+            )
             axes[0].set_yscale("log")
             axes[0].set_title("Relay: sales/s end to end (log)")
         if echo:
@@ -79,8 +87,12 @@ def render(results: dict[str, Any], outdir: Path) -> list[Path]:
         up = [f["value"] for f in wire]
         yjs = [sum(f["extra"].get("yjs_update_bytes_per_line", {}).values()) for f in wire]
         ax.bar(labels, yjs, label="Yjs update bytes")
-        ax.bar(labels, [u - y for u, y in zip(up, yjs, strict=True)], bottom=yjs,
-               label="doc name + msgpack + websocket framing")
+        ax.bar(
+            labels,
+            [u - y for u, y in zip(up, yjs, strict=True)],
+            bottom=yjs,
+            label="doc name + msgpack + websocket framing",
+        )
         ax.axhline(64, color="red", linestyle="--", label="target 64 B")
         ax.set_ylabel("bytes up per sale line")
         ax.legend(fontsize=8)

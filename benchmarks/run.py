@@ -32,8 +32,7 @@ QUICK: dict[str, Any] = {
 
 FULL: dict[str, Any] = {
     "sale": {"sales": 500, "rounds": 5},
-    "import": {"products": 100_000, "batch": 1000, "stock_sample": 2000,
-               "fixture_stock": True},
+    "import": {"products": 100_000, "batch": 1000, "stock_sample": 2000, "fixture_stock": True},
     "relay": {"ks": (1, 10, 50), "sales": 10_000, "timeout": 300.0, "echo_messages": 20_000},
     "wire": {"sales": 300, "offline_sales": 10_000},
     "storm": {"stores": 50, "sales": 1000, "timeout": 600.0},
@@ -51,8 +50,9 @@ TINY: dict[str, Any] = {
 }
 
 
-def run_all(config: dict[str, Any], workdir: Path, *,
-            with_peer: bool = True) -> tuple[list[Figure], list[str]]:
+def run_all(
+    config: dict[str, Any], workdir: Path, *, with_peer: bool = True
+) -> tuple[list[Figure], list[str]]:
     """Run the benchmarks named in ``config``; return figures and errors."""
     figs: list[Figure] = []
     errors: list[str] = []
@@ -65,8 +65,15 @@ def run_all(config: dict[str, Any], workdir: Path, *,
         except Exception as exc:
             traceback.print_exc()
             errors.append(f"{name}: {type(exc).__name__}: {exc}")
-            emit(Figure(name, "ERROR", float("nan"), "-",
-                        extra={"error": f"{type(exc).__name__}: {exc}"}))
+            emit(
+                Figure(
+                    name,
+                    "ERROR",
+                    float("nan"),
+                    "-",
+                    extra={"error": f"{type(exc).__name__}: {exc}"},
+                )
+            )
         print(f"# {name} took {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
 
     if "sale" in config:
@@ -83,14 +90,21 @@ def run_all(config: dict[str, Any], workdir: Path, *,
         step("6-state", lambda: b6_state.state_size(workdir, **config["state"]))
         imp = config.get("import", {})
         if imp.get("fixture_stock"):
-            step("6-state-open", lambda: b6_state.open_time(
-                workdir, workdir / "b2-replica.db", workdir / "b2-raw.db", imp["products"]))
+            step(
+                "6-state-open",
+                lambda: b6_state.open_time(
+                    workdir, workdir / "b2-replica.db", workdir / "b2-raw.db", imp["products"]
+                ),
+            )
     return figs, errors
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="1, 3 (K=1,10) and 4 (~1 min)")
     mode.add_argument("--full", action="store_true", help="everything; results.json + plots")
@@ -109,8 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_peer and "relay" in config and (why := b3_relay.peer.available()):
         print(f"# {why}", file=sys.stderr)
     info = machine()
-    print(json.dumps({"machine": info, "mode": "full" if args.full else "quick",
-                      "config": config}, default=list), flush=True)
+    print(
+        json.dumps(
+            {"machine": info, "mode": "full" if args.full else "quick", "config": config},
+            default=list,
+        ),
+        flush=True,
+    )
     workdir = Path(tempfile.mkdtemp(prefix="tiendasync-bench-"))
     t0 = time.monotonic()
     try:
@@ -120,14 +139,22 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     elapsed = time.monotonic() - t0
     print()
-    print(table(figs, f"tiendasync benchmarks ({'full' if args.full else 'quick'}, "
-                      f"{elapsed:.0f} s, {info['nproc']} cores, Python {info['python']})"))
+    print(
+        table(
+            figs,
+            f"tiendasync benchmarks ({'full' if args.full else 'quick'}, "
+            f"{elapsed:.0f} s, {info['nproc']} cores, Python {info['python']})",
+        )
+    )
     print()
     print("Ratios:")
     for f in figs:
         if f.ratio is not None:
-            verdict = "" if f.met is None else ("  [target met]" if f.met else
-                                                 f"  [target {f.target} MISSED]")
+            verdict = (
+                ""
+                if f.met is None
+                else ("  [target met]" if f.met else f"  [target {f.target} MISSED]")
+            )
             print(f"  {f.bench:<15} {f.name}: {f.ratio:.3g}{verdict}")
     if errors:
         print("\nErrors:\n  " + "\n  ".join(errors))
@@ -141,9 +168,20 @@ def main(argv: list[str] | None = None) -> int:
             new = [f for f in old["figures"] if (f["bench"], f["name"]) not in names] + new
             errors = [e for e in old.get("errors", []) if e.split(":")[0] not in benches] + errors
             config = {**old.get("config", {}), **config}
-        out.write_text(json.dumps({"machine": info, "elapsed_s": elapsed, "config": config,
-                                   "figures": new, "errors": errors},
-                                  indent=1, default=list) + "\n")
+        out.write_text(
+            json.dumps(
+                {
+                    "machine": info,
+                    "elapsed_s": elapsed,
+                    "config": config,
+                    "figures": new,
+                    "errors": errors,
+                },
+                indent=1,
+                default=list,
+            )
+            + "\n"
+        )
         print(f"\nwrote {out}")
         why = plots.available()
         if why is None:

@@ -49,8 +49,9 @@ def free_port() -> int:
 
 
 def tiendasync(*args: str) -> str:
-    out = subprocess.run([PY, "-m", "tiendasync", *args], check=True, capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [PY, "-m", "tiendasync", *args], check=True, capture_output=True, text=True, timeout=60
+    )
     return out.stdout.strip()
 
 
@@ -60,10 +61,27 @@ class Store:
     def __init__(self, workdir: Path, replica: str, relay: str, token: str) -> None:
         self.name = replica
         self.proc = subprocess.Popen(
-            [PY, str(Path(__file__).with_name("pos.py")), "--json",
-             "--db", str(workdir / f"{replica}.db"), "--tenant", "acme", "--replica", replica,
-             "--location", "tienda-1", "--relay", relay, "--token", token],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+            [
+                PY,
+                str(Path(__file__).with_name("pos.py")),
+                "--json",
+                "--db",
+                str(workdir / f"{replica}.db"),
+                "--tenant",
+                "acme",
+                "--replica",
+                replica,
+                "--location",
+                "tienda-1",
+                "--relay",
+                relay,
+                "--token",
+                token,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
         )
 
     def do(self, command: str) -> Any:
@@ -91,7 +109,8 @@ class Store:
 
 def admin(port: int, token: str, method: str, path: str, body: Any = None) -> Any:
     request = urllib.request.Request(
-        f"http://{HOST}:{port}{path}", method=method,
+        f"http://{HOST}:{port}{path}",
+        method=method,
         data=None if body is None else json.dumps(body).encode(),
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
@@ -119,14 +138,32 @@ def main() -> int:
     relay: subprocess.Popen[str] | None = None
     try:
         say("Setting up: a relay and two tills (caja-1, caja-2) of store tienda-1")
-        tokens = {r: tiendasync("relay", "token", "add", "--db", relay_db, "--tenant", "acme",
-                                "--replica", r) for r in ("caja-1", "caja-2")}
+        tokens = {
+            r: tiendasync(
+                "relay", "token", "add", "--db", relay_db, "--tenant", "acme", "--replica", r
+            )
+            for r in ("caja-1", "caja-2")
+        }
         admin_token = tiendasync("relay", "token", "add", "--db", relay_db, "--admin")
         relay_log = (workdir / "relay.log").open("w")
         relay = subprocess.Popen(
-            [PY, "-m", "tiendasync", "relay", "--db", relay_db, "--host", HOST,
-             "--port", str(port), "--admin-port", str(admin_port)],
-            stdout=subprocess.DEVNULL, stderr=relay_log, text=True,
+            [
+                PY,
+                "-m",
+                "tiendasync",
+                "relay",
+                "--db",
+                relay_db,
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--admin-port",
+                str(admin_port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=relay_log,
+            text=True,
         )
         relay_log.close()  # the child keeps its own descriptor
 
@@ -162,16 +199,20 @@ def main() -> int:
         print(f"   caja-1 sold {s1['id']}, caja-2 sold {s2['id']} (both took the last leche)")
         for store in stores:
             status = store.do("status")
-            check(status["state"] == "offline" and status["pending"] >= 1,
-                  f"{store.name} is offline with {status['pending']} pending write(s)")
+            check(
+                status["state"] == "offline" and status["pending"] >= 1,
+                f"{store.name} is offline with {status['pending']} pending write(s)",
+            )
 
         say("The connection comes back: the sales sync by themselves")
         for store in stores:
             store.do("online")
         for store in stores:
             store.do("wait-synced 20")
-        wait_for(lambda: all(s.do("snapshot")["sales"] == 2 for s in stores),
-                 "both tills hold both sales")
+        wait_for(
+            lambda: all(s.do("snapshot")["sales"] == 2 for s in stores),
+            "both tills hold both sales",
+        )
         wait_for(lambda: caja1.do("stock CAFE-500") == 7, "cafe stock merged: 10 - 2 - 1 = 7")
         check(caja2.do("stock LECHE-1L") == -1, "leche stock merged to -1 (oversold)")
 
@@ -179,39 +220,55 @@ def main() -> int:
         found: list[Any] = []
 
         def conflict_opened() -> bool:
-            found[:] = admin(admin_port, admin_token, "GET",
-                             "/api/sync/queue/?conflict=true&status=open")["results"]
+            found[:] = admin(
+                admin_port, admin_token, "GET", "/api/sync/queue/?conflict=true&status=open"
+            )["results"]
             return len(found) >= 1
 
         wait_for(conflict_opened, "an open conflict is in the relay queue")
         check(len(found) == 1, "exactly one conflict")
         conflict = found[0]
         print(f"   {conflict['id']}: {conflict['message']} (priority {conflict['priority']})")
-        check(sorted(conflict["sales"]) == sorted([s1["id"], s2["id"]]),
-              "both sales are linked to it")
-        wait_for(lambda: caja2.do("status")["open_conflicts"] == 1,
-                 "the tills see the open conflict too")
+        check(
+            sorted(conflict["sales"]) == sorted([s1["id"], s2["id"]]), "both sales are linked to it"
+        )
+        wait_for(
+            lambda: caja2.do("status")["open_conflicts"] == 1, "the tills see the open conflict too"
+        )
 
         say("The administrator resolves it over HTTP: one more unit found in the back room")
-        resolved = admin(admin_port, admin_token, "POST",
-                         f"/api/sync/queue/{conflict['id']}/resolve/",
-                         {"action": "adjust", "quantity": 1, "by": "ana (admin)",
-                          "note": "found one carton in the back room"})
+        resolved = admin(
+            admin_port,
+            admin_token,
+            "POST",
+            f"/api/sync/queue/{conflict['id']}/resolve/",
+            {
+                "action": "adjust",
+                "quantity": 1,
+                "by": "ana (admin)",
+                "note": "found one carton in the back room",
+            },
+        )
         check(resolved["status"] == "resolved", "the relay marks it resolved")
 
         say("Everything converges")
-        wait_for(lambda: all(s.do("stock LECHE-1L") == 0 for s in stores),
-                 "leche stock is 0 on both tills")
-        wait_for(lambda: all(s.do("snapshot")["conflicts"].get(conflict["id"]) == "resolved"
-                             for s in stores), "the conflict reads resolved on both tills")
+        wait_for(
+            lambda: all(s.do("stock LECHE-1L") == 0 for s in stores),
+            "leche stock is 0 on both tills",
+        )
+        wait_for(
+            lambda: all(
+                s.do("snapshot")["conflicts"].get(conflict["id"]) == "resolved" for s in stores
+            ),
+            "the conflict reads resolved on both tills",
+        )
         snaps = [s.do("snapshot") for s in stores]
         check(snaps[0] == snaps[1], "caja-1 and caja-2 hold identical data")
         log = admin(admin_port, admin_token, "GET", "/api/sync/log/")["results"]
         check(len(log) >= 2, f"the relay's sync log shows {len(log)} sessions")
         for store in stores:
             print(f"   {store.name} log: {store.do('log')[:3]}")
-        print(f"\nDemo passed in {time.monotonic() - started:.1f} s "
-              f"(files in {workdir})")
+        print(f"\nDemo passed in {time.monotonic() - started:.1f} s (files in {workdir})")
         return 0
     finally:
         for store in stores:

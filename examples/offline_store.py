@@ -46,8 +46,10 @@ def main() -> None:
                 print(f"  #{entry.id:<3} {entry.status:<8} {entry.summary}")
 
             status = r.status
-            print(f"\nstatus: {status.state}, {status.pending} pending, "
-                  f"{status.open_conflicts} open conflicts")
+            print(
+                f"\nstatus: {status.state}, {status.pending} pending, "
+                f"{status.open_conflicts} open conflicts"
+            )
 
 
 if __name__ == "__main__":

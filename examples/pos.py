@@ -71,16 +71,24 @@ def run_command(r: Replica, words: list[str], relay: str | None, token: str | No
         raise TiendaSyncError(f"still {r.status.pending} pending after waiting")
     if cmd == "status":
         s = r.status
-        return {"state": s.state, "pending": s.pending, "open_conflicts": s.open_conflicts,
-                "last_sync_at": s.last_sync_at}
+        return {
+            "state": s.state,
+            "pending": s.pending,
+            "open_conflicts": s.open_conflicts,
+            "last_sync_at": s.last_sync_at,
+        }
     if cmd == "queue":
-        return [e.summary + f" [{e.status}{', conflict' if e.has_conflict else ''}]"
-                for e in r.queue.list(limit=20)]
+        return [
+            e.summary + f" [{e.status}{', conflict' if e.has_conflict else ''}]"
+            for e in r.queue.list(limit=20)
+        ]
     if cmd == "conflicts":
         return [c.to_dict() for c in r.conflicts.list()]
     if cmd == "log":
-        return [f"{e.outcome}: sent {e.updates_sent}, received {e.updates_received}"
-                for e in r.log.list(limit=10)]
+        return [
+            f"{e.outcome}: sent {e.updates_sent}, received {e.updates_received}"
+            for e in r.log.list(limit=10)
+        ]
     if cmd == "snapshot":
         return snapshot(r)
     raise TiendaSyncError(f"unknown command {cmd!r} (type help)")
@@ -96,8 +104,9 @@ def main() -> int:
     parser.add_argument("--token")
     parser.add_argument("--json", action="store_true", help="answer one JSON line per command")
     args = parser.parse_args()
-    with Replica.open(args.db, tenant=args.tenant, replica_id=args.replica,
-                      location=args.location) as r:
+    with Replica.open(
+        args.db, tenant=args.tenant, replica_id=args.replica, location=args.location
+    ) as r:
         if not args.json:
             print(f"{r.replica_id} at {r.location}: ready (type help)")
         for line in sys.stdin:
@@ -114,8 +123,12 @@ def main() -> int:
             if args.json:
                 print(json.dumps({"ok": ok, "result": result}, default=str), flush=True)
             else:
-                print(result if isinstance(result, str) else json.dumps(result, indent=2,
-                                                                        default=str), flush=True)
+                print(
+                    result
+                    if isinstance(result, str)
+                    else json.dumps(result, indent=2, default=str),
+                    flush=True,
+                )
     return 0
 
 

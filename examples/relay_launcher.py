@@ -21,8 +21,9 @@ from pathlib import Path
 
 
 def tiendasync(*args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "tiendasync", *args], check=True,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "tiendasync", *args], check=True, capture_output=True, text=True
+    )
     return done.stdout.strip()
 
 
@@ -43,17 +44,32 @@ def main() -> int:
         tokens["admin"] = tiendasync("relay", "token", "add", "--db", db, "--admin")
     for store in args.store:
         if store not in tokens:
-            tokens[store] = tiendasync("relay", "token", "add", "--db", db,
-                                       "--tenant", args.tenant, "--replica", store)
+            tokens[store] = tiendasync(
+                "relay", "token", "add", "--db", db, "--tenant", args.tenant, "--replica", store
+            )
     tokens_file.write_text(json.dumps(tokens, indent=2))
     os.chmod(tokens_file, 0o600)
     print(f"tokens saved in {tokens_file} (secret)")
     for name, token in tokens.items():
         print(f"  {name:<12} {token}")
-    print(f"relay: ws://{args.host}:{args.port}   admin API and console: "
-          f"http://{args.host}:{args.port + 1}/")
-    relay = subprocess.Popen([sys.executable, "-m", "tiendasync", "relay", "--db", db,
-                              "--host", args.host, "--port", str(args.port)])
+    print(
+        f"relay: ws://{args.host}:{args.port}   admin API and console: "
+        f"http://{args.host}:{args.port + 1}/"
+    )
+    relay = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tiendasync",
+            "relay",
+            "--db",
+            db,
+            "--host",
+            args.host,
+            "--port",
+            str(args.port),
+        ]
+    )
     # Ctrl-C or SIGTERM here stops the relay cleanly (it commits and closes sessions).
     signal.signal(signal.SIGTERM, lambda *_: relay.terminate())
     try:

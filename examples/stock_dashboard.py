@@ -27,8 +27,9 @@ from tiendasync.crdt import PNCounter
 def render(counter: PNCounter, location: str) -> str:
     rows = sorted(counter.items())
     lines = [f"stock at {location}", f"{'SKU':<20} {'units':>8}", "-" * 29]
-    lines += [f"{sku:<20} {units:>8}" + ("  <- negative!" if units < 0 else "")
-              for sku, units in rows]
+    lines += [
+        f"{sku:<20} {units:>8}" + ("  <- negative!" if units < 0 else "") for sku, units in rows
+    ]
     return "\n".join(lines)
 
 
@@ -64,8 +65,7 @@ def main() -> int:
     parser.add_argument("--once", action="store_true", help="print once synced, then exit")
     args = parser.parse_args()
     try:
-        return asyncio.run(follow(args.relay, args.tenant, args.location, args.token,
-                                  args.once))
+        return asyncio.run(follow(args.relay, args.tenant, args.location, args.token, args.once))
     except KeyboardInterrupt:
         return 0
 

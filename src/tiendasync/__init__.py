@@ -4,32 +4,37 @@ A point-of-sale app embeds a :class:`Replica`; it keeps selling with no
 network, and exchanges CRDT updates with a central relay when it can.
 """
 
-from .config import StoreConfig
-from .errors import (
+from tiendasync.errors import (
     AuthError,
     ClockError,
     ConfigError,
     ConflictClosed,
     ConflictNotFound,
+    CorruptData,
+    InternalError,
     InvalidArgument,
-    InvariantViolation,
     LocalProtocolError,
     NotFound,
+    PeerError,
     ProtocolError,
     RemoteProtocolError,
     ReplicaClosed,
+    RetryLater,
     StorageError,
     SyncError,
     TiendaSyncError,
+    Unauthorized,
     UnknownLocation,
     UnreachableRelay,
+    UsageError,
 )
-from .hlc import HLC, Timestamp
-from .inventory import StockMovement
-from .queue import QueueEntry
-from .replica import Replica, ReplicaStatus
-from .sales import Sale, SaleLine
-from .synclog import SyncLogEntry
+from tiendasync.model.config import StoreConfig
+from tiendasync.model.hlc import HLC, Timestamp
+from tiendasync.store.inventory import StockMovement
+from tiendasync.store.queue import QueueEntry
+from tiendasync.store.replica import Replica, ReplicaStatus
+from tiendasync.store.sales import Sale, SaleLine
+from tiendasync.store.synclog import SyncLogEntry
 
 __version__ = "0.1.0"
 
@@ -40,16 +45,19 @@ __all__ = [
     "ConfigError",
     "ConflictClosed",
     "ConflictNotFound",
+    "CorruptData",
+    "InternalError",
     "InvalidArgument",
-    "InvariantViolation",
     "LocalProtocolError",
     "NotFound",
+    "PeerError",
     "ProtocolError",
     "QueueEntry",
     "RemoteProtocolError",
     "Replica",
     "ReplicaClosed",
     "ReplicaStatus",
+    "RetryLater",
     "Sale",
     "SaleLine",
     "StockMovement",
@@ -59,7 +67,9 @@ __all__ = [
     "SyncLogEntry",
     "TiendaSyncError",
     "Timestamp",
+    "Unauthorized",
     "UnknownLocation",
     "UnreachableRelay",
+    "UsageError",
     "__version__",
 ]

@@ -1,5 +1,5 @@
 """``python -m tiendasync`` is the ``tiendasync`` command."""
 
-from .cli import main
+from tiendasync.cli import main
 
 raise SystemExit(main())

@@ -6,10 +6,10 @@ updates from the doc's change events, so that local and remote writes are read
 the same way.
 """
 
-from .counter import PNCounter
-from .keys import MAX_SAFE_INTEGER, ROOT, check_name, check_safe_int
-from .ledger import Ledger
-from .lww import LWWMap
+from tiendasync.crdt.counter import PNCounter
+from tiendasync.crdt.keys import MAX_SAFE_INTEGER, ROOT, check_name, check_safe_int
+from tiendasync.crdt.ledger import Ledger
+from tiendasync.crdt.lww import LWWMap
 
 __all__ = [
     "MAX_SAFE_INTEGER",

@@ -13,8 +13,8 @@ from typing import Any
 
 import pycrdt
 
-from ..errors import InvalidArgument
-from .keys import MAX_SAFE_INTEGER, ROOT, SEP, check_safe_int
+from tiendasync.crdt.keys import MAX_SAFE_INTEGER, ROOT, SEP, check_safe_int
+from tiendasync.errors import InvalidArgument
 
 __all__ = ["PNCounter"]
 

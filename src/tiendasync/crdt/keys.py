@@ -1,53 +1,16 @@
 """Key layout shared by the CRDT views.
 
 Root-map keys are made of parts joined by ``SEP`` (the ASCII unit separator),
-which is why names may not contain control characters.
+which is why names may not contain control characters
+(:func:`tiendasync.model.names.check_name`).
 """
 
 from __future__ import annotations
 
-import re
-
-from ..errors import InvalidArgument
+from tiendasync.model.names import MAX_NAME_LENGTH, MAX_SAFE_INTEGER, check_name, check_safe_int
 
 __all__ = ["MAX_NAME_LENGTH", "MAX_SAFE_INTEGER", "ROOT", "SEP", "check_name", "check_safe_int"]
 
 #: Name of the root map in every document.  Short, because it is on the wire.
 ROOT = "t"
 SEP = "\x1f"
-#: Yjs stores numbers as IEEE doubles: integers are exact only below 2**53.
-MAX_SAFE_INTEGER = 2**53 - 1
-MAX_NAME_LENGTH = 200
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def check_name(value: object, what: str) -> str:
-    """Return ``value`` if it is usable as a SKU, location or record name.
-
-    Raises :class:`InvalidArgument` for non-strings, empty strings, strings
-    longer than ``MAX_NAME_LENGTH`` or containing control characters.
-    """
-    if not isinstance(value, str):
-        raise InvalidArgument(f"{what} must be a string, got {type(value).__name__}")
-    if not value or not value.strip():
-        raise InvalidArgument(f"{what} must not be empty")
-    if len(value) > MAX_NAME_LENGTH:
-        raise InvalidArgument(f"{what} is longer than {MAX_NAME_LENGTH} characters")
-    if _CONTROL.search(value):
-        raise InvalidArgument(f"{what} {value!r} contains control characters")
-    return value
-
-
-def check_safe_int(value: object, what: str, *, positive: bool = False) -> int:
-    """Return ``value`` if it is an exact integer Yjs can carry.
-
-    Refuses bools, floats (even ``2.0``: quantities and cents are integers),
-    magnitudes of 2**53 or more and, with ``positive``, zero and negatives.
-    """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgument(f"{what} must be an integer, got {type(value).__name__} {value!r}")
-    if abs(value) > MAX_SAFE_INTEGER:
-        raise InvalidArgument(f"{what} {value} is too large (limit is 2**53 - 1)")
-    if positive and value <= 0:
-        raise InvalidArgument(f"{what} must be greater than zero, got {value}")
-    return value

@@ -14,9 +14,9 @@ from typing import Any
 
 import pycrdt
 
-from ..errors import InvalidArgument
-from .keys import ROOT, SEP
-from .lww import encode_value
+from tiendasync.crdt.keys import ROOT, SEP
+from tiendasync.crdt.lww import encode_value
+from tiendasync.errors import InvalidArgument
 
 __all__ = ["Ledger"]
 
@@ -63,9 +63,7 @@ class Ledger:
         existing = self._root.get(record_id)
         if existing is not None:
             if existing != text:
-                raise InvalidArgument(
-                    f"record {record_id!r} already exists with different content"
-                )
+                raise InvalidArgument(f"record {record_id!r} already exists with different content")
             return False
         self._root[record_id] = text
         return True

@@ -24,9 +24,9 @@ from typing import Any, NamedTuple
 
 import pycrdt
 
-from ..errors import InvalidArgument
-from ..hlc import Timestamp
-from .keys import ROOT, SEP
+from tiendasync.crdt.keys import ROOT, SEP
+from tiendasync.errors import InvalidArgument
+from tiendasync.model.hlc import Timestamp
 
 __all__ = ["TOMBSTONE", "FieldWrite", "LWWMap"]
 

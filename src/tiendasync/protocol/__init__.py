@@ -6,7 +6,7 @@ bytes to send.  They never touch sockets, threads or clocks, which is what
 lets the tests drive them through simulated networks.  See docs/protocol.md.
 """
 
-from .events import (
+from tiendasync.protocol.events import (
     Ack,
     ConnectionClosed,
     Event,
@@ -17,7 +17,7 @@ from .events import (
     UpdateReceived,
     Welcome,
 )
-from .frames import (
+from tiendasync.protocol.frames import (
     CLOSE_AUTH,
     CLOSE_FORBIDDEN,
     CLOSE_INTERNAL,
@@ -30,8 +30,8 @@ from .frames import (
     PROTOCOL_VERSION,
     FrameType,
 )
-from .relay_side import RelayConnection
-from .replica_side import ReplicaConnection
+from tiendasync.protocol.relay_side import RelayConnection
+from tiendasync.protocol.replica_side import ReplicaConnection
 
 __all__ = [
     "CLOSE_AUTH",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import LocalProtocolError, RemoteProtocolError
-from .events import ConnectionClosed, Event, ProtocolFailure
-from .frames import (
+from tiendasync.errors import LocalProtocolError, RemoteProtocolError
+from tiendasync.protocol.events import ConnectionClosed, Event, ProtocolFailure
+from tiendasync.protocol.frames import (
     CLOSE_NORMAL,
     MAX_DOCS_PER_HELLO,
     MAX_FRAME_BYTES,
@@ -141,6 +141,4 @@ class Connection:
         raise NotImplementedError
 
     def _unexpected(self, frame_type: FrameType) -> None:
-        raise RemoteProtocolError(
-            f"unexpected {frame_type.name} frame in state {self.state}", 1002
-        )
+        raise RemoteProtocolError(f"unexpected {frame_type.name} frame in state {self.state}", 1002)

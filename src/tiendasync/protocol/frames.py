@@ -34,7 +34,7 @@ from typing import Any
 
 import msgpack
 
-from ..errors import RemoteProtocolError
+from tiendasync.errors import RemoteProtocolError
 
 __all__ = [
     "CLOSE_AUTH",
@@ -123,8 +123,14 @@ class FrameDecoder:
                 obj = next(self._unpacker)
             except StopIteration:
                 return out
-            except (ValueError, msgpack.ExtraData, msgpack.FormatError,
-                    msgpack.StackError, TypeError, RecursionError) as exc:
+            except (
+                ValueError,
+                msgpack.ExtraData,
+                msgpack.FormatError,
+                msgpack.StackError,
+                TypeError,
+                RecursionError,
+            ) as exc:
                 raise RemoteProtocolError(
                     f"malformed frame: {type(exc).__name__} {exc}".strip(), CLOSE_PROTOCOL
                 ) from exc
@@ -154,8 +160,7 @@ def _bin(value: Any, what: str) -> bytes:
 
 
 def _alias(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or \
-            not 0 <= value < MAX_DOCS_PER_HELLO:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_DOCS_PER_HELLO:
         raise _fail("document alias must be an integer below 10000")
     return value
 
@@ -211,10 +216,16 @@ def validate(obj: Any) -> tuple[FrameType, list[Any]]:
         if not isinstance(past, list):
             raise _fail("HELLO past client ids must be an array")
         return frame_type, [
-            _uint(f[0], "version"), _str(f[1], "tenant"), _str(f[2], "replica id"),
-            _str(f[3], "token", MAX_TOKEN), _uint(f[4], "client id"), _svs(f[5]),
-            {"full": bool(flags.get("full", False)),
-             "past": [_uint(c, "past client id") for c in past]},
+            _uint(f[0], "version"),
+            _str(f[1], "tenant"),
+            _str(f[2], "replica id"),
+            _str(f[3], "token", MAX_TOKEN),
+            _uint(f[4], "client id"),
+            _svs(f[5]),
+            {
+                "full": bool(flags.get("full", False)),
+                "past": [_uint(c, "past client id") for c in past],
+            },
         ]
     if frame_type is FrameType.WELCOME:
         if f[3] is not None and not isinstance(f[3], dict):

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .connection import Connection
-from .events import Hello, UpdateReceived
-from .frames import CLOSE_VERSION, PROTOCOL_VERSION, FrameType
+from tiendasync.protocol.connection import Connection
+from tiendasync.protocol.events import Hello, UpdateReceived
+from tiendasync.protocol.frames import CLOSE_VERSION, PROTOCOL_VERSION, FrameType
 
 __all__ = ["RelayConnection"]
 
@@ -53,12 +53,23 @@ class RelayConnection(Connection):
         if frame_type is FrameType.HELLO and self.state == "new":
             version, tenant, replica_id, token, client_id, svs, flags = fields
             if version != PROTOCOL_VERSION:
-                self.fail(CLOSE_VERSION, f"protocol {version} not supported; relay speaks "
-                          f"{PROTOCOL_VERSION}")
+                self.fail(
+                    CLOSE_VERSION,
+                    f"protocol {version} not supported; relay speaks {PROTOCOL_VERSION}",
+                )
                 return
             self.state = "authenticating"
-            self._events.append(Hello(tenant, replica_id, token, client_id, svs,
-                                      full=flags["full"], past_client_ids=tuple(flags["past"])))
+            self._events.append(
+                Hello(
+                    tenant,
+                    replica_id,
+                    token,
+                    client_id,
+                    svs,
+                    full=flags["full"],
+                    past_client_ids=tuple(flags["past"]),
+                )
+            )
         elif frame_type is FrameType.UPDATE and self.state == "open":
             self._events.append(UpdateReceived(self._doc_in(fields[0]), fields[1]))
         else:

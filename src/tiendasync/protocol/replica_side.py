@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .connection import Connection
-from .events import Ack, Synced, SyncRequested, UpdateReceived, Welcome
-from .frames import CLOSE_VERSION, PROTOCOL_VERSION, FrameType
+from tiendasync.protocol.connection import Connection
+from tiendasync.protocol.events import Ack, Synced, SyncRequested, UpdateReceived, Welcome
+from tiendasync.protocol.frames import CLOSE_VERSION, PROTOCOL_VERSION, FrameType
 
 __all__ = ["ReplicaConnection"]
 
@@ -32,8 +32,14 @@ class ReplicaConnection(Connection):
         """Introduce ourselves; the relay answers WELCOME or ERROR."""
         self._require("new")
         self._send(
-            FrameType.HELLO, PROTOCOL_VERSION, tenant, replica_id, token, client_id,
-            state_vectors, {"full": full, "past": list(past_client_ids)},
+            FrameType.HELLO,
+            PROTOCOL_VERSION,
+            tenant,
+            replica_id,
+            token,
+            client_id,
+            state_vectors,
+            {"full": full, "past": list(past_client_ids)},
         )
         self.state = "hello_sent"
 
@@ -46,8 +52,9 @@ class ReplicaConnection(Connection):
         if frame_type is FrameType.WELCOME and self.state == "hello_sent":
             version, session_id, svs, config = fields
             if version != PROTOCOL_VERSION:
-                self.fail(CLOSE_VERSION, f"relay speaks protocol {version}, we speak "
-                          f"{PROTOCOL_VERSION}")
+                self.fail(
+                    CLOSE_VERSION, f"relay speaks protocol {version}, we speak {PROTOCOL_VERSION}"
+                )
                 return
             self.state = "catching_up"
             self._events.append(Welcome(session_id, svs, config))

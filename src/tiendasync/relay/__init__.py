@@ -7,12 +7,11 @@ Run it with ``tiendasync relay --db relay.db``; embed it with::
     await server.start()
 """
 
-from . import cli
-from .auth import authenticate, issue_token, new_token
-from .broker import Broker, InProcessBroker
-from .docs import DocCache
-from .server import Grants, RelayServer
-from .store import RelayStore, SessionRecord, SqliteRelayStore, TokenRecord
+from tiendasync.relay.auth import authenticate, issue_token, new_token
+from tiendasync.relay.broker import Broker, InProcessBroker
+from tiendasync.relay.docs import DocCache
+from tiendasync.relay.server import Grants, RelayServer
+from tiendasync.relay.storage import RelayStore, SessionRecord, SqliteRelayStore, TokenRecord
 
 __all__ = [
     "Broker",
@@ -25,7 +24,6 @@ __all__ = [
     "SqliteRelayStore",
     "TokenRecord",
     "authenticate",
-    "cli",
     "issue_token",
     "new_token",
 ]

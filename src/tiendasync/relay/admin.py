@@ -1,6 +1,6 @@
 """The relay's side of the admin API: operations over the live relay, and serving it.
 
-:class:`RelayAdmin` implements :class:`tiendasync.admin_api.AdminBackend` on
+:class:`RelayAdmin` implements :class:`tiendasync.relay.admin_api.AdminBackend` on
 a running :class:`RelayServer`; :class:`AdminHTTPServer` serves the ASGI app
 with uvicorn inside the relay's own event loop (so no threads share state).
 """
@@ -15,12 +15,12 @@ from typing import Any
 
 import uvicorn
 
-from ..admin_api import create_admin_app
-from ..central import CENTRAL_REPLICA_ID
-from ..config import StoreConfig
-from ..errors import ConfigError, InvalidArgument, NotFound
-from .auth import authenticate
-from .server import RelayServer
+from tiendasync.errors import ConfigError, InvalidArgument, NotFound
+from tiendasync.model.config import StoreConfig
+from tiendasync.relay.admin_api import create_admin_app
+from tiendasync.relay.auth import authenticate
+from tiendasync.relay.central import CENTRAL_REPLICA_ID
+from tiendasync.relay.server import RelayServer
 
 __all__ = ["AdminHTTPServer", "RelayAdmin"]
 
@@ -28,7 +28,7 @@ _RELAY_ONLY_CONFIG = ("read", "write")
 
 
 class RelayAdmin:
-    """Admin operations on a running relay (see ``tiendasync.admin_api``)."""
+    """Admin operations on a running relay (see ``tiendasync.relay.admin_api``)."""
 
     def __init__(self, server: RelayServer) -> None:
         self.server = server
@@ -43,9 +43,16 @@ class RelayAdmin:
         return self.server.tenants()
 
     def _replica_ids(self, tenant: str) -> list[str]:
-        return sorted({t.replica_id for t in self.store.list_tokens()
-                       if t.tenant == tenant and t.replica_id and not t.revoked
-                       and t.replica_id != CENTRAL_REPLICA_ID})
+        return sorted(
+            {
+                t.replica_id
+                for t in self.store.list_tokens()
+                if t.tenant == tenant
+                and t.replica_id
+                and not t.revoked
+                and t.replica_id != CENTRAL_REPLICA_ID
+            }
+        )
 
     # -- conflicts ----------------------------------------------------------------------------
 
@@ -63,8 +70,16 @@ class RelayAdmin:
         writer.replica.conflicts.review(keys, products=[c.sku] if c.location == "-" else [])
         return writer.replica.conflicts.get(conflict_id).to_dict()
 
-    def resolve_conflict(self, tenant: str, conflict_id: str, action: str, *, by: str,
-                         note: str | None, params: dict[str, Any]) -> dict[str, Any]:
+    def resolve_conflict(
+        self,
+        tenant: str,
+        conflict_id: str,
+        action: str,
+        *,
+        by: str,
+        note: str | None,
+        params: dict[str, Any],
+    ) -> dict[str, Any]:
         writer = self.server.central(tenant)
         resolved = writer.resolve(conflict_id, action, by=by, note=note, **params)
         return resolved.to_dict()
@@ -79,30 +94,43 @@ class RelayAdmin:
             if sale is None:
                 results.append({"id": sale_id, "known": False})
                 continue
-            results.append({
-                "id": sale.id, "known": True, "replica": sale.replica_id,
-                "location": sale.location, "at_ms": sale.created_at_ms,
-                "voided": sale.voided, "total_cents": sale.total_cents,
-                "lines": [{"sku": ln.sku, "quantity": ln.quantity,
-                           "unit_price_cents": ln.unit_price_cents} for ln in sale.lines],
-            })
+            results.append(
+                {
+                    "id": sale.id,
+                    "known": True,
+                    "replica": sale.replica_id,
+                    "location": sale.location,
+                    "at_ms": sale.created_at_ms,
+                    "voided": sale.voided,
+                    "total_cents": sale.total_cents,
+                    "lines": [
+                        {
+                            "sku": ln.sku,
+                            "quantity": ln.quantity,
+                            "unit_price_cents": ln.unit_price_cents,
+                        }
+                        for ln in sale.lines
+                    ],
+                }
+            )
         return results
 
     # -- config, sync now ----------------------------------------------------------------------
 
     def _config_of(self, tenant: str, replica_id: str) -> dict[str, Any]:
         raw = self.store.get_replica_config(tenant, replica_id) or {}
-        base = StoreConfig.from_dict({k: v for k, v in raw.items()
-                                      if k not in _RELAY_ONLY_CONFIG}).to_dict()
+        base = StoreConfig.from_dict(
+            {k: v for k, v in raw.items() if k not in _RELAY_ONLY_CONFIG}
+        ).to_dict()
         base.update({k: raw.get(k, ["*"]) for k in _RELAY_ONLY_CONFIG})
         return base
 
     def list_configs(self, tenant: str) -> list[dict[str, Any]]:
-        return [{"replica": r, "config": self._config_of(tenant, r)}
-                for r in self._replica_ids(tenant)]
+        return [
+            {"replica": r, "config": self._config_of(tenant, r)} for r in self._replica_ids(tenant)
+        ]
 
-    def set_config(self, tenant: str, replica_id: str, config: dict[str, Any]
-                   ) -> dict[str, Any]:
+    def set_config(self, tenant: str, replica_id: str, config: dict[str, Any]) -> dict[str, Any]:
         if replica_id not in self._replica_ids(tenant):
             raise NotFound(f"no replica {replica_id!r} in tenant {tenant!r}")
         merged = {**self._config_of(tenant, replica_id), **config}
@@ -111,8 +139,7 @@ class RelayAdmin:
             if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
                 raise InvalidArgument(f"{key} must be a list of document name patterns")
         try:
-            StoreConfig.from_dict({k: v for k, v in merged.items()
-                                   if k not in _RELAY_ONLY_CONFIG})
+            StoreConfig.from_dict({k: v for k, v in merged.items() if k not in _RELAY_ONLY_CONFIG})
         except (ConfigError, TypeError) as exc:
             raise InvalidArgument(str(exc)) from exc
         self.store.set_replica_config(tenant, replica_id, merged)
@@ -125,10 +152,10 @@ class RelayAdmin:
 
     # -- logs and state ---------------------------------------------------------------------------
 
-    def list_sessions(self, tenant: str, *, replica_id: str | None, limit: int,
-                      offset: int) -> list[dict[str, Any]]:
-        rows = self.store.list_sessions(tenant=tenant, replica_id=replica_id,
-                                        limit=limit + offset)
+    def list_sessions(
+        self, tenant: str, *, replica_id: str | None, limit: int, offset: int
+    ) -> list[dict[str, Any]]:
+        rows = self.store.list_sessions(tenant=tenant, replica_id=replica_id, limit=limit + offset)
         return [dict(r.__dict__) for r in rows[offset:]]
 
     def list_replicas(self, tenant: str) -> list[dict[str, Any]]:
@@ -136,11 +163,14 @@ class RelayAdmin:
         out = []
         for replica_id in self._replica_ids(tenant):
             last = self.store.list_sessions(tenant=tenant, replica_id=replica_id, limit=1)
-            out.append({
-                "replica": replica_id, "online": replica_id in online,
-                "last_session": dict(last[0].__dict__) if last else None,
-                "config": self._config_of(tenant, replica_id),
-            })
+            out.append(
+                {
+                    "replica": replica_id,
+                    "online": replica_id in online,
+                    "last_session": dict(last[0].__dict__) if last else None,
+                    "config": self._config_of(tenant, replica_id),
+                }
+            )
         return out
 
     def metrics(self) -> dict[str, float]:
@@ -166,14 +196,28 @@ class _EmbeddedServer(uvicorn.Server):
 class AdminHTTPServer:
     """Serve the admin API (and console routes) on ``host:port`` in this event loop."""
 
-    def __init__(self, relay: RelayServer, *, host: str, port: int,
-                 extra_routes: list[Any] | None = None, tls_cert: str | None = None,
-                 tls_key: str | None = None) -> None:
+    def __init__(
+        self,
+        relay: RelayServer,
+        *,
+        host: str,
+        port: int,
+        extra_routes: list[Any] | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+    ) -> None:
         self.admin = RelayAdmin(relay)
         self.app = create_admin_app(self.admin, extra_routes=extra_routes)
-        config = uvicorn.Config(self.app, host=host, port=port, log_level="warning",
-                                lifespan="off", access_log=False, ssl_certfile=tls_cert,
-                                ssl_keyfile=tls_key)
+        config = uvicorn.Config(
+            self.app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            ssl_certfile=tls_cert,
+            ssl_keyfile=tls_key,
+        )
         self._server = _EmbeddedServer(config)
         self._task: asyncio.Task[None] | None = None
         self.host = host

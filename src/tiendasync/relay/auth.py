@@ -14,8 +14,8 @@ import hmac
 import secrets
 import time
 
-from ..errors import InvalidArgument
-from .store import RelayStore, TokenRecord
+from tiendasync.errors import InvalidArgument
+from tiendasync.relay.storage import RelayStore, TokenRecord
 
 __all__ = [
     "TOKEN_PREFIX",
@@ -48,7 +48,7 @@ def token_id_of(token: str) -> str | None:
     """The public id inside ``token``, or None if it is not shaped like one."""
     if not token.startswith(TOKEN_PREFIX):
         return None
-    rest = token[len(TOKEN_PREFIX):]
+    rest = token[len(TOKEN_PREFIX) :]
     token_id = rest[:_ID_LEN]
     if len(rest) <= _ID_LEN + 1 or rest[_ID_LEN] != "_":
         return None
@@ -73,10 +73,16 @@ def issue_token(
     token = new_token()
     token_id = token_id_of(token)
     assert token_id is not None
-    store.add_token(TokenRecord(
-        id=token_id, token_hash=hash_token(token), tenant=tenant, replica_id=replica_id,
-        admin=admin, created_at=time.time(),
-    ))
+    store.add_token(
+        TokenRecord(
+            id=token_id,
+            token_hash=hash_token(token),
+            tenant=tenant,
+            replica_id=replica_id,
+            admin=admin,
+            created_at=time.time(),
+        )
+    )
     return token
 
 

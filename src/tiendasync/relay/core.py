@@ -31,11 +31,10 @@ from typing import Any
 import msgpack
 import pycrdt
 
-from ..central import CENTRAL_REPLICA_ID, CentralWriter
-from ..config import DEFAULT_PRIORITIES, StoreConfig
-from ..docnames import data_type_of
-from ..errors import ConfigError, InvalidArgument, RemoteProtocolError
-from ..protocol import (
+from tiendasync.errors import ConfigError, InvalidArgument, RemoteProtocolError
+from tiendasync.model.config import DEFAULT_PRIORITIES, StoreConfig
+from tiendasync.model.docnames import data_type_of
+from tiendasync.protocol import (
     CLOSE_AUTH,
     CLOSE_FORBIDDEN,
     CLOSE_INTERNAL,
@@ -49,12 +48,19 @@ from ..protocol import (
     RelayConnection,
     UpdateReceived,
 )
-from ..statevector import decode_state_vector, missing_from, read_varuint
-from ..yjs_update import MalformedUpdate, ParsedUpdate, parse_update
-from .auth import authenticate
-from .broker import Broker, InProcessBroker, Unsubscribe
-from .docs import EMPTY_UPDATE, ApplyResult, DocCache, is_panic
-from .store import AppendEntry, AppendResult, RelayStore, SessionRecord, TokenRecord
+from tiendasync.protocol.statevector import decode_state_vector, missing_from, read_varuint
+from tiendasync.protocol.yjs_update import MalformedUpdate, ParsedUpdate, parse_update
+from tiendasync.relay.auth import authenticate
+from tiendasync.relay.broker import Broker, InProcessBroker, Unsubscribe
+from tiendasync.relay.central import CENTRAL_REPLICA_ID, CentralWriter
+from tiendasync.relay.docs import EMPTY_UPDATE, ApplyResult, DocCache, is_panic
+from tiendasync.relay.storage import (
+    AppendEntry,
+    AppendResult,
+    RelayStore,
+    SessionRecord,
+    TokenRecord,
+)
 
 __all__ = ["Grants", "PendingWrite", "RateLimits", "RelayCore", "RelaySession", "TokenBucket"]
 
@@ -107,8 +113,13 @@ class RateLimits:
     new_connection_burst: int = 100
 
     def __post_init__(self) -> None:
-        for name in ("max_connections_per_token", "max_messages_per_s", "message_burst",
-                     "max_new_connections_per_ip_per_s", "new_connection_burst"):
+        for name in (
+            "max_connections_per_token",
+            "max_messages_per_s",
+            "message_burst",
+            "max_new_connections_per_ip_per_s",
+            "new_connection_burst",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative")
 
@@ -227,8 +238,7 @@ class ReviewWork:
             if writer is None:
                 continue
             try:
-                update = updates[0] if len(updates) == 1 else bytes(
-                    pycrdt.merge_updates(*updates))
+                update = updates[0] if len(updates) == 1 else bytes(pycrdt.merge_updates(*updates))
                 writer.merge(doc, update, review=False)
                 reviewed.add(tenant)
             except Exception:
@@ -291,9 +301,15 @@ class RelayCore:
 
     def new_session(self, kind: str = "sync") -> RelaySession:
         session = RelaySession(
-            id=secrets.token_hex(8), kind=kind,
-            record=SessionRecord(session_id="", tenant=None, replica_id=None,
-                                 started_at=time.time(), kind=kind or "sync"),
+            id=secrets.token_hex(8),
+            kind=kind,
+            record=SessionRecord(
+                session_id="",
+                tenant=None,
+                replica_id=None,
+                started_at=time.time(),
+                kind=kind or "sync",
+            ),
         )
         session.record.session_id = session.id
         if kind == "sync":
@@ -319,17 +335,28 @@ class RelayCore:
         else:
             code, reason = session.close_code, session.close_reason
         if rec.outcome == "ok" and code not in (None, 1000):
-            rec.outcome = "rejected" if code in (CLOSE_AUTH, CLOSE_FORBIDDEN) and \
-                session.replica_id is None else "error"
+            rec.outcome = (
+                "rejected"
+                if code in (CLOSE_AUTH, CLOSE_FORBIDDEN) and session.replica_id is None
+                else "error"
+            )
             rec.error = rec.error or f"{code}: {reason}"
         try:
             self.store.log_session(rec)
         except Exception:
             log.exception("cannot write the sync log of session %s", session.id)
-        log.info("session %s %s/%s ended: %s (in %d updates / %d bytes, out %d / %d)%s",
-                 session.id, rec.tenant, rec.replica_id, rec.outcome, rec.updates_received,
-                 rec.bytes_received, rec.updates_sent, rec.bytes_sent,
-                 f" [{rec.error}]" if rec.error else "")
+        log.info(
+            "session %s %s/%s ended: %s (in %d updates / %d bytes, out %d / %d)%s",
+            session.id,
+            rec.tenant,
+            rec.replica_id,
+            rec.outcome,
+            rec.updates_received,
+            rec.bytes_received,
+            rec.updates_sent,
+            rec.bytes_sent,
+            f" [{rec.error}]" if rec.error else "",
+        )
 
     def fail(self, session: RelaySession, code: int, reason: str) -> None:
         if session.conn is not None:
@@ -340,17 +367,25 @@ class RelayCore:
 
     def connected_replicas(self, tenant: str) -> list[str]:
         """Replica ids with an open sync session for ``tenant``."""
-        return sorted({
-            s.replica_id for s in self.sessions.values()
-            if s.kind == "sync" and s.tenant == tenant and s.replica_id is not None and s.open
-        })
+        return sorted(
+            {
+                s.replica_id
+                for s in self.sessions.values()
+                if s.kind == "sync" and s.tenant == tenant and s.replica_id is not None and s.open
+            }
+        )
 
     def request_sync(self, tenant: str, replica_id: str, full: bool = False) -> bool:
         """Send SYNC_NOW to every open session of the replica.  False if none."""
         sent = False
         for s in list(self.sessions.values()):
-            if (s.kind == "sync" and s.conn is not None and s.open and s.tenant == tenant
-                    and s.replica_id == replica_id):
+            if (
+                s.kind == "sync"
+                and s.conn is not None
+                and s.open
+                and s.tenant == tenant
+                and s.replica_id == replica_id
+            ):
                 s.conn.request_sync(full)
                 self.on_output(s)
                 sent = True
@@ -397,14 +432,18 @@ class RelayCore:
         cap = self.limits.max_connections_per_token
         if not cap:
             return False
-        holding = sum(1 for s in self.sessions.values()
-                      if s is not session and s.token_id == token_id and s.open)
+        holding = sum(
+            1
+            for s in self.sessions.values()
+            if s is not session and s.token_id == token_id and s.open
+        )
         return holding >= cap
 
     # -- the sync protocol ---------------------------------------------------------------------
 
-    def receive(self, session: RelaySession, message: bytes | str,
-                now: float | None = None) -> None:
+    def receive(
+        self, session: RelaySession, message: bytes | str, now: float | None = None
+    ) -> None:
         """Bytes of one websocket message of a sync session.
 
         ``now`` (seconds, monotonic) enables the messages-per-second limit.
@@ -412,14 +451,17 @@ class RelayCore:
         conn = session.conn
         assert conn is not None
         if self._over_message_rate(session, now):
-            conn.fail(CLOSE_RATE_LIMIT, f"more than {self.limits.max_messages_per_s:g} "
-                      "messages per second")
+            conn.fail(
+                CLOSE_RATE_LIMIT,
+                f"more than {self.limits.max_messages_per_s:g} messages per second",
+            )
         elif isinstance(message, str):
             conn.fail(CLOSE_PROTOCOL, "text frames are not part of the protocol")
         elif _truncated(message):
             conn.receive_data(message)  # counts the bytes; reports malformed input
-            conn.fail(CLOSE_PROTOCOL, "truncated frame: a websocket message must "
-                      "carry whole frames")
+            conn.fail(
+                CLOSE_PROTOCOL, "truncated frame: a websocket message must carry whole frames"
+            )
         else:
             conn.receive_data(message)
         for event in conn.events():
@@ -437,8 +479,7 @@ class RelayCore:
             elif isinstance(event, UpdateReceived):
                 self._on_update(session, event.doc, event.data)
             elif isinstance(event, ProtocolFailure):
-                log.info("session %s: protocol failure %s %s", session.id,
-                         event.code, event.reason)
+                log.info("session %s: protocol failure %s %s", session.id, event.code, event.reason)
         except RemoteProtocolError as exc:
             conn.fail(exc.code, exc.reason)
         except Exception as exc:
@@ -452,9 +493,13 @@ class RelayCore:
         rec = session.record
         rec.tenant, rec.replica_id = hello.tenant, hello.replica_id
         token = authenticate(self.store, hello.token)
-        if (token is None or token.admin or token.tenant != hello.tenant
-                or token.replica_id != hello.replica_id
-                or hello.replica_id == CENTRAL_REPLICA_ID):
+        if (
+            token is None
+            or token.admin
+            or token.tenant != hello.tenant
+            or token.replica_id != hello.replica_id
+            or hello.replica_id == CENTRAL_REPLICA_ID
+        ):
             rec.outcome = "rejected"
             rec.error = "bad or revoked token"
             conn.reject(CLOSE_AUTH, "bad or revoked token")
@@ -464,7 +509,8 @@ class RelayCore:
             conn.reject(CLOSE_RATE_LIMIT, rec.error)
             return
         foreign = self.store.claim_client_ids(
-            hello.tenant, hello.replica_id, [hello.client_id, *hello.past_client_ids])
+            hello.tenant, hello.replica_id, [hello.client_id, *hello.past_client_ids]
+        )
         if foreign:
             rec.outcome = "rejected"
             rec.error = f"client id {foreign[0]} belongs to another replica"
@@ -489,17 +535,24 @@ class RelayCore:
         session.client_id = hello.client_id
         session.grants = grants
         session.owned = self.store.client_ids_of(hello.tenant, hello.replica_id)
-        relay_svs = {doc: sv for doc, sv in self.store.state_vectors(hello.tenant).items()
-                     if grants.can_read(doc)}
+        relay_svs = {
+            doc: sv
+            for doc, sv in self.store.state_vectors(hello.tenant).items()
+            if grants.can_read(doc)
+        }
         conn.accept(session.id, relay_svs, None if config is None else config.to_dict())
         session.unsubscribe = self.broker.subscribe(
-            hello.tenant, lambda d, u, o: self._on_publish(session, d, u, o),
-            session_id=session.id)
-        log.info("session %s: %s/%s connected (client id %s)", session.id, hello.tenant,
-                 hello.replica_id, hello.client_id)
+            hello.tenant, lambda d, u, o: self._on_publish(session, d, u, o), session_id=session.id
+        )
+        log.info(
+            "session %s: %s/%s connected (client id %s)",
+            session.id,
+            hello.tenant,
+            hello.replica_id,
+            hello.client_id,
+        )
 
-        prio = config.priority if config is not None else (
-            lambda t: DEFAULT_PRIORITIES.get(t, 0))
+        prio = config.priority if config is not None else (lambda t: DEFAULT_PRIORITIES.get(t, 0))
 
         def order(doc: str) -> tuple[int, str]:
             try:
@@ -509,8 +562,11 @@ class RelayCore:
 
         for doc in sorted(relay_svs, key=order):
             have = replica_svs.get(doc)
-            if not (hello.full or have is None
-                    or missing_from(decode_state_vector(relay_svs[doc]), have)):
+            if not (
+                hello.full
+                or have is None
+                or missing_from(decode_state_vector(relay_svs[doc]), have)
+            ):
                 continue
             rdoc = self.docs.get(hello.tenant, doc)
             diff = rdoc.diff(None if hello.full or have is None else hello.state_vectors[doc])
@@ -558,21 +614,44 @@ class RelayCore:
         if not acks and session.client_id is not None:
             # delete-only (or redundant) update: confirm the current incarnation's clock
             acks = [session.client_id]
-        self._submit(session, session.tenant, doc, data, result, acks,
-                     session.replica_id or f"yjs:{session.id}")
+        self._submit(
+            session,
+            session.tenant,
+            doc,
+            data,
+            result,
+            acks,
+            session.replica_id or f"yjs:{session.id}",
+        )
 
-    def _submit(self, session: RelaySession | None, tenant: str, doc: str, data: bytes,
-                result: ApplyResult, acks: list[int], replica: str) -> None:
+    def _submit(
+        self,
+        session: RelaySession | None,
+        tenant: str,
+        doc: str,
+        data: bytes,
+        result: ApplyResult,
+        acks: list[int],
+        replica: str,
+    ) -> None:
         stored = None if result.duplicate else (data if result.pending else result.changed)
         self.docs.pin(tenant, doc)
-        self.on_write(PendingWrite(
-            session=session, tenant=tenant, doc=doc, data=stored,
-            state_vector=result.state_vector, fanout=result.changed, acks=acks,
-            replica=replica,
-        ))
+        self.on_write(
+            PendingWrite(
+                session=session,
+                tenant=tenant,
+                doc=doc,
+                data=stored,
+                state_vector=result.state_vector,
+                fanout=result.changed,
+                acks=acks,
+                replica=replica,
+            )
+        )
 
-    def _on_publish(self, session: RelaySession, doc: str, update: bytes,
-                    origin: str | None) -> None:
+    def _on_publish(
+        self, session: RelaySession, doc: str, update: bytes, origin: str | None
+    ) -> None:
         if origin == session.id or not session.open:
             return
         if session.kind == "yjs":
@@ -594,8 +673,9 @@ class RelayCore:
 
     # -- after storage ------------------------------------------------------------------------
 
-    def committed(self, batch: list[PendingWrite], result: AppendResult | None = None,
-                  *, review: bool = True) -> None:
+    def committed(
+        self, batch: list[PendingWrite], result: AppendResult | None = None, *, review: bool = True
+    ) -> None:
         """``batch`` is durably stored: acknowledge, fan out, review invariants."""
         for w in batch:
             self.docs.unpin(w.tenant, w.doc)
@@ -646,11 +726,12 @@ class RelayCore:
         if self.central_dir is None:
             raise ConfigError("this relay runs without a central writer (no central_dir)")
         writer = CentralWriter.open(
-            self.central_dir, tenant,
+            self.central_dir,
+            tenant,
             lambda doc, data: self.call_soon(self._ingest_central, tenant, doc, data),
-            self.invariants)
-        foreign = self.store.claim_client_ids(tenant, CENTRAL_REPLICA_ID,
-                                              sorted(writer.client_ids))
+            self.invariants,
+        )
+        foreign = self.store.claim_client_ids(tenant, CENTRAL_REPLICA_ID, sorted(writer.client_ids))
         if foreign:
             writer.close()
             raise ConfigError(f"client id {foreign[0]} of the central writer is taken")
@@ -675,8 +756,7 @@ class RelayCore:
         self._submit(None, tenant, doc, data, result, [], CENTRAL_REPLICA_ID)
 
     def open_conflicts(self) -> int:
-        return sum(len(w.conflicts(status="open", limit=10**9))
-                   for w in self._central.values())
+        return sum(len(w.conflicts(status="open", limit=10**9)) for w in self._central.values())
 
     def close(self) -> None:
         for writer in self._central.values():
@@ -703,15 +783,17 @@ class RelayCore:
         if not record.admin and record.replica_id is not None:
             try:
                 grants = Grants.from_config(
-                    self.store.get_replica_config(tenant, record.replica_id))
+                    self.store.get_replica_config(tenant, record.replica_id)
+                )
             except ConfigError:
                 return 403, record, Grants((), ())
         if not grants.can_read(doc):
             return 403, record, grants
         return 200, record, grants
 
-    def yjs_open(self, session: RelaySession, tenant: str, doc: str,
-                 record: TokenRecord, grants: Grants) -> None:
+    def yjs_open(
+        self, session: RelaySession, tenant: str, doc: str, record: TokenRecord, grants: Grants
+    ) -> None:
         """Start following ``doc``: our SyncStep1 goes out first."""
         if self._over_token_cap(session, record.id):
             self.fail(session, CLOSE_RATE_LIMIT, "too many connections with this token")
@@ -723,19 +805,24 @@ class RelayCore:
         session.yjs_writable = self.yjs_writable and grants.can_write(doc)
         session.docs.add(doc)
         session.unsubscribe = self.broker.subscribe(
-            tenant, lambda d, u, o: self._on_publish(session, d, u, o), session_id=session.id)
+            tenant, lambda d, u, o: self._on_publish(session, d, u, o), session_id=session.id
+        )
         session.outbox.append(pycrdt.create_sync_message(self.docs.get(tenant, doc).doc))
         self.on_output(session)
 
-    def yjs_receive(self, session: RelaySession, message: bytes | str,
-                    now: float | None = None) -> None:
+    def yjs_receive(
+        self, session: RelaySession, message: bytes | str, now: float | None = None
+    ) -> None:
         """One y-protocols message from a follower (``now``: see :meth:`receive`)."""
         tenant, doc = session.tenant, session.yjs_doc
         assert tenant is not None and doc is not None
         session.record.bytes_received += len(message)
         if self._over_message_rate(session, now):
-            self.fail(session, CLOSE_RATE_LIMIT, f"more than "
-                      f"{self.limits.max_messages_per_s:g} messages per second")
+            self.fail(
+                session,
+                CLOSE_RATE_LIMIT,
+                f"more than {self.limits.max_messages_per_s:g} messages per second",
+            )
             return
         if isinstance(message, str):
             self.fail(session, CLOSE_PROTOCOL, "text frames are not supported")
@@ -785,8 +872,9 @@ class RelayCore:
             except RemoteProtocolError as exc:
                 self.fail(session, exc.code, exc.reason)
                 return
-            self._submit(session, tenant, doc, payload, result, [],
-                         session.replica_id or f"yjs:{session.id}")
+            self._submit(
+                session, tenant, doc, payload, result, [], session.replica_id or f"yjs:{session.id}"
+            )
         else:
             self.fail(session, CLOSE_PROTOCOL, f"unknown sync message type {kind}")
 
@@ -825,4 +913,4 @@ def _read_var_bytes(data: bytes, pos: int) -> bytes:
     length, pos = read_varuint(data, pos, "sync message")
     if pos + length != len(data):
         raise ValueError("sync message length does not match its payload")
-    return data[pos:pos + length]
+    return data[pos : pos + length]

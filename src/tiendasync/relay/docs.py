@@ -21,10 +21,10 @@ from typing import Any
 
 import pycrdt
 
-from ..errors import RemoteProtocolError
-from ..protocol import CLOSE_PROTOCOL
-from ..statevector import decode_state_vector
-from .store import RelayStore
+from tiendasync.errors import RemoteProtocolError
+from tiendasync.protocol import CLOSE_PROTOCOL
+from tiendasync.protocol.statevector import decode_state_vector
+from tiendasync.relay.storage import RelayStore
 
 __all__ = ["ApplyResult", "DocCache", "RelayDoc", "compact", "is_panic"]
 
@@ -43,12 +43,12 @@ def _apply(doc: pycrdt.Doc[Any], data: bytes) -> None:
     try:
         doc.apply_update(data)
     except Exception as exc:
-        raise RemoteProtocolError(f"update rejected by the CRDT engine: {exc}"[:200],
-                                  CLOSE_PROTOCOL) from exc
+        raise RemoteProtocolError(
+            f"update rejected by the CRDT engine: {exc}"[:200], CLOSE_PROTOCOL
+        ) from exc
     except BaseException as exc:
         if is_panic(exc):
-            raise RemoteProtocolError("update made the CRDT engine panic",
-                                      CLOSE_PROTOCOL) from exc
+            raise RemoteProtocolError("update made the CRDT engine panic", CLOSE_PROTOCOL) from exc
         raise
 
 
@@ -139,13 +139,15 @@ class DocCache:
         history = self.store.load_doc(tenant, name)
         doc: pycrdt.Doc[Any] = pycrdt.Doc()
         with doc.transaction(origin="load"):
-            for seq, data in ([(0, history.snapshot)] if history.snapshot else []) + \
-                    history.updates:
+            for seq, data in (
+                [(0, history.snapshot)] if history.snapshot else []
+            ) + history.updates:
                 try:
                     _apply(doc, data)
                 except RemoteProtocolError as exc:
-                    log.error("%s/%s: stored update %s cannot be applied: %s",
-                              tenant, name, seq, exc)
+                    log.error(
+                        "%s/%s: stored update %s cannot be applied: %s", tenant, name, seq, exc
+                    )
         rdoc = RelayDoc(tenant, name, doc, self._clock())
 
         def capture(event: Any) -> None:
@@ -154,8 +156,9 @@ class DocCache:
         rdoc.subscription = doc.observe(capture)
         return rdoc
 
-    def apply(self, tenant: str, name: str, data: bytes,
-              ends: dict[int, int] | None = None) -> ApplyResult:
+    def apply(
+        self, tenant: str, name: str, data: bytes, ends: dict[int, int] | None = None
+    ) -> ApplyResult:
         """Apply an untrusted (already parsed) update to the relay doc.
 
         ``ends`` maps each client id with structs or deletes in the update to the
@@ -251,12 +254,12 @@ def compact(store: RelayStore, tenant: str, name: str) -> int:
         return 0
     doc: pycrdt.Doc[Any] = pycrdt.Doc()
     with doc.transaction(origin="compact"):
-        for seq, data in ([(0, history.snapshot)] if history.snapshot else []) + \
-                history.updates:
+        for seq, data in ([(0, history.snapshot)] if history.snapshot else []) + history.updates:
             try:
                 _apply(doc, data)
             except RemoteProtocolError as exc:
-                log.error("%s/%s: dropping stored update %s at compaction: %s",
-                          tenant, name, seq, exc)
+                log.error(
+                    "%s/%s: dropping stored update %s at compaction: %s", tenant, name, seq, exc
+                )
     store.put_snapshot(tenant, name, bytes(doc.get_update()), history.last_seq)
     return len(history.updates)

@@ -30,8 +30,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.http11 import Request, Response
 
-from ..central import CentralWriter
-from ..protocol import (
+from tiendasync.protocol import (
     CLOSE_AUTH,
     CLOSE_FORBIDDEN,
     CLOSE_INTERNAL,
@@ -40,10 +39,18 @@ from ..protocol import (
     CLOSE_RATE_LIMIT,
     MAX_FRAME_BYTES,
 )
-from .broker import Broker
-from .core import Grants, PendingWrite, RateLimits, RelayCore, RelaySession, ReviewWork
-from .docs import DocCache, compact
-from .store import RelayStore
+from tiendasync.relay.broker import Broker
+from tiendasync.relay.central import CentralWriter
+from tiendasync.relay.core import (
+    Grants,
+    PendingWrite,
+    RateLimits,
+    RelayCore,
+    RelaySession,
+    ReviewWork,
+)
+from tiendasync.relay.docs import DocCache, compact
+from tiendasync.relay.storage import RelayStore
 
 __all__ = ["Grants", "RateLimits", "RelayServer"]
 
@@ -114,10 +121,17 @@ class RelayServer:
         #: A connection that has not said HELLO after this many seconds is closed.
         self.hello_timeout = hello_timeout
         self.core = RelayCore(
-            store, broker=broker, max_update_bytes=max_update_bytes,
-            max_outbound_bytes=max_outbound_bytes, max_docs=max_docs,
-            idle_seconds=idle_seconds, yjs_writable=yjs_writable, central_dir=central_dir,
-            invariants=invariants, on_output=self._on_output, on_write=self._on_write,
+            store,
+            broker=broker,
+            max_update_bytes=max_update_bytes,
+            max_outbound_bytes=max_outbound_bytes,
+            max_docs=max_docs,
+            idle_seconds=idle_seconds,
+            yjs_writable=yjs_writable,
+            central_dir=central_dir,
+            invariants=invariants,
+            on_output=self._on_output,
+            on_write=self._on_write,
             limits=limits,
         )
         self._server: Server | None = None
@@ -176,7 +190,8 @@ class RelayServer:
         # must not stall pings and other stores; the central writers' writes come
         # back to this loop.
         pool = self._review_pool = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix="relay-review")
+            1, thread_name_prefix="relay-review"
+        )
 
         def review_later(work: ReviewWork) -> None:
             pool.submit(work.run)
@@ -186,10 +201,14 @@ class RelayServer:
         self._writer_task = asyncio.create_task(self._writer(), name="relay-writer")
         self._sweeper_task = asyncio.create_task(self._sweeper(), name="relay-sweeper")
         self._server = await serve(
-            self._handler, self.host, self._requested_port,
+            self._handler,
+            self.host,
+            self._requested_port,
             process_request=self._process_request,
-            max_size=self.max_message_bytes, ssl=self.ssl_context,
-            ping_interval=20, ping_timeout=60,  # a relay busy with a storm is not dead
+            max_size=self.max_message_bytes,
+            ssl=self.ssl_context,
+            ping_interval=20,
+            ping_timeout=60,  # a relay busy with a storm is not dead
         )
         sockets = list(self._server.sockets)
         if sockets:
@@ -253,7 +272,7 @@ class RelayServer:
         if parts.path in ("/", "/sync"):
             return "sync", None, None, None
         if parts.path.startswith("/yjs/"):
-            segments = [unquote(s) for s in parts.path[len("/yjs/"):].split("/")]
+            segments = [unquote(s) for s in parts.path[len("/yjs/") :].split("/")]
             token = parse_qs(parts.query).get("token", [None])[0]
             if len(segments) >= 2 and all(segments):
                 return "yjs", segments[0], "/".join(segments[1:]), token
@@ -342,8 +361,7 @@ class RelayServer:
 
         def no_hello() -> None:
             if session.conn is not None and session.conn.state == "new":
-                self.core.fail(session, CLOSE_PROTOCOL,
-                               f"no HELLO within {self.hello_timeout:g} s")
+                self.core.fail(session, CLOSE_PROTOCOL, f"no HELLO within {self.hello_timeout:g} s")
 
         watchdog = asyncio.get_running_loop().call_later(self.hello_timeout, no_hello)
         try:
@@ -362,8 +380,10 @@ class RelayServer:
         session, ws = link.session, link.ws
         status, record, grants = self.core.yjs_auth(tenant, doc, token)
         if status != 200 or record is None:
-            await ws.close(CLOSE_AUTH if status == 401 else CLOSE_FORBIDDEN,
-                           "bad or revoked token" if status == 401 else "forbidden")
+            await ws.close(
+                CLOSE_AUTH if status == 401 else CLOSE_FORBIDDEN,
+                "bad or revoked token" if status == 401 else "forbidden",
+            )
             return
         self.core.yjs_open(session, tenant, doc, record, grants)
         await self._flush(link)
@@ -409,8 +429,7 @@ class RelayServer:
 
     async def _commit(self, batch: list[PendingWrite], *, review: bool = True) -> None:
         try:
-            result = await asyncio.to_thread(self.store.append_many,
-                                             [w.entry() for w in batch])
+            result = await asyncio.to_thread(self.store.append_many, [w.entry() for w in batch])
         except Exception as exc:
             log.exception("commit of %d updates failed", len(batch))
             self.core.commit_failed(batch, exc)

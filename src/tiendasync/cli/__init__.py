@@ -1,0 +1,52 @@
+"""The ``tiendasync`` command line.
+
+Each family of sub-commands lives in its own module and registers itself
+here: ``relay`` (tiendasync.cli.relay), and the store-side commands
+(tiendasync.cli.store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from tiendasync import __version__
+from tiendasync.cli import relay as relay_commands
+from tiendasync.cli import store as store_commands
+from tiendasync.errors import TiendaSyncError
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tiendasync",
+        description="Offline-first replication for multi-store retail.",
+    )
+    parser.add_argument("--version", action="version", version=f"tiendasync {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    relay_commands.register(commands)
+    store_commands.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        code: int = args.handler(args)
+        return code
+    except TiendaSyncError as exc:
+        print(f"tiendasync: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,339 @@
+"""``tiendasync relay``: run the relay, manage its tokens.
+
+::
+
+    tiendasync relay --db relay.db --host 127.0.0.1 --port 8765 [--admin-port N]
+    tiendasync relay token add --db relay.db --tenant acme --replica tienda-1
+    tiendasync relay token add --db relay.db --admin
+    tiendasync relay token list --db relay.db [--json]
+    tiendasync relay token revoke --db relay.db ID
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import os
+import signal
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from tiendasync.errors import InvalidArgument
+from tiendasync.relay.admin import AdminHTTPServer, RelayAdmin
+from tiendasync.relay.auth import issue_token
+from tiendasync.relay.central import CENTRAL_REPLICA_ID
+from tiendasync.relay.console import console_routes
+from tiendasync.relay.server import RateLimits, RelayServer
+from tiendasync.relay.storage import SqliteRelayStore
+
+__all__ = ["register"]
+
+log = logging.getLogger("tiendasync.relay")
+
+
+def register(commands: Any) -> None:
+    """Add ``relay`` to the ``tiendasync`` sub-commands."""
+    relay = commands.add_parser(
+        "relay",
+        help="run the relay server, or manage its tokens",
+        description="Run the relay server (no sub-command), or manage its tokens.",
+    )
+    relay.add_argument("--db", default="relay.db", help="relay database (default relay.db)")
+    relay.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    relay.add_argument("--port", type=int, default=8765, help="websocket port (0: any free)")
+    relay.add_argument(
+        "--admin-port", type=int, default=None, help="admin API port (default --port + 1)"
+    )
+    relay.add_argument(
+        "--yjs-writable", action="store_true", help="accept writes on the /yjs/ endpoint"
+    )
+    relay.add_argument(
+        "--central-dir",
+        default=None,
+        help="where the relay's own per-tenant replicas live (invariants, "
+        "conflicts); default DB.central next to --db",
+    )
+    relay.add_argument(
+        "--tls-cert",
+        default=None,
+        help="PEM certificate: serve wss:// (and https:// for the admin API)",
+    )
+    relay.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
+    relay.add_argument("--no-admin", action="store_true", help="do not serve the admin HTTP API")
+    limits = RateLimits()
+    for flag, kind, default, what in (
+        (
+            "--max-conns-per-token",
+            int,
+            limits.max_connections_per_token,
+            "open connections one token may hold",
+        ),
+        (
+            "--max-msgs-per-s",
+            float,
+            limits.max_messages_per_s,
+            "messages per second per connection (token bucket rate)",
+        ),
+        (
+            "--msg-burst",
+            int,
+            limits.message_burst,
+            "burst of messages per connection (0: the rate)",
+        ),
+        (
+            "--max-new-conns-per-ip-per-s",
+            float,
+            limits.max_new_connections_per_ip_per_s,
+            "new connections per second per client address",
+        ),
+        (
+            "--new-conn-burst",
+            int,
+            limits.new_connection_burst,
+            "burst of new connections per client address (0: the rate)",
+        ),
+    ):
+        relay.add_argument(
+            flag,
+            type=kind,
+            default=default,
+            help=f"{what}; default {default:g}" + ("" if "burst" in flag else ", 0: no limit"),
+        )
+    relay.add_argument(
+        "--invariants",
+        action="append",
+        default=[],
+        metavar="MODULE:NAME",
+        help="load app-defined invariants (an invariant or a list of them) "
+        "from an importable module; repeatable",
+    )
+    relay.set_defaults(handler=_run)
+    sub = relay.add_subparsers(dest="relay_command", metavar="{token,sync-now}")
+
+    now = sub.add_parser(
+        "sync-now",
+        help="ask a connected store to sync now (through the admin API)",
+        description="Ask a connected store to sync now, like the console's button (the "
+        "seed's --tienda). Talks to a running relay's admin API.",
+    )
+    now.add_argument("--replica", required=True, help="the store's replica id")
+    now.add_argument("--full", action="store_true", help="a full state exchange")
+    now.add_argument("--tenant", default=None, help="tenant (needed if there are several)")
+    now.add_argument(
+        "--admin-url",
+        default="http://127.0.0.1:8766",
+        help="the relay's admin API (default http://127.0.0.1:8766)",
+    )
+    now.add_argument("--token", default=None, help="admin token (default: $TIENDASYNC_ADMIN_TOKEN)")
+    now.set_defaults(handler=_sync_now)
+
+    token = sub.add_parser("token", help="add, list or revoke access tokens")
+    tokens = token.add_subparsers(dest="token_command", metavar="{add,list,revoke}", required=True)
+
+    add = tokens.add_parser("add", help="create a token and print it (shown only once)")
+    add.add_argument("--db", dest="token_db", default=None, help="relay database")
+    add.add_argument("--tenant", help="tenant of the replica token")
+    add.add_argument("--replica", help="replica id the token is bound to")
+    add.add_argument("--admin", action="store_true", help="an admin token (no tenant)")
+    add.set_defaults(handler=_token_add)
+
+    lst = tokens.add_parser("list", help="list tokens (never their secrets)")
+    lst.add_argument("--db", dest="token_db", default=None, help="relay database")
+    lst.add_argument("--json", action="store_true", help="print JSON")
+    lst.set_defaults(handler=_token_list)
+
+    rev = tokens.add_parser("revoke", help="revoke a token by its id")
+    rev.add_argument("--db", dest="token_db", default=None, help="relay database")
+    rev.add_argument("id", help="token id (as shown by token list)")
+    rev.set_defaults(handler=_token_revoke)
+
+
+def _db(args: argparse.Namespace) -> str:
+    path: str = getattr(args, "token_db", None) or args.db
+    return path
+
+
+def _sync_now(args: argparse.Namespace) -> int:
+    token = args.token or os.environ.get("TIENDASYNC_ADMIN_TOKEN")
+    if not token:
+        raise InvalidArgument("give --token or set TIENDASYNC_ADMIN_TOKEN (an admin token)")
+    query = f"?tenant={urllib.parse.quote(args.tenant)}" if args.tenant else ""
+    url = (
+        f"{args.admin_url.rstrip('/')}/api/sync/config/"
+        f"{urllib.parse.quote(args.replica)}/sync_now/{query}"
+    )
+    request = urllib.request.Request(
+        url,
+        method="POST",
+        data=json.dumps({"full": args.full}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            message = exc.reason
+        print(f"tiendasync: error: {message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(
+            f"tiendasync: error: cannot reach the admin API at {args.admin_url}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"asked {args.replica} to sync now{' (full)' if args.full else ''}")
+    return 0
+
+
+def _load_invariants(specs: list[str]) -> list[Any]:
+    """``module:name`` -> the invariant (or list of invariants) it names."""
+    loaded: list[Any] = []
+    for spec in specs:
+        module_name, _, attr = spec.partition(":")
+        if not module_name or not attr:
+            raise InvalidArgument(f"--invariants wants MODULE:NAME, got {spec!r}")
+        try:
+            value = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise InvalidArgument(f"cannot load invariants {spec!r}: {exc}") from exc
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for item in items:
+            if not (hasattr(item, "name") and callable(getattr(item, "check", None))):
+                raise InvalidArgument(f"{spec}: {item!r} is not an invariant")
+        loaded.extend(items)
+    return loaded
+
+
+def _token_add(args: argparse.Namespace) -> int:
+    if args.replica == CENTRAL_REPLICA_ID:
+        raise InvalidArgument(f"replica id {CENTRAL_REPLICA_ID!r} is reserved for the relay")
+    if args.admin and (args.tenant or args.replica):
+        raise InvalidArgument("--admin takes no --tenant or --replica")
+    if not args.admin and not (args.tenant and args.replica):
+        raise InvalidArgument("give --tenant and --replica (or --admin)")
+    with SqliteRelayStore(_db(args)) as store:
+        token = issue_token(store, tenant=args.tenant, replica_id=args.replica, admin=args.admin)
+    print(token)
+    return 0
+
+
+def _fmt_time(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    with SqliteRelayStore(_db(args)) as store:
+        records = store.list_tokens()
+    if args.json:
+        print(json.dumps([r.public() for r in records], indent=2))
+        return 0
+    print(f"{'ID':<14} {'TENANT':<16} {'REPLICA':<20} {'ADMIN':<5} {'CREATED':<19} REVOKED")
+    for r in records:
+        print(
+            f"{r.id:<14} {r.tenant or '-':<16} {r.replica_id or '-':<20} "
+            f"{'yes' if r.admin else 'no':<5} {_fmt_time(r.created_at):<19} "
+            f"{_fmt_time(r.revoked_at)}"
+        )
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    with SqliteRelayStore(_db(args)) as store:
+        store.revoke_token(args.id)
+    print(f"revoked {args.id}", file=sys.stderr)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    store = SqliteRelayStore(args.db)
+    try:
+        asyncio.run(_serve(store, args))
+    finally:
+        store.close()
+    return 0
+
+
+async def _serve(store: SqliteRelayStore, args: argparse.Namespace) -> None:
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise InvalidArgument("give both --tls-cert and --tls-key")
+    ssl_context = None
+    if args.tls_cert:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise InvalidArgument(f"cannot load TLS certificate/key: {exc}") from exc
+    server = RelayServer(
+        store,
+        host=args.host,
+        port=args.port,
+        yjs_writable=args.yjs_writable,
+        ssl_context=ssl_context,
+        central_dir=args.central_dir or f"{args.db}.central",
+        invariants=_load_invariants(args.invariants),
+        limits=RateLimits(
+            args.max_conns_per_token,
+            args.max_msgs_per_s,
+            args.msg_burst,
+            args.max_new_conns_per_ip_per_s,
+            args.new_conn_burst,
+        ),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    admin: AdminHTTPServer | None = None
+    if not args.no_admin:
+        admin_port = (
+            args.admin_port
+            if args.admin_port is not None
+            else (server.port + 1 if args.port else 0)
+        )
+        admin = AdminHTTPServer(
+            server,
+            host=args.host,
+            port=admin_port,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            extra_routes=console_routes(RelayAdmin(server)),
+        )
+        await admin.start()
+        print(
+            f"tiendasync admin API on http://{args.host}:{admin.port}/api/sync/",
+            file=sys.stderr,
+            flush=True,
+        )
+        print(
+            f"tiendasync console on {'https' if args.tls_cert else 'http'}://"
+            f"{args.host}:{admin.port}/console/",
+            file=sys.stderr,
+            flush=True,
+        )
+    scheme = "wss" if ssl_context else "ws"
+    print(
+        f"tiendasync relay listening on {scheme}://{args.host}:{server.port}/sync",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        if admin is not None:
+            await admin.stop()
+        await server.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

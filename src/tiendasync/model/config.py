@@ -1,0 +1,95 @@
+"""Per-store sync configuration (the seed's ``ConfiguracionSincronizacion``).
+
+Stored in the replica's database, editable locally (``tiendasync config set``)
+and centrally on the relay, which sends its version at the next sync.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from tiendasync.errors import ConfigError
+from tiendasync.model.docnames import DATA_TYPES as _DATA_TYPE_TABLE
+
+__all__ = ["DATA_TYPES", "DEFAULT_PRIORITIES", "StoreConfig"]
+
+#: Data types, one per family of documents (see :data:`tiendasync.model.docnames.DATA_TYPES`).
+DATA_TYPES = tuple(_DATA_TYPE_TABLE)
+
+#: Higher syncs first and weighs more in conflict priority.
+DEFAULT_PRIORITIES: dict[str, int] = {
+    name: t.default_priority for name, t in _DATA_TYPE_TABLE.items()
+}
+
+_DURABILITY = ("full", "normal")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """How one store synchronises.  Every field has a safe default."""
+
+    relay_url: str | None = None
+    enabled: bool = True
+    interval_s: float = 30.0
+    priorities: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PRIORITIES))
+    batch_size: int = 500
+    backoff_min_s: float = 0.5
+    backoff_max_s: float = 60.0
+    durability: str = "full"
+
+    def __post_init__(self) -> None:
+        if self.relay_url is not None and not isinstance(self.relay_url, str):
+            raise ConfigError("relay_url must be a string like ws://host:port")
+        if not isinstance(self.enabled, bool):
+            raise ConfigError("enabled must be true or false")
+        for name in ("interval_s", "backoff_min_s", "backoff_max_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{name} must be a number of seconds")
+        if isinstance(self.batch_size, bool):
+            raise ConfigError("batch_size must be an integer between 1 and 100000")
+        if not isinstance(self.durability, str):
+            raise ConfigError("durability must be 'full' or 'normal'")
+        if not isinstance(self.priorities, dict):
+            raise ConfigError("priorities must be a map of data type to integer")
+        if self.relay_url is not None and not self.relay_url.startswith(("ws://", "wss://")):
+            raise ConfigError(f"relay_url must start with ws:// or wss://, got {self.relay_url!r}")
+        if not (self.interval_s > 0):
+            raise ConfigError("interval_s must be positive")
+        if not (isinstance(self.batch_size, int) and 1 <= self.batch_size <= 100_000):
+            raise ConfigError("batch_size must be an integer between 1 and 100000")
+        if not (0 < self.backoff_min_s <= self.backoff_max_s):
+            raise ConfigError("need 0 < backoff_min_s <= backoff_max_s")
+        if self.durability not in _DURABILITY:
+            raise ConfigError(f"durability must be one of {_DURABILITY}")
+        for name, value in self.priorities.items():
+            if name not in DATA_TYPES:
+                raise ConfigError(f"unknown data type {name!r} in priorities")
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+                raise ConfigError(f"priority of {name!r} must be an integer 0..100")
+
+    def priority(self, data_type: str) -> int:
+        return self.priorities.get(data_type, DEFAULT_PRIORITIES.get(data_type, 0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StoreConfig:
+        """Build from a dict, refusing unknown keys with :class:`ConfigError`."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        merged = dict(data)
+        if "priorities" in merged:
+            merged["priorities"] = {**DEFAULT_PRIORITIES, **merged["priorities"]}
+        try:
+            return cls(**merged)
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from exc
+
+    def updated(self, **changes: Any) -> StoreConfig:
+        """A copy with ``changes`` applied (validated)."""
+        return StoreConfig.from_dict({**self.to_dict(), **changes})

@@ -1,0 +1,123 @@
+"""Documents and data types: one table every layer reads.
+
+A tenant's data is split into documents, each of one data type:
+
+``catalog``                     products (LWW records)
+``locations``                   stores and warehouses (LWW records)
+``stock/<location>``            PN-counters per SKU at one location
+``sales/<location>/<YYYY-MM>``  sales tickets of one location and month (ledger)
+``conflicts``                   conflicts opened by the relay (LWW records)
+
+:data:`DATA_TYPES` says, per data type, which CRDT holds it and its default
+sync priority; :func:`parse_doc` is the one parser of document names.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from tiendasync.errors import InvalidArgument
+from tiendasync.model.names import check_name
+
+__all__ = [
+    "CATALOG",
+    "CONFLICTS",
+    "DATA_TYPES",
+    "LOCATIONS",
+    "MAX_DOC_NAME",
+    "PRODUCT_INTEGER_FIELDS",
+    "DataType",
+    "DocName",
+    "data_type_of",
+    "location_of",
+    "parse_doc",
+    "sales_doc",
+    "stock_doc",
+]
+
+CATALOG = "catalog"
+LOCATIONS = "locations"
+CONFLICTS = "conflicts"
+MAX_DOC_NAME = 300
+
+#: Product fields with a fixed meaning: non-negative exact integers (cents).
+PRODUCT_INTEGER_FIELDS = ("price_cents", "cost_cents")
+
+
+@dataclass(frozen=True)
+class DataType:
+    """One family of documents."""
+
+    name: str
+    #: The CRDT view over its documents: ``"lww"``, ``"counter"`` or ``"ledger"``.
+    crdt: str
+    #: Higher syncs first and weighs more in conflict priority.
+    default_priority: int
+    #: How its documents are named.
+    pattern: str
+
+
+#: Every data type, highest default priority first.
+DATA_TYPES: dict[str, DataType] = {
+    t.name: t
+    for t in (
+        DataType("sales", "ledger", 10, "sales/<location>/<YYYY-MM>"),
+        DataType("stock", "counter", 8, "stock/<location>"),
+        DataType("conflicts", "lww", 7, CONFLICTS),
+        DataType("catalog", "lww", 5, CATALOG),
+        DataType("locations", "lww", 5, LOCATIONS),
+    )
+}
+
+
+@dataclass(frozen=True)
+class DocName:
+    """A parsed document name."""
+
+    name: str
+    data_type: str
+    #: The location of a stock or sales document, else ``None``.
+    location: str | None = None
+    #: ``YYYY-MM`` of a sales document, else ``None``.
+    period: str | None = None
+
+
+def stock_doc(location: str) -> str:
+    return f"stock/{location}"
+
+
+def sales_doc(location: str, wall_ms: int) -> str:
+    period = time.strftime("%Y-%m", time.gmtime(wall_ms / 1000))
+    return f"sales/{location}/{period}"
+
+
+def parse_doc(doc: object) -> DocName:
+    """Parse a document name; raises InvalidArgument for bad names."""
+    if not isinstance(doc, str) or not doc or len(doc) > MAX_DOC_NAME:
+        raise InvalidArgument(f"bad document name {doc!r}")
+    if doc in (CATALOG, LOCATIONS, CONFLICTS):
+        return DocName(doc, doc)
+    kind, _, rest = doc.partition("/")
+    if kind == "stock" and rest:
+        check_name(rest, "location")
+        return DocName(doc, "stock", location=rest)
+    if kind == "sales":
+        location, _, period = rest.rpartition("/")
+        if location and len(period) == 7 and period[4] == "-" and period.replace("-", "").isdigit():
+            check_name(location, "location")
+            return DocName(doc, "sales", location=location, period=period)
+    raise InvalidArgument(f"bad document name {doc!r}")
+
+
+def data_type_of(doc: str) -> str:
+    """The data type of a document name; raises InvalidArgument for bad names."""
+    return parse_doc(doc).data_type
+
+
+def location_of(doc: str) -> str | None:
+    """The location a stock or sales document belongs to (``None`` for others or bad names)."""
+    try:
+        return parse_doc(doc).location
+    except InvalidArgument:
+        return None

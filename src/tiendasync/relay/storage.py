@@ -1,0 +1,530 @@
+"""The relay's storage: an interface and its SQLite implementation.
+
+Everything the relay must not forget lives here: tokens (hashed), the
+client-id registry, the log of CRDT updates per (tenant, document) and its
+snapshots, per-replica configuration and grants, and the relay's sync log.
+
+:class:`RelayStore` is the small interface the server talks to, so that a
+server database can replace :class:`SqliteRelayStore` when several relay
+processes share one.  Implementations must be safe to call from several
+threads (the server commits from a worker thread).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from tiendasync.errors import NotFound, StorageError
+
+__all__ = [
+    "AppendEntry",
+    "AppendResult",
+    "DocHistory",
+    "RelayStore",
+    "SessionRecord",
+    "SqliteRelayStore",
+    "TokenRecord",
+]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL,
+    tenant TEXT,
+    replica_id TEXT,
+    admin INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+CREATE TABLE IF NOT EXISTS client_ids (
+    client_id INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    replica_id TEXT NOT NULL,
+    registered_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS client_ids_replica ON client_ids (tenant, replica_id);
+CREATE TABLE IF NOT EXISTS docs (
+    tenant TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    state_vector BLOB NOT NULL,
+    log_count INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (tenant, doc)
+);
+CREATE TABLE IF NOT EXISTS updates (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    data BLOB NOT NULL,
+    replica TEXT,
+    received_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS updates_doc ON updates (tenant, doc, seq);
+CREATE TABLE IF NOT EXISTS snapshots (
+    tenant TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    data BLOB NOT NULL,
+    upto_seq INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (tenant, doc)
+);
+CREATE TABLE IF NOT EXISTS replica_config (
+    tenant TEXT NOT NULL,
+    replica_id TEXT NOT NULL,
+    json TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (tenant, replica_id)
+);
+CREATE TABLE IF NOT EXISTS sync_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT,
+    replica_id TEXT,
+    session_id TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'sync',
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    outcome TEXT NOT NULL,
+    docs INTEGER NOT NULL DEFAULT 0,
+    updates_received INTEGER NOT NULL DEFAULT 0,
+    updates_sent INTEGER NOT NULL DEFAULT 0,
+    bytes_received INTEGER NOT NULL DEFAULT 0,
+    bytes_sent INTEGER NOT NULL DEFAULT 0,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS sync_log_replica ON sync_log (tenant, replica_id, started_at);
+"""
+
+
+# -- records ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """A stored token: never the secret, only its SHA-256 (hex)."""
+
+    id: str
+    token_hash: str
+    tenant: str | None
+    replica_id: str | None
+    admin: bool
+    created_at: float
+    revoked_at: float | None = None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def public(self) -> dict[str, Any]:
+        """What may be shown to an administrator (no hash)."""
+        return {
+            "id": self.id,
+            "tenant": self.tenant,
+            "replica_id": self.replica_id,
+            "admin": self.admin,
+            "created_at": self.created_at,
+            "revoked_at": self.revoked_at,
+        }
+
+
+@dataclass(frozen=True)
+class AppendEntry:
+    """One update to log (``data`` None: nothing to store, only the state vector)."""
+
+    tenant: str
+    doc: str
+    data: bytes | None
+    replica: str | None
+    state_vector: bytes
+    received_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What :meth:`RelayStore.append_many` did."""
+
+    seqs: list[int | None]
+    #: updates logged since the last snapshot, per (tenant, doc) touched
+    log_counts: dict[tuple[str, str], int]
+
+
+@dataclass(frozen=True)
+class DocHistory:
+    """A document as stored: the snapshot and every update logged after it."""
+
+    snapshot: bytes | None
+    upto_seq: int
+    updates: list[tuple[int, bytes]]
+
+    @property
+    def last_seq(self) -> int:
+        return self.updates[-1][0] if self.updates else self.upto_seq
+
+
+@dataclass
+class SessionRecord:
+    """One row of the relay's sync log (one websocket session)."""
+
+    session_id: str
+    tenant: str | None
+    replica_id: str | None
+    started_at: float
+    ended_at: float | None = None
+    outcome: str = "ok"
+    kind: str = "sync"
+    docs: int = 0
+    updates_received: int = 0
+    updates_sent: int = 0
+    bytes_received: int = 0
+    bytes_sent: int = 0
+    error: str | None = None
+
+
+# -- the interface ------------------------------------------------------------------------
+
+
+@runtime_checkable
+class RelayStore(Protocol):
+    """What the relay server needs from storage.  Every method is thread-safe."""
+
+    # tokens
+    def add_token(self, record: TokenRecord) -> None: ...
+    def get_token(self, token_id: str) -> TokenRecord | None: ...
+    def list_tokens(self) -> list[TokenRecord]: ...
+    def revoke_token(self, token_id: str) -> None: ...
+
+    # client ids
+    def claim_client_ids(self, tenant: str, replica_id: str, ids: Sequence[int]) -> list[int]:
+        """Register ``ids`` to the replica unless one belongs to someone else.
+
+        Returns the ids owned by another (tenant, replica); if any, nothing
+        is registered.
+        """
+        ...
+
+    def client_ids_of(self, tenant: str, replica_id: str) -> set[int]: ...
+
+    # documents
+    def append_many(self, entries: Sequence[AppendEntry]) -> AppendResult:
+        """Store a batch of updates in one durable transaction (group commit)."""
+        ...
+
+    def load_doc(self, tenant: str, doc: str) -> DocHistory: ...
+    def put_snapshot(self, tenant: str, doc: str, data: bytes, upto_seq: int) -> None: ...
+    def state_vectors(self, tenant: str) -> dict[str, bytes]: ...
+
+    # per-replica config
+    def get_replica_config(self, tenant: str, replica_id: str) -> dict[str, Any] | None: ...
+    def set_replica_config(self, tenant: str, replica_id: str, config: dict[str, Any]) -> None: ...
+
+    # sync log
+    def log_session(self, record: SessionRecord) -> None: ...
+    def list_sessions(
+        self, *, tenant: str | None = None, replica_id: str | None = None, limit: int = 100
+    ) -> list[SessionRecord]: ...
+
+    def close(self) -> None: ...
+
+
+# -- SQLite -----------------------------------------------------------------------------
+
+
+class SqliteRelayStore:
+    """:class:`RelayStore` in one SQLite file (WAL, ``synchronous=FULL``)."""
+
+    def __init__(self, path: str, *, durability: str = "full") -> None:
+        self.path = str(path)
+        self._lock = threading.RLock()
+        try:
+            self.conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute(
+                "PRAGMA synchronous=" + ("FULL" if durability == "full" else "NORMAL")
+            )
+            self.conn.executescript(_SCHEMA)
+            row = self.conn.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'"
+            ).fetchone()
+            if row is None:
+                self.conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise StorageError(
+                    f"{path}: relay schema version {row[0]}, this tiendasync knows {SCHEMA_VERSION}"
+                )
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open relay database {path}: {exc}") from exc
+        self._closed = False
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self.conn.close()
+
+    def __enter__(self) -> SqliteRelayStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.conn
+                except BaseException:
+                    self.conn.execute("ROLLBACK")
+                    raise
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StorageError(f"relay database write failed: {exc}") from exc
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            try:
+                return self.conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StorageError(f"relay database read failed: {exc}") from exc
+
+    # -- tokens --------------------------------------------------------------------------
+
+    def add_token(self, record: TokenRecord) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO tokens (id, token_hash, tenant, replica_id, admin, created_at, "
+                "revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.id,
+                    record.token_hash,
+                    record.tenant,
+                    record.replica_id,
+                    int(record.admin),
+                    record.created_at,
+                    record.revoked_at,
+                ),
+            )
+
+    @staticmethod
+    def _token(row: Sequence[Any]) -> TokenRecord:
+        return TokenRecord(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6])
+
+    def get_token(self, token_id: str) -> TokenRecord | None:
+        rows = self._read(
+            "SELECT id, token_hash, tenant, replica_id, admin, created_at, revoked_at "
+            "FROM tokens WHERE id = ?",
+            (token_id,),
+        )
+        return self._token(rows[0]) if rows else None
+
+    def list_tokens(self) -> list[TokenRecord]:
+        rows = self._read(
+            "SELECT id, token_hash, tenant, replica_id, admin, created_at, revoked_at "
+            "FROM tokens ORDER BY created_at, id"
+        )
+        return [self._token(r) for r in rows]
+
+    def revoke_token(self, token_id: str) -> None:
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
+                (time.time(), token_id),
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"no token with id {token_id!r}")
+
+    # -- client ids ------------------------------------------------------------------------
+
+    def claim_client_ids(self, tenant: str, replica_id: str, ids: Sequence[int]) -> list[int]:
+        now = time.time()
+        with self._write() as conn:
+            foreign: list[int] = []
+            new: list[int] = []
+            for client_id in dict.fromkeys(ids):
+                row = conn.execute(
+                    "SELECT tenant, replica_id FROM client_ids WHERE client_id = ?",
+                    (client_id,),
+                ).fetchone()
+                if row is None:
+                    new.append(client_id)
+                elif (row[0], row[1]) != (tenant, replica_id):
+                    foreign.append(client_id)
+            if not foreign:
+                conn.executemany(
+                    "INSERT INTO client_ids (client_id, tenant, replica_id, registered_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(c, tenant, replica_id, now) for c in new],
+                )
+            return foreign
+
+    def client_ids_of(self, tenant: str, replica_id: str) -> set[int]:
+        rows = self._read(
+            "SELECT client_id FROM client_ids WHERE tenant = ? AND replica_id = ?",
+            (tenant, replica_id),
+        )
+        return {r[0] for r in rows}
+
+    # -- documents ------------------------------------------------------------------------
+
+    def append_many(self, entries: Sequence[AppendEntry]) -> AppendResult:
+        seqs: list[int | None] = []
+        counts: dict[tuple[str, str], int] = {}
+        if not entries:
+            return AppendResult(seqs, counts)
+        with self._write() as conn:
+            for e in entries:
+                seq: int | None = None
+                added = 0
+                if e.data is not None:
+                    cur = conn.execute(
+                        "INSERT INTO updates (tenant, doc, data, replica, received_at) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (e.tenant, e.doc, e.data, e.replica, e.received_at),
+                    )
+                    seq = cur.lastrowid
+                    added = 1
+                seqs.append(seq)
+                conn.execute(
+                    "INSERT INTO docs (tenant, doc, state_vector, log_count, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, doc) DO UPDATE SET "
+                    "state_vector = excluded.state_vector, "
+                    "log_count = docs.log_count + excluded.log_count, "
+                    "updated_at = excluded.updated_at",
+                    (e.tenant, e.doc, e.state_vector, added, e.received_at),
+                )
+            for tenant, doc in dict.fromkeys((e.tenant, e.doc) for e in entries):
+                row = conn.execute(
+                    "SELECT log_count FROM docs WHERE tenant = ? AND doc = ?", (tenant, doc)
+                ).fetchone()
+                counts[(tenant, doc)] = int(row[0])
+        return AppendResult(seqs, counts)
+
+    def load_doc(self, tenant: str, doc: str) -> DocHistory:
+        with self._lock:
+            snap = self._read(
+                "SELECT data, upto_seq FROM snapshots WHERE tenant = ? AND doc = ?",
+                (tenant, doc),
+            )
+            snapshot, upto = (bytes(snap[0][0]), int(snap[0][1])) if snap else (None, 0)
+            rows = self._read(
+                "SELECT seq, data FROM updates WHERE tenant = ? AND doc = ? AND seq > ? "
+                "ORDER BY seq",
+                (tenant, doc, upto),
+            )
+        return DocHistory(snapshot, upto, [(int(s), bytes(d)) for s, d in rows])
+
+    def put_snapshot(self, tenant: str, doc: str, data: bytes, upto_seq: int) -> None:
+        """Replace the snapshot and drop the log it covers, in one transaction."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO snapshots (tenant, doc, data, upto_seq, created_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, doc) DO UPDATE SET "
+                "data = excluded.data, upto_seq = excluded.upto_seq, "
+                "created_at = excluded.created_at",
+                (tenant, doc, data, upto_seq, time.time()),
+            )
+            conn.execute(
+                "DELETE FROM updates WHERE tenant = ? AND doc = ? AND seq <= ?",
+                (tenant, doc, upto_seq),
+            )
+            remaining = conn.execute(
+                "SELECT COUNT(*) FROM updates WHERE tenant = ? AND doc = ?", (tenant, doc)
+            ).fetchone()[0]
+            conn.execute(
+                "UPDATE docs SET log_count = ? WHERE tenant = ? AND doc = ?",
+                (remaining, tenant, doc),
+            )
+
+    def state_vectors(self, tenant: str) -> dict[str, bytes]:
+        rows = self._read(
+            "SELECT doc, state_vector FROM docs WHERE tenant = ? ORDER BY doc", (tenant,)
+        )
+        return {r[0]: bytes(r[1]) for r in rows}
+
+    def log_size(self, tenant: str, doc: str) -> int:
+        """Updates logged for ``doc`` since its snapshot."""
+        rows = self._read("SELECT log_count FROM docs WHERE tenant = ? AND doc = ?", (tenant, doc))
+        return int(rows[0][0]) if rows else 0
+
+    # -- per-replica config ------------------------------------------------------------------
+
+    def get_replica_config(self, tenant: str, replica_id: str) -> dict[str, Any] | None:
+        rows = self._read(
+            "SELECT json FROM replica_config WHERE tenant = ? AND replica_id = ?",
+            (tenant, replica_id),
+        )
+        if not rows:
+            return None
+        value = json.loads(rows[0][0])
+        return value if isinstance(value, dict) else None
+
+    def set_replica_config(self, tenant: str, replica_id: str, config: dict[str, Any]) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO replica_config (tenant, replica_id, json, updated_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (tenant, replica_id) DO UPDATE SET "
+                "json = excluded.json, updated_at = excluded.updated_at",
+                (tenant, replica_id, json.dumps(config, sort_keys=True), time.time()),
+            )
+
+    # -- sync log ---------------------------------------------------------------------------
+
+    _SESSION_COLS = (
+        "session_id, tenant, replica_id, started_at, ended_at, outcome, kind, docs, "
+        "updates_received, updates_sent, bytes_received, bytes_sent, error"
+    )
+
+    def log_session(self, record: SessionRecord) -> None:
+        with self._write() as conn:
+            conn.execute(
+                f"INSERT INTO sync_log ({self._SESSION_COLS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.session_id,
+                    record.tenant,
+                    record.replica_id,
+                    record.started_at,
+                    record.ended_at,
+                    record.outcome,
+                    record.kind,
+                    record.docs,
+                    record.updates_received,
+                    record.updates_sent,
+                    record.bytes_received,
+                    record.bytes_sent,
+                    record.error,
+                ),
+            )
+
+    def list_sessions(
+        self, *, tenant: str | None = None, replica_id: str | None = None, limit: int = 100
+    ) -> list[SessionRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        if tenant is not None:
+            where.append("tenant = ?")
+            params.append(tenant)
+        if replica_id is not None:
+            where.append("replica_id = ?")
+            params.append(replica_id)
+        sql = f"SELECT {self._SESSION_COLS} FROM sync_log"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        return [SessionRecord(*row) for row in self._read(sql, params)]

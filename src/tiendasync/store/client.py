@@ -1,0 +1,308 @@
+"""The replica's websocket client: one-shot sync and continuous background sync.
+
+The conversation is :class:`~tiendasync.store.sync_session.ReplicaSync` (sans I/O);
+this module only carries its bytes over a websocket, feeds it the local
+writes committed meanwhile, and reconnects with exponential backoff and
+jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import ssl
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from tiendasync.errors import AuthError, ConfigError, SyncError, TiendaSyncError, UnreachableRelay
+from tiendasync.protocol import MAX_FRAME_BYTES
+from tiendasync.store.sync_session import ReplicaSync, SyncReport
+
+if TYPE_CHECKING:
+    from tiendasync.store.replica import Replica
+
+__all__ = ["BackgroundSync", "SyncReport", "sync_once"]
+
+log = logging.getLogger("tiendasync.store.client")
+
+#: How long a keepalive ping may go unanswered before the connection counts as
+#: dead.  Generous: a relay digesting a reconnect storm can be busy for a while,
+#: and dropping the connection then only makes the storm longer.
+KEEPALIVE_TIMEOUT_S = 60.0
+
+
+class _Resync(Exception):
+    """The relay asked for a (full) sync: end this session and start another."""
+
+    def __init__(self, full: bool) -> None:
+        super().__init__("resync requested")
+        self.full = full
+
+
+def _credentials(replica: Replica, url: str | None, token: str | None) -> tuple[str, str]:
+    url = url or replica.config.relay_url
+    token = token or replica.relay_token
+    if not url:
+        raise ConfigError("no relay URL: pass url= or set it with configure(relay_url=...)")
+    if not token:
+        raise ConfigError("no relay token: pass token= or save one with set_relay_token()")
+    return url, token
+
+
+def _ssl_for(url: str) -> ssl.SSLContext | None:
+    """``wss://`` uses the system trust store, plus TIENDASYNC_CA_FILE if set."""
+    if not url.startswith("wss://"):
+        return None
+    context = ssl.create_default_context()
+    ca = os.environ.get("TIENDASYNC_CA_FILE")
+    if ca:
+        context.load_verify_locations(ca)
+    return context
+
+
+async def _run_session(
+    replica: Replica,
+    url: str,
+    token: str,
+    *,
+    full: bool,
+    live: bool,
+    stop: asyncio.Event | None = None,
+) -> SyncReport:
+    """Connect and converse until done (once), stopped, or broken."""
+    sync = ReplicaSync(replica, token, relay=url, full=full, live=live)
+    started = time.monotonic()
+    loop = asyncio.get_running_loop()
+    outbox: asyncio.Queue[list[tuple[str, bytes]]] = asyncio.Queue()
+
+    def enqueue(updates: list[tuple[str, bytes]]) -> None:
+        loop.call_soon_threadsafe(outbox.put_nowait, list(updates))
+
+    unsubscribe = replica.on_local_update(enqueue) if live else (lambda: None)
+    log_id = replica.log._start(url, "full" if full else ("continuous" if live else "once"))
+    conflicts_before = _conflict_statuses(replica)
+    replica._set_connection_state("connecting")
+    report = sync.report
+    try:
+        try:
+            ws = await connect(
+                url,
+                max_size=4 * MAX_FRAME_BYTES,
+                open_timeout=10,
+                ping_interval=20,
+                ping_timeout=KEEPALIVE_TIMEOUT_S,
+                compression=None,
+                ssl=_ssl_for(url),
+            )
+        except (TimeoutError, OSError, websockets.InvalidURI, websockets.InvalidHandshake) as exc:
+            raise UnreachableRelay(f"cannot reach relay at {url}: {exc}") from exc
+        async with ws:
+            await _converse(ws, sync, outbox, stop)
+        report.outcome = "ok"
+    except _Resync:
+        report.outcome = "ok"
+        raise
+    except TiendaSyncError as exc:
+        report.outcome, report.error = "error", str(exc)
+        raise
+    except websockets.ConnectionClosed as exc:
+        report.outcome, report.error = "error", f"connection lost: {exc}"
+        raise UnreachableRelay(f"connection to relay lost: {exc}") from exc
+    finally:
+        unsubscribe()
+        report.duration_s = time.monotonic() - started
+        replica._set_connection_state("offline", report.error)
+        with contextlib.suppress(TiendaSyncError):
+            opened, healed = _conflict_changes(conflicts_before, _conflict_statuses(replica))
+            report.conflicts_seen = opened
+            replica.log._finish(
+                log_id,
+                report.outcome,
+                docs=report.docs,
+                updates_sent=report.updates_sent,
+                updates_received=report.updates_received,
+                bytes_sent=report.bytes_sent,
+                bytes_received=report.bytes_received,
+                error=report.error,
+                conflicts_opened=opened,
+                conflicts_healed=healed,
+            )
+    return report
+
+
+def _conflict_statuses(replica: Replica) -> dict[str, str]:
+    return {c.id: c.status for c in replica.conflicts.list(limit=10**9)}
+
+
+def _conflict_changes(before: dict[str, str], after: dict[str, str]) -> tuple[int, int]:
+    """(conflicts that opened, conflicts that closed) between two snapshots."""
+    opened = sum(1 for cid, st in after.items() if st == "open" and before.get(cid) != "open")
+    healed = sum(1 for cid, st in after.items() if st != "open" and before.get(cid) == "open")
+    return opened, healed
+
+
+async def _send(ws: ClientConnection, sync: ReplicaSync) -> None:
+    data = sync.data_to_send()
+    if data:
+        await ws.send(data)
+
+
+async def _converse(
+    ws: ClientConnection,
+    sync: ReplicaSync,
+    outbox: asyncio.Queue[list[tuple[str, bytes]]],
+    stop: asyncio.Event | None,
+) -> None:
+    sync.start()
+    await _send(ws, sync)
+    receiver: asyncio.Task[Any] = asyncio.create_task(ws.recv())
+    local: asyncio.Task[Any] | None = asyncio.create_task(outbox.get()) if sync.live else None
+    stopper = asyncio.create_task(stop.wait()) if stop is not None else None
+    try:
+        while True:
+            waiting = {t for t in (receiver, local, stopper) if t is not None}
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if stopper is not None and stopper in done:
+                sync.stop()
+                await _send(ws, sync)
+                return
+            if local is not None and local in done:
+                batch = local.result()
+                while not outbox.empty():
+                    batch.extend(outbox.get_nowait())
+                sync.send_local(batch)
+                await _send(ws, sync)
+                local = asyncio.create_task(outbox.get())
+            if receiver in done:
+                sync.receive_data(receiver.result())
+                await _send(ws, sync)
+                if sync.error is not None:
+                    if sync.conn.close_code not in (None, 1000):
+                        await ws.close(sync.conn.close_code or 1002, sync.conn.close_reason[:120])
+                    raise sync.error
+                if sync.resync is not None:
+                    raise _Resync(sync.resync)
+                if sync.done:
+                    return
+                receiver = asyncio.create_task(ws.recv())
+    finally:
+        for task in (receiver, local, stopper):
+            if task is not None:
+                task.cancel()
+
+
+def sync_once(
+    replica: Replica,
+    url: str | None = None,
+    *,
+    token: str | None = None,
+    full: bool = False,
+    timeout: float = 30.0,
+) -> SyncReport:
+    """Connect, exchange until both sides hold the same data, disconnect.
+
+    Raises :class:`UnreachableRelay` when the relay cannot be reached,
+    :class:`AuthError` when it refuses our token; local data is never lost.
+    """
+    url, token = _credentials(replica, url, token)
+
+    async def run() -> SyncReport:
+        try:
+            return await asyncio.wait_for(
+                _run_session(replica, url, token, full=full, live=False), timeout
+            )
+        except TimeoutError as exc:
+            raise SyncError(f"sync with {url} did not finish within {timeout} s") from exc
+        except _Resync:
+            return await asyncio.wait_for(
+                _run_session(replica, url, token, full=full, live=False), timeout
+            )
+
+    return asyncio.run(run())
+
+
+class BackgroundSync:
+    """Continuous sync on its own thread and event loop, reconnecting with backoff."""
+
+    def __init__(self, replica: Replica, url: str | None, *, token: str | None) -> None:
+        self.replica = replica
+        self.url, self.token = _credentials(replica, url, token)
+        self._thread = threading.Thread(target=self._run, name="tiendasync-sync", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._wake: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self.sessions = 0
+        self.last_report: SyncReport | None = None
+        self._full_next = False
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(5)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop may just have closed
+                loop.call_soon_threadsafe(stop.set)
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def kick(self, full: bool = False) -> None:
+        """Reconnect now instead of waiting for the backoff."""
+        self._full_next = self._full_next or full
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(wake.set)
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._ready.set()
+        failures = 0
+        while not self._stop.is_set():
+            full, self._full_next = self._full_next, False
+            try:
+                self.last_report = await _run_session(
+                    self.replica, self.url, self.token, full=full, live=True, stop=self._stop
+                )
+                failures = 0
+            except _Resync as exc:
+                self._full_next = exc.full
+                failures = 0
+                continue
+            except AuthError as exc:
+                log.error("relay refused this store (retrying slowly): %s", exc)
+                failures = max(failures + 1, 6)
+            except TiendaSyncError as exc:
+                log.info("sync session ended: %s", exc)
+                failures += 1
+            except Exception:  # never let the sync thread die silently
+                log.exception("unexpected error in sync session")
+                failures += 1
+            finally:
+                self.sessions += 1
+            if self._stop.is_set():
+                break
+            config = self.replica.config
+            delay = min(config.backoff_max_s, config.backoff_min_s * 2 ** min(failures, 16))
+            delay *= random.uniform(0.5, 1.0)
+            self._wake.clear()
+            waits = [asyncio.create_task(self._stop.wait()), asyncio.create_task(self._wake.wait())]
+            await asyncio.wait(
+                waits, timeout=delay if failures else 0.05, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in waits:
+                task.cancel()

@@ -1,0 +1,198 @@
+"""The set of pycrdt documents one replica holds, and what changes in them.
+
+``DocSet`` loads documents from a :class:`ReplicaStore` on first use, hands
+out CRDT views over them, and *captures* every update the documents emit
+(local transactions and applied remote updates alike) so the replica can log
+exactly what changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pycrdt
+
+from tiendasync.crdt import Ledger, LWWMap, PNCounter
+from tiendasync.errors import RemoteProtocolError
+from tiendasync.model.docnames import data_type_of
+from tiendasync.protocol.statevector import decode_state_vector
+from tiendasync.protocol.yjs_update import MalformedUpdate, ParsedUpdate, parse_update
+from tiendasync.store.storage import ReplicaStore
+
+__all__ = ["DocSet"]
+
+View = TypeVar("View", PNCounter, LWWMap, Ledger)
+
+_VIEW_OF_TYPE: dict[str, type[Any]] = {
+    "catalog": LWWMap,
+    "locations": LWWMap,
+    "conflicts": LWWMap,
+    "stock": PNCounter,
+    "sales": Ledger,
+}
+
+
+class DocSet:
+    """Named pycrdt docs of one replica incarnation (one Yjs client id)."""
+
+    def __init__(self, store: ReplicaStore, client_id: int) -> None:
+        self._store = store
+        self.client_id = client_id
+        self._docs: dict[str, pycrdt.Doc[Any]] = {}
+        self._views: dict[str, Any] = {}
+        self._subscriptions: list[Any] = []
+        self._captured: list[tuple[str, bytes]] = []
+        #: Per doc: remote updates waiting for an earlier update of the same writer
+        #: (id in storage, or None until persisted; the update).
+        self._held: dict[str, list[tuple[int | None, bytes]]] = {}
+        self._released: list[int] = []
+        self._known: dict[str, str] = dict(store.doc_names())
+        self.on_new_doc: Callable[[str], None] | None = None
+
+    # -- documents -----------------------------------------------------------
+
+    def names(self) -> list[str]:
+        """Every document this replica holds (loaded or not)."""
+        return sorted(self._known)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._known
+
+    def doc(self, name: str) -> pycrdt.Doc[Any]:
+        """The doc called ``name``, loaded from storage or created empty."""
+        doc = self._docs.get(name)
+        if doc is not None:
+            return doc
+        data_type = data_type_of(name)
+        doc = pycrdt.Doc(client_id=self.client_id)
+        snapshot, updates = self._store.doc_history(name)
+        with doc.transaction(origin="load"):
+            if snapshot is not None:
+                doc.apply_update(snapshot)
+            for data in updates:
+                doc.apply_update(data)
+        self._subscriptions.append(doc.observe(lambda event, n=name: self._capture(n, event)))
+        self._docs[name] = doc
+        self._held[name] = [(i, d) for i, d in self._store.held_updates(name)]
+        if name not in self._known:
+            self._known[name] = data_type
+            self._store.ensure_doc(name, data_type)
+            if self.on_new_doc is not None:
+                self.on_new_doc(name)
+        return doc
+
+    def view(self, name: str, kind: type[View]) -> View:
+        """The CRDT view of the right ``kind`` over doc ``name``."""
+        view = self._views.get(name)
+        if view is None:
+            expected = _VIEW_OF_TYPE[data_type_of(name)]
+            if expected is not kind:
+                raise TypeError(f"{name} holds {expected.__name__}, not {kind.__name__}")
+            view = kind(self.doc(name))
+            self._views[name] = view
+        assert isinstance(view, kind)
+        return view
+
+    def state_vector(self, name: str) -> bytes:
+        return bytes(self.doc(name).get_state())
+
+    def clock_of(self, name: str, client_id: int) -> int:
+        """Next clock of ``client_id`` in ``name`` (0 if it never wrote there)."""
+        return decode_state_vector(self.state_vector(name)).get(client_id, 0)
+
+    def diff(self, name: str, state_vector: bytes | None = None) -> bytes:
+        """What a peer with ``state_vector`` lacks of ``name`` (everything if None)."""
+        doc = self.doc(name)
+        return bytes(doc.get_update(state_vector) if state_vector else doc.get_update())
+
+    def apply(self, name: str, update: bytes) -> None:
+        """Apply a remote update; malformed bytes raise RemoteProtocolError.
+
+        Updates are applied in causal order per writer: one whose items start
+        past what we hold of their writer is held (see :meth:`held_changes`)
+        until the missing update arrives.  pycrdt 0.14 does not reliably
+        buffer out-of-order updates itself.
+        """
+        doc = self.doc(name)
+        try:
+            parsed = parse_update(update)
+        except MalformedUpdate as exc:
+            raise RemoteProtocolError(f"malformed update for {name}: {exc}") from exc
+        if not self._ready(doc, parsed):
+            self._held[name].append((None, update))
+            return
+        self._apply_now(name, doc, update)
+        progress = True
+        while progress and self._held[name]:
+            progress = False
+            for entry in list(self._held[name]):
+                if self._ready(doc, parse_update(entry[1])):
+                    self._held[name].remove(entry)
+                    if entry[0] is not None:
+                        self._released.append(entry[0])
+                    self._apply_now(name, doc, entry[1])
+                    progress = True
+
+    @staticmethod
+    def _ready(doc: pycrdt.Doc[Any], parsed: ParsedUpdate) -> bool:
+        have = decode_state_vector(bytes(doc.get_state()))
+        return all(have.get(r.client, 0) >= r.clock for r in parsed.structs if r.length)
+
+    @staticmethod
+    def _apply_now(name: str, doc: pycrdt.Doc[Any], update: bytes) -> None:
+        try:
+            with doc.transaction(origin="remote"):
+                doc.apply_update(update)
+        except Exception as exc:
+            raise RemoteProtocolError(f"cannot apply update to {name}: {exc}") from exc
+        except BaseException as exc:  # pycrdt's PanicException is a BaseException
+            if type(exc).__name__ != "PanicException":
+                raise
+            raise RemoteProtocolError(f"cannot apply update to {name}: {exc}") from exc
+
+    def held_changes(self) -> bool:
+        """True if updates were held or released since the last :meth:`persist_held`."""
+        return bool(self._released) or any(
+            i is None for held in self._held.values() for i, _ in held
+        )
+
+    def persist_held(self) -> None:
+        """Store newly held updates and forget released ones (inside a write)."""
+        for name, held in self._held.items():
+            for n, (i, data) in enumerate(held):
+                if i is None:
+                    held[n] = (self._store.hold_update(name, data), data)
+        if self._released:
+            self._store.release_updates(self._released)
+            self._released = []
+
+    def held_count(self) -> int:
+        return sum(len(h) for h in self._held.values())
+
+    # -- capture -------------------------------------------------------------
+
+    def _capture(self, name: str, event: Any) -> None:
+        update = bytes(event.update)
+        if update and update != b"\x00\x00":
+            self._captured.append((name, update))
+
+    def drain(self) -> list[tuple[str, bytes]]:
+        """Updates emitted since the last drain, in order."""
+        captured, self._captured = self._captured, []
+        return captured
+
+    def unload(self) -> None:
+        """Drop every in-memory doc (they reload from storage on next use)."""
+        for doc in self._docs.values():
+            del doc
+        self._docs.clear()
+        self._views.clear()
+        self._subscriptions.clear()
+        self._captured.clear()
+        self._held.clear()
+        self._released.clear()
+        self._known = dict(self._store.doc_names())
+
+    def loaded(self) -> list[str]:
+        return list(self._docs)

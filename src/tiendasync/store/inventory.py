@@ -1,0 +1,229 @@
+"""Stock: one PN-counter per (location, SKU).
+
+Every movement is a delta, never an overwrite, so movements made at the same
+time in different stores all count.  A stocktake (``count``) is turned into
+the delta between what was counted and what this replica saw at that moment,
+so a sale made elsewhere meanwhile is not erased when the two merge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from tiendasync.crdt import LWWMap, PNCounter, check_name, check_safe_int
+from tiendasync.errors import InvalidArgument, UnknownLocation
+from tiendasync.model.docnames import CATALOG, LOCATIONS, stock_doc
+
+if TYPE_CHECKING:
+    from tiendasync.store.replica import Replica
+
+__all__ = ["Inventory", "StockMovement"]
+
+
+@dataclass(frozen=True)
+class StockMovement:
+    """What one inventory call did."""
+
+    sku: str
+    location: str
+    delta: int
+    stock: int
+    warnings: tuple[str, ...] = field(default=())
+
+
+class Inventory:
+    """``replica.inventory``: receipts, adjustments, stocktakes, transfers."""
+
+    def __init__(self, replica: Replica) -> None:
+        self._replica = replica
+
+    # -- reading ---------------------------------------------------------------
+
+    def stock(self, sku: str, location: str | None = None) -> int:
+        """Units of ``sku`` at ``location`` (default: this replica's)."""
+        check_name(sku, "SKU")
+        with self._replica._lock:
+            self._replica._check_open()
+            loc = self._location(location)
+            return self._counter(loc).value(sku)
+
+    def levels(self, location: str | None = None) -> dict[str, int]:
+        """Every SKU with stock history at ``location`` and its units."""
+        with self._replica._lock:
+            self._replica._check_open()
+            return dict(sorted(self._counter(self._location(location)).items()))
+
+    def locations(self) -> list[str]:
+        """Every known location."""
+        with self._replica._lock:
+            self._replica._check_open()
+            return sorted(self._known_locations())
+
+    # -- writing ---------------------------------------------------------------
+
+    def receive(
+        self, sku: str, quantity: int, *, location: str | None = None, reason: str | None = None
+    ) -> StockMovement:
+        """Goods arrived: add ``quantity`` (> 0) units."""
+        check_safe_int(quantity, "quantity", positive=True)
+        return self._move("receive", sku, quantity, location, reason or "receipt")
+
+    def receive_many(
+        self,
+        quantities: Mapping[str, int] | Iterable[tuple[str, int]],
+        *,
+        location: str | None = None,
+        reason: str | None = None,
+    ) -> int:
+        """Goods arrived for many SKUs at once: one durable write (bulk import, deliveries).
+
+        ``quantities``: ``{sku: units}`` or ``[(sku, units), ...]`` with units > 0
+        (the same SKU twice adds up).  All are checked before anything is
+        written.  Returns the number of SKUs changed.
+        """
+        items = list(quantities.items() if isinstance(quantities, Mapping) else quantities)
+        totals: dict[str, int] = {}
+        for n, item in enumerate(items, start=1):
+            if not isinstance(item, tuple) or len(item) != 2:
+                raise InvalidArgument(f"item {n} must be (sku, quantity)")
+            sku = check_name(item[0], f"SKU of item {n}")
+            totals[sku] = totals.get(sku, 0) + check_safe_int(
+                item[1], f"quantity of item {n}", positive=True
+            )
+        if not totals:
+            return 0
+        with self._replica._lock:
+            self._replica._check_open()
+            loc = self._location(location)
+
+            def mutate() -> None:
+                doc = self._replica._docs.doc(stock_doc(loc))
+                with doc.transaction(origin="local"):
+                    counter = self._counter(loc)
+                    for sku, units in totals.items():
+                        counter.add(sku, units)
+
+            self._replica._local_write(
+                "receive",
+                "stock",
+                f"receive {len(totals)} SKU(s), {sum(totals.values())} units at {loc} "
+                f"({reason or 'receipt'})",
+                mutate,
+            )
+            return len(totals)
+
+    def adjust(
+        self, sku: str, delta: int, *, reason: str, location: str | None = None
+    ) -> StockMovement:
+        """Correct stock by ``delta`` (non-zero; negative for breakage, theft...)."""
+        check_safe_int(delta, "delta")
+        if delta == 0:
+            raise InvalidArgument("an adjustment of 0 units does nothing; give a non-zero delta")
+        if not isinstance(reason, str) or not reason.strip():
+            raise InvalidArgument("an adjustment needs a reason (e.g. 'broken')")
+        return self._move("adjust", sku, delta, location, reason)
+
+    def count(self, sku: str, counted: int, *, location: str | None = None) -> StockMovement:
+        """Stocktake: we counted ``counted`` units (>= 0) right now.
+
+        Writes the difference with the stock this replica sees now; sales
+        made concurrently elsewhere still count after merging.
+        """
+        check_safe_int(counted, "counted quantity")
+        if counted < 0:
+            raise InvalidArgument(f"a counted quantity cannot be negative, got {counted}")
+        check_name(sku, "SKU")
+        with self._replica._lock:
+            self._replica._check_open()
+            loc = self._location(location)
+            delta = counted - self._counter(loc).value(sku)
+            return self._move("count", sku, delta, loc, f"stocktake: counted {counted}")
+
+    def transfer(
+        self,
+        sku: str,
+        quantity: int,
+        *,
+        to_location: str,
+        from_location: str | None = None,
+    ) -> StockMovement:
+        """Move ``quantity`` units between two locations in one atomic write."""
+        check_name(sku, "SKU")
+        check_safe_int(quantity, "quantity", positive=True)
+        with self._replica._lock:
+            self._replica._check_open()
+            src = self._location(from_location)
+            dst = self._location(to_location)
+            if src == dst:
+                raise InvalidArgument(f"cannot transfer from {src!r} to itself")
+            warnings = self._product_warnings(sku)
+
+            def mutate() -> None:
+                for loc, delta in ((src, -quantity), (dst, quantity)):
+                    doc = self._replica._docs.doc(stock_doc(loc))
+                    with doc.transaction(origin="local"):
+                        self._counter(loc).add(sku, delta)
+
+            self._replica._local_write(
+                "transfer",
+                "stock",
+                f"transfer {quantity} x {sku}: {src} -> {dst}",
+                mutate,
+                ref=sku,
+            )
+            after = self._counter(src).value(sku)
+            if after < 0:
+                warnings.append(f"stock of {sku} at {src} is now {after}")
+            return StockMovement(sku, src, -quantity, after, tuple(warnings))
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _move(
+        self, kind: str, sku: str, delta: int, location: str | None, reason: str
+    ) -> StockMovement:
+        check_name(sku, "SKU")
+        with self._replica._lock:
+            self._replica._check_open()
+            loc = self._location(location)
+            warnings = self._product_warnings(sku)
+            if delta != 0:
+
+                def mutate() -> None:
+                    doc = self._replica._docs.doc(stock_doc(loc))
+                    with doc.transaction(origin="local"):
+                        self._counter(loc).add(sku, delta)
+
+                self._replica._local_write(
+                    kind, "stock", f"{kind} {delta:+d} x {sku} at {loc} ({reason})", mutate, ref=sku
+                )
+            after = self._counter(loc).value(sku)
+            if after < 0:
+                warnings.append(f"stock of {sku} at {loc} is now {after}")
+            return StockMovement(sku, loc, delta, after, tuple(warnings))
+
+    def _counter(self, location: str) -> PNCounter:
+        return self._replica._docs.view(stock_doc(location), PNCounter)
+
+    def _known_locations(self) -> set[str]:
+        docs = self._replica._docs
+        known = {self._replica.location}
+        known.update(docs.view(LOCATIONS, LWWMap).records())
+        known.update(n.partition("/")[2] for n in docs.names() if n.startswith("stock/"))
+        return known
+
+    def _location(self, location: str | None) -> str:
+        if location is None:
+            return self._replica.location
+        check_name(location, "location")
+        if location not in self._known_locations():
+            known = ", ".join(sorted(self._known_locations()))
+            raise UnknownLocation(
+                f"unknown location {location!r}; known: {known} (add it with replica.locations.put)"
+            )
+        return location
+
+    def _product_warnings(self, sku: str) -> list[str]:
+        product = self._replica._docs.view(CATALOG, LWWMap).get(sku)
+        return [] if product is not None else [f"{sku} is not a product in the catalog"]

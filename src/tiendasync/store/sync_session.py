@@ -1,0 +1,244 @@
+"""One sync session of a replica, sans I/O.
+
+:class:`ReplicaSync` joins the replica-side protocol state machine
+(:class:`~tiendasync.protocol.ReplicaConnection`) to a
+:class:`~tiendasync.Replica`: it builds the HELLO from the replica's state
+vectors, sends what the relay lacks of our own writes once per connection,
+applies what arrives, marks queue entries acknowledged, and streams new local
+writes in live mode.  It never touches sockets, threads or clocks: the
+websocket client (``tiendasync.store.client``) and the simulated-network tests feed
+it bytes and carry its bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tiendasync.errors import (
+    AuthError,
+    ProtocolError,
+    RemoteProtocolError,
+    SyncError,
+    TiendaSyncError,
+    UnreachableRelay,
+)
+from tiendasync.model.docnames import data_type_of
+from tiendasync.protocol import (
+    CLOSE_AUTH,
+    CLOSE_FORBIDDEN,
+    CLOSE_INTERNAL,
+    MAX_FRAME_BYTES,
+    Ack,
+    ConnectionClosed,
+    ProtocolFailure,
+    ReplicaConnection,
+    Synced,
+    SyncRequested,
+    UpdateReceived,
+    Welcome,
+)
+from tiendasync.protocol.statevector import decode_state_vector, encode_state_vector
+
+if TYPE_CHECKING:
+    from tiendasync.store.replica import Replica
+
+__all__ = ["ReplicaSync", "SyncReport"]
+
+
+@dataclass
+class SyncReport:
+    """What one sync session did."""
+
+    relay: str
+    session_id: str = ""
+    updates_sent: int = 0
+    updates_received: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    docs: int = 0
+    acknowledged: int = 0
+    conflicts_seen: int = 0
+    duration_s: float = 0.0
+    outcome: str = "running"
+    error: str | None = None
+    received_docs: set[str] = field(default_factory=set)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["received_docs"] = sorted(self.received_docs)
+        return out
+
+
+class ReplicaSync:
+    """The replica's side of one connection to the relay.
+
+    After every :meth:`receive_data` check :attr:`error` (the session must
+    end with it), :attr:`resync` (the relay asked for a new, possibly full,
+    session) and :attr:`done` (one-shot mode: everything exchanged and
+    acknowledged; a BYE is queued).
+    """
+
+    def __init__(
+        self,
+        replica: Replica,
+        token: str,
+        *,
+        relay: str = "",
+        full: bool = False,
+        live: bool = False,
+    ) -> None:
+        self.replica = replica
+        self.token = token
+        self.full = full
+        self.live = live
+        self.conn = ReplicaConnection(max_frame_bytes=MAX_FRAME_BYTES)
+        self.report = SyncReport(relay=relay)
+        self.own_ids = replica.own_client_ids()
+        self.expected: dict[tuple[str, int], int] = {}
+        self.acked: dict[tuple[str, int], int] = {}
+        self.synced = False
+        self.done = False
+        self.error: TiendaSyncError | None = None
+        self.resync: bool | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.conn.closed
+
+    def start(self) -> None:
+        """Queue the HELLO."""
+        replica = self.replica
+        svs = {} if self.full else {d: replica.state_vector(d) for d in replica.doc_names()}
+        self.conn.hello(
+            tenant=replica.tenant,
+            replica_id=replica.replica_id,
+            token=self.token,
+            client_id=replica.client_id,
+            state_vectors=svs,
+            full=self.full,
+            past_client_ids=tuple(sorted(self.own_ids - {replica.client_id})),
+        )
+
+    def data_to_send(self) -> bytes:
+        data = self.conn.data_to_send()
+        self.report.bytes_sent = self.conn.bytes_sent
+        return data
+
+    def receive_data(self, data: bytes | str) -> None:
+        """Bytes of one message from the relay."""
+        if isinstance(data, str):
+            self.conn.fail(1003, "text frames are not part of the protocol", remote=True)
+        else:
+            self.conn.receive_data(data)
+        self.report.bytes_received = self.conn.bytes_received
+        events = self.conn.events()
+        i = 0
+        while i < len(events):
+            if isinstance(events[i], UpdateReceived):  # a run of updates: one transaction
+                j = i
+                while j < len(events) and isinstance(events[j], UpdateReceived):
+                    j += 1
+                self._apply_updates(events[i:j])
+                i = j
+            else:
+                self._handle(events[i])
+                i += 1
+            if self.error is not None or self.resync is not None:
+                return
+        self._check_done()
+
+    def _apply_updates(self, events: list[Any]) -> None:
+        try:
+            changed = self.replica.apply_remote_many([(e.doc, e.data) for e in events])
+        except RemoteProtocolError as exc:
+            self.conn.fail(exc.code, exc.reason, remote=False)
+            self.error = exc
+            return
+        self.report.updates_received += len(events)
+        if changed:
+            self.report.received_docs.update(e.doc for e in events)
+
+    def send_local(self, updates: list[tuple[str, bytes]]) -> None:
+        """Stream committed local writes (live mode; before WELCOME the catch-up carries them)."""
+        if self.conn.state not in ("catching_up", "live"):
+            return
+        for doc, data in updates:
+            self.conn.send_update(doc, data)
+            self.report.updates_sent += 1
+        self.replica.queue._mark_sent()
+
+    def stop(self, reason: str = "stopping") -> None:
+        self.conn.bye(reason)
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _handle(self, event: Any) -> None:
+        replica = self.replica
+        if isinstance(event, Welcome):
+            self.report.session_id = event.session_id
+            if event.config:
+                replica._apply_central_config(event.config)
+            self._send_catch_up(event.state_vectors)
+            replica._set_connection_state("syncing")
+        elif isinstance(event, Ack):
+            key = (event.doc, event.client_id)
+            self.acked[key] = max(self.acked.get(key, 0), event.clock)
+            self.report.acknowledged += replica.queue._acknowledge(
+                event.doc, event.client_id, event.clock
+            )
+        elif isinstance(event, Synced):
+            self.synced = True
+            if self.live:
+                replica._set_connection_state("online")
+        elif isinstance(event, SyncRequested):
+            self.resync = event.full
+        elif isinstance(event, ProtocolFailure):
+            if event.code == CLOSE_AUTH:
+                self.error = AuthError(f"relay refused us: {event.reason}")
+            elif event.code == CLOSE_FORBIDDEN:
+                self.error = AuthError(f"relay forbids this: {event.reason}")
+                self.replica.queue._mark_refused(f"relay refused: {event.reason}")
+            elif event.code == CLOSE_INTERNAL:
+                self.error = SyncError(f"relay error: {event.reason}")
+            else:
+                self.error = ProtocolError(event.reason, event.code)
+        elif isinstance(event, ConnectionClosed):
+            self.error = UnreachableRelay(f"relay closed the session: {event.reason}")
+
+    def _send_catch_up(self, relay_svs: dict[str, bytes]) -> None:
+        """Send, in priority order, what the relay lacks of our own writes."""
+        config = self.replica.config
+        docs = sorted(
+            self.replica.doc_names(), key=lambda d: (-config.priority(data_type_of(d)), d)
+        )
+        self.report.docs = len(docs)
+        for doc in docs:
+            local = decode_state_vector(self.replica.state_vector(doc))
+            relay = decode_state_vector(relay_svs[doc]) if doc in relay_svs else {}
+            # The relay's state vector is what it holds durably: it acknowledges
+            # our writes whose ACK was lost with a previous connection.
+            for client in self.own_ids:
+                if relay.get(client, 0):
+                    self.report.acknowledged += self.replica.queue._acknowledge(
+                        doc, client, relay[client]
+                    )
+            ours = {c: k for c, k in local.items() if c in self.own_ids and k > relay.get(c, 0)}
+            if not ours and not self.full:
+                continue
+            # Claim the relay has every other writer's items: the relay only
+            # accepts our own items from us, and the diff still carries deletes.
+            target = {c: (relay.get(c, 0) if c in self.own_ids else k) for c, k in local.items()}
+            update = self.replica.diff(doc, encode_state_vector(target))
+            self.conn.send_update(doc, update)
+            self.report.updates_sent += 1
+            for client, clock in ours.items():
+                self.expected[(doc, client)] = clock
+        self.replica.queue._mark_sent()
+
+    def _check_done(self) -> None:
+        if self.live or self.done or not self.synced or self.conn.closed:
+            return
+        if all(self.acked.get(k, 0) >= clock for k, clock in self.expected.items()):
+            self.done = True
+            self.conn.bye("synced")

@@ -1,0 +1,550 @@
+"""The relay's web console in a real browser (headless Chromium over the DevTools protocol).
+
+A relay and two POS processes (examples/demo.py's helpers) sell the last unit
+of milk while offline, which opens one conflict.  The test logs into the
+console with the admin token, finds the conflict in the queue, opens it,
+voids one of the two sales with a checkbox and a click, and checks through
+the stores that everything converges.  Clicks and typing are real input
+events (``Input.dispatchMouseEvent`` / ``Input.insertText``), not
+``element.click()``.
+
+Chromium is required: the test FAILS (it does not skip) when
+``/usr/bin/chromium`` (or ``$TIENDASYNC_CHROMIUM``) is missing; ``.ci/run``
+installs the Debian package.  ``TIENDASYNC_SCREENSHOTS=1`` also writes the
+screenshots used by ``docs/console.md`` into ``docs/img/console-*.png``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.sync.client import ClientConnection, connect
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "examples"))
+import demo  # noqa: E402  (examples/demo.py: Store, free_port, tiendasync, admin)
+
+CHROMIUM = os.environ.get("TIENDASYNC_CHROMIUM", "/usr/bin/chromium")
+SCREENSHOTS = os.environ.get("TIENDASYNC_SCREENSHOTS") == "1"
+IMG_DIR = ROOT / "docs" / "img"
+HOST = demo.HOST
+#: a landscape tablet (and the size of the docs' screenshots)
+VIEWPORT = (1180, 820)
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--remote-debugging-port=0",
+]
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for: {what}")
+        time.sleep(0.1)
+
+
+# -- the browser ---------------------------------------------------------------------------
+
+
+class CDPError(RuntimeError):
+    pass
+
+
+class Chromium:
+    """Headless Chromium driven over one DevTools websocket (flattened page session)."""
+
+    def __init__(self, profile: Path) -> None:
+        self.proc = subprocess.Popen(
+            [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+        )
+        self.stderr_tail: list[str] = []
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._drain, args=(lines,), daemon=True).start()
+        url = None
+        deadline = time.monotonic() + 30
+        while url is None:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                line = ""
+            if line.startswith("DevTools listening on "):
+                url = line.split(" on ", 1)[1].strip()
+            elif time.monotonic() > deadline or self.proc.poll() is not None:
+                self.close()
+                raise AssertionError(
+                    "chromium did not print its DevTools URL:\n" + "".join(self.stderr_tail[-20:])
+                )
+        self._exit = contextlib.ExitStack()
+        self.ws: ClientConnection = self._exit.enter_context(
+            connect(url, max_size=None, open_timeout=10)
+        )
+        self._next = 0
+        self.events: list[dict[str, Any]] = []
+        self.session: str | None = None
+        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})[
+            "sessionId"
+        ]
+        self.call("Page.enable")
+        self.call("Runtime.enable")
+        self._viewport(*VIEWPORT)
+
+    def _drain(self, lines: queue.Queue[str]) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:  # keep reading: a full pipe would block chromium
+            self.stderr_tail = [*self.stderr_tail[-50:], line]
+            lines.put(line)
+
+    def close(self) -> None:
+        exit_stack = getattr(self, "_exit", None)
+        if exit_stack is not None:
+            exit_stack.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    # -- protocol --------------------------------------------------------------------------
+
+    def call(self, method: str, params: dict[str, Any] | None = None, timeout: float = 15.0) -> Any:
+        self._next += 1
+        message: dict[str, Any] = {"id": self._next, "method": method, "params": params or {}}
+        if self.session is not None:
+            message["sessionId"] = self.session
+        self.ws.send(json.dumps(message))
+        deadline = time.monotonic() + timeout
+        while True:
+            raw = self.ws.recv(timeout=max(0.01, deadline - time.monotonic()))
+            answer = json.loads(raw)
+            if answer.get("id") == self._next:
+                if "error" in answer:
+                    raise CDPError(f"{method}: {answer['error']}")
+                return answer.get("result", {})
+            self.events.append(answer)
+
+    def js(self, expression: str) -> Any:
+        """Evaluate in the page (promises awaited) and return the JSON value."""
+        result = self.call(
+            "Runtime.evaluate",
+            {"expression": expression, "returnByValue": True, "awaitPromise": True},
+        )
+        if "exceptionDetails" in result:
+            raise CDPError(f"{expression!r} threw: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def wait(self, expression: str, what: str, timeout: float = 20.0) -> Any:
+        return wait_until(lambda: self.js(expression), what, timeout)
+
+    def page_errors(self) -> list[str]:
+        out = []
+        for ev in self.events:
+            if ev.get("method") == "Runtime.exceptionThrown":
+                out.append(json.dumps(ev["params"]["exceptionDetails"])[:500])
+            elif ev.get("method") == "Runtime.consoleAPICalled" and ev["params"]["type"] in (
+                "error",
+                "assert",
+            ):
+                out.append(json.dumps(ev["params"]["args"])[:500])
+        return out
+
+    # -- user actions ----------------------------------------------------------------------
+
+    def navigate(self, url: str) -> None:
+        self.call("Page.navigate", {"url": url})
+
+    def click(self, selector: str) -> None:
+        """A real mouse click in the middle of the element (scrolled into view)."""
+        box = self.wait(
+            f"""(() => {{ const el = document.querySelector({json.dumps(selector)});
+                if (!el) return null;
+                el.scrollIntoView({{block: 'center', inline: 'center'}});
+                const r = el.getBoundingClientRect();
+                if (!r.width || !r.height) return null;
+                return {{x: r.left + r.width / 2, y: r.top + r.height / 2}}; }})()""",
+            f"a visible {selector}",
+        )
+        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+            self.call(
+                "Input.dispatchMouseEvent",
+                {
+                    "type": kind,
+                    "x": box["x"],
+                    "y": box["y"],
+                    "button": "left",
+                    "buttons": 0 if kind == "mouseReleased" else 1,
+                    "clickCount": 1,
+                },
+            )
+
+    def type_into(self, selector: str, text: str) -> None:
+        self.click(selector)
+        self.js(f"document.querySelector({json.dumps(selector)}).select()")
+        self.call("Input.insertText", {"text": text})
+
+    def press_enter(self) -> None:
+        self.call(
+            "Input.dispatchKeyEvent",
+            {
+                "type": "keyDown",
+                "key": "Enter",
+                "code": "Enter",
+                "windowsVirtualKeyCode": 13,
+                "text": "\r",
+            },
+        )
+        self.call(
+            "Input.dispatchKeyEvent",
+            {"type": "keyUp", "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13},
+        )
+
+    def _viewport(self, width: int, height: int, mobile: bool = False) -> None:
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile},
+        )
+
+    def screenshot(self, name: str, *, full_page: bool = True) -> None:
+        if not SCREENSHOTS:
+            return
+        self.js("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        width, height = self.js("[window.innerWidth, window.innerHeight]")
+        if full_page:  # grow the viewport to the page, shoot, and put it back
+            full = int(self.js("document.documentElement.scrollHeight"))
+            self._viewport(width, max(height, full))
+        data = self.call("Page.captureScreenshot", {"format": "png"})["data"]
+        if full_page:
+            self._viewport(width, height)
+        IMG_DIR.mkdir(parents=True, exist_ok=True)
+        (IMG_DIR / f"console-{name}.png").write_bytes(base64.b64decode(data))
+
+
+# -- the cluster (relay + two tills), as in examples/demo.py ----------------------------------
+
+
+class Cluster:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.stores: list[demo.Store] = []
+        self.relay: subprocess.Popen[str] | None = None
+        relay_db = str(workdir / "relay.db")
+        self.port, self.admin_port = demo.free_port(), demo.free_port()
+        self.tokens = {
+            r: demo.tiendasync(
+                "relay", "token", "add", "--db", relay_db, "--tenant", "acme", "--replica", r
+            )
+            for r in ("caja-1", "caja-2")
+        }
+        self.admin_token = demo.tiendasync("relay", "token", "add", "--db", relay_db, "--admin")
+        with (workdir / "relay.log").open("w") as relay_log:
+            self.relay = subprocess.Popen(
+                [
+                    demo.PY,
+                    "-m",
+                    "tiendasync",
+                    "relay",
+                    "--db",
+                    relay_db,
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(self.port),
+                    "--admin-port",
+                    str(self.admin_port),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=relay_log,
+                text=True,
+            )
+        wait_until(self._up, "the relay's admin port answers")
+        url = f"ws://{HOST}:{self.port}"
+        self.caja1 = demo.Store(workdir, "caja-1", url, self.tokens["caja-1"])
+        self.caja2 = demo.Store(workdir, "caja-2", url, self.tokens["caja-2"])
+        self.stores = [self.caja1, self.caja2]
+
+    @property
+    def console_url(self) -> str:
+        return f"http://{HOST}:{self.admin_port}/console/"
+
+    def _up(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{self.admin_port}/healthz", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def api(self, method: str, path: str, body: Any = None) -> Any:
+        return demo.admin(self.admin_port, self.admin_token, method, path, body)
+
+    def close(self) -> None:
+        for store in self.stores:
+            store.close()
+        if self.relay is not None and self.relay.poll() is None:
+            self.relay.terminate()
+            try:
+                self.relay.wait(10)
+            except subprocess.TimeoutExpired:
+                self.relay.kill()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@contextlib.contextmanager
+def chromium(tmp_path: Path) -> Iterator[Chromium]:
+    """The browser, or a FAILED test (never a skip) when Chromium is not installed."""
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        pytest.fail(
+            f"the console test needs Chromium at {CHROMIUM} (Debian package "
+            "`chromium`: apt-get install -y chromium; .ci/run installs it), "
+            "or set TIENDASYNC_CHROMIUM to another build",
+            pytrace=False,
+        )
+    b = Chromium(tmp_path / "chromium-profile")
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+# -- the test ------------------------------------------------------------------------------
+
+
+def test_static_console_needs_no_token_but_data_does(cluster: Cluster) -> None:
+    with urllib.request.urlopen(cluster.console_url, timeout=5) as r:
+        page = r.read().decode()
+        assert r.status == 200 and "app.js" in page
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    for path in ("/api/sync/tenants/", "/api/sync/queue/C-x/sales/"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"http://{HOST}:{cluster.admin_port}{path}", timeout=5)
+        assert err.value.code == 401
+
+
+def test_console_resolves_the_last_unit_conflict(cluster: Cluster, tmp_path: Path) -> None:
+    with chromium(tmp_path) as browser:
+        run_console_flow(cluster, browser)
+
+
+def run_console_flow(cluster: Cluster, browser: Chromium) -> None:
+    started = time.monotonic()
+    caja1, caja2 = cluster.caja1, cluster.caja2
+    tills = cluster.stores
+
+    # The seed's flow: both tills sell the last unit of milk while offline.
+    caja1.do("product CAFE-500 450 Café 500 g")
+    caja1.do("product LECHE-1L 120 Leche 1 L")
+    caja1.do("receive CAFE-500 10")
+    caja1.do("receive LECHE-1L 1")
+    for till in tills:
+        till.do("online")
+    for till in tills:
+        till.do("wait-synced 20")
+    wait_until(lambda: caja2.do("stock LECHE-1L") == 1, "caja-2 sees the last unit")
+    for till in tills:
+        till.do("offline")
+    s1 = caja1.do("sell CAFE-500 2 LECHE-1L 1")["id"]
+    s2 = caja2.do("sell LECHE-1L 1")["id"]
+    for till in tills:
+        till.do("online")
+    for till in tills:
+        till.do("wait-synced 20")
+
+    # Log in (Spanish by default).
+    browser.navigate(cluster.console_url)
+    browser.wait("!!document.querySelector('#login-form input[type=password]')", "the login form")
+    assert browser.js("document.documentElement.lang") == "es"
+    assert (
+        browser.js("document.querySelector('#login-form label').textContent")
+        == "Token de administrador"
+    )
+    browser.screenshot("login", full_page=False)
+    browser.type_into("#login-form input[type=password]", "not-the-token")
+    browser.click("#login-submit")
+    browser.wait(
+        "/no válido/.test(document.querySelector('#login-error').textContent)",
+        "a wrong token is refused",
+    )
+    browser.type_into("#login-form input[type=password]", cluster.admin_token)
+    browser.press_enter()  # the form submits from the keyboard too
+    browser.wait("location.hash === '#/conflicts'", "the console opens on the queue")
+    assert browser.js("sessionStorage.getItem('tiendasync.console.token')") == cluster.admin_token
+
+    # The queue finds the conflict by itself (polling).
+    rows = browser.wait(
+        """(() => { const rows = [...document.querySelectorAll('tr[data-conflict]')];
+            return rows.length ? rows.map(r => ({id: r.dataset.conflict,
+                                                 text: r.textContent})) : null; })()""",
+        "the conflict appears in the queue",
+    )
+    assert len(rows) == 1, rows
+    conflict_id = rows[0]["id"]
+    assert "LECHE-1L" in rows[0]["text"] and "caja-1, caja-2" in rows[0]["text"]
+    browser.wait(
+        "document.querySelector('#open-count').textContent === '1'",
+        "the nav badge counts one open conflict",
+    )
+
+    # Stores page: both online; edit a config through the form.
+    browser.click("#mainnav a[data-route=stores]")
+    browser.wait(
+        "document.querySelectorAll('.store-card .badge-online').length === 2",
+        "both tills show online",
+    )
+    browser.screenshot("stores")
+    browser.click("[data-replica=caja-2] [data-action=edit-config]")
+    browser.type_into("[data-replica=caja-2] input[name=interval_s]", "15")
+    browser.screenshot("stores-config")
+    browser.click("[data-replica=caja-2] button[type=submit]")
+    browser.wait(
+        "/caja-2/.test(document.querySelector('[data-replica=caja-2] .inline-msg').textContent)",
+        "the config is saved",
+    )
+    configs = {
+        c["replica"]: c["config"] for c in cluster.api("GET", "/api/sync/config/")["results"]
+    }
+    assert configs["caja-2"]["interval_s"] == 15 and configs["caja-1"]["interval_s"] == 30
+    browser.click("[data-replica=caja-1] [data-action=sync-now]")
+    browser.wait(
+        "/caja-1/.test(document.querySelector('[data-replica=caja-1] .inline-msg').textContent)",
+        "sync now is requested",
+    )
+
+    # Sync log, filtered by store.
+    browser.click("#mainnav a[data-route=log]")
+    browser.wait("document.querySelectorAll('tr[data-session]').length >= 2", "the sync log")
+    browser.screenshot("log")
+    browser.js("""(() => { const s = document.querySelector('select[name=replica]');
+                  s.value = 'caja-2'; s.dispatchEvent(new Event('change')); })()""")
+    browser.wait(
+        """(() => { const rows = [...document.querySelectorAll('tr[data-session]')];
+                    return rows.length > 0
+                           && rows.every(r => /caja-2/.test(r.textContent)); })()""",
+        "the log shows only caja-2's sessions",
+    )
+
+    # Back to the queue, open the conflict.
+    browser.click("#mainnav a[data-route=conflicts]")
+    browser.wait("!!document.querySelector('tr[data-conflict]')", "the queue again")
+    browser.screenshot("conflicts")
+    browser.click(f"tr[data-conflict='{conflict_id}'] a")
+    sales = browser.wait(
+        """(() => { const rows = [...document.querySelectorAll('tr[data-sale]')];
+            return rows.length === 2 ? rows.map(r => [r.dataset.sale, r.textContent]) : null;
+         })()""",
+        "the conflict page lists both sales",
+    )
+    assert sorted(s for s, _ in sales) == sorted([s1, s2])
+    assert any("caja-1" in text for s, text in sales if s == s1)
+    assert any("caja-2" in text for s, text in sales if s == s2)
+    facts = browser.js("document.querySelector('.facts-grid').textContent")
+    assert "LECHE-1L" in facts and "tienda-1" in facts and "-1" in facts
+    for action in ("accept", "adjust", "recount", "transfer", "void", "custom"):
+        assert browser.js(f"!!document.getElementById('act-{action}')"), action
+    browser.screenshot("conflict")
+    if SCREENSHOTS:  # the same page on a portrait tablet
+        browser._viewport(768, 1024, mobile=True)
+        browser.screenshot("tablet-portrait", full_page=False)
+        browser._viewport(*VIEWPORT)
+
+    # Resolve it: tick caja-2's sale and click "void selected sales".
+    browser.type_into("#resolve-box input[type=text]", "ana (admin)")
+    browser.click(f"input[data-sale-id='{s2}']")
+    assert browser.js(f"document.querySelector(\"input[data-sale-id='{s2}']\").checked")
+    browser.click("#act-void-btn")
+    browser.wait(
+        "!!document.querySelector('#conflict-status .badge-resolved')",
+        "the console shows the conflict resolved",
+    )
+    browser.wait(
+        f"/anulada/i.test(document.querySelector(\"tr[data-sale='{s2}']\").textContent)",
+        "the voided sale reads voided",
+    )
+    browser.screenshot("conflict-resolved")
+
+    # The stores converge: same non-negative stock, the conflict resolved everywhere.
+    wait_until(
+        lambda: all(t.do("stock LECHE-1L") == 0 for t in tills), "leche stock is 0 on both tills"
+    )
+    wait_until(
+        lambda: all(t.do("snapshot")["conflicts"].get(conflict_id) == "resolved" for t in tills),
+        "the conflict reads resolved on both tills",
+    )
+    assert caja1.do("stock CAFE-500") == 8
+    snaps = [t.do("snapshot") for t in tills]
+    assert snaps[0] == snaps[1]
+    relay_view = cluster.api("GET", f"/api/sync/queue/{conflict_id}/")
+    assert relay_view["status"] == "resolved"
+    assert relay_view["resolution"]["action"] == "void"
+    assert relay_view["resolution"]["params"] == {"sale_ids": [s2]}
+    assert relay_view["resolution"]["by"] == "ana (admin)"
+
+    # English, remembered across reloads; the session survives a reload too.
+    browser.click(".lang-switch button[data-lang=en]")
+    browser.wait(
+        "document.querySelector('#page-title').textContent.startsWith('Conflict ')",
+        "the page switches to English",
+    )
+    assert browser.js("localStorage.getItem('tiendasync.console.lang')") == "en"
+    browser.navigate(cluster.console_url + "#/conflicts")
+    browser.wait(
+        "document.querySelector('#mainnav a[data-route=log]')?.textContent === "
+        "'Sync log' && !document.querySelector('#mainnav').hidden",
+        "English after a reload, still logged in",
+    )
+    browser.js("""(() => { const s = document.querySelector('select[name=status]');
+                  s.value = ''; s.dispatchEvent(new Event('change')); })()""")
+    browser.wait(
+        "!!document.querySelector('tr[data-conflict] .badge-resolved')",
+        "the resolved conflict with the 'all' filter",
+    )
+    browser.screenshot("conflicts-en")
+
+    # Log out: the token is gone and the data routes refuse without it.
+    browser.click("#logout")
+    browser.wait("location.hash === '#/login'", "back at the login form")
+    assert browser.js("sessionStorage.getItem('tiendasync.console.token')") is None
+    assert browser.page_errors() == []
+    assert time.monotonic() - started < 40, time.monotonic() - started

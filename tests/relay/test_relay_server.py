@@ -1,0 +1,615 @@
+"""The relay over real websockets on 127.0.0.1, driven by raw ReplicaConnections."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pycrdt
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tiendasync.protocol import (
+    CLOSE_AUTH,
+    CLOSE_FORBIDDEN,
+    CLOSE_PROTOCOL,
+    Ack,
+    Event,
+    ProtocolFailure,
+    ReplicaConnection,
+    Synced,
+    SyncRequested,
+    UpdateReceived,
+    Welcome,
+)
+from tiendasync.protocol.frames import FrameType, encode
+from tiendasync.protocol.statevector import decode_state_vector
+from tiendasync.relay import RelayServer, SqliteRelayStore
+from tiendasync.relay.auth import issue_token, token_id_of
+
+E = TypeVar("E", bound=Event)
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 20))  # type: ignore[arg-type]
+
+
+class Writer:
+    """A pycrdt doc whose per-transaction updates are kept, as a replica sends them."""
+
+    def __init__(self, client_id: int) -> None:
+        self.doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=client_id)
+        self.updates: list[bytes] = []
+        self._local = False
+        self.doc.observe(self._capture)
+
+    def _capture(self, event: Any) -> None:
+        if self._local:
+            self.updates.append(bytes(event.update))
+
+    def set(self, key: str, value: Any) -> bytes:
+        self._local = True
+        try:
+            with self.doc.transaction():
+                self.doc.get("root", type=pycrdt.Map)[key] = value
+        finally:
+            self._local = False
+        return self.updates[-1]
+
+    def root(self) -> dict[str, Any]:
+        return dict(self.doc.get("root", type=pycrdt.Map).to_py() or {})
+
+
+class Client:
+    """A replica's end of the sync protocol over a websockets client."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.conn = ReplicaConnection()
+        self.events: list[Event] = []
+
+    @classmethod
+    async def open(
+        cls,
+        port: int,
+        *,
+        tenant: str = "acme",
+        replica: str,
+        token: str,
+        client_id: int,
+        svs: dict[str, bytes] | None = None,
+        full: bool = False,
+        past: tuple[int, ...] = (),
+    ) -> Client:
+        ws = await connect(f"ws://127.0.0.1:{port}/sync", max_size=None)
+        client = cls(ws)
+        client.conn.hello(
+            tenant=tenant,
+            replica_id=replica,
+            token=token,
+            client_id=client_id,
+            state_vectors=svs or {},
+            full=full,
+            past_client_ids=past,
+        )
+        await ws.send(client.conn.data_to_send())
+        return client
+
+    async def _pump(self) -> None:
+        data = await self.ws.recv()
+        assert isinstance(data, bytes)
+        self.conn.receive_data(data)
+        self.events.extend(self.conn.events())
+
+    async def wait_for(self, kind: type[E], timeout: float = 5.0) -> E:
+        async def loop() -> E:
+            while True:
+                for i, ev in enumerate(self.events):
+                    if isinstance(ev, kind):
+                        del self.events[: i + 1]
+                        return ev
+                await self._pump()
+
+        return await asyncio.wait_for(loop(), timeout)
+
+    async def until_synced(self) -> tuple[Welcome, list[UpdateReceived]]:
+        welcome = await self.wait_for(Welcome)
+        diffs: list[UpdateReceived] = []
+        while True:
+            while not self.events:
+                await asyncio.wait_for(self._pump(), 5)
+            ev = self.events.pop(0)
+            if isinstance(ev, Synced):
+                return welcome, diffs
+            assert isinstance(ev, UpdateReceived), ev
+            diffs.append(ev)
+
+    async def quiet(self, seconds: float = 0.2) -> list[Event]:
+        """Whatever arrives within ``seconds``."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drain_forever(), seconds)
+        out, self.events = self.events, []
+        return out
+
+    async def _drain_forever(self) -> None:
+        while True:
+            await self._pump()
+
+    async def send_update(self, doc: str, data: bytes) -> None:
+        self.conn.send_update(doc, data)
+        await self.ws.send(self.conn.data_to_send())
+
+    async def closed(self, timeout: float = 5.0) -> tuple[int | None, str]:
+        async def loop() -> None:
+            try:
+                while True:
+                    await self._pump()
+            except ConnectionClosed:
+                return
+
+        await asyncio.wait_for(loop(), timeout)
+        return self.ws.close_code, self.ws.close_reason or ""
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+Scenario = Callable[[RelayServer, SqliteRelayStore, dict[str, str]], Awaitable[Any]]
+
+
+def with_relay(tmp_path: Path, scenario: Scenario, **server_args: Any) -> Any:
+    """Run ``scenario(server, store, tokens)`` against a fresh relay on port 0."""
+    store = SqliteRelayStore(str(tmp_path / "relay.db"))
+    tokens = {
+        name: issue_token(store, tenant=tenant, replica_id=name)
+        for tenant, name in (("acme", "t1"), ("acme", "t2"), ("acme", "t3"), ("globex", "g1"))
+    }
+
+    async def main() -> Any:
+        server = RelayServer(store, host="127.0.0.1", port=0, **server_args)
+        await server.start()
+        try:
+            return await scenario(server, store, tokens)
+        finally:
+            await server.stop()
+
+    try:
+        return run(main())
+    finally:
+        store.close()
+
+
+def test_hello_welcome_catchup_synced(tmp_path: Path) -> None:
+    async def scenario(
+        server: RelayServer, store: SqliteRelayStore, tokens: dict[str, str]
+    ) -> None:
+        w = Writer(101)
+        a = await Client.open(server.port, replica="t1", token=tokens["t1"], client_id=101)
+        welcome, diffs = await a.until_synced()
+        assert welcome.state_vectors == {} and diffs == []
+        sent = {"catalog": w.set("CAFE", 1), "stock/t1": None, "sales/t1/2026-01": None}
+        stock, sales = Writer(101), Writer(101)
+        sent["stock/t1"] = stock.set("CAFE|t1", 5)
+        sent["sales/t1/2026-01"] = sales.set("s1", "x")
+        for doc, data in sent.items():
+            await a.send_update(doc, data)  # type: ignore[arg-type]
+        for _ in sent:
+            await a.wait_for(Ack)
+
+        # b is up to date on the catalog, knows nothing else
+        b_cat = pycrdt.Doc()
+        b_cat.apply_update(w.doc.get_update())
+        b = await Client.open(
+            server.port,
+            replica="t2",
+            token=tokens["t2"],
+            client_id=202,
+            svs={"catalog": bytes(b_cat.get_state())},
+        )
+        welcome, diffs = await b.until_synced()
+        assert set(welcome.state_vectors) == {"catalog", "stock/t1", "sales/t1/2026-01"}
+        assert decode_state_vector(welcome.state_vectors["catalog"]) == {101: 1}
+        # priorities: sales (10) before stock (8); catalog not needed
+        assert [d.doc for d in diffs] == ["sales/t1/2026-01", "stock/t1"]
+        got = pycrdt.Doc()
+        got.apply_update(diffs[1].data)
+        assert got.get("root", type=pycrdt.Map).to_py() == {"CAFE|t1": 5.0}
+
+        # full=True sends every readable doc
+        c = await Client.open(
+            server.port,
+            replica="t3",
+            token=tokens["t3"],
+            client_id=303,
+            svs={"catalog": bytes(b_cat.get_state())},
+            full=True,
+        )
+        _, diffs = await c.until_synced()
+        assert [d.doc for d in diffs] == ["sales/t1/2026-01", "stock/t1", "catalog"]
+        for cl in (a, b, c):
+            await cl.close()
+
+    with_relay(tmp_path, scenario)
+
+
+def test_ack_after_storage_fanout_not_to_sender(tmp_path: Path) -> None:
+    async def scenario(
+        server: RelayServer, store: SqliteRelayStore, tokens: dict[str, str]
+    ) -> None:
+        a = await Client.open(server.port, replica="t1", token=tokens["t1"], client_id=11)
+        b = await Client.open(server.port, replica="t2", token=tokens["t2"], client_id=22)
+        g = await Client.open(
+            server.port, tenant="globex", replica="g1", token=tokens["g1"], client_id=33
+        )
+        for cl in (a, b, g):
+            await cl.until_synced()
+        assert server.connected_replicas("acme") == ["t1", "t2"]
+        w = Writer(11)
+        for i in range(3):
+            await a.send_update("catalog", w.set(f"k{i}", i))
+        for _ in range(3):
+            ack = await a.wait_for(Ack)
+            assert (ack.doc, ack.client_id) == ("catalog", 11)
+            # acked means stored
+            assert decode_state_vector(store.state_vectors("acme")["catalog"])[11] >= ack.clock
+            assert len(store.load_doc("acme", "catalog").updates) >= ack.clock
+        assert ack.clock == 3
+        # b follows live; the sender and the other tenant get nothing back
+        mirror = pycrdt.Doc()
+        for _ in range(3):
+            upd = await b.wait_for(UpdateReceived)
+            assert upd.doc == "catalog"
+            mirror.apply_update(upd.data)
+        assert mirror.get("root", type=pycrdt.Map).to_py() == {"k0": 0.0, "k1": 1.0, "k2": 2.0}
+        assert not [e for e in await a.quiet() if isinstance(e, UpdateReceived)]
+        assert await g.quiet() == []
+        # redelivery is acknowledged again, nothing is fanned out
+        await a.send_update("catalog", w.updates[0])
+        assert (await a.wait_for(Ack)).clock == 3
+        assert await b.quiet() == []
+        # SYNC_NOW reaches the replica
+        assert server.request_sync("acme", "t2", full=True)
+        assert (await b.wait_for(SyncRequested)).full is True
+        assert not server.request_sync("acme", "nobody")
+        for cl in (a, b, g):
+            await cl.close()
+
+    with_relay(tmp_path, scenario)
+
+
+def test_tenant_isolation(tmp_path: Path) -> None:
+    async def scenario(
+        server: RelayServer, store: SqliteRelayStore, tokens: dict[str, str]
+    ) -> None:
+        a = await Client.open(server.port, replica="t1", token=tokens["t1"], client_id=11)
+        await a.until_synced()
+        await a.send_update("catalog", Writer(11).set("secret", 1))
+        await a.wait_for(Ack)
+        g = await Client.open(
+            server.port, tenant="globex", replica="g1", token=tokens["g1"], client_id=44
+        )
+        welcome, diffs = await g.until_synced()
+        assert welcome.state_vectors == {} and diffs == []
+        # a token of tenant acme does not open tenant globex
+        x = await Client.open(
+            server.port, tenant="globex", replica="t1", token=tokens["t1"], client_id=12
+        )
+        assert (await x.closed())[0] == CLOSE_AUTH
+        await a.close()
+        await g.close()
+
+    with_relay(tmp_path, scenario)
+
+
+def test_bad_and_revoked_tokens_refused(tmp_path: Path) -> None:
+    async def scenario(
+        server: RelayServer, store: SqliteRelayStore, tokens: dict[str, str]
+    ) -> None:
+        admin = issue_token(store, admin=True)
+        cases = [
+            ("t1", "ts_000000000000_nope"),
+            ("t1", tokens["t1"][:-2]),
+            ("t1", tokens["t2"]),  # another replica's token
+            ("t1", admin),
+        ]
+        for replica, token in cases:
+            c = await Client.open(server.port, replica=replica, token=token, client_id=5)
+            ev = await c.wait_for(ProtocolFailure)
+            assert (ev.code, ev.reason) == (CLOSE_AUTH, "bad or revoked token")
+            assert await c.closed() == (CLOSE_AUTH, "bad or revoked token")
+        token_id = token_id_of(tokens["t3"])
+        assert token_id is not None
+        store.revoke_token(token_id)
+        c = await Client.open(server.port, replica="t3", token=tokens["t3"], client_id=6)
+        assert await c.closed() == (CLOSE_AUTH, "bad or revoked token")
+        log = store.list_sessions(tenant="acme")
+        assert log and all(r.outcome == "rejected" for r in log)
+
+    with_relay(tmp_path, scenario)
+
+
+def test_foreign_writer_and_foreign_client_id(tmp_path: Path) -> None:
+    async def scenario(
+        server: RelayServer, store: SqliteRelayStore, tokens: dict[str, str]
+    ) -> None:
+        a = await Client.open(server.port, replica="t1", token=tokens["t1"], client_id=11)
+        b = await Client.open(server.port, replica="t2", token=tokens["t2"], client_id=22)
+        await a.until_synced()
+        await b.until_synced()
+        # b sends items written as a's client id
+        await b.send_update("catalog", Writer(11).set("forged", 1))
+        assert await b.closed() == (CLOSE_FORBIDDEN, "update contains items of another writer")
+        assert "catalog" not in store.state_vectors("acme")
+        # ... and as an unregistered client id
+        c = await Client.open(server.port, replica="t3", token=tokens["t3"], client_id=33)
+        await c.until_synced()
+        await c.send_update("catalog", Writer(999).set("x", 1))
+        assert (await c.closed())[0] == CLOSE_FORBIDDEN
+        # a client id registered to t1 cannot be claimed by t2, now or as a past id
+        for kwargs in ({"client_id": 11}, {"client_id": 23, "past": (11,)}):
+            d = await Client.open(server.port, replica="t2", token=tokens["t2"], **kwargs)  # type: ignore[arg-type]
+            assert (await d.closed())[0] == CLOSE_FORBIDDEN
+        # the relay keeps serving a
+        await a.send_update("catalog", Writer(11).set("ok", 1))
+        assert (await a.wait_for(Ack)).clock == 1
+        await a.close()
+
+    with_relay(tmp_path, scenario)
+
+
+def test_garbage_closes_only_that_connection(tmp_path: Path) -> None:
+    async def scenario(
+        server: RelayServer, store: SqliteRelayStore, tokens: dict[str, str]
+    ) -> None:
+        a = await Client.open(server.port, replica="t1", token=tokens["t1"], client_id=11)
+        await a.until_synced()
+        w = Writer(11)
+        hello = encode(FrameType.HELLO, 1, "acme", "t2", tokens["t2"], 22, {}, {})
+        update_frame = encode(FrameType.UPDATE, "catalog", b"\x01\x02garbage")
+        bad_inputs: list[tuple[list[bytes | str], int]] = [
+            ([os.urandom(64)], CLOSE_PROTOCOL),
+            ([b"\xc1"], CLOSE_PROTOCOL),
+            ([hello[:-3]], CLOSE_PROTOCOL),  # truncated HELLO
+            ([hello, encode(FrameType.UPDATE, "catalog", b"x" * 50)[:10]], CLOSE_PROTOCOL),
+            (["a text frame"], CLOSE_PROTOCOL),
+            ([encode(FrameType.UPDATE, "catalog", b"\x00\x00")], CLOSE_PROTOCOL),  # no hello
+            ([hello, update_frame], CLOSE_PROTOCOL),  # not a Yjs update
+            ([hello, encode(FrameType.UPDATE, "../etc", b"\x00\x00")], CLOSE_PROTOCOL),
+            ([encode(FrameType.WELCOME, 1, "s", {}, None)], CLOSE_PROTOCOL),
+        ]
+        for i, (messages, code) in enumerate(bad_inputs):
+            ws = await connect(f"ws://127.0.0.1:{server.port}/sync")
+            for m in messages:
+                await ws.send(m)
+            try:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 5)
+            except ConnectionClosed:
+                pass
+            assert ws.close_code == code, (i, ws.close_code, ws.close_reason)
+            assert ws.close_reason, i
+            # the other client still works
+            await a.send_update("catalog", w.set(f"k{i}", i))
+            assert (await a.wait_for(Ack)).clock == i + 1
+        await a.close()
+
+    with_relay(tmp_path, scenario)
+
+
+def test_restart_keeps_acked_updates_and_pending(tmp_path: Path) -> None:
+    w = Writer(11)
+    u1, u2, u3 = w.set("a", 1), w.set("b", 2), w.set("c", 3)
+
+    async def first(server: RelayServer, store: SqliteRelayStore, tokens: dict[str, str]) -> None:
+        a = await Client.open(server.port, replica="t1", token=tokens["t1"], client_id=11)
+        await a.until_synced()
+        await a.send_update("catalog", u1)
+        assert (await a.wait_for(Ack)).clock == 1
+        await a.send_update("catalog", u3)  # depends on u2: stored, not yet applied
+        assert (await a.wait_for(Ack)).clock == 1
+        await a.close()
+
+    with_relay(tmp_path, first)
+    store = SqliteRelayStore(str(tmp_path / "relay.db"))
+    tokens = {
+        "t1": issue_token(store, tenant="acme", replica_id="t1"),
+        "t2": issue_token(store, tenant="acme", replica_id="t2"),
+    }
+
+    async def second() -> None:
+        server = RelayServer(store, port=0)
+        await server.start()
+        try:
+            b = await Client.open(server.port, replica="t2", token=tokens["t2"], client_id=22)
+            welcome, diffs = await b.until_synced()
+            assert decode_state_vector(welcome.state_vectors["catalog"]) == {11: 1}
+            doc = pycrdt.Doc()
+            doc.apply_update(diffs[0].data)
+            assert doc.get("root", type=pycrdt.Map).to_py()["a"] == 1.0
+            assert decode_state_vector(bytes(doc.get_state())) == {11: 1}
+            a = await Client.open(
+                server.port, replica="t1", token=tokens["t1"], client_id=12, past=(11,)
+            )
+            await a.until_synced()
+            await a.send_update("catalog", u2)  # the missing link: now u3 applies too
+            assert (await a.wait_for(Ack)).clock == 3
+            upd = await b.wait_for(UpdateReceived)
+            doc.apply_update(upd.data)
+            assert doc.get("root", type=pycrdt.Map).to_py() == {"a": 1.0, "b": 2.0, "c": 3.0}
+            await a.close()
+            await b.close()
+        finally:
+            await server.stop()
+
+    try:
+        run(second())
+    finally:
+        store.close()
+
+
+def test_compaction_and_sync_log(tmp_path: Path) -> None:
+    async def scenario(
+        server: RelayServer, store: SqliteRelayStore, tokens: dict[str, str]
+    ) -> None:
+        a = await Client.open(server.port, replica="t1", token=tokens["t1"], client_id=11)
+        await a.until_synced()
+        w = Writer(11)
+        for i in range(25):
+            await a.send_update("catalog", w.set(f"k{i}", i))
+        for _ in range(25):
+            await a.wait_for(Ack)
+        for _ in range(50):
+            if store.load_doc("acme", "catalog").snapshot is not None:
+                break
+            await asyncio.sleep(0.05)
+        hist = store.load_doc("acme", "catalog")
+        assert hist.snapshot is not None and len(hist.updates) < 25
+        server.docs.clear()
+        b = await Client.open(server.port, replica="t2", token=tokens["t2"], client_id=22)
+        _, diffs = await b.until_synced()
+        doc = pycrdt.Doc()
+        doc.apply_update(diffs[0].data)
+        assert doc.get("root", type=pycrdt.Map).to_py() == w.root()
+        await a.close()
+        await b.close()
+        for _ in range(50):
+            if len(store.list_sessions(tenant="acme")) == 2:
+                break
+            await asyncio.sleep(0.05)
+        rows = {r.replica_id: r for r in store.list_sessions(tenant="acme")}
+        assert rows["t1"].outcome == "ok" and rows["t1"].updates_received == 25
+        assert rows["t1"].bytes_received > 0 and rows["t1"].ended_at is not None
+        assert rows["t2"].updates_sent == 1 and rows["t2"].docs == 1
+
+    with_relay(tmp_path, scenario, compact_threshold=10)
+
+
+def test_read_and_write_grants(tmp_path: Path) -> None:
+    async def scenario(
+        server: RelayServer, store: SqliteRelayStore, tokens: dict[str, str]
+    ) -> None:
+        store.set_replica_config(
+            "acme", "t2", {"read": ["catalog"], "write": ["stock/t2"], "interval_s": 7.0}
+        )
+        a = await Client.open(server.port, replica="t1", token=tokens["t1"], client_id=11)
+        await a.until_synced()
+        await a.send_update("stock/t1", Writer(11).set("x", 1))
+        await a.send_update("catalog", Writer(11).set("y", 1))
+        await a.wait_for(Ack)
+        await a.wait_for(Ack)
+        b = await Client.open(server.port, replica="t2", token=tokens["t2"], client_id=22)
+        welcome, diffs = await b.until_synced()
+        assert set(welcome.state_vectors) == {"catalog"}
+        assert [d.doc for d in diffs] == ["catalog"]
+        assert welcome.config is not None and welcome.config["interval_s"] == 7.0
+        assert "read" not in welcome.config
+        await a.send_update("stock/t1", Writer(11).set("z", 1))  # not fanned out to b
+        await b.send_update("stock/t2", Writer(22).set("mine", 1))
+        assert (await b.wait_for(Ack)).doc == "stock/t2"
+        assert [e for e in await b.quiet() if isinstance(e, UpdateReceived)] == []
+        await b.send_update("catalog", Writer(22).set("nope", 1))
+        assert (await b.closed())[0] == CLOSE_FORBIDDEN
+        await a.close()
+
+    with_relay(tmp_path, scenario)
+
+
+def test_yjs_endpoint_with_pycrdt_provider(tmp_path: Path) -> None:
+    class WsChannel:
+        def __init__(self, ws: ClientConnection, path: str) -> None:
+            self._ws = ws
+            self._path = path
+
+        @property
+        def path(self) -> str:
+            return self._path
+
+        def __aiter__(self) -> WsChannel:
+            return self
+
+        async def __anext__(self) -> bytes:
+            try:
+                return await self.recv()
+            except ConnectionClosed:
+                raise StopAsyncIteration from None
+
+        async def send(self, message: bytes) -> None:
+            await self._ws.send(message)
+
+        async def recv(self) -> bytes:
+            data = await self._ws.recv()
+            assert isinstance(data, bytes)
+            return data
+
+    async def scenario(
+        server: RelayServer, store: SqliteRelayStore, tokens: dict[str, str]
+    ) -> None:
+        a = await Client.open(server.port, replica="t1", token=tokens["t1"], client_id=11)
+        await a.until_synced()
+        w = Writer(11)
+        await a.send_update("stock/t1", w.set("CAFE", 3))
+        await a.wait_for(Ack)
+        # bad token: refused at the handshake
+        with pytest.raises(Exception, match="401"):
+            await connect(f"ws://127.0.0.1:{server.port}/yjs/acme/stock/t1?token=nope")
+        with pytest.raises(Exception, match="401"):  # another tenant's token
+            await connect(f"ws://127.0.0.1:{server.port}/yjs/acme/stock/t1?token={tokens['g1']}")
+        with pytest.raises(Exception, match="404"):
+            await connect(f"ws://127.0.0.1:{server.port}/nope")
+        with pytest.raises(Exception, match="404"):  # not a document name
+            await connect(f"ws://127.0.0.1:{server.port}/yjs/acme/..?token={tokens['t2']}")
+        path = f"/yjs/acme/stock/t1?token={tokens['t2']}"
+        ws = await connect(f"ws://127.0.0.1:{server.port}{path}")
+        follower: pycrdt.Doc[Any] = pycrdt.Doc()
+        stock = follower.get("root", type=pycrdt.Map)
+        async with pycrdt.Provider(follower, WsChannel(ws, path)) as provider:  # type: ignore[arg-type]
+            await asyncio.wait_for(provider.synced.wait(), 5)
+            assert stock.to_py() == {"CAFE": 3.0}
+            await a.send_update("stock/t1", w.set("CAFE", 4))
+            await a.send_update("catalog", Writer(11).set("other-doc", 1))
+            for _ in range(100):
+                if stock.to_py() == {"CAFE": 4.0}:
+                    break
+                await asyncio.sleep(0.02)
+            assert stock.to_py() == {"CAFE": 4.0}
+            # read-only: a local write of the follower does not reach the relay
+            stock["EVIL"] = 1
+            await asyncio.sleep(0.2)
+            await ws.close()
+        relay_doc = server.docs.get("acme", "stock/t1")
+        assert relay_doc.doc.get("root", type=pycrdt.Map).to_py() == {"CAFE": 4.0}
+        assert "other-doc" not in str(stock.to_py())
+        await a.close()
+
+    with_relay(tmp_path, scenario)
+
+
+def test_yjs_endpoint_writable_option(tmp_path: Path) -> None:
+    async def scenario(
+        server: RelayServer, store: SqliteRelayStore, tokens: dict[str, str]
+    ) -> None:
+        a = await Client.open(server.port, replica="t1", token=tokens["t1"], client_id=11)
+        await a.until_synced()
+        ws = await connect(f"ws://127.0.0.1:{server.port}/yjs/acme/catalog?token={tokens['t2']}")
+        step1 = await asyncio.wait_for(ws.recv(), 5)
+        assert isinstance(step1, bytes) and step1[:2] == bytes(
+            [pycrdt.YMessageType.SYNC, pycrdt.YSyncMessageType.SYNC_STEP1]
+        )
+        await ws.send(pycrdt.create_update_message(Writer(5555).set("from-yjs", 1)))
+        upd = await a.wait_for(UpdateReceived)
+        doc = pycrdt.Doc()
+        doc.apply_update(upd.data)
+        assert doc.get("root", type=pycrdt.Map).to_py() == {"from-yjs": 1.0}
+        await ws.send(b"\x00\x02\x05junk!")  # a malformed update closes the socket
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+        assert ws.close_code == CLOSE_PROTOCOL
+        await a.close()
+
+    with_relay(tmp_path, scenario, yjs_writable=True)

@@ -1,0 +1,33 @@
+"""Bulk writes: many SKUs in one durable write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tiendasync import InvalidArgument, Replica
+
+
+def test_receive_many_is_one_write(tmp_path: Path) -> None:
+    with Replica.open(tmp_path / "a.db", tenant="acme", replica_id="a", location="t1") as r:
+        before = len(r.queue.list(limit=1000))
+        assert r.inventory.receive_many({"A": 3, "B": 4}) == 2
+        assert r.inventory.receive_many([("A", 1), ("A", 2), ("C", 5)]) == 2
+        assert (r.inventory.stock("A"), r.inventory.stock("B"), r.inventory.stock("C")) == (6, 4, 5)
+        assert len(r.queue.list(limit=1000)) == before + 2
+    with Replica.open(tmp_path / "a.db") as r:
+        assert r.inventory.levels() == {"A": 6, "B": 4, "C": 5}
+
+
+@pytest.mark.parametrize(
+    "bad", [{"A": 0}, {"A": -1}, {"A": 2.0}, [("A",)], [("", 1)], {"A": 2**53}]
+)
+def test_receive_many_checks_everything_first(tmp_path: Path, bad: object) -> None:
+    with Replica.open(tmp_path / "a.db", tenant="acme", replica_id="a", location="t1") as r:
+        before = len(r.queue.list(limit=1000))
+        with pytest.raises(InvalidArgument):
+            r.inventory.receive_many(
+                {"OK": 1, **bad} if isinstance(bad, dict) else [("OK", 1), *bad]
+            )  # type: ignore[list-item]
+        assert r.inventory.levels() == {} and len(r.queue.list(limit=1000)) == before
