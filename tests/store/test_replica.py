@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-import tiendasync.store.replica
+import tiendasync.store.core
 from tests.support.helpers import FakeWall, replica_state, sync_pair
 from tiendasync import (
     ConfigError,
@@ -339,7 +339,7 @@ def test_transfer_is_one_queue_entry_touching_two_locations(shop: Replica) -> No
     entry = entries[0] if entries[0].kind == "transfer" else shop.queue.list(kind="transfer")[0]
     assert entry.kind == "transfer" and entry.ref == "CAFE-500"
     assert "t1" in entry.summary and "t2" in entry.summary
-    docs = shop._store.conn.execute(
+    docs = shop.core.storage.conn.execute(
         "SELECT doc FROM queue_clocks WHERE entry_id = ? ORDER BY doc", (entry.id,)
     ).fetchall()
     assert [d for (d,) in docs] == ["stock/t1", "stock/t2"]
@@ -452,7 +452,7 @@ def test_reopen_after_forced_compaction(open_replica: OpenReplica) -> None:
     _busy_replica(r)
     before = replica_state(r)
     r.compact()
-    rows = r._store.conn.execute("SELECT COUNT(*) FROM updates").fetchone()[0]
+    rows = r.core.storage.conn.execute("SELECT COUNT(*) FROM updates").fetchone()[0]
     assert rows == 0
     assert replica_state(r) == before
     r = _reopen(r, open_replica)
@@ -465,12 +465,12 @@ def test_reopen_after_forced_compaction(open_replica: OpenReplica) -> None:
 def test_reopen_after_automatic_compaction(
     open_replica: OpenReplica, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tiendasync.store.replica, "COMPACT_EVERY", 4)
+    monkeypatch.setattr(tiendasync.store.core, "COMPACT_EVERY", 4)
     r = open_replica("t1")
     _busy_replica(r)
     for _ in range(10):
         r.record_sale([("CAFE", 1)])
-    store = r._store
+    store = r.core.storage
     snapshots = store.conn.execute("SELECT COUNT(*) FROM docs WHERE snapshot IS NOT NULL")
     assert snapshots.fetchone()[0] >= 2  # at least stock/t1 and its sales doc were folded
     for name in r.doc_names():

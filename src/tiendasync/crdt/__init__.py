@@ -11,9 +11,18 @@ from tiendasync.crdt.keys import MAX_SAFE_INTEGER, ROOT, check_name, check_safe_
 from tiendasync.crdt.ledger import Ledger
 from tiendasync.crdt.lww import LWWMap
 
+#: The view class for each CRDT name of the data-type table
+#: (:data:`tiendasync.model.docnames.DATA_TYPES`).
+VIEW_OF_CRDT: dict[str, type[PNCounter | LWWMap | Ledger]] = {
+    "counter": PNCounter,
+    "lww": LWWMap,
+    "ledger": Ledger,
+}
+
 __all__ = [
     "MAX_SAFE_INTEGER",
     "ROOT",
+    "VIEW_OF_CRDT",
     "LWWMap",
     "Ledger",
     "PNCounter",

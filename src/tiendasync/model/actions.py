@@ -60,8 +60,6 @@ class Action:
         return not self.applies_to or invariant in self.applies_to
 
 
-_STOCK = ("non_negative_stock",)
-
 #: Every action, in the order a menu shows them.
 ACTIONS: dict[str, Action] = {
     a.name: a

@@ -39,20 +39,7 @@ class StoreConfig:
     durability: str = "full"
 
     def __post_init__(self) -> None:
-        if self.relay_url is not None and not isinstance(self.relay_url, str):
-            raise ConfigError("relay_url must be a string like ws://host:port")
-        if not isinstance(self.enabled, bool):
-            raise ConfigError("enabled must be true or false")
-        for name in ("interval_s", "backoff_min_s", "backoff_max_s"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{name} must be a number of seconds")
-        if isinstance(self.batch_size, bool):
-            raise ConfigError("batch_size must be an integer between 1 and 100000")
-        if not isinstance(self.durability, str):
-            raise ConfigError("durability must be 'full' or 'normal'")
-        if not isinstance(self.priorities, dict):
-            raise ConfigError("priorities must be a map of data type to integer")
+        self._check_types()
         if self.relay_url is not None and not self.relay_url.startswith(("ws://", "wss://")):
             raise ConfigError(f"relay_url must start with ws:// or wss://, got {self.relay_url!r}")
         if not (self.interval_s > 0):
@@ -68,6 +55,23 @@ class StoreConfig:
                 raise ConfigError(f"unknown data type {name!r} in priorities")
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
                 raise ConfigError(f"priority of {name!r} must be an integer 0..100")
+
+    def _check_types(self) -> None:
+        """Each field has its type (values from JSON or a CLI may not)."""
+        if self.relay_url is not None and not isinstance(self.relay_url, str):
+            raise ConfigError("relay_url must be a string like ws://host:port")
+        if not isinstance(self.enabled, bool):
+            raise ConfigError("enabled must be true or false")
+        for name in ("interval_s", "backoff_min_s", "backoff_max_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{name} must be a number of seconds")
+        if isinstance(self.batch_size, bool):
+            raise ConfigError("batch_size must be an integer between 1 and 100000")
+        if not isinstance(self.durability, str):
+            raise ConfigError("durability must be 'full' or 'normal'")
+        if not isinstance(self.priorities, dict):
+            raise ConfigError("priorities must be a map of data type to integer")
 
     def priority(self, data_type: str) -> int:
         return self.priorities.get(data_type, DEFAULT_PRIORITIES.get(data_type, 0))

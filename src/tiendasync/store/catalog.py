@@ -8,19 +8,14 @@ field at the same time, the later write (by hybrid logical clock) wins.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from tiendasync.crdt import LWWMap, check_name, check_safe_int
 from tiendasync.errors import InvalidArgument
-from tiendasync.model.docnames import CATALOG
-
-if TYPE_CHECKING:
-    from tiendasync.store.replica import Replica
+from tiendasync.model.docnames import CATALOG, PRODUCT_INTEGER_FIELDS
+from tiendasync.model.names import check_name, check_safe_int
+from tiendasync.store.core import ReplicaCore, WriteSpec
 
 __all__ = ["Catalog"]
-
-#: Fields with a fixed meaning; any other JSON field is allowed.
-_INTEGER_FIELDS = ("price_cents", "cost_cents")
 
 
 def validate_product(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -32,7 +27,7 @@ def validate_product(fields: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in fields.items():
         check_name(name, "field name")
-        if name in _INTEGER_FIELDS:
+        if name in PRODUCT_INTEGER_FIELDS:
             check_safe_int(value, name)
             if value < 0:
                 raise InvalidArgument(f"{name} must not be negative, got {value}")
@@ -43,33 +38,27 @@ def validate_product(fields: Mapping[str, Any]) -> dict[str, Any]:
 class Catalog:
     """``replica.catalog``: products keyed by SKU."""
 
-    def __init__(self, replica: Replica) -> None:
-        self._replica = replica
-
-    def _map(self) -> LWWMap:
-        return self._replica._docs.view(CATALOG, LWWMap)
+    def __init__(self, core: ReplicaCore) -> None:
+        self._core = core
 
     def get(self, sku: str) -> dict[str, Any] | None:
         """The product's fields, or ``None`` if it does not exist or was deleted."""
         check_name(sku, "SKU")
-        with self._replica._lock:
-            self._replica._check_open()
-            return self._map().get(sku)
+        with self._core.locked():
+            return self._core.catalog().get(sku)
 
     def __contains__(self, sku: object) -> bool:
         return isinstance(sku, str) and self.get(sku) is not None
 
     def skus(self) -> list[str]:
         """Every live SKU, sorted."""
-        with self._replica._lock:
-            self._replica._check_open()
-            return sorted(self._map().records())
+        with self._core.locked():
+            return sorted(self._core.catalog().records())
 
     def items(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """``(sku, fields)`` for every live product, sorted by SKU."""
-        with self._replica._lock:
-            self._replica._check_open()
-            m = self._map()
+        with self._core.locked():
+            m = self._core.catalog()
             rows = [(sku, m.get(sku)) for sku in sorted(m.records())]
         return ((sku, fields) for sku, fields in rows if fields is not None)
 
@@ -78,18 +67,18 @@ class Catalog:
         check_name(sku, "SKU")
         values = validate_product(fields)
 
-        def mutate() -> None:
-            ts = self._replica._hlc.now()
-            doc = self._replica._docs.doc(CATALOG)
-            with doc.transaction(origin="local"):
-                self._map().set(sku, values, ts)
+        core = self._core
 
-        self._replica._local_write(
-            "product_put",
-            "catalog",
-            f"product {sku}: set {', '.join(sorted(values))}",
+        def mutate() -> None:
+            ts = core.hlc.now()
+            with core.docs.doc(CATALOG).transaction(origin="local"):
+                core.catalog().set(sku, values, ts)
+
+        self._core.local_write(
+            WriteSpec(
+                "product_put", "catalog", f"product {sku}: set {', '.join(sorted(values))}", ref=sku
+            ),
             mutate,
-            ref=sku,
         )
 
     def put_many(self, products: Mapping[str, Mapping[str, Any]]) -> int:
@@ -98,15 +87,16 @@ class Catalog:
         if not checked:
             return 0
 
-        def mutate() -> None:
-            doc = self._replica._docs.doc(CATALOG)
-            with doc.transaction(origin="local"):
-                m = self._map()
-                for sku, values in checked.items():
-                    m.set(sku, values, self._replica._hlc.now())
+        core = self._core
 
-        self._replica._local_write(
-            "product_import", "catalog", f"import of {len(checked)} products", mutate
+        def mutate() -> None:
+            with core.docs.doc(CATALOG).transaction(origin="local"):
+                m = core.catalog()
+                for sku, values in checked.items():
+                    m.set(sku, values, core.hlc.now())
+
+        self._core.local_write(
+            WriteSpec("product_import", "catalog", f"import of {len(checked)} products"), mutate
         )
         return len(checked)
 
@@ -114,12 +104,13 @@ class Catalog:
         """Delete a product (an LWW tombstone: a later edit anywhere revives it)."""
         check_name(sku, "SKU")
 
-        def mutate() -> None:
-            ts = self._replica._hlc.now()
-            doc = self._replica._docs.doc(CATALOG)
-            with doc.transaction(origin="local"):
-                self._map().delete(sku, ts)
+        core = self._core
 
-        self._replica._local_write(
-            "product_delete", "catalog", f"product {sku}: delete", mutate, ref=sku
+        def mutate() -> None:
+            ts = core.hlc.now()
+            with core.docs.doc(CATALOG).transaction(origin="local"):
+                core.catalog().delete(sku, ts)
+
+        self._core.local_write(
+            WriteSpec("product_delete", "catalog", f"product {sku}: delete", ref=sku), mutate
         )

@@ -24,6 +24,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from tiendasync.errors import AuthError, ConfigError, SyncError, TiendaSyncError, UnreachableRelay
 from tiendasync.protocol import MAX_FRAME_BYTES
 from tiendasync.store.sync_session import ReplicaSync, SyncReport
+from tiendasync.store.synclog import finish_session, start_session
 
 if TYPE_CHECKING:
     from tiendasync.store.replica import Replica
@@ -77,7 +78,7 @@ async def _run_session(
     stop: asyncio.Event | None = None,
 ) -> SyncReport:
     """Connect and converse until done (once), stopped, or broken."""
-    sync = ReplicaSync(replica, token, relay=url, full=full, live=live)
+    sync = ReplicaSync(replica, token, relay=url, full=full, live=live, clock=time.time)
     started = time.monotonic()
     loop = asyncio.get_running_loop()
     outbox: asyncio.Queue[list[tuple[str, bytes]]] = asyncio.Queue()
@@ -86,9 +87,11 @@ async def _run_session(
         loop.call_soon_threadsafe(outbox.put_nowait, list(updates))
 
     unsubscribe = replica.on_local_update(enqueue) if live else (lambda: None)
-    log_id = replica.log._start(url, "full" if full else ("continuous" if live else "once"))
+    log_id = start_session(
+        replica.core, url, "full" if full else ("continuous" if live else "once")
+    )
     conflicts_before = _conflict_statuses(replica)
-    replica._set_connection_state("connecting")
+    replica.core.set_connection_state("connecting")
     report = sync.report
     try:
         try:
@@ -118,11 +121,12 @@ async def _run_session(
     finally:
         unsubscribe()
         report.duration_s = time.monotonic() - started
-        replica._set_connection_state("offline", report.error)
+        replica.core.set_connection_state("offline", report.error)
         with contextlib.suppress(TiendaSyncError):
             opened, healed = _conflict_changes(conflicts_before, _conflict_statuses(replica))
             report.conflicts_seen = opened
-            replica.log._finish(
+            finish_session(
+                replica.core,
                 log_id,
                 report.outcome,
                 docs=report.docs,

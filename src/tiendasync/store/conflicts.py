@@ -12,19 +12,18 @@ console) or on any store (``replica.queue.resolve``).
 from __future__ import annotations
 
 import hashlib
-import json
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tiendasync.crdt import LWWMap, PNCounter, check_name, check_safe_int
 from tiendasync.errors import ConflictClosed, ConflictNotFound, InvalidArgument
-from tiendasync.model.docnames import CATALOG, CONFLICTS, LOCATIONS, stock_doc
+from tiendasync.model.actions import ACTIONS, CATALOG_REVIEW, check_params, get_action
+from tiendasync.model.docnames import CONFLICTS, stock_doc
+from tiendasync.store.core import ReplicaCore, WriteSpec
 from tiendasync.store.invariants import Invariant, SaleRef, Violation, default_invariants, evaluate
 
 if TYPE_CHECKING:
-    from tiendasync.store.replica import Replica
+    from tiendasync.store.compensation import Compensator
 
 __all__ = [
     "ACTIONS",
@@ -32,20 +31,11 @@ __all__ = [
     "Conflict",
     "ConflictBook",
     "ReplicaState",
+    "Rules",
+    "count_open_for",
+    "mirror_to_queue",
 ]
 
-ACTIONS = (
-    "accept",
-    "adjust",
-    "recount",
-    "transfer",
-    "void",
-    "restore",
-    "remap",
-    "keep_central",
-    "keep_local",
-)
-CATALOG_REVIEW = "catalog_review"
 _DATA_TYPE_OF_INVARIANT = {
     "non_negative_stock": "stock",
     "unknown_product": "sales",
@@ -108,54 +98,80 @@ class Conflict:
 class ReplicaState:
     """The :class:`~tiendasync.store.invariants.StateView` of a replica's merged state."""
 
-    def __init__(self, replica: Replica) -> None:
-        self._replica = replica
+    def __init__(self, core: ReplicaCore) -> None:
+        self._core = core
 
     def stock(self, location: str, sku: str) -> int:
-        name = stock_doc(location)
-        if name not in self._replica._docs:
+        if stock_doc(location) not in self._core.docs:
             return 0
-        return self._replica._docs.view(name, PNCounter).value(sku)
+        return self._core.counter(location).value(sku)
 
     def product(self, sku: str) -> dict[str, Any] | None:
-        return self._replica._docs.view(CATALOG, LWWMap).get(sku)
+        return self._core.catalog().get(sku)
 
     def location(self, name: str) -> dict[str, Any] | None:
-        return self._replica._docs.view(LOCATIONS, LWWMap).get(name)
+        return self._core.locations().get(name)
 
     def sale_lines(self, location: str, sku: str) -> list[SaleRef]:
-        rows = self._replica._store.conn.execute(
-            "SELECT sale_id, replica, quantity, unit_price_cents, at_ms FROM sale_lines "
-            "WHERE location = ? AND sku = ? AND voided = 0 AND remapped_to IS NULL",
-            (location, sku),
-        ).fetchall()
-        return [SaleRef(str(a), str(b), int(c), int(d), int(e)) for a, b, c, d, e in rows]
+        return [SaleRef(*row) for row in self._core.storage.sales.live_lines(location, sku)]
+
+
+class Rules:
+    """The invariants one replica evaluates, and the merged state they read."""
+
+    def __init__(self, core: ReplicaCore, invariants: Iterable[Invariant] | None = None) -> None:
+        self.invariants: list[Invariant] = (
+            list(invariants) if invariants is not None else default_invariants()
+        )
+        self.state = ReplicaState(core)
+
+    def add(self, inv: Invariant) -> None:
+        if any(existing.name == inv.name for existing in self.invariants):
+            raise InvalidArgument(f"an invariant named {inv.name!r} is already registered")
+        self.invariants.append(inv)
+
+    def app_notes(self, keys: Iterable[tuple[str, str]]) -> tuple[str, ...]:
+        """Messages of app-defined invariants broken on ``keys`` (a sale warns at once)."""
+        custom = [
+            i for i in self.invariants if i.name not in ("non_negative_stock", "unknown_product")
+        ]
+        if not custom:
+            return ()
+        violations, _ = evaluate(custom, self.state, list(keys))
+        return tuple(v.message for v in violations.values())
+
+    def allows_negative(self, location: str) -> bool:
+        """The location accepts backorders (its record says ``allow_negative``)."""
+        return (self.state.location(location) or {}).get("allow_negative") is True
 
 
 class ConflictBook:
     """Conflicts of one tenant as seen (and written) by one replica."""
 
-    def __init__(self, replica: Replica, invariants: Iterable[Invariant] | None = None) -> None:
-        self._replica = replica
-        self.invariants: list[Invariant] = (
-            list(invariants) if invariants is not None else default_invariants()
-        )
-        self.state = ReplicaState(replica)
+    def __init__(self, core: ReplicaCore, rules: Rules, compensator: Compensator) -> None:
+        self._core = core
+        self._rules = rules
+        self._compensator = compensator
+
+    @property
+    def invariants(self) -> list[Invariant]:
+        """The invariants evaluated here (built-in and app-defined)."""
+        return self._rules.invariants
+
+    @property
+    def state(self) -> ReplicaState:
+        """The merged state the invariants read."""
+        return self._rules.state
 
     def add_invariant(self, inv: Invariant) -> None:
         """Register an app-defined invariant."""
-        if any(existing.name == inv.name for existing in self.invariants):
-            raise InvalidArgument(f"an invariant named {inv.name!r} is already registered")
-        self.invariants.append(inv)
+        self._rules.add(inv)
 
     # -- reading ---------------------------------------------------------------------
 
-    def _map(self) -> LWWMap:
-        return self._replica._docs.view(CONFLICTS, LWWMap)
-
     def get(self, conflict_id: str) -> Conflict:
-        with self._replica._lock:
-            fields = self._map().get(conflict_id)
+        with self._core.lock:
+            fields = self._core.conflicts().get(conflict_id)
         if fields is None:
             raise ConflictNotFound(f"no conflict {conflict_id!r}")
         return Conflict.from_fields(conflict_id, fields)
@@ -171,8 +187,8 @@ class ConflictBook:
         offset: int = 0,
     ) -> list[Conflict]:
         """Conflicts ordered by priority (highest first), then newest first."""
-        with self._replica._lock:
-            m = self._map()
+        with self._core.lock:
+            m = self._core.conflicts()
             found = [
                 Conflict.from_fields(cid, f)
                 for cid in list(m.records())
@@ -205,9 +221,9 @@ class ConflictBook:
         Opens new conflicts, updates open ones, self-heals those that hold
         again.  Returns ``(opened, updated, healed)``.
         """
-        replica = self._replica
-        with replica._lock:
-            keys = set(replica.drain_touched() if keys is None else keys)
+        core = self._core
+        with core.lock:
+            keys = set(core.changes.drain_touched() if keys is None else keys)
             violations, holding = evaluate(self.invariants, self.state, sorted(keys))
             writes: dict[str, dict[str, Any]] = {}
             opened = updated = healed = 0
@@ -217,7 +233,7 @@ class ConflictBook:
                 for c in self.list(status="resolved", limit=10**9)
                 if (c.resolution or {}).get("action") == "accept"
             }
-            now = time.time()
+            now = core.now()
             for key, v in violations.items():
                 current = open_by_key.get(key)
                 fields = self._violation_fields(v)
@@ -232,7 +248,7 @@ class ConflictBook:
                         continue  # accepted as a backorder and not worse since
                     cid = (
                         "C-"
-                        + hashlib.sha1(f"{key}|{now}|{replica.client_id}".encode()).hexdigest()[:10]
+                        + hashlib.sha1(f"{key}|{now}|{core.client_id}".encode()).hexdigest()[:10]
                     )
                     writes[cid] = {
                         **fields,
@@ -279,7 +295,7 @@ class ConflictBook:
         return self.state.stock(c.location, c.sku) if c.location != "-" else c.observed
 
     def _violation_fields(self, v: Violation) -> dict[str, Any]:
-        base = self._replica.config.priority(_DATA_TYPE_OF_INVARIANT.get(v.invariant, "stock"))
+        base = self._core.read_config().priority(_DATA_TYPE_OF_INVARIANT.get(v.invariant, "stock"))
         return {
             "invariant": v.invariant,
             "location": v.location,
@@ -294,7 +310,7 @@ class ConflictBook:
     def _catalog_review(
         self, sku: str, open_by_key: dict[str, Conflict], now: float
     ) -> tuple[str, dict[str, Any]] | None:
-        catalog = self._replica._docs.view(CATALOG, LWWMap)
+        catalog = self._core.catalog()
         losers = {
             name: [w for w in writes if w.json_value != (catalog.winner(sku, name) or w).json_value]
             for name, writes in catalog.concurrent_losers(sku).items()
@@ -319,7 +335,7 @@ class ConflictBook:
             "observed": None,
             "message": f"concurrent edits of {sku} ({', '.join(sorted(losers))}) were "
             "discarded by last-writer-wins",
-            "priority": self._replica.config.priority("catalog") * 100,
+            "priority": self._core.read_config().priority("catalog") * 100,
             "sales": [],
             "replicas": sorted({d["by"] for ws in details.values() for d in ws}),
             "status": "open",
@@ -331,16 +347,16 @@ class ConflictBook:
         }
 
     def _write(self, records: dict[str, dict[str, Any]], summary: str) -> None:
-        replica = self._replica
+        core = self._core
 
         def mutate() -> None:
-            doc = replica._docs.doc(CONFLICTS)
+            doc = core.docs.doc(CONFLICTS)
             with doc.transaction(origin="local"):
-                m = self._map()
+                m = core.conflicts()
                 for cid, fields in records.items():
-                    m.set(cid, fields, replica._hlc.now())
+                    m.set(cid, fields, core.hlc.now())
 
-        replica._local_write("conflict", "conflicts", summary, mutate)
+        core.local_write(WriteSpec("conflict", "conflicts", summary), mutate)
 
     # -- resolution -------------------------------------------------------------------
 
@@ -353,28 +369,30 @@ class ConflictBook:
         note: str | None = None,
         **params: Any,
     ) -> Conflict:
-        """Resolve with a compensating action (see DESIGN.md for names and params)."""
-        replica = self._replica
-        if action not in ACTIONS:
-            raise InvalidArgument(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
-        with replica._lock:
+        """Resolve with a compensating action (see :data:`tiendasync.model.actions.ACTIONS`).
+
+        Raises :class:`InvalidArgument` for an unknown action or bad
+        parameters, :class:`ConflictNotFound`, :class:`ConflictClosed`; in
+        each case nothing is written.
+        """
+        spec = get_action(action)
+        core = self._core
+        with core.lock:
             c = self.get(conflict_id)
             if c.status != "open":
                 raise ConflictClosed(f"conflict {conflict_id} is already {c.status}")
-            allowed = _PARAMS[action]
-            extra = set(params) - set(allowed)
-            if extra:
+            checked = check_params(spec, params)
+            if not spec.applies(c.invariant):
                 raise InvalidArgument(
-                    f"action {action!r} takes {', '.join(allowed) or 'no'} "
-                    f"parameters, not {', '.join(sorted(extra))}"
+                    f"action {action!r} does not apply to a {c.invariant} conflict"
                 )
-            self._compensate(c, action, params)
-            now = time.time()
+            self._compensator.apply(c, action, checked)
+            now = core.now()
             still = self._still_violated(c)
             resolution = {
                 "action": action,
                 "params": params,
-                "by": by or replica.replica_id,
+                "by": by or core.replica_id,
                 "note": note,
                 "at": now,
             }
@@ -403,91 +421,24 @@ class ConflictBook:
         violations, _ = evaluate(self.invariants, self.state, [(c.location, c.sku)])
         return c.key in violations
 
-    def _compensate(self, c: Conflict, action: str, p: dict[str, Any]) -> None:
-        r = self._replica
-        reason = f"conflict {c.id}"
-        if action == "accept":
-            return
-        if action == "adjust":
-            r.inventory.adjust(
-                c.sku,
-                check_safe_int(p.get("quantity"), "quantity"),
-                reason=reason,
-                location=c.location,
-            )
-        elif action == "recount":
-            r.inventory.count(c.sku, check_safe_int(p.get("count"), "count"), location=c.location)
-        elif action == "transfer":
-            r.inventory.transfer(
-                c.sku,
-                check_safe_int(p.get("quantity"), "quantity", positive=True),
-                to_location=c.location,
-                from_location=check_name(p.get("from_location"), "from_location"),
-            )
-        elif action == "void":
-            ids = p.get("sale_ids")
-            if isinstance(ids, str):
-                ids = [i for i in ids.split(",") if i]
-            if not isinstance(ids, list) or not ids:
-                raise InvalidArgument("void needs sale_ids: a list of sale ids")
-            unknown = [i for i in ids if i not in c.sales]
-            if unknown:
-                raise InvalidArgument(
-                    f"sales {', '.join(map(str, unknown))} are not part of conflict {c.id}"
-                )
-            r.sales.void(ids, reason=reason)
-        elif action == "restore":
-            self._need(c, "unknown_product", action)
-            fields = p.get("fields") or {"name": c.sku, "restored": True}
-            r.catalog.put(c.sku, fields)
-        elif action == "remap":
-            self._need(c, "unknown_product", action)
-            target = check_name(p.get("sku"), "sku")
-            if r.catalog.get(target) is None:
-                raise InvalidArgument(f"cannot remap to {target!r}: not a product")
-            for sale_id in c.sales:
-                r.sales.remap(sale_id, c.sku, target)
-        elif action in ("keep_central", "keep_local"):
-            self._need(c, CATALOG_REVIEW, action)
-            self._keep(c, local=action == "keep_local", field_name=p.get("field"))
 
-    @staticmethod
-    def _need(c: Conflict, invariant: str, action: str) -> None:
-        if c.invariant != invariant:
-            raise InvalidArgument(f"action {action!r} does not apply to a {c.invariant} conflict")
-
-    def _keep(self, c: Conflict, *, local: bool, field_name: Any) -> None:
-        r = self._replica
-        catalog = r._docs.view(CATALOG, LWWMap)
-        changes: dict[str, Any] = {}
-        for name, writes in catalog.concurrent_losers(c.sku).items():
-            if field_name is not None and name != field_name:
-                continue
-            winner = catalog.winner(c.sku, name)
-            if local and writes:
-                changes[name] = max(writes).value
-            elif winner is not None:
-                changes[name] = winner.value
-        if changes:
-            r.catalog.put(c.sku, changes)
+def count_open_for(book: ConflictBook, location: str, replica_id: str) -> int:
+    """Open conflicts at ``location`` (or chain-wide) or involving ``replica_id``."""
+    return len(
+        [
+            c
+            for c in book.list(status="open", limit=10**9)
+            if c.location in (location, "-") or replica_id in c.replicas
+        ]
+    )
 
 
-_PARAMS: dict[str, tuple[str, ...]] = {
-    "accept": (),
-    "adjust": ("quantity",),
-    "recount": ("count",),
-    "transfer": ("from_location", "quantity"),
-    "void": ("sale_ids",),
-    "restore": ("fields",),
-    "remap": ("sku",),
-    "keep_central": ("field",),
-    "keep_local": ("field",),
-}
+def mirror_to_queue(core: ReplicaCore, book: ConflictBook, conflict_ids: Iterable[str]) -> None:
+    """Flag the queue entries (sales) that contributed to these conflicts.
 
-
-def flag_queue_entries(replica: Replica, conflict_ids: Iterable[str]) -> None:
-    """Mirror conflicts onto the queue entries (sales) that contributed to them."""
-    book = replica.conflicts
+    An entry is ``conflict`` while one of its conflicts is open and goes
+    back to ``acknowledged`` once it is closed.
+    """
     for cid in conflict_ids:
         try:
             c = book.get(cid)
@@ -495,21 +446,13 @@ def flag_queue_entries(replica: Replica, conflict_ids: Iterable[str]) -> None:
             continue
         if not c.sales:
             continue
-        marks = ",".join("?" * len(c.sales))
-        rows = replica._store.conn.execute(
-            f"SELECT id, conflict_ids, status FROM queue WHERE ref IN ({marks})", c.sales
-        ).fetchall()
-        with replica._store.write() as conn:
-            for entry_id, ids_text, status in rows:
-                ids = sorted(set(json.loads(ids_text)) | {cid})
+        with core.transaction():
+            outbox = core.storage.outbox
+            for entry_id, ids, status in outbox.entries_for_refs(list(c.sales)):
                 if c.status == "open":
                     new_status = "conflict"
                 elif status == "conflict":
                     new_status = "acknowledged"
                 else:
                     new_status = status
-                conn.execute(
-                    "UPDATE queue SET has_conflict = 1, conflict_ids = ?, status = ?, "
-                    "updated_at = ? WHERE id = ?",
-                    (json.dumps(ids), new_status, time.time(), entry_id),
-                )
+                outbox.flag_conflict(entry_id, sorted({*ids, cid}), new_status, core.now())

@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 import pycrdt
 
-from tiendasync.crdt import Ledger, LWWMap, PNCounter
-from tiendasync.errors import RemoteProtocolError
-from tiendasync.model.docnames import data_type_of
+from tiendasync.crdt import VIEW_OF_CRDT, Ledger, LWWMap, PNCounter
+from tiendasync.errors import InternalError, RemoteProtocolError
+from tiendasync.model.docnames import DATA_TYPES, data_type_of
 from tiendasync.protocol.statevector import decode_state_vector
 from tiendasync.protocol.yjs_update import MalformedUpdate, ParsedUpdate, parse_update
 from tiendasync.store.storage import ReplicaStore
@@ -23,14 +23,6 @@ from tiendasync.store.storage import ReplicaStore
 __all__ = ["DocSet"]
 
 View = TypeVar("View", PNCounter, LWWMap, Ledger)
-
-_VIEW_OF_TYPE: dict[str, type[Any]] = {
-    "catalog": LWWMap,
-    "locations": LWWMap,
-    "conflicts": LWWMap,
-    "stock": PNCounter,
-    "sales": Ledger,
-}
 
 
 class DocSet:
@@ -86,13 +78,18 @@ class DocSet:
         """The CRDT view of the right ``kind`` over doc ``name``."""
         view = self._views.get(name)
         if view is None:
-            expected = _VIEW_OF_TYPE[data_type_of(name)]
+            expected = VIEW_OF_CRDT[DATA_TYPES[data_type_of(name)].crdt]
             if expected is not kind:
-                raise TypeError(f"{name} holds {expected.__name__}, not {kind.__name__}")
+                raise InternalError(f"{name} holds {expected.__name__}, not {kind.__name__}")
             view = kind(self.doc(name))
             self._views[name] = view
         assert isinstance(view, kind)
         return view
+
+    def track(self, name: str) -> None:
+        """Open the view over ``name`` (of its data type's kind) so its changes are recorded."""
+        if name not in self._views:
+            self._views[name] = VIEW_OF_CRDT[DATA_TYPES[data_type_of(name)].crdt](self.doc(name))
 
     def state_vector(self, name: str) -> bytes:
         return bytes(self.doc(name).get_state())

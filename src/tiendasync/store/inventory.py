@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from tiendasync.crdt import LWWMap, PNCounter, check_name, check_safe_int
-from tiendasync.errors import InvalidArgument, UnknownLocation
-from tiendasync.model.docnames import CATALOG, LOCATIONS, stock_doc
-
-if TYPE_CHECKING:
-    from tiendasync.store.replica import Replica
+from tiendasync.crdt import PNCounter
+from tiendasync.errors import InvalidArgument
+from tiendasync.model.docnames import stock_doc
+from tiendasync.model.names import check_name, check_safe_int
+from tiendasync.store.core import ReplicaCore, WriteSpec
 
 __all__ = ["Inventory", "StockMovement"]
 
@@ -36,30 +34,27 @@ class StockMovement:
 class Inventory:
     """``replica.inventory``: receipts, adjustments, stocktakes, transfers."""
 
-    def __init__(self, replica: Replica) -> None:
-        self._replica = replica
+    def __init__(self, core: ReplicaCore) -> None:
+        self._core = core
 
     # -- reading ---------------------------------------------------------------
 
     def stock(self, sku: str, location: str | None = None) -> int:
         """Units of ``sku`` at ``location`` (default: this replica's)."""
         check_name(sku, "SKU")
-        with self._replica._lock:
-            self._replica._check_open()
+        with self._core.locked():
             loc = self._location(location)
             return self._counter(loc).value(sku)
 
     def levels(self, location: str | None = None) -> dict[str, int]:
         """Every SKU with stock history at ``location`` and its units."""
-        with self._replica._lock:
-            self._replica._check_open()
+        with self._core.locked():
             return dict(sorted(self._counter(self._location(location)).items()))
 
     def locations(self) -> list[str]:
         """Every known location."""
-        with self._replica._lock:
-            self._replica._check_open()
-            return sorted(self._known_locations())
+        with self._core.locked():
+            return sorted(self._core.known_locations())
 
     # -- writing ---------------------------------------------------------------
 
@@ -94,22 +89,23 @@ class Inventory:
             )
         if not totals:
             return 0
-        with self._replica._lock:
-            self._replica._check_open()
+        with self._core.locked():
             loc = self._location(location)
 
             def mutate() -> None:
-                doc = self._replica._docs.doc(stock_doc(loc))
+                doc = self._core.docs.doc(stock_doc(loc))
                 with doc.transaction(origin="local"):
                     counter = self._counter(loc)
                     for sku, units in totals.items():
                         counter.add(sku, units)
 
-            self._replica._local_write(
-                "receive",
-                "stock",
-                f"receive {len(totals)} SKU(s), {sum(totals.values())} units at {loc} "
-                f"({reason or 'receipt'})",
+            self._core.local_write(
+                WriteSpec(
+                    "receive",
+                    "stock",
+                    f"receive {len(totals)} SKU(s), {sum(totals.values())} units at {loc} "
+                    f"({reason or 'receipt'})",
+                ),
                 mutate,
             )
             return len(totals)
@@ -135,8 +131,7 @@ class Inventory:
         if counted < 0:
             raise InvalidArgument(f"a counted quantity cannot be negative, got {counted}")
         check_name(sku, "SKU")
-        with self._replica._lock:
-            self._replica._check_open()
+        with self._core.locked():
             loc = self._location(location)
             delta = counted - self._counter(loc).value(sku)
             return self._move("count", sku, delta, loc, f"stocktake: counted {counted}")
@@ -152,8 +147,7 @@ class Inventory:
         """Move ``quantity`` units between two locations in one atomic write."""
         check_name(sku, "SKU")
         check_safe_int(quantity, "quantity", positive=True)
-        with self._replica._lock:
-            self._replica._check_open()
+        with self._core.locked():
             src = self._location(from_location)
             dst = self._location(to_location)
             if src == dst:
@@ -162,16 +156,15 @@ class Inventory:
 
             def mutate() -> None:
                 for loc, delta in ((src, -quantity), (dst, quantity)):
-                    doc = self._replica._docs.doc(stock_doc(loc))
+                    doc = self._core.docs.doc(stock_doc(loc))
                     with doc.transaction(origin="local"):
                         self._counter(loc).add(sku, delta)
 
-            self._replica._local_write(
-                "transfer",
-                "stock",
-                f"transfer {quantity} x {sku}: {src} -> {dst}",
+            self._core.local_write(
+                WriteSpec(
+                    "transfer", "stock", f"transfer {quantity} x {sku}: {src} -> {dst}", ref=sku
+                ),
                 mutate,
-                ref=sku,
             )
             after = self._counter(src).value(sku)
             if after < 0:
@@ -184,19 +177,21 @@ class Inventory:
         self, kind: str, sku: str, delta: int, location: str | None, reason: str
     ) -> StockMovement:
         check_name(sku, "SKU")
-        with self._replica._lock:
-            self._replica._check_open()
+        with self._core.locked():
             loc = self._location(location)
             warnings = self._product_warnings(sku)
             if delta != 0:
 
                 def mutate() -> None:
-                    doc = self._replica._docs.doc(stock_doc(loc))
+                    doc = self._core.docs.doc(stock_doc(loc))
                     with doc.transaction(origin="local"):
                         self._counter(loc).add(sku, delta)
 
-                self._replica._local_write(
-                    kind, "stock", f"{kind} {delta:+d} x {sku} at {loc} ({reason})", mutate, ref=sku
+                self._core.local_write(
+                    WriteSpec(
+                        kind, "stock", f"{kind} {delta:+d} x {sku} at {loc} ({reason})", ref=sku
+                    ),
+                    mutate,
                 )
             after = self._counter(loc).value(sku)
             if after < 0:
@@ -204,26 +199,11 @@ class Inventory:
             return StockMovement(sku, loc, delta, after, tuple(warnings))
 
     def _counter(self, location: str) -> PNCounter:
-        return self._replica._docs.view(stock_doc(location), PNCounter)
-
-    def _known_locations(self) -> set[str]:
-        docs = self._replica._docs
-        known = {self._replica.location}
-        known.update(docs.view(LOCATIONS, LWWMap).records())
-        known.update(n.partition("/")[2] for n in docs.names() if n.startswith("stock/"))
-        return known
+        return self._core.counter(location)
 
     def _location(self, location: str | None) -> str:
-        if location is None:
-            return self._replica.location
-        check_name(location, "location")
-        if location not in self._known_locations():
-            known = ", ".join(sorted(self._known_locations()))
-            raise UnknownLocation(
-                f"unknown location {location!r}; known: {known} (add it with replica.locations.put)"
-            )
-        return location
+        return self._core.resolve_location(location)
 
     def _product_warnings(self, sku: str) -> list[str]:
-        product = self._replica._docs.view(CATALOG, LWWMap).get(sku)
+        product = self._core.catalog().get(sku)
         return [] if product is not None else [f"{sku} is not a product in the catalog"]

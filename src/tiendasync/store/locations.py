@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from tiendasync.crdt import LWWMap, check_name
 from tiendasync.errors import InvalidArgument
 from tiendasync.model.docnames import LOCATIONS
-
-if TYPE_CHECKING:
-    from tiendasync.store.replica import Replica
+from tiendasync.model.names import check_name
+from tiendasync.store.core import ReplicaCore, WriteSpec
 
 __all__ = ["Locations"]
 
@@ -18,19 +16,17 @@ __all__ = ["Locations"]
 class Locations:
     """``replica.locations``: the places stock can be in."""
 
-    def __init__(self, replica: Replica) -> None:
-        self._replica = replica
+    def __init__(self, core: ReplicaCore) -> None:
+        self._core = core
 
     def get(self, name: str) -> dict[str, Any] | None:
         check_name(name, "location")
-        with self._replica._lock:
-            self._replica._check_open()
-            return self._replica._docs.view(LOCATIONS, LWWMap).get(name)
+        with self._core.locked():
+            return self._core.locations().get(name)
 
     def list(self) -> list[str]:
-        with self._replica._lock:
-            self._replica._check_open()
-            return sorted(self._replica._docs.view(LOCATIONS, LWWMap).records())
+        with self._core.locked():
+            return sorted(self._core.locations().records())
 
     def put(self, name: str, fields: Mapping[str, Any] | None = None) -> None:
         """Declare a location (e.g. ``put("almacen", {"name": "Almacén central"})``)."""
@@ -40,11 +36,9 @@ class Locations:
             raise InvalidArgument("a location needs at least one field")
 
         def mutate() -> None:
-            doc = self._replica._docs.doc(LOCATIONS)
-            with doc.transaction(origin="local"):
-                view = self._replica._docs.view(LOCATIONS, LWWMap)
-                view.set(name, values, self._replica._hlc.now())
+            with self._core.docs.doc(LOCATIONS).transaction(origin="local"):
+                self._core.locations().set(name, values, self._core.hlc.now())
 
-        self._replica._local_write(
-            "location_put", "locations", f"location {name}", mutate, ref=name
+        self._core.local_write(
+            WriteSpec("location_put", "locations", f"location {name}", ref=name), mutate
         )

@@ -15,16 +15,13 @@ reports that it durably holds that clock, the entry is acknowledged.
 from __future__ import annotations
 
 import json
-import sqlite3
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from tiendasync.crdt import check_safe_int
 from tiendasync.errors import InvalidArgument, NotFound
-
-if TYPE_CHECKING:
-    from tiendasync.store.replica import Replica
+from tiendasync.model.names import check_safe_int
+from tiendasync.store.core import ReplicaCore
 
 __all__ = ["STATUSES", "QueueEntry", "SyncQueue"]
 
@@ -53,13 +50,8 @@ class QueueEntry:
         return out
 
 
-_COLUMNS = (
-    "id, kind, data_type, priority, status, attempts, created_at, updated_at, summary, ref, "
-    "has_conflict, conflict_ids, error"
-)
-
-
-def _entry(row: tuple[Any, ...]) -> QueueEntry:
+def entry_from_row(row: tuple[Any, ...]) -> QueueEntry:
+    """An entry from a row in :data:`~tiendasync.store.storage.outbox.ENTRY_COLUMNS` order."""
     return QueueEntry(
         id=int(row[0]),
         kind=row[1],
@@ -77,37 +69,23 @@ def _entry(row: tuple[Any, ...]) -> QueueEntry:
     )
 
 
-def insert_entry(
-    conn: sqlite3.Connection,
-    *,
-    kind: str,
-    data_type: str,
-    priority: int,
-    summary: str,
-    client_id: int,
-    clocks: dict[str, int],
-    ref: str | None,
-) -> int:
-    """Add a pending entry for a local write (inside the write's transaction)."""
-    now = time.time()
-    cur = conn.execute(
-        "INSERT INTO queue (kind, data_type, priority, status, created_at, updated_at, summary, "
-        "client_id, clocks, ref) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
-        (kind, data_type, priority, now, now, summary, client_id, json.dumps(clocks), ref),
-    )
-    entry_id = int(cur.lastrowid or 0)
-    conn.executemany(
-        "INSERT INTO queue_clocks (entry_id, doc, client_id, clock) VALUES (?, ?, ?, ?)",
-        [(entry_id, doc, client_id, clock) for doc, clock in clocks.items()],
-    )
-    return entry_id
-
-
 class SyncQueue:
-    """``replica.queue``: list, retry and resolve."""
+    """``replica.queue``: list, retry and resolve.
 
-    def __init__(self, replica: Replica) -> None:
-        self._replica = replica
+    ``process_now(**sync_args)`` asks for a sync (the facade's background
+    sync or a one-shot one); ``resolve`` is the conflicts' resolution.
+    """
+
+    def __init__(
+        self,
+        core: ReplicaCore,
+        *,
+        process_now: Callable[..., None],
+        resolve: Callable[..., Any],
+    ) -> None:
+        self._core = core
+        self._process_now = process_now
+        self._resolve = resolve
 
     def list(
         self,
@@ -127,54 +105,34 @@ class SyncQueue:
             raise InvalidArgument(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
         check_safe_int(limit, "limit", positive=True)
         check_safe_int(offset, "offset")
-        where: list[str] = []
-        params: list[Any] = []
+        filters: dict[str, Any] = {}
         if conflicts is not None:
-            where.append("has_conflict = ?")
-            params.append(1 if conflicts else 0)
+            filters["has_conflict"] = 1 if conflicts else 0
         if status is not None:
-            where.append("status = ?")
-            params.append(status)
+            filters["status"] = status
         if kind is not None:
-            where.append("kind = ?")
-            params.append(kind)
-        sql = f"SELECT {_COLUMNS} FROM queue"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY priority DESC, id DESC LIMIT ? OFFSET ?"
-        with self._replica._lock:
-            self._replica._check_open()
-            rows = self._replica._store.conn.execute(sql, [*params, limit, offset]).fetchall()
-        return [_entry(r) for r in rows]
+            filters["kind"] = kind
+        with self._core.locked():
+            rows = self._core.storage.outbox.select(filters, limit=limit, offset=offset)
+        return [entry_from_row(r) for r in rows]
 
     def get(self, entry_id: int) -> QueueEntry:
         """One entry; raises :class:`NotFound` if there is none with that id."""
         check_safe_int(entry_id, "entry id")
-        with self._replica._lock:
-            self._replica._check_open()
-            row = self._replica._store.conn.execute(
-                f"SELECT {_COLUMNS} FROM queue WHERE id = ?", (entry_id,)
-            ).fetchone()
+        with self._core.locked():
+            row = self._core.storage.outbox.get(entry_id)
         if row is None:
             raise NotFound(f"no queue entry {entry_id}")
-        return _entry(row)
+        return entry_from_row(row)
 
     def pending_count(self) -> int:
-        with self._replica._lock:
-            self._replica._check_open()
-            row = self._replica._store.conn.execute(
-                "SELECT COUNT(*) FROM queue WHERE status IN ('pending', 'sent')"
-            ).fetchone()
-        return int(row[0])
+        with self._core.locked():
+            return self._core.storage.outbox.pending_count()
 
     def counts(self) -> dict[str, int]:
         """Number of entries per status."""
-        with self._replica._lock:
-            self._replica._check_open()
-            rows = self._replica._store.conn.execute(
-                "SELECT status, COUNT(*) FROM queue GROUP BY status"
-            ).fetchall()
-        return {str(s): int(n) for s, n in rows}
+        with self._core.locked():
+            return self._core.storage.outbox.counts()
 
     def process(self, entry_id: int, **sync_args: Any) -> QueueEntry:
         """Retry one entry now: count an attempt and sync with the relay.
@@ -185,59 +143,11 @@ class SyncQueue:
         entry = self.get(entry_id)
         if entry.status == "acknowledged":
             return entry
-        with self._replica._lock, self._replica._store.write() as conn:
-            conn.execute(
-                "UPDATE queue SET attempts = attempts + 1, updated_at = ?, "
-                "status = CASE status WHEN 'error' THEN 'pending' ELSE status END, "
-                "error = CASE status WHEN 'error' THEN NULL ELSE error END WHERE id = ?",
-                (time.time(), entry_id),
-            )
-        self._replica._process_now(**sync_args)
+        with self._core.transaction():
+            self._core.storage.outbox.count_attempt(entry_id, self._core.now())
+        self._process_now(**sync_args)
         return self.get(entry_id)
 
     def resolve(self, conflict_id: str, action: str, **params: Any) -> Any:
         """Resolve a conflict with a compensating action (see ``tiendasync.store.conflicts``)."""
-        return self._replica._resolve_conflict(conflict_id, action, **params)
-
-    # -- used by the sync client ----------------------------------------------
-
-    def _mark_sent(self) -> None:
-        with self._replica._lock, self._replica._store.write() as conn:
-            conn.execute(
-                "UPDATE queue SET status = 'sent', attempts = attempts + 1, updated_at = ? "
-                "WHERE status = 'pending'",
-                (time.time(),),
-            )
-
-    def _mark_refused(self, reason: str) -> int:
-        """The relay refused what this session sent: its unacknowledged entries are errors.
-
-        They stay in the queue (and in the data); ``process(id)`` retries one.
-        """
-        with self._replica._lock, self._replica._store.write() as conn:
-            cur = conn.execute(
-                "UPDATE queue SET status = 'error', error = ?, updated_at = ? "
-                "WHERE status = 'sent'",
-                (reason[:500], time.time()),
-            )
-            return int(cur.rowcount)
-
-    def _acknowledge(self, doc: str, client_id: int, clock: int) -> int:
-        """The relay durably holds ``doc`` up to ``clock`` of ``client_id``."""
-        store = self._replica._store
-        with self._replica._lock, store.write() as conn:
-            cur = conn.execute(
-                "UPDATE queue_clocks SET acked = 1 "
-                "WHERE doc = ? AND client_id = ? AND acked = 0 AND clock <= ?",
-                (doc, client_id, clock),
-            )
-            if cur.rowcount == 0:
-                return 0
-            done = conn.execute(
-                "UPDATE queue SET status = CASE WHEN has_conflict AND status = 'conflict' "
-                "THEN 'conflict' ELSE 'acknowledged' END, error = NULL, updated_at = ? "
-                "WHERE status IN ('pending', 'sent', 'error') AND client_id = ? AND NOT EXISTS "
-                "(SELECT 1 FROM queue_clocks c WHERE c.entry_id = queue.id AND c.acked = 0)",
-                (time.time(), client_id),
-            )
-            return int(done.rowcount)
+        return self._resolve(conflict_id, action, **params)

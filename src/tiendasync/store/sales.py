@@ -9,16 +9,25 @@ negative stock into a conflict for an administrator.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from tiendasync.crdt import MAX_SAFE_INTEGER, Ledger, LWWMap, PNCounter, check_name, check_safe_int
 from tiendasync.errors import InvalidArgument
-from tiendasync.model.docnames import CATALOG, location_of, stock_doc
+from tiendasync.model.docnames import location_of, sales_doc, stock_doc
+from tiendasync.model.names import check_name, check_safe_int
+from tiendasync.model.sales import (
+    MAX_SALE_LINES,
+    Sale,
+    SaleLine,
+    new_sale_id,
+    parse_lines,
+    sale_time_ms,
+)
+from tiendasync.store.core import ReplicaCore, WriteSpec
 
 if TYPE_CHECKING:
-    from tiendasync.store.replica import Replica
+    from tiendasync.store.conflicts import Rules
 
 __all__ = [
     "MAX_SALE_LINES",
@@ -30,174 +39,91 @@ __all__ = [
     "sale_time_ms",
 ]
 
-MAX_SALE_LINES = 1000
-
-
-@dataclass(frozen=True)
-class SaleLine:
-    sku: str
-    quantity: int
-    unit_price_cents: int
-
-    @property
-    def total_cents(self) -> int:
-        return self.quantity * self.unit_price_cents
-
-
-@dataclass(frozen=True)
-class Sale:
-    """A recorded ticket.  ``warnings`` says what needs review (never blocks)."""
-
-    id: str
-    location: str
-    replica_id: str
-    created_at_ms: int
-    lines: tuple[SaleLine, ...]
-    voided: bool = False
-    negative_stock: tuple[str, ...] = field(default=())
-    unknown_skus: tuple[str, ...] = field(default=())
-    #: Messages of app-defined invariants this sale breaks (checked locally).
-    notes: tuple[str, ...] = field(default=())
-
-    @property
-    def total_cents(self) -> int:
-        return sum(line.total_cents for line in self.lines)
-
-    @property
-    def warnings(self) -> tuple[str, ...]:
-        out = [
-            f"stock of {sku} went negative: sale recorded, it will be reviewed"
-            for sku in self.negative_stock
-        ]
-        out += [
-            f"{sku} is not a product in the catalog: sale recorded, it will be reviewed"
-            for sku in self.unknown_skus
-        ]
-        out += [f"{note}: sale recorded, it will be reviewed" for note in self.notes]
-        return tuple(out)
-
-    def to_record(self) -> dict[str, Any]:
-        """The immutable JSON record stored in the ledger.
-
-        Kept small because it crosses the network: the time is in the id and
-        the location in the document's name.
-        """
-        return {
-            "by": self.replica_id,
-            "l": [[ln.sku, ln.quantity, ln.unit_price_cents] for ln in self.lines],
-        }
-
-    @classmethod
-    def from_record(
-        cls, sale_id: str, record: dict[str, Any], *, location: str, voided: bool = False
-    ) -> Sale:
-        lines = tuple(SaleLine(str(s), int(q), int(p)) for s, q, p in record["l"])
-        return cls(
-            sale_id, location, str(record["by"]), sale_time_ms(sale_id), lines, voided=voided
-        )
-
-
-def new_sale_id(wall_ms: int, counter: int, client_id: int) -> str:
-    """A unique id that sorts by time: ``<wall ms, 11 hex>-<counter>-<client id>``.
-
-    The client id (unique per replica incarnation) keeps ids unique even when
-    a replica restored from a backup reissues a clock reading.
-    """
-    return f"{wall_ms:011x}-{counter:x}-{client_id:x}"
-
-
-def sale_time_ms(sale_id: str) -> int:
-    """The wall-clock milliseconds encoded in a sale id (0 if it has none)."""
-    try:
-        return int(sale_id[:11], 16)
-    except ValueError:
-        return 0
-
-
-def parse_lines(lines: Iterable[Any], price_of: Any) -> tuple[SaleLine, ...]:
-    """Validate sale lines: ``(sku, qty)``, ``(sku, qty, unit_price_cents)`` or dicts."""
-    if isinstance(lines, (str, bytes)) or not isinstance(lines, Iterable):
-        raise InvalidArgument("a sale needs a list of lines like [('CAFE-500', 2)]")
-    out: list[SaleLine] = []
-    for number, raw in enumerate(lines, start=1):
-        if isinstance(raw, dict):
-            sku, qty, price = raw.get("sku"), raw.get("quantity"), raw.get("unit_price_cents")
-        elif isinstance(raw, Sequence) and not isinstance(raw, str) and len(raw) in (2, 3):
-            sku, qty = raw[0], raw[1]
-            price = raw[2] if len(raw) == 3 else None
-        else:
-            raise InvalidArgument(
-                f"sale line {number} must be (sku, quantity) or (sku, quantity, unit_price_cents)"
-            )
-        check_name(sku, f"SKU on line {number}")
-        quantity = check_safe_int(qty, f"quantity on line {number}", positive=True)
-        if price is None:
-            price = price_of(sku)
-        cents = check_safe_int(price, f"unit price (cents) on line {number}")
-        if cents < 0:
-            raise InvalidArgument(f"unit price on line {number} cannot be negative")
-        if quantity * cents > MAX_SAFE_INTEGER:
-            raise InvalidArgument(f"line {number} total is too large (limit is 2**53 - 1 cents)")
-        out.append(SaleLine(str(sku), quantity, cents))
-    if not out:
-        raise InvalidArgument("a sale needs at least one line")
-    if len(out) > MAX_SALE_LINES:
-        raise InvalidArgument(f"a sale may have at most {MAX_SALE_LINES} lines")
-    return tuple(out)
-
 
 class Sales:
-    """``replica.sales``: read recorded sales."""
+    """``replica.sales``: record and read sales; void and remap them."""
 
-    def __init__(self, replica: Replica) -> None:
-        self._replica = replica
+    def __init__(self, core: ReplicaCore, rules: Rules) -> None:
+        self._core = core
+        self._rules = rules
+
+    def record(self, lines: Iterable[Any], *, location: str | None = None) -> Sale:
+        """Record a sale and take its units out of stock, in one durable write.
+
+        See :meth:`tiendasync.Replica.record_sale`.
+        """
+        core = self._core
+        with core.locked():
+            loc = core.resolve_location(location)
+            parsed = parse_lines(lines, self._catalog_price)
+            catalog = core.catalog()
+            unknown = tuple(sorted({ln.sku for ln in parsed if catalog.get(ln.sku) is None}))
+            ts = core.hlc.now()
+            sale = Sale(
+                new_sale_id(ts.wall_ms, ts.counter, core.client_id),
+                loc,
+                core.replica_id,
+                ts.wall_ms,
+                parsed,
+            )
+            ledger_name = sales_doc(loc, ts.wall_ms)
+            per_sku: dict[str, int] = {}
+            for ln in parsed:
+                per_sku[ln.sku] = per_sku.get(ln.sku, 0) + ln.quantity
+
+            def mutate() -> None:
+                with core.docs.doc(ledger_name).transaction(origin="local"):
+                    core.ledger(ledger_name).add(sale.id, sale.to_record())
+                with core.docs.doc(stock_doc(loc)).transaction(origin="local"):
+                    counter = core.counter(loc)
+                    for sku, qty in per_sku.items():
+                        counter.add(sku, -qty)
+
+            summary = f"sale {sale.id}: {len(parsed)} line(s), {sale.total_cents} cents at {loc}"
+            core.local_write(WriteSpec("sale", "sales", summary, ref=sale.id), mutate)
+            counter = core.counter(loc)
+            negative = (
+                ()
+                if self._rules.allows_negative(loc)
+                else tuple(sorted(s for s in per_sku if counter.value(s) < 0))
+            )
+            notes = self._rules.app_notes((loc, sku) for sku in per_sku)
+            return replace(sale, negative_stock=negative, unknown_skus=unknown, notes=notes)
+
+    def _catalog_price(self, sku: str) -> int:
+        """Price of ``sku`` from the catalog, 0 when unknown (the sale gets flagged)."""
+        price = (self._core.catalog().get(sku) or {}).get("price_cents", 0)
+        return price if isinstance(price, int) and not isinstance(price, bool) else 0
 
     def get(self, sale_id: str) -> Sale | None:
         """The sale with this id, or ``None``."""
         check_name(sale_id, "sale id")
-        with self._replica._lock:
-            self._replica._check_open()
-            row = self._replica._store.conn.execute(
-                "SELECT doc FROM sales WHERE id = ?", (sale_id,)
-            ).fetchone()
-            if row is None:
+        core = self._core
+        with core.locked():
+            doc = core.storage.sales.doc_of(sale_id)
+            if doc is None:
                 return None
-            ledger = self._replica._docs.view(str(row[0]), Ledger)
+            ledger = core.ledger(doc)
             record = ledger.get(sale_id)
             if record is None:
                 return None
             return Sale.from_record(
                 sale_id,
                 record,
-                location=location_of(str(row[0])) or "",
+                location=location_of(doc) or "",
                 voided=ledger.annotation(sale_id, "void") is not None,
             )
 
     def list(self, *, location: str | None = None, limit: int = 100) -> list[Sale]:
         """Most recent sales first (all locations unless ``location``)."""
         check_safe_int(limit, "limit", positive=True)
-        with self._replica._lock:
-            self._replica._check_open()
-            sql = "SELECT id FROM sales"
-            params: list[Any] = []
-            if location is not None:
-                sql += " WHERE location = ?"
-                params.append(location)
-            sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
-            params.append(limit)
-            ids = [str(i) for (i,) in self._replica._store.conn.execute(sql, params)]
+        with self._core.locked():
+            ids = self._core.storage.sales.recent_ids(location=location, limit=limit)
         return [s for s in (self.get(i) for i in ids) if s is not None]
 
     def count(self, *, location: str | None = None) -> int:
-        with self._replica._lock:
-            self._replica._check_open()
-            if location is None:
-                row = self._replica._store.conn.execute("SELECT COUNT(*) FROM sales").fetchone()
-            else:
-                row = self._replica._store.conn.execute(
-                    "SELECT COUNT(*) FROM sales WHERE location = ?", (location,)
-                ).fetchone()
-            return int(row[0])
+        with self._core.locked():
+            return self._core.storage.sales.count(location=location)
 
     def void(self, sale_ids: Iterable[str], *, reason: str = "void") -> builtins.list[Sale]:
         """Void sales: mark them void and put their units back in stock (one write).
@@ -206,87 +132,68 @@ class Sales:
         the restocking replicate like any other write.  Already-voided sales
         are skipped.
         """
-        replica = self._replica
+        core = self._core
         ids = [
             check_name(i, "sale id")
             for i in ([sale_ids] if isinstance(sale_ids, str) else list(sale_ids))
         ]
         if not ids:
             raise InvalidArgument("give at least one sale id to void")
-        with replica._lock:
-            sales = []
-            for sale_id in ids:
-                sale = self.get(sale_id)
-                if sale is None:
-                    raise InvalidArgument(f"no sale {sale_id!r}")
-                if not sale.voided:
-                    sales.append(sale)
+        with core.locked():
+            sales = [sale for sale in map(self._existing, ids) if not sale.voided]
             if not sales:
                 return []
 
             def mutate() -> None:
                 for sale in sales:
                     name = self._doc_of(sale.id)
-                    with replica._docs.doc(name).transaction(origin="local"):
-                        replica._docs.view(name, Ledger).annotate(
-                            sale.id, "void", {"reason": reason, "by": replica.replica_id}
+                    with core.docs.doc(name).transaction(origin="local"):
+                        core.ledger(name).annotate(
+                            sale.id, "void", {"reason": reason, "by": core.replica_id}
                         )
-                    stock = stock_doc(sale.location)
-                    with replica._docs.doc(stock).transaction(origin="local"):
-                        counter = replica._docs.view(stock, PNCounter)
+                    with core.docs.doc(stock_doc(sale.location)).transaction(origin="local"):
+                        counter = core.counter(sale.location)
                         for line in sale.lines:
                             counter.add(line.sku, line.quantity)
 
-            replica._local_write(
-                "void",
-                "sales",
-                f"void {', '.join(s.id for s in sales)} ({reason})",
-                mutate,
-                ref=sales[0].id,
-            )
+            summary = f"void {', '.join(s.id for s in sales)} ({reason})"
+            core.local_write(WriteSpec("void", "sales", summary, ref=sales[0].id), mutate)
             return [s for s in (self.get(sale.id) for sale in sales) if s is not None]
 
     def remap(self, sale_id: str, from_sku: str, to_sku: str) -> Sale:
         """Re-point a sale's lines from ``from_sku`` to ``to_sku`` (moving the stock too)."""
-        replica = self._replica
+        core = self._core
         check_name(from_sku, "SKU")
         check_name(to_sku, "SKU")
-        with replica._lock:
-            sale = self.get(sale_id)
-            if sale is None:
-                raise InvalidArgument(f"no sale {sale_id!r}")
+        with core.locked():
+            sale = self._existing(sale_id)
             qty = sum(ln.quantity for ln in sale.lines if ln.sku == from_sku)
             if qty == 0:
                 raise InvalidArgument(f"sale {sale_id} has no line for {from_sku}")
 
             def mutate() -> None:
                 name = self._doc_of(sale_id)
-                with replica._docs.doc(name).transaction(origin="local"):
-                    replica._docs.view(name, Ledger).annotate(
-                        sale_id, f"remap:{from_sku}", {"to": to_sku, "by": replica.replica_id}
+                with core.docs.doc(name).transaction(origin="local"):
+                    core.ledger(name).annotate(
+                        sale_id, f"remap:{from_sku}", {"to": to_sku, "by": core.replica_id}
                     )
-                stock = stock_doc(sale.location)
-                with replica._docs.doc(stock).transaction(origin="local"):
-                    counter = replica._docs.view(stock, PNCounter)
+                with core.docs.doc(stock_doc(sale.location)).transaction(origin="local"):
+                    counter = core.counter(sale.location)
                     counter.add(from_sku, qty)
                     counter.add(to_sku, -qty)
 
-            replica._local_write(
-                "remap", "sales", f"remap {sale_id}: {from_sku} -> {to_sku}", mutate, ref=sale_id
-            )
+            summary = f"remap {sale_id}: {from_sku} -> {to_sku}"
+            core.local_write(WriteSpec("remap", "sales", summary, ref=sale_id), mutate)
             return sale
 
-    def _doc_of(self, sale_id: str) -> str:
-        row = self._replica._store.conn.execute(
-            "SELECT doc FROM sales WHERE id = ?", (sale_id,)
-        ).fetchone()
-        if row is None:
+    def _existing(self, sale_id: str) -> Sale:
+        sale = self.get(sale_id)
+        if sale is None:
             raise InvalidArgument(f"no sale {sale_id!r}")
-        return str(row[0])
+        return sale
 
-
-def catalog_price(replica: Replica, sku: str) -> int:
-    """Price of ``sku`` from the catalog, 0 when unknown (the sale gets flagged)."""
-    product = replica._docs.view(CATALOG, LWWMap).get(sku)
-    price = (product or {}).get("price_cents", 0)
-    return price if isinstance(price, int) and not isinstance(price, bool) else 0
+    def _doc_of(self, sale_id: str) -> str:
+        doc = self._core.storage.sales.doc_of(sale_id)
+        if doc is None:
+            raise InvalidArgument(f"no sale {sale_id!r}")
+        return doc

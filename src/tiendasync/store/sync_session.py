@@ -7,11 +7,12 @@ vectors, sends what the relay lacks of our own writes once per connection,
 applies what arrives, marks queue entries acknowledged, and streams new local
 writes in live mode.  It never touches sockets, threads or clocks: the
 websocket client (``tiendasync.store.client``) and the simulated-network tests feed
-it bytes and carry its bytes.
+it bytes, carry its bytes and pass in the clock its queue timestamps come from.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -87,8 +88,11 @@ class ReplicaSync:
         relay: str = "",
         full: bool = False,
         live: bool = False,
+        clock: Callable[[], float],
     ) -> None:
         self.replica = replica
+        self.core = replica.core
+        self.clock = clock
         self.token = token
         self.full = full
         self.live = live
@@ -166,7 +170,7 @@ class ReplicaSync:
         for doc, data in updates:
             self.conn.send_update(doc, data)
             self.report.updates_sent += 1
-        self.replica.queue._mark_sent()
+        self._mark_sent()
 
     def stop(self, reason: str = "stopping") -> None:
         self.conn.bye(reason)
@@ -174,23 +178,20 @@ class ReplicaSync:
     # -- events ------------------------------------------------------------------------------
 
     def _handle(self, event: Any) -> None:
-        replica = self.replica
         if isinstance(event, Welcome):
             self.report.session_id = event.session_id
             if event.config:
-                replica._apply_central_config(event.config)
+                self.core.adopt_central_config(event.config)
             self._send_catch_up(event.state_vectors)
-            replica._set_connection_state("syncing")
+            self.core.set_connection_state("syncing")
         elif isinstance(event, Ack):
             key = (event.doc, event.client_id)
             self.acked[key] = max(self.acked.get(key, 0), event.clock)
-            self.report.acknowledged += replica.queue._acknowledge(
-                event.doc, event.client_id, event.clock
-            )
+            self.report.acknowledged += self._acknowledge(event.doc, event.client_id, event.clock)
         elif isinstance(event, Synced):
             self.synced = True
             if self.live:
-                replica._set_connection_state("online")
+                self.core.set_connection_state("online")
         elif isinstance(event, SyncRequested):
             self.resync = event.full
         elif isinstance(event, ProtocolFailure):
@@ -198,7 +199,7 @@ class ReplicaSync:
                 self.error = AuthError(f"relay refused us: {event.reason}")
             elif event.code == CLOSE_FORBIDDEN:
                 self.error = AuthError(f"relay forbids this: {event.reason}")
-                self.replica.queue._mark_refused(f"relay refused: {event.reason}")
+                self._mark_refused(f"relay refused: {event.reason}")
             elif event.code == CLOSE_INTERNAL:
                 self.error = SyncError(f"relay error: {event.reason}")
             else:
@@ -220,9 +221,7 @@ class ReplicaSync:
             # our writes whose ACK was lost with a previous connection.
             for client in self.own_ids:
                 if relay.get(client, 0):
-                    self.report.acknowledged += self.replica.queue._acknowledge(
-                        doc, client, relay[client]
-                    )
+                    self.report.acknowledged += self._acknowledge(doc, client, relay[client])
             ours = {c: k for c, k in local.items() if c in self.own_ids and k > relay.get(c, 0)}
             if not ours and not self.full:
                 continue
@@ -234,7 +233,26 @@ class ReplicaSync:
             self.report.updates_sent += 1
             for client, clock in ours.items():
                 self.expected[(doc, client)] = clock
-        self.replica.queue._mark_sent()
+        self._mark_sent()
+
+    # -- the outbox ------------------------------------------------------------------------
+
+    def _mark_sent(self) -> None:
+        with self.core.transaction():
+            self.core.storage.outbox.mark_sent(self.clock())
+
+    def _mark_refused(self, reason: str) -> None:
+        """The relay refused what this session sent: its unacknowledged entries are errors.
+
+        They stay in the queue (and in the data); ``queue.process(id)`` retries one.
+        """
+        with self.core.transaction():
+            self.core.storage.outbox.mark_refused(reason, self.clock())
+
+    def _acknowledge(self, doc: str, client_id: int, clock: int) -> int:
+        """The relay durably holds ``doc`` up to ``clock`` of ``client_id``."""
+        with self.core.transaction():
+            return self.core.storage.outbox.acknowledge(doc, client_id, clock, self.clock())
 
     def _check_done(self) -> None:
         if self.live or self.done or not self.synced or self.conn.closed:

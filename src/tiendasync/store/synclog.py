@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from tiendasync.crdt import check_safe_int
+from tiendasync.model.names import check_safe_int
+from tiendasync.store.core import ReplicaCore
 
-if TYPE_CHECKING:
-    from tiendasync.store.replica import Replica
-
-__all__ = ["SyncLog", "SyncLogEntry"]
-
-_FIELDS = (
-    "id",
-    "relay",
-    "started_at",
-    "ended_at",
-    "outcome",
-    "mode",
-    "docs",
-    "updates_sent",
-    "updates_received",
-    "bytes_sent",
-    "bytes_received",
-    "conflicts_opened",
-    "conflicts_healed",
-    "error",
-)
+__all__ = ["SyncLog", "SyncLogEntry", "finish_session", "start_session"]
 
 
 @dataclass(frozen=True)
@@ -55,35 +35,23 @@ class SyncLogEntry:
 class SyncLog:
     """``replica.log``: the history of sync sessions, newest first."""
 
-    def __init__(self, replica: Replica) -> None:
-        self._replica = replica
+    def __init__(self, core: ReplicaCore) -> None:
+        self._core = core
 
     def list(self, *, limit: int = 100, outcome: str | None = None) -> list[SyncLogEntry]:
         check_safe_int(limit, "limit", positive=True)
-        sql = f"SELECT {', '.join(_FIELDS)} FROM sync_log"
-        params: list[Any] = []
-        if outcome is not None:
-            sql += " WHERE outcome = ?"
-            params.append(outcome)
-        sql += " ORDER BY id DESC LIMIT ?"
-        params.append(limit)
-        with self._replica._lock:
-            self._replica._check_open()
-            rows = self._replica._store.conn.execute(sql, params).fetchall()
+        with self._core.locked():
+            rows = self._core.storage.sync_log.select(limit=limit, outcome=outcome)
         return [SyncLogEntry(*row) for row in rows]
 
-    def _start(self, relay: str | None, mode: str) -> int:
-        with self._replica._lock, self._replica._store.write() as conn:
-            cur = conn.execute(
-                "INSERT INTO sync_log (relay, started_at, outcome, mode) VALUES (?, ?, ?, ?)",
-                (relay, time.time(), "running", mode),
-            )
-            return int(cur.lastrowid or 0)
 
-    def _finish(self, log_id: int, outcome: str, **counts: Any) -> None:
-        allowed = set(_FIELDS) - {"id", "relay", "started_at", "ended_at", "outcome", "mode"}
-        cols = {k: v for k, v in counts.items() if k in allowed}
-        sets = ", ".join(f"{k} = ?" for k in cols)
-        sql = "UPDATE sync_log SET ended_at = ?, outcome = ?" + (", " + sets if sets else "")
-        with self._replica._lock, self._replica._store.write() as conn:
-            conn.execute(sql + " WHERE id = ?", (time.time(), outcome, *cols.values(), log_id))
+def start_session(core: ReplicaCore, relay: str | None, mode: str) -> int:
+    """Record that a sync session started (outcome ``running``); returns its log id."""
+    with core.transaction():
+        return core.storage.sync_log.start(relay, mode, core.now())
+
+
+def finish_session(core: ReplicaCore, log_id: int, outcome: str, **counts: Any) -> None:
+    """Record how session ``log_id`` ended, with its counts."""
+    with core.transaction():
+        core.storage.sync_log.finish(log_id, outcome, counts, core.now())

@@ -1,120 +1,33 @@
-"""The replica's SQLite database.
+"""The replica's SQLite database: connection, transactions, settings, documents.
 
 One file holds everything a store needs to work offline: document snapshots
-and the log of updates since, the sync queue, the sales index, the sync log,
-the local mirror of conflicts, and settings.  Every local write is one SQLite
-transaction (``ReplicaStore.write``), committed before the API call returns.
+and the log of updates since, the sync queue, the sales index, the sync log
+and settings.  Every local write is one SQLite transaction
+(:meth:`ReplicaStore.write`), committed before the API call returns.
 
-The in-memory pycrdt documents are derived state: ``load_doc`` rebuilds one
-from its snapshot plus the updates logged after it.
+The in-memory pycrdt documents are derived state: :meth:`doc_history` gives
+what rebuilds one (its snapshot plus the updates logged after it).  The
+queue, sales index and sync log tables have their own modules, reached as
+``store.outbox``, ``store.sales`` and ``store.sync_log``.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import sqlite_utils
 
-from tiendasync.errors import StorageError
+from tiendasync.errors import CorruptData, StorageError
+from tiendasync.store.storage.outbox import OutboxTable
+from tiendasync.store.storage.sales_index import SalesIndex
+from tiendasync.store.storage.schema import SCHEMA, migrate
+from tiendasync.store.storage.synclog import SyncLogTable
 
-__all__ = ["SCHEMA_VERSION", "ReplicaStore"]
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS docs (
-    name TEXT PRIMARY KEY,
-    data_type TEXT NOT NULL,
-    snapshot BLOB,
-    snapshot_seq INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS updates (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    doc TEXT NOT NULL,
-    data BLOB NOT NULL,
-    origin TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS updates_doc ON updates (doc, seq);
-CREATE TABLE IF NOT EXISTS held_updates (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    doc TEXT NOT NULL,
-    data BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS client_ids (client_id INTEGER PRIMARY KEY, opened_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS queue (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,
-    data_type TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    summary TEXT NOT NULL,
-    client_id INTEGER NOT NULL,
-    clocks TEXT NOT NULL,
-    ref TEXT,
-    has_conflict INTEGER NOT NULL DEFAULT 0,
-    conflict_ids TEXT NOT NULL DEFAULT '[]',
-    error TEXT
-);
-CREATE INDEX IF NOT EXISTS queue_status ON queue (status, priority);
-CREATE INDEX IF NOT EXISTS queue_ref ON queue (ref);
-CREATE TABLE IF NOT EXISTS queue_clocks (
-    entry_id INTEGER NOT NULL,
-    doc TEXT NOT NULL,
-    client_id INTEGER NOT NULL,
-    clock INTEGER NOT NULL,
-    acked INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (entry_id, doc)
-);
-CREATE INDEX IF NOT EXISTS queue_clocks_pending ON queue_clocks (doc, client_id, acked, clock);
-CREATE TABLE IF NOT EXISTS sales (
-    id TEXT PRIMARY KEY,
-    doc TEXT NOT NULL,
-    location TEXT NOT NULL,
-    replica TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    total_cents INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sales_location ON sales (location, created_at);
-CREATE TABLE IF NOT EXISTS sale_lines (
-    sale_id TEXT NOT NULL,
-    line INTEGER NOT NULL,
-    location TEXT NOT NULL,
-    sku TEXT NOT NULL,
-    quantity INTEGER NOT NULL,
-    unit_price_cents INTEGER NOT NULL,
-    at_ms INTEGER NOT NULL,
-    replica TEXT NOT NULL,
-    voided INTEGER NOT NULL DEFAULT 0,
-    remapped_to TEXT,
-    PRIMARY KEY (sale_id, line)
-);
-CREATE INDEX IF NOT EXISTS sale_lines_key ON sale_lines (location, sku);
-CREATE TABLE IF NOT EXISTS sync_log (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    relay TEXT,
-    started_at REAL NOT NULL,
-    ended_at REAL,
-    outcome TEXT NOT NULL,
-    mode TEXT NOT NULL,
-    docs INTEGER NOT NULL DEFAULT 0,
-    updates_sent INTEGER NOT NULL DEFAULT 0,
-    updates_received INTEGER NOT NULL DEFAULT 0,
-    bytes_sent INTEGER NOT NULL DEFAULT 0,
-    bytes_received INTEGER NOT NULL DEFAULT 0,
-    conflicts_opened INTEGER NOT NULL DEFAULT 0,
-    conflicts_healed INTEGER NOT NULL DEFAULT 0,
-    error TEXT
-);
-"""
+__all__ = ["ReplicaStore"]
 
 
 class ReplicaStore:
@@ -130,20 +43,32 @@ class ReplicaStore:
             self.conn = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=30.0
             )
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.set_durability(durability)
-            self.conn.execute("PRAGMA foreign_keys=ON")
-            self.db = sqlite_utils.Database(self.conn)
-            self.conn.executescript(_SCHEMA)
-            version = self.get_meta("schema_version")
-            if version is None:
-                self.set_meta("schema_version", str(SCHEMA_VERSION))
-            elif int(version) > SCHEMA_VERSION:
-                raise StorageError(
-                    f"{path} was written by a newer tiendasync (schema {version}); upgrade"
-                )
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
             raise StorageError(f"cannot open replica database {path}: {exc}") from exc
+        try:
+            self._prepare(durability)
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            raise StorageError(f"cannot open replica database {path}: {exc}") from exc
+        except BaseException:
+            self.conn.close()
+            raise
+        self.outbox = OutboxTable(self.conn)
+        self.sales = SalesIndex(self.conn)
+        self.sync_log = SyncLogTable(self.conn)
+
+    def _prepare(self, durability: str) -> None:
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.set_durability(durability)
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.db = sqlite_utils.Database(self.conn)
+        self.conn.executescript(SCHEMA)
+        with self.write():
+            found = self.get_meta("schema_version")
+            if found is not None and not found.isdigit():
+                raise CorruptData(f"{self.path} has a garbage schema version {found!r}")
+            version = migrate(self.conn, None if found is None else int(found), self.path)
+            self.set_meta("schema_version", str(version))
 
     def set_durability(self, durability: str) -> None:
         """``full``: fsync on every commit (default); ``normal``: WAL checkpoints only."""
@@ -262,7 +187,10 @@ class ReplicaStore:
     def used_client_ids(self) -> set[int]:
         return {int(c) for (c,) in self.conn.execute("SELECT client_id FROM client_ids")}
 
-    def add_client_id(self, client_id: int) -> None:
+    def add_client_id(self, client_id: int, opened_at: float) -> None:
         self.conn.execute(
-            "INSERT INTO client_ids (client_id, opened_at) VALUES (?, ?)", (client_id, time.time())
+            "INSERT INTO client_ids (client_id, opened_at) VALUES (?, ?)", (client_id, opened_at)
         )
+
+    def delete_meta(self, key: str) -> None:
+        self.conn.execute("DELETE FROM meta WHERE key = ?", (key,))

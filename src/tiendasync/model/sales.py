@@ -1,0 +1,138 @@
+"""Sale tickets as data: lines, the record stored in the ledger, sortable ids.
+
+Pure: no documents, no storage.  :mod:`tiendasync.store.sales` records and
+reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tiendasync.errors import InvalidArgument
+from tiendasync.model.names import MAX_SAFE_INTEGER, check_name, check_safe_int
+
+__all__ = [
+    "MAX_SALE_LINES",
+    "Sale",
+    "SaleLine",
+    "new_sale_id",
+    "parse_lines",
+    "sale_time_ms",
+]
+
+MAX_SALE_LINES = 1000
+
+
+@dataclass(frozen=True)
+class SaleLine:
+    sku: str
+    quantity: int
+    unit_price_cents: int
+
+    @property
+    def total_cents(self) -> int:
+        return self.quantity * self.unit_price_cents
+
+
+@dataclass(frozen=True)
+class Sale:
+    """A recorded ticket.  ``warnings`` says what needs review (never blocks)."""
+
+    id: str
+    location: str
+    replica_id: str
+    created_at_ms: int
+    lines: tuple[SaleLine, ...]
+    voided: bool = False
+    negative_stock: tuple[str, ...] = field(default=())
+    unknown_skus: tuple[str, ...] = field(default=())
+    #: Messages of app-defined invariants this sale breaks (checked locally).
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def total_cents(self) -> int:
+        return sum(line.total_cents for line in self.lines)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        out = [
+            f"stock of {sku} went negative: sale recorded, it will be reviewed"
+            for sku in self.negative_stock
+        ]
+        out += [
+            f"{sku} is not a product in the catalog: sale recorded, it will be reviewed"
+            for sku in self.unknown_skus
+        ]
+        out += [f"{note}: sale recorded, it will be reviewed" for note in self.notes]
+        return tuple(out)
+
+    def to_record(self) -> dict[str, Any]:
+        """The immutable JSON record stored in the ledger.
+
+        Kept small because it crosses the network: the time is in the id and
+        the location in the document's name.
+        """
+        return {
+            "by": self.replica_id,
+            "l": [[ln.sku, ln.quantity, ln.unit_price_cents] for ln in self.lines],
+        }
+
+    @classmethod
+    def from_record(
+        cls, sale_id: str, record: dict[str, Any], *, location: str, voided: bool = False
+    ) -> Sale:
+        lines = tuple(SaleLine(str(s), int(q), int(p)) for s, q, p in record["l"])
+        return cls(
+            sale_id, location, str(record["by"]), sale_time_ms(sale_id), lines, voided=voided
+        )
+
+
+def new_sale_id(wall_ms: int, counter: int, client_id: int) -> str:
+    """A unique id that sorts by time: ``<wall ms, 11 hex>-<counter>-<client id>``.
+
+    The client id (unique per replica incarnation) keeps ids unique even when
+    a replica restored from a backup reissues a clock reading.
+    """
+    return f"{wall_ms:011x}-{counter:x}-{client_id:x}"
+
+
+def sale_time_ms(sale_id: str) -> int:
+    """The wall-clock milliseconds encoded in a sale id (0 if it has none)."""
+    try:
+        return int(sale_id[:11], 16)
+    except ValueError:
+        return 0
+
+
+def parse_lines(lines: Iterable[Any], price_of: Any) -> tuple[SaleLine, ...]:
+    """Validate sale lines: ``(sku, qty)``, ``(sku, qty, unit_price_cents)`` or dicts."""
+    if isinstance(lines, (str, bytes)) or not isinstance(lines, Iterable):
+        raise InvalidArgument("a sale needs a list of lines like [('CAFE-500', 2)]")
+    out: list[SaleLine] = []
+    for number, raw in enumerate(lines, start=1):
+        if isinstance(raw, dict):
+            sku, qty, price = raw.get("sku"), raw.get("quantity"), raw.get("unit_price_cents")
+        elif isinstance(raw, Sequence) and not isinstance(raw, str) and len(raw) in (2, 3):
+            sku, qty = raw[0], raw[1]
+            price = raw[2] if len(raw) == 3 else None
+        else:
+            raise InvalidArgument(
+                f"sale line {number} must be (sku, quantity) or (sku, quantity, unit_price_cents)"
+            )
+        check_name(sku, f"SKU on line {number}")
+        quantity = check_safe_int(qty, f"quantity on line {number}", positive=True)
+        if price is None:
+            price = price_of(sku)
+        cents = check_safe_int(price, f"unit price (cents) on line {number}")
+        if cents < 0:
+            raise InvalidArgument(f"unit price on line {number} cannot be negative")
+        if quantity * cents > MAX_SAFE_INTEGER:
+            raise InvalidArgument(f"line {number} total is too large (limit is 2**53 - 1 cents)")
+        out.append(SaleLine(str(sku), quantity, cents))
+    if not out:
+        raise InvalidArgument("a sale needs at least one line")
+    if len(out) > MAX_SALE_LINES:
+        raise InvalidArgument(f"a sale may have at most {MAX_SALE_LINES} lines")
+    return tuple(out)

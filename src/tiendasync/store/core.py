@@ -1,0 +1,366 @@
+"""The store's internal API: one replica's lock, documents, clock and storage.
+
+:class:`ReplicaCore` is what the facets (catalog, inventory, sales, queue,
+sync log, conflicts), the sync session and the relay's central writer build
+on; :class:`~tiendasync.store.replica.Replica` is the public facade over it.
+
+Contracts every caller relies on:
+
+- ``with core.locked():`` takes the replica's re-entrant lock and raises
+  :class:`ReplicaClosed` if the replica was closed.  Every read and write
+  of documents or storage happens inside it.
+- :meth:`local_write` runs a mutation of the documents and commits what it
+  changed, the queue entry, index rows and the clock in ONE SQLite
+  transaction; if anything fails the in-memory documents are dropped and
+  rebuilt from disk, so memory never holds a write the disk does not.
+- :meth:`apply_remote_many` merges received updates the same way.
+- Callbacks (local-update and status listeners) run on the thread that
+  caused them, with the lock held.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from tiendasync.crdt import Ledger, LWWMap, PNCounter
+from tiendasync.errors import ClockError, ConfigError, ReplicaClosed, UnknownLocation
+from tiendasync.model.config import StoreConfig
+from tiendasync.model.docnames import (
+    CATALOG,
+    CONFLICTS,
+    DATA_TYPES,
+    LOCATIONS,
+    data_type_of,
+    parse_doc,
+    stock_doc,
+)
+from tiendasync.model.hlc import HLC
+from tiendasync.model.names import check_name
+from tiendasync.store.docset import DocSet
+from tiendasync.store.indexing import ChangeIndex
+from tiendasync.store.storage import ReplicaStore
+
+__all__ = ["COMPACT_EVERY", "ConnectionState", "ReplicaCore", "UpdateListener", "WriteSpec"]
+
+log = logging.getLogger("tiendasync.store")
+
+#: A document's update log is folded into a snapshot after this many updates.
+COMPACT_EVERY = 2000
+
+T = TypeVar("T")
+UpdateListener = Callable[[list[tuple[str, bytes]]], None]
+
+#: What a replica reports as ``ReplicaStatus.state``: "offline", "connecting",
+#: "syncing" or "online".
+ConnectionState = str
+
+
+@dataclass(frozen=True)
+class WriteSpec:
+    """What a local write records in the queue."""
+
+    kind: str
+    data_type: str
+    summary: str
+    ref: str | None = None
+
+
+class ReplicaCore:
+    """One open replica incarnation (one Yjs client id).  See the module docstring."""
+
+    def __init__(
+        self,
+        storage: ReplicaStore,
+        *,
+        tenant: str,
+        replica_id: str,
+        location: str,
+        client_id: int,
+        hlc: HLC,
+        wall: Callable[[], float],
+    ) -> None:
+        self.storage = storage
+        self.path = storage.path
+        self.tenant = tenant
+        self.replica_id = replica_id
+        self.location = location
+        self.client_id = client_id
+        #: The replica's hybrid logical clock (LWW timestamps, sale ids).
+        self.hlc = hlc
+        self.lock = threading.RLock()
+        self.docs = DocSet(storage, client_id)
+        self.changes = ChangeIndex(storage, self.docs)
+        self._wall = wall
+        self._closed = False
+        self._log_counts: dict[str, int] = {}
+        self._update_listeners: list[UpdateListener] = []
+        self._status_listeners: list[Callable[[], None]] = []
+        #: Called with the ids of conflicts that changed, after their commit.
+        self.on_conflicts_changed: Callable[[set[str]], None] | None = None
+        self.connection_state: ConnectionState = "offline"
+        self.last_error: str | None = None
+        #: Last config read (the write path uses it for queue priorities).
+        self.cached_config = StoreConfig.from_dict(storage.get_json("config") or {})
+
+    # -- guard, clock, close -------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def check_open(self) -> None:
+        if self._closed:
+            raise ReplicaClosed(f"replica {self.replica_id} is closed")
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the replica's lock; :class:`ReplicaClosed` if it is closed."""
+        with self.lock:
+            self.check_open()
+            yield
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Hold the lock and run one durable SQLite transaction (StorageError if it fails)."""
+        with self.locked(), self.storage.write() as conn:
+            yield conn
+
+    def now(self) -> float:
+        """Wall-clock seconds (the replica's injected clock), for record timestamps."""
+        return self._wall()
+
+    def close(self) -> None:
+        """Drop the documents and close the database.  Idempotent."""
+        with self.lock:
+            if self._closed:
+                return
+            self._closed = True
+            self.docs.unload()
+            self.storage.close()
+
+    # -- views over the documents --------------------------------------------------
+
+    def catalog(self) -> LWWMap:
+        return self.docs.view(CATALOG, LWWMap)
+
+    def locations(self) -> LWWMap:
+        return self.docs.view(LOCATIONS, LWWMap)
+
+    def conflicts(self) -> LWWMap:
+        return self.docs.view(CONFLICTS, LWWMap)
+
+    def counter(self, location: str) -> PNCounter:
+        """The stock counters of ``location``."""
+        return self.docs.view(stock_doc(location), PNCounter)
+
+    def ledger(self, doc: str) -> Ledger:
+        """The sales ledger document ``doc``."""
+        return self.docs.view(doc, Ledger)
+
+    def known_locations(self) -> set[str]:
+        """This replica's location, every declared one and every one with stock."""
+        known = {self.location, *self.locations().records()}
+        for doc in self.docs.names():
+            name = parse_doc(doc)
+            if name.data_type == "stock" and name.location is not None:
+                known.add(name.location)
+        return known
+
+    def resolve_location(self, location: str | None) -> str:
+        """``location``, or this replica's when ``None``; UnknownLocation if not known."""
+        if location is None:
+            return self.location
+        check_name(location, "location")
+        known = self.known_locations()
+        if location not in known:
+            raise UnknownLocation(
+                f"unknown location {location!r}; known: {', '.join(sorted(known))} "
+                "(add it with replica.locations.put)"
+            )
+        return location
+
+    # -- configuration -----------------------------------------------------------------
+
+    def read_config(self) -> StoreConfig:
+        """The config stored in the file (another process may have changed it)."""
+        with self.locked():
+            self.cached_config = StoreConfig.from_dict(self.storage.get_json("config") or {})
+            return self.cached_config
+
+    def write_config(self, config: StoreConfig) -> None:
+        with self.locked():
+            with self.storage.write():
+                self.storage.set_json("config", config.to_dict())
+            self.storage.set_durability(config.durability)
+            self.cached_config = config
+
+    def adopt_central_config(self, central: dict[str, Any]) -> None:
+        """Adopt the config the relay holds for us (edited centrally); bad ones are logged."""
+        try:
+            wanted = StoreConfig.from_dict(
+                {k: v for k, v in central.items() if k in StoreConfig.__dataclass_fields__}
+            )
+        except ConfigError as exc:
+            log.warning("ignoring invalid central config: %s", exc)
+            return
+        current = self.read_config()
+        merged = wanted.updated(relay_url=wanted.relay_url or current.relay_url)
+        if merged != current:
+            self.write_config(merged)
+
+    # -- the write path ------------------------------------------------------------------
+
+    def local_write(
+        self,
+        spec: WriteSpec,
+        mutate: Callable[[], T],
+        *,
+        index: Callable[[Any, int], None] | None = None,
+    ) -> T:
+        """Run ``mutate`` on the docs and commit what it changed, durably (see module doc)."""
+        with self.locked():
+            self.docs.drain()
+            try:
+                result = mutate()
+                captured = self.docs.drain()
+                if not captured:
+                    return result
+                with self.storage.write() as conn:
+                    for doc, data in captured:
+                        self.storage.log_update(doc, data, "local")
+                    clocks = {
+                        doc: self.docs.clock_of(doc, self.client_id)
+                        for doc in dict.fromkeys(d for d, _ in captured)
+                    }
+                    entry_id = self.storage.outbox.insert(
+                        kind=spec.kind,
+                        data_type=spec.data_type,
+                        priority=self.cached_config.priority(spec.data_type),
+                        summary=spec.summary,
+                        client_id=self.client_id,
+                        clocks=clocks,
+                        ref=spec.ref,
+                        now=self.now(),
+                    )
+                    if index is not None:
+                        index(conn, entry_id)
+                    self.changes.index(d for d, _ in captured)
+                    self.storage.set_meta("hlc", self.hlc.last.encode())
+            except BaseException:
+                self.reload()
+                raise
+            self._after_commit(captured, local=True)
+            return result
+
+    def apply_remote_many(self, updates: list[tuple[str, bytes]]) -> int:
+        """Merge received updates in one durable transaction; how many changed anything.
+
+        If one is malformed (:class:`RemoteProtocolError`) none of them is kept.
+        """
+        for doc, _ in updates:
+            data_type_of(doc)  # InvalidArgument for a bad name, before anything changes
+        with self.locked():
+            self.docs.drain()
+            changed = 0
+            try:
+                captured: list[tuple[str, bytes]] = []
+                for doc, update in updates:
+                    self.docs.track(doc)
+                    self.docs.apply(doc, update)
+                    new = self.docs.drain()
+                    changed += bool(new)
+                    captured += new
+                if not captured and not self.docs.held_changes():
+                    return 0
+                for doc in dict.fromkeys(doc for doc, _ in updates):
+                    self._observe_remote_clock(doc)
+                with self.storage.write():
+                    for name, data in captured:
+                        self.storage.log_update(name, data, "remote")
+                    self.docs.persist_held()
+                    self.changes.index(d for d, _ in captured)
+                    self.storage.set_meta("hlc", self.hlc.last.encode())
+                if not captured:
+                    return 0
+            except BaseException:
+                self.reload()
+                raise
+            self._after_commit(captured, local=False)
+            return changed
+
+    def _observe_remote_clock(self, doc: str) -> None:
+        if DATA_TYPES[data_type_of(doc)].crdt != "lww":
+            return
+        view = self.docs.view(doc, LWWMap)
+        newest, view.newest = view.newest, None
+        if newest is None:
+            return
+        try:
+            self.hlc.observe(newest)
+        except ClockError as exc:
+            self.last_error = str(exc)
+            log.warning("%s", exc)
+
+    def _after_commit(self, captured: list[tuple[str, bytes]], *, local: bool) -> None:
+        conflicts = self.changes.drain_changed_conflicts()
+        if conflicts and self.on_conflicts_changed is not None:
+            self.on_conflicts_changed(conflicts)
+        for doc, _ in captured:
+            count = self._log_counts.get(doc)
+            count = self.storage.updates_since_snapshot(doc) if count is None else count + 1
+            self._log_counts[doc] = count
+            if count >= COMPACT_EVERY:
+                self.compact(doc)
+        if local:
+            for listener in list(self._update_listeners):
+                listener(captured)
+        self.notify_status()
+
+    def compact(self, doc: str | None = None) -> None:
+        """Fold update logs into snapshots (one doc, or all loaded docs)."""
+        with self.locked():
+            names = [doc] if doc is not None else self.docs.loaded()
+            for name in names:
+                snapshot = self.docs.diff(name)
+                with self.storage.write():
+                    self.storage.compact_doc(name, snapshot)
+                self._log_counts[name] = 0
+
+    def reload(self) -> None:
+        """Forget in-memory state; it is rebuilt from disk on next use."""
+        self.docs.unload()
+        self._log_counts.clear()
+
+    # -- listeners and connection state ----------------------------------------------------
+
+    def on_local_update(self, listener: UpdateListener) -> Callable[[], None]:
+        """Call ``listener(updates)`` after each committed local write."""
+        self._update_listeners.append(listener)
+        return lambda: self._update_listeners.remove(listener)
+
+    def on_status_change(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` when the connection state or the data changes."""
+        self._status_listeners.append(callback)
+        return lambda: self._status_listeners.remove(callback)
+
+    def set_connection_state(self, state: ConnectionState, error: str | None = None) -> None:
+        """What the sync client reports; listeners hear of a change."""
+        with self.lock:
+            changed = state != self.connection_state or error is not None
+            self.connection_state = state
+            if error is not None:
+                self.last_error = error
+        if changed:
+            self.notify_status()
+
+    def notify_status(self) -> None:
+        if self._closed:
+            return
+        for callback in list(self._status_listeners):
+            callback()

@@ -1,0 +1,103 @@
+"""What each committed update changed: index rows and the keys to review.
+
+After every local write and every remote merge, :class:`ChangeIndex` reads
+what the CRDT views report as changed, updates the sales index (inside the
+same transaction) and remembers the (location, SKU) keys, products and
+conflicts that changed, until someone drains them (the relay's review, the
+conflict mirror on the queue).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tiendasync.crdt import Ledger, LWWMap, PNCounter
+from tiendasync.model.docnames import CATALOG, CONFLICTS, parse_doc
+from tiendasync.model.sales import Sale
+from tiendasync.store.docset import DocSet
+from tiendasync.store.storage import ReplicaStore
+
+__all__ = ["ChangeIndex", "Key"]
+
+#: A (location, SKU) pair: what invariants are evaluated on.
+Key = tuple[str, str]
+
+
+class ChangeIndex:
+    """Derived rows and change sets of one replica (used under the replica's lock)."""
+
+    def __init__(self, storage: ReplicaStore, docs: DocSet) -> None:
+        self._storage = storage
+        self._docs = docs
+        self.touched: set[Key] = set()
+        self.changed_products: set[str] = set()
+        self.changed_conflicts: set[str] = set()
+
+    def index(self, doc_names: Iterable[str]) -> None:
+        """Index what changed in ``doc_names`` (call inside the write's transaction)."""
+        for doc in dict.fromkeys(doc_names):
+            name = parse_doc(doc)
+            if name.data_type == "stock" and name.location is not None:
+                counter = self._docs.view(doc, PNCounter)
+                self.touched.update((name.location, sku) for sku in counter.drain_changed())
+            elif name.data_type == "sales" and name.location is not None:
+                ledger = self._docs.view(doc, Ledger)
+                for key in ledger.drain_added():
+                    self.touched.update(self._index_ledger_key(doc, name.location, ledger, key))
+            elif name.data_type == "catalog":
+                for sku in self._docs.view(CATALOG, LWWMap).drain_changed():
+                    self.changed_products.add(sku)
+                    self.touched.update((loc, sku) for loc in self._locations_of_sku(sku))
+            elif name.data_type == "conflicts":
+                self.changed_conflicts.update(self._docs.view(CONFLICTS, LWWMap).drain_changed())
+            else:
+                self._docs.view(doc, LWWMap).drain_changed()
+
+    def _index_ledger_key(self, doc: str, location: str, ledger: Ledger, key: str) -> set[Key]:
+        sale_id, _, tag = key.partition("\x1f")
+        record = ledger.get(sale_id)
+        if record is None:
+            return set()
+        sale = Sale.from_record(sale_id, record, location=location)
+        sales = self._storage.sales
+        if not tag:
+            sales.add(
+                sale_id,
+                doc=doc,
+                location=location,
+                replica=sale.replica_id,
+                created_at_ms=sale.created_at_ms,
+                lines=[(ln.sku, ln.quantity, ln.unit_price_cents) for ln in sale.lines],
+            )
+        elif tag == "void":
+            sales.mark_void(sale_id)
+        elif tag.startswith("remap:"):
+            from_sku = tag[len("remap:") :]
+            to_sku = str((ledger.get(key) or {}).get("to"))
+            sales.mark_remapped(sale_id, from_sku, to_sku)
+            return {(location, from_sku), (location, to_sku)}
+        return {(location, ln.sku) for ln in sale.lines}
+
+    def _locations_of_sku(self, sku: str) -> set[str]:
+        found = self._storage.sales.locations_of_sku(sku)
+        for doc in self._docs.names():
+            name = parse_doc(doc)
+            if (
+                name.data_type == "stock"
+                and name.location is not None
+                and sku in dict(self._docs.view(doc, PNCounter).items())
+            ):
+                found.add(name.location)
+        return found
+
+    def drain_touched(self) -> set[Key]:
+        touched, self.touched = self.touched, set()
+        return touched
+
+    def drain_changed_products(self) -> set[str]:
+        changed, self.changed_products = self.changed_products, set()
+        return changed
+
+    def drain_changed_conflicts(self) -> set[str]:
+        changed, self.changed_conflicts = self.changed_conflicts, set()
+        return changed
