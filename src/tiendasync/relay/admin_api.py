@@ -3,26 +3,35 @@
 Starlette routes served by uvicorn in the relay's own event loop, on
 ``--admin-port``.  Every ``/api/`` route needs ``Authorization: Bearer
 <admin token>``.  Bad requests get a 4xx with ``{"error": ...}`` and change
-nothing.  The operations themselves live behind :class:`AdminBackend` (the
-relay implements it), so this module is only HTTP.
+nothing; every :class:`~tiendasync.errors.TiendaSyncError` answers with its
+own ``http_status`` (no mapping here).  The operations themselves live behind
+:class:`AdminBackend` (the relay implements it), so this module is only HTTP;
+``GET /api/sync/model/`` serves the model tables (data types, resolution
+actions) that the console builds its lists and forms from.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from tiendasync.errors import InvalidArgument, NotFound, TiendaSyncError
+from tiendasync.model.actions import action_table, check_params, get_action
+from tiendasync.model.docnames import DATA_TYPES
 
-__all__ = ["MAX_BODY_BYTES", "AdminBackend", "create_admin_app"]
+__all__ = ["MAX_BODY_BYTES", "AdminBackend", "create_admin_app", "model_tables"]
 
 MAX_BODY_BYTES = 64 * 1024
+
+#: Conflict statuses the queue can be filtered by.
+_STATUSES = ("open", "resolved", "self_healed")
 
 
 class AdminBackend(Protocol):
@@ -68,6 +77,25 @@ class AdminBackend(Protocol):
     def metrics(self) -> dict[str, float]: ...
 
 
+Handler = Callable[[Request], Awaitable[Response]]
+TenantHandler = Callable[[Request, str], Awaitable[Response]]
+
+
+def model_tables() -> dict[str, list[dict[str, Any]]]:
+    """The model as JSON: ``data_types`` (:data:`DATA_TYPES`) and ``actions`` (the actions table).
+
+    Both in table order (data types highest default priority first, actions
+    in menu order).
+    """
+    return {
+        "data_types": [asdict(t) for t in DATA_TYPES.values()],
+        "actions": action_table(),
+    }
+
+
+# -- request parsing (raises InvalidArgument / NotFound) ------------------------------------
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -81,167 +109,192 @@ def _int_param(request: Request, name: str, default: int, maximum: int) -> int:
     return int(raw)
 
 
-Handler = Callable[[Request], Awaitable[Response]]
+def _choice_param(request: Request, name: str, choices: tuple[str, ...], words: str) -> str | None:
+    value = request.query_params.get(name)
+    if value is not None and value not in choices:
+        raise InvalidArgument(f"{name} must be {words}")
+    return value
 
 
-def create_admin_app(backend: AdminBackend, *, extra_routes: list[Any] | None = None) -> Starlette:
-    """The ASGI app of the admin API (and of the web console, via ``extra_routes``)."""
+async def _json_body(request: Request) -> dict[str, Any]:
+    """The request's JSON object body (``{}`` when empty); InvalidArgument otherwise."""
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise InvalidArgument(f"request body larger than {MAX_BODY_BYTES} bytes")
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidArgument(f"body is not valid JSON: {type(exc).__name__}") from exc
+    if not isinstance(data, dict):
+        raise InvalidArgument("body must be a JSON object")
+    return data
 
-    def guarded(
-        handler: Callable[[Request, str], Awaitable[Response]], *, tenant_needed: bool = True
-    ) -> Handler:
+
+def _tenant_of(request: Request, known: list[str]) -> str:
+    """``?tenant=``, or the only tenant there is."""
+    tenant = request.query_params.get("tenant")
+    if tenant is None:
+        if len(known) == 1:
+            return known[0]
+        raise InvalidArgument(
+            "several tenants: add ?tenant=NAME" if known else "no tenant has connected yet"
+        )
+    if tenant not in known:
+        raise NotFound(f"unknown tenant {tenant!r}")
+    return tenant
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _resolution(data: dict[str, Any]) -> tuple[str, str, str | None, dict[str, Any]]:
+    """``(action, by, note, params)`` of a resolve body, checked against the actions table."""
+    if "action" not in data or data["action"] is None:
+        raise InvalidArgument('body needs "action", e.g. {"action": "adjust", "quantity": 1}')
+    params = dict(data)
+    action = get_action(params.pop("action"))
+    by = params.pop("by", "admin")
+    note = params.pop("note", None)
+    if not isinstance(by, str) or (note is not None and not isinstance(note, str)):
+        raise InvalidArgument('"by" and "note" must be strings')
+    return action.name, by, note, check_params(action, params)
+
+
+def _listing(tenant: str, rows: list[dict[str, Any]]) -> JSONResponse:
+    return JSONResponse({"tenant": tenant, "count": len(rows), "results": rows})
+
+
+# -- the routes --------------------------------------------------------------------------------
+
+
+class _Routes:
+    """The route handlers over one backend; :meth:`routes` lists them."""
+
+    def __init__(self, backend: AdminBackend) -> None:
+        self.backend = backend
+
+    def guarded(self, handler: TenantHandler, *, tenant_needed: bool = True) -> Handler:
+        """``handler`` behind the admin token, with the tenant resolved and errors as JSON."""
+
         async def endpoint(request: Request) -> Response:
-            auth = request.headers.get("authorization", "")
-            scheme, _, token = auth.partition(" ")
-            if scheme.lower() != "bearer" or not token or not backend.is_admin(token.strip()):
+            token = _bearer(request)
+            if token is None or not self.backend.is_admin(token):
                 return _error(401, "missing or invalid admin token")
             try:
-                tenant = _tenant(request) if tenant_needed else ""
+                tenant = _tenant_of(request, self.backend.tenants()) if tenant_needed else ""
                 return await handler(request, tenant)
             except TiendaSyncError as exc:
                 return _error(exc.http_status, str(exc))
 
         return endpoint
 
-    def _tenant(request: Request) -> str:
-        tenant = request.query_params.get("tenant")
-        known = backend.tenants()
-        if tenant is None:
-            if len(known) == 1:
-                return known[0]
-            raise InvalidArgument(
-                "several tenants: add ?tenant=NAME" if known else "no tenant has connected yet"
-            )
-        if tenant not in known:
-            raise NotFound(f"unknown tenant {tenant!r}")
-        return tenant
+    async def model(self, request: Request, tenant: str) -> Response:
+        return JSONResponse(model_tables())
 
-    async def body(request: Request) -> dict[str, Any]:
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
-            raise InvalidArgument(f"request body larger than {MAX_BODY_BYTES} bytes")
-        if not raw:
-            return {}
-        try:
-            data = json.loads(raw)
-        except (ValueError, RecursionError) as exc:
-            raise InvalidArgument(f"body is not valid JSON: {type(exc).__name__}") from exc
-        if not isinstance(data, dict):
-            raise InvalidArgument("body must be a JSON object")
-        return data
-
-    async def queue(request: Request, tenant: str) -> Response:
-        q = request.query_params
-        conflict = q.get("conflict")
-        if conflict not in (None, "true", "false"):
-            raise InvalidArgument("conflict must be true or false")
-        status = q.get("status")
-        if status is not None and status not in ("open", "resolved", "self_healed"):
-            raise InvalidArgument("status must be open, resolved or self_healed")
+    async def queue(self, request: Request, tenant: str) -> Response:
+        conflict = _choice_param(request, "conflict", ("true", "false"), "true or false")
+        status = _choice_param(request, "status", _STATUSES, "open, resolved or self_healed")
         limit = _int_param(request, "limit", 100, 1000)
         offset = _int_param(request, "offset", 0, 10**9)
-        items = (
-            []
-            if conflict == "false"
-            else backend.list_conflicts(
-                tenant,
-                status=status,
-                location=q.get("location"),
-                replica=q.get("replica"),
-                limit=limit,
-                offset=offset,
-            )
+        if conflict == "false":  # the relay's queue only holds conflicts
+            return _listing(tenant, [])
+        items = self.backend.list_conflicts(
+            tenant,
+            status=status,
+            location=request.query_params.get("location"),
+            replica=request.query_params.get("replica"),
+            limit=limit,
+            offset=offset,
         )
-        return JSONResponse({"tenant": tenant, "count": len(items), "results": items})
+        return _listing(tenant, items)
 
-    async def queue_item(request: Request, tenant: str) -> Response:
-        return JSONResponse(backend.get_conflict(tenant, request.path_params["id"]))
+    async def queue_item(self, request: Request, tenant: str) -> Response:
+        return JSONResponse(self.backend.get_conflict(tenant, request.path_params["id"]))
 
-    async def process(request: Request, tenant: str) -> Response:
-        return JSONResponse(backend.process_conflict(tenant, request.path_params["id"]))
+    async def process(self, request: Request, tenant: str) -> Response:
+        return JSONResponse(self.backend.process_conflict(tenant, request.path_params["id"]))
 
-    async def resolve(request: Request, tenant: str) -> Response:
-        data = await body(request)
-        action = data.pop("action", None)
-        if not isinstance(action, str):
-            raise InvalidArgument('body needs "action", e.g. {"action": "adjust", "quantity": 1}')
-        by = data.pop("by", "admin")
-        note = data.pop("note", None)
-        if not isinstance(by, str) or (note is not None and not isinstance(note, str)):
-            raise InvalidArgument('"by" and "note" must be strings')
-        result = backend.resolve_conflict(
-            tenant, request.path_params["id"], action, by=by, note=note, params=data
+    async def resolve(self, request: Request, tenant: str) -> Response:
+        action, by, note, params = _resolution(await _json_body(request))
+        result = self.backend.resolve_conflict(
+            tenant, request.path_params["id"], action, by=by, note=note, params=params
         )
         return JSONResponse(result)
 
-    async def configs(request: Request, tenant: str) -> Response:
-        return JSONResponse({"tenant": tenant, "results": backend.list_configs(tenant)})
+    async def conflict_sales(self, request: Request, tenant: str) -> Response:
+        conflict = request.path_params["id"]
+        rows = self.backend.conflict_sales(tenant, conflict)
+        return JSONResponse(
+            {"tenant": tenant, "conflict": conflict, "count": len(rows), "results": rows}
+        )
 
-    async def put_config(request: Request, tenant: str) -> Response:
-        data = await body(request)
-        return JSONResponse(backend.set_config(tenant, request.path_params["replica"], data))
+    async def configs(self, request: Request, tenant: str) -> Response:
+        return JSONResponse({"tenant": tenant, "results": self.backend.list_configs(tenant)})
 
-    async def sync_now(request: Request, tenant: str) -> Response:
-        data = await body(request)
-        full = data.get("full", False)
+    async def put_config(self, request: Request, tenant: str) -> Response:
+        data = await _json_body(request)
+        return JSONResponse(self.backend.set_config(tenant, request.path_params["replica"], data))
+
+    async def sync_now(self, request: Request, tenant: str) -> Response:
+        full = (await _json_body(request)).get("full", False)
         if not isinstance(full, bool):
             raise InvalidArgument('"full" must be true or false')
         replica = request.path_params["replica"]
-        sent = backend.sync_now(tenant, replica, full)
-        if not sent:
+        if not self.backend.sync_now(tenant, replica, full):
             return _error(409, f"replica {replica!r} is not connected now")
         return JSONResponse({"replica": replica, "requested": True, "full": full})
 
-    async def log(request: Request, tenant: str) -> Response:
+    async def log(self, request: Request, tenant: str) -> Response:
         limit = _int_param(request, "limit", 100, 1000)
         offset = _int_param(request, "offset", 0, 10**9)
-        rows = backend.list_sessions(
+        rows = self.backend.list_sessions(
             tenant, replica_id=request.query_params.get("replica"), limit=limit, offset=offset
         )
-        return JSONResponse({"tenant": tenant, "count": len(rows), "results": rows})
+        return _listing(tenant, rows)
 
-    async def replicas(request: Request, tenant: str) -> Response:
-        return JSONResponse({"tenant": tenant, "results": backend.list_replicas(tenant)})
+    async def replicas(self, request: Request, tenant: str) -> Response:
+        return JSONResponse({"tenant": tenant, "results": self.backend.list_replicas(tenant)})
 
-    async def tenants(request: Request, tenant: str) -> Response:
-        return JSONResponse({"results": sorted(backend.tenants())})
+    async def tenants(self, request: Request, tenant: str) -> Response:
+        return JSONResponse({"results": sorted(self.backend.tenants())})
 
-    async def conflict_sales(request: Request, tenant: str) -> Response:
-        rows = backend.conflict_sales(tenant, request.path_params["id"])
-        return JSONResponse(
-            {
-                "tenant": tenant,
-                "conflict": request.path_params["id"],
-                "count": len(rows),
-                "results": rows,
-            }
-        )
-
-    async def healthz(request: Request) -> Response:
+    async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def metrics(request: Request) -> Response:
+    async def metrics(self, request: Request) -> Response:
         lines = []
-        for name, value in sorted(backend.metrics().items()):
+        for name, value in sorted(self.backend.metrics().items()):
             lines.append(f"# TYPE tiendasync_{name} gauge")
             lines.append(f"tiendasync_{name} {value}")
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
-    routes = [
-        Route("/healthz", healthz),
-        Route("/metrics", metrics),
-        Route("/api/sync/queue/", guarded(queue)),
-        Route("/api/sync/queue/{id}/", guarded(queue_item)),
-        Route("/api/sync/queue/{id}/process/", guarded(process), methods=["POST"]),
-        Route("/api/sync/queue/{id}/resolve/", guarded(resolve), methods=["POST"]),
-        Route("/api/sync/config/", guarded(configs)),
-        Route("/api/sync/config/{replica}", guarded(put_config), methods=["PUT"]),
-        Route("/api/sync/config/{replica}/", guarded(put_config), methods=["PUT"]),
-        Route("/api/sync/config/{replica}/sync_now/", guarded(sync_now), methods=["POST"]),
-        Route("/api/sync/log/", guarded(log)),
-        Route("/api/sync/replicas/", guarded(replicas)),
-        Route("/api/sync/tenants/", guarded(tenants, tenant_needed=False)),
-        Route("/api/sync/queue/{id}/sales/", guarded(conflict_sales)),
-        *(extra_routes or []),
-    ]
-    return Starlette(routes=routes)
+    def routes(self) -> list[BaseRoute]:
+        g = self.guarded
+        post, put = ["POST"], ["PUT"]
+        return [
+            Route("/healthz", self.healthz),
+            Route("/metrics", self.metrics),
+            Route("/api/sync/model/", g(self.model, tenant_needed=False)),
+            Route("/api/sync/queue/", g(self.queue)),
+            Route("/api/sync/queue/{id}/", g(self.queue_item)),
+            Route("/api/sync/queue/{id}/process/", g(self.process), methods=post),
+            Route("/api/sync/queue/{id}/resolve/", g(self.resolve), methods=post),
+            Route("/api/sync/config/", g(self.configs)),
+            Route("/api/sync/config/{replica}", g(self.put_config), methods=put),
+            Route("/api/sync/config/{replica}/", g(self.put_config), methods=put),
+            Route("/api/sync/config/{replica}/sync_now/", g(self.sync_now), methods=post),
+            Route("/api/sync/log/", g(self.log)),
+            Route("/api/sync/replicas/", g(self.replicas)),
+            Route("/api/sync/tenants/", g(self.tenants, tenant_needed=False)),
+            Route("/api/sync/queue/{id}/sales/", g(self.conflict_sales)),
+        ]
+
+
+def create_admin_app(backend: AdminBackend, *, extra_routes: list[Any] | None = None) -> Starlette:
+    """The ASGI app of the admin API (and of the web console, via ``extra_routes``)."""
+    return Starlette(routes=[*_Routes(backend).routes(), *(extra_routes or [])])

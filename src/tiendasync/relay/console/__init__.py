@@ -8,6 +8,9 @@ build step, no CDN) served next to the JSON admin API on ``--admin-port``::
 The static files need no token; the console asks for the admin token, keeps
 it in the tab's ``sessionStorage`` and sends it as ``Authorization: Bearer``
 to the JSON API under ``/api/sync/``, which is where the data is guarded.
+The data types and resolution actions it shows come from the model tables
+the API serves (``GET /api/sync/model/``); ``static/app.js`` keeps only their
+labels.
 
 :func:`console_routes` returns the Starlette routes to hand to
 :func:`tiendasync.relay.admin_api.create_admin_app` (``extra_routes``).

@@ -3,6 +3,8 @@
  * Routes (hash): #/login, #/stores, #/conflicts, #/conflict/<id>, #/log.
  * Data: the JSON admin API under /api/sync/ with "Authorization: Bearer <admin token>";
  * the token lives in sessionStorage (this tab only), the language in localStorage.
+ * The data types and the resolution actions come from the server's model tables
+ * (GET /api/sync/model/, fetched once after login); this file only holds their labels.
  * Every page refreshes itself every POLL_MS while the tab is visible.
  * All data is written with textContent (never innerHTML): store data is untrusted.
  */
@@ -14,9 +16,33 @@
   var TENANT_KEY = 'tiendasync.console.tenant';
   var LANG_KEY = 'tiendasync.console.lang';
   var BY_KEY = 'tiendasync.console.by';
-  var DATA_TYPES = ['sales', 'stock', 'conflicts', 'catalog', 'locations'];
-  var ACTIONS = ['accept', 'adjust', 'recount', 'transfer', 'void', 'restore', 'remap',
-    'keep_central', 'keep_local'];
+
+  /* How the console offers the actions of the model's table (presentation only: the table
+   * says which parameters an action takes and which conflicts it applies to).
+   * onlyFor / hideFor: invariants where the console shows / does not show its form;
+   * joins: its button goes into that action's form (same parameters); title: the actions
+   * a form's heading names; help: the i18n key of its help text.  An action not listed
+   * here gets a plain form: one input per parameter, its label or name, the server's help. */
+  var ACTION_UI = {
+    accept: { style: 'btn-secondary', hideFor: ['catalog_review'] },
+    adjust: { onlyFor: ['non_negative_stock'] },
+    recount: { onlyFor: ['non_negative_stock'] },
+    transfer: { onlyFor: ['non_negative_stock'] },
+    void: { style: 'btn-danger', hideFor: ['catalog_review'] },
+    keep_central: { title: ['keep_central', 'keep_local'], help: 'act.keep.help' },
+    keep_local: { style: 'btn-secondary', joins: 'keep_central' }
+  };
+
+  /* Inputs of action parameters, by parameter name: label (i18n key), first value
+   * (a function of the conflict), select: 'details' for a choice among the fields of a
+   * catalog review. */
+  var PARAM_UI = {
+    quantity: { label: 'quantity', value: function (c) { return c.observed !== null && c.observed < 0 ? -c.observed : 1; } },
+    count: { label: 'count', value: function () { return 0; } },
+    from_location: { label: 'from_location' },
+    sku: { label: 'target_sku' },
+    field: { label: 'field', select: 'details' }
+  };
 
   /* ------------------------------------------------------------------ i18n */
 
@@ -184,6 +210,8 @@
     replicas: [],
     page: null,
     inflight: false,
+    model: null,
+    modelLoad: null,
     lastOpen: null,
     apiDown: false
   };
@@ -322,6 +350,19 @@
     return h('span', { class: 'badge badge-' + status, text: t('st.' + status) });
   }
 
+  function hasText(key) { return Object.prototype.hasOwnProperty.call(I18N.es, key); }
+
+  /** A data type's label (its name when this file has none). */
+  function dtName(name) { return hasText('dt.' + name) ? t('dt.' + name) : name; }
+
+  /** The names of the model's data types, in table order. */
+  function dataTypes() {
+    return S.model ? S.model.dataTypes.map(function (d) { return d.name; }) : [];
+  }
+
+  /** An action's button label (its name when this file has none). */
+  function actLabel(name) { return hasText('act.' + name) ? t('act.' + name) : name; }
+
   function actionName(action) {
     var key = 'name.' + action;
     return Object.prototype.hasOwnProperty.call(I18N.es, key) ? t(key) + ' (' + action + ')' : action;
@@ -421,6 +462,8 @@
     S.token = '';
     sessionStorage.removeItem(TOKEN_KEY);
     S.lastOpen = null;
+    S.model = null;
+    S.modelLoad = null;
     setShell(false);
     S.loginMessage = message || '';
     if (location.hash !== '#/login') location.hash = '#/login';
@@ -447,6 +490,23 @@
       if (err instanceof ApiError && err.status === 404) return; /* console without helper routes */
       throw err;
     });
+  }
+
+  /** The model tables (data types, resolution actions): fetched once after login. */
+  function loadModel() {
+    if (S.model) return Promise.resolve(S.model);
+    if (!S.modelLoad) {
+      var load = api('GET', '/api/sync/model/', { query: { tenant: null } }).then(function (data) {
+        if (S.modelLoad !== load) return S.model; /* logged out meanwhile */
+        S.model = { dataTypes: data.data_types || [], actions: data.actions || [] };
+        return S.model;
+      }, function (err) {
+        if (S.modelLoad === load) S.modelLoad = null; /* try again at the next refresh */
+        throw err;
+      });
+      S.modelLoad = load;
+    }
+    return S.modelLoad;
   }
 
   function refreshOpenCount() {
@@ -477,6 +537,7 @@
     S.inflight = true;
     var page = S.page;
     refreshTenants()
+      .then(loadModel)
       .then(function () { return Promise.all([refreshOpenCount(), page.refresh()]); })
       .then(function () {
         S.apiDown = false;
@@ -627,11 +688,11 @@
         ['full', 'normal'].map(function (d) {
           return h('option', { value: d, text: t('dur.' + d), selected: cfg.durability === d });
         }));
-      var prios = DATA_TYPES.map(function (dt) {
+      var prios = dataTypes().map(function (dt) {
         var id = nextId('p-' + dt);
         var inp = h('input', { id: id, type: 'number', min: '0', max: '100', step: '1', inputmode: 'numeric',
           value: String((cfg.priorities || {})[dt] !== undefined ? cfg.priorities[dt] : ''), 'data-type': dt });
-        return h('div', { class: 'field field-small' }, h('label', { for: id, text: t('dt.' + dt) }), inp);
+        return h('div', { class: 'field field-small' }, h('label', { for: id, text: dtName(dt) }), inp);
       });
       var form = h('form', { class: 'config-form', novalidate: true, onsubmit: function (ev) {
         ev.preventDefault();
@@ -717,7 +778,7 @@
     function liveView(r) {
       var s = r.last_session;
       var cfg = r.config || {};
-      var prio = DATA_TYPES.map(function (dt) { return t('dt.' + dt) + ' ' + ((cfg.priorities || {})[dt]); }).join(' · ');
+      var prio = dataTypes().map(function (dt) { return dtName(dt) + ' ' + ((cfg.priorities || {})[dt]); }).join(' · ');
       return h('dl', { class: 'facts' },
         h('div', {}, h('dt', { text: t('last_sync') }),
           h('dd', {}, s ? h('time', { datetime: new Date((s.ended_at || s.started_at) * 1000).toISOString(),
@@ -970,11 +1031,12 @@
     }
 
     var common = {};
+    /** Buttons of actions that take the ticked sales say whether any is ticked. */
     function syncVoidButton() {
-      var btn = document.getElementById('act-void-btn');
-      if (!btn) return;
       var any = Object.keys(selected).some(function (k) { return selected[k]; });
-      btn.setAttribute('aria-disabled', String(!any));
+      actionsBox.querySelectorAll('button[data-needs-sales]').forEach(function (btn) {
+        btn.setAttribute('aria-disabled', String(!any));
+      });
     }
 
     function resolve(action, params, button) {
@@ -1011,26 +1073,28 @@
       return form;
     }
 
-    function numField(name, label, value) {
+    function numField(name, label, value, required) {
       var fid = nextId('a-' + name);
       var input = h('input', { id: fid, name: name, type: 'number', step: '1', inputmode: 'numeric',
-        value: String(value), required: true });
+        value: String(value), required: required });
       return { el: h('div', { class: 'field field-small' }, h('label', { for: fid, text: label }), input), input: input };
     }
 
-    function textField(name, label, value) {
+    function textField(name, label, value, required) {
       var fid = nextId('a-' + name);
-      var input = h('input', { id: fid, name: name, type: 'text', value: value || '', autocomplete: 'off', required: true });
+      var input = h('input', { id: fid, name: name, type: 'text', value: value || '', autocomplete: 'off', required: required });
       return { el: h('div', { class: 'field' }, h('label', { for: fid, text: label }), input), input: input };
+    }
+
+    function invalid(input) {
+      input.setAttribute('aria-invalid', 'true');
+      input.focus();
+      throw new Error(input.name);
     }
 
     function intOf(input) {
       var n = Number(input.value);
-      if (input.value === '' || !Number.isInteger(n)) {
-        input.setAttribute('aria-invalid', 'true');
-        input.focus();
-        throw new Error(input.name);
-      }
+      if (input.value === '' || !Number.isInteger(n)) invalid(input);
       input.removeAttribute('aria-invalid');
       return n;
     }
@@ -1041,89 +1105,106 @@
       };
     }
 
-    function buildActions(c) {
-      clear(actionsBox);
-      actionsBox.appendChild(h('h2', { id: 'resolve-h', text: t('resolve.title') }));
-      if (c.status !== 'open') {
-        actionsBox.appendChild(h('p', { class: 'help', text: t('resolve.closed') }));
-        actionsBox.appendChild(resultMsg);
-        return;
-      }
-      var byId = nextId('by');
-      var noteId = nextId('note');
-      common.by = h('input', { id: byId, type: 'text', autocomplete: 'name', value: localStorage.getItem(BY_KEY) || 'admin' });
-      common.note = h('input', { id: noteId, type: 'text', autocomplete: 'off' });
-      actionsBox.appendChild(h('fieldset', { class: 'common' }, h('legend', { text: t('resolve.common') }),
-        h('div', { class: 'field-row' },
-          h('div', { class: 'field' }, h('label', { for: byId, text: t('by') }), common.by),
-          h('div', { class: 'field' }, h('label', { for: noteId, text: t('note') }), common.note))));
-      actionsBox.appendChild(resultMsg);
+    function takesSales(a) {
+      return a.params.some(function (p) { return p.kind === 'sale_ids' && p.required; });
+    }
+
+    /** Does the console offer action a (a row of the model's table) for conflict c? */
+    function offered(a, c) {
+      var ui = ACTION_UI[a.name] || {};
       var inv = c.invariant;
-      var forms = [];
-      var deficit = c.observed !== null && c.observed < 0 ? -c.observed : 1;
-      if (inv !== 'catalog_review') {
-        forms.push(actionForm('accept', t('act.accept.help'), [], t('act.accept'),
-          function (btn) { resolve('accept', {}, btn); }, 'btn-secondary'));
-      }
-      if (inv === 'non_negative_stock') {
-        var q = numField('quantity', t('quantity'), deficit);
-        forms.push(actionForm('adjust', t('act.adjust.help'), [q.el], t('act.adjust'),
-          guard(function (btn) { resolve('adjust', { quantity: intOf(q.input) }, btn); })));
-        var cnt = numField('count', t('count'), 0);
-        forms.push(actionForm('recount', t('act.recount.help'), [cnt.el], t('act.recount'),
-          guard(function (btn) { resolve('recount', { count: intOf(cnt.input) }, btn); })));
-        var from = textField('from_location', t('from_location'), '');
-        var tq = numField('quantity', t('quantity'), deficit);
-        forms.push(actionForm('transfer', t('act.transfer.help'), [from.el, tq.el], t('act.transfer'),
-          guard(function (btn) {
-            if (!from.input.value.trim()) { from.input.setAttribute('aria-invalid', 'true'); from.input.focus(); return; }
-            resolve('transfer', { from_location: from.input.value.trim(), quantity: intOf(tq.input) }, btn);
-          })));
-      }
-      if (inv !== 'catalog_review' && (c.sales || []).length) {
-        forms.push(actionForm('void', t('act.void.help'), [], t('act.void'), function (btn) {
+      if (a.applies_to.length && a.applies_to.indexOf(inv) < 0) return false;
+      if (ui.onlyFor && ui.onlyFor.indexOf(inv) < 0) return false;
+      if (ui.hideFor && ui.hideFor.indexOf(inv) >= 0) return false;
+      return !takesSales(a) || (c.sales || []).length > 0;
+    }
+
+    /** The input of one parameter: { name, el (or null), read() -> value, undefined to leave it out }. */
+    function paramInput(p, c) {
+      var ui = PARAM_UI[p.name] || {};
+      var label = ui.label ? t(ui.label) : p.name;
+      if (p.kind === 'sale_ids') {
+        return { name: p.name, el: null, read: function () {
           var ids = Object.keys(selected).filter(function (k) { return selected[k]; });
-          if (!ids.length) {
-            resultMsg.className = 'inline-msg bad';
-            resultMsg.textContent = t('void.none');
-            var box = salesBox.querySelector('input[type=checkbox]:not([disabled])');
-            if (box) box.focus();
-            return;
-          }
-          resolve('void', { sale_ids: ids }, btn);
-        }, 'btn-danger'));
+          if (ids.length || !p.required) return ids.length ? ids : undefined;
+          resultMsg.className = 'inline-msg bad';
+          resultMsg.textContent = t('void.none');
+          var box = salesBox.querySelector('input[type=checkbox]:not([disabled])');
+          if (box) box.focus();
+          throw new Error(p.name);
+        } };
       }
-      if (inv === 'unknown_product') {
-        forms.push(actionForm('restore', t('act.restore.help'), [], t('act.restore'),
-          function (btn) { resolve('restore', {}, btn); }));
-        var target = textField('sku', t('target_sku'), '');
-        forms.push(actionForm('remap', t('act.remap.help'), [target.el], t('act.remap'),
-          guard(function (btn) {
-            if (!target.input.value.trim()) { target.input.setAttribute('aria-invalid', 'true'); target.input.focus(); return; }
-            resolve('remap', { sku: target.input.value.trim() }, btn);
-          })));
-      }
-      if (inv === 'catalog_review') {
-        var fid = nextId('a-field');
-        var fieldSel = h('select', { id: fid, name: 'field' },
+      if (p.kind === 'fields' && !p.required) return { name: p.name, el: null, read: function () { return undefined; } };
+      if (ui.select === 'details') {
+        var fid = nextId('a-' + p.name);
+        var sel = h('select', { id: fid, name: p.name },
           [h('option', { value: '', text: t('all_fields') })].concat(Object.keys(c.details || {}).map(function (n) {
             return h('option', { value: n, text: n });
           })));
-        var params = function () { return fieldSel.value ? { field: fieldSel.value } : {}; };
-        var keepLocal = h('button', { type: 'button', class: 'btn btn-secondary', 'data-action': 'keep_local',
-          id: 'act-keep_local-btn', text: t('act.keep_local'),
-          onclick: function () { resolve('keep_local', params(), keepLocal); } });
-        var keepForm = actionForm('keep_central', t('act.keep.help'),
-          [h('div', { class: 'field' }, h('label', { for: fid, text: t('field') }), fieldSel)],
-          t('act.keep_central'), function (btn) { resolve('keep_central', params(), btn); });
-        keepForm.querySelector('.actions').appendChild(keepLocal);
-        forms.push(keepForm);
+        return { name: p.name, el: h('div', { class: 'field' }, h('label', { for: fid, text: label }), sel),
+          read: function () { return sel.value || undefined; } };
       }
-      /* custom: any action with raw JSON params */
+      if (p.kind === 'int' || p.kind === 'positive_int') {
+        var nf = numField(p.name, label, ui.value ? ui.value(c) : '', p.required);
+        return { name: p.name, el: nf.el, read: function () {
+          return nf.input.value === '' && !p.required ? undefined : intOf(nf.input);
+        } };
+      }
+      var tf = textField(p.name, label, '', p.required);
+      return { name: p.name, el: tf.el, read: function () {
+        var v = tf.input.value.trim();
+        if (!v && p.required) invalid(tf.input);
+        tf.input.removeAttribute('aria-invalid');
+        if (!v) return undefined;
+        if (p.kind !== 'fields') return v;
+        try { return JSON.parse(v); } catch (e) { return invalid(tf.input); }
+      } };
+    }
+
+    /** Resolve with action `name`, its parameters read from `inputs`. */
+    function submitWith(name, inputs) {
+      return guard(function (btn) {
+        var params = {};
+        inputs.forEach(function (i) {
+          var v = i.read();
+          if (v !== undefined) params[i.name] = v;
+        });
+        resolve(name, params, btn);
+      });
+    }
+
+    function sameParams(a, b) {
+      var names = function (x) { return x.params.map(function (p) { return p.name; }).join(','); };
+      return names(a) === names(b);
+    }
+
+    /** The form of one action of the table (or its button, added to the form it joins). */
+    function tableForm(a, c, built) {
+      var ui = ACTION_UI[a.name] || {};
+      var host = ui.joins && built[ui.joins];
+      if (host && sameParams(a, host.action)) {
+        var extra = h('button', { type: 'button', class: 'btn ' + (ui.style || 'btn-secondary'),
+          'data-action': a.name, id: 'act-' + a.name + '-btn', text: actLabel(a.name) });
+        extra.addEventListener('click', function () { submitWith(a.name, host.inputs)(extra); });
+        host.form.querySelector('.actions').appendChild(extra);
+        return null;
+      }
+      var inputs = a.params.map(function (p) { return paramInput(p, c); });
+      var help = ui.help ? t(ui.help) : hasText('act.' + a.name + '.help') ? t('act.' + a.name + '.help') : a.help;
+      var form = actionForm(a.name, help, inputs.map(function (i) { return i.el; }).filter(Boolean),
+        actLabel(a.name), submitWith(a.name, inputs), ui.style);
+      if (takesSales(a)) form.querySelector('button[type=submit]').setAttribute('data-needs-sales', '');
+      var title = (ui.title || [a.name]).map(actLabel).join(' / ');
+      built[a.name] = { action: a, inputs: inputs, form: form };
+      return { form: form, title: title };
+    }
+
+    /** Custom: any action of the table, with its parameters as raw JSON. */
+    function customForm() {
       var aid = nextId('a-custom-action');
       var pid = nextId('a-custom-params');
-      var actSel = h('select', { id: aid, name: 'action' }, ACTIONS.map(function (a) {
-        return h('option', { value: a, text: a });
+      var actSel = h('select', { id: aid, name: 'action' }, S.model.actions.map(function (a) {
+        return h('option', { value: a.name, text: a.name });
       }));
       var ta = h('textarea', { id: pid, name: 'params', rows: '4', spellcheck: 'false', class: 'mono',
         text: '{}' });
@@ -1147,12 +1228,34 @@
           resolve(actSel.value, p, btn);
         }, 'btn-secondary');
       custom.insertBefore(customErr, custom.querySelector('.actions'));
-      forms.push(custom);
+      return { form: custom, title: t('act.custom') };
+    }
+
+    function buildActions(c) {
+      clear(actionsBox);
+      actionsBox.appendChild(h('h2', { id: 'resolve-h', text: t('resolve.title') }));
+      if (c.status !== 'open') {
+        actionsBox.appendChild(h('p', { class: 'help', text: t('resolve.closed') }));
+        actionsBox.appendChild(resultMsg);
+        return;
+      }
+      var byId = nextId('by');
+      var noteId = nextId('note');
+      common.by = h('input', { id: byId, type: 'text', autocomplete: 'name', value: localStorage.getItem(BY_KEY) || 'admin' });
+      common.note = h('input', { id: noteId, type: 'text', autocomplete: 'off' });
+      actionsBox.appendChild(h('fieldset', { class: 'common' }, h('legend', { text: t('resolve.common') }),
+        h('div', { class: 'field-row' },
+          h('div', { class: 'field' }, h('label', { for: byId, text: t('by') }), common.by),
+          h('div', { class: 'field' }, h('label', { for: noteId, text: t('note') }), common.note))));
+      actionsBox.appendChild(resultMsg);
+      var built = {};
+      var forms = S.model.actions.filter(function (a) { return offered(a, c); })
+        .map(function (a) { return tableForm(a, c, built); })
+        .filter(Boolean);
+      forms.push(customForm());
       forms.forEach(function (f) {
-        var key = f.id.replace(/^act-/, '');
-        var title = key === 'keep_central' ? t('act.keep_central') + ' / ' + t('act.keep_local') : t('act.' + key);
-        actionsBox.appendChild(h('section', { class: 'action-block', 'aria-label': title },
-          h('h3', { text: title }), f));
+        actionsBox.appendChild(h('section', { class: 'action-block', 'aria-label': f.title },
+          h('h3', { text: f.title }), f.form));
       });
       syncVoidButton();
     }
