@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,11 +24,11 @@ def test_receive_many_is_one_write(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "bad", [{"A": 0}, {"A": -1}, {"A": 2.0}, [("A",)], [("", 1)], {"A": 2**53}]
 )
-def test_receive_many_checks_everything_first(tmp_path: Path, bad: object) -> None:
+def test_receive_many_checks_everything_first(tmp_path: Path, bad: Any) -> None:
     with Replica.open(tmp_path / "a.db", tenant="acme", replica_id="a", location="t1") as r:
         before = len(r.queue.list(limit=1000))
         with pytest.raises(InvalidArgument):
             r.inventory.receive_many(
                 {"OK": 1, **bad} if isinstance(bad, dict) else [("OK", 1), *bad]
-            )  # type: ignore[list-item]
+            )
         assert r.inventory.levels() == {} and len(r.queue.list(limit=1000)) == before

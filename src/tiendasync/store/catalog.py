@@ -13,6 +13,7 @@ from typing import Any
 from tiendasync.errors import InvalidArgument
 from tiendasync.model.docnames import CATALOG, PRODUCT_INTEGER_FIELDS
 from tiendasync.model.names import check_name, check_safe_int
+from tiendasync.store.boundary import public_api
 from tiendasync.store.core import ReplicaCore, WriteSpec
 
 __all__ = ["Catalog"]
@@ -35,6 +36,7 @@ def validate_product(fields: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+@public_api
 class Catalog:
     """``replica.catalog``: products keyed by SKU."""
 
@@ -83,6 +85,8 @@ class Catalog:
 
     def put_many(self, products: Mapping[str, Mapping[str, Any]]) -> int:
         """Create or update many products in one durable transaction (bulk import)."""
+        if not isinstance(products, Mapping):
+            raise InvalidArgument(f"products must be a dict of SKU to fields, got {products!r}")
         checked = {check_name(sku, "SKU"): validate_product(f) for sku, f in products.items()}
         if not checked:
             return 0

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from tiendasync.errors import ConflictClosed, ConflictNotFound, InvalidArgument
 from tiendasync.model.actions import ACTIONS, CATALOG_REVIEW, check_params, get_action
 from tiendasync.model.docnames import CONFLICTS, stock_doc
+from tiendasync.model.names import check_name
+from tiendasync.store.boundary import public_api
 from tiendasync.store.core import ReplicaCore, WriteSpec
 from tiendasync.store.invariants import Invariant, SaleRef, Violation, default_invariants, evaluate
 
@@ -145,6 +147,7 @@ class Rules:
         return (self.state.location(location) or {}).get("allow_negative") is True
 
 
+@public_api
 class ConflictBook:
     """Conflicts of one tenant as seen (and written) by one replica."""
 
@@ -170,6 +173,7 @@ class ConflictBook:
     # -- reading ---------------------------------------------------------------------
 
     def get(self, conflict_id: str) -> Conflict:
+        check_name(conflict_id, "conflict id")
         with self._core.lock:
             fields = self._core.conflicts().get(conflict_id)
         if fields is None:

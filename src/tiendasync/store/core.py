@@ -29,7 +29,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from tiendasync.crdt import Ledger, LWWMap, PNCounter
-from tiendasync.errors import ClockError, ConfigError, ReplicaClosed, UnknownLocation
+from tiendasync.errors import (
+    ClockError,
+    ConfigError,
+    InvalidArgument,
+    ReplicaClosed,
+    UnknownLocation,
+)
 from tiendasync.model.config import StoreConfig
 from tiendasync.model.docnames import (
     CATALOG,
@@ -263,8 +269,10 @@ class ReplicaCore:
 
         If one is malformed (:class:`RemoteProtocolError`) none of them is kept.
         """
-        for doc, _ in updates:
-            data_type_of(doc)  # InvalidArgument for a bad name, before anything changes
+        for doc, update in updates:  # bad arguments change nothing
+            data_type_of(doc)
+            if not isinstance(update, bytes):
+                raise InvalidArgument(f"an update is bytes, not {type(update).__name__}")
         with self.locked():
             self.docs.drain()
             changed = 0

@@ -15,6 +15,7 @@ from tiendasync.crdt import PNCounter
 from tiendasync.errors import InvalidArgument
 from tiendasync.model.docnames import stock_doc
 from tiendasync.model.names import check_name, check_safe_int
+from tiendasync.store.boundary import public_api
 from tiendasync.store.core import ReplicaCore, WriteSpec
 
 __all__ = ["Inventory", "StockMovement"]
@@ -31,6 +32,7 @@ class StockMovement:
     warnings: tuple[str, ...] = field(default=())
 
 
+@public_api
 class Inventory:
     """``replica.inventory``: receipts, adjustments, stocktakes, transfers."""
 
@@ -78,6 +80,8 @@ class Inventory:
         (the same SKU twice adds up).  All are checked before anything is
         written.  Returns the number of SKUs changed.
         """
+        if isinstance(quantities, (str, bytes)) or not isinstance(quantities, Iterable):
+            raise InvalidArgument(f"quantities must be {{sku: units}} or pairs, got {quantities!r}")
         items = list(quantities.items() if isinstance(quantities, Mapping) else quantities)
         totals: dict[str, int] = {}
         for n, item in enumerate(items, start=1):

@@ -8,11 +8,13 @@ from typing import Any
 from tiendasync.errors import InvalidArgument
 from tiendasync.model.docnames import LOCATIONS
 from tiendasync.model.names import check_name
+from tiendasync.store.boundary import public_api
 from tiendasync.store.core import ReplicaCore, WriteSpec
 
 __all__ = ["Locations"]
 
 
+@public_api
 class Locations:
     """``replica.locations``: the places stock can be in."""
 

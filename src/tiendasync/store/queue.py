@@ -21,6 +21,7 @@ from typing import Any
 
 from tiendasync.errors import InvalidArgument, NotFound
 from tiendasync.model.names import check_safe_int
+from tiendasync.store.boundary import public_api
 from tiendasync.store.core import ReplicaCore
 
 __all__ = ["STATUSES", "QueueEntry", "SyncQueue"]
@@ -69,6 +70,7 @@ def entry_from_row(row: tuple[Any, ...]) -> QueueEntry:
     )
 
 
+@public_api
 class SyncQueue:
     """``replica.queue``: list, retry and resolve.
 

@@ -23,8 +23,10 @@ from typing import Any
 
 from tiendasync.errors import ConfigError, InvalidArgument
 from tiendasync.model.config import StoreConfig
+from tiendasync.model.docnames import data_type_of
 from tiendasync.model.hlc import DEFAULT_MAX_DRIFT_MS, HLC, Timestamp
 from tiendasync.model.names import check_name
+from tiendasync.store.boundary import public_api
 from tiendasync.store.catalog import Catalog
 from tiendasync.store.compensation import Compensator
 from tiendasync.store.conflicts import ConflictBook, Rules, count_open_for, mirror_to_queue
@@ -56,6 +58,7 @@ class ReplicaStatus:
         return self.state in ("online", "syncing")
 
 
+@public_api
 class Replica:
     """A store's replica.  Use :meth:`Replica.open`.
 
@@ -222,11 +225,15 @@ class Replica:
             return self.core.docs.names()
 
     def state_vector(self, doc: str) -> bytes:
+        data_type_of(doc)
         with self.core.locked():
             return self.core.docs.state_vector(doc)
 
     def diff(self, doc: str, state_vector: bytes | None = None) -> bytes:
         """What a peer at ``state_vector`` lacks of ``doc``."""
+        data_type_of(doc)
+        if state_vector is not None and not isinstance(state_vector, bytes):
+            raise InvalidArgument(f"a state vector is bytes, not {type(state_vector).__name__}")
         with self.core.locked():
             return self.core.docs.diff(doc, state_vector)
 

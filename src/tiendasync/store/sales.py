@@ -24,6 +24,7 @@ from tiendasync.model.sales import (
     parse_lines,
     sale_time_ms,
 )
+from tiendasync.store.boundary import public_api
 from tiendasync.store.core import ReplicaCore, WriteSpec
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ __all__ = [
 ]
 
 
+@public_api
 class Sales:
     """``replica.sales``: record and read sales; void and remap them."""
 
@@ -133,6 +135,8 @@ class Sales:
         are skipped.
         """
         core = self._core
+        if not isinstance(sale_ids, (str, Iterable)) or isinstance(sale_ids, bytes):
+            raise InvalidArgument(f"give a sale id or a list of them, got {sale_ids!r}")
         ids = [
             check_name(i, "sale id")
             for i in ([sale_ids] if isinstance(sale_ids, str) else list(sale_ids))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tiendasync.model.names import check_safe_int
+from tiendasync.store.boundary import public_api
 from tiendasync.store.core import ReplicaCore
 
 __all__ = ["SyncLog", "SyncLogEntry", "finish_session", "start_session"]
@@ -32,6 +33,7 @@ class SyncLogEntry:
         return dict(self.__dict__)
 
 
+@public_api
 class SyncLog:
     """``replica.log``: the history of sync sessions, newest first."""
 
