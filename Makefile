@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench bench-quick soak clean
+.PHONY: demo test lint layers typecheck unit bench bench-quick soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,14 +19,19 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
+
+# The layers contract ([tool.importlinter] in pyproject.toml): imports point down only.
+layers: $(STAMP)
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict src/
+	$(BIN)/mypy --strict src/ tests/
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-test: lint typecheck unit
+test: lint layers typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
@@ -34,11 +39,11 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
-	$(BIN)/python -m pytest -q -m bench tests/test_benchmarks_smoke.py
+	$(BIN)/python -m pytest -q -m bench tests/benchmarks/test_benchmarks_smoke.py
 	$(BIN)/python -m benchmarks.run --quick
 
 soak: $(STAMP)
 	TIENDASYNC_SOAK=1 TIENDASYNC_CRASH_CYCLES=300 $(BIN)/python -m pytest -q tests -m soak
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

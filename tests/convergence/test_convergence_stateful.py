@@ -51,6 +51,7 @@ from hypothesis.stateful import (
 )
 
 from tests.support.simnet import DOWN, UP, SimClock, SimNet, replica_snapshot
+from tiendasync import Replica
 from tiendasync.store.invariants import evaluate
 
 SKUS = ("CAFE", "LECHE", "PAN")
@@ -128,7 +129,7 @@ class SyncConvergence(RuleBasedStateMachine):
         self.names: list[str] = []
         self.model: Counter[tuple[str, str]] = Counter()
         self.sales: set[str] = set()
-        self.writes = 0
+        self.write_count = 0
         self.crashes = 0
         self.restarts = 0
 
@@ -157,11 +158,11 @@ class SyncConvergence(RuleBasedStateMachine):
     def name(self, i: int) -> str:
         return self.names[i % len(self.names)]
 
-    def replica(self, i: int) -> Any:
+    def replica(self, i: int) -> Replica:
         return self.n.replica(self.name(i))
 
     def _wrote(self) -> None:
-        self.writes += 1
+        self.write_count += 1
         self.n.clock.tick(7)
 
     # -- writes ------------------------------------------------------------------------------
@@ -210,7 +211,7 @@ class SyncConvergence(RuleBasedStateMachine):
             r.catalog.delete(sku)
         else:  # pragma: no cover
             raise AssertionError(kind)
-        self.writes += 1
+        self.write_count += 1
         self.n.clock.tick(7)
 
     # -- connections ---------------------------------------------------------------------------
@@ -327,7 +328,7 @@ class SyncConvergence(RuleBasedStateMachine):
         FIGURES[f"heal_rounds_{rounds}"] += 1
         for kind, count in net.faults.items():
             FIGURES[f"fault_{kind}"] += count
-        FIGURES["writes"] += self.writes
+        FIGURES["writes"] += self.write_count
         FIGURES["stale_acks"] += net.stale_acks
 
         central = net.relay.central()

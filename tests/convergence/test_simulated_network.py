@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.support.simnet import DOWN, UP, SimNet, decode_frames, frame_types, replica_snapshot
+from tiendasync import Replica
 from tiendasync.model.config import DEFAULT_PRIORITIES
 from tiendasync.model.docnames import data_type_of
 from tiendasync.protocol import FrameType
@@ -58,7 +59,7 @@ def priority_key(doc: str, priorities: dict[str, int] = DEFAULT_PRIORITIES) -> t
     return -priorities.get(data_type_of(doc), 0), doc
 
 
-def statuses(r: Any) -> dict[str, int]:
+def statuses(r: Replica) -> dict[str, int]:
     return r.queue.counts()
 
 
@@ -121,7 +122,7 @@ def test_handshake_and_catch_up_in_priority_order(net: SimNet) -> None:
     assert_converged(net)
 
 
-def sale_doc(r: Any) -> str:
+def sale_doc(r: Replica) -> str:
     [doc] = [d for d in r.doc_names() if d.startswith("sales/")]
     return doc
 

@@ -120,7 +120,7 @@ class Cluster:
         steps = data.draw(st.integers(min_value=1, max_value=max_steps), label="steps")
         for _ in range(steps):
             i = data.draw(st.integers(0, len(self.nodes) - 1), label="replica")
-            if self.updates and data.draw(st.booleans(), label="deliver?"):
+            if len(self.updates) > 0 and data.draw(st.booleans(), label="deliver?"):
                 k = data.draw(st.integers(0, len(self.updates) - 1), label="update")
                 self.deliver(i, k)
             else:
@@ -209,7 +209,11 @@ def test_counter_converges_to_sum_of_all_ops(
 def test_counter_concurrent_increments_all_count() -> None:
     cluster = Cluster.build([7, 3, 900], PNCounter)
     for i, delta in enumerate([5, -2, 10]):
-        cluster.local(i, lambda v, d=delta: v.add("cafe", d))
+
+        def add(v: PNCounter, d: int = delta) -> None:
+            v.add("cafe", d)
+
+        cluster.local(i, add)
     for i in range(3):
         for k in reversed(range(len(cluster.updates))):
             cluster.deliver(i, k)
@@ -236,8 +240,12 @@ def test_counter_ints_exact_up_to_2_53_and_refused_beyond() -> None:
 
     updates_before = len(cluster.updates)
     for bad in (2**53, -(2**53), 2**64, 2.0, 1.5, True, "3", None):
+
+        def add_bad(v: PNCounter, b: Any = bad) -> None:
+            v.add("up", b)
+
         with pytest.raises(InvalidArgument):
-            cluster.local(0, lambda v, b=bad: v.add("up", b))
+            cluster.local(0, add_bad)
     # A slot that would reach 2**53 is refused too, in both directions.
     cluster.local(1, lambda v: v.add("up", 1))
     assert cluster.views[1].value("up") == MAX_SAFE_INTEGER
@@ -372,8 +380,15 @@ def test_lww_later_hlc_beats_higher_client_id_unlike_plain_ymap() -> None:
         lww = Cluster.build([low, high, 50], LWWMap)
         early = Timestamp(1_700_000_000_000, 0, "tienda-high")
         late = Timestamp(1_700_000_060_000, 0, "tienda-low")
-        lww.local(1, lambda v, ts=early: v.set("CAFE", {"price_cents": 450}, ts))
-        lww.local(0, lambda v, ts=late: v.set("CAFE", {"price_cents": 500}, ts))
+
+        def set_early(v: LWWMap, ts: Timestamp = early) -> None:
+            v.set("CAFE", {"price_cents": 450}, ts)
+
+        def set_late(v: LWWMap, ts: Timestamp = late) -> None:
+            v.set("CAFE", {"price_cents": 500}, ts)
+
+        lww.local(1, set_early)
+        lww.local(0, set_late)
         _exchange_all(lww, (lambda i: [1, 0]) if reverse else None)
         for view in lww.views:
             assert view.get("CAFE") == {"price_cents": 500}
@@ -469,8 +484,12 @@ def test_lww_values_are_exact() -> None:
     assert got == fields
     assert got is not None and type(got["max"]) is int
     for bad in (float("nan"), float("inf"), object(), {1, 2}):
+
+        def set_bad(v: LWWMap, b: object = bad) -> None:
+            v.set("r", {"max": b}, Timestamp(2_000, 0, "A"))
+
         with pytest.raises(InvalidArgument):
-            cluster.local(0, lambda v, b=bad: v.set("r", {"max": b}, Timestamp(2_000, 0, "A")))
+            cluster.local(0, set_bad)
     assert cluster.views[0].get("r") == fields
 
 
@@ -607,7 +626,7 @@ def test_pycrdt_0_14_out_of_order_updates_can_be_stranded_until_state_vector_syn
     assert dict(root.items()) == {"leche": [1.0, 0.0]}  # "cafe" is missing for good
     assert clock_of(receiver.doc, 2) == 2  # but the state vector tells: clock 2 is not in
     # The reconnect path (a state-vector diff) repairs it.
-    writer = pycrdt.Doc()
+    writer: pycrdt.Doc[Any] = pycrdt.Doc()
     for update in (u0, u1, u2):
         writer.apply_update(update)
     receiver.receive(writer.get_update(receiver.doc.get_state()))

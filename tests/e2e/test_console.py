@@ -38,6 +38,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "examples"))
 import demo  # noqa: E402  (examples/demo.py: Store, free_port, tiendasync, admin)
 
+from tiendasync.model.actions import ACTIONS  # noqa: E402
+from tiendasync.model.docnames import DATA_TYPES  # noqa: E402
+
 CHROMIUM = os.environ.get("TIENDASYNC_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = os.environ.get("TIENDASYNC_SCREENSHOTS") == "1"
 IMG_DIR = ROOT / "docs" / "img"
@@ -357,7 +360,7 @@ def test_static_console_needs_no_token_but_data_does(cluster: Cluster) -> None:
         page = r.read().decode()
         assert r.status == 200 and "app.js" in page
         assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
-    for path in ("/api/sync/tenants/", "/api/sync/queue/C-x/sales/"):
+    for path in ("/api/sync/tenants/", "/api/sync/queue/C-x/sales/", "/api/sync/model/"):
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(f"http://{HOST}:{cluster.admin_port}{path}", timeout=5)
         assert err.value.code == 401
@@ -435,6 +438,11 @@ def run_console_flow(cluster: Cluster, browser: Chromium) -> None:
     )
     browser.screenshot("stores")
     browser.click("[data-replica=caja-2] [data-action=edit-config]")
+    # the priority inputs are the model's data types, in the table's order
+    assert browser.js(
+        "[...document.querySelectorAll('[data-replica=caja-2] input[data-type]')]"
+        ".map(i => i.dataset.type)"
+    ) == list(DATA_TYPES)
     browser.type_into("[data-replica=caja-2] input[name=interval_s]", "15")
     browser.screenshot("stores-config")
     browser.click("[data-replica=caja-2] button[type=submit]")
@@ -483,6 +491,16 @@ def run_console_flow(cluster: Cluster, browser: Chromium) -> None:
     assert "LECHE-1L" in facts and "tienda-1" in facts and "-1" in facts
     for action in ("accept", "adjust", "recount", "transfer", "void", "custom"):
         assert browser.js(f"!!document.getElementById('act-{action}')"), action
+    # the forms a stock conflict with sales offers, and no others
+    assert browser.js(
+        "[...document.querySelectorAll('#resolve-box form.action')].map(f => f.id)"
+    ) == ["act-accept", "act-adjust", "act-recount", "act-transfer", "act-void", "act-custom"]
+    # the custom action menu lists exactly the actions table, as the API serves it
+    menu = browser.js(
+        "[...document.querySelectorAll('#act-custom select[name=action] option')].map(o => o.value)"
+    )
+    served = [a["name"] for a in cluster.api("GET", "/api/sync/model/")["actions"]]
+    assert menu == served == list(ACTIONS)
     browser.screenshot("conflict")
     if SCREENSHOTS:  # the same page on a portrait tablet
         browser._viewport(768, 1024, mobile=True)

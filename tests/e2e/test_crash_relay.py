@@ -24,30 +24,22 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO
 
 import pytest
 
-from tests.e2e.test_integration_sync import HOST, wait_until
+from tests.support.tills import INITIAL, Relay, Till, setup_till, storage_errors
 from tiendasync import Replica
 from tiendasync.protocol.statevector import decode_state_vector
 from tiendasync.relay import SqliteRelayStore
 from tiendasync.relay.docs import DocCache
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
-import demo
-
 CYCLES = int(os.environ.get("TIENDASYNC_CRASH_CYCLES", "14"))
 RELAY_KILLS = max(6, CYCLES // 2)
 SEED = os.environ.get("TIENDASYNC_CRASH_SEED")
-INITIAL = 1_000_000
 
 TILL = """
 import sys, time
@@ -67,117 +59,6 @@ while True:
     if pause:
         time.sleep(pause)
 """
-
-
-class Relay:
-    def __init__(self, workdir: Path, replicas: list[str]) -> None:
-        self.workdir = workdir
-        self.db = str(workdir / "relay.db")
-        self.tokens = {
-            r: demo.tiendasync(
-                "relay", "token", "add", "--db", self.db, "--tenant", "acme", "--replica", r
-            )
-            for r in replicas
-        }
-        self.port, self.admin_port = demo.free_port(), demo.free_port()
-        self.url = f"ws://{HOST}:{self.port}/sync"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.kills = 0
-
-    def start(self) -> None:
-        import urllib.request
-
-        with (self.workdir / "relay.log").open("a") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tiendasync",
-                    "relay",
-                    "--db",
-                    self.db,
-                    "--host",
-                    HOST,
-                    "--port",
-                    str(self.port),
-                    "--admin-port",
-                    str(self.admin_port),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
-
-        def up() -> bool:
-            assert self.proc is not None and self.proc.poll() is None, "relay exited"
-            with urllib.request.urlopen(f"http://{HOST}:{self.admin_port}/healthz", timeout=1):
-                return True
-
-        wait_until(up, "relay up", 20)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self.kills += 1
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
-class Till:
-    """A child process selling one unit at a time while syncing live."""
-
-    def __init__(
-        self, script: Path, db: Path, relay: Relay, replica: str, pause: float = 0.0
-    ) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = (
-            str(Path(__file__).resolve().parents[2] / "src")
-            + os.pathsep
-            + env.get("PYTHONPATH", "")
-        )
-        self.stderr: IO[bytes] = (db.parent / f"{replica}.stderr").open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(script), str(db), relay.url, relay.tokens[replica], str(pause)],
-            stdout=subprocess.PIPE,
-            stderr=self.stderr,
-            env=env,
-        )
-        self.lines: list[bytes] = []
-        self.ready = threading.Event()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            if line == b"READY\n":
-                self.ready.set()
-
-    def kill(self) -> list[str]:
-        """SIGKILL; the sale ids it reported (whole lines only)."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-        self.reader.join(30)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self.stderr.close()
-        assert self.proc.returncode == -signal.SIGKILL
-        return [ln.decode().strip() for ln in self.lines if ln.endswith(b"\n") and ln != b"READY\n"]
-
-
-def _setup_till(db: Path, replica: str, location: str) -> None:
-    with Replica.open(db, tenant="acme", replica_id=replica, location=location) as r:
-        if r.catalog.get("CAFE") is None:
-            r.catalog.put("CAFE", {"name": "Café", "price_cents": 450})
-            r.inventory.receive("CAFE", INITIAL)
 
 
 def _check_till(db: Path, reported: list[str], kills: int) -> int:
@@ -203,14 +84,6 @@ def _fresh_full_sync(relay: Relay, tmp: Path, replica: str) -> set[str]:
 
 
 STUCK: dict[str, int] = {}
-
-
-def storage_errors(workdir: Path) -> int:
-    """Sale calls that raised StorageError in the tills (the lock race, not data loss)."""
-    return sum(
-        p.read_bytes().count(b"\nERR ") + p.read_bytes().startswith(b"ERR ")
-        for p in workdir.glob("*.stderr")
-    )
 
 
 def _flush(db: Path, relay: Relay, replica: str) -> set[str]:
@@ -260,7 +133,7 @@ def till_kills(tmp_path: Path, cycles: int) -> None:
     script = tmp_path / "till.py"
     script.write_text(TILL)
     db = tmp_path / "till.db"
-    _setup_till(db, "till", "t1")
+    setup_till(db, "till", "t1")
     reported: list[str] = []
     landed = 0
     try:
@@ -309,7 +182,7 @@ def relay_kills(tmp_path: Path, kills: int) -> None:
     script.write_text(TILL)
     dbs = {n: tmp_path / f"{n}.db" for n in names}
     for n in names:
-        _setup_till(dbs[n], n, n)
+        setup_till(dbs[n], n, n)
     tills = {n: Till(script, dbs[n], relay, n, pause=0.005) for n in names}
     verified = 0
     reported: list[str] = []
@@ -362,8 +235,10 @@ def test_sale_while_acknowledging_race(tmp_path: Path) -> None:
 
         def sync_thread() -> None:  # what ReplicaSync does on the client's thread
             while not stop.is_set():
-                r.queue._mark_sent()
-                r.queue._acknowledge("catalog", r.client_id, 10**9)
+                with r.core.transaction():
+                    r.core.storage.outbox.mark_sent(time.time())
+                with r.core.transaction():
+                    r.core.storage.outbox.acknowledge("catalog", r.client_id, 10**9, time.time())
 
         t = threading.Thread(target=sync_thread, daemon=True)
         t.start()
@@ -381,7 +256,7 @@ def test_acked_by_state_vector_on_reconnect(tmp_path: Path) -> None:
     relay.start()
     try:
         db = tmp_path / "till.db"
-        _setup_till(db, "till", "t1")
+        setup_till(db, "till", "t1")
         with Replica.open(db) as r:
             r.record_sale([("CAFE", 1)])
             r.sync_now(relay.url, token=relay.tokens["till"])

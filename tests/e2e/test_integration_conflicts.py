@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_integration_sync import HOST, Cluster, wait_until
+from tests.support.processes import HOST, Cluster, Pos, wait_until
 from tiendasync import Replica
 
 
@@ -160,7 +160,11 @@ def test_last_unit_conflict_flow(cluster: Cluster, tmp_path: Path) -> None:
     # -- each till's queue flags its sale as part of the conflict -----------------------
     sale_of = {"caja-1": s1, "caja-2": s2}
     for name, t in cluster.pos.items():
-        wait_until(lambda t=t: t.do("status")["pending"] == 0, f"{name} flushed")
+
+        def flushed(t: Pos = t) -> bool:
+            return bool(t.do("status")["pending"] == 0)
+
+        wait_until(flushed, f"{name} flushed")
         t.close()
         with Replica.open(tmp_path / f"{name}.db") as r:
             entries = r.queue.list(limit=1000)

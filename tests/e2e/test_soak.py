@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_crash_relay import Relay, Till, _setup_till, storage_errors
+from tests.support.tills import Relay, Till, setup_till, storage_errors
 from tiendasync import Replica
 
 SEED = os.environ.get("TIENDASYNC_SOAK_SEED")
@@ -66,7 +66,7 @@ def soak(tmp_path: Path, stores: int, seconds: float) -> dict[str, Any]:
     )
     dbs = {n: tmp_path / f"{n}.db" for n in names}
     for n in names:
-        _setup_till(dbs[n], n, n)
+        setup_till(dbs[n], n, n)
     tills = {n: Till(script, dbs[n], relay, n, pause=rng.uniform(0.01, 0.05)) for n in names}
     down: dict[str, float] = {}
     reported: set[str] = set()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pickle
 import struct
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -120,14 +121,14 @@ def check_against_state(update: bytes) -> ParsedUpdate:
     return parsed
 
 
-def doc_with(client_id: int, fill: Callable[[Doc], None]) -> Doc:
-    doc: Doc = Doc(client_id=client_id)
+def doc_with(client_id: int, fill: Callable[[Doc[Any]], None]) -> Doc[Any]:
+    doc: Doc[Any] = Doc(client_id=client_id)
     fill(doc)
     return doc
 
 
 def apply_to_pycrdt(update: bytes) -> dict[int, int]:
-    doc: Doc = Doc()
+    doc: Doc[Any] = Doc()
     doc.apply_update(update)
     return decode_state_vector(doc.get_state())
 
@@ -155,7 +156,7 @@ MAP_VALUES = {
 
 
 def test_map_scalar_values() -> None:
-    def fill(doc: Doc) -> None:
+    def fill(doc: Doc[Any]) -> None:
         m = doc.get("m", type=Map)
         for key, value in MAP_VALUES.items():
             m[key] = value
@@ -171,7 +172,7 @@ def test_map_scalar_values() -> None:
 
 
 def test_nested_types_and_utf16_lengths() -> None:
-    def fill(doc: Doc) -> None:
+    def fill(doc: Doc[Any]) -> None:
         m = doc.get("root", type=Map)
         m["arr"] = Array([1, "x", Map({"inner": Text("a😀b")})])
         m["txt"] = Text("𝄞 clef")  # astral char: 2 UTF-16 units
@@ -194,7 +195,7 @@ def test_nested_types_and_utf16_lengths() -> None:
 
 def test_utf16_length_of_string_content() -> None:
     for text in ["", "a", "é", "€", "😀", "a😀b𝄞c", "中文" * 50, "\U0010ffff"]:
-        doc: Doc = Doc(client_id=3)
+        doc: Doc[Any] = Doc(client_id=3)
         if text:
             doc.get("t", type=Text).insert(0, text)
         else:
@@ -205,7 +206,7 @@ def test_utf16_length_of_string_content() -> None:
 
 
 def test_deletes_are_reported() -> None:
-    doc: Doc = Doc(client_id=5)
+    doc: Doc[Any] = Doc(client_id=5)
     arr = doc.get("a", type=Array)
     arr.extend([10, 20, 30, 40, 50])  # clocks 0..4
     text = doc.get("t", type=Text)
@@ -233,7 +234,7 @@ def test_deletes_are_reported() -> None:
 
 
 def test_map_overwrite_deletes_previous_value() -> None:
-    doc: Doc = Doc(client_id=9)
+    doc: Doc[Any] = Doc(client_id=9)
     m = doc.get("m", type=Map)
     m["k"] = "v1"
     updates: list[bytes] = []
@@ -251,7 +252,7 @@ CLIENT_IDS = [0, 1, 127, 128, 2**31 - 1, 2**31, 2**32 - 1, 2**32, 2**48 + 5, 2**
 
 @pytest.mark.parametrize("client_id", CLIENT_IDS)
 def test_client_ids(client_id: int) -> None:
-    doc: Doc = Doc(client_id=client_id)
+    doc: Doc[Any] = Doc(client_id=client_id)
     doc.get("m", type=Map)["x"] = [1, 2, 3]
     doc.get("a", type=Array).append("y")
     parsed = check_against_state(doc.get_update())
@@ -261,7 +262,7 @@ def test_client_ids(client_id: int) -> None:
 
 def test_multiple_clients_merged() -> None:
     ids = [2**53 - 1, 2**32 - 1, 2**31 + 7, 42]
-    docs: list[Doc] = [Doc(client_id=i) for i in ids]
+    docs: list[Doc[Any]] = [Doc(client_id=i) for i in ids]
     # Build interleaved history: every doc edits shared types after syncing.
     for round_no in range(3):
         for doc in docs:
@@ -278,7 +279,7 @@ def test_multiple_clients_merged() -> None:
     merged = merge_updates(*(d.get_update() for d in docs))
     parsed = check_against_state(merged)
     assert parsed.writer_clients == set(ids)
-    final: Doc = Doc()
+    final: Doc[Any] = Doc()
     final.apply_update(merged)
     assert decode_state_vector(final.get_state()) == {r.client: r.end for r in parsed.structs}
     assert parsed.deletes
@@ -286,7 +287,7 @@ def test_multiple_clients_merged() -> None:
 
 
 def test_observed_transaction_updates_chain() -> None:
-    doc: Doc = Doc(client_id=2**32 - 1)
+    doc: Doc[Any] = Doc(client_id=2**32 - 1)
     updates: list[bytes] = []
     doc.observe(lambda event: updates.append(event.update))
     m = doc.get("m", type=Map)
@@ -308,7 +309,7 @@ def test_observed_transaction_updates_chain() -> None:
 
 
 def test_diff_update_starts_at_remote_state() -> None:
-    doc: Doc = Doc(client_id=600)
+    doc: Doc[Any] = Doc(client_id=600)
     m = doc.get("m", type=Map)
     for i in range(5):
         m[str(i)] = i
@@ -321,7 +322,7 @@ def test_diff_update_starts_at_remote_state() -> None:
 
 
 def test_skip_structs_from_merging_non_contiguous_updates() -> None:
-    doc: Doc = Doc(client_id=31)
+    doc: Doc[Any] = Doc(client_id=31)
     steps: list[bytes] = []
     doc.observe(lambda event: steps.append(event.update))
     m = doc.get("m", type=Map)
@@ -338,8 +339,8 @@ def test_skip_structs_from_merging_non_contiguous_updates() -> None:
 
 
 def test_gc_only_group_is_not_a_writer() -> None:
-    a: Doc = Doc(client_id=8)
-    b: Doc = Doc(client_id=9)
+    a: Doc[Any] = Doc(client_id=8)
+    b: Doc[Any] = Doc(client_id=9)
     a.get("a", type=Array).append(Array([1]))
     b.apply_update(a.get_update())
     inner = b.get("a", type=Array)[0]
@@ -354,7 +355,7 @@ def test_gc_only_group_is_not_a_writer() -> None:
 
 
 def test_empty_update() -> None:
-    doc: Doc = Doc()
+    doc: Doc[Any] = Doc()
     assert parse_update(doc.get_update()) == ParsedUpdate((), (), frozenset())
     assert parse_update(b"\x00\x00") == ParsedUpdate((), (), frozenset())
     assert parse_update(bytearray(b"\x00\x00")).structs == ()
@@ -537,7 +538,7 @@ def test_exception_is_value_error_and_picklable() -> None:
 
 
 def test_max_structs() -> None:
-    doc: Doc = Doc(client_id=4)
+    doc: Doc[Any] = Doc(client_id=4)
     arr = doc.get("a", type=Array)
     for i in range(10):
         arr.insert(0, i)  # 10 separate items
@@ -585,8 +586,8 @@ def test_bad_arguments() -> None:
 
 
 def _sample_update() -> bytes:
-    a: Doc = Doc(client_id=2**53 - 1)
-    b: Doc = Doc(client_id=2**32 - 1)
+    a: Doc[Any] = Doc(client_id=2**53 - 1)
+    b: Doc[Any] = Doc(client_id=2**32 - 1)
     m = a.get("m", type=Map)
     for key, value in MAP_VALUES.items():
         m[key] = value
@@ -629,7 +630,7 @@ def test_random_bytes_only_raise_malformed(data: bytes) -> None:
 
 
 def _rich_update() -> bytes:
-    doc: Doc = Doc(client_id=77)
+    doc: Doc[Any] = Doc(client_id=77)
     root = doc.get("root", type=Map)
     root["arr"] = Array([1, "x", Map({"inner": Text("a😀b")})])
     text = doc.get("t", type=Text)
@@ -642,7 +643,7 @@ def _rich_update() -> bytes:
     root["sub"] = Doc(guid="sub-guid")
     root["bin"] = b"\x01\x02"
     root["f"] = 0.1
-    other: Doc = Doc(client_id=5)
+    other: Doc[Any] = Doc(client_id=5)
     other.apply_update(doc.get_update())
     other.get("t", type=Text).insert(1, "Q")
     del other.get("root", type=Map)["f"]
@@ -706,7 +707,7 @@ def test_accepted_mutations_apply_within_reported_ranges(
     parsed = _parse_or_malformed(data)
     if parsed is None:
         return
-    doc: Doc = Doc()
+    doc: Doc[Any] = Doc()
     try:
         doc.apply_update(data)
     except (ValueError, RuntimeError):
@@ -738,7 +739,7 @@ map_values = json_values | st.binary(max_size=8)
 def test_generated_documents_match_state_vector(
     client_id: int, sets: list[tuple[str, object]], text: str, deletions: int
 ) -> None:
-    doc: Doc = Doc(client_id=client_id)
+    doc: Doc[Any] = Doc(client_id=client_id)
     m = doc.get("m", type=Map)
     for key, value in sets:
         m[key] = value

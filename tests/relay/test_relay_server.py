@@ -3,185 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pycrdt
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.support.relay_client import Client, Writer, run, with_relay
 from tiendasync.protocol import (
     CLOSE_AUTH,
     CLOSE_FORBIDDEN,
     CLOSE_PROTOCOL,
     Ack,
-    Event,
     ProtocolFailure,
-    ReplicaConnection,
-    Synced,
     SyncRequested,
     UpdateReceived,
-    Welcome,
 )
 from tiendasync.protocol.frames import FrameType, encode
 from tiendasync.protocol.statevector import decode_state_vector
 from tiendasync.relay import RelayServer, SqliteRelayStore
 from tiendasync.relay.auth import issue_token, token_id_of
-
-E = TypeVar("E", bound=Event)
-
-
-def run(coro: Awaitable[Any]) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 20))  # type: ignore[arg-type]
-
-
-class Writer:
-    """A pycrdt doc whose per-transaction updates are kept, as a replica sends them."""
-
-    def __init__(self, client_id: int) -> None:
-        self.doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=client_id)
-        self.updates: list[bytes] = []
-        self._local = False
-        self.doc.observe(self._capture)
-
-    def _capture(self, event: Any) -> None:
-        if self._local:
-            self.updates.append(bytes(event.update))
-
-    def set(self, key: str, value: Any) -> bytes:
-        self._local = True
-        try:
-            with self.doc.transaction():
-                self.doc.get("root", type=pycrdt.Map)[key] = value
-        finally:
-            self._local = False
-        return self.updates[-1]
-
-    def root(self) -> dict[str, Any]:
-        return dict(self.doc.get("root", type=pycrdt.Map).to_py() or {})
-
-
-class Client:
-    """A replica's end of the sync protocol over a websockets client."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.conn = ReplicaConnection()
-        self.events: list[Event] = []
-
-    @classmethod
-    async def open(
-        cls,
-        port: int,
-        *,
-        tenant: str = "acme",
-        replica: str,
-        token: str,
-        client_id: int,
-        svs: dict[str, bytes] | None = None,
-        full: bool = False,
-        past: tuple[int, ...] = (),
-    ) -> Client:
-        ws = await connect(f"ws://127.0.0.1:{port}/sync", max_size=None)
-        client = cls(ws)
-        client.conn.hello(
-            tenant=tenant,
-            replica_id=replica,
-            token=token,
-            client_id=client_id,
-            state_vectors=svs or {},
-            full=full,
-            past_client_ids=past,
-        )
-        await ws.send(client.conn.data_to_send())
-        return client
-
-    async def _pump(self) -> None:
-        data = await self.ws.recv()
-        assert isinstance(data, bytes)
-        self.conn.receive_data(data)
-        self.events.extend(self.conn.events())
-
-    async def wait_for(self, kind: type[E], timeout: float = 5.0) -> E:
-        async def loop() -> E:
-            while True:
-                for i, ev in enumerate(self.events):
-                    if isinstance(ev, kind):
-                        del self.events[: i + 1]
-                        return ev
-                await self._pump()
-
-        return await asyncio.wait_for(loop(), timeout)
-
-    async def until_synced(self) -> tuple[Welcome, list[UpdateReceived]]:
-        welcome = await self.wait_for(Welcome)
-        diffs: list[UpdateReceived] = []
-        while True:
-            while not self.events:
-                await asyncio.wait_for(self._pump(), 5)
-            ev = self.events.pop(0)
-            if isinstance(ev, Synced):
-                return welcome, diffs
-            assert isinstance(ev, UpdateReceived), ev
-            diffs.append(ev)
-
-    async def quiet(self, seconds: float = 0.2) -> list[Event]:
-        """Whatever arrives within ``seconds``."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._drain_forever(), seconds)
-        out, self.events = self.events, []
-        return out
-
-    async def _drain_forever(self) -> None:
-        while True:
-            await self._pump()
-
-    async def send_update(self, doc: str, data: bytes) -> None:
-        self.conn.send_update(doc, data)
-        await self.ws.send(self.conn.data_to_send())
-
-    async def closed(self, timeout: float = 5.0) -> tuple[int | None, str]:
-        async def loop() -> None:
-            try:
-                while True:
-                    await self._pump()
-            except ConnectionClosed:
-                return
-
-        await asyncio.wait_for(loop(), timeout)
-        return self.ws.close_code, self.ws.close_reason or ""
-
-    async def close(self) -> None:
-        await self.ws.close()
-
-
-Scenario = Callable[[RelayServer, SqliteRelayStore, dict[str, str]], Awaitable[Any]]
-
-
-def with_relay(tmp_path: Path, scenario: Scenario, **server_args: Any) -> Any:
-    """Run ``scenario(server, store, tokens)`` against a fresh relay on port 0."""
-    store = SqliteRelayStore(str(tmp_path / "relay.db"))
-    tokens = {
-        name: issue_token(store, tenant=tenant, replica_id=name)
-        for tenant, name in (("acme", "t1"), ("acme", "t2"), ("acme", "t3"), ("globex", "g1"))
-    }
-
-    async def main() -> Any:
-        server = RelayServer(store, host="127.0.0.1", port=0, **server_args)
-        await server.start()
-        try:
-            return await scenario(server, store, tokens)
-        finally:
-            await server.stop()
-
-    try:
-        return run(main())
-    finally:
-        store.close()
 
 
 def test_hello_welcome_catchup_synced(tmp_path: Path) -> None:
@@ -202,7 +46,7 @@ def test_hello_welcome_catchup_synced(tmp_path: Path) -> None:
             await a.wait_for(Ack)
 
         # b is up to date on the catalog, knows nothing else
-        b_cat = pycrdt.Doc()
+        b_cat: pycrdt.Doc[Any] = pycrdt.Doc()
         b_cat.apply_update(w.doc.get_update())
         b = await Client.open(
             server.port,
@@ -216,7 +60,7 @@ def test_hello_welcome_catchup_synced(tmp_path: Path) -> None:
         assert decode_state_vector(welcome.state_vectors["catalog"]) == {101: 1}
         # priorities: sales (10) before stock (8); catalog not needed
         assert [d.doc for d in diffs] == ["sales/t1/2026-01", "stock/t1"]
-        got = pycrdt.Doc()
+        got: pycrdt.Doc[Any] = pycrdt.Doc()
         got.apply_update(diffs[1].data)
         assert got.get("root", type=pycrdt.Map).to_py() == {"CAFE|t1": 5.0}
 
@@ -260,7 +104,7 @@ def test_ack_after_storage_fanout_not_to_sender(tmp_path: Path) -> None:
             assert len(store.load_doc("acme", "catalog").updates) >= ack.clock
         assert ack.clock == 3
         # b follows live; the sender and the other tenant get nothing back
-        mirror = pycrdt.Doc()
+        mirror: pycrdt.Doc[Any] = pycrdt.Doc()
         for _ in range(3):
             upd = await b.wait_for(UpdateReceived)
             assert upd.doc == "catalog"
@@ -352,7 +196,7 @@ def test_foreign_writer_and_foreign_client_id(tmp_path: Path) -> None:
         assert (await c.closed())[0] == CLOSE_FORBIDDEN
         # a client id registered to t1 cannot be claimed by t2, now or as a past id
         for kwargs in ({"client_id": 11}, {"client_id": 23, "past": (11,)}):
-            d = await Client.open(server.port, replica="t2", token=tokens["t2"], **kwargs)  # type: ignore[arg-type]
+            d = await Client.open(server.port, replica="t2", token=tokens["t2"], **kwargs)
             assert (await d.closed())[0] == CLOSE_FORBIDDEN
         # the relay keeps serving a
         await a.send_update("catalog", Writer(11).set("ok", 1))
@@ -428,7 +272,7 @@ def test_restart_keeps_acked_updates_and_pending(tmp_path: Path) -> None:
             b = await Client.open(server.port, replica="t2", token=tokens["t2"], client_id=22)
             welcome, diffs = await b.until_synced()
             assert decode_state_vector(welcome.state_vectors["catalog"]) == {11: 1}
-            doc = pycrdt.Doc()
+            doc: pycrdt.Doc[Any] = pycrdt.Doc()
             doc.apply_update(diffs[0].data)
             assert doc.get("root", type=pycrdt.Map).to_py()["a"] == 1.0
             assert decode_state_vector(bytes(doc.get_state())) == {11: 1}
@@ -472,7 +316,7 @@ def test_compaction_and_sync_log(tmp_path: Path) -> None:
         server.docs.clear()
         b = await Client.open(server.port, replica="t2", token=tokens["t2"], client_id=22)
         _, diffs = await b.until_synced()
-        doc = pycrdt.Doc()
+        doc: pycrdt.Doc[Any] = pycrdt.Doc()
         doc.apply_update(diffs[0].data)
         assert doc.get("root", type=pycrdt.Map).to_py() == w.root()
         await a.close()
@@ -567,7 +411,7 @@ def test_yjs_endpoint_with_pycrdt_provider(tmp_path: Path) -> None:
         ws = await connect(f"ws://127.0.0.1:{server.port}{path}")
         follower: pycrdt.Doc[Any] = pycrdt.Doc()
         stock = follower.get("root", type=pycrdt.Map)
-        async with pycrdt.Provider(follower, WsChannel(ws, path)) as provider:  # type: ignore[arg-type]
+        async with pycrdt.Provider(follower, WsChannel(ws, path)) as provider:
             await asyncio.wait_for(provider.synced.wait(), 5)
             assert stock.to_py() == {"CAFE": 3.0}
             await a.send_update("stock/t1", w.set("CAFE", 4))
@@ -602,7 +446,7 @@ def test_yjs_endpoint_writable_option(tmp_path: Path) -> None:
         )
         await ws.send(pycrdt.create_update_message(Writer(5555).set("from-yjs", 1)))
         upd = await a.wait_for(UpdateReceived)
-        doc = pycrdt.Doc()
+        doc: pycrdt.Doc[Any] = pycrdt.Doc()
         doc.apply_update(upd.data)
         assert doc.get("root", type=pycrdt.Map).to_py() == {"from-yjs": 1.0}
         await ws.send(b"\x00\x02\x05junk!")  # a malformed update closes the socket

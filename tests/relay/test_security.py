@@ -27,8 +27,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.e2e.test_integration_sync import HOST, wait_until
-from tests.relay.test_relay_server import Client, Writer, with_relay
+from tests.support.processes import HOST, wait_until
+from tests.support.relay_client import Client, Writer, with_relay
 from tiendasync import Replica
 from tiendasync.errors import UnreachableRelay
 from tiendasync.protocol import (
@@ -43,7 +43,7 @@ from tiendasync.protocol.statevector import decode_state_vector
 from tiendasync.relay import RelayServer, SqliteRelayStore
 from tiendasync.relay.admin import AdminHTTPServer
 from tiendasync.relay.auth import issue_token, token_id_of
-from tiendasync.relay.core import RateLimits, RelayCore, TokenBucket
+from tiendasync.relay.core import RateLimits, RelayCore, RelaySession, TokenBucket
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 import contextlib
@@ -309,7 +309,7 @@ def test_forged_writes_are_never_accepted(tmp_path: Path) -> None:
             elif kind == "unregistered":
                 data = Writer(rng.randrange(1000, 2**31)).set(f"forged{i}", i)
             elif kind == "mixed":  # own items and a foreign one in one update
-                mix = pycrdt.Doc(client_id=22)
+                mix: pycrdt.Doc[Any] = pycrdt.Doc(client_id=22)
                 mix.apply_update(honest.doc.get_update())
                 with mix.transaction():
                     mix.get("root", type=pycrdt.Map)[f"own{i}"] = i
@@ -503,7 +503,7 @@ def test_errors_reveal_nothing_internal(tmp_path: Path) -> None:
             # a bug inside the core: "internal error", nothing more
             real = server.core._on_update
 
-            def boom(*args: Any) -> None:
+            def boom(session: RelaySession, doc: str, data: bytes) -> None:
                 raise RuntimeError("secret detail /srv/secret")
 
             server.core._on_update = boom  # type: ignore[method-assign]

@@ -60,7 +60,7 @@ class CapturedDoc:
         self._local_start: int | None = None
         self._sub = self.doc.observe(self._on_update)
 
-    def _on_update(self, event: Any) -> None:
+    def _on_update(self, event: pycrdt.TransactionEvent) -> None:
         update = bytes(event.update)
         if self._local_start is not None and update and update != b"\x00\x00":
             self.outbox.append(LocalUpdate(self.client_id, self._local_start, update))

@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pycrdt
 
@@ -61,6 +62,7 @@ from tiendasync.relay.core import PendingWrite, RelayCore, RelaySession
 from tiendasync.relay.docs import DocCache, compact
 from tiendasync.relay.storage import SqliteRelayStore
 from tiendasync.store.sync_session import ReplicaSync
+from tiendasync.store.synclog import finish_session, start_session
 
 __all__ = [
     "DOWN",
@@ -114,6 +116,9 @@ class SimClock:
     def tick(self, ms: int = 1) -> None:
         self.ms += ms
 
+    def seconds(self) -> float:
+        return self.ms / 1000
+
 
 def replica_snapshot(r: Replica, locations: list[str] | None = None) -> dict[str, Any]:
     """What must be identical everywhere after healing.
@@ -126,8 +131,8 @@ def replica_snapshot(r: Replica, locations: list[str] | None = None) -> dict[str
     stock: dict[str, dict[str, int]] = {}
     for loc in locs:
         name = stock_doc(loc)
-        if name in r._docs:
-            levels = dict(r._docs.view(name, PNCounter).items())
+        if name in r.core.docs:
+            levels = dict(r.core.docs.view(name, PNCounter).items())
             stock[loc] = {k: v for k, v in sorted(levels.items())}
         else:
             stock[loc] = {}
@@ -142,7 +147,7 @@ def replica_snapshot(r: Replica, locations: list[str] | None = None) -> dict[str
 
 def unacknowledged(r: Replica) -> list[tuple[int, str, int, int]]:
     """(entry id, doc, client id, clock) of every queue entry not acknowledged yet."""
-    rows = r._store.conn.execute(
+    rows = r.core.storage.conn.execute(
         "SELECT q.id, c.doc, c.client_id, c.clock FROM queue q JOIN queue_clocks c "
         "ON c.entry_id = q.id WHERE q.status IN ('pending', 'sent') AND c.acked = 0 "
         "ORDER BY q.id"
@@ -150,7 +155,7 @@ def unacknowledged(r: Replica) -> list[tuple[int, str, int, int]]:
     return [(int(i), str(d), int(c), int(k)) for i, d, c, k in rows]
 
 
-def doc_content(doc: Any) -> dict[str, Any]:
+def doc_content(doc: pycrdt.Doc[Any]) -> dict[str, Any]:
     """The raw root map of a pycrdt doc (every slot, tombstones and pruned slots aside)."""
     return dict(doc.get(ROOT, type=pycrdt.Map).to_py() or {})
 
@@ -159,7 +164,7 @@ def replica_docs(r: Replica) -> dict[str, dict[str, Any]]:
     """Raw content of every document a replica holds (non-empty ones)."""
     out = {}
     for name in r.doc_names():
-        content = doc_content(r._docs.doc(name))
+        content = doc_content(r.core.docs.doc(name))
         if content:
             out[name] = content
     return out
@@ -380,14 +385,9 @@ class SimNet:
     @contextlib.contextmanager
     def _ids(self) -> Iterator[None]:
         """Yjs client ids drawn from our seeded generator while replicas open."""
-        saved = replica_module.secrets
-        replica_module.secrets = types.SimpleNamespace(  # type: ignore[assignment]
-            randbelow=self.rng.randrange
-        )
-        try:
+        seeded = types.SimpleNamespace(randbelow=self.rng.randrange)
+        with mock.patch.object(replica_module, "secrets", seeded):
             yield
-        finally:
-            replica_module.secrets = saved
 
     def _log(self, text: str) -> None:
         self.trace.append(text)
@@ -422,7 +422,7 @@ class SimNet:
         node = self.nodes[name]
         for link in self.links_of(name):
             self._break(link, "replica crashed")
-        node.replica._store.close()  # the OS closes the file; nothing else runs
+        node.replica.core.storage.close()  # the OS closes the file; nothing else runs
         with self._ids():
             node.replica = Replica.open(
                 node.path, durability=self.durability, wall_clock=self.clock
@@ -495,7 +495,9 @@ class SimNet:
             full, node.full_next = node.full_next, False
         r = node.replica
         self._link_ids += 1
-        sync = ReplicaSync(r, node.token, relay=RELAY_URL, full=full, live=live)
+        sync = ReplicaSync(
+            r, node.token, relay=RELAY_URL, full=full, live=live, clock=self.clock.seconds
+        )
         session = self.relay.core.new_session()
         link = Link(self._link_ids, node, sync, session, live)
         self.links.append(link)
@@ -503,10 +505,10 @@ class SimNet:
         node.link = link
         if live:
             link.unsubscribe = r.on_local_update(lambda updates: self._on_local(link, updates))
-        link.log_id = r.log._start(
-            RELAY_URL, "full" if full else ("continuous" if live else "once")
+        link.log_id = start_session(
+            r.core, RELAY_URL, "full" if full else ("continuous" if live else "once")
         )
-        r._set_connection_state("connecting")
+        r.core.set_connection_state("connecting")
         sync.start()
         self._pull_replica(link)
         self._log(f"connect {name} #{link.id} live={live} full={full}")
@@ -726,7 +728,7 @@ class SimNet:
 
     def _finish_replica(self, link: Link) -> None:
         r = link.node.replica
-        if r._closed or r is not link.sync.replica:
+        if r.core.closed or r is not link.sync.replica:
             return
         report = link.sync.report
         error = (
@@ -734,9 +736,10 @@ class SimNet:
             if link.outcome in ("ok", None) or link.outcome.startswith("resync")
             else link.outcome
         )
-        r._set_connection_state("offline", error)
+        r.core.set_connection_state("offline", error)
         if link.log_id is not None:
-            r.log._finish(
+            finish_session(
+                r.core,
                 link.log_id,
                 "error" if error else "ok",
                 docs=report.docs,

@@ -1,0 +1,177 @@
+"""A replica's end of the sync protocol over real websockets, for relay tests.
+
+:class:`Writer` makes the Yjs updates a replica would send, :class:`Client`
+speaks the protocol to a relay (a :class:`~tiendasync.protocol.ReplicaConnection`
+over a websockets client) and :func:`with_relay` runs an async scenario against a
+fresh :class:`~tiendasync.relay.RelayServer` on 127.0.0.1 (port 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pycrdt
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tiendasync.protocol import Event, ReplicaConnection, Synced, UpdateReceived, Welcome
+from tiendasync.relay import RelayServer, SqliteRelayStore
+from tiendasync.relay.auth import issue_token
+
+__all__ = ["Client", "Scenario", "Writer", "run", "with_relay"]
+
+E = TypeVar("E", bound=Event)
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    """Run ``coro`` to completion on a fresh event loop, within 20 s."""
+    return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+class Writer:
+    """A pycrdt doc whose per-transaction updates are kept, as a replica sends them."""
+
+    def __init__(self, client_id: int) -> None:
+        self.doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=client_id)
+        self.updates: list[bytes] = []
+        self._local = False
+        self.doc.observe(self._capture)
+
+    def _capture(self, event: pycrdt.TransactionEvent) -> None:
+        if self._local:
+            self.updates.append(bytes(event.update))
+
+    def set(self, key: str, value: Any) -> bytes:
+        self._local = True
+        try:
+            with self.doc.transaction():
+                self.doc.get("root", type=pycrdt.Map)[key] = value
+        finally:
+            self._local = False
+        return self.updates[-1]
+
+    def root(self) -> dict[str, Any]:
+        return dict(self.doc.get("root", type=pycrdt.Map).to_py() or {})
+
+
+class Client:
+    """A replica's end of the sync protocol over a websockets client."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.conn = ReplicaConnection()
+        self.events: list[Event] = []
+
+    @classmethod
+    async def open(
+        cls,
+        port: int,
+        *,
+        tenant: str = "acme",
+        replica: str,
+        token: str,
+        client_id: int,
+        svs: dict[str, bytes] | None = None,
+        full: bool = False,
+        past: tuple[int, ...] = (),
+    ) -> Client:
+        ws = await connect(f"ws://127.0.0.1:{port}/sync", max_size=None)
+        client = cls(ws)
+        client.conn.hello(
+            tenant=tenant,
+            replica_id=replica,
+            token=token,
+            client_id=client_id,
+            state_vectors=svs or {},
+            full=full,
+            past_client_ids=past,
+        )
+        await ws.send(client.conn.data_to_send())
+        return client
+
+    async def _pump(self) -> None:
+        data = await self.ws.recv()
+        assert isinstance(data, bytes)
+        self.conn.receive_data(data)
+        self.events.extend(self.conn.events())
+
+    async def wait_for(self, kind: type[E], timeout: float = 5.0) -> E:
+        async def loop() -> E:
+            while True:
+                for i, ev in enumerate(self.events):
+                    if isinstance(ev, kind):
+                        del self.events[: i + 1]
+                        return ev
+                await self._pump()
+
+        return await asyncio.wait_for(loop(), timeout)
+
+    async def until_synced(self) -> tuple[Welcome, list[UpdateReceived]]:
+        welcome = await self.wait_for(Welcome)
+        diffs: list[UpdateReceived] = []
+        while True:
+            while not self.events:
+                await asyncio.wait_for(self._pump(), 5)
+            ev = self.events.pop(0)
+            if isinstance(ev, Synced):
+                return welcome, diffs
+            assert isinstance(ev, UpdateReceived), ev
+            diffs.append(ev)
+
+    async def quiet(self, seconds: float = 0.2) -> list[Event]:
+        """Whatever arrives within ``seconds``."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drain_forever(), seconds)
+        out, self.events = self.events, []
+        return out
+
+    async def _drain_forever(self) -> None:
+        while True:
+            await self._pump()
+
+    async def send_update(self, doc: str, data: bytes) -> None:
+        self.conn.send_update(doc, data)
+        await self.ws.send(self.conn.data_to_send())
+
+    async def closed(self, timeout: float = 5.0) -> tuple[int | None, str]:
+        async def loop() -> None:
+            try:
+                while True:
+                    await self._pump()
+            except ConnectionClosed:
+                return
+
+        await asyncio.wait_for(loop(), timeout)
+        return self.ws.close_code, self.ws.close_reason or ""
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+Scenario = Callable[[RelayServer, SqliteRelayStore, dict[str, str]], Awaitable[Any]]
+
+
+def with_relay(tmp_path: Path, scenario: Scenario, **server_args: Any) -> Any:
+    """Run ``scenario(server, store, tokens)`` against a fresh relay on port 0."""
+    store = SqliteRelayStore(str(tmp_path / "relay.db"))
+    tokens = {
+        name: issue_token(store, tenant=tenant, replica_id=name)
+        for tenant, name in (("acme", "t1"), ("acme", "t2"), ("acme", "t3"), ("globex", "g1"))
+    }
+
+    async def main() -> Any:
+        server = RelayServer(store, host="127.0.0.1", port=0, **server_args)
+        await server.start()
+        try:
+            return await scenario(server, store, tokens)
+        finally:
+            await server.stop()
+
+    try:
+        return run(main())
+    finally:
+        store.close()
