@@ -38,6 +38,10 @@ log = logging.getLogger("tiendasync.store.client")
 #: and dropping the connection then only makes the storm longer.
 KEEPALIVE_TIMEOUT_S = 60.0
 
+#: How often a live session looks for writes that other processes sharing the
+#: store file committed (a POS worker selling while this process syncs).
+OTHER_PROCESSES_POLL_S = 0.5
+
 
 class _Resync(Exception):
     """The relay asked for a (full) sync: end this session and start another."""
@@ -168,10 +172,13 @@ async def _converse(
     await _send(ws, sync)
     receiver: asyncio.Task[Any] = asyncio.create_task(ws.recv())
     local: asyncio.Task[Any] | None = asyncio.create_task(outbox.get()) if sync.live else None
+    poller: asyncio.Task[Any] | None = (
+        asyncio.create_task(asyncio.sleep(OTHER_PROCESSES_POLL_S)) if sync.live else None
+    )
     stopper = asyncio.create_task(stop.wait()) if stop is not None else None
     try:
         while True:
-            waiting = {t for t in (receiver, local, stopper) if t is not None}
+            waiting = {t for t in (receiver, local, stopper, poller) if t is not None}
             done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if stopper is not None and stopper in done:
                 sync.stop()
@@ -184,22 +191,37 @@ async def _converse(
                 sync.send_local(batch)
                 await _send(ws, sync)
                 local = asyncio.create_task(outbox.get())
+            if poller is not None and poller in done:
+                await _poll_other_processes(ws, sync)
+                poller = asyncio.create_task(asyncio.sleep(OTHER_PROCESSES_POLL_S))
             if receiver in done:
-                sync.receive_data(receiver.result())
-                await _send(ws, sync)
-                if sync.error is not None:
-                    if sync.conn.close_code not in (None, 1000):
-                        await ws.close(sync.conn.close_code or 1002, sync.conn.close_reason[:120])
-                    raise sync.error
-                if sync.resync is not None:
-                    raise _Resync(sync.resync)
-                if sync.done:
+                if await _on_message(ws, sync, receiver.result()):
                     return
                 receiver = asyncio.create_task(ws.recv())
     finally:
-        for task in (receiver, local, stopper):
+        for task in (receiver, local, stopper, poller):
             if task is not None:
                 task.cancel()
+
+
+async def _poll_other_processes(ws: ClientConnection, sync: ReplicaSync) -> None:
+    sync.send_others(sync.core.refresh())
+    await _send(ws, sync)
+    if sync.resync is not None:
+        raise _Resync(sync.resync)
+
+
+async def _on_message(ws: ClientConnection, sync: ReplicaSync, data: bytes | str) -> bool:
+    """Feed one relay message to the session; True once a one-shot session is done."""
+    sync.receive_data(data)
+    await _send(ws, sync)
+    if sync.error is not None:
+        if sync.conn.close_code not in (None, 1000):
+            await ws.close(sync.conn.close_code or 1002, sync.conn.close_reason[:120])
+        raise sync.error
+    if sync.resync is not None:
+        raise _Resync(sync.resync)
+    return sync.done
 
 
 def sync_once(

@@ -46,7 +46,7 @@ from tiendasync.model.docnames import (
     parse_doc,
     stock_doc,
 )
-from tiendasync.model.hlc import HLC
+from tiendasync.model.hlc import HLC, Timestamp
 from tiendasync.model.names import check_name
 from tiendasync.store.docset import DocSet
 from tiendasync.store.indexing import ChangeIndex
@@ -104,6 +104,8 @@ class ReplicaCore:
         self.changes = ChangeIndex(storage, self.docs)
         self._wall = wall
         self._closed = False
+        self._depth = 0
+        self._data_version = storage.data_version()
         self._log_counts: dict[str, int] = {}
         self._update_listeners: list[UpdateListener] = []
         self._status_listeners: list[Callable[[], None]] = []
@@ -126,16 +128,72 @@ class ReplicaCore:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the replica's lock; :class:`ReplicaClosed` if it is closed."""
+        """Hold the replica's lock, with what other processes committed folded in.
+
+        :class:`ReplicaClosed` if the replica is closed.
+        """
         with self.lock:
             self.check_open()
-            yield
+            if self._depth == 0:
+                self._fold_in_others()
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """Hold the lock and run one durable SQLite transaction (StorageError if it fails)."""
-        with self.locked(), self.storage.write() as conn:
+        with self.locked(), self._durable() as conn:
             yield conn
+
+    @contextmanager
+    def _durable(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction that first folds in other processes' commits.
+
+        Holding SQLite's write lock, nobody else can append meanwhile: when it
+        commits, memory holds every update of the log (a compaction may then
+        snapshot memory safely).
+        """
+        with self.storage.write() as conn:
+            self._fold_in_others(in_write=True)
+            yield conn
+            self.docs.caught_up()
+
+    # -- several processes, one file -----------------------------------------------
+
+    def refresh(self) -> list[tuple[str, bytes]]:
+        """Fold in other processes' commits now; returns their local writes ``(doc, update)``.
+
+        The sync daemon calls this periodically to stream what POS processes
+        sharing the file wrote.
+        """
+        with self.lock:
+            self.check_open()
+            return [
+                (doc, data) for doc, data, origin in self._fold_in_others() if origin == "local"
+            ]
+
+    def _fold_in_others(self, *, in_write: bool = False) -> list[tuple[str, bytes, str]]:
+        version = self.storage.data_version()
+        if version == self._data_version:
+            return []
+        self._data_version = version
+        with self.storage.read():
+            applied = self.docs.catch_up()
+            self.cached_config = StoreConfig.from_dict(self.storage.get_json("config") or {})
+            saved = self.storage.get_meta("hlc")
+        if saved is not None:
+            self._observe_saved_clock(saved)
+        return applied
+
+    def _observe_saved_clock(self, saved: str) -> None:
+        """Another process of this replica wrote with this clock: never go back before it."""
+        try:
+            self.hlc.observe(Timestamp.decode(saved))
+        except (ClockError, InvalidArgument, ValueError) as exc:
+            log.warning("ignoring the saved clock %r: %s", saved, exc)
 
     def now(self) -> float:
         """Wall-clock seconds (the replica's injected clock), for record timestamps."""
@@ -237,7 +295,7 @@ class ReplicaCore:
                 captured = self.docs.drain()
                 if not captured:
                     return result
-                with self.storage.write() as conn:
+                with self._durable() as conn:
                     for doc, data in captured:
                         self.storage.log_update(doc, data, "local")
                     clocks = {
@@ -288,7 +346,7 @@ class ReplicaCore:
                     return 0
                 for doc in dict.fromkeys(doc for doc, _ in updates):
                     self._observe_remote_clock(doc)
-                with self.storage.write():
+                with self._durable():
                     for name, data in captured:
                         self.storage.log_update(name, data, "remote")
                     self.docs.persist_held()
@@ -335,9 +393,8 @@ class ReplicaCore:
         with self.locked():
             names = [doc] if doc is not None else self.docs.loaded()
             for name in names:
-                snapshot = self.docs.diff(name)
-                with self.storage.write():
-                    self.storage.compact_doc(name, snapshot)
+                with self._durable():
+                    self.storage.compact_doc(name, self.docs.diff(name))
                 self._log_counts[name] = 0
 
     def reload(self) -> None:

@@ -40,6 +40,10 @@ class DocSet:
         self._held: dict[str, list[tuple[int | None, bytes]]] = {}
         self._released: list[int] = []
         self._known: dict[str, str] = dict(store.doc_names())
+        #: Every update with a log sequence number up to this one is in every
+        #: loaded doc (other processes append to the same log; see :meth:`catch_up`).
+        self._seen = store.max_seq()
+        self._catching_up = False
         self.on_new_doc: Callable[[str], None] | None = None
 
     # -- documents -----------------------------------------------------------
@@ -58,7 +62,8 @@ class DocSet:
             return doc
         data_type = data_type_of(name)
         doc = pycrdt.Doc(client_id=self.client_id)
-        snapshot, updates = self._store.doc_history(name)
+        with self._store.read():
+            snapshot, updates, _ = self._store.doc_history(name)
         with doc.transaction(origin="load"):
             if snapshot is not None:
                 doc.apply_update(snapshot)
@@ -170,6 +175,8 @@ class DocSet:
     # -- capture -------------------------------------------------------------
 
     def _capture(self, name: str, event: Any) -> None:
+        if self._catching_up:
+            return  # another process's update: already in the log
         update = bytes(event.update)
         if update and update != b"\x00\x00":
             self._captured.append((name, update))
@@ -190,6 +197,41 @@ class DocSet:
         self._held.clear()
         self._released.clear()
         self._known = dict(self._store.doc_names())
+        self._seen = self._store.max_seq()
 
     def loaded(self) -> list[str]:
         return list(self._docs)
+
+    # -- several processes, one file ---------------------------------------------
+
+    def caught_up(self) -> None:
+        """Every update logged so far is in memory (we just wrote, inside a caught-up write)."""
+        self._seen = self._store.max_seq()
+
+    def catch_up(self) -> list[tuple[str, bytes, str]]:
+        """Fold in what other processes committed to the log since we last looked.
+
+        Call inside a read or write of the store.  Returns ``(doc, update,
+        origin)`` of the updates applied to loaded documents (a document
+        another process compacted is re-read from its snapshot: merging it
+        again is harmless, as is an update merged twice).  Documents not
+        loaded yet read everything when they load.
+        """
+        self._known.update(self._store.doc_names())
+        upto = self._store.max_seq()
+        if upto <= self._seen:
+            return []
+        applied: list[tuple[str, bytes, str]] = []
+        self._catching_up = True
+        try:
+            for name, snapshot, _ in self._store.snapshots_after(self._seen):
+                if name in self._docs:
+                    self._apply_now(name, self._docs[name], snapshot)
+            for _, name, data, origin in self._store.updates_after(self._seen):
+                if name in self._docs:
+                    self._apply_now(name, self._docs[name], data)
+                    applied.append((name, data, origin))
+        finally:
+            self._catching_up = False
+        self._seen = upto
+        return applied

@@ -40,6 +40,7 @@ from tiendasync.protocol import (
     Welcome,
 )
 from tiendasync.protocol.statevector import decode_state_vector, encode_state_vector
+from tiendasync.protocol.yjs_update import MalformedUpdate, parse_update
 
 if TYPE_CHECKING:
     from tiendasync.store.replica import Replica
@@ -69,6 +70,14 @@ class SyncReport:
         out = dict(self.__dict__)
         out["received_docs"] = sorted(self.received_docs)
         return out
+
+
+def writers_of(update: bytes) -> set[int]:
+    """The client ids whose items ``update`` carries (none for a malformed one)."""
+    try:
+        return {s.client for s in parse_update(update).structs if s.length}
+    except MalformedUpdate:
+        return set()
 
 
 class ReplicaSync:
@@ -171,6 +180,21 @@ class ReplicaSync:
             self.conn.send_update(doc, data)
             self.report.updates_sent += 1
         self._mark_sent()
+
+    def send_others(self, updates: list[tuple[str, bytes]]) -> None:
+        """Stream local writes that other processes sharing the file committed.
+
+        Their writer ids must have been announced in this session's HELLO; a
+        process opened since then has a new id, so the session asks for a new
+        one (:attr:`resync`), whose catch-up carries those writes.
+        """
+        if not updates:
+            return
+        writers = {w for _, data in updates for w in writers_of(data)}
+        if not writers <= self.own_ids:
+            self.resync = False
+            return
+        self.send_local(updates)
 
     def stop(self, reason: str = "stopping") -> None:
         self.conn.bye(reason)

@@ -127,13 +127,14 @@ class ReplicaStore:
             "INSERT OR IGNORE INTO docs (name, data_type) VALUES (?, ?)", (name, data_type)
         )
 
-    def doc_history(self, name: str) -> tuple[bytes | None, list[bytes]]:
-        """The snapshot of ``name`` and the updates logged after it, oldest first."""
+    def doc_history(self, name: str) -> tuple[bytes | None, list[bytes], int]:
+        """The snapshot of ``name``, the updates logged after it (oldest first), and the
+        highest update sequence number they cover (call inside a read or write)."""
         row = self.conn.execute(
             "SELECT snapshot, snapshot_seq FROM docs WHERE name = ?", (name,)
         ).fetchone()
         if row is None:
-            return None, []
+            return None, [], self.max_seq()
         snapshot, since = row
         updates = [
             bytes(data)
@@ -141,12 +142,55 @@ class ReplicaStore:
                 "SELECT data FROM updates WHERE doc = ? AND seq > ? ORDER BY seq", (name, since)
             )
         ]
-        return (bytes(snapshot) if snapshot is not None else None), updates
+        return (bytes(snapshot) if snapshot is not None else None), updates, self.max_seq()
 
-    def log_update(self, doc: str, data: bytes, origin: str) -> None:
-        self.conn.execute(
+    def log_update(self, doc: str, data: bytes, origin: str) -> int:
+        """Append an update to the shared log; returns its sequence number."""
+        cur = self.conn.execute(
             "INSERT INTO updates (doc, data, origin) VALUES (?, ?, ?)", (doc, data, origin)
         )
+        return int(cur.lastrowid or 0)
+
+    def max_seq(self) -> int:
+        """The highest sequence number ever given to an update of this file."""
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'updates'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def data_version(self) -> int:
+        """Changes whenever another connection (another process) commits to the file."""
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def snapshots_after(self, seq: int) -> list[tuple[str, bytes, int]]:
+        """``(doc, snapshot, snapshot seq)`` of documents compacted past ``seq``."""
+        rows = self.conn.execute(
+            "SELECT name, snapshot, snapshot_seq FROM docs "
+            "WHERE snapshot_seq > ? AND snapshot IS NOT NULL",
+            (seq,),
+        ).fetchall()
+        return [(str(n), bytes(s), int(q)) for n, s, q in rows]
+
+    def updates_after(self, seq: int) -> list[tuple[int, str, bytes, str]]:
+        """``(seq, doc, update, origin)`` of every update logged after ``seq``, in order."""
+        rows = self.conn.execute(
+            "SELECT seq, doc, data, origin FROM updates WHERE seq > ? ORDER BY seq", (seq,)
+        ).fetchall()
+        return [(int(q), str(d), bytes(b), str(o)) for q, d, b, o in rows]
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        """A consistent read of several statements (nested inside a write: the write's)."""
+        if self.conn.in_transaction:
+            yield
+            return
+        try:
+            self.conn.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read {self.path}: {exc}") from exc
+        try:
+            yield
+        finally:
+            if self.conn.in_transaction:
+                self.conn.execute("COMMIT")
 
     def updates_since_snapshot(self, doc: str) -> int:
         row = self.conn.execute(
@@ -157,9 +201,12 @@ class ReplicaStore:
         return int(row[0])
 
     def compact_doc(self, doc: str, snapshot: bytes) -> None:
-        """Replace the log of ``doc`` by ``snapshot`` (call inside ``write``)."""
-        row = self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM updates").fetchone()
-        upto = int(row[0])
+        """Replace the log of ``doc`` by ``snapshot`` (call inside ``write``).
+
+        ``snapshot`` must hold every update of ``doc`` logged so far (by any
+        process): the caller caught up inside this same write transaction.
+        """
+        upto = self.max_seq()
         self.conn.execute(
             "UPDATE docs SET snapshot = ?, snapshot_seq = ? WHERE name = ?", (snapshot, upto, doc)
         )
