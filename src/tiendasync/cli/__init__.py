@@ -2,7 +2,9 @@
 
 Each family of sub-commands lives in its own module and registers itself
 here: ``relay`` (tiendasync.cli.relay), and the store-side commands
-(tiendasync.cli.store).
+(tiendasync.cli.store, one module per command).  Every command ends with
+the one exit-code policy of :mod:`tiendasync.cli.exits`: an error is one
+``tiendasync: error: ...`` line and its family's ``exit_code``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 from tiendasync import __version__
 from tiendasync.cli import relay as relay_commands
 from tiendasync.cli import store as store_commands
+from tiendasync.cli.exits import INTERRUPTED, report
 from tiendasync.errors import TiendaSyncError
 
 __all__ = ["build_parser", "main"]
@@ -45,8 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
         return code
-    except TiendaSyncError as exc:
-        print(f"tiendasync: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    except TiendaSyncError as exc:  # raised outside a guarded handler
+        return report(exc)
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED

@@ -7,6 +7,11 @@
     tiendasync relay token add --db relay.db --admin
     tiendasync relay token list --db relay.db [--json]
     tiendasync relay token revoke --db relay.db ID
+    tiendasync relay sync-now --replica tienda-1 [--full] --token ADMIN_TOKEN
+
+Every handler runs under the one exit-code guard (:mod:`tiendasync.cli.exits`):
+``sync-now`` exits 3 when the admin API refuses the token, 1 when it cannot
+be reached or answers with another error.
 """
 
 from __future__ import annotations
@@ -20,13 +25,15 @@ import os
 import signal
 import ssl
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
 
-from tiendasync.errors import InvalidArgument
+from tiendasync.cli.common import Commands
+from tiendasync.cli.exits import guard
+from tiendasync.cli.tables import format_time
+from tiendasync.errors import AuthError, InvalidArgument, SyncError, Unauthorized, UnreachableRelay
 from tiendasync.relay.admin import AdminHTTPServer, RelayAdmin
 from tiendasync.relay.auth import issue_token
 from tiendasync.relay.central import CENTRAL_REPLICA_ID
@@ -39,7 +46,7 @@ __all__ = ["register"]
 log = logging.getLogger("tiendasync.relay")
 
 
-def register(commands: Any) -> None:
+def register(commands: Commands) -> None:
     """Add ``relay`` to the ``tiendasync`` sub-commands."""
     relay = commands.add_parser(
         "relay",
@@ -115,7 +122,7 @@ def register(commands: Any) -> None:
         help="load app-defined invariants (an invariant or a list of them) "
         "from an importable module; repeatable",
     )
-    relay.set_defaults(handler=_run)
+    relay.set_defaults(handler=guard(_run))
     sub = relay.add_subparsers(dest="relay_command", metavar="{token,sync-now}")
 
     now = sub.add_parser(
@@ -133,7 +140,7 @@ def register(commands: Any) -> None:
         help="the relay's admin API (default http://127.0.0.1:8766)",
     )
     now.add_argument("--token", default=None, help="admin token (default: $TIENDASYNC_ADMIN_TOKEN)")
-    now.set_defaults(handler=_sync_now)
+    now.set_defaults(handler=guard(_sync_now))
 
     token = sub.add_parser("token", help="add, list or revoke access tokens")
     tokens = token.add_subparsers(dest="token_command", metavar="{add,list,revoke}", required=True)
@@ -143,17 +150,17 @@ def register(commands: Any) -> None:
     add.add_argument("--tenant", help="tenant of the replica token")
     add.add_argument("--replica", help="replica id the token is bound to")
     add.add_argument("--admin", action="store_true", help="an admin token (no tenant)")
-    add.set_defaults(handler=_token_add)
+    add.set_defaults(handler=guard(_token_add))
 
     lst = tokens.add_parser("list", help="list tokens (never their secrets)")
     lst.add_argument("--db", dest="token_db", default=None, help="relay database")
     lst.add_argument("--json", action="store_true", help="print JSON")
-    lst.set_defaults(handler=_token_list)
+    lst.set_defaults(handler=guard(_token_list))
 
     rev = tokens.add_parser("revoke", help="revoke a token by its id")
     rev.add_argument("--db", dest="token_db", default=None, help="relay database")
     rev.add_argument("id", help="token id (as shown by token list)")
-    rev.set_defaults(handler=_token_revoke)
+    rev.set_defaults(handler=guard(_token_revoke))
 
 
 def _db(args: argparse.Namespace) -> str:
@@ -180,20 +187,27 @@ def _sync_now(args: argparse.Namespace) -> int:
         with urllib.request.urlopen(request, timeout=10) as response:
             json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read()).get("error", exc.reason)
-        except ValueError:
-            message = exc.reason
-        print(f"tiendasync: error: {message}", file=sys.stderr)
-        return 1
+        raise _refusal(exc) from None
     except OSError as exc:
-        print(
-            f"tiendasync: error: cannot reach the admin API at {args.admin_url}: {exc}",
-            file=sys.stderr,
-        )
-        return 1
+        raise UnreachableRelay(f"cannot reach the admin API at {args.admin_url}: {exc}") from exc
     print(f"asked {args.replica} to sync now{' (full)' if args.full else ''}")
     return 0
+
+
+def _refusal(exc: urllib.error.HTTPError) -> SyncError:
+    """The admin API's error answer as an error: refused credentials, else a failed request.
+
+    A refused admin token is an :class:`AuthError` (exit 3, re-authenticate);
+    any other answer (no such replica, not connected...) a :class:`SyncError`
+    (exit 1), with the API's own message.
+    """
+    try:
+        message = json.loads(exc.read()).get("error", exc.reason)
+    except ValueError:
+        message = exc.reason
+    if exc.code == Unauthorized.http_status:
+        return AuthError(message)
+    return SyncError(message)
 
 
 def _load_invariants(specs: list[str]) -> list[Any]:
@@ -228,10 +242,6 @@ def _token_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fmt_time(ts: float | None) -> str:
-    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-
-
 def _token_list(args: argparse.Namespace) -> int:
     with SqliteRelayStore(_db(args)) as store:
         records = store.list_tokens()
@@ -242,8 +252,8 @@ def _token_list(args: argparse.Namespace) -> int:
     for r in records:
         print(
             f"{r.id:<14} {r.tenant or '-':<16} {r.replica_id or '-':<20} "
-            f"{'yes' if r.admin else 'no':<5} {_fmt_time(r.created_at):<19} "
-            f"{_fmt_time(r.revoked_at)}"
+            f"{'yes' if r.admin else 'no':<5} {format_time(r.created_at):<19} "
+            f"{format_time(r.revoked_at)}"
         )
     return 0
 
