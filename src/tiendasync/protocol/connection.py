@@ -1,38 +1,79 @@
-"""What both protocol roles share: decoding, buffering, failing."""
+"""What both protocol roles share: decoding, the transition tables, document aliases, failing."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 from tiendasync.errors import LocalProtocolError, RemoteProtocolError
-from tiendasync.protocol.events import ConnectionClosed, Event, ProtocolFailure
-from tiendasync.protocol.frames import (
-    CLOSE_NORMAL,
+from tiendasync.protocol.codes import (
     MAX_DOCS_PER_HELLO,
     MAX_FRAME_BYTES,
-    FrameDecoder,
+    MAX_REASON,
+    PROTOCOL_VERSION,
+    CloseCode,
     FrameType,
-    encode,
+)
+from tiendasync.protocol.events import (
+    Ack,
+    ConnectionClosed,
+    Event,
+    Hello,
+    ProtocolFailure,
+    Synced,
+    SyncRequested,
+    UpdateReceived,
+    Welcome,
+)
+from tiendasync.protocol.frames import (
+    AckFrame,
+    ByeFrame,
+    DocRef,
+    ErrorFrame,
+    Frame,
+    FrameDecoder,
+    HelloFrame,
+    SyncNowFrame,
+    UpdateFrame,
+    WelcomeFrame,
+)
+from tiendasync.protocol.transitions import (
+    CLOSED,
+    INITIAL,
+    RECEIVE,
+    SEND,
+    Role,
+    State,
+    allowed_send_states,
 )
 
 __all__ = ["Connection"]
 
 
 class Connection:
-    """Base of the two roles.  Subclasses implement ``_handle(frame_type, fields)``.
+    """Base of the two roles; ``ROLE`` picks the rows of the transition tables.
 
-    ``receive_data`` never raises for bad input: a malformed or unexpected
-    frame becomes a :class:`ProtocolFailure` event, an ERROR frame is queued
-    for the peer, and the connection is closed (further input is ignored).
+    ``receive_data`` never raises for bad input: a malformed frame, or a frame
+    the :data:`~tiendasync.protocol.transitions.RECEIVE` table does not allow
+    in the current state, becomes a :class:`ProtocolFailure` event, an ERROR
+    frame is queued for the peer, and the connection is closed (further input
+    is ignored).  Sending a frame the
+    :data:`~tiendasync.protocol.transitions.SEND` table does not allow raises
+    :class:`LocalProtocolError` (a bug in the caller) and sends nothing.
+
+    ``close_code`` (and ``ProtocolFailure.code``) is always a plain ``int``.
     """
 
-    state: str
+    ROLE: ClassVar[Role]
+
+    state: State
 
     def __init__(self, *, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
         self._decoder = FrameDecoder(max_frame_bytes=max_frame_bytes)
         self._out: list[bytes] = []
         self._events: list[Event] = []
-        self.state = "new"
+        self.state = INITIAL[self.ROLE]
+        self._closed_state = CLOSED[self.ROLE]
         self.close_code: int | None = None
         self.close_reason = ""
         self.bytes_received = 0
@@ -42,7 +83,7 @@ class Connection:
 
     @property
     def closed(self) -> bool:
-        return self.state == "closed"
+        return self.state == self._closed_state
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes received from the peer (any chunking)."""
@@ -51,10 +92,10 @@ class Connection:
         self.bytes_received += len(data)
         try:
             self._decoder.feed(data)
-            for frame_type, fields in self._decoder.frames():
+            for frame in self._decoder.records():
                 if self.closed:
                     return
-                self._dispatch(frame_type, fields)
+                self._receive(frame)
         except RemoteProtocolError as exc:
             self.fail(exc.code, exc.reason)
 
@@ -74,71 +115,145 @@ class Connection:
         """Close because of an error: tell the peer, emit ProtocolFailure."""
         if self.closed:
             return
-        self._send(FrameType.ERROR, code, reason[:1024])
+        self._send(ErrorFrame(int(code), reason[:MAX_REASON]))
         self._close(code, reason)
-        self._events.append(ProtocolFailure(code, reason, remote=remote))
+        self._events.append(ProtocolFailure(int(code), reason, remote=remote))
 
     def bye(self, reason: str = "") -> None:
         """Close normally."""
         if self.closed:
             return
-        self._send(FrameType.BYE, reason[:1024])
-        self._close(CLOSE_NORMAL, reason)
+        self._send(ByeFrame(reason[:MAX_REASON]))
+        self._close(CloseCode.NORMAL, reason)
 
     # -- for subclasses --------------------------------------------------------------
 
-    def _send(self, frame_type: FrameType, *fields: Any) -> None:
-        self._out.append(encode(frame_type, *fields))
+    def _next_state_for_send(self, frame_type: FrameType) -> State:
+        """The state after sending ``frame_type`` now; LocalProtocolError if not allowed."""
+        next_state = SEND.get((self.ROLE, self.state, frame_type))
+        if next_state is None:
+            needs = " or ".join(allowed_send_states(self.ROLE, frame_type))
+            raise LocalProtocolError(f"not allowed in state {str(self.state)!r} (needs {needs})")
+        return next_state
 
-    def _doc_out(self, name: str) -> list[Any] | int:
-        """``[alias, name]`` the first time, the alias after (see ``frames``)."""
+    def _send(self, frame: Frame, next_state: State | None = None) -> None:
+        """Queue ``frame`` and move on per the SEND table.
+
+        ``next_state`` comes from an earlier :meth:`_next_state_for_send` when
+        building the frame has side effects (assigning a document alias) that
+        must not happen for a frame that is not allowed.
+        """
+        if next_state is None:
+            next_state = self._next_state_for_send(frame.TYPE)
+        self._out.append(frame.encode())
+        self.state = next_state
+
+    def _doc_out(self, name: str) -> DocRef:
+        """``(alias, name)`` the first time, the alias after (see ``frames``)."""
         alias = self._names_out.get(name)
         if alias is None:
             alias = self._names_out[name] = len(self._names_out)
-            return [alias, name]
+            return alias, name
         return alias
 
-    def _doc_in(self, value: str | int | tuple[int, str]) -> str:
+    def _doc_in(self, value: DocRef) -> str:
         if isinstance(value, str):  # a plain name: allowed, no alias
             return value
         if isinstance(value, int):
             name = self._names_in.get(value)
             if name is None:
-                raise RemoteProtocolError(f"unknown document alias {value}", 1002)
+                raise RemoteProtocolError(f"unknown document alias {value}", CloseCode.PROTOCOL)
             return name
         alias, name = value
         known = self._names_in.get(alias)
         if known is not None and known != name:
-            raise RemoteProtocolError(f"document alias {alias} redefined", 1002)
+            raise RemoteProtocolError(f"document alias {alias} redefined", CloseCode.PROTOCOL)
         if known is None and len(self._names_in) >= MAX_DOCS_PER_HELLO:
-            raise RemoteProtocolError("too many documents on one connection", 1002)
+            raise RemoteProtocolError("too many documents on one connection", CloseCode.PROTOCOL)
         self._names_in[alias] = name
         return name
 
     def _close(self, code: int, reason: str) -> None:
-        self.state = "closed"
-        self.close_code = code
+        self.state = self._closed_state
+        self.close_code = int(code)
         self.close_reason = reason
 
-    def _require(self, *states: str) -> None:
-        if self.state not in states:
-            raise LocalProtocolError(
-                f"not allowed in state {self.state!r} (needs {' or '.join(states)})"
+    def _receive(self, frame: Frame) -> None:
+        """Apply the RECEIVE table to one well-formed frame."""
+        transition = RECEIVE.get((self.ROLE, self.state, frame.TYPE))
+        if transition is None:
+            raise RemoteProtocolError(
+                f"unexpected {frame.TYPE.name} frame in state {self.state}", CloseCode.PROTOCOL
             )
-
-    def _dispatch(self, frame_type: FrameType, fields: list[Any]) -> None:
-        if frame_type is FrameType.ERROR:
-            code, reason = fields
-            self._close(code, reason)
-            self._events.append(ProtocolFailure(code, reason, remote=True))
-        elif frame_type is FrameType.BYE:
-            self._close(CLOSE_NORMAL, fields[0])
-            self._events.append(ConnectionClosed(fields[0]))
+        event = self._BUILDERS[transition.event](self, frame)
+        if transition.next_state == self._closed_state:
+            self._close(*_close_args(event))
         else:
-            self._handle(frame_type, fields)
+            self.state = transition.next_state
+        self._events.append(event)
 
-    def _handle(self, frame_type: FrameType, fields: list[Any]) -> None:
-        raise NotImplementedError
+    # -- one event builder per event kind of the RECEIVE table -----------------------
+    # A builder turns the frame into its event; it raises RemoteProtocolError
+    # (with the close code) when the frame is well-formed but unacceptable.
 
-    def _unexpected(self, frame_type: FrameType) -> None:
-        raise RemoteProtocolError(f"unexpected {frame_type.name} frame in state {self.state}", 1002)
+    def _on_hello(self, frame: HelloFrame) -> Hello:
+        if frame.version != PROTOCOL_VERSION:
+            raise RemoteProtocolError(
+                f"protocol {frame.version} not supported; relay speaks {PROTOCOL_VERSION}",
+                CloseCode.VERSION,
+            )
+        return Hello(
+            frame.tenant,
+            frame.replica_id,
+            frame.token,
+            frame.client_id,
+            frame.state_vectors,
+            full=frame.full,
+            past_client_ids=frame.past_client_ids,
+        )
+
+    def _on_welcome(self, frame: WelcomeFrame) -> Welcome:
+        if frame.version != PROTOCOL_VERSION:
+            raise RemoteProtocolError(
+                f"relay speaks protocol {frame.version}, we speak {PROTOCOL_VERSION}",
+                CloseCode.VERSION,
+            )
+        return Welcome(frame.session_id, frame.state_vectors, frame.config)
+
+    def _on_update(self, frame: UpdateFrame) -> UpdateReceived:
+        return UpdateReceived(self._doc_in(frame.doc), frame.data)
+
+    def _on_ack(self, frame: AckFrame) -> Ack:
+        return Ack(self._doc_in(frame.doc), frame.client_id, frame.clock)
+
+    def _on_synced(self, frame: Frame) -> Synced:
+        return Synced()
+
+    def _on_sync_now(self, frame: SyncNowFrame) -> SyncRequested:
+        return SyncRequested(frame.full)
+
+    def _on_error(self, frame: ErrorFrame) -> ProtocolFailure:
+        return ProtocolFailure(frame.code, frame.reason, remote=True)
+
+    def _on_bye(self, frame: ByeFrame) -> ConnectionClosed:
+        return ConnectionClosed(frame.reason)
+
+    _BUILDERS: ClassVar[Mapping[type[Event], Callable[[Connection, Any], Event]]] = {
+        Hello: _on_hello,
+        Welcome: _on_welcome,
+        UpdateReceived: _on_update,
+        Ack: _on_ack,
+        Synced: _on_synced,
+        SyncRequested: _on_sync_now,
+        ProtocolFailure: _on_error,
+        ConnectionClosed: _on_bye,
+    }
+
+
+def _close_args(event: Event) -> tuple[int, str]:
+    """Close code and reason for an event that closes the connection."""
+    if isinstance(event, ProtocolFailure):
+        return event.code, event.reason
+    if isinstance(event, ConnectionClosed):
+        return CloseCode.NORMAL, event.reason
+    raise AssertionError(f"{type(event).__name__} does not close a connection")  # pragma: no cover

@@ -20,21 +20,46 @@ SYNC_NOW   7     full                                                   relay ->
 BYE        8     reason                                                 both
 =========  ====  =====================================================  =========
 
+Each frame type is a frozen dataclass (:class:`HelloFrame` ... :class:`ByeFrame`):
+``frame.encode()`` packs it, :func:`decode_frame` checks one unpacked msgpack
+object and returns the record, raising :class:`RemoteProtocolError` (close code
+1002) naming the field that is wrong.  :func:`encode` and :func:`validate` are
+the untyped forms of the same two steps, kept for callers that build or inspect
+raw field lists; both produce the same bytes and fields as the records.
+
 Document names are sent in full once per connection and direction, as
 ``[alias, name]``; after that the sender refers to the document by its alias
 alone (a small integer).  An alias the receiver has not been told is a
 protocol error, so even a lost message can never make an update land in
-the wrong document.
+the wrong document.  A plain name (no alias) is also accepted.
 """
 
 from __future__ import annotations
 
-import enum
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self, TypeAlias
 
 import msgpack
 
 from tiendasync.errors import RemoteProtocolError
+from tiendasync.protocol.codes import (
+    CLOSE_AUTH,
+    CLOSE_FORBIDDEN,
+    CLOSE_INTERNAL,
+    CLOSE_NORMAL,
+    CLOSE_PROTOCOL,
+    CLOSE_RATE_LIMIT,
+    CLOSE_TOO_BIG,
+    CLOSE_VERSION,
+    MAX_DOCS_PER_HELLO,
+    MAX_FRAME_BYTES,
+    MAX_NAME,
+    MAX_REASON,
+    MAX_TOKEN,
+    PROTOCOL_VERSION,
+    CloseCode,
+    FrameType,
+)
 
 __all__ = [
     "CLOSE_AUTH",
@@ -45,100 +70,44 @@ __all__ = [
     "CLOSE_RATE_LIMIT",
     "CLOSE_TOO_BIG",
     "CLOSE_VERSION",
+    "FRAME_CLASSES",
+    "MAX_DOCS_PER_HELLO",
     "MAX_FRAME_BYTES",
     "PROTOCOL_VERSION",
+    "AckFrame",
+    "ByeFrame",
+    "CloseCode",
+    "DocRef",
+    "ErrorFrame",
+    "Frame",
     "FrameDecoder",
     "FrameType",
+    "HelloFrame",
+    "SyncNowFrame",
+    "SyncedFrame",
+    "UpdateFrame",
+    "WelcomeFrame",
+    "decode_frame",
     "encode",
+    "validate",
 ]
 
-PROTOCOL_VERSION = 1
-
-#: Largest single frame accepted (an update of a big catch-up diff fits).
-MAX_FRAME_BYTES = 16 * 1024 * 1024
-MAX_DOCS_PER_HELLO = 10_000
-MAX_NAME = 300
-MAX_TOKEN = 512
-
-# websocket close codes (RFC 6455 + application range)
-CLOSE_NORMAL = 1000
-CLOSE_PROTOCOL = 1002
-CLOSE_TOO_BIG = 1009
-CLOSE_INTERNAL = 1011
-CLOSE_AUTH = 4001
-CLOSE_FORBIDDEN = 4003
-CLOSE_RATE_LIMIT = 4029
-CLOSE_VERSION = 4010
-
-
-class FrameType(enum.IntEnum):
-    HELLO = 1
-    WELCOME = 2
-    UPDATE = 3
-    ACK = 4
-    SYNCED = 5
-    ERROR = 6
-    SYNC_NOW = 7
-    BYE = 8
+#: How a frame names a document: a plain name, an alias named before, or
+#: ``(alias, name)`` declaring an alias (sent as a two-element array).
+DocRef: TypeAlias = str | int | tuple[int, str]
 
 
 def encode(frame_type: FrameType, *fields: Any) -> bytes:
-    """Pack one frame."""
+    """Pack one frame from raw fields (``Frame.encode()`` is the typed form)."""
     packed: bytes = msgpack.packb([int(frame_type), *fields], use_bin_type=True)
     return packed
 
 
-class FrameDecoder:
-    """Incremental decoder: ``feed(bytes)``, then iterate ``frames()``.
-
-    Raises :class:`RemoteProtocolError` (with a close code) on anything that
-    is not a well-formed frame; after that the decoder must be discarded.
-    """
-
-    def __init__(self, *, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
-        self.max_frame_bytes = max_frame_bytes
-        self._unpacker = msgpack.Unpacker(
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            max_buffer_size=max_frame_bytes + 1024,
-            max_bin_len=max_frame_bytes,
-            max_str_len=64 * 1024,
-            max_array_len=MAX_DOCS_PER_HELLO,
-            max_map_len=MAX_DOCS_PER_HELLO,
-            max_ext_len=0,
-        )
-
-    def feed(self, data: bytes) -> None:
-        try:
-            self._unpacker.feed(data)
-        except msgpack.BufferFull as exc:
-            raise RemoteProtocolError("frame too large", CLOSE_TOO_BIG) from exc
-
-    def frames(self) -> list[tuple[FrameType, list[Any]]]:
-        """Every complete frame buffered so far, validated."""
-        out: list[tuple[FrameType, list[Any]]] = []
-        while True:
-            try:
-                obj = next(self._unpacker)
-            except StopIteration:
-                return out
-            except (
-                ValueError,
-                msgpack.ExtraData,
-                msgpack.FormatError,
-                msgpack.StackError,
-                TypeError,
-                RecursionError,
-            ) as exc:
-                raise RemoteProtocolError(
-                    f"malformed frame: {type(exc).__name__} {exc}".strip(), CLOSE_PROTOCOL
-                ) from exc
-            out.append(validate(obj))
+# -- field checks ---------------------------------------------------------------------------
 
 
 def _fail(reason: str) -> RemoteProtocolError:
-    return RemoteProtocolError(reason, CLOSE_PROTOCOL)
+    return RemoteProtocolError(reason, CloseCode.PROTOCOL)
 
 
 def _str(value: Any, what: str, limit: int = MAX_NAME) -> str:
@@ -161,11 +130,11 @@ def _bin(value: Any, what: str) -> bytes:
 
 def _alias(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_DOCS_PER_HELLO:
-        raise _fail("document alias must be an integer below 10000")
+        raise _fail(f"document alias must be an integer below {MAX_DOCS_PER_HELLO}")
     return value
 
 
-def _doc(value: Any) -> str | int | tuple[int, str]:
+def _doc(value: Any) -> DocRef:
     """A document name, ``[alias, name]`` (naming an alias), or an alias named before."""
     if isinstance(value, list):
         if len(value) != 2:
@@ -182,20 +151,233 @@ def _svs(value: Any) -> dict[str, bytes]:
     return {_str(k, "document name"): _bin(v, "state vector") for k, v in value.items()}
 
 
-_ARITY = {
-    FrameType.HELLO: 8,
-    FrameType.WELCOME: 5,
-    FrameType.UPDATE: 3,
-    FrameType.ACK: 4,
-    FrameType.SYNCED: 1,
-    FrameType.ERROR: 3,
-    FrameType.SYNC_NOW: 2,
-    FrameType.BYE: 2,
+# -- typed frames ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """Base of the typed frames.
+
+    ``TYPE`` is the frame's code, ``ARITY`` the number of fields after it.
+    ``fields()`` gives the wire fields in order; ``from_fields`` checks wire
+    fields (already unpacked) and raises :class:`RemoteProtocolError` naming
+    the first bad one.  ``Frame.from_fields(f).fields()`` equals what
+    :func:`validate` returns for the same input.
+    """
+
+    TYPE: ClassVar[FrameType]
+    ARITY: ClassVar[int]
+
+    def fields(self) -> list[Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> Self:
+        raise NotImplementedError
+
+    def encode(self) -> bytes:
+        """The frame's bytes on the wire."""
+        return encode(self.TYPE, *self.fields())
+
+
+@dataclass(frozen=True, slots=True)
+class HelloFrame(Frame):
+    """A replica introduces itself (first frame of a connection)."""
+
+    TYPE: ClassVar[FrameType] = FrameType.HELLO
+    ARITY: ClassVar[int] = 7
+
+    version: int
+    tenant: str
+    replica_id: str
+    token: str
+    client_id: int
+    state_vectors: dict[str, bytes]
+    full: bool = False
+    past_client_ids: tuple[int, ...] = ()
+
+    def fields(self) -> list[Any]:
+        flags = {"full": self.full, "past": list(self.past_client_ids)}
+        return [
+            self.version,
+            self.tenant,
+            self.replica_id,
+            self.token,
+            self.client_id,
+            self.state_vectors,
+            flags,
+        ]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> Self:
+        flags = f[6]
+        if not isinstance(flags, dict):
+            raise _fail("HELLO flags must be a map")
+        past = flags.get("past", [])
+        if not isinstance(past, list):
+            raise _fail("HELLO past client ids must be an array")
+        return cls(
+            _uint(f[0], "version"),
+            _str(f[1], "tenant"),
+            _str(f[2], "replica id"),
+            _str(f[3], "token", MAX_TOKEN),
+            _uint(f[4], "client id"),
+            _svs(f[5]),
+            # Lenient on purpose: any truthy "full" asks for a full sync.
+            full=bool(flags.get("full", False)),
+            past_client_ids=tuple(_uint(c, "past client id") for c in past),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WelcomeFrame(Frame):
+    """The relay accepts a HELLO and tells what it holds."""
+
+    TYPE: ClassVar[FrameType] = FrameType.WELCOME
+    ARITY: ClassVar[int] = 4
+
+    version: int
+    session_id: str
+    state_vectors: dict[str, bytes]
+    config: dict[str, Any] | None = None
+
+    def fields(self) -> list[Any]:
+        return [self.version, self.session_id, self.state_vectors, self.config]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> Self:
+        if f[3] is not None and not isinstance(f[3], dict):
+            raise _fail("WELCOME config must be a map or nil")
+        return cls(_uint(f[0], "version"), _str(f[1], "session id"), _svs(f[2]), f[3])
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateFrame(Frame):
+    """A CRDT update of one document."""
+
+    TYPE: ClassVar[FrameType] = FrameType.UPDATE
+    ARITY: ClassVar[int] = 2
+
+    doc: DocRef
+    data: bytes
+
+    def fields(self) -> list[Any]:
+        return [self.doc, self.data]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> Self:
+        return cls(_doc(f[0]), _bin(f[1], "update"))
+
+
+@dataclass(frozen=True, slots=True)
+class AckFrame(Frame):
+    """The relay durably holds ``doc`` up to ``clock`` of ``client_id``."""
+
+    TYPE: ClassVar[FrameType] = FrameType.ACK
+    ARITY: ClassVar[int] = 3
+
+    doc: DocRef
+    client_id: int
+    clock: int
+
+    def fields(self) -> list[Any]:
+        return [self.doc, self.client_id, self.clock]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> Self:
+        return cls(_doc(f[0]), _uint(f[1], "client id"), _uint(f[2], "clock"))
+
+
+@dataclass(frozen=True, slots=True)
+class SyncedFrame(Frame):
+    """Every catch-up diff of the session has been sent."""
+
+    TYPE: ClassVar[FrameType] = FrameType.SYNCED
+    ARITY: ClassVar[int] = 0
+
+    def fields(self) -> list[Any]:
+        return []
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> Self:
+        return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorFrame(Frame):
+    """The sender closes the connection because of ``code`` (a :class:`CloseCode` or other)."""
+
+    TYPE: ClassVar[FrameType] = FrameType.ERROR
+    ARITY: ClassVar[int] = 2
+
+    code: int
+    reason: str
+
+    def fields(self) -> list[Any]:
+        return [int(self.code), self.reason]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> Self:
+        return cls(_uint(f[0], "close code"), _str(f[1], "reason", MAX_REASON))
+
+
+@dataclass(frozen=True, slots=True)
+class SyncNowFrame(Frame):
+    """The relay asks the replica to sync now (``full``: re-send everything)."""
+
+    TYPE: ClassVar[FrameType] = FrameType.SYNC_NOW
+    ARITY: ClassVar[int] = 1
+
+    full: bool
+
+    def fields(self) -> list[Any]:
+        return [self.full]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> Self:
+        if not isinstance(f[0], bool):
+            raise _fail("SYNC_NOW full must be a boolean")
+        return cls(f[0])
+
+
+@dataclass(frozen=True, slots=True)
+class ByeFrame(Frame):
+    """The sender closes the connection normally."""
+
+    TYPE: ClassVar[FrameType] = FrameType.BYE
+    ARITY: ClassVar[int] = 1
+
+    reason: str
+
+    def fields(self) -> list[Any]:
+        return [self.reason]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> Self:
+        return cls(_str(f[0], "reason", MAX_REASON))
+
+
+#: The record class of each frame type.
+FRAME_CLASSES: dict[FrameType, type[Frame]] = {
+    cls.TYPE: cls
+    for cls in (
+        HelloFrame,
+        WelcomeFrame,
+        UpdateFrame,
+        AckFrame,
+        SyncedFrame,
+        ErrorFrame,
+        SyncNowFrame,
+        ByeFrame,
+    )
 }
 
 
-def validate(obj: Any) -> tuple[FrameType, list[Any]]:
-    """Check one decoded msgpack object; return its type and typed fields."""
+def decode_frame(obj: Any) -> Frame:
+    """Check one unpacked msgpack object; return it as a typed frame.
+
+    Raises :class:`RemoteProtocolError` (1002) if it is not a well-formed frame.
+    """
     if not isinstance(obj, list) or not obj:
         raise _fail("a frame must be a non-empty array")
     code = obj[0]
@@ -205,42 +387,77 @@ def validate(obj: Any) -> tuple[FrameType, list[Any]]:
         frame_type = FrameType(code)
     except ValueError as exc:
         raise _fail(f"unknown frame type {code}") from exc
-    if len(obj) != _ARITY[frame_type]:
-        raise _fail(f"{frame_type.name} frame must have {_ARITY[frame_type] - 1} fields")
-    f = obj[1:]
-    if frame_type is FrameType.HELLO:
-        flags = f[6]
-        if not isinstance(flags, dict):
-            raise _fail("HELLO flags must be a map")
-        past = flags.get("past", [])
-        if not isinstance(past, list):
-            raise _fail("HELLO past client ids must be an array")
-        return frame_type, [
-            _uint(f[0], "version"),
-            _str(f[1], "tenant"),
-            _str(f[2], "replica id"),
-            _str(f[3], "token", MAX_TOKEN),
-            _uint(f[4], "client id"),
-            _svs(f[5]),
-            {
-                "full": bool(flags.get("full", False)),
-                "past": [_uint(c, "past client id") for c in past],
-            },
-        ]
-    if frame_type is FrameType.WELCOME:
-        if f[3] is not None and not isinstance(f[3], dict):
-            raise _fail("WELCOME config must be a map or nil")
-        return frame_type, [_uint(f[0], "version"), _str(f[1], "session id"), _svs(f[2]), f[3]]
-    if frame_type is FrameType.UPDATE:
-        return frame_type, [_doc(f[0]), _bin(f[1], "update")]
-    if frame_type is FrameType.ACK:
-        return frame_type, [_doc(f[0]), _uint(f[1], "client id"), _uint(f[2], "clock")]
-    if frame_type is FrameType.ERROR:
-        return frame_type, [_uint(f[0], "close code"), _str(f[1], "reason", 1024)]
-    if frame_type is FrameType.SYNC_NOW:
-        if not isinstance(f[0], bool):
-            raise _fail("SYNC_NOW full must be a boolean")
-        return frame_type, [f[0]]
-    if frame_type is FrameType.BYE:
-        return frame_type, [_str(f[0], "reason", 1024)]
-    return frame_type, []
+    cls = FRAME_CLASSES[frame_type]
+    if len(obj) != cls.ARITY + 1:
+        raise _fail(f"{frame_type.name} frame must have {cls.ARITY} fields")
+    return cls.from_fields(obj[1:])
+
+
+def validate(obj: Any) -> tuple[FrameType, list[Any]]:
+    """Check one unpacked msgpack object; return its type and typed fields."""
+    frame = decode_frame(obj)
+    return frame.TYPE, frame.fields()
+
+
+# -- stream decoder -------------------------------------------------------------------------
+
+# What msgpack raises for bytes that are not msgpack (or exceed a container limit).
+_UNPACK_ERRORS = (
+    ValueError,
+    msgpack.ExtraData,
+    msgpack.FormatError,
+    msgpack.StackError,
+    TypeError,
+    RecursionError,
+)
+
+
+class FrameDecoder:
+    """Incremental decoder: ``feed(bytes)``, then ``records()`` (or ``frames()``).
+
+    Raises :class:`RemoteProtocolError` (with a close code) on anything that
+    is not a well-formed frame; after that the decoder must be discarded.
+    """
+
+    def __init__(self, *, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self._unpacker = msgpack.Unpacker(
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_buffer_size=max_frame_bytes + 1024,
+            max_bin_len=max_frame_bytes,
+            max_str_len=64 * 1024,
+            max_array_len=MAX_DOCS_PER_HELLO,
+            max_map_len=MAX_DOCS_PER_HELLO,
+            max_ext_len=0,
+        )
+
+    def feed(self, data: bytes) -> None:
+        """Buffer ``data``; raises :class:`RemoteProtocolError` (1009) past the limit."""
+        try:
+            self._unpacker.feed(data)
+        except msgpack.BufferFull as exc:
+            raise RemoteProtocolError("frame too large", CloseCode.TOO_BIG) from exc
+
+    def records(self) -> list[Frame]:
+        """Every complete frame buffered so far, as typed frames.
+
+        All or nothing: if any buffered frame is malformed, this raises and
+        returns none of the frames before it.
+        """
+        out: list[Frame] = []
+        while True:
+            try:
+                obj = next(self._unpacker)
+            except StopIteration:
+                return out
+            except _UNPACK_ERRORS as exc:
+                raise RemoteProtocolError(
+                    f"malformed frame: {type(exc).__name__} {exc}".strip(), CloseCode.PROTOCOL
+                ) from exc
+            out.append(decode_frame(obj))
+
+    def frames(self) -> list[tuple[FrameType, list[Any]]]:
+        """Every complete frame buffered so far, validated, as ``(type, fields)``."""
+        return [(frame.TYPE, frame.fields()) for frame in self.records()]

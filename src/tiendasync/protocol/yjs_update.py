@@ -80,8 +80,9 @@ non-recursive, so it raises nothing but :class:`MalformedUpdate` for any
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, NoReturn
+from typing import ClassVar, Literal, NoReturn
 
 __all__ = [
     "MAX_CLIENT_ID",
@@ -421,52 +422,75 @@ class _Reader:
 
     def item_content(self, ref: int, struct_offset: int) -> int:
         """Skip an Item's content; return its clock span."""
-        if ref == _REF_STRING:
+        if ref == _REF_STRING:  # by far the most common: no dispatch
             return self.string_utf16_length("String content")
-        if ref == _REF_ANY:
-            count = self.declared_count("Any content length", 1)
-            for _ in range(count):
-                self.any_value("Any content")
-            return count
-        if ref == _REF_DELETED:
-            return self.varuint("Deleted content length", MAX_CLOCK)
-        if ref == _REF_TYPE:
-            offset = self.pos
-            type_ref = self.u8("type ref of Type content")
-            if type_ref in _TYPE_REFS_WITH_NAME[self.engine]:
-                self.string("node name of Type content")
-            elif type_ref not in _TYPE_REFS_PLAIN[self.engine]:
-                self.fail(
-                    f"type ref {type_ref} in Type content is not valid for engine {self.engine!r}",
-                    offset,
-                )
-            return 1
-        if ref == _REF_BINARY:
-            self.skip_bytes("Binary content")
-            return 1
-        if ref == _REF_JSON:
-            if self.engine == "yrs":
-                self.fail(
-                    "JSON content (ref 2) is framed differently by yrs (it reads one string"
-                    " more than declared); rejected for engine 'yrs'",
-                    struct_offset,
-                )
-            count = self.declared_count("JSON content length", 1)
-            for _ in range(count):
-                self.json_text("JSON content element", allow_undefined=True)
-            return count
-        if ref == _REF_EMBED:
-            self.json_text("Embed content")
-            return 1
-        if ref == _REF_FORMAT:
-            self.string("Format content key")
-            self.json_text("Format content value")
-            return 1
-        if ref == _REF_DOC:
-            self.string("Doc content guid")
-            self.any_value("Doc content options")
-            return 1
-        raise AssertionError(f"unreachable content ref {ref}")  # pragma: no cover
+        return self._CONTENT_READERS[ref](self, struct_offset)
+
+    # -- content readers (refs 1-3, 5-9): skip the payload, return the clock span --------
+
+    def _content_any(self, struct_offset: int) -> int:
+        count = self.declared_count("Any content length", 1)
+        for _ in range(count):
+            self.any_value("Any content")
+        return count
+
+    def _content_deleted(self, struct_offset: int) -> int:
+        return self.varuint("Deleted content length", MAX_CLOCK)
+
+    def _content_type(self, struct_offset: int) -> int:
+        offset = self.pos
+        type_ref = self.u8("type ref of Type content")
+        if type_ref in _TYPE_REFS_WITH_NAME[self.engine]:
+            self.string("node name of Type content")
+        elif type_ref not in _TYPE_REFS_PLAIN[self.engine]:
+            self.fail(
+                f"type ref {type_ref} in Type content is not valid for engine {self.engine!r}",
+                offset,
+            )
+        return 1
+
+    def _content_binary(self, struct_offset: int) -> int:
+        self.skip_bytes("Binary content")
+        return 1
+
+    def _content_json(self, struct_offset: int) -> int:
+        if self.engine == "yrs":
+            self.fail(
+                "JSON content (ref 2) is framed differently by yrs (it reads one string"
+                " more than declared); rejected for engine 'yrs'",
+                struct_offset,
+            )
+        count = self.declared_count("JSON content length", 1)
+        for _ in range(count):
+            self.json_text("JSON content element", allow_undefined=True)
+        return count
+
+    def _content_embed(self, struct_offset: int) -> int:
+        self.json_text("Embed content")
+        return 1
+
+    def _content_format(self, struct_offset: int) -> int:
+        self.string("Format content key")
+        self.json_text("Format content value")
+        return 1
+
+    def _content_doc(self, struct_offset: int) -> int:
+        self.string("Doc content guid")
+        self.any_value("Doc content options")
+        return 1
+
+    # Every Item content ref but String (handled first in item_content); struct()
+    # has already rejected GC, Skip and refs above 10.
+    _CONTENT_READERS: ClassVar[Mapping[int, Callable[[_Reader, int], int]]] = {
+        _REF_DELETED: _content_deleted,
+        _REF_JSON: _content_json,
+        _REF_BINARY: _content_binary,
+        _REF_EMBED: _content_embed,
+        _REF_FORMAT: _content_format,
+        _REF_TYPE: _content_type,
+        _REF_ANY: _content_any,
+        _REF_DOC: _content_doc,
+    }
 
     def struct(self) -> tuple[int, bool]:
         """Read one struct; return ``(clock span, is_item)``."""
@@ -533,6 +557,19 @@ def parse_update(
         ValueError: if ``max_structs`` or ``max_depth`` is negative, or
             ``engine`` is unknown.
     """
+    data = _check_arguments(data, max_structs, max_depth, engine)
+    reader = _Reader(data, max_depth, engine)
+    structs, item_clients = _read_struct_groups(reader, max_structs)
+    deletes = _read_delete_set(reader, max_structs)
+    if reader.pos != reader.end:
+        reader.fail(f"{reader.remaining()} trailing bytes after the delete set")
+    return ParsedUpdate(tuple(structs), tuple(deletes), frozenset(item_clients))
+
+
+def _check_arguments(
+    data: bytes | bytearray | memoryview, max_structs: int, max_depth: int, engine: str
+) -> bytes:
+    """The update as ``bytes``; TypeError / ValueError for a wrong call."""
     if isinstance(data, bytearray | memoryview):
         data = bytes(data)
     if not isinstance(data, bytes):
@@ -541,13 +578,15 @@ def parse_update(
         raise ValueError("max_structs and max_depth must be non-negative")
     if engine not in _TYPE_REFS_PLAIN:
         raise ValueError(f"engine must be 'yrs' or 'yjs', not {engine!r}")
+    return data
 
-    reader = _Reader(data, max_depth, engine)
+
+def _read_struct_groups(reader: _Reader, max_structs: int) -> tuple[list[StructRange], set[int]]:
+    """Every struct group: their ranges and the clients that wrote Items."""
     structs: list[StructRange] = []
     item_clients: set[int] = set()
     seen_clients: set[int] = set()
     total_structs = 0
-
     # A group needs >= 3 bytes; the delete set after the groups needs >= 1.
     num_groups = reader.declared_count("number of struct groups", 3)
     for _ in range(num_groups):
@@ -566,18 +605,30 @@ def parse_update(
         if client in seen_clients:
             reader.fail(f"client {client} has more than one struct group", client_offset)
         seen_clients.add(client)
-        first_clock = reader.varuint("first clock of struct group", MAX_CLOCK)
-        clock = first_clock
-        for _ in range(num_structs):
-            struct_offset = reader.pos
-            span, is_item = reader.struct()
-            clock += span
-            if clock > MAX_CLOCK:
-                reader.fail(f"clock of client {client} runs past {MAX_CLOCK}", struct_offset)
-            if is_item:
-                item_clients.add(client)
-        structs.append(StructRange(client, first_clock, clock - first_clock))
+        group, has_item = _read_group(reader, client, num_structs)
+        structs.append(group)
+        if has_item:
+            item_clients.add(client)
+    return structs, item_clients
 
+
+def _read_group(reader: _Reader, client: int, num_structs: int) -> tuple[StructRange, bool]:
+    """The structs of one group (after its client id): its range, and whether it has an Item."""
+    first_clock = reader.varuint("first clock of struct group", MAX_CLOCK)
+    clock = first_clock
+    has_item = False
+    for _ in range(num_structs):
+        struct_offset = reader.pos
+        span, is_item = reader.struct()
+        clock += span
+        if clock > MAX_CLOCK:
+            reader.fail(f"clock of client {client} runs past {MAX_CLOCK}", struct_offset)
+        has_item = has_item or is_item
+    return StructRange(client, first_clock, clock - first_clock), has_item
+
+
+def _read_delete_set(reader: _Reader, max_structs: int) -> list[StructRange]:
+    """The delete set, one range per encoded ``(client, clock, len)`` entry."""
     deletes: list[StructRange] = []
     ds_clients: set[int] = set()
     num_ds_clients = reader.declared_count("number of delete-set clients", 2)
@@ -598,7 +649,4 @@ def parse_update(
             if clock + length > MAX_CLOCK:
                 reader.fail(f"delete range of client {client} runs past {MAX_CLOCK}", range_offset)
             deletes.append(StructRange(client, clock, length))
-
-    if reader.pos != reader.end:
-        reader.fail(f"{reader.remaining()} trailing bytes after the delete set")
-    return ParsedUpdate(tuple(structs), tuple(deletes), frozenset(item_clients))
+    return deletes
