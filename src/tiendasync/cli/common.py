@@ -146,13 +146,17 @@ def positive_float(text: str) -> float:
 
 
 @contextmanager
-def open_replica(args: argparse.Namespace) -> Iterator[Replica]:
-    """Open the existing replica at ``--db`` (never creates one); close it after."""
+def open_replica(args: argparse.Namespace, *, read_only: bool = False) -> Iterator[Replica]:
+    """Open the existing replica at ``--db`` (never creates one); close it after.
+
+    ``read_only`` for commands that only look: they start no incarnation of
+    the store (no new writer id), so a ``status`` every minute costs nothing.
+    """
     path = Path(args.db)
     if not path.is_file():
         raise ConfigError(f"no replica database at {path}; create one with 'tiendasync init'")
     try:
-        replica = Replica.open(path)
+        replica = Replica.open(path, read_only=read_only)
     except sqlite3.Error as exc:
         raise StorageError(f"cannot open {path}: {exc}") from exc
     try:

@@ -105,7 +105,7 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
 
 
 def _cmd_config_show(args: argparse.Namespace) -> int:
-    with open_replica(args) as replica:
+    with open_replica(args, read_only=True) as replica:
         config = replica.config.to_dict()
         token_saved = replica.relay_token is not None
     if args.json:

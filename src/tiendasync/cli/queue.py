@@ -84,7 +84,7 @@ def _print_entries(entries: list[QueueEntry]) -> None:
 
 
 def _cmd_queue_list(args: argparse.Namespace) -> int:
-    with open_replica(args) as replica:
+    with open_replica(args, read_only=True) as replica:
         entries = replica.queue.list(
             conflicts=True if args.conflicts else None,
             status=args.status,

@@ -49,7 +49,7 @@ def _log_row(r: SyncLogEntry) -> list[Any]:
 
 
 def _cmd_log(args: argparse.Namespace) -> int:
-    with open_replica(args) as replica:
+    with open_replica(args, read_only=True) as replica:
         rows = replica.log.list(limit=args.limit, outcome=args.outcome)
     if args.json:
         print_json([r.to_dict() for r in rows])
@@ -120,7 +120,7 @@ def _print_status(data: dict[str, Any]) -> None:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    with open_replica(args) as replica:
+    with open_replica(args, read_only=True) as replica:
         data = _status_data(replica)
     if args.json:
         print_json(data)

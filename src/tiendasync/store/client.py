@@ -22,7 +22,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from tiendasync.errors import AuthError, ConfigError, SyncError, TiendaSyncError, UnreachableRelay
-from tiendasync.protocol import MAX_FRAME_BYTES
+from tiendasync.protocol import MAX_FRAME_BYTES, CloseCode
 from tiendasync.store.sync_session import ReplicaSync, SyncReport
 from tiendasync.store.synclog import finish_session, start_session
 
@@ -216,8 +216,9 @@ async def _on_message(ws: ClientConnection, sync: ReplicaSync, data: bytes | str
     sync.receive_data(data)
     await _send(ws, sync)
     if sync.error is not None:
-        if sync.conn.close_code not in (None, 1000):
-            await ws.close(sync.conn.close_code or 1002, sync.conn.close_reason[:120])
+        if sync.conn.close_code not in (None, CloseCode.NORMAL):
+            code = sync.conn.close_code or CloseCode.PROTOCOL
+            await ws.close(code, sync.conn.close_reason[:120])
         raise sync.error
     if sync.resync is not None:
         raise _Resync(sync.resync)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -34,7 +34,9 @@ from tiendasync.errors import (
     ConfigError,
     InvalidArgument,
     ReplicaClosed,
+    TiendaSyncError,
     UnknownLocation,
+    UsageError,
 )
 from tiendasync.model.config import StoreConfig
 from tiendasync.model.docnames import (
@@ -90,6 +92,7 @@ class ReplicaCore:
         client_id: int,
         hlc: HLC,
         wall: Callable[[], float],
+        read_only: bool = False,
     ) -> None:
         self.storage = storage
         self.path = storage.path
@@ -103,6 +106,8 @@ class ReplicaCore:
         self.docs = DocSet(storage, client_id)
         self.changes = ChangeIndex(storage, self.docs)
         self._wall = wall
+        #: Opened to read only: no incarnation of its own, every write refused.
+        self.read_only = read_only
         self._closed = False
         self._depth = 0
         self._data_version = storage.data_version()
@@ -148,6 +153,13 @@ class ReplicaCore:
         with self.locked(), self._durable() as conn:
             yield conn
 
+    def check_writable(self) -> None:
+        if self.read_only:
+            raise UsageError(
+                f"replica {self.replica_id} was opened read-only; open it without read_only "
+                "to write or sync"
+            )
+
     @contextmanager
     def _durable(self) -> Iterator[sqlite3.Connection]:
         """One write transaction that first folds in other processes' commits.
@@ -156,8 +168,9 @@ class ReplicaCore:
         commits, memory holds every update of the log (a compaction may then
         snapshot memory safely).
         """
+        self.check_writable()
         with self.storage.write() as conn:
-            self._fold_in_others(in_write=True)
+            self._fold_in_others()
             yield conn
             self.docs.caught_up()
 
@@ -175,7 +188,7 @@ class ReplicaCore:
                 (doc, data) for doc, data, origin in self._fold_in_others() if origin == "local"
             ]
 
-    def _fold_in_others(self, *, in_write: bool = False) -> list[tuple[str, bytes, str]]:
+    def _fold_in_others(self) -> list[tuple[str, bytes, str]]:
         version = self.storage.data_version()
         if version == self._data_version:
             return []
@@ -258,6 +271,7 @@ class ReplicaCore:
             return self.cached_config
 
     def write_config(self, config: StoreConfig) -> None:
+        self.check_writable()
         with self.locked():
             with self.storage.write():
                 self.storage.set_json("config", config.to_dict())
@@ -374,19 +388,37 @@ class ReplicaCore:
             log.warning("%s", exc)
 
     def _after_commit(self, captured: list[tuple[str, bytes]], *, local: bool) -> None:
+        """What follows a committed write.  Never raises: the write is durable, and a
+        caller who saw an error would retry it (a sale recorded twice)."""
         conflicts = self.changes.drain_changed_conflicts()
         if conflicts and self.on_conflicts_changed is not None:
-            self.on_conflicts_changed(conflicts)
-        for doc, _ in captured:
-            count = self._log_counts.get(doc)
-            count = self.storage.updates_since_snapshot(doc) if count is None else count + 1
-            self._log_counts[doc] = count
-            if count >= COMPACT_EVERY:
-                self.compact(doc)
+            try:
+                self.on_conflicts_changed(conflicts)
+            except Exception:  # retried with the next change
+                self.changes.changed_conflicts |= conflicts
+                log.exception("could not mirror conflicts onto the queue; will retry")
+        self._compact_if_due(doc for doc, _ in captured)
         if local:
             for listener in list(self._update_listeners):
-                listener(captured)
-        self.notify_status()
+                try:
+                    listener(captured)
+                except Exception:
+                    log.exception("a local-update listener failed")
+        try:
+            self.notify_status()
+        except Exception:
+            log.exception("a status listener failed")
+
+    def _compact_if_due(self, docs: Iterable[str]) -> None:
+        for doc in docs:
+            count = self._log_counts.get(doc)
+            try:
+                count = self.storage.updates_since_snapshot(doc) if count is None else count + 1
+                self._log_counts[doc] = count
+                if count >= COMPACT_EVERY:
+                    self.compact(doc)
+            except TiendaSyncError as exc:  # e.g. a full disk: the log stays, retried later
+                log.warning("could not compact %s (will retry): %s", doc, exc)
 
     def compact(self, doc: str | None = None) -> None:
         """Fold update logs into snapshots (one doc, or all loaded docs)."""

@@ -102,6 +102,7 @@ class Replica:
         max_clock_drift_ms: int = DEFAULT_MAX_DRIFT_MS,
         wall_clock: Callable[[], int] | None = None,
         client_id_source: Callable[[int], int] | None = None,
+        read_only: bool = False,
     ) -> Replica:
         """Open (or create) the replica stored at ``path``.
 
@@ -112,17 +113,32 @@ class Replica:
         ``wall_clock`` (milliseconds) replaces the system clock and
         ``client_id_source(n)`` (a number in ``range(n)``) the system's
         randomness for new client ids: both for deterministic tests.
+        ``read_only`` opens an existing replica to read it (``status``,
+        listings) without starting an incarnation: no new client id, nothing
+        written; a write raises :class:`UsageError`.
         """
-        store = ReplicaStore(str(path))
+        if read_only and not Path(path).is_file():
+            raise ConfigError(f"no replica database at {path}")
+        existed = Path(path).exists()
+        try:
+            store = ReplicaStore(str(path))
+        except BaseException:
+            if not existed:
+                _remove_database(Path(path))
+            raise
         try:
             identity = _identity(
                 store, path, tenant=tenant, replica_id=replica_id, location=location
             )
             config = StoreConfig.from_dict(store.get_json("config") or {})
-            if durability is not None:
+            if durability is not None and not read_only:
                 config = config.updated(durability=durability)
             store.set_durability(config.durability)
-            client_id = _new_client_id(store.used_client_ids(), client_id_source)
+            used = store.used_client_ids()
+            if read_only:
+                client_id = max(used, default=1)  # never writes: any id reads alike
+            else:
+                client_id = _new_client_id(used, client_id_source)
             saved_hlc = store.get_meta("hlc")
             hlc = HLC(
                 identity["replica_id"],
@@ -133,13 +149,16 @@ class Replica:
             wall: Callable[[], float] = (
                 (lambda: wall_clock() / 1000) if wall_clock is not None else time.time
             )
-            with store.write():
-                for key, value in identity.items():
-                    store.set_meta(key, value)
-                store.set_json("config", config.to_dict())
-                store.add_client_id(client_id, wall())
+            if not read_only:
+                with store.write():
+                    for key, value in identity.items():
+                        store.set_meta(key, value)
+                    store.set_json("config", config.to_dict())
+                    store.add_client_id(client_id, wall())
         except BaseException:
             store.close()
+            if not existed:
+                _remove_database(Path(path))
             raise
         core = ReplicaCore(
             store,
@@ -149,8 +168,11 @@ class Replica:
             client_id=client_id,
             hlc=hlc,
             wall=wall,
+            read_only=read_only,
         )
         replica = cls(core)
+        if read_only:
+            return replica
         with core.locked():
             missing = core.locations().get(replica.location) is None
         if missing:
@@ -314,12 +336,14 @@ class Replica:
         """Connect to the relay, exchange until both sides agree, disconnect."""
         from tiendasync.store.client import sync_once
 
+        self.core.check_writable()
         return sync_once(self, url, token=token, full=full, timeout=timeout)
 
     def start_sync(self, url: str | None = None, *, token: str | None = None) -> None:
         """Sync continuously in a background thread (reconnects with backoff)."""
         from tiendasync.store.client import BackgroundSync
 
+        self.core.check_writable()
         with self.core.locked():
             if self._sync is not None:
                 raise InvalidArgument("background sync is already running; call stop_sync first")
@@ -354,6 +378,12 @@ def _identity(store: ReplicaStore, path: str | Path, **given: str | None) -> dic
             raise ConfigError(f"{path} belongs to {key} {saved!r}, not {value!r}")
         identity[key] = saved if saved is not None else str(value)
     return identity
+
+
+def _remove_database(path: Path) -> None:
+    """Remove a database file this failed open created (and its WAL companions)."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def _new_client_id(used: set[int], source: Callable[[int], int] | None) -> int:

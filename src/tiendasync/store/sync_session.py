@@ -31,6 +31,7 @@ from tiendasync.protocol import (
     CLOSE_INTERNAL,
     MAX_FRAME_BYTES,
     Ack,
+    CloseCode,
     ConnectionClosed,
     ProtocolFailure,
     ReplicaConnection,
@@ -141,7 +142,9 @@ class ReplicaSync:
     def receive_data(self, data: bytes | str) -> None:
         """Bytes of one message from the relay."""
         if isinstance(data, str):
-            self.conn.fail(1003, "text frames are not part of the protocol", remote=True)
+            self.conn.fail(
+                CloseCode.UNSUPPORTED_DATA, "text frames are not part of the protocol", remote=True
+            )
         else:
             self.conn.receive_data(data)
         self.report.bytes_received = self.conn.bytes_received

@@ -24,7 +24,7 @@ import sqlite_utils
 from tiendasync.errors import CorruptData, StorageError
 from tiendasync.store.storage.outbox import OutboxTable
 from tiendasync.store.storage.sales_index import SalesIndex
-from tiendasync.store.storage.schema import SCHEMA, migrate
+from tiendasync.store.storage.schema import SCHEMA, SCHEMA_VERSION, migrate
 from tiendasync.store.storage.synclog import SyncLogTable
 
 __all__ = ["ReplicaStore"]
@@ -47,9 +47,12 @@ class ReplicaStore:
             raise StorageError(f"cannot open replica database {path}: {exc}") from exc
         try:
             self._prepare(durability)
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.OperationalError as exc:
             self.conn.close()
             raise StorageError(f"cannot open replica database {path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            raise CorruptData(f"{path} is not a readable replica database: {exc}") from exc
         except BaseException:
             self.conn.close()
             raise
@@ -63,6 +66,9 @@ class ReplicaStore:
         self.conn.execute("PRAGMA foreign_keys=ON")
         self.db = sqlite_utils.Database(self.conn)
         self.conn.executescript(SCHEMA)
+        found = self.get_meta("schema_version")
+        if found == str(SCHEMA_VERSION):
+            return  # current: nothing to write (read-only opens write nothing)
         with self.write():
             found = self.get_meta("schema_version")
             if found is not None and not found.isdigit():
