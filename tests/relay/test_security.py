@@ -11,6 +11,7 @@ and that error replies carry no internal details.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
 import shutil
@@ -18,6 +19,7 @@ import sqlite3
 import ssl
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from tiendasync.protocol import (
     CLOSE_RATE_LIMIT,
     Ack,
     ProtocolFailure,
+    UpdateReceived,
 )
 from tiendasync.protocol.statevector import decode_state_vector
 from tiendasync.relay import RelayServer, SqliteRelayStore
@@ -66,16 +69,26 @@ def test_token_bucket_time_is_passed_in() -> None:
     assert b.idle(1000.0)
 
 
+def _ids() -> Callable[[], str]:
+    """Deterministic session ids for a core driven directly."""
+    counter = itertools.count(1)
+    return lambda: f"s{next(counter)}"
+
+
 def test_core_admit_per_address(tmp_path: Path) -> None:
     with SqliteRelayStore(str(tmp_path / "r.db")) as store:
         core = RelayCore(
-            store, limits=RateLimits(max_new_connections_per_ip_per_s=2, new_connection_burst=3)
+            store,
+            clock=lambda: 0.0,
+            random_id=_ids(),
+            limits=RateLimits(max_new_connections_per_ip_per_s=2, new_connection_burst=3),
         )
         got = [core.admit("10.0.0.1", 0.0) for _ in range(4)]
         assert got[:3] == [None] * 3 and got[3] is not None and "too many" in got[3]
         assert core.admit("10.0.0.2", 0.0) is None  # another address has its own bucket
         assert core.admit("10.0.0.1", 0.5) is None  # 2/s: one more after 0.5 s
-        assert RelayCore(store, limits=NO_LIMITS).admit("x", 0.0) is None
+        unlimited = RelayCore(store, clock=lambda: 0.0, random_id=_ids(), limits=NO_LIMITS)
+        assert unlimited.admit("x", 0.0) is None
         with pytest.raises(Exception, match="negative"):
             RateLimits(max_messages_per_s=-1)
 
@@ -501,18 +514,18 @@ def test_errors_reveal_nothing_internal(tmp_path: Path) -> None:
             assert await a.closed() == (CLOSE_INTERNAL, "storage failure")
             store.fail = False
             # a bug inside the core: "internal error", nothing more
-            real = server.core._on_update
+            real = server.core.sync._on_update
 
-            def boom(session: RelaySession, doc: str, data: bytes) -> None:
+            def boom(session: RelaySession, event: UpdateReceived) -> None:
                 raise RuntimeError("secret detail /srv/secret")
 
-            server.core._on_update = boom  # type: ignore[method-assign]
+            server.core.sync._on_update = boom  # type: ignore[method-assign]
             b = await Client.open(server.port, replica="t2", token=t2, client_id=22)
             await b.until_synced()
             await b.send_update("catalog", Writer(22).set("y", 1))
             ev = await b.wait_for(ProtocolFailure)
             assert (ev.code, ev.reason) == (CLOSE_INTERNAL, "internal error")
-            server.core._on_update = real  # type: ignore[method-assign]
+            server.core.sync._on_update = real  # type: ignore[method-assign]
             # the sync log (admin only) keeps the detail for the operator
             rows = store.list_sessions(tenant="acme", limit=10)
             assert any(r.error and "storage failure" in r.error for r in rows)

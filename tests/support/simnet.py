@@ -29,27 +29,25 @@ reopened from its file: a new incarnation with a new Yjs client id), restart
 the relay (pending, not yet stored writes are lost; a new ``RelayCore`` over
 the same store file).
 
-Everything is deterministic given the sequence of calls: client ids come
-from a seeded generator (:class:`SimNet` patches the replica module's
-``secrets`` while it opens replicas), HLC wall clocks from a :class:`SimClock`
-that the tests move.
+Everything is deterministic given the sequence of calls: Yjs client ids come
+from a seeded generator (passed as ``client_id_source`` to every replica and
+to the relay's central writers), relay session ids from a counter, HLC wall
+clocks and the relay's clock from a :class:`SimClock` that the tests move.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import random
 import time
-import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pycrdt
 
-import tiendasync.store.replica as replica_module
 from tiendasync import Replica
 from tiendasync.crdt import ROOT, PNCounter
 from tiendasync.model.docnames import stock_doc
@@ -60,6 +58,7 @@ from tiendasync.relay.auth import issue_token
 from tiendasync.relay.central import CentralWriter
 from tiendasync.relay.core import PendingWrite, RelayCore, RelaySession
 from tiendasync.relay.docs import DocCache, compact
+from tiendasync.relay.lookups import answer_hello, log_session
 from tiendasync.relay.storage import SqliteRelayStore
 from tiendasync.store.sync_session import ReplicaSync
 from tiendasync.store.synclog import finish_session, start_session
@@ -193,9 +192,14 @@ class SimRelay:
         invariants: tuple[Any, ...] = (),
         durability: str = "normal",
         max_docs: int = 1000,
+        clock: Callable[[], float] = time.time,
+        client_id_source: Callable[[int], int] | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.clock = clock
+        self.client_id_source = client_id_source
+        self._session_ids = itertools.count(1)
         self.max_docs = max_docs
         self.db_path = self.directory / "relay.db"
         self.central_dir = self.directory / "central" if central else None
@@ -214,6 +218,9 @@ class SimRelay:
     def _build_core(self) -> RelayCore:
         return RelayCore(
             self.store,
+            clock=self.clock,
+            random_id=lambda: f"sim-{next(self._session_ids):06d}",
+            client_id_source=self.client_id_source,
             central_dir=self.central_dir,
             invariants=self.invariants,
             max_docs=self.max_docs,
@@ -369,25 +376,19 @@ class SimNet:
         self._link_ids = 0
         self.faults: dict[str, int] = {}
         self.trace: list[str] = []
-        with self._ids():
-            self.relay = SimRelay(
-                self.directory / "relay",
-                tenant=tenant,
-                central=central,
-                invariants=invariants,
-                durability=durability,
-                max_docs=max_docs,
-            )
+        self.relay = SimRelay(
+            self.directory / "relay",
+            tenant=tenant,
+            central=central,
+            invariants=invariants,
+            durability=durability,
+            max_docs=max_docs,
+            clock=self.clock.seconds,
+            client_id_source=self.rng.randrange,
+        )
         self._by_session: dict[str, Link] = {}
 
     # -- determinism -------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _ids(self) -> Iterator[None]:
-        """Yjs client ids drawn from our seeded generator while replicas open."""
-        seeded = types.SimpleNamespace(randbelow=self.rng.randrange)
-        with mock.patch.object(replica_module, "secrets", seeded):
-            yield
 
     def _log(self, text: str) -> None:
         self.trace.append(text)
@@ -399,15 +400,15 @@ class SimNet:
 
     def add_replica(self, name: str, location: str | None = None) -> SimNode:
         path = self.directory / f"{name}.db"
-        with self._ids():
-            r = Replica.open(
-                path,
-                tenant=self.tenant,
-                replica_id=name,
-                location=location or name,
-                durability=self.durability,
-                wall_clock=self.clock,
-            )
+        r = Replica.open(
+            path,
+            tenant=self.tenant,
+            replica_id=name,
+            location=location or name,
+            durability=self.durability,
+            wall_clock=self.clock,
+            client_id_source=self.rng.randrange,
+        )
         node = SimNode(
             name, path, r.location, self.relay.issue_token(name), r, client_ids=[r.client_id]
         )
@@ -423,10 +424,12 @@ class SimNet:
         for link in self.links_of(name):
             self._break(link, "replica crashed")
         node.replica.core.storage.close()  # the OS closes the file; nothing else runs
-        with self._ids():
-            node.replica = Replica.open(
-                node.path, durability=self.durability, wall_clock=self.clock
-            )
+        node.replica = Replica.open(
+            node.path,
+            durability=self.durability,
+            wall_clock=self.clock,
+            client_id_source=self.rng.randrange,
+        )
         node.incarnations += 1
         node.client_ids.append(node.replica.client_id)
         node.full_next = False
@@ -448,8 +451,7 @@ class SimNet:
         return lost
 
     def flush_storage(self, limit: int | None = None) -> int:
-        with self._ids():  # the central writer may open here
-            batch = self.relay.flush_storage(limit)
+        batch = self.relay.flush_storage(limit)  # the central writer may open here
         if batch:
             self._log(f"flush {len(batch)}")
         self._settle()
@@ -539,7 +541,9 @@ class SimNet:
             self._fault("reorder")
         if direction == UP:
             assert not link.relay_closed
-            self.relay.core.receive(link.session, message)
+            hello = self.relay.core.receive(link.session, message)
+            if hello is not None:  # the server's lookups, inline
+                answer_hello(self.relay.core, self.relay.store, link.session, hello)
         else:
             assert not link.replica_closed
             link.sync.receive_data(message)
@@ -603,8 +607,7 @@ class SimNet:
                 self.connect(name)
             self.run()
             if self.relay.central_dir is not None:
-                with self._ids():  # opens (and catches up) the writer after a restart
-                    self.relay.central()
+                self.relay.central()  # opens (and catches up) the writer after a restart
                 self._settle()
                 self.run()
             problems = self.divergences()
@@ -779,7 +782,7 @@ class SimNet:
         self.links.remove(link)
         self._by_session.pop(link.session.id, None)
         if link.session.id in self.relay.core.sessions:
-            self.relay.core.end_session(link.session)
+            log_session(self.relay.store, self.relay.core.end_session(link.session))
         if link.current:
             # closed by the relay (or the network) while the replica was still in it
             link.outcome = link.outcome or "closed by the relay"

@@ -46,8 +46,13 @@ class CentralWriter:
         tenant: str,
         publish: Publish,
         invariants: Iterable[Invariant] = (),
+        *,
+        client_id_source: Callable[[int], int] | None = None,
     ) -> CentralWriter:
-        """Open (or create) the writer of ``tenant`` under ``directory``."""
+        """Open (or create) the writer of ``tenant`` under ``directory``.
+
+        ``client_id_source``: see :meth:`tiendasync.Replica.open` (deterministic tests).
+        """
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         replica = Replica.open(
@@ -56,6 +61,7 @@ class CentralWriter:
             replica_id=CENTRAL_REPLICA_ID,
             location=CENTRAL_LOCATION,
             durability="normal",
+            client_id_source=client_id_source,
         )
         writer = cls(replica, publish)
         for inv in invariants:

@@ -24,9 +24,10 @@ import pycrdt
 from tiendasync.errors import RemoteProtocolError
 from tiendasync.protocol import CLOSE_PROTOCOL
 from tiendasync.protocol.statevector import decode_state_vector
+from tiendasync.protocol.yjs_update import ParsedUpdate
 from tiendasync.relay.storage import RelayStore
 
-__all__ = ["ApplyResult", "DocCache", "RelayDoc", "compact", "is_panic"]
+__all__ = ["EMPTY_UPDATE", "ApplyResult", "DocCache", "RelayDoc", "compact", "ends_of", "is_panic"]
 
 log = logging.getLogger("tiendasync.relay.docs")
 
@@ -36,6 +37,18 @@ EMPTY_UPDATE = b"\x00\x00"
 def is_panic(exc: BaseException) -> bool:
     """pycrdt's Rust panics surface as ``PanicException`` (a BaseException)."""
     return type(exc).__name__ == "PanicException"
+
+
+def ends_of(parsed: ParsedUpdate) -> dict[int, int]:
+    """Per client, the highest clock an update's structs or deletes reach.
+
+    What :meth:`DocCache.apply` needs to tell a partly pending update.
+    """
+    ends: dict[int, int] = {}
+    for r in (*parsed.structs, *parsed.deletes):
+        if r.length:
+            ends[r.client] = max(ends.get(r.client, 0), r.end)
+    return ends
 
 
 def _apply(doc: pycrdt.Doc[Any], data: bytes) -> None:

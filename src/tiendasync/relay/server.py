@@ -18,6 +18,7 @@ import concurrent.futures
 import contextlib
 import http
 import logging
+import secrets
 import ssl
 import time
 from collections.abc import Iterable
@@ -30,6 +31,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.http11 import Request, Response
 
+from tiendasync.errors import TiendaSyncError
 from tiendasync.protocol import (
     CLOSE_AUTH,
     CLOSE_FORBIDDEN,
@@ -38,31 +40,35 @@ from tiendasync.protocol import (
     CLOSE_PROTOCOL,
     CLOSE_RATE_LIMIT,
     MAX_FRAME_BYTES,
+    CloseCode,
+    Hello,
 )
+from tiendasync.relay.auth import authenticate
 from tiendasync.relay.broker import Broker
 from tiendasync.relay.central import CentralWriter
-from tiendasync.relay.core import (
-    Grants,
-    PendingWrite,
-    RateLimits,
-    RelayCore,
-    RelaySession,
-    ReviewWork,
-)
+from tiendasync.relay.core import RelayCore
 from tiendasync.relay.docs import DocCache, compact
+from tiendasync.relay.lookups import log_session, lookup_follower, lookup_hello
+from tiendasync.relay.policy import Grants, RateLimits
+from tiendasync.relay.reviews import ReviewWork
+from tiendasync.relay.state import PendingWrite, RelaySession
 from tiendasync.relay.storage import RelayStore
 
 __all__ = ["Grants", "RateLimits", "RelayServer"]
 
 log = logging.getLogger("tiendasync.relay")
 
-_VALID_CLOSE = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
+
+def _session_id() -> str:
+    return secrets.token_hex(8)
 
 
 def _close_code(code: int | None) -> int:
+    """The code to close with: one of ours (:class:`CloseCode`), never a code a peer
+    put in its ERROR frame (echoing it would let a peer choose our verdict)."""
     if code is None:
         return CLOSE_NORMAL
-    return code if code in _VALID_CLOSE or 3000 <= code <= 4999 else CLOSE_PROTOCOL
+    return code if code in CloseCode._value2member_map_ else CLOSE_PROTOCOL
 
 
 def _close_reason(reason: str) -> str:
@@ -122,6 +128,8 @@ class RelayServer:
         self.hello_timeout = hello_timeout
         self.core = RelayCore(
             store,
+            clock=time.time,
+            random_id=_session_id,
             broker=broker,
             max_update_bytes=max_update_bytes,
             max_outbound_bytes=max_outbound_bytes,
@@ -166,7 +174,8 @@ class RelayServer:
         return self.core.central(tenant)
 
     def tenants(self) -> list[str]:
-        return self.core.tenants()
+        """Tenants known to this relay (from its tokens)."""
+        return sorted({t.tenant for t in self.store.list_tokens() if t.tenant})
 
     def connected_replicas(self, tenant: str) -> list[str]:
         return self.core.connected_replicas(tenant)
@@ -196,8 +205,9 @@ class RelayServer:
         def review_later(work: ReviewWork) -> None:
             pool.submit(work.run)
 
-        self.core.on_review = review_later
-        self.core.call_soon = asyncio.get_running_loop().call_soon_threadsafe
+        if self.core.reviews is not None:
+            self.core.reviews.run = review_later
+            self.core.reviews.call_soon = asyncio.get_running_loop().call_soon_threadsafe
         self._writer_task = asyncio.create_task(self._writer(), name="relay-writer")
         self._sweeper_task = asyncio.create_task(self._sweeper(), name="relay-sweeper")
         self._server = await serve(
@@ -278,12 +288,15 @@ class RelayServer:
                 return "yjs", segments[0], "/".join(segments[1:]), token
         return "", None, None, None
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
         kind, tenant, doc, token = self._route(request.path)
         if kind == "sync":
             return None
         if kind == "yjs":
-            status, _, _ = self.core.yjs_auth(tenant, doc, token)
+            facts = await asyncio.to_thread(lookup_follower, self.store, tenant, doc, token)
+            status, _, _ = self.core.yjs_auth(tenant, doc, facts)
             if status == 200:
                 return None
             code = http.HTTPStatus(status)
@@ -313,7 +326,8 @@ class RelayServer:
                 await ws.close(CLOSE_INTERNAL, "internal error")
         finally:
             self._links.pop(session.id, None)
-            self.core.end_session(session, internal_error=internal_error)
+            record = self.core.end_session(session, internal_error=internal_error)
+            await asyncio.to_thread(log_session, self.store, record)
 
     # -- sending --------------------------------------------------------------------------------
 
@@ -366,7 +380,9 @@ class RelayServer:
         watchdog = asyncio.get_running_loop().call_later(self.hello_timeout, no_hello)
         try:
             async for message in link.ws:
-                self.core.receive(session, message, time.monotonic())
+                hello = self.core.receive(session, message, time.monotonic())
+                if hello is not None:
+                    await self._answer_hello(session, hello)
                 await self._flush(link)
                 if session.conn.closed:
                     break
@@ -376,9 +392,23 @@ class RelayServer:
             watchdog.cancel()
         await self._flush(link)
 
+    async def _answer_hello(self, session: RelaySession, hello: Hello) -> None:
+        """The HELLO's storage lookups, off the event loop (see ``relay.sessions``)."""
+        try:
+            token = await asyncio.to_thread(authenticate, self.store, hello.token)
+            if not self.core.authenticated(session, hello, token):
+                return
+            assert token is not None
+            facts = await asyncio.to_thread(lookup_hello, self.store, hello)
+        except TiendaSyncError as exc:
+            self.core.lookup_failed(session, exc)
+            return
+        self.core.welcome(session, hello, token, facts)
+
     async def _serve_yjs(self, link: _Link, tenant: str, doc: str, token: str | None) -> None:
         session, ws = link.session, link.ws
-        status, record, grants = self.core.yjs_auth(tenant, doc, token)
+        facts = await asyncio.to_thread(lookup_follower, self.store, tenant, doc, token)
+        status, record, grants = self.core.yjs_auth(tenant, doc, facts)
         if status != 200 or record is None:
             await ws.close(
                 CLOSE_AUTH if status == 401 else CLOSE_FORBIDDEN,

@@ -7,7 +7,9 @@ snapshots, per-replica configuration and grants, and the relay's sync log.
 :class:`RelayStore` is the small interface the server talks to, so that a
 server database can replace :class:`SqliteRelayStore` when several relay
 processes share one.  Implementations must be safe to call from several
-threads (the server commits from a worker thread).
+threads (the server commits from a worker thread and looks up HELLOs in
+others); the SQLite one serialises every use of its one connection with a
+lock.  Schema versions and migrations: :mod:`tiendasync.relay.schema`.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from tiendasync.errors import NotFound, StorageError
+from tiendasync.relay import schema
+from tiendasync.relay.schema import SCHEMA_VERSION
 
 __all__ = [
+    "SCHEMA_VERSION",
     "AppendEntry",
     "AppendResult",
     "DocHistory",
@@ -32,78 +37,6 @@ __all__ = [
     "SqliteRelayStore",
     "TokenRecord",
 ]
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS tokens (
-    id TEXT PRIMARY KEY,
-    token_hash TEXT NOT NULL,
-    tenant TEXT,
-    replica_id TEXT,
-    admin INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
-    revoked_at REAL
-);
-CREATE TABLE IF NOT EXISTS client_ids (
-    client_id INTEGER PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    replica_id TEXT NOT NULL,
-    registered_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS client_ids_replica ON client_ids (tenant, replica_id);
-CREATE TABLE IF NOT EXISTS docs (
-    tenant TEXT NOT NULL,
-    doc TEXT NOT NULL,
-    state_vector BLOB NOT NULL,
-    log_count INTEGER NOT NULL DEFAULT 0,
-    updated_at REAL NOT NULL,
-    PRIMARY KEY (tenant, doc)
-);
-CREATE TABLE IF NOT EXISTS updates (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    tenant TEXT NOT NULL,
-    doc TEXT NOT NULL,
-    data BLOB NOT NULL,
-    replica TEXT,
-    received_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS updates_doc ON updates (tenant, doc, seq);
-CREATE TABLE IF NOT EXISTS snapshots (
-    tenant TEXT NOT NULL,
-    doc TEXT NOT NULL,
-    data BLOB NOT NULL,
-    upto_seq INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    PRIMARY KEY (tenant, doc)
-);
-CREATE TABLE IF NOT EXISTS replica_config (
-    tenant TEXT NOT NULL,
-    replica_id TEXT NOT NULL,
-    json TEXT NOT NULL,
-    updated_at REAL NOT NULL,
-    PRIMARY KEY (tenant, replica_id)
-);
-CREATE TABLE IF NOT EXISTS sync_log (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    tenant TEXT,
-    replica_id TEXT,
-    session_id TEXT NOT NULL,
-    kind TEXT NOT NULL DEFAULT 'sync',
-    started_at REAL NOT NULL,
-    ended_at REAL,
-    outcome TEXT NOT NULL,
-    docs INTEGER NOT NULL DEFAULT 0,
-    updates_received INTEGER NOT NULL DEFAULT 0,
-    updates_sent INTEGER NOT NULL DEFAULT 0,
-    bytes_received INTEGER NOT NULL DEFAULT 0,
-    bytes_sent INTEGER NOT NULL DEFAULT 0,
-    error TEXT
-);
-CREATE INDEX IF NOT EXISTS sync_log_replica ON sync_log (tenant, replica_id, started_at);
-"""
-
 
 # -- records ---------------------------------------------------------------------------
 
@@ -248,26 +181,45 @@ class SqliteRelayStore:
             self.conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=30.0
             )
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open relay database {path}: {exc}") from exc
+        try:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute(
                 "PRAGMA synchronous=" + ("FULL" if durability == "full" else "NORMAL")
             )
-            self.conn.executescript(_SCHEMA)
-            row = self.conn.execute(
-                "SELECT value FROM meta WHERE key = 'schema_version'"
-            ).fetchone()
-            if row is None:
-                self.conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-            elif int(row[0]) != SCHEMA_VERSION:
-                raise StorageError(
-                    f"{path}: relay schema version {row[0]}, this tiendasync knows {SCHEMA_VERSION}"
-                )
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open relay database {path}: {exc}") from exc
+            self._migrate()
+        except BaseException as exc:
+            self.conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(f"cannot open relay database {path}: {exc}") from exc
+            raise
         self._closed = False
+
+    def _migrate(self) -> None:
+        """Bring the file to :data:`~tiendasync.relay.schema.SCHEMA_VERSION`, in one transaction."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(schema.META_TABLE)
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            version = schema.migrate(conn, None if row is None else int(row[0]), self.path)
+            for statement in schema.statements():
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(version),),
+            )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        """The schema version recorded in the file."""
+        rows = self._read("SELECT value FROM meta WHERE key = 'schema_version'")
+        return int(rows[0][0])
 
     def close(self) -> None:
         with self._lock:

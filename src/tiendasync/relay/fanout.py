@@ -1,0 +1,133 @@
+"""From an applied update to storage, acknowledgements and the other sessions (sans I/O).
+
+An update the core accepted is *submitted*: its relay doc is pinned and a
+:class:`~tiendasync.relay.state.PendingWrite` goes to ``on_write`` (the pump
+stores batches).  Once the pump reports the batch :meth:`Fanout.committed`,
+the writer's clocks are acknowledged and the update is published to the
+tenant's other sessions through the broker; each subscriber's
+:meth:`Fanout.deliver` filters what its session may read.  Nothing is
+acknowledged or fanned out before it is durable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tiendasync.protocol import CLOSE_INTERNAL, CLOSE_RATE_LIMIT
+from tiendasync.protocol.statevector import decode_state_vector
+from tiendasync.protocol.yjs_update import parse_update
+from tiendasync.protocol.yprotocols import encode_update
+from tiendasync.relay.broker import Broker
+from tiendasync.relay.central import CENTRAL_REPLICA_ID
+from tiendasync.relay.docs import ApplyResult, DocCache, ends_of
+from tiendasync.relay.state import PendingWrite, RelaySession, fail
+
+__all__ = ["Fanout"]
+
+
+class Fanout:
+    """Submission, acknowledgement and fan-out of updates."""
+
+    def __init__(
+        self,
+        docs: DocCache,
+        broker: Broker,
+        *,
+        max_outbound_bytes: int,
+        on_output: Callable[[RelaySession], None],
+        on_write: Callable[[PendingWrite], None],
+    ) -> None:
+        self.docs = docs
+        self.broker = broker
+        self.max_outbound_bytes = max_outbound_bytes
+        self._on_output = on_output
+        self._on_write = on_write
+        #: updates committed and published since start
+        self.updates_total = 0
+
+    # -- before storage --------------------------------------------------------------------
+
+    def submit(
+        self,
+        session: RelaySession | None,
+        tenant: str,
+        doc: str,
+        data: bytes,
+        result: ApplyResult,
+        acks: list[int],
+        replica: str,
+    ) -> None:
+        """Hand an applied update to storage (``on_write``); the doc stays pinned until then."""
+        stored = None if result.duplicate else (data if result.pending else result.changed)
+        self.docs.pin(tenant, doc)
+        self._on_write(
+            PendingWrite(
+                session=session,
+                tenant=tenant,
+                doc=doc,
+                data=stored,
+                state_vector=result.state_vector,
+                fanout=result.changed,
+                acks=acks,
+                replica=replica,
+            )
+        )
+
+    def ingest_central(self, tenant: str, doc: str, data: bytes) -> None:
+        """Store and fan out a write of the central writer, like a replica's."""
+        result = self.docs.apply(tenant, doc, data, ends_of(parse_update(data)))
+        self.submit(None, tenant, doc, data, result, [], CENTRAL_REPLICA_ID)
+
+    # -- after storage ---------------------------------------------------------------------
+
+    def committed(self, batch: list[PendingWrite]) -> None:
+        """``batch`` is durably stored: acknowledge it and fan it out."""
+        for w in batch:
+            self.docs.unpin(w.tenant, w.doc)
+            s = w.session
+            if s is not None and s.conn is not None and s.conn.state == "open" and w.acks:
+                clocks = decode_state_vector(w.state_vector)
+                for client in w.acks:
+                    s.conn.ack(w.doc, client, clocks.get(client, 0))
+                self._on_output(s)
+            if w.fanout is not None:
+                self.updates_total += 1
+                self.broker.publish(w.tenant, w.doc, w.fanout, None if s is None else s.id)
+
+    def commit_failed(self, batch: list[PendingWrite], exc: BaseException) -> None:
+        """Storing ``batch`` failed: memory must not hold what disk lacks."""
+        for w in batch:
+            self.docs.unpin(w.tenant, w.doc)
+            self.docs.evict(w.tenant, w.doc)
+            if w.session is not None:
+                w.session.record.error = f"storage failure: {exc}"[:200]
+                fail(w.session, CLOSE_INTERNAL, "storage failure")
+                self._on_output(w.session)
+
+    # -- the other sessions ----------------------------------------------------------------
+
+    def subscribe(self, session: RelaySession, tenant: str) -> None:
+        """Deliver the tenant's committed updates (but the session's own) to ``session``."""
+        session.unsubscribe = self.broker.subscribe(
+            tenant, lambda d, u, o: self.deliver(session, d, u, o), session_id=session.id
+        )
+
+    def deliver(self, session: RelaySession, doc: str, update: bytes, origin: str | None) -> None:
+        """A published update, for one subscribed session (if it may and does follow ``doc``)."""
+        if origin == session.id or not session.open:
+            return
+        if session.kind == "yjs":
+            if doc != session.yjs_doc:
+                return
+            session.outbox.append(encode_update(update))
+        else:
+            if not session.grants.can_read(doc):
+                return
+            assert session.conn is not None
+            session.conn.send_update(doc, update)
+            session.docs.add(doc)
+        session.record.updates_sent += 1
+        session.queued_bytes += len(update)
+        if session.queued_bytes > self.max_outbound_bytes:
+            fail(session, CLOSE_RATE_LIMIT, "too slow to follow; reconnect to catch up")
+        self._on_output(session)

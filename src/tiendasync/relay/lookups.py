@@ -1,0 +1,73 @@
+"""What the pump reads from (and writes to) storage for the core's decisions.
+
+These functions do blocking storage I/O; the server runs them in a worker
+thread (``asyncio.to_thread``: a :class:`~tiendasync.relay.storage.RelayStore`
+is thread-safe), the simulated network calls them inline.  Their results go
+to the core as plain values (:mod:`tiendasync.relay.state`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from tiendasync.errors import TiendaSyncError
+from tiendasync.protocol import Hello
+from tiendasync.relay.auth import authenticate
+from tiendasync.relay.state import FollowerFacts, HelloFacts, RelaySession
+from tiendasync.relay.storage import RelayStore, SessionRecord
+
+if TYPE_CHECKING:
+    from tiendasync.relay.core import RelayCore
+
+__all__ = ["answer_hello", "log_session", "lookup_follower", "lookup_hello"]
+
+log = logging.getLogger("tiendasync.relay")
+
+
+def lookup_hello(store: RelayStore, hello: Hello) -> HelloFacts:
+    """Claim the HELLO's client ids; if they are the replica's, read what the welcome needs."""
+    foreign = store.claim_client_ids(
+        hello.tenant, hello.replica_id, [hello.client_id, *hello.past_client_ids]
+    )
+    if foreign:
+        return HelloFacts(foreign=tuple(foreign))
+    return HelloFacts(
+        config=store.get_replica_config(hello.tenant, hello.replica_id),
+        owned=frozenset(store.client_ids_of(hello.tenant, hello.replica_id)),
+        state_vectors=store.state_vectors(hello.tenant),
+    )
+
+
+def answer_hello(core: RelayCore, store: RelayStore, session: RelaySession, hello: Hello) -> None:
+    """Drive the HELLO steps inline (what the server does across worker threads)."""
+    try:
+        token = authenticate(store, hello.token)
+        if not core.authenticated(session, hello, token):
+            return
+        assert token is not None
+        facts = lookup_hello(store, hello)
+    except TiendaSyncError as exc:
+        core.lookup_failed(session, exc)
+        return
+    core.welcome(session, hello, token, facts)
+
+
+def lookup_follower(
+    store: RelayStore, tenant: str | None, doc: str | None, token: str | None
+) -> FollowerFacts:
+    """The follower's token record and, for a replica token of ``tenant``, its configuration."""
+    if tenant is None or doc is None or not token:
+        return FollowerFacts()
+    record = authenticate(store, token)
+    if record is None or record.admin or record.tenant != tenant or record.replica_id is None:
+        return FollowerFacts(record)
+    return FollowerFacts(record, store.get_replica_config(tenant, record.replica_id))
+
+
+def log_session(store: RelayStore, record: SessionRecord) -> None:
+    """Write one row of the sync log; a failure is logged, never raised (the session is over)."""
+    try:
+        store.log_session(record)
+    except Exception:
+        log.exception("cannot write the sync log of session %s", record.session_id)

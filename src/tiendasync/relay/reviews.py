@@ -1,0 +1,160 @@
+"""The central writers' lifecycle and the review of what the relay committed.
+
+Per tenant, a :class:`~tiendasync.relay.central.CentralWriter` (an embedded
+replica) merges every committed update, reviews invariants and makes the
+relay's own writes (conflict records, resolutions).  This module opens those
+replicas (file I/O, storage reads: pump side, never inside a decision),
+catches them up with the relay, and hands each committed batch over as a
+:class:`ReviewWork`, which the server runs on a worker thread.
+
+Threads: writers are opened and caught up on the core's thread (relay docs
+are pycrdt docs, bound to it); :meth:`ReviewWork.run` touches only the
+writers (Replicas: thread-safe).  A writer's own writes come back to the core
+through ``call_soon`` (the server passes ``loop.call_soon_threadsafe``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pycrdt
+
+from tiendasync.errors import ConfigError
+from tiendasync.protocol.statevector import decode_state_vector
+from tiendasync.relay.central import CENTRAL_REPLICA_ID, CentralWriter
+from tiendasync.relay.docs import DocCache
+from tiendasync.relay.state import PendingWrite
+from tiendasync.relay.storage import RelayStore
+
+__all__ = ["CentralReviews", "ReviewWork"]
+
+log = logging.getLogger("tiendasync.relay")
+
+#: ``ingest(tenant, doc, update)``: store and fan out a central writer's write.
+Ingest = Callable[[str, str, bytes], None]
+
+
+@dataclass
+class ReviewWork:
+    """Committed updates to merge into the central writers, then review.
+
+    Touches only the central writers (Replicas: thread-safe), so it may run on
+    a worker thread.  Updates of one document are merged into one, so a busy
+    relay pays one local transaction per document, not per update, and one
+    review per tenant.
+    """
+
+    writers: dict[str, CentralWriter]
+    updates: dict[tuple[str, str], list[bytes]]
+
+    def run(self) -> None:
+        reviewed: set[str] = set()
+        for (tenant, doc), updates in self.updates.items():
+            writer = self.writers.get(tenant)
+            if writer is None:
+                continue
+            try:
+                update = updates[0] if len(updates) == 1 else bytes(pycrdt.merge_updates(*updates))
+                writer.merge(doc, update, review=False)
+                reviewed.add(tenant)
+            except Exception:
+                log.exception("central merge of %s/%s failed", tenant, doc)
+        for tenant in sorted(reviewed):
+            try:
+                self.writers[tenant].review()
+            except Exception:
+                log.exception("central review of %s failed", tenant)
+
+
+class CentralReviews:
+    """The tenants' central writers under ``directory``, and the reviews they run.
+
+    ``client_id_source`` (a number in ``range(n)``) replaces the system's
+    randomness for the writers' Yjs client ids (deterministic simulations).
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        store: RelayStore,
+        docs: DocCache,
+        ingest: Ingest,
+        *,
+        invariants: Iterable[Any] = (),
+        client_id_source: Callable[[int], int] | None = None,
+    ) -> None:
+        self.directory = Path(directory)
+        self.store = store
+        self.docs = docs
+        self.invariants = list(invariants)
+        self.client_id_source = client_id_source
+        self._ingest = ingest
+        self._writers: dict[str, CentralWriter] = {}
+        #: Runs a :class:`ReviewWork`.  Default: at once, here; the server hands it
+        #: to a worker thread so a big review never stalls the event loop.
+        self.run: Callable[[ReviewWork], None] = lambda work: work.run()
+        #: How a writer's writes (possibly made on that worker thread) get back to
+        #: the core: default at once; the server uses ``loop.call_soon_threadsafe``.
+        self.call_soon: Callable[..., Any] = lambda fn, *args: fn(*args)
+
+    def writer(self, tenant: str) -> CentralWriter:
+        """The tenant's writer replica, opened and caught up on first use."""
+        writer = self._writers.get(tenant)
+        if writer is not None:
+            return writer
+        writer = CentralWriter.open(
+            self.directory,
+            tenant,
+            lambda doc, data: self.call_soon(self._ingest, tenant, doc, data),
+            self.invariants,
+            client_id_source=self.client_id_source,
+        )
+        foreign = self.store.claim_client_ids(tenant, CENTRAL_REPLICA_ID, sorted(writer.client_ids))
+        if foreign:
+            writer.close()
+            raise ConfigError(f"client id {foreign[0]} of the central writer is taken")
+        self._writers[tenant] = writer
+        self._catch_up(tenant, writer)
+        writer.review()
+        return writer
+
+    def _catch_up(self, tenant: str, writer: CentralWriter) -> None:
+        """Merge what the relay has that the writer lacks, and ingest the converse."""
+        for doc in self.store.state_vectors(tenant):
+            diff = self.docs.get(tenant, doc).diff(writer.state_vector(doc))
+            writer.merge(doc, diff, review=False)
+        own = writer.client_ids
+        for doc in writer.replica.doc_names():  # what the writer made that we lack
+            relay_sv = self.docs.get(tenant, doc).state_vector()
+            relay = decode_state_vector(relay_sv)
+            mine = decode_state_vector(writer.replica.state_vector(doc))
+            if any(c in own and k > relay.get(c, 0) for c, k in mine.items()):
+                self._ingest(tenant, doc, writer.replica.diff(doc, relay_sv))
+
+    def review(self, batch: list[PendingWrite]) -> None:
+        """Hand a committed batch to the writers of its tenants (see :class:`ReviewWork`)."""
+        grouped: dict[tuple[str, str], list[bytes]] = {}
+        for w in batch:
+            if w.fanout is not None and w.replica != CENTRAL_REPLICA_ID:
+                grouped.setdefault((w.tenant, w.doc), []).append(w.fanout)
+        if not grouped:
+            return
+        writers: dict[str, CentralWriter] = {}
+        for tenant in {t for t, _ in grouped}:
+            try:
+                writers[tenant] = self.writer(tenant)  # opened here, on the core's thread
+            except Exception:
+                log.exception("central writer of %s unavailable", tenant)
+        self.run(ReviewWork(writers, grouped))
+
+    def open_conflicts(self) -> int:
+        return sum(len(w.conflicts(status="open", limit=10**9)) for w in self._writers.values())
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()

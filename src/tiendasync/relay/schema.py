@@ -1,0 +1,133 @@
+"""The relay database's schema and its migrations.
+
+:data:`SCHEMA_VERSION` is the version this code writes; a file records its
+version in ``meta.schema_version``.  On open,
+:class:`~tiendasync.relay.storage.SqliteRelayStore` runs :func:`migrate` and
+then the idempotent DDL of :func:`statements`, all in one transaction: a file
+is either brought fully up to date or left as it was.  A file written by a
+newer tiendasync is refused (:class:`~tiendasync.errors.StorageError`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+from tiendasync.errors import StorageError
+
+__all__ = ["META_TABLE", "MIGRATIONS", "SCHEMA", "SCHEMA_VERSION", "migrate", "statements"]
+
+SCHEMA_VERSION = 1
+
+META_TABLE = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+
+#: Every table and index of a current database (idempotent DDL; ``meta`` aside).
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL,
+    tenant TEXT,
+    replica_id TEXT,
+    admin INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+CREATE TABLE IF NOT EXISTS client_ids (
+    client_id INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    replica_id TEXT NOT NULL,
+    registered_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS client_ids_replica ON client_ids (tenant, replica_id);
+CREATE TABLE IF NOT EXISTS docs (
+    tenant TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    state_vector BLOB NOT NULL,
+    log_count INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (tenant, doc)
+);
+CREATE TABLE IF NOT EXISTS updates (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    data BLOB NOT NULL,
+    replica TEXT,
+    received_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS updates_doc ON updates (tenant, doc, seq);
+CREATE TABLE IF NOT EXISTS snapshots (
+    tenant TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    data BLOB NOT NULL,
+    upto_seq INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (tenant, doc)
+);
+CREATE TABLE IF NOT EXISTS replica_config (
+    tenant TEXT NOT NULL,
+    replica_id TEXT NOT NULL,
+    json TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (tenant, replica_id)
+);
+CREATE TABLE IF NOT EXISTS sync_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT,
+    replica_id TEXT,
+    session_id TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'sync',
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    outcome TEXT NOT NULL,
+    docs INTEGER NOT NULL DEFAULT 0,
+    updates_received INTEGER NOT NULL DEFAULT 0,
+    updates_sent INTEGER NOT NULL DEFAULT 0,
+    bytes_received INTEGER NOT NULL DEFAULT 0,
+    bytes_sent INTEGER NOT NULL DEFAULT 0,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS sync_log_replica ON sync_log (tenant, replica_id, started_at);
+"""
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _v0_to_v1(conn: sqlite3.Connection) -> None:
+    """Version 0, a file from before schema versions: its tables already have the
+    version 1 layout (:data:`SCHEMA` then adds what is missing), so nothing to do."""
+
+
+#: ``{version: step}``: the step turns a database of ``version`` into ``version + 1``
+#: (inside the open's transaction).  The next layout change adds ``1: _v1_to_v2``
+#: here and bumps :data:`SCHEMA_VERSION`.
+MIGRATIONS: dict[int, Migration] = {0: _v0_to_v1}
+
+
+def statements() -> list[str]:
+    """:data:`SCHEMA` as single statements (``executescript`` would commit the transaction)."""
+    return [s.strip() for s in SCHEMA.split(";") if s.strip()]
+
+
+def migrate(conn: sqlite3.Connection, found: int | None, path: str) -> int:
+    """Bring a database at version ``found`` (``None``: new) to :data:`SCHEMA_VERSION`.
+
+    Runs inside the caller's transaction and returns the version reached.
+    Raises :class:`StorageError` for a file of a newer tiendasync or a
+    version no migration leads from.
+    """
+    if found is None:
+        return SCHEMA_VERSION
+    if found > SCHEMA_VERSION:
+        raise StorageError(
+            f"{path}: relay schema version {found} is newer than this tiendasync's "
+            f"({SCHEMA_VERSION}); upgrade tiendasync"
+        )
+    version = found
+    while version < SCHEMA_VERSION:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise StorageError(f"{path}: relay schema version {version} cannot be upgraded")
+        step(conn)
+        version += 1
+    return version

@@ -1,0 +1,311 @@
+"""The relay's side of a sync session: HELLO, catch-up and incoming updates (sans I/O).
+
+A HELLO needs storage (the token, the client-id registry, the replica's
+configuration, the tenant's state vectors), so it is answered in steps the
+pump drives (``relay.lookups``)::
+
+    hello = sessions.receive(session, message, now)   # None: nothing to look up
+    token = authenticate(store, hello.token)          # pump, off the event loop
+    if sessions.authenticated(session, hello, token):
+        facts = lookup_hello(store, hello)            # pump: claims the client ids
+        sessions.welcome(session, hello, token, facts)
+
+Updates are checked here (document name, grants, size, the Yjs parser, the
+ownership rule: a replica writes only its own client ids), applied to the
+relay doc and submitted to :class:`~tiendasync.relay.fanout.Fanout`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import msgpack
+
+from tiendasync.errors import ConfigError, InvalidArgument, RemoteProtocolError
+from tiendasync.model.config import DEFAULT_PRIORITIES, StoreConfig
+from tiendasync.model.docnames import data_type_of
+from tiendasync.protocol import (
+    CLOSE_AUTH,
+    CLOSE_FORBIDDEN,
+    CLOSE_INTERNAL,
+    CLOSE_PROTOCOL,
+    CLOSE_RATE_LIMIT,
+    CLOSE_TOO_BIG,
+    Hello,
+    ProtocolFailure,
+    RelayConnection,
+    UpdateReceived,
+)
+from tiendasync.protocol.statevector import decode_state_vector, missing_from
+from tiendasync.protocol.yjs_update import MalformedUpdate, parse_update
+from tiendasync.relay.docs import DocCache, ends_of
+from tiendasync.relay.fanout import Fanout
+from tiendasync.relay.policy import NO_GRANTS, Grants, Policy, replica_token_fits, store_config
+from tiendasync.relay.state import HelloFacts, RelaySession
+from tiendasync.relay.storage import TokenRecord
+
+__all__ = ["SyncSessions"]
+
+log = logging.getLogger("tiendasync.relay")
+
+
+def _truncated(message: bytes) -> bool:
+    """True if ``message`` ends inside a msgpack object.
+
+    Over websockets every message carries whole frames (see
+    ``protocol.frames``), so a partial frame at the end of a message is an
+    error now rather than a stall.  Malformed bytes are left to the decoder.
+    """
+    unpacker = msgpack.Unpacker(max_buffer_size=max(len(message), 1))
+    unpacker.feed(message)
+    whole = 0
+    try:
+        while True:
+            unpacker.skip()
+            whole = unpacker.tell()
+    except msgpack.OutOfData:
+        return whole != len(message)
+    except (ValueError, msgpack.UnpackException):  # malformed: the decoder reports it
+        return False
+
+
+class SyncSessions:
+    """The decisions for sync-protocol sessions."""
+
+    def __init__(
+        self,
+        docs: DocCache,
+        fanout: Fanout,
+        policy: Policy,
+        sessions: Mapping[str, RelaySession],
+        *,
+        max_update_bytes: int,
+        on_output: Callable[[RelaySession], None],
+    ) -> None:
+        self.docs = docs
+        self.fanout = fanout
+        self.policy = policy
+        self.sessions = sessions
+        self.max_update_bytes = max_update_bytes
+        self._on_output = on_output
+
+    # -- incoming bytes --------------------------------------------------------------------
+
+    def receive(
+        self, session: RelaySession, message: bytes | str, now: float | None
+    ) -> Hello | None:
+        """Bytes of one websocket message: returns the HELLO the pump must look up, if any."""
+        conn = session.conn
+        assert conn is not None
+        if self.policy.over_message_rate(session, now):
+            conn.fail(CLOSE_RATE_LIMIT, self.policy.message_rate_reason)
+        elif isinstance(message, str):
+            conn.fail(CLOSE_PROTOCOL, "text frames are not part of the protocol")
+        elif _truncated(message):
+            conn.receive_data(message)  # counts the bytes; reports malformed input
+            conn.fail(
+                CLOSE_PROTOCOL, "truncated frame: a websocket message must carry whole frames"
+            )
+        else:
+            conn.receive_data(message)
+        hello: Hello | None = None
+        for event in conn.events():
+            if conn.closed and not isinstance(event, ProtocolFailure):
+                break
+            if isinstance(event, Hello):
+                hello = event
+            elif isinstance(event, UpdateReceived):
+                self._guarded(session, "UpdateReceived", self._on_update, session, event)
+            elif isinstance(event, ProtocolFailure):
+                log.info("session %s: protocol failure %s %s", session.id, event.code, event.reason)
+        self._on_output(session)
+        return hello
+
+    def _guarded(
+        self, session: RelaySession, what: str, fn: Callable[..., None], *args: Any
+    ) -> None:
+        """Run one decision; a peer's error closes the session, a bug closes it as internal."""
+        conn = session.conn
+        assert conn is not None
+        try:
+            fn(*args)
+        except RemoteProtocolError as exc:
+            conn.fail(exc.code, exc.reason)
+        except Exception as exc:  # a bug must not take the relay down
+            log.exception("session %s: error handling %s", session.id, what)
+            session.record.error = f"internal error: {type(exc).__name__}"
+            conn.fail(CLOSE_INTERNAL, "internal error", remote=False)
+
+    # -- HELLO, in the pump's steps ------------------------------------------------------------
+
+    @staticmethod
+    def _waiting(session: RelaySession) -> RelayConnection | None:
+        """The connection if it still waits for the answer to its HELLO."""
+        conn = session.conn
+        return conn if conn is not None and conn.state == "authenticating" else None
+
+    def authenticated(self, session: RelaySession, hello: Hello, token: TokenRecord | None) -> bool:
+        """Step 2: ``token`` is what storage returned for ``hello.token``.
+
+        Rejects a bad token or one over its connection cap; True if the pump
+        should go on with :func:`~tiendasync.relay.lookups.lookup_hello`.
+        """
+        conn = self._waiting(session)
+        if conn is None:
+            return False
+        rec = session.record
+        rec.tenant, rec.replica_id = hello.tenant, hello.replica_id
+        if token is None or not replica_token_fits(token, hello.tenant, hello.replica_id):
+            rec.outcome = "rejected"
+            rec.error = "bad or revoked token"
+            conn.reject(CLOSE_AUTH, "bad or revoked token")
+        elif self.policy.over_token_cap(session, token.id, self.sessions.values()):
+            rec.error = "too many connections with this token"
+            conn.reject(CLOSE_RATE_LIMIT, rec.error)
+        self._on_output(session)
+        return not conn.closed
+
+    def welcome(
+        self, session: RelaySession, hello: Hello, token: TokenRecord, facts: HelloFacts
+    ) -> None:
+        """Step 4: accept (or refuse) the replica with what storage said, then catch it up."""
+        if self._waiting(session) is not None:
+            self._guarded(session, "Hello", self._welcome, session, hello, token, facts)
+        self._on_output(session)
+
+    def lookup_failed(self, session: RelaySession, exc: BaseException) -> None:
+        """Storage failed while the pump looked up a HELLO: close as an internal error."""
+        conn = session.conn
+        assert conn is not None
+        log.error("session %s: HELLO lookup failed: %s", session.id, exc)
+        session.record.error = f"internal error: {type(exc).__name__}"
+        conn.fail(CLOSE_INTERNAL, "internal error", remote=False)
+        self._on_output(session)
+
+    def _welcome(
+        self, session: RelaySession, hello: Hello, token: TokenRecord, facts: HelloFacts
+    ) -> None:
+        conn = session.conn
+        assert conn is not None
+        rec = session.record
+        if facts.foreign:
+            rec.outcome = "rejected"
+            rec.error = f"client id {facts.foreign[0]} belongs to another replica"
+            conn.reject(CLOSE_FORBIDDEN, rec.error)
+            return
+        if self.policy.over_token_cap(session, token.id, self.sessions.values()):
+            rec.error = "too many connections with this token"  # (raced another HELLO)
+            conn.reject(CLOSE_RATE_LIMIT, rec.error)
+            return
+        grants, config = self._grants(hello, facts.config)
+        replica_svs: dict[str, dict[int, int]] = {}
+        for doc, sv in hello.state_vectors.items():
+            try:
+                replica_svs[doc] = decode_state_vector(sv)
+            except ValueError:
+                conn.fail(CLOSE_PROTOCOL, f"bad state vector for document {doc[:100]!r}")
+                return
+        session.tenant, session.replica_id = hello.tenant, hello.replica_id
+        session.token_id = token.id
+        session.client_id = hello.client_id
+        session.grants = grants
+        session.owned = set(facts.owned)
+        relay_svs = {doc: sv for doc, sv in facts.state_vectors.items() if grants.can_read(doc)}
+        conn.accept(session.id, relay_svs, None if config is None else config.to_dict())
+        self.fanout.subscribe(session, hello.tenant)
+        log.info(
+            "session %s: %s/%s connected (client id %s)",
+            session.id,
+            hello.tenant,
+            hello.replica_id,
+            hello.client_id,
+        )
+        self._catch_up(session, hello, relay_svs, replica_svs, config)
+
+    @staticmethod
+    def _grants(hello: Hello, raw: dict[str, Any] | None) -> tuple[Grants, StoreConfig | None]:
+        try:
+            return Grants.from_config(raw), store_config(raw)
+        except ConfigError as exc:
+            log.error("replica %s/%s has a bad config: %s", hello.tenant, hello.replica_id, exc)
+            return NO_GRANTS, None
+
+    def _catch_up(
+        self,
+        session: RelaySession,
+        hello: Hello,
+        relay_svs: dict[str, bytes],
+        replica_svs: dict[str, dict[int, int]],
+        config: StoreConfig | None,
+    ) -> None:
+        """Send what the replica lacks, most urgent data types first, then SYNCED."""
+        conn = session.conn
+        assert conn is not None
+        prio = config.priority if config is not None else (lambda t: DEFAULT_PRIORITIES.get(t, 0))
+
+        def order(doc: str) -> tuple[int, str]:
+            try:
+                return -prio(data_type_of(doc)), doc
+            except InvalidArgument:
+                return 0, doc
+
+        for doc in sorted(relay_svs, key=order):
+            have = replica_svs.get(doc)
+            if not (
+                hello.full
+                or have is None
+                or missing_from(decode_state_vector(relay_svs[doc]), have)
+            ):
+                continue
+            rdoc = self.docs.get(hello.tenant, doc)
+            diff = rdoc.diff(None if hello.full or have is None else hello.state_vectors[doc])
+            if conn.state != "open":
+                return
+            conn.send_update(doc, diff)
+            session.record.updates_sent += 1
+            session.docs.add(doc)
+        if conn.state == "open":
+            conn.synced()
+
+    # -- updates ---------------------------------------------------------------------------
+
+    def _refusal(self, session: RelaySession, doc: str, data: bytes) -> tuple[int, str] | None:
+        """Why an update is refused before parsing it (None: go on)."""
+        try:
+            data_type_of(doc)
+        except InvalidArgument:
+            return CLOSE_PROTOCOL, f"bad document name {doc[:100]!r}"
+        if not session.grants.can_write(doc):
+            return CLOSE_FORBIDDEN, f"no write access to {doc[:100]!r}"
+        if len(data) > self.max_update_bytes:
+            return CLOSE_TOO_BIG, f"update of {len(data)} bytes is over the limit"
+        return None
+
+    def _on_update(self, session: RelaySession, event: UpdateReceived) -> None:
+        conn = session.conn
+        assert conn is not None and session.tenant is not None
+        doc, data = event.doc, event.data
+        session.record.updates_received += 1
+        session.docs.add(doc)
+        refusal = self._refusal(session, doc, data)
+        if refusal is not None:
+            conn.fail(*refusal)
+            return
+        try:
+            parsed = parse_update(data)
+        except MalformedUpdate as exc:
+            conn.fail(CLOSE_PROTOCOL, str(exc)[:300])
+            return
+        clocks = self.docs.get(session.tenant, doc).clocks()
+        for r in parsed.structs:
+            if r.client not in session.owned and r.end > clocks.get(r.client, 0):
+                conn.fail(CLOSE_FORBIDDEN, "update contains items of another writer")
+                return
+        result = self.docs.apply(session.tenant, doc, data, ends_of(parsed))
+        acks = sorted(c for c in parsed.writer_clients if c in session.owned)
+        if not acks and session.client_id is not None:
+            # delete-only (or redundant) update: confirm the current incarnation's clock
+            acks = [session.client_id]
+        self.fanout.submit(session, session.tenant, doc, data, result, acks, session.writer_name)

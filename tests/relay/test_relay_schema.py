@@ -1,0 +1,108 @@
+"""The relay database's schema versions and migration hook."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tiendasync.errors import StorageError
+from tiendasync.relay import SqliteRelayStore, schema
+from tiendasync.relay.storage import SCHEMA_VERSION
+
+
+def _version(path: Path) -> str:
+    with sqlite3.connect(path) as conn:
+        return str(
+            conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+        )
+
+
+def _set_version(path: Path, value: str) -> None:
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (value,))
+    conn.close()
+
+
+def _columns(path: Path, table: str) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+    finally:
+        conn.close()
+
+
+def test_new_database_records_the_current_version(tmp_path: Path) -> None:
+    path = tmp_path / "relay.db"
+    with SqliteRelayStore(str(path)) as store:
+        assert store.schema_version() == SCHEMA_VERSION == schema.SCHEMA_VERSION
+    assert _version(path) == str(SCHEMA_VERSION)
+    with SqliteRelayStore(str(path)) as store:  # reopening changes nothing
+        assert store.schema_version() == SCHEMA_VERSION
+
+
+def test_newer_database_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "relay.db"
+    SqliteRelayStore(str(path)).close()
+    _set_version(path, str(SCHEMA_VERSION + 1))
+    with pytest.raises(StorageError, match="newer"):
+        SqliteRelayStore(str(path))
+    assert _version(path) == str(SCHEMA_VERSION + 1)
+
+
+def test_version_zero_runs_the_identity_migration(tmp_path: Path) -> None:
+    path = tmp_path / "relay.db"
+    SqliteRelayStore(str(path)).close()
+    _set_version(path, "0")
+    with SqliteRelayStore(str(path)) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+    assert 0 in schema.MIGRATIONS
+
+
+def test_migrations_run_in_order_inside_one_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "relay.db"
+    SqliteRelayStore(str(path)).close()
+    ran: list[int] = []
+
+    def v1_to_v2(conn: sqlite3.Connection) -> None:
+        ran.append(1)
+        conn.execute("ALTER TABLE tokens ADD COLUMN note TEXT")
+
+    def v2_to_v3(conn: sqlite3.Connection) -> None:
+        ran.append(2)
+        conn.execute("ALTER TABLE tokens ADD COLUMN label TEXT")
+        raise sqlite3.OperationalError("disk full")
+
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(schema, "MIGRATIONS", {**schema.MIGRATIONS, 1: v1_to_v2, 2: v2_to_v3})
+    with pytest.raises(StorageError, match="disk full"):
+        SqliteRelayStore(str(path))
+    assert ran == [1, 2]
+    # the failed open changed nothing: neither step's column, nor the version
+    assert "note" not in _columns(path, "tokens") and "label" not in _columns(path, "tokens")
+    assert _version(path) == "1"
+
+    def v2_to_v3_fixed(conn: sqlite3.Connection) -> None:
+        ran.append(3)
+        conn.execute("ALTER TABLE tokens ADD COLUMN label TEXT")
+
+    monkeypatch.setattr(schema, "MIGRATIONS", {**schema.MIGRATIONS, 2: v2_to_v3_fixed})
+    with SqliteRelayStore(str(path)) as store:
+        assert store.schema_version() == 3
+    assert ran == [1, 2, 1, 3]
+    assert {"note", "label"} <= set(_columns(path, "tokens"))
+
+
+def test_a_version_without_a_migration_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "relay.db"
+    SqliteRelayStore(str(path)).close()
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+    with pytest.raises(StorageError, match="cannot be upgraded"):
+        SqliteRelayStore(str(path))
+    assert _version(path) == "1"
