@@ -170,9 +170,6 @@ class SyncError(TiendaSyncError):
     http_status = RetryLater.http_status
     exit_code = RetryLater.exit_code
 
-    http_status = 503
-    exit_code = 1
-
 
 class UnreachableRelay(RetryLater, SyncError, ConnectionError):
     """The relay could not be reached (network down, wrong URL, relay stopped)."""
