@@ -30,6 +30,9 @@ from pycrdt import (
     merge_updates,
 )
 
+from tiendasync.errors import InvalidArgument, RemoteProtocolError
+from tiendasync.protocol import statevector
+from tiendasync.protocol.statevector import MalformedStateVector
 from tiendasync.protocol.yjs_update import (
     MAX_CLIENT_ID,
     MAX_CLOCK,
@@ -577,7 +580,7 @@ def test_max_depth() -> None:
 
 
 def test_bad_arguments() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(InvalidArgument):
         parse_update("not bytes")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         parse_update(b"\x00\x00", max_structs=-1)
@@ -759,3 +762,13 @@ def test_generated_documents_match_state_vector(
     for chunk in (update[: len(update) // 2], update + b"\x00"):
         with pytest.raises(MalformedUpdate):
             parse_update(chunk)
+
+
+def test_malformed_input_errors_are_in_the_tree() -> None:
+    with pytest.raises(MalformedUpdate) as update_error:
+        parse_update(b"\x01")
+    assert isinstance(update_error.value, RemoteProtocolError)
+    with pytest.raises(MalformedStateVector) as sv_error:
+        statevector.decode_state_vector(b"\x05\x01")
+    assert isinstance(sv_error.value, RemoteProtocolError)
+    assert isinstance(sv_error.value, ValueError)  # callers catching ValueError still work

@@ -11,6 +11,8 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
+from tiendasync.errors import InternalError
+
 __all__ = ["ProgressBar", "format_fields", "format_table", "format_time", "one_line"]
 
 
@@ -54,7 +56,7 @@ def format_table(
     widths = [len(h) for h in headers]
     for row in cells:
         if len(row) != ncols:
-            raise ValueError(f"row has {len(row)} cells, expected {ncols}")
+            raise InternalError(f"row has {len(row)} cells, expected {ncols}")
         for i, text in enumerate(row):
             widths[i] = max(widths[i], len(text))
     right_set = set(right)

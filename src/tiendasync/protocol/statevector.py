@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
-__all__ = ["decode_state_vector", "encode_state_vector", "missing_from", "read_varuint"]
+from tiendasync.errors import RemoteProtocolError
+
+__all__ = [
+    "MalformedStateVector",
+    "decode_state_vector",
+    "encode_state_vector",
+    "missing_from",
+    "read_varuint",
+]
+
+
+class MalformedStateVector(RemoteProtocolError, ValueError):
+    """Bytes that are not a lib0 state vector (or varuint); also a ``ValueError``."""
 
 
 def read_varuint(data: bytes, pos: int, what: str = "state vector") -> tuple[int, int]:
     """A lib0 varuint at ``pos``: ``(value, next position)``.
 
-    Raises ValueError naming ``what`` if it is truncated or longer than 64 bits.
+    Raises :class:`MalformedStateVector` naming ``what`` if it is truncated or longer than 64 bits.
     """
     value = shift = 0
     while True:
         if pos >= len(data):
-            raise ValueError(f"truncated {what}")
+            raise MalformedStateVector(f"truncated {what}")
         byte = data[pos]
         pos += 1
         value |= (byte & 0x7F) << shift
@@ -21,7 +33,7 @@ def read_varuint(data: bytes, pos: int, what: str = "state vector") -> tuple[int
             return value, pos
         shift += 7
         if shift > 63:
-            raise ValueError(f"varuint too long in {what}")
+            raise MalformedStateVector(f"varuint too long in {what}")
 
 
 def _write_varuint(out: bytearray, value: int) -> None:
@@ -35,14 +47,14 @@ def decode_state_vector(data: bytes) -> dict[int, int]:
     """Decode; raises ValueError on malformed input."""
     count, pos = read_varuint(data, 0)
     if count > len(data):
-        raise ValueError("state vector declares more entries than it has bytes")
+        raise MalformedStateVector("state vector declares more entries than it has bytes")
     out: dict[int, int] = {}
     for _ in range(count):
         client, pos = read_varuint(data, pos)
         clock, pos = read_varuint(data, pos)
         out[client] = clock
     if pos != len(data):
-        raise ValueError("trailing bytes after state vector")
+        raise MalformedStateVector("trailing bytes after state vector")
     return out
 
 

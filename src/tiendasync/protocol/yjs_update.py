@@ -84,6 +84,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Literal, NoReturn
 
+from tiendasync.errors import InvalidArgument, RemoteProtocolError
+
 __all__ = [
     "MAX_CLIENT_ID",
     "MAX_CLOCK",
@@ -154,7 +156,7 @@ _ANY_NO_PAYLOAD = frozenset({_ANY_UNDEFINED, _ANY_NULL, _ANY_FALSE, _ANY_TRUE})
 _UTF8_FOUR_BYTE_LEADS = (b"\xf0", b"\xf1", b"\xf2", b"\xf3", b"\xf4")
 
 
-class MalformedUpdate(ValueError):
+class MalformedUpdate(RemoteProtocolError, ValueError):
     """The bytes are not a well-formed, unambiguous Yjs v1 update.
 
     Raised for truncated input, unknown tags, out-of-range numbers, declared
@@ -573,11 +575,11 @@ def _check_arguments(
     if isinstance(data, bytearray | memoryview):
         data = bytes(data)
     if not isinstance(data, bytes):
-        raise TypeError(f"update must be bytes, not {type(data).__name__}")
+        raise InvalidArgument(f"update must be bytes, not {type(data).__name__}")
     if max_structs < 0 or max_depth < 0:
-        raise ValueError("max_structs and max_depth must be non-negative")
+        raise InvalidArgument("max_structs and max_depth must be non-negative")
     if engine not in _TYPE_REFS_PLAIN:
-        raise ValueError(f"engine must be 'yrs' or 'yjs', not {engine!r}")
+        raise InvalidArgument(f"engine must be 'yrs' or 'yjs', not {engine!r}")
     return data
 
 
