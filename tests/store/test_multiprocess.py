@@ -30,6 +30,16 @@ SELLER = textwrap.dedent(
 )
 
 
+def _dump(path: Path) -> list[str]:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
+
 def _seed(path: Path) -> None:
     with Replica.open(path, tenant="acme", replica_id="t1", location="t1") as r:
         r.catalog.put("CAFE", {"name": "Café", "price_cents": 450})
@@ -111,3 +121,67 @@ def test_the_sync_daemon_streams_what_other_processes_sell(tmp_path: Path) -> No
         for r in (daemon, pos, follower):
             r.close()
         relay.close()
+
+
+def test_one_process_syncs_a_file_and_the_others_see_how_it_goes(tmp_path: Path) -> None:
+    import pytest
+
+    from tests.store.test_client import RelayThread, wait_until
+    from tiendasync.store.synclock import SyncBusy
+
+    relay = RelayThread(tmp_path)
+    path = tmp_path / "shop.db"
+    _seed(path)
+    token = relay.token("t1")
+    daemon, pos = Replica.open(path), Replica.open(path)
+    try:
+        daemon.start_sync(relay.url, token=token)
+        wait_until(lambda: daemon.status.state == "online")
+        with pytest.raises(SyncBusy, match="already syncing"):
+            pos.start_sync(relay.url, token=token)
+        with pytest.raises(SyncBusy):
+            pos.sync_now(relay.url, token=token)
+        assert pos.status.state == "online"  # what the daemon published
+        with Replica.open(path, read_only=True) as viewer:
+            assert viewer.status.state == "online"
+        daemon.stop_sync()
+        assert pos.status.state == "offline"
+        report = pos.sync_now(relay.url, token=token)  # the lock is free again
+        assert report.outcome == "ok"
+    finally:
+        daemon.close()
+        pos.close()
+        relay.close()
+
+
+def test_read_only_opens_start_no_incarnation(tmp_path: Path) -> None:
+    import pytest
+
+    from tiendasync import UsageError
+
+    path = tmp_path / "shop.db"
+    _seed(path)
+    with Replica.open(path) as r:
+        ids = r.own_client_ids()
+    before = _dump(path)
+    with Replica.open(path, read_only=True) as viewer:
+        assert viewer.inventory.stock("CAFE") == 1000
+        assert viewer.own_client_ids() == ids
+        with pytest.raises(UsageError, match="read-only"):
+            viewer.record_sale([("CAFE", 1)])
+        with pytest.raises(UsageError):
+            viewer.configure(interval_s=5)
+    assert _dump(path) == before  # not a row written
+    with pytest.raises(Exception, match="no replica database"):
+        Replica.open(tmp_path / "missing.db", read_only=True)
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_a_failed_open_of_a_new_file_leaves_nothing_behind(tmp_path: Path) -> None:
+    import pytest
+
+    from tiendasync import ConfigError
+
+    with pytest.raises(ConfigError):
+        Replica.open(tmp_path / "new.db")  # no tenant/replica/location given
+    assert list(tmp_path.iterdir()) == []

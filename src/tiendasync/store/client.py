@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from tiendasync.errors import AuthError, ConfigError, SyncError, TiendaSyncError, UnreachableRelay
+from tiendasync.errors import (
+    AuthError,
+    ConfigError,
+    InvalidArgument,
+    SyncError,
+    TiendaSyncError,
+    UnreachableRelay,
+)
 from tiendasync.protocol import MAX_FRAME_BYTES, CloseCode
 from tiendasync.store.sync_session import ReplicaSync, SyncReport
 from tiendasync.store.synclog import finish_session, start_session
@@ -239,7 +246,19 @@ def sync_once(
     :class:`AuthError` when it refuses our token; local data is never lost.
     """
     url, token = _credentials(replica, url, token)
+    lock = replica.core.sync_lock
+    if lock.held:  # our own background sync: let it do this session
+        raise InvalidArgument("background sync is running; use queue.process or stop_sync first")
+    lock.acquire()
+    try:
+        return asyncio.run(_run_once(replica, url, token, full=full, timeout=timeout))
+    finally:
+        lock.release()
 
+
+async def _run_once(
+    replica: Replica, url: str, token: str, *, full: bool, timeout: float
+) -> SyncReport:
     async def run() -> SyncReport:
         try:
             return await asyncio.wait_for(
@@ -252,7 +271,7 @@ def sync_once(
                 _run_session(replica, url, token, full=full, live=False), timeout
             )
 
-    return asyncio.run(run())
+    return await run()
 
 
 class BackgroundSync:
@@ -271,6 +290,8 @@ class BackgroundSync:
         self._full_next = False
 
     def start(self) -> None:
+        """Start syncing; :class:`SyncBusy` if another process already syncs this file."""
+        self.replica.core.sync_lock.acquire()
         self._thread.start()
         self._ready.wait(5)
 
@@ -281,6 +302,8 @@ class BackgroundSync:
                 loop.call_soon_threadsafe(stop.set)
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self.replica.core.sync_lock.release()
 
     def kick(self, full: bool = False) -> None:
         """Reconnect now instead of waiting for the backoff."""

@@ -53,6 +53,7 @@ from tiendasync.model.names import check_name
 from tiendasync.store.docset import DocSet
 from tiendasync.store.indexing import ChangeIndex
 from tiendasync.store.storage import ReplicaStore
+from tiendasync.store.synclock import SyncLock, decode_state, encode_state
 
 __all__ = ["COMPACT_EVERY", "ConnectionState", "ReplicaCore", "UpdateListener", "WriteSpec"]
 
@@ -103,7 +104,7 @@ class ReplicaCore:
         #: The replica's hybrid logical clock (LWW timestamps, sale ids).
         self.hlc = hlc
         self.lock = threading.RLock()
-        self.docs = DocSet(storage, client_id)
+        self.docs = DocSet(storage, client_id, read_only=read_only)
         self.changes = ChangeIndex(storage, self.docs)
         self._wall = wall
         #: Opened to read only: no incarnation of its own, every write refused.
@@ -111,15 +112,19 @@ class ReplicaCore:
         self._closed = False
         self._depth = 0
         self._data_version = storage.data_version()
+        #: Other processes' local writes folded in while we sync, not streamed yet.
+        self._others_to_stream: list[tuple[str, bytes]] = []
         self._log_counts: dict[str, int] = {}
         self._update_listeners: list[UpdateListener] = []
         self._status_listeners: list[Callable[[], None]] = []
         #: Called with the ids of conflicts that changed, after their commit.
         self.on_conflicts_changed: Callable[[set[str]], None] | None = None
+        #: Held while this process syncs the file (one syncing process per file).
+        self.sync_lock = SyncLock(storage.path)
         self.connection_state: ConnectionState = "offline"
         self.last_error: str | None = None
         #: Last config read (the write path uses it for queue priorities).
-        self.cached_config = StoreConfig.from_dict(storage.get_json("config") or {})
+        self.cached_config = StoreConfig.from_dict(storage.get_config())
 
     # -- guard, clock, close -------------------------------------------------------
 
@@ -177,29 +182,34 @@ class ReplicaCore:
     # -- several processes, one file -----------------------------------------------
 
     def refresh(self) -> list[tuple[str, bytes]]:
-        """Fold in other processes' commits now; returns their local writes ``(doc, update)``.
+        """Fold in other processes' commits now; returns their local writes ``(doc, update)``
+        folded in since the last call (by this call or any other), while this process
+        holds the sync lock.
 
         The sync daemon calls this periodically to stream what POS processes
         sharing the file wrote.
         """
         with self.lock:
             self.check_open()
-            return [
-                (doc, data) for doc, data, origin in self._fold_in_others() if origin == "local"
-            ]
+            self._fold_in_others()
+            others, self._others_to_stream = self._others_to_stream, []
+            return others
 
-    def _fold_in_others(self) -> list[tuple[str, bytes, str]]:
+    def _fold_in_others(self) -> None:
         version = self.storage.data_version()
         if version == self._data_version:
-            return []
+            return
         self._data_version = version
         with self.storage.read():
             applied = self.docs.catch_up()
-            self.cached_config = StoreConfig.from_dict(self.storage.get_json("config") or {})
+            self.cached_config = StoreConfig.from_dict(self.storage.get_config())
             saved = self.storage.get_meta("hlc")
         if saved is not None:
             self._observe_saved_clock(saved)
-        return applied
+        if self.sync_lock.held:
+            self._others_to_stream += [
+                (d, data) for d, data, origin in applied if origin == "local"
+            ]
 
     def _observe_saved_clock(self, saved: str) -> None:
         """Another process of this replica wrote with this clock: never go back before it."""
@@ -267,7 +277,7 @@ class ReplicaCore:
     def read_config(self) -> StoreConfig:
         """The config stored in the file (another process may have changed it)."""
         with self.locked():
-            self.cached_config = StoreConfig.from_dict(self.storage.get_json("config") or {})
+            self.cached_config = StoreConfig.from_dict(self.storage.get_config())
             return self.cached_config
 
     def write_config(self, config: StoreConfig) -> None:
@@ -302,6 +312,7 @@ class ReplicaCore:
         index: Callable[[Any, int], None] | None = None,
     ) -> T:
         """Run ``mutate`` on the docs and commit what it changed, durably (see module doc)."""
+        self.check_writable()
         with self.locked():
             self.docs.drain()
             try:
@@ -453,8 +464,24 @@ class ReplicaCore:
             self.connection_state = state
             if error is not None:
                 self.last_error = error
+        if changed and self.sync_lock.held:
+            self._publish_sync_state(state, error)
         if changed:
             self.notify_status()
+
+    def _publish_sync_state(self, state: ConnectionState, error: str | None) -> None:
+        """Let the other processes of this file show how our sync goes."""
+        try:
+            with self.transaction():
+                self.storage.set_meta("sync_state", encode_state(state, error, self.now()))
+        except TiendaSyncError as exc:  # a status line must not break a sync
+            log.warning("could not publish the sync state: %s", exc)
+
+    def shared_sync_state(self) -> dict[str, Any] | None:
+        """The state another process syncing this file published, if one is syncing now."""
+        if self.sync_lock.held or not SyncLock.held_by_other(self.path):
+            return None
+        return decode_state(self.storage.get_meta("sync_state"))
 
     def notify_status(self) -> None:
         if self._closed:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import pycrdt
 
 from tiendasync.crdt import VIEW_OF_CRDT, Ledger, LWWMap, PNCounter
-from tiendasync.errors import InternalError, RemoteProtocolError
+from tiendasync.errors import CorruptData, InternalError, RemoteProtocolError
 from tiendasync.model.docnames import DATA_TYPES, data_type_of
 from tiendasync.protocol.statevector import decode_state_vector
 from tiendasync.protocol.yjs_update import MalformedUpdate, ParsedUpdate, parse_update
@@ -28,8 +28,9 @@ View = TypeVar("View", PNCounter, LWWMap, Ledger)
 class DocSet:
     """Named pycrdt docs of one replica incarnation (one Yjs client id)."""
 
-    def __init__(self, store: ReplicaStore, client_id: int) -> None:
+    def __init__(self, store: ReplicaStore, client_id: int, *, read_only: bool = False) -> None:
         self._store = store
+        self._read_only = read_only
         self.client_id = client_id
         self._docs: dict[str, pycrdt.Doc[Any]] = {}
         self._views: dict[str, Any] = {}
@@ -66,13 +67,16 @@ class DocSet:
             snapshot, updates, _ = self._store.doc_history(name)
         with doc.transaction(origin="load"):
             if snapshot is not None:
-                doc.apply_update(snapshot)
+                self._apply_stored(name, doc, snapshot, "snapshot")
             for data in updates:
-                doc.apply_update(data)
+                self._apply_stored(name, doc, data, "logged update")
+        held = self._store.held_updates(name)
+        for _, data in held:
+            self._check_stored(name, data, "held update")
         self._subscriptions.append(doc.observe(lambda event, n=name: self._capture(n, event)))
         self._docs[name] = doc
-        self._held[name] = [(i, d) for i, d in self._store.held_updates(name)]
-        if name not in self._known:
+        self._held[name] = [(i, d) for i, d in held]
+        if name not in self._known and not self._read_only:
             self._known[name] = data_type
             self._store.ensure_doc(name, data_type)
             if self.on_new_doc is not None:
@@ -153,6 +157,33 @@ class DocSet:
                 raise
             raise RemoteProtocolError(f"cannot apply update to {name}: {exc}") from exc
 
+    # -- what the file holds -------------------------------------------------------
+
+    def _damaged(self, name: str, what: str, exc: BaseException) -> CorruptData:
+        return CorruptData(
+            f"{self._store.path} holds a damaged {what} of {name} ({exc}); restore the file "
+            "from a backup, or move it aside and re-create the replica to sync from the relay"
+        )
+
+    def _apply_stored(self, name: str, doc: pycrdt.Doc[Any], data: bytes, what: str) -> None:
+        """Apply bytes read from the file (caller's transaction); CorruptData if garbage."""
+        self._check_stored(name, data, what)
+        try:
+            doc.apply_update(data)
+        except Exception as exc:
+            raise self._damaged(name, what, exc) from exc
+        except BaseException as exc:  # pycrdt's PanicException is a BaseException
+            if type(exc).__name__ != "PanicException":
+                raise
+            raise self._damaged(name, what, exc) from exc
+
+    def _check_stored(self, name: str, data: bytes, what: str) -> None:
+        """CorruptData unless ``data`` parses as a Yjs update (pycrdt may panic otherwise)."""
+        try:
+            parse_update(data)
+        except MalformedUpdate as exc:
+            raise self._damaged(name, what, exc) from exc
+
     def held_changes(self) -> bool:
         """True if updates were held or released since the last :meth:`persist_held`."""
         return bool(self._released) or any(
@@ -226,10 +257,12 @@ class DocSet:
         try:
             for name, snapshot, _ in self._store.snapshots_after(self._seen):
                 if name in self._docs:
-                    self._apply_now(name, self._docs[name], snapshot)
+                    with self._docs[name].transaction(origin="remote"):
+                        self._apply_stored(name, self._docs[name], snapshot, "snapshot")
             for _, name, data, origin in self._store.updates_after(self._seen):
                 if name in self._docs:
-                    self._apply_now(name, self._docs[name], data)
+                    with self._docs[name].transaction(origin="remote"):
+                        self._apply_stored(name, self._docs[name], data, "logged update")
                     applied.append((name, data, origin))
         finally:
             self._catching_up = False

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tiendasync.errors import InvalidArgument, NotFound
+from tiendasync.errors import CorruptData, InvalidArgument, NotFound
 from tiendasync.model.names import check_safe_int
 from tiendasync.store.boundary import public_api
 from tiendasync.store.core import ReplicaCore
@@ -51,6 +51,14 @@ class QueueEntry:
         return out
 
 
+def _conflict_ids(text: str) -> tuple[str, ...]:
+    try:
+        ids = json.loads(text)
+    except ValueError as exc:
+        raise CorruptData(f"a queue entry holds garbage conflict ids {text!r}") from exc
+    return tuple(str(i) for i in ids) if isinstance(ids, list) else ()
+
+
 def entry_from_row(row: tuple[Any, ...]) -> QueueEntry:
     """An entry from a row in :data:`~tiendasync.store.storage.outbox.ENTRY_COLUMNS` order."""
     return QueueEntry(
@@ -65,7 +73,7 @@ def entry_from_row(row: tuple[Any, ...]) -> QueueEntry:
         summary=row[8],
         ref=row[9],
         has_conflict=bool(row[10]),
-        conflict_ids=tuple(json.loads(row[11])),
+        conflict_ids=_conflict_ids(row[11]),
         error=row[12],
     )
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tiendasync.errors import ConfigError, InvalidArgument
+from tiendasync.errors import ConfigError, CorruptData, InvalidArgument
 from tiendasync.model.config import StoreConfig
 from tiendasync.model.docnames import data_type_of
 from tiendasync.model.hlc import DEFAULT_MAX_DRIFT_MS, HLC, Timestamp
@@ -130,7 +130,7 @@ class Replica:
             identity = _identity(
                 store, path, tenant=tenant, replica_id=replica_id, location=location
             )
-            config = StoreConfig.from_dict(store.get_json("config") or {})
+            config = StoreConfig.from_dict(store.get_config())
             if durability is not None and not read_only:
                 config = config.updated(durability=durability)
             store.set_durability(config.durability)
@@ -142,7 +142,7 @@ class Replica:
             saved_hlc = store.get_meta("hlc")
             hlc = HLC(
                 identity["replica_id"],
-                last=Timestamp.decode(saved_hlc) if saved_hlc else None,
+                last=_saved_clock(store, saved_hlc),
                 max_drift_ms=max_clock_drift_ms,
                 **({"wall": wall_clock} if wall_clock else {}),
             )
@@ -300,12 +300,13 @@ class Replica:
     def status(self) -> ReplicaStatus:
         core = self.core
         with core.locked():
+            other = core.shared_sync_state() if self._sync is None else None
             return ReplicaStatus(
-                state=core.connection_state,
+                state=other["state"] if other else core.connection_state,
                 pending=core.storage.outbox.pending_count(),
                 last_sync_at=core.storage.sync_log.last_success(),
                 open_conflicts=count_open_for(self.conflicts, self.location, self.replica_id),
-                last_error=core.last_error,
+                last_error=(other or {}).get("error") or core.last_error,
             )
 
     def on_status_change(self, callback: Callable[[ReplicaStatus], None]) -> Callable[[], None]:
@@ -347,8 +348,9 @@ class Replica:
         with self.core.locked():
             if self._sync is not None:
                 raise InvalidArgument("background sync is already running; call stop_sync first")
-            self._sync = BackgroundSync(self, url, token=token)
-        self._sync.start()
+            sync = BackgroundSync(self, url, token=token)
+            sync.start()  # SyncBusy if another process syncs this file
+            self._sync = sync
 
     def stop_sync(self) -> None:
         """Stop background sync (waits for the thread).  Idempotent."""
@@ -378,6 +380,16 @@ def _identity(store: ReplicaStore, path: str | Path, **given: str | None) -> dic
             raise ConfigError(f"{path} belongs to {key} {saved!r}, not {value!r}")
         identity[key] = saved if saved is not None else str(value)
     return identity
+
+
+def _saved_clock(store: ReplicaStore, saved: str | None) -> Timestamp | None:
+    """The clock the file saved, or None; CorruptData if it is garbage."""
+    try:
+        return Timestamp.decode(saved) if saved else None
+    except (InvalidArgument, ValueError) as exc:
+        raise CorruptData(
+            f"{store.path} holds a garbage clock {saved!r}; restore it from a backup"
+        ) from exc
 
 
 def _remove_database(path: Path) -> None:

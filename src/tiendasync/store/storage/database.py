@@ -50,9 +50,12 @@ class ReplicaStore:
         except sqlite3.OperationalError as exc:
             self.conn.close()
             raise StorageError(f"cannot open replica database {path}: {exc}") from exc
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             self.conn.close()
-            raise CorruptData(f"{path} is not a readable replica database: {exc}") from exc
+            raise CorruptData(
+                f"{path} is not a readable replica database ({exc}); restore it from a "
+                "backup, or move it aside and re-create the replica"
+            ) from exc
         except BaseException:
             self.conn.close()
             raise
@@ -117,8 +120,29 @@ class ReplicaStore:
         )
 
     def get_json(self, key: str) -> Any:
+        """The JSON setting ``key`` (None if unset); CorruptData if it is not JSON."""
         text = self.get_meta(key)
-        return None if text is None else json.loads(text)
+        if text is None:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise CorruptData(
+                f"{self.path} holds a garbage {key!r} setting ({exc}); restore the file from "
+                "a backup, or move it aside and re-create the replica"
+            ) from exc
+
+    def get_config(self) -> dict[str, Any]:
+        """The stored store config as a dict (empty if unset); CorruptData if not an object."""
+        value = self.get_json("config")
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise CorruptData(
+                f"{self.path} holds a garbage config ({type(value).__name__}, not an object); "
+                "restore the file from a backup, or move it aside and re-create the replica"
+            )
+        return value
 
     def set_json(self, key: str, value: Any) -> None:
         self.set_meta(key, json.dumps(value, sort_keys=True))
