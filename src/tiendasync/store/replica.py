@@ -155,21 +155,21 @@ class Replica:
                         store.set_meta(key, value)
                     store.set_json("config", config.to_dict())
                     store.add_client_id(client_id, wall())
+            core = ReplicaCore(
+                store,
+                tenant=identity["tenant"],
+                replica_id=identity["replica_id"],
+                location=identity["location"],
+                client_id=client_id,
+                hlc=hlc,
+                wall=wall,
+                read_only=read_only,
+            )
         except BaseException:
             store.close()
             if not existed:
                 _remove_database(Path(path))
             raise
-        core = ReplicaCore(
-            store,
-            tenant=identity["tenant"],
-            replica_id=identity["replica_id"],
-            location=identity["location"],
-            client_id=client_id,
-            hlc=hlc,
-            wall=wall,
-            read_only=read_only,
-        )
         replica = cls(core)
         if read_only:
             return replica
