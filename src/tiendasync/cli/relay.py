@@ -38,6 +38,7 @@ from tiendasync.relay.admin import AdminHTTPServer, RelayAdmin
 from tiendasync.relay.auth import issue_token
 from tiendasync.relay.central import CENTRAL_REPLICA_ID
 from tiendasync.relay.console import console_routes
+from tiendasync.relay.dblock import relay_lock
 from tiendasync.relay.server import RateLimits, RelayServer
 from tiendasync.relay.storage import SqliteRelayStore
 
@@ -266,11 +267,12 @@ def _token_revoke(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    store = SqliteRelayStore(args.db)
-    try:
-        asyncio.run(_serve(store, args))
-    finally:
-        store.close()
+    with relay_lock(args.db):  # one relay per database (RelayLocked: exit 1 at once)
+        store = SqliteRelayStore(args.db)
+        try:
+            asyncio.run(_serve(store, args))
+        finally:
+            store.close()
     return 0
 
 

@@ -37,7 +37,20 @@ class CentralWriter:
     def __init__(self, replica: Replica, publish: Publish) -> None:
         self.replica = replica
         self._publish = publish
+        #: keys and SKUs drained for a review that failed: reviewed again next time
+        self._keys: set[tuple[str, str]] = set()
+        self._products: set[str] = set()
+        #: a merge failed, or a write of ours did not reach the relay's storage: the
+        #: two must be caught up again (``CentralReviews.retry``)
+        self.behind = False
+        #: a retry is queued and has not run yet
+        self.retry_queued = False
         replica.on_local_update(self._on_local)
+
+    @property
+    def needs_retry(self) -> bool:
+        """A review or a merge failed and was not retried with success yet."""
+        return self.behind or bool(self._keys or self._products)
 
     @classmethod
     def open(
@@ -93,12 +106,28 @@ class CentralWriter:
         return self.review()
 
     def review(self) -> tuple[int, int, int]:
+        """Review what changed since the last review that succeeded.
+
+        A failure (its directory's storage: disk full) is logged and the keys
+        it was to review are kept for the next review (``needs_retry``).
+        """
+        core = self.replica.core
+        with core.lock:
+            keys = self._keys | core.changes.drain_touched()
+            products = self._products | core.changes.drain_changed_products()
         try:
-            products = self.replica.drain_changed_products()
-            return self.replica.conflicts.review(products=products)
-        except TiendaSyncError:
-            log.exception("invariant review failed")
+            result = self.replica.conflicts.review(keys=keys, products=products)
+        except TiendaSyncError as exc:
+            self._keys, self._products = keys, products
+            log.error(
+                "invariant review of %s failed, %d keys kept to retry: %s",
+                self.replica.tenant,
+                len(keys) + len(products),
+                exc,
+            )
             return 0, 0, 0
+        self._keys, self._products = set(), set()
+        return result
 
     def resolve(
         self,

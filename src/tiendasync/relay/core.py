@@ -24,8 +24,12 @@ The contract with the I/O layer:
 * ``on_output(session)`` is called when a session has bytes to send
   (``session.conn.data_to_send()`` or, for y-protocols, ``session.outbox``);
 * ``on_write(write)`` hands over an applied update that must be stored; the
-  I/O layer stores batches (``store.append_many``) and then reports them with
-  :meth:`committed` -- only then are ACKs sent and the update fanned out;
+  I/O layer asks :meth:`storable` which writes of a batch may still be stored,
+  stores those (``store.append_many``) and then reports them with
+  :meth:`committed` -- only then are ACKs sent and the update fanned out --
+  or, if storing failed, with :meth:`commit_failed`;
+* :meth:`retry_reviews` is called now and then: central reviews that failed
+  (their directory's storage) are retried;
 * :meth:`end_session` returns the sync-log row for the pump to store.
 """
 
@@ -295,6 +299,14 @@ class RelayCore:
 
     # -- after storage (see relay.fanout, relay.reviews) ----------------------------------------
 
+    def storable(self, batch: list[PendingWrite]) -> list[PendingWrite]:
+        """The writes of ``batch`` that may be stored; the stale ones are failed here
+        (applied on top of a write whose commit failed: see ``Fanout.storable``)."""
+        live = self.fanout.storable(batch)
+        if self.reviews is not None and len(live) != len(batch):
+            self.reviews.relay_write_failed([w for w in batch if w.stale])
+        return live
+
     def committed(
         self, batch: list[PendingWrite], result: AppendResult | None = None, *, review: bool = True
     ) -> None:
@@ -304,8 +316,20 @@ class RelayCore:
             self.reviews.review(batch)
 
     def commit_failed(self, batch: list[PendingWrite], exc: BaseException) -> None:
-        """Storing ``batch`` failed: memory must not hold what disk lacks."""
+        """Storing ``batch`` failed: memory must not hold what disk lacks.
+
+        Its docs are reloaded from storage, nothing of it is acknowledged, its
+        sessions are closed (their replicas send it again), and a central
+        writer whose write was in it re-offers it at :meth:`retry_reviews`.
+        """
         self.fanout.commit_failed(batch, exc)
+        if self.reviews is not None:
+            self.reviews.relay_write_failed(batch)
+
+    def retry_reviews(self) -> None:
+        """Retry what the central writers could not do (see ``CentralReviews.retry``)."""
+        if self.reviews is not None:
+            self.reviews.retry()
 
     def central(self, tenant: str) -> CentralWriter:
         """The tenant's writer replica, opened and caught up on first use."""

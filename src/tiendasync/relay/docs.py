@@ -21,13 +21,22 @@ from typing import Any
 
 import pycrdt
 
-from tiendasync.errors import RemoteProtocolError
+from tiendasync.errors import CorruptData, RemoteProtocolError
 from tiendasync.protocol import CLOSE_PROTOCOL
 from tiendasync.protocol.statevector import decode_state_vector
-from tiendasync.protocol.yjs_update import ParsedUpdate
-from tiendasync.relay.storage import RelayStore
+from tiendasync.protocol.yjs_update import MalformedUpdate, ParsedUpdate, parse_update
+from tiendasync.relay.storage import DocHistory, RelayStore
 
-__all__ = ["EMPTY_UPDATE", "ApplyResult", "DocCache", "RelayDoc", "compact", "ends_of", "is_panic"]
+__all__ = [
+    "EMPTY_UPDATE",
+    "ApplyResult",
+    "DocCache",
+    "RelayDoc",
+    "compact",
+    "ends_of",
+    "is_panic",
+    "replay",
+]
 
 log = logging.getLogger("tiendasync.relay.docs")
 
@@ -65,14 +74,54 @@ def _apply(doc: pycrdt.Doc[Any], data: bytes) -> None:
         raise
 
 
+def _apply_stored(doc: pycrdt.Doc[Any], seq: int, data: bytes) -> None:
+    """Apply one stored update; a garbage one raises CorruptData (``doc`` unchanged)."""
+    try:
+        parse_update(data)  # the validating parser first: garbage never reaches the engine
+        _apply(doc, data)
+    except (MalformedUpdate, RemoteProtocolError) as exc:
+        raise CorruptData(f"stored update {seq} cannot be applied: {exc}"[:300]) from exc
+
+
+def replay(
+    history: DocHistory, tenant: str, name: str, *, origin: str = "load"
+) -> tuple[pycrdt.Doc[Any], list[tuple[int, CorruptData]]]:
+    """A fresh doc rebuilt from ``history`` (snapshot, then the log in order).
+
+    Every stored update the parser or the engine refuses is skipped and
+    logged loudly; returns the doc and those ``(seq, CorruptData)`` (seq 0:
+    the snapshot).  The doc holds exactly what storage can serve.
+    """
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    bad: list[tuple[int, CorruptData]] = []
+    items = ([(0, history.snapshot)] if history.snapshot else []) + history.updates
+    with doc.transaction(origin=origin):
+        for seq, data in items:
+            try:
+                _apply_stored(doc, seq, data)
+            except CorruptData as exc:
+                log.error("CORRUPT relay data %s/%s: %s", tenant, name, exc)
+                bad.append((seq, exc))
+    return doc, bad
+
+
 @dataclass
 class RelayDoc:
+    """One in-memory relay doc.
+
+    ``pins`` counts its writes still on their way to storage.  ``stale``: the
+    cache dropped it (a failed commit, a refused update) while writes were
+    pinned on it; those writes must not be stored or acknowledged, since the
+    doc they were applied to no longer matches what storage holds.
+    """
+
     tenant: str
     name: str
     doc: pycrdt.Doc[Any]
     last_used: float
     pins: int = 0
     broken: bool = False
+    stale: bool = False
     captured: list[bytes] = field(default_factory=list)
     subscription: Any = None
 
@@ -130,6 +179,10 @@ class DocCache:
     def __len__(self) -> int:
         return len(self._docs)
 
+    def current(self, tenant: str, name: str) -> RelayDoc | None:
+        """The loaded doc, if any (never loads)."""
+        return self._docs.get((tenant, name))
+
     def loaded(self) -> list[tuple[str, str]]:
         return list(self._docs)
 
@@ -141,7 +194,7 @@ class DocCache:
             rdoc.last_used = self._clock()
             self._docs.move_to_end(key)
             return rdoc
-        if rdoc is not None:  # broken and unpinned docs are reloaded
+        if rdoc is not None:  # broken docs are reloaded (their pinned writes go stale)
             self._drop(key)
         rdoc = self._load(tenant, name)
         self._docs[key] = rdoc
@@ -149,18 +202,7 @@ class DocCache:
         return rdoc
 
     def _load(self, tenant: str, name: str) -> RelayDoc:
-        history = self.store.load_doc(tenant, name)
-        doc: pycrdt.Doc[Any] = pycrdt.Doc()
-        with doc.transaction(origin="load"):
-            for seq, data in (
-                [(0, history.snapshot)] if history.snapshot else []
-            ) + history.updates:
-                try:
-                    _apply(doc, data)
-                except RemoteProtocolError as exc:
-                    log.error(
-                        "%s/%s: stored update %s cannot be applied: %s", tenant, name, seq, exc
-                    )
+        doc, _ = replay(self.store.load_doc(tenant, name), tenant, name)
         rdoc = RelayDoc(tenant, name, doc, self._clock())
 
         def capture(event: Any) -> None:
@@ -202,19 +244,30 @@ class DocCache:
             changed = bytes(pycrdt.merge_updates(*captured))
         return ApplyResult(changed, pending, sv)
 
-    def pin(self, tenant: str, name: str) -> None:
+    def pin(self, tenant: str, name: str) -> RelayDoc | None:
+        """Pin the loaded doc (a write on its way to storage); returns it, to unpin."""
         rdoc = self._docs.get((tenant, name))
         if rdoc is not None:
             rdoc.pins += 1
+        return rdoc
 
     def unpin(self, tenant: str, name: str) -> None:
-        key = (tenant, name)
-        rdoc = self._docs.get(key)
+        """Unpin the loaded doc (see :meth:`release` for a write's own doc)."""
+        self.release(self._docs.get((tenant, name)))
+
+    def release(self, rdoc: RelayDoc | None) -> None:
+        """One write pinned on ``rdoc`` reached its end (stored or failed)."""
         if rdoc is None:
             return
         rdoc.pins = max(0, rdoc.pins - 1)
-        if rdoc.pins == 0 and rdoc.broken:
+        key = (rdoc.tenant, rdoc.name)
+        if rdoc.pins == 0 and rdoc.broken and self._docs.get(key) is rdoc:
             self._drop(key)
+
+    def discard(self, tenant: str, name: str) -> None:
+        """Drop the in-memory doc at once, pinned or not: the next use reloads it from
+        storage, and writes pinned on the dropped one go stale (see :class:`RelayDoc`)."""
+        self._drop((tenant, name))
 
     def evict(self, tenant: str, name: str) -> None:
         """Forget the in-memory doc (reloaded from storage at next use)."""
@@ -249,6 +302,8 @@ class DocCache:
 
     def _drop(self, key: tuple[str, str]) -> None:
         rdoc = self._docs.pop(key, None)
+        if rdoc is not None and rdoc.pins:
+            rdoc.stale = True
         if rdoc is not None and rdoc.subscription is not None:
             with contextlib.suppress(Exception):
                 rdoc.doc.unobserve(rdoc.subscription)
@@ -265,14 +320,8 @@ def compact(store: RelayStore, tenant: str, name: str) -> int:
     history = store.load_doc(tenant, name)
     if not history.updates:
         return 0
-    doc: pycrdt.Doc[Any] = pycrdt.Doc()
-    with doc.transaction(origin="compact"):
-        for seq, data in ([(0, history.snapshot)] if history.snapshot else []) + history.updates:
-            try:
-                _apply(doc, data)
-            except RemoteProtocolError as exc:
-                log.error(
-                    "%s/%s: dropping stored update %s at compaction: %s", tenant, name, seq, exc
-                )
+    doc, bad = replay(history, tenant, name, origin="compact")
+    for seq, _ in bad:
+        log.error("%s/%s: dropping stored update %s at compaction", tenant, name, seq)
     store.put_snapshot(tenant, name, bytes(doc.get_update()), history.last_seq)
     return len(history.updates)

@@ -59,7 +59,7 @@ class Fanout:
     ) -> None:
         """Hand an applied update to storage (``on_write``); the doc stays pinned until then."""
         stored = None if result.duplicate else (data if result.pending else result.changed)
-        self.docs.pin(tenant, doc)
+        rdoc = self.docs.pin(tenant, doc)
         self._on_write(
             PendingWrite(
                 session=session,
@@ -70,6 +70,7 @@ class Fanout:
                 fanout=result.changed,
                 acks=acks,
                 replica=replica,
+                rdoc=rdoc,
             )
         )
 
@@ -80,10 +81,25 @@ class Fanout:
 
     # -- after storage ---------------------------------------------------------------------
 
+    def storable(self, batch: list[PendingWrite]) -> list[PendingWrite]:
+        """What of ``batch`` may be stored; the stale writes are failed here.
+
+        A write is stale when the doc it was applied to was dropped (an earlier
+        commit of that doc failed): its state vector may count updates that
+        never reached storage, so it is neither stored nor acknowledged, and
+        its session is closed (the replica sends it again on reconnecting).
+        """
+        stale = [w for w in batch if w.stale]
+        if stale:
+            self.commit_failed(stale, RuntimeError("an earlier write of the document failed"))
+        return [w for w in batch if not w.stale]
+
     def committed(self, batch: list[PendingWrite]) -> None:
         """``batch`` is durably stored: acknowledge it and fan it out."""
         for w in batch:
-            self.docs.unpin(w.tenant, w.doc)
+            if w.stale:  # stored all the same (a pump that does not ask storable())
+                self.docs.discard(w.tenant, w.doc)  # so memory is reloaded with it
+            self.docs.release(w.rdoc)
             s = w.session
             if s is not None and s.conn is not None and s.conn.state == "open" and w.acks:
                 clocks = decode_state_vector(w.state_vector)
@@ -95,10 +111,17 @@ class Fanout:
                 self.broker.publish(w.tenant, w.doc, w.fanout, None if s is None else s.id)
 
     def commit_failed(self, batch: list[PendingWrite], exc: BaseException) -> None:
-        """Storing ``batch`` failed: memory must not hold what disk lacks."""
+        """Storing ``batch`` failed: memory must not hold what disk lacks.
+
+        Each doc it touched is dropped at once (reloaded from storage at next
+        use), and every write still queued on the dropped doc goes stale
+        (:meth:`storable` fails it): nothing applied on top of a failed write
+        is stored or acknowledged.  No write of ``batch`` is acknowledged.
+        """
         for w in batch:
-            self.docs.unpin(w.tenant, w.doc)
-            self.docs.evict(w.tenant, w.doc)
+            if w.rdoc is None or self.docs.current(w.tenant, w.doc) is w.rdoc:
+                self.docs.discard(w.tenant, w.doc)
+            self.docs.release(w.rdoc)
             if w.session is not None:
                 w.session.record.error = f"storage failure: {exc}"[:200]
                 fail(w.session, CLOSE_INTERNAL, "storage failure")

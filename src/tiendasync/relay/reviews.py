@@ -7,6 +7,12 @@ replicas (file I/O, storage reads: pump side, never inside a decision),
 catches them up with the relay, and hands each committed batch over as a
 :class:`ReviewWork`, which the server runs on a worker thread.
 
+A failure of a writer's storage (its directory: disk full) never makes it
+stop silently: it is logged, the writer keeps what it could not merge or
+review (``CentralWriter.needs_retry``), and :meth:`CentralReviews.retry`,
+which the pump calls now and then, catches it up with the relay again and
+re-runs the review, until it succeeds.
+
 Threads: writers are opened and caught up on the core's thread (relay docs
 are pycrdt docs, bound to it); :meth:`ReviewWork.run` touches only the
 writers (Replicas: thread-safe).  A writer's own writes come back to the core
@@ -23,7 +29,7 @@ from typing import Any
 
 import pycrdt
 
-from tiendasync.errors import ConfigError
+from tiendasync.errors import ConfigError, TiendaSyncError
 from tiendasync.protocol.statevector import decode_state_vector
 from tiendasync.relay.central import CENTRAL_REPLICA_ID, CentralWriter
 from tiendasync.relay.docs import DocCache
@@ -50,18 +56,26 @@ class ReviewWork:
 
     writers: dict[str, CentralWriter]
     updates: dict[tuple[str, str], list[bytes]]
+    #: tenants to review even without updates (a retry)
+    retry: frozenset[str] = frozenset()
 
     def run(self) -> None:
-        reviewed: set[str] = set()
+        reviewed: set[str] = set(t for t in self.retry if t in self.writers)
+        for tenant in reviewed:
+            self.writers[tenant].retry_queued = False
         for (tenant, doc), updates in self.updates.items():
             writer = self.writers.get(tenant)
             if writer is None:
                 continue
+            reviewed.add(tenant)
             try:
                 update = updates[0] if len(updates) == 1 else bytes(pycrdt.merge_updates(*updates))
                 writer.merge(doc, update, review=False)
-                reviewed.add(tenant)
-            except Exception:
+            except TiendaSyncError as exc:  # its storage: caught up again at retry
+                writer.behind = True
+                log.error("central merge of %s/%s failed (retried later): %s", tenant, doc, exc)
+            except Exception:  # a bug: logged, and caught up again at retry
+                writer.behind = True
                 log.exception("central merge of %s/%s failed", tenant, doc)
         for tenant in sorted(reviewed):
             try:
@@ -94,6 +108,8 @@ class CentralReviews:
         self.client_id_source = client_id_source
         self._ingest = ingest
         self._writers: dict[str, CentralWriter] = {}
+        #: tenants whose writer could not be opened: opened again at :meth:`retry`
+        self._unopened: set[str] = set()
         #: Runs a :class:`ReviewWork`.  Default: at once, here; the server hands it
         #: to a worker thread so a big review never stalls the event loop.
         self.run: Callable[[ReviewWork], None] = lambda work: work.run()
@@ -118,15 +134,26 @@ class CentralReviews:
             writer.close()
             raise ConfigError(f"client id {foreign[0]} of the central writer is taken")
         self._writers[tenant] = writer
-        self._catch_up(tenant, writer)
+        self._unopened.discard(tenant)
+        try:
+            for (_, doc), diffs in self._offers(tenant, writer).items():
+                writer.merge(doc, diffs[0], review=False)
+        except TiendaSyncError as exc:  # its storage: caught up again at retry
+            writer.behind = True
+            log.error("central writer of %s: catch-up failed (retried later): %s", tenant, exc)
+        self._offer_own(tenant, writer)
         writer.review()
         return writer
 
-    def _catch_up(self, tenant: str, writer: CentralWriter) -> None:
-        """Merge what the relay has that the writer lacks, and ingest the converse."""
-        for doc in self.store.state_vectors(tenant):
-            diff = self.docs.get(tenant, doc).diff(writer.state_vector(doc))
-            writer.merge(doc, diff, review=False)
+    def _offers(self, tenant: str, writer: CentralWriter) -> dict[tuple[str, str], list[bytes]]:
+        """What the relay has that the writer lacks, per doc (read on the core's thread)."""
+        return {
+            (tenant, doc): [self.docs.get(tenant, doc).diff(writer.state_vector(doc))]
+            for doc in self.store.state_vectors(tenant)
+        }
+
+    def _offer_own(self, tenant: str, writer: CentralWriter) -> None:
+        """Ingest what the writer made that the relay lacks."""
         own = writer.client_ids
         for doc in writer.replica.doc_names():  # what the writer made that we lack
             relay_sv = self.docs.get(tenant, doc).state_vector()
@@ -148,8 +175,37 @@ class CentralReviews:
             try:
                 writers[tenant] = self.writer(tenant)  # opened here, on the core's thread
             except Exception:
-                log.exception("central writer of %s unavailable", tenant)
+                self._unopened.add(tenant)  # its catch-up at open covers this batch
+                log.exception("central writer of %s unavailable (retried later)", tenant)
         self.run(ReviewWork(writers, grouped))
+
+    def relay_write_failed(self, batch: list[PendingWrite]) -> None:
+        """The relay could not store these writes: a writer's own ones are offered again."""
+        for w in batch:
+            writer = self._writers.get(w.tenant)
+            if w.replica == CENTRAL_REPLICA_ID and writer is not None:
+                writer.behind = True
+
+    def retry(self) -> None:
+        """Open the writers that failed to open; catch up and review again those that
+        failed (``CentralWriter.needs_retry``).  On the core's thread; the merges and
+        reviews run through :attr:`run`, like a batch's."""
+        for tenant in sorted(self._unopened):
+            try:
+                self.writer(tenant)
+            except (TiendaSyncError, OSError) as exc:
+                log.error("central writer of %s still unavailable: %s", tenant, exc)
+        for tenant, writer in sorted(self._writers.items()):
+            if not writer.needs_retry or writer.retry_queued:
+                continue
+            updates: dict[tuple[str, str], list[bytes]] = {}
+            if writer.behind:
+                writer.behind = False
+                updates = self._offers(tenant, writer)
+                self._offer_own(tenant, writer)
+            writer.retry_queued = True
+            log.info("central writer of %s: retrying its review", tenant)
+            self.run(ReviewWork({tenant: writer}, updates, frozenset({tenant})))
 
     def open_conflicts(self) -> int:
         return sum(len(w.conflicts(status="open", limit=10**9)) for w in self._writers.values())

@@ -88,6 +88,15 @@ CREATE TABLE IF NOT EXISTS sync_log (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS sync_log_replica ON sync_log (tenant, replica_id, started_at);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    quarantined_at REAL NOT NULL
+);
 """
 
 Migration = Callable[[sqlite3.Connection], None]

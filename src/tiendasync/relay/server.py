@@ -47,12 +47,14 @@ from tiendasync.relay.auth import authenticate
 from tiendasync.relay.broker import Broker
 from tiendasync.relay.central import CentralWriter
 from tiendasync.relay.core import RelayCore
-from tiendasync.relay.docs import DocCache, compact
+from tiendasync.relay.docs import DocCache
+from tiendasync.relay.integrity import VerifyReport, verify_store
 from tiendasync.relay.lookups import log_session, lookup_follower, lookup_hello
 from tiendasync.relay.policy import Grants, RateLimits
 from tiendasync.relay.reviews import ReviewWork
 from tiendasync.relay.state import PendingWrite, RelaySession
 from tiendasync.relay.storage import RelayStore
+from tiendasync.relay.writer import GroupCommit
 
 __all__ = ["Grants", "RateLimits", "RelayServer"]
 
@@ -142,15 +144,18 @@ class RelayServer:
             on_write=self._on_write,
             limits=limits,
         )
+        #: Seconds between retries of central reviews that failed (their storage).
+        self.review_retry_seconds = 2.0
         self._server: Server | None = None
         self._review_pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._queue: asyncio.Queue[PendingWrite | None] | None = None
+        self._writes: GroupCommit | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._sweeper_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._compacting: set[tuple[str, str]] = set()
         self._links: dict[str, _Link] = {}
         self.port: int = port
+        #: What the start-up check of the stored documents found (see ``relay.integrity``).
+        self.verified: VerifyReport | None = None
 
     # -- what the admin layer and tests use ----------------------------------------------------
 
@@ -184,7 +189,7 @@ class RelayServer:
         return self.core.request_sync(tenant, replica_id, full)
 
     def queue_depth(self) -> int:
-        return 0 if self._queue is None else self._queue.qsize()
+        return 0 if self._writes is None else self._writes.depth()
 
     def connection_count(self) -> int:
         return self.core.connection_count()
@@ -194,7 +199,15 @@ class RelayServer:
     async def start(self) -> None:
         if self._server is not None:
             raise RuntimeError("relay already started")
-        self._queue = asyncio.Queue()
+        # Never announce what cannot be served: rebuild every stored doc first.
+        self.verified = await asyncio.to_thread(verify_store, self.store)
+        self._writes = GroupCommit(
+            self.core,
+            self.store,
+            max_batch=self.max_batch,
+            compact_threshold=self.compact_threshold,
+            spawn=self._spawn,
+        )
         # Invariant reviews run on one worker thread (in order): a big catch-up
         # must not stall pings and other stores; the central writers' writes come
         # back to this loop.
@@ -208,7 +221,7 @@ class RelayServer:
         if self.core.reviews is not None:
             self.core.reviews.run = review_later
             self.core.reviews.call_soon = asyncio.get_running_loop().call_soon_threadsafe
-        self._writer_task = asyncio.create_task(self._writer(), name="relay-writer")
+        self._writer_task = asyncio.create_task(self._writes.run(), name="relay-writer")
         self._sweeper_task = asyncio.create_task(self._sweeper(), name="relay-sweeper")
         self._server = await serve(
             self._handler,
@@ -233,8 +246,8 @@ class RelayServer:
             return
         server.close()
         await server.wait_closed()
-        if self._queue is not None and self._writer_task is not None:
-            await self._queue.put(None)
+        if self._writes is not None and self._writer_task is not None:
+            self._writes.stop()
             await self._writer_task
         if self._review_pool is not None:
             await asyncio.to_thread(self._review_pool.shutdown, True)
@@ -247,10 +260,8 @@ class RelayServer:
         for task in list(self._tasks):
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
-        if self._queue is not None:  # writes the central writer made while closing
-            batch = [w for w in iter_queue(self._queue) if w is not None]
-            if batch:
-                await self._commit(batch, review=False)
+        if self._writes is not None:  # writes the central writer made while closing
+            await self._writes.drain()
         self.core.close()
 
     async def __aenter__(self) -> RelayServer:
@@ -431,64 +442,22 @@ class RelayServer:
             session.close_code, session.close_reason = CLOSE_NORMAL, ""
             link.close_sent = True
 
-    # -- group commit ------------------------------------------------------------------------------
+    # -- group commit (relay.writer) and housekeeping ----------------------------------------
 
     def _on_write(self, write: PendingWrite) -> None:
-        assert self._queue is not None
-        self._queue.put_nowait(write)
-
-    async def _writer(self) -> None:
-        assert self._queue is not None
-        queue = self._queue
-        stopping = False
-        while not stopping:
-            item = await queue.get()
-            if item is None:
-                break
-            batch = [item]
-            while len(batch) < self.max_batch:
-                try:
-                    nxt = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
-                if nxt is None:
-                    stopping = True
-                    break
-                batch.append(nxt)
-            await self._commit(batch)
-
-    async def _commit(self, batch: list[PendingWrite], *, review: bool = True) -> None:
-        try:
-            result = await asyncio.to_thread(self.store.append_many, [w.entry() for w in batch])
-        except Exception as exc:
-            log.exception("commit of %d updates failed", len(batch))
-            self.core.commit_failed(batch, exc)
-            return
-        self.core.committed(batch, result, review=review)
-        for key, count in result.log_counts.items():
-            if count >= self.compact_threshold and key not in self._compacting:
-                self._compacting.add(key)
-                self._spawn(self._compact(*key))
-
-    async def _compact(self, tenant: str, doc: str) -> None:
-        try:
-            folded = await asyncio.to_thread(compact, self.store, tenant, doc)
-            log.info("compacted %s/%s: %d updates folded into a snapshot", tenant, doc, folded)
-        except Exception:
-            log.exception("compaction of %s/%s failed", tenant, doc)
-        finally:
-            self._compacting.discard((tenant, doc))
+        assert self._writes is not None
+        self._writes.put(write)
 
     async def _sweeper(self) -> None:
         interval = max(0.5, min(60.0, self.docs.idle_seconds / 2))
+        loop = asyncio.get_running_loop()
+        next_sweep = loop.time() + interval
         while True:
-            await asyncio.sleep(interval)
-            self.docs.sweep()
-
-
-def iter_queue(queue: asyncio.Queue[PendingWrite | None]) -> list[PendingWrite | None]:
-    """Everything currently in ``queue`` (without waiting)."""
-    items: list[PendingWrite | None] = []
-    while not queue.empty():
-        items.append(queue.get_nowait())
-    return items
+            await asyncio.sleep(min(interval, self.review_retry_seconds))
+            if loop.time() >= next_sweep:
+                self.docs.sweep()
+                next_sweep = loop.time() + interval
+            try:
+                self.core.retry_reviews()
+            except Exception:  # a bug must not stop the sweeps
+                log.exception("retrying central reviews failed")

@@ -14,6 +14,7 @@ from typing import Any
 
 from tiendasync.protocol import RelayConnection
 from tiendasync.relay.broker import Unsubscribe
+from tiendasync.relay.docs import RelayDoc
 from tiendasync.relay.policy import Grants, TokenBucket
 from tiendasync.relay.storage import AppendEntry, SessionRecord, TokenRecord
 
@@ -79,6 +80,13 @@ class PendingWrite:
     fanout: bytes | None
     acks: list[int]
     replica: str | None
+    #: the in-memory doc it was applied to (pinned until the write's end)
+    rdoc: RelayDoc | None = None
+
+    @property
+    def stale(self) -> bool:
+        """The doc it was applied to was dropped: storing it could record a lie."""
+        return self.rdoc is not None and self.rdoc.stale
 
     def entry(self) -> AppendEntry:
         """The row to log (stamped by storage when the pump stores it)."""

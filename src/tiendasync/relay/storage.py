@@ -15,17 +15,26 @@ lock.  Schema versions and migrations: :mod:`tiendasync.relay.schema`.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from tiendasync.errors import NotFound, StorageError
 from tiendasync.relay import schema
+from tiendasync.relay.records import (
+    AppendEntry,
+    AppendResult,
+    DocHistory,
+    SessionRecord,
+    TokenRecord,
+)
 from tiendasync.relay.schema import SCHEMA_VERSION
+
+log = logging.getLogger("tiendasync.relay.storage")
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -37,90 +46,6 @@ __all__ = [
     "SqliteRelayStore",
     "TokenRecord",
 ]
-
-# -- records ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TokenRecord:
-    """A stored token: never the secret, only its SHA-256 (hex)."""
-
-    id: str
-    token_hash: str
-    tenant: str | None
-    replica_id: str | None
-    admin: bool
-    created_at: float
-    revoked_at: float | None = None
-
-    @property
-    def revoked(self) -> bool:
-        return self.revoked_at is not None
-
-    def public(self) -> dict[str, Any]:
-        """What may be shown to an administrator (no hash)."""
-        return {
-            "id": self.id,
-            "tenant": self.tenant,
-            "replica_id": self.replica_id,
-            "admin": self.admin,
-            "created_at": self.created_at,
-            "revoked_at": self.revoked_at,
-        }
-
-
-@dataclass(frozen=True)
-class AppendEntry:
-    """One update to log (``data`` None: nothing to store, only the state vector)."""
-
-    tenant: str
-    doc: str
-    data: bytes | None
-    replica: str | None
-    state_vector: bytes
-    received_at: float = field(default_factory=time.time)
-
-
-@dataclass(frozen=True)
-class AppendResult:
-    """What :meth:`RelayStore.append_many` did."""
-
-    seqs: list[int | None]
-    #: updates logged since the last snapshot, per (tenant, doc) touched
-    log_counts: dict[tuple[str, str], int]
-
-
-@dataclass(frozen=True)
-class DocHistory:
-    """A document as stored: the snapshot and every update logged after it."""
-
-    snapshot: bytes | None
-    upto_seq: int
-    updates: list[tuple[int, bytes]]
-
-    @property
-    def last_seq(self) -> int:
-        return self.updates[-1][0] if self.updates else self.upto_seq
-
-
-@dataclass
-class SessionRecord:
-    """One row of the relay's sync log (one websocket session)."""
-
-    session_id: str
-    tenant: str | None
-    replica_id: str | None
-    started_at: float
-    ended_at: float | None = None
-    outcome: str = "ok"
-    kind: str = "sync"
-    docs: int = 0
-    updates_received: int = 0
-    updates_sent: int = 0
-    bytes_received: int = 0
-    bytes_sent: int = 0
-    error: str | None = None
-
 
 # -- the interface ------------------------------------------------------------------------
 
@@ -154,6 +79,16 @@ class RelayStore(Protocol):
     def load_doc(self, tenant: str, doc: str) -> DocHistory: ...
     def put_snapshot(self, tenant: str, doc: str, data: bytes, upto_seq: int) -> None: ...
     def state_vectors(self, tenant: str) -> dict[str, bytes]: ...
+    def all_state_vectors(self) -> dict[tuple[str, str], bytes]:
+        """Every stored document's state vector, by (tenant, doc)."""
+        ...
+
+    def repair_doc(
+        self, tenant: str, doc: str, state_vector: bytes, bad: Sequence[tuple[int, str]]
+    ) -> None:
+        """Set the doc's state vector and quarantine its ``(seq, reason)`` updates
+        (seq 0: the snapshot), in one transaction."""
+        ...
 
     # per-replica config
     def get_replica_config(self, tenant: str, replica_id: str) -> dict[str, Any] | None: ...
@@ -185,6 +120,10 @@ class SqliteRelayStore:
             raise StorageError(f"cannot open relay database {path}: {exc}") from exc
         try:
             self.conn.execute("PRAGMA journal_mode=WAL")
+            # a damaged file must not be served (or migrated over) as if it were whole
+            check = self.conn.execute("PRAGMA quick_check(1)").fetchone()
+            if check is None or check[0] != "ok":
+                raise sqlite3.DatabaseError(f"integrity check failed: {check}")
             self.conn.execute(
                 "PRAGMA synchronous=" + ("FULL" if durability == "full" else "NORMAL")
             )
@@ -235,17 +174,28 @@ class SqliteRelayStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        """One durable transaction: all of it, or (whatever failed, even the COMMIT)
+        nothing of it, and the connection is left with no transaction open."""
         with self._lock:
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield self.conn
+                    self.conn.execute("COMMIT")
                 except BaseException:
-                    self.conn.execute("ROLLBACK")
+                    self._rollback()
                     raise
-                self.conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise StorageError(f"relay database write failed: {exc}") from exc
+
+    def _rollback(self) -> None:
+        # A failed COMMIT (disk full, I/O error) may leave the transaction open:
+        # the next write would otherwise commit it together with its own rows.
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.exception("relay database: ROLLBACK failed")
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
@@ -407,6 +357,44 @@ class SqliteRelayStore:
             "SELECT doc, state_vector FROM docs WHERE tenant = ? ORDER BY doc", (tenant,)
         )
         return {r[0]: bytes(r[1]) for r in rows}
+
+    def all_state_vectors(self) -> dict[tuple[str, str], bytes]:
+        rows = self._read("SELECT tenant, doc, state_vector FROM docs ORDER BY tenant, doc")
+        return {(r[0], r[1]): bytes(r[2]) for r in rows}
+
+    def repair_doc(
+        self, tenant: str, doc: str, state_vector: bytes, bad: Sequence[tuple[int, str]]
+    ) -> None:
+        now, key = time.time(), (tenant, doc)
+        with self._write() as conn:
+            for seq, reason in bad:
+                if seq == 0:
+                    moved = conn.execute(
+                        "SELECT data FROM snapshots WHERE tenant = ? AND doc = ?", key
+                    ).fetchone()
+                    conn.execute("DELETE FROM snapshots WHERE tenant = ? AND doc = ?", key)
+                else:
+                    moved = conn.execute(
+                        "SELECT data FROM updates WHERE seq = ? AND tenant = ? AND doc = ?",
+                        (seq, *key),
+                    ).fetchone()
+                    conn.execute("DELETE FROM updates WHERE seq = ?", (seq,))
+                if moved is not None:
+                    conn.execute(
+                        "INSERT INTO quarantine (tenant, doc, seq, data, reason, quarantined_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (*key, seq, moved[0], reason, now),
+                    )
+            conn.execute(
+                "UPDATE docs SET state_vector = ?, log_count = (SELECT COUNT(*) FROM updates "
+                "WHERE tenant = ? AND doc = ?) WHERE tenant = ? AND doc = ?",
+                (state_vector, *key, *key),
+            )
+
+    def quarantined(self) -> list[tuple[str, str, int, str]]:
+        """``(tenant, doc, seq, reason)`` of every stored update set aside as garbage."""
+        rows = self._read("SELECT tenant, doc, seq, reason FROM quarantine ORDER BY id")
+        return [(r[0], r[1], int(r[2]), r[3]) for r in rows]
 
     def log_size(self, tenant: str, doc: str) -> int:
         """Updates logged for ``doc`` since its snapshot."""

@@ -1,0 +1,90 @@
+"""The relay's stored records: the plain values :mod:`tiendasync.relay.storage` handles."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["AppendEntry", "AppendResult", "DocHistory", "SessionRecord", "TokenRecord"]
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """A stored token: never the secret, only its SHA-256 (hex)."""
+
+    id: str
+    token_hash: str
+    tenant: str | None
+    replica_id: str | None
+    admin: bool
+    created_at: float
+    revoked_at: float | None = None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def public(self) -> dict[str, Any]:
+        """What may be shown to an administrator (no hash)."""
+        return {
+            "id": self.id,
+            "tenant": self.tenant,
+            "replica_id": self.replica_id,
+            "admin": self.admin,
+            "created_at": self.created_at,
+            "revoked_at": self.revoked_at,
+        }
+
+
+@dataclass(frozen=True)
+class AppendEntry:
+    """One update to log (``data`` None: nothing to store, only the state vector)."""
+
+    tenant: str
+    doc: str
+    data: bytes | None
+    replica: str | None
+    state_vector: bytes
+    received_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What :meth:`RelayStore.append_many` did."""
+
+    seqs: list[int | None]
+    #: updates logged since the last snapshot, per (tenant, doc) touched
+    log_counts: dict[tuple[str, str], int]
+
+
+@dataclass(frozen=True)
+class DocHistory:
+    """A document as stored: the snapshot and every update logged after it."""
+
+    snapshot: bytes | None
+    upto_seq: int
+    updates: list[tuple[int, bytes]]
+
+    @property
+    def last_seq(self) -> int:
+        return self.updates[-1][0] if self.updates else self.upto_seq
+
+
+@dataclass
+class SessionRecord:
+    """One row of the relay's sync log (one websocket session)."""
+
+    session_id: str
+    tenant: str | None
+    replica_id: str | None
+    started_at: float
+    ended_at: float | None = None
+    outcome: str = "ok"
+    kind: str = "sync"
+    docs: int = 0
+    updates_received: int = 0
+    updates_sent: int = 0
+    bytes_received: int = 0
+    bytes_sent: int = 0
+    error: str | None = None

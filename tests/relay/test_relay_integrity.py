@@ -1,0 +1,123 @@
+"""A garbage row in relay.db: the relay says so at start and never announces what it lacks."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pycrdt
+import pytest
+
+from tests.support.relay_client import Client, Writer, run
+from tiendasync.errors import CorruptData
+from tiendasync.protocol import Ack
+from tiendasync.protocol.statevector import decode_state_vector
+from tiendasync.relay import RelayServer, SqliteRelayStore
+from tiendasync.relay.auth import issue_token
+from tiendasync.relay.docs import replay
+from tiendasync.relay.integrity import verify_store
+
+SALES = "sales/t1/2026-01"
+GARBAGE = b"\x01\x02\xff\xff\xff\x07garbage"
+
+
+def _sell(store: SqliteRelayStore, token: str, n: int) -> None:
+    async def main() -> None:
+        server = RelayServer(store, host="127.0.0.1", port=0)
+        await server.start()
+        try:
+            a = await Client.open(server.port, replica="t1", token=token, client_id=11)
+            await a.until_synced()
+            w = Writer(11)
+            for i in range(n):
+                await a.send_update(SALES, w.set(f"s{i}", i))
+            for _ in range(n):
+                await a.wait_for(Ack)
+            await a.close()
+        finally:
+            await server.stop()
+
+    run(main())
+
+
+def _corrupt(path: Path, index: int) -> int:
+    """Overwrite the ``index``-th stored update of SALES with garbage; returns its seq."""
+    with sqlite3.connect(path) as conn:
+        seqs = [
+            r[0]
+            for r in conn.execute("SELECT seq FROM updates WHERE doc = ? ORDER BY seq", (SALES,))
+        ]
+        conn.execute("UPDATE updates SET data = ? WHERE seq = ?", (GARBAGE, seqs[index]))
+    return int(seqs[index])
+
+
+def test_garbage_row_is_quarantined_and_never_announced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "relay.db"
+    store = SqliteRelayStore(str(path))
+    try:
+        t1 = issue_token(store, tenant="acme", replica_id="t1")
+        t2 = issue_token(store, tenant="acme", replica_id="t2")
+        _sell(store, t1, 30)
+        assert decode_state_vector(store.state_vectors("acme")[SALES]) == {11: 30}
+    finally:
+        store.close()
+    bad_seq = _corrupt(path, 10)
+
+    store = SqliteRelayStore(str(path))
+    try:
+
+        async def main() -> None:
+            server = RelayServer(store, host="127.0.0.1", port=0)
+            with caplog.at_level(logging.ERROR, logger="tiendasync.relay"):
+                await server.start()
+            try:
+                report = server.verified
+                assert report is not None and not report.clean
+                assert report.quarantined == [("acme", SALES, bad_seq)]
+                assert report.overclaimed == [("acme", SALES)]
+                text = caplog.text
+                assert "CORRUPT relay data acme/" + SALES in text
+                assert f"stored update {bad_seq} cannot be applied" in text
+                # the garbage is set aside (its bytes kept), not served and not retried
+                assert [q[:3] for q in store.quarantined()] == [("acme", SALES, bad_seq)]
+                assert all(seq != bad_seq for seq, _ in store.load_doc("acme", SALES).updates)
+                # what is announced is what a fresh replica gets
+                c = await Client.open(server.port, replica="t2", token=t2, client_id=22)
+                welcome, diffs = await c.until_synced()
+                claimed = decode_state_vector(welcome.state_vectors[SALES])
+                assert claimed == {11: 10}  # the ten updates before the garbage
+                doc: pycrdt.Doc[Any] = pycrdt.Doc()
+                for d in diffs:
+                    if d.doc == SALES:
+                        doc.apply_update(d.data)
+                assert decode_state_vector(bytes(doc.get_state())) == claimed
+                got = doc.get("root", type=pycrdt.Map).to_py() or {}
+                assert {f"s{i}": float(i) for i in range(10)}.items() <= got.items()
+                await c.close()
+            finally:
+                await server.stop()
+
+        run(main())
+        # repaired once: the next start is clean
+        assert verify_store(store).clean
+    finally:
+        store.close()
+
+
+def test_replay_raises_corrupt_data_for_each_garbage_update(tmp_path: Path) -> None:
+    store = SqliteRelayStore(str(tmp_path / "relay.db"))
+    try:
+        t1 = issue_token(store, tenant="acme", replica_id="t1")
+        _sell(store, t1, 3)
+    finally:
+        store.close()
+    bad_seq = _corrupt(tmp_path / "relay.db", 2)
+    with SqliteRelayStore(str(tmp_path / "relay.db")) as store:
+        doc, bad = replay(store.load_doc("acme", SALES), "acme", SALES)
+        assert [seq for seq, _ in bad] == [bad_seq]
+        assert all(isinstance(exc, CorruptData) for _, exc in bad)
+        assert decode_state_vector(bytes(doc.get_state())) == {11: 2}
