@@ -40,6 +40,7 @@ __all__ = [
     "ReplicaClosed",
     "RetryLater",
     "StorageError",
+    "SyncBusy",
     "SyncError",
     "TiendaSyncError",
     "Unauthorized",
@@ -173,6 +174,10 @@ class SyncError(TiendaSyncError):
 
 class UnreachableRelay(RetryLater, SyncError, ConnectionError):
     """The relay could not be reached (network down, wrong URL, relay stopped)."""
+
+
+class SyncBusy(RetryLater, SyncError):
+    """Another process is already syncing this store file; its status says how it goes."""
 
 
 class AuthError(Unauthorized, SyncError):

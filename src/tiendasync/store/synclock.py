@@ -18,18 +18,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tiendasync.errors import RetryLater, SyncError
+from tiendasync.errors import SyncBusy
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["SyncBusy", "SyncLock", "lock_path"]
-
-
-class SyncBusy(RetryLater, SyncError):
-    """Another process is already syncing this store file; its status says how it goes."""
+__all__ = ["SyncBusy", "SyncLock", "decode_state", "encode_state", "lock_path"]
 
 
 def lock_path(db_path: str | Path) -> Path:
