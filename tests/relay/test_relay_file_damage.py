@@ -41,11 +41,11 @@ SEED = int(os.environ.get("TIENDASYNC_DAMAGE_SEED", "20261202"))
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
-def _pristine(tmp: Path) -> tuple[Path, dict[str, str], int]:
-    """A stopped relay's files after a store synced sales to it; its tokens; the sales."""
+def _pristine(tmp: Path) -> tuple[Path, int]:
+    """A stopped relay's files after a store synced sales to it; the sales."""
     work = tmp / "pristine"
     work.mkdir()
-    relay = Relay(work, ["store", "fresh", "probe"])
+    relay = Relay(work, ["store"])
     relay.start()
     try:
         with Replica.open(tmp / "store.db", tenant="acme", replica_id="store", location="s") as r:
@@ -60,7 +60,7 @@ def _pristine(tmp: Path) -> tuple[Path, dict[str, str], int]:
         relay.stop()
     for extra in ("relay.db-wal", "relay.db-shm"):
         assert not (work / extra).exists() or (work / extra).stat().st_size == 0, extra
-    return work, relay.tokens, sales
+    return work, sales
 
 
 def _damage(data: bytes, rng: random.Random, kind: str) -> tuple[bytes, str]:
@@ -148,7 +148,7 @@ def _serves_consistently(tmp: Path, port: int, tokens: dict[str, str], label: st
 
 
 def damage_run(tmp_path: Path, trials: int) -> dict[str, Any]:
-    work, tokens, sales = _pristine(tmp_path)
+    work, sales = _pristine(tmp_path)
     data = (work / "relay.db").read_bytes()
     rng = random.Random(SEED)
     kinds = ["header", "first-pages", "middle", "tail", "truncate"]
@@ -164,8 +164,8 @@ def damage_run(tmp_path: Path, trials: int) -> dict[str, Any]:
         try:
             if port is not None:
                 # new tokens: an empty (0-byte) file is a new relay, with no tokens
-                fresh_tokens = {n: _token(case / "relay.db", n) for n in ("probe", "fresh")}
-                got = _serves_consistently(case, port, fresh_tokens, f"{i}")
+                tokens = {n: _token(case / "relay.db", n) for n in ("probe", "fresh")}
+                got = _serves_consistently(case, port, tokens, f"{i}")
                 outcomes["served"].append(f"{what}: {got}/{sales} sales")
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(15)

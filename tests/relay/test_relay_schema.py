@@ -66,6 +66,7 @@ def test_migrations_run_in_order_inside_one_transaction(
 ) -> None:
     path = tmp_path / "relay.db"
     SqliteRelayStore(str(path)).close()
+    _set_version(path, "1")  # a file of version 1, as written before the quarantine table
     ran: list[int] = []
 
     def v1_to_v2(conn: sqlite3.Connection) -> None:
@@ -102,7 +103,17 @@ def test_a_version_without_a_migration_is_refused(
 ) -> None:
     path = tmp_path / "relay.db"
     SqliteRelayStore(str(path)).close()
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+    _set_version(path, "1")
+    monkeypatch.setattr(schema, "MIGRATIONS", {0: schema.MIGRATIONS[0]})
     with pytest.raises(StorageError, match="cannot be upgraded"):
         SqliteRelayStore(str(path))
     assert _version(path) == "1"
+
+
+def test_a_version_1_file_is_upgraded_to_2(tmp_path: Path) -> None:
+    path = tmp_path / "relay.db"
+    SqliteRelayStore(str(path)).close()
+    _set_version(path, "1")
+    with SqliteRelayStore(str(path)) as store:
+        assert store.schema_version() == SCHEMA_VERSION == 2
+    assert "reason" in _columns(path, "quarantine")

@@ -17,7 +17,7 @@ from tiendasync.errors import StorageError
 
 __all__ = ["META_TABLE", "MIGRATIONS", "SCHEMA", "SCHEMA_VERSION", "migrate", "statements"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 META_TABLE = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 
@@ -107,10 +107,18 @@ def _v0_to_v1(conn: sqlite3.Connection) -> None:
     version 1 layout (:data:`SCHEMA` then adds what is missing), so nothing to do."""
 
 
+def _v1_to_v2(conn: sqlite3.Connection) -> None:
+    """Version 2 adds the ``quarantine`` table (garbage updates set aside at start).
+
+    :data:`SCHEMA` creates it; recording version 2 makes an older relay refuse
+    the file instead of ignoring what was quarantined.
+    """
+
+
 #: ``{version: step}``: the step turns a database of ``version`` into ``version + 1``
-#: (inside the open's transaction).  The next layout change adds ``1: _v1_to_v2``
+#: (inside the open's transaction).  The next layout change adds ``2: _v2_to_v3``
 #: here and bumps :data:`SCHEMA_VERSION`.
-MIGRATIONS: dict[int, Migration] = {0: _v0_to_v1}
+MIGRATIONS: dict[int, Migration] = {0: _v0_to_v1, 1: _v1_to_v2}
 
 
 def statements() -> list[str]:
