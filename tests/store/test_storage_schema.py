@@ -66,5 +66,5 @@ def test_migrations_run_in_order_from_the_file_version(monkeypatch: pytest.Monke
 def test_a_missing_step_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)
     monkeypatch.setattr(schema, "MIGRATIONS", {2: lambda conn: None})
-    with pytest.raises(StorageError, match="cannot upgrade"):
+    with pytest.raises(StorageError, match="cannot be upgraded"):
         migrate(sqlite3.connect(":memory:"), 1, "x.db")

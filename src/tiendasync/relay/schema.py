@@ -11,9 +11,8 @@ newer tiendasync is refused (:class:`~tiendasync.errors.StorageError`).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 
-from tiendasync.errors import StorageError
+from tiendasync.store.storage.schema import Migration, run_migrations
 
 __all__ = ["META_TABLE", "MIGRATIONS", "SCHEMA", "SCHEMA_VERSION", "migrate", "statements"]
 
@@ -99,8 +98,6 @@ CREATE TABLE IF NOT EXISTS quarantine (
 );
 """
 
-Migration = Callable[[sqlite3.Connection], None]
-
 
 def _v0_to_v1(conn: sqlite3.Connection) -> None:
     """Version 0, a file from before schema versions: its tables already have the
@@ -127,24 +124,7 @@ def statements() -> list[str]:
 
 
 def migrate(conn: sqlite3.Connection, found: int | None, path: str) -> int:
-    """Bring a database at version ``found`` (``None``: new) to :data:`SCHEMA_VERSION`.
-
-    Runs inside the caller's transaction and returns the version reached.
-    Raises :class:`StorageError` for a file of a newer tiendasync or a
-    version no migration leads from.
-    """
-    if found is None:
-        return SCHEMA_VERSION
-    if found > SCHEMA_VERSION:
-        raise StorageError(
-            f"{path}: relay schema version {found} is newer than this tiendasync's "
-            f"({SCHEMA_VERSION}); upgrade tiendasync"
-        )
-    version = found
-    while version < SCHEMA_VERSION:
-        step = MIGRATIONS.get(version)
-        if step is None:
-            raise StorageError(f"{path}: relay schema version {version} cannot be upgraded")
-        step(conn)
-        version += 1
-    return version
+    """The relay database's :func:`~tiendasync.store.storage.schema.run_migrations`."""
+    return run_migrations(
+        conn, found, target=SCHEMA_VERSION, steps=MIGRATIONS, path=path, what="relay"
+    )

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from tiendasync.errors import StorageError
 
-__all__ = ["MIGRATIONS", "SCHEMA", "SCHEMA_VERSION", "migrate"]
+__all__ = ["MIGRATIONS", "SCHEMA", "SCHEMA_VERSION", "Migration", "migrate", "run_migrations"]
 
 SCHEMA_VERSION = 1
 
@@ -116,22 +116,43 @@ Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: dict[int, Migration] = {}
 
 
-def migrate(conn: sqlite3.Connection, found: int | None, path: str) -> int:
-    """Bring a database at version ``found`` (``None``: new) to :data:`SCHEMA_VERSION`.
+def run_migrations(
+    conn: sqlite3.Connection,
+    found: int | None,
+    *,
+    target: int,
+    steps: dict[int, Migration],
+    path: str,
+    what: str,
+) -> int:
+    """Bring a ``what`` database at version ``found`` (``None``: new) to ``target``.
 
-    Runs inside the caller's transaction and returns the version reached.
-    Raises :class:`StorageError` for a file of a newer tiendasync or a
-    version no migration leads from.
+    Runs ``steps[v]`` for each version from ``found`` up, inside the caller's
+    transaction, and returns the version reached.  Raises
+    :class:`StorageError` for a file of a newer tiendasync or a version no
+    step leads from.  The replica's and the relay's schemas both use it.
     """
     if found is None:
-        return SCHEMA_VERSION
-    if found > SCHEMA_VERSION:
-        raise StorageError(f"{path} was written by a newer tiendasync (schema {found}); upgrade")
+        return target
+    if found > target:
+        raise StorageError(
+            f"{path} was written by a newer tiendasync ({what} schema {found}, this one "
+            f"writes {target}); upgrade tiendasync"
+        )
     version = found
-    while version < SCHEMA_VERSION:
-        step = MIGRATIONS.get(version)
+    while version < target:
+        step = steps.get(version)
         if step is None:
-            raise StorageError(f"{path} has schema {version}, which this tiendasync cannot upgrade")
+            raise StorageError(
+                f"{path} has {what} schema {version}, which cannot be upgraded by this tiendasync"
+            )
         step(conn)
         version += 1
     return version
+
+
+def migrate(conn: sqlite3.Connection, found: int | None, path: str) -> int:
+    """The replica database's :func:`run_migrations` (with this module's tables)."""
+    return run_migrations(
+        conn, found, target=SCHEMA_VERSION, steps=MIGRATIONS, path=path, what="replica"
+    )
