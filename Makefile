@@ -43,7 +43,7 @@ bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.run --quick
 
 soak: $(STAMP)
-	TIENDASYNC_SOAK=1 TIENDASYNC_CRASH_CYCLES=300 $(BIN)/python -m pytest -q tests -m soak
+	TIENDASYNC_SOAK=1 TIENDASYNC_CRASH_CYCLES=300 $(BIN)/python -m pytest -q -o timeout=3600 tests -m soak
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
