@@ -25,6 +25,11 @@ __all__ = ["DocSet"]
 View = TypeVar("View", PNCounter, LWWMap, Ledger)
 
 
+def _view_class(name: str) -> type[PNCounter | LWWMap | Ledger]:
+    """The CRDT view class of document ``name``'s data type (InvalidArgument for bad names)."""
+    return VIEW_OF_CRDT[DATA_TYPES[data_type_of(name)].crdt]
+
+
 class DocSet:
     """Named pycrdt docs of one replica incarnation (one Yjs client id)."""
 
@@ -87,7 +92,7 @@ class DocSet:
         """The CRDT view of the right ``kind`` over doc ``name``."""
         view = self._views.get(name)
         if view is None:
-            expected = VIEW_OF_CRDT[DATA_TYPES[data_type_of(name)].crdt]
+            expected = _view_class(name)
             if expected is not kind:
                 raise InternalError(f"{name} holds {expected.__name__}, not {kind.__name__}")
             view = kind(self.doc(name))
@@ -98,7 +103,7 @@ class DocSet:
     def track(self, name: str) -> None:
         """Open the view over ``name`` (of its data type's kind) so its changes are recorded."""
         if name not in self._views:
-            self._views[name] = VIEW_OF_CRDT[DATA_TYPES[data_type_of(name)].crdt](self.doc(name))
+            self._views[name] = _view_class(name)(self.doc(name))
 
     def state_vector(self, name: str) -> bytes:
         return bytes(self.doc(name).get_state())
