@@ -19,12 +19,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.support.tills import ReportedLines
 from tiendasync import Replica
 
 INITIAL_STOCK = 1_000_000
@@ -57,34 +57,21 @@ class Child:
             stderr=subprocess.PIPE,
             env=env,
         )
-        self.lines: list[bytes] = []
-        self.ready = threading.Event()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            if line == b"READY\n":
-                self.ready.set()
+        self.output = ReportedLines(self.proc)
+        self.ready = self.output.ready
 
     def kill(self) -> list[str]:
         """SIGKILL the child; the sale ids it reported (a line cut by the kill is not)."""
         alive = self.proc.poll() is None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(30)
-        self.reader.join(30)
+        self.output.reader.join(30)
         err = self.proc.stderr.read().decode() if self.proc.stderr else ""
         for pipe in (self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 pipe.close()
         assert alive and self.proc.returncode == -signal.SIGKILL, err[-2000:]
-        return [
-            line.decode().strip()
-            for line in self.lines
-            if line.endswith(b"\n") and line != b"READY\n"
-        ]
+        return self.output.reported()
 
 
 def _check(db: Path, acknowledged: list[str], cycle: int) -> None:

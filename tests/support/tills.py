@@ -86,6 +86,30 @@ class Relay:
                 self.proc.wait(5)
 
 
+class ReportedLines:
+    """What a child process prints, one line per sale id after ``READY``, read on a thread.
+
+    A line cut by a SIGKILL (no newline) does not count as reported.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.lines: list[bytes] = []
+        self.ready = threading.Event()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if line == b"READY\n":
+                self.ready.set()
+
+    def reported(self) -> list[str]:
+        return [ln.decode().strip() for ln in self.lines if ln.endswith(b"\n") and ln != b"READY\n"]
+
+
 class Till:
     """A child process selling one unit at a time while syncing live."""
 
@@ -105,28 +129,22 @@ class Till:
             stderr=self.stderr,
             env=env,
         )
-        self.lines: list[bytes] = []
-        self.ready = threading.Event()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
+        self.output = ReportedLines(self.proc)
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            if line == b"READY\n":
-                self.ready.set()
+    @property
+    def ready(self) -> threading.Event:
+        return self.output.ready
 
     def kill(self) -> list[str]:
         """SIGKILL; the sale ids it reported (whole lines only)."""
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(30)
-        self.reader.join(30)
+        self.output.reader.join(30)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         self.stderr.close()
         assert self.proc.returncode == -signal.SIGKILL
-        return [ln.decode().strip() for ln in self.lines if ln.endswith(b"\n") and ln != b"READY\n"]
+        return self.output.reported()
 
 
 def setup_till(db: Path, replica: str, location: str) -> None:
