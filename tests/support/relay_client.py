@@ -22,7 +22,7 @@ from tiendasync.protocol import Event, ReplicaConnection, Synced, UpdateReceived
 from tiendasync.relay import RelayServer, SqliteRelayStore
 from tiendasync.relay.auth import issue_token
 
-__all__ = ["Client", "Scenario", "Writer", "run", "with_relay"]
+__all__ = ["Client", "Scenario", "Writer", "follower_closed", "run", "with_relay"]
 
 E = TypeVar("E", bound=Event)
 
@@ -150,6 +150,20 @@ class Client:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+async def follower_closed(url: str, timeout: float = 5.0) -> tuple[int | None, str]:
+    """Open a y-protocols follower at ``url`` and read until the relay closes it:
+    ``(close code, reason)`` (refusals come as closes, after the upgrade)."""
+    async with connect(url) as ws:
+
+        async def drain() -> None:
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    await ws.recv()
+
+        await asyncio.wait_for(drain(), timeout)
+        return ws.close_code, ws.close_reason or ""
 
 
 Scenario = Callable[[RelayServer, SqliteRelayStore, dict[str, str]], Awaitable[Any]]

@@ -108,12 +108,47 @@ def register(commands: Commands) -> None:
             limits.new_connection_burst,
             "burst of new connections per client address (0: the rate)",
         ),
+        ("--max-frames-per-s", float, limits.max_frames_per_s, "frames per second per connection"),
+        ("--frame-burst", int, limits.frame_burst, "burst of frames per connection (0: the rate)"),
+        ("--max-bytes-per-s", float, limits.max_bytes_per_s, "bytes per second per connection"),
+        ("--byte-burst", int, limits.byte_burst, "burst of bytes per connection (0: the rate)"),
+        ("--max-docs-per-tenant", int, limits.max_docs_per_tenant, "documents per tenant"),
+        (
+            "--max-docs-per-replica",
+            int,
+            limits.max_docs_per_replica,
+            "documents holding one replica's writes",
+        ),
+        (
+            "--max-new-docs-per-session",
+            int,
+            limits.max_new_docs_per_session,
+            "documents one session may create",
+        ),
+        (
+            "--max-send-stall-s",
+            float,
+            limits.max_send_stall_s,
+            "seconds a connection's outgoing data may stand still before it is cut",
+        ),
+        (
+            "--max-gap-seconds",
+            float,
+            limits.max_gap_seconds,
+            "seconds an update with missing dependencies is held",
+        ),
+        (
+            "--max-gap-bytes",
+            int,
+            limits.max_gap_bytes,
+            "bytes of updates with missing dependencies held per writer",
+        ),
     ):
         relay.add_argument(
             flag,
             type=kind,
             default=default,
-            help=f"{what}; default {default:g}" + ("" if "burst" in flag else ", 0: no limit"),
+            help=f"{what}; default {default:.10g}" + ("" if "burst" in flag else ", 0: no limit"),
         )
     relay.add_argument(
         "--invariants",
@@ -300,6 +335,16 @@ async def _serve(store: SqliteRelayStore, args: argparse.Namespace) -> None:
             args.msg_burst,
             args.max_new_conns_per_ip_per_s,
             args.new_conn_burst,
+            max_frames_per_s=args.max_frames_per_s,
+            frame_burst=args.frame_burst,
+            max_bytes_per_s=args.max_bytes_per_s,
+            byte_burst=args.byte_burst,
+            max_docs_per_tenant=args.max_docs_per_tenant,
+            max_docs_per_replica=args.max_docs_per_replica,
+            max_new_docs_per_session=args.max_new_docs_per_session,
+            max_send_stall_s=args.max_send_stall_s,
+            max_gap_seconds=args.max_gap_seconds,
+            max_gap_bytes=args.max_gap_bytes,
         ),
     )
     stop = asyncio.Event()

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 
 from tiendasync.crdt import Ledger, LWWMap, PNCounter
 from tiendasync.model.docnames import CATALOG, CONFLICTS, parse_doc
-from tiendasync.model.sales import Sale
+from tiendasync.crdt.keys import SEP
+from tiendasync.model.sales import Sale, sale_record_problem
 from tiendasync.store.docset import DocSet
 from tiendasync.store.storage import ReplicaStore
 
@@ -54,10 +55,11 @@ class ChangeIndex:
                 self._docs.view(doc, LWWMap).drain_changed()
 
     def _index_ledger_key(self, doc: str, location: str, ledger: Ledger, key: str) -> set[Key]:
-        sale_id, _, tag = key.partition("\x1f")
+        sale_id, _, rest = key.partition(SEP)
+        tag = rest.partition(SEP)[0]
         record = ledger.get(sale_id)
-        if record is None:
-            return set()
+        if record is None or sale_record_problem(sale_id, record) is not None:
+            return set()  # not a sale (a foreign value): skipped
         sale = Sale.from_record(sale_id, record, location=location)
         sales = self._storage.sales
         if not tag:

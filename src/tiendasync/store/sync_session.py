@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from tiendasync.errors import (
     AuthError,
+    ClockAhead,
     ProtocolError,
     RemoteProtocolError,
     SyncError,
@@ -27,6 +28,7 @@ from tiendasync.errors import (
 from tiendasync.model.docnames import data_type_of
 from tiendasync.protocol import (
     CLOSE_AUTH,
+    CLOSE_CLOCK_AHEAD,
     CLOSE_FORBIDDEN,
     CLOSE_INTERNAL,
     MAX_FRAME_BYTES,
@@ -41,7 +43,7 @@ from tiendasync.protocol import (
     Welcome,
 )
 from tiendasync.protocol.statevector import decode_state_vector, encode_state_vector
-from tiendasync.protocol.yjs_update import MalformedUpdate, parse_update
+from tiendasync.protocol.yjs_update import MalformedUpdate, parse_update, restrict_deletes
 
 if TYPE_CHECKING:
     from tiendasync.store.replica import Replica
@@ -227,6 +229,9 @@ class ReplicaSync:
             elif event.code == CLOSE_FORBIDDEN:
                 self.error = AuthError(f"relay forbids this: {event.reason}")
                 self._mark_refused(f"relay refused: {event.reason}")
+            elif event.code == CLOSE_CLOCK_AHEAD:
+                self.error = ClockAhead(f"relay refused our writes: {event.reason}")
+                self._mark_refused(f"relay refused: {event.reason}")
             elif event.code == CLOSE_INTERNAL:
                 self.error = SyncError(f"relay error: {event.reason}")
             else:
@@ -255,7 +260,11 @@ class ReplicaSync:
             # Claim the relay has every other writer's items: the relay only
             # accepts our own items from us, and the diff still carries deletes.
             target = {c: (relay.get(c, 0) if c in self.own_ids else k) for c, k in local.items()}
-            update = self.replica.diff(doc, encode_state_vector(target))
+            # ... and only our own deletes: the relay refuses deletes of other writers'
+            # items that it has not deleted itself.
+            update = restrict_deletes(
+                self.replica.diff(doc, encode_state_vector(target)), self.own_ids.__contains__
+            )
             self.conn.send_update(doc, update)
             self.report.updates_sent += 1
             for client, clock in ours.items():
