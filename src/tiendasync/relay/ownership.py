@@ -253,7 +253,12 @@ def _check_key(ctx: _Context, key: str, client: int) -> None:
         if owner != str(client):
             raise _Refused(f"{kind} slot of {record!r} belongs to writer {owner}, not to {client}")
         writer = ctx.writer
-        if kind == "locations" and not writer.relay and record != writer.location:
+        if (
+            kind == "locations"
+            and not writer.relay
+            and writer.location is not None
+            and record != writer.location
+        ):
             raise _Refused(f"the record of location {record!r} is not yours to write")
 
 
@@ -350,9 +355,7 @@ def _check_slot(ctx: _Context, key: str | None, client: int, value: object) -> N
 
 
 def _exact_non_negative(value: object) -> bool:
-    return (
-        isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SAFE_INTEGER
-    )
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SAFE_INTEGER
 
 
 def _check_field(kind: str, field: str, data: object) -> None:
@@ -409,7 +412,9 @@ class OwnershipGate:
         self.clock = clock
         self.max_drift_ms = max_drift_ms
 
-    def refusal(self, tenant: str, doc: str, parsed: ParsedUpdate, writer: Writer) -> Refusal | None:
+    def refusal(
+        self, tenant: str, doc: str, parsed: ParsedUpdate, writer: Writer
+    ) -> Refusal | None:
         """Why ``writer`` may not apply ``parsed`` to ``tenant``'s ``doc`` (None: it may)."""
         try:
             name = parse_doc(doc)
