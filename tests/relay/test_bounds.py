@@ -25,6 +25,7 @@ from tiendasync.errors import ConfigError
 from tiendasync.protocol import (
     CLOSE_RATE_LIMIT,
     CLOSE_TOO_BIG,
+    Hello,
     ProtocolFailure,
     RelayConnection,
     ReplicaConnection,
@@ -347,6 +348,7 @@ def test_a_replica_hello_stays_within_what_the_relay_accepts() -> None:
     relay = RelayConnection()
     relay.receive_data(data)
     [hello] = relay.events()
+    assert isinstance(hello, Hello)
     assert list(hello.state_vectors) == list(big)[: len(hello.state_vectors)]
     assert fit_state_vectors(big, 100) == {}
     refusal = Policy(RateLimits(max_hello_bytes=MAX_HELLO_BYTES)).hello_refusal(MAX_HELLO_BYTES + 1)

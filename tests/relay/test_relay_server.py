@@ -12,7 +12,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.support.relay_client import Client, Writer, follower_closed, run, with_relay
+from tests.support.relay_client import Client, Writer, follower_closed, run, values, with_relay
+from tiendasync.crdt.keys import ROOT
 from tiendasync.protocol import (
     CLOSE_AUTH,
     CLOSE_FORBIDDEN,
@@ -27,6 +28,9 @@ from tiendasync.protocol.statevector import decode_state_vector
 from tiendasync.relay import RelayServer, SqliteRelayStore
 from tiendasync.relay.auth import issue_token, token_id_of
 
+#: 2026-01-15 12:00 UTC, a sale time in the past of any test run.
+JANUARY_2026_MS = 1_768_478_400_000
+
 
 def test_hello_welcome_catchup_synced(tmp_path: Path) -> None:
     async def scenario(
@@ -38,8 +42,8 @@ def test_hello_welcome_catchup_synced(tmp_path: Path) -> None:
         assert welcome.state_vectors == {} and diffs == []
         sent = {"catalog": w.set("CAFE", 1), "stock/t1": None, "sales/t1/2026-01": None}
         stock, sales = Writer(101), Writer(101)
-        sent["stock/t1"] = stock.set("CAFE|t1", 5)
-        sent["sales/t1/2026-01"] = sales.set("s1", "x")
+        sent["stock/t1"] = stock.count("CAFE", 5)
+        sent["sales/t1/2026-01"] = sales.sell(JANUARY_2026_MS)
         for doc, data in sent.items():
             await a.send_update(doc, data)  # type: ignore[arg-type]
         for _ in sent:
@@ -62,7 +66,7 @@ def test_hello_welcome_catchup_synced(tmp_path: Path) -> None:
         assert [d.doc for d in diffs] == ["sales/t1/2026-01", "stock/t1"]
         got: pycrdt.Doc[Any] = pycrdt.Doc()
         got.apply_update(diffs[1].data)
-        assert got.get("root", type=pycrdt.Map).to_py() == {"CAFE|t1": 5.0}
+        assert values(got) == {"CAFE": 5}
 
         # full=True sends every readable doc
         c = await Client.open(
@@ -109,7 +113,7 @@ def test_ack_after_storage_fanout_not_to_sender(tmp_path: Path) -> None:
             upd = await b.wait_for(UpdateReceived)
             assert upd.doc == "catalog"
             mirror.apply_update(upd.data)
-        assert mirror.get("root", type=pycrdt.Map).to_py() == {"k0": 0.0, "k1": 1.0, "k2": 2.0}
+        assert values(mirror) == {"k0": 0, "k1": 1, "k2": 2}
         assert not [e for e in await a.quiet() if isinstance(e, UpdateReceived)]
         assert await g.quiet() == []
         # redelivery is acknowledged again, nothing is fanned out
@@ -187,12 +191,12 @@ def test_foreign_writer_and_foreign_client_id(tmp_path: Path) -> None:
         await b.until_synced()
         # b sends items written as a's client id
         await b.send_update("catalog", Writer(11).set("forged", 1))
-        assert await b.closed() == (CLOSE_FORBIDDEN, "update contains items of another writer")
+        assert await b.closed() == (CLOSE_FORBIDDEN, "the update contains items of another writer")
         assert "catalog" not in store.state_vectors("acme")
         # ... and as an unregistered client id
         c = await Client.open(server.port, replica="t3", token=tokens["t3"], client_id=33)
         await c.until_synced()
-        await c.send_update("catalog", Writer(999).set("x", 1))
+        await c.send_update("catalog", Writer(999, "t3").set("x", 1))
         assert (await c.closed())[0] == CLOSE_FORBIDDEN
         # a client id registered to t1 cannot be claimed by t2, now or as a past id
         for kwargs in ({"client_id": 11}, {"client_id": 23, "past": (11,)}):
@@ -274,7 +278,7 @@ def test_restart_keeps_acked_updates_and_pending(tmp_path: Path) -> None:
             assert decode_state_vector(welcome.state_vectors["catalog"]) == {11: 1}
             doc: pycrdt.Doc[Any] = pycrdt.Doc()
             doc.apply_update(diffs[0].data)
-            assert doc.get("root", type=pycrdt.Map).to_py()["a"] == 1.0
+            assert values(doc)["a"] == 1
             assert decode_state_vector(bytes(doc.get_state())) == {11: 1}
             a = await Client.open(
                 server.port, replica="t1", token=tokens["t1"], client_id=12, past=(11,)
@@ -288,7 +292,7 @@ def test_restart_keeps_acked_updates_and_pending(tmp_path: Path) -> None:
             assert (await a.wait_for(Ack)).clock == 3
             for _ in range(2):
                 doc.apply_update((await b.wait_for(UpdateReceived)).data)
-            assert doc.get("root", type=pycrdt.Map).to_py() == {"a": 1.0, "b": 2.0, "c": 3.0}
+            assert values(doc) == {"a": 1, "b": 2, "c": 3}
             await a.close()
             await b.close()
         finally:
@@ -322,7 +326,7 @@ def test_compaction_and_sync_log(tmp_path: Path) -> None:
         _, diffs = await b.until_synced()
         doc: pycrdt.Doc[Any] = pycrdt.Doc()
         doc.apply_update(diffs[0].data)
-        assert doc.get("root", type=pycrdt.Map).to_py() == w.root()
+        assert values(doc) == w.root()
         await a.close()
         await b.close()
         for _ in range(50):
@@ -346,7 +350,7 @@ def test_read_and_write_grants(tmp_path: Path) -> None:
         )
         a = await Client.open(server.port, replica="t1", token=tokens["t1"], client_id=11)
         await a.until_synced()
-        await a.send_update("stock/t1", Writer(11).set("x", 1))
+        await a.send_update("stock/t1", Writer(11).count("x", 1))
         await a.send_update("catalog", Writer(11).set("y", 1))
         await a.wait_for(Ack)
         await a.wait_for(Ack)
@@ -356,11 +360,11 @@ def test_read_and_write_grants(tmp_path: Path) -> None:
         assert [d.doc for d in diffs] == ["catalog"]
         assert welcome.config is not None and welcome.config["interval_s"] == 7.0
         assert "read" not in welcome.config
-        await a.send_update("stock/t1", Writer(11).set("z", 1))  # not fanned out to b
-        await b.send_update("stock/t2", Writer(22).set("mine", 1))
+        await a.send_update("stock/t1", Writer(11).count("z", 1))  # not fanned out to b
+        await b.send_update("stock/t2", Writer(22, "t2").count("mine", 1))
         assert (await b.wait_for(Ack)).doc == "stock/t2"
         assert [e for e in await b.quiet() if isinstance(e, UpdateReceived)] == []
-        await b.send_update("catalog", Writer(22).set("nope", 1))
+        await b.send_update("catalog", Writer(22, "t2").set("nope", 1))
         assert (await b.closed())[0] == CLOSE_FORBIDDEN
         await a.close()
 
@@ -400,7 +404,7 @@ def test_yjs_endpoint_with_pycrdt_provider(tmp_path: Path) -> None:
         a = await Client.open(server.port, replica="t1", token=tokens["t1"], client_id=11)
         await a.until_synced()
         w = Writer(11)
-        await a.send_update("stock/t1", w.set("CAFE", 3))
+        await a.send_update("stock/t1", w.count("CAFE", 3))
         await a.wait_for(Ack)
         # refusals come after the upgrade, as closes y-websocket does not retry (44xx)
         base = f"ws://127.0.0.1:{server.port}/yjs"
@@ -414,23 +418,23 @@ def test_yjs_endpoint_with_pycrdt_provider(tmp_path: Path) -> None:
         path = f"/yjs/acme/stock/t1?token={tokens['t2']}"
         ws = await connect(f"ws://127.0.0.1:{server.port}{path}")
         follower: pycrdt.Doc[Any] = pycrdt.Doc()
-        stock = follower.get("root", type=pycrdt.Map)
+        stock = follower.get(ROOT, type=pycrdt.Map)
         async with pycrdt.Provider(follower, WsChannel(ws, path)) as provider:
             await asyncio.wait_for(provider.synced.wait(), 5)
-            assert stock.to_py() == {"CAFE": 3.0}
-            await a.send_update("stock/t1", w.set("CAFE", 4))
+            assert values(follower) == {"CAFE": 3}
+            await a.send_update("stock/t1", w.count("CAFE", 1))
             await a.send_update("catalog", Writer(11).set("other-doc", 1))
             for _ in range(100):
-                if stock.to_py() == {"CAFE": 4.0}:
+                if values(follower) == {"CAFE": 4}:
                     break
                 await asyncio.sleep(0.02)
-            assert stock.to_py() == {"CAFE": 4.0}
+            assert values(follower) == {"CAFE": 4}
             # read-only: a local write of the follower is refused for good (4403)
-            stock["EVIL"] = 1
+            stock["EVIL|1"] = [1, 0]
             await asyncio.wait_for(ws.wait_closed(), 5)
             assert ws.close_code == 4403 and "read-only" in (ws.close_reason or "")
         relay_doc = server.docs.get("acme", "stock/t1")
-        assert relay_doc.doc.get("root", type=pycrdt.Map).to_py() == {"CAFE": 4.0}
+        assert values(relay_doc.doc) == {"CAFE": 4}
         assert "other-doc" not in str(stock.to_py())
         await a.close()
 
@@ -448,11 +452,11 @@ def test_yjs_endpoint_writable_option(tmp_path: Path) -> None:
         assert isinstance(step1, bytes) and step1[:2] == bytes(
             [pycrdt.YMessageType.SYNC, pycrdt.YSyncMessageType.SYNC_STEP1]
         )
-        await ws.send(pycrdt.create_update_message(Writer(5555).set("from-yjs", 1)))
+        await ws.send(pycrdt.create_update_message(Writer(5555, "t2").set("from-yjs", 1)))
         upd = await a.wait_for(UpdateReceived)
         doc: pycrdt.Doc[Any] = pycrdt.Doc()
         doc.apply_update(upd.data)
-        assert doc.get("root", type=pycrdt.Map).to_py() == {"from-yjs": 1.0}
+        assert values(doc) == {"from-yjs": 1}
         await ws.send(b"\x00\x02\x05junk!")  # a malformed update closes the socket
         with pytest.raises(ConnectionClosed):
             while True:

@@ -100,6 +100,24 @@ def _int(value: object) -> int | None:
     return None
 
 
+def _sort_key(raw: object) -> SortKey | None:
+    """A slot's ``seen`` sort key, or ``None`` if ``raw`` is not one."""
+    if not isinstance(raw, list) or len(raw) != 4 or not isinstance(raw[2], str):
+        return None
+    wall, counter, writer = _int(raw[0]), _int(raw[1]), _int(raw[3])
+    if wall is None or counter is None or writer is None:
+        return None
+    return (wall, counter, raw[2], writer)
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
 def decode_slot(field: str, writer: int, value: object) -> FieldWrite | None:
     """The :class:`FieldWrite` a slot value holds, or ``None`` if it is not a valid slot.
 
@@ -116,23 +134,10 @@ def decode_slot(field: str, writer: int, value: object) -> FieldWrite | None:
         return None
     if not isinstance(replica_id, str) or not isinstance(json_value, str):
         return None
-    seen: SortKey | None = None
-    if len(value) == 6:
-        if value[4] != field:
-            return None
-        raw_seen = value[5]
-        if raw_seen is not None:
-            if not isinstance(raw_seen, list) or len(raw_seen) != 4:
-                return None
-            s_wall, s_counter, s_writer = _int(raw_seen[0]), _int(raw_seen[1]), _int(raw_seen[3])
-            if s_wall is None or s_counter is None or s_writer is None:
-                return None
-            if not isinstance(raw_seen[2], str):
-                return None
-            seen = (s_wall, s_counter, raw_seen[2], s_writer)
-    try:
-        json.loads(json_value)
-    except (ValueError, RecursionError):
+    seen = _sort_key(value[5]) if len(value) == 6 else None
+    if len(value) == 6 and (value[4] != field or (value[5] is not None and seen is None)):
+        return None
+    if not _is_json(json_value):
         return None
     return FieldWrite(wall, counter, replica_id, writer, json_value, seen)
 

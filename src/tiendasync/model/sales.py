@@ -132,7 +132,7 @@ def _exact(value: object) -> int | None:
     return value if isinstance(value, int) and 0 <= value <= MAX_SAFE_INTEGER else None
 
 
-def sale_record_problem(sale_id: str, record: object) -> str | None:
+def sale_record_problem(sale_id: str, record: object) -> str | None:  # noqa: PLR0911  (first problem)
     """Why ``record`` is not a valid stored sale (``None`` if it is).
 
     Valid: ``{"by": replica id, "l": [[sku, quantity >= 1, unit price >= 0], ...]}``

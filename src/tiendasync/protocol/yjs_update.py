@@ -471,7 +471,7 @@ class _Reader:
             else:
                 self.fail(f"unknown any type tag {tag} in {what}", tag_offset)
 
-    def any_decoded(self, what: str, depth: int = 0) -> object:
+    def any_decoded(self, what: str, depth: int = 0) -> object:  # noqa: PLR0911  (a tag each)
         """Read one lib0 ``any`` value and return it (recursion bounded by max_depth)."""
         tag_offset = self.pos
         tag = self.u8(f"type tag of {what}")

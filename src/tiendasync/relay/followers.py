@@ -353,7 +353,9 @@ class Followers:
             self._fail(session, CLOSE_FORBIDDEN, "an admin token cannot write: use a store token")
             return False
         if self._claim(tenant, session.replica_id, new):
-            self._fail(session, CLOSE_FORBIDDEN, "the update writes as a client id of another writer")
+            self._fail(
+                session, CLOSE_FORBIDDEN, "the update writes as a client id of another writer"
+            )
             return False
         session.owned.update(new)
         return True

@@ -157,7 +157,8 @@ def check_update(
     """
     ctx = _Context(doc, writer, now_ms, max_drift_ms)
     try:
-        _check_doc(ctx)
+        if _changes_anything(parsed, writer.owned, known):
+            _check_doc(ctx)
         _check_structs(ctx, parsed, known)
         for item in parsed.items:
             if item.client in writer.owned and item.clock + item.length > known.get(item.client, 0):
@@ -168,6 +169,19 @@ def check_update(
     except _Refused as exc:
         return exc.refusal
     return None
+
+
+def _changes_anything(
+    parsed: ParsedUpdate, owned: frozenset[int], known: Mapping[int, int]
+) -> bool:
+    """Whether the update holds a new item or a delete of the writer's own.
+
+    A re-sent or empty update (a full catch-up sends one per document) changes
+    nothing, whatever the document.
+    """
+    return any(r.client in owned and r.end > known.get(r.client, 0) for r in parsed.structs) or any(
+        r.length and r.client in owned for r in parsed.deletes
+    )
 
 
 def _check_doc(ctx: _Context) -> None:

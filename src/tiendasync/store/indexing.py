@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from tiendasync.crdt import Ledger, LWWMap, PNCounter
-from tiendasync.model.docnames import CATALOG, CONFLICTS, parse_doc
 from tiendasync.crdt.keys import SEP
+from tiendasync.model.docnames import CATALOG, CONFLICTS, parse_doc
 from tiendasync.model.sales import Sale, sale_record_problem
 from tiendasync.store.docset import DocSet
 from tiendasync.store.storage import ReplicaStore

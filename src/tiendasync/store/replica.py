@@ -141,7 +141,7 @@ class Replica:
                 client_id = _new_client_id(used, client_id_source)
             saved_hlc = store.get_meta("hlc")
             now_ms = wall_clock() if wall_clock is not None else time.time_ns() // 1_000_000
-            last_clock, clock_note = _sane_clock(_saved_clock(store, saved_hlc), now_ms)
+            last_clock, _ = _sane_clock(_saved_clock(store, saved_hlc), now_ms)
             hlc = HLC(
                 identity["replica_id"],
                 last=last_clock,

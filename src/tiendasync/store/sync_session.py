@@ -224,18 +224,9 @@ class ReplicaSync:
         elif isinstance(event, SyncRequested):
             self.resync = event.full
         elif isinstance(event, ProtocolFailure):
-            if event.code == CLOSE_AUTH:
-                self.error = AuthError(f"relay refused us: {event.reason}")
-            elif event.code == CLOSE_FORBIDDEN:
-                self.error = AuthError(f"relay forbids this: {event.reason}")
+            self.error = _failure_error(event)
+            if event.code in (CLOSE_FORBIDDEN, CLOSE_CLOCK_AHEAD):
                 self._mark_refused(f"relay refused: {event.reason}")
-            elif event.code == CLOSE_CLOCK_AHEAD:
-                self.error = ClockAhead(f"relay refused our writes: {event.reason}")
-                self._mark_refused(f"relay refused: {event.reason}")
-            elif event.code == CLOSE_INTERNAL:
-                self.error = SyncError(f"relay error: {event.reason}")
-            else:
-                self.error = ProtocolError(event.reason, event.code)
         elif isinstance(event, ConnectionClosed):
             self.error = UnreachableRelay(f"relay closed the session: {event.reason}")
 
@@ -296,3 +287,16 @@ class ReplicaSync:
         if all(self.acked.get(k, 0) >= clock for k, clock in self.expected.items()):
             self.done = True
             self.conn.bye("synced")
+
+
+def _failure_error(event: ProtocolFailure) -> TiendaSyncError:
+    """The error a session ends with when the relay closes it with ``event``."""
+    if event.code == CLOSE_AUTH:
+        return AuthError(f"relay refused us: {event.reason}")
+    if event.code == CLOSE_FORBIDDEN:
+        return AuthError(f"relay forbids this: {event.reason}")
+    if event.code == CLOSE_CLOCK_AHEAD:
+        return ClockAhead(f"relay refused our writes: {event.reason}")
+    if event.code == CLOSE_INTERNAL:
+        return SyncError(f"relay error: {event.reason}")
+    return ProtocolError(event.reason, event.code)
