@@ -231,8 +231,8 @@ class SimRelay:
     def _on_output(self, session: RelaySession) -> None:
         self.dirty[session.id] = session
 
-    def issue_token(self, replica_id: str) -> str:
-        return issue_token(self.store, tenant=self.tenant, replica_id=replica_id)
+    def issue_token(self, replica_id: str, location: str | None = None) -> str:
+        return issue_token(self.store, tenant=self.tenant, replica_id=replica_id, location=location)
 
     def flush_storage(self, limit: int | None = None) -> list[PendingWrite]:
         """Store the oldest ``limit`` pending writes (all by default), then commit them."""
@@ -398,7 +398,11 @@ class SimNet:
 
     # -- replicas ----------------------------------------------------------------------
 
-    def add_replica(self, name: str, location: str | None = None) -> SimNode:
+    def add_replica(
+        self, name: str, location: str | None = None, *, bound: bool = False
+    ) -> SimNode:
+        """A new replica ``name`` at ``location`` (default: its name); ``bound``: its
+        token is tied to its location (least-privilege grants)."""
         path = self.directory / f"{name}.db"
         r = Replica.open(
             path,
@@ -410,7 +414,12 @@ class SimNet:
             client_id_source=self.rng.randrange,
         )
         node = SimNode(
-            name, path, r.location, self.relay.issue_token(name), r, client_ids=[r.client_id]
+            name,
+            path,
+            r.location,
+            self.relay.issue_token(name, r.location if bound else None),
+            r,
+            client_ids=[r.client_id],
         )
         self.nodes[name] = node
         return node

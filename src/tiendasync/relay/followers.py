@@ -141,7 +141,7 @@ class Followers:
         grants = Grants()
         if not record.admin and record.replica_id is not None:
             try:
-                grants = Grants.from_config(facts.config)
+                grants = Grants.from_config(facts.config, record.location)
             except ConfigError:
                 return 403, record, NO_GRANTS
         if not grants.can_read(doc):
@@ -186,6 +186,7 @@ class Followers:
             )
             return
         session.token_id = record.id
+        session.location = record.location
         session.tenant, session.replica_id, session.grants = tenant, record.replica_id, grants
         session.yjs_doc = doc
         session.yjs_writable = self.writable and grants.can_write(doc)

@@ -7,7 +7,6 @@ storage returned.
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tiendasync.errors import ConfigError
 from tiendasync.model.config import StoreConfig
+from tiendasync.model.grants import WriteGrants, matches
 from tiendasync.protocol.codes import (
     CLOSE_RATE_LIMIT,
     CLOSE_TOO_BIG,
@@ -44,36 +44,47 @@ __all__ = [
 ]
 
 
-@functools.lru_cache(maxsize=65536)
-def _matches(patterns: tuple[str, ...], doc: str) -> bool:
-    """Whether ``doc`` matches a grant (cached: fan-out asks for every update)."""
-    return patterns == ("*",) or any(fnmatch.fnmatchcase(doc, p) for p in patterns)
-
-
 @dataclass(frozen=True)
 class Grants:
-    """Which docs a replica may read and write (fnmatch patterns)."""
+    """Which docs a replica may read and write.
+
+    ``read`` patterns match segment by segment like the write ones (see
+    :mod:`tiendasync.model.grants`).  A replica whose token is tied to a
+    location always writes that location's stock, sales and resolution
+    requests and its own location record, plus what ``write`` adds (default:
+    nothing more; grant ``catalog`` to let it edit products).  A token tied to
+    no location writes what ``write`` grants (default: everything).  Nobody
+    but the relay writes ``conflicts``, whatever the grants.
+    """
 
     read: tuple[str, ...] = ("*",)
     write: tuple[str, ...] = ("*",)
+    location: str | None = None
 
     def can_read(self, doc: str) -> bool:
-        return _matches(self.read, doc)
+        return matches(self.read, doc)
 
     def can_write(self, doc: str) -> bool:
-        return _matches(self.write, doc)
+        return self.writes.can_write(doc)
+
+    @functools.cached_property
+    def writes(self) -> WriteGrants:
+        """The write side, as the WELCOME tells the replica."""
+        return WriteGrants(self.write, self.location)
 
     @classmethod
-    def from_config(cls, config: dict[str, Any] | None) -> Grants:
+    def from_config(cls, config: dict[str, Any] | None, location: str | None = None) -> Grants:
+        """The grants of a replica with stored ``config`` whose token is for ``location``."""
         config = config or {}
 
-        def patterns(key: str) -> tuple[str, ...]:
-            value = config.get(key, ["*"])
+        def patterns(key: str, default: list[str]) -> tuple[str, ...]:
+            value = config.get(key, default)
             if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
                 raise ConfigError(f"{key} grants must be a list of patterns")
             return tuple(value)
 
-        return cls(patterns("read"), patterns("write"))
+        write_default = ["*"] if location is None else []
+        return cls(patterns("read", ["*"]), patterns("write", write_default), location)
 
 
 #: Grants of a replica whose stored configuration is unreadable: nothing.

@@ -24,6 +24,7 @@ from typing import Any
 from tiendasync.errors import ConfigError, InvalidArgument, RemoteProtocolError
 from tiendasync.model.config import DEFAULT_PRIORITIES, StoreConfig
 from tiendasync.model.docnames import data_type_of
+from tiendasync.model.grants import GRANTS_KEY
 from tiendasync.protocol import (
     CLOSE_AUTH,
     CLOSE_FORBIDDEN,
@@ -200,7 +201,7 @@ class SyncSessions:
             rec.error = "too many connections with this token"  # (raced another HELLO)
             conn.reject(CLOSE_RATE_LIMIT, rec.error)
             return
-        grants, config = self._grants(hello, facts.config)
+        grants, config = self._grants(hello, facts.config, token.location)
         replica_svs: dict[str, dict[int, int]] = {}
         for doc, sv in hello.state_vectors.items():
             try:
@@ -210,6 +211,7 @@ class SyncSessions:
                 return
         session.tenant, session.replica_id = hello.tenant, hello.replica_id
         session.token_id = token.id
+        session.location = token.location
         session.client_id = hello.client_id
         session.grants = grants
         session.owned = set(facts.owned)
@@ -218,7 +220,9 @@ class SyncSessions:
         # Only what the replica may read, within the WELCOME's bounds (the
         # catch-up below still covers every readable document).
         announced = self.policy.welcome_state_vectors(relay_svs, hello.state_vectors)
-        conn.accept(session.id, announced, None if config is None else config.to_dict())
+        # The write grants ride along, so the replica sends only what it may write.
+        told = {} if config is None else config.to_dict()
+        conn.accept(session.id, announced, {**told, GRANTS_KEY: grants.writes.to_wire()})
         self.fanout.subscribe(session, hello.tenant)
         log.info(
             "session %s: %s/%s connected (client id %s)",
@@ -230,9 +234,11 @@ class SyncSessions:
         self._catch_up(session, hello, relay_svs, replica_svs, config)
 
     @staticmethod
-    def _grants(hello: Hello, raw: dict[str, Any] | None) -> tuple[Grants, StoreConfig | None]:
+    def _grants(
+        hello: Hello, raw: dict[str, Any] | None, location: str | None
+    ) -> tuple[Grants, StoreConfig | None]:
         try:
-            return Grants.from_config(raw), store_config(raw)
+            return Grants.from_config(raw, location), store_config(raw)
         except ConfigError as exc:
             log.error("replica %s/%s has a bad config: %s", hello.tenant, hello.replica_id, exc)
             return NO_GRANTS, None

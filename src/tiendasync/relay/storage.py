@@ -220,7 +220,7 @@ class SqliteRelayStore:
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO tokens (id, token_hash, tenant, replica_id, admin, created_at, "
-                "revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "revoked_at, location) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.id,
                     record.token_hash,
@@ -229,16 +229,17 @@ class SqliteRelayStore:
                     int(record.admin),
                     record.created_at,
                     record.revoked_at,
+                    record.location,
                 ),
             )
 
     @staticmethod
     def _token(row: Sequence[Any]) -> TokenRecord:
-        return TokenRecord(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6])
+        return TokenRecord(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6], row[7])
 
     def get_token(self, token_id: str) -> TokenRecord | None:
         rows = self._read(
-            "SELECT id, token_hash, tenant, replica_id, admin, created_at, revoked_at "
+            "SELECT id, token_hash, tenant, replica_id, admin, created_at, revoked_at, location "
             "FROM tokens WHERE id = ?",
             (token_id,),
         )
@@ -246,7 +247,7 @@ class SqliteRelayStore:
 
     def list_tokens(self) -> list[TokenRecord]:
         rows = self._read(
-            "SELECT id, token_hash, tenant, replica_id, admin, created_at, revoked_at "
+            "SELECT id, token_hash, tenant, replica_id, admin, created_at, revoked_at, location "
             "FROM tokens ORDER BY created_at, id"
         )
         return [self._token(r) for r in rows]

@@ -33,6 +33,9 @@ class ChangeIndex:
         self.touched: set[Key] = set()
         self.changed_products: set[str] = set()
         self.changed_conflicts: set[str] = set()
+        #: Collect the resolution requests that changed (the relay's writer does).
+        self.collect_requests = False
+        self.changed_requests: set[tuple[str, str]] = set()
 
     def index(self, doc_names: Iterable[str]) -> None:
         """Index what changed in ``doc_names`` (call inside the write's transaction)."""
@@ -51,6 +54,10 @@ class ChangeIndex:
                     self.touched.update((loc, sku) for loc in self._locations_of_sku(sku))
             elif name.data_type == "conflicts":
                 self.changed_conflicts.update(self._docs.view(CONFLICTS, LWWMap).drain_changed())
+            elif name.data_type == "resolutions" and name.location is not None:
+                changed = self._docs.view(doc, LWWMap).drain_changed()
+                if self.collect_requests:
+                    self.changed_requests.update((name.location, cid) for cid in changed)
             else:
                 self._docs.view(doc, LWWMap).drain_changed()
 
@@ -98,6 +105,11 @@ class ChangeIndex:
 
     def drain_changed_products(self) -> set[str]:
         changed, self.changed_products = self.changed_products, set()
+        return changed
+
+    def drain_changed_requests(self) -> set[tuple[str, str]]:
+        """``(location, conflict id)`` of the resolution requests that changed."""
+        changed, self.changed_requests = self.changed_requests, set()
         return changed
 
     def drain_changed_conflicts(self) -> set[str]:

@@ -12,6 +12,7 @@ it bytes, carry its bytes and pass in the clock its queue timestamps come from.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from tiendasync.errors import (
     UnreachableRelay,
 )
 from tiendasync.model.docnames import data_type_of
+from tiendasync.model.grants import GRANTS_KEY, WriteGrants
 from tiendasync.protocol import (
     CLOSE_AUTH,
     CLOSE_CLOCK_AHEAD,
@@ -50,6 +52,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ReplicaSync", "SyncReport"]
 
+log = logging.getLogger("tiendasync.sync")
+
 
 @dataclass
 class SyncReport:
@@ -68,6 +72,8 @@ class SyncReport:
     outcome: str = "running"
     error: str | None = None
     received_docs: set[str] = field(default_factory=set)
+    #: Documents with local writes the relay does not let this replica write (not sent).
+    not_granted: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -117,6 +123,8 @@ class ReplicaSync:
         self.done = False
         self.error: TiendaSyncError | None = None
         self.resync: bool | None = None
+        #: What the relay said we may write (``None``: it did not say; send everything).
+        self.grants: WriteGrants | None = None
 
     @property
     def closed(self) -> bool:
@@ -181,9 +189,13 @@ class ReplicaSync:
         """Stream committed local writes (live mode; before WELCOME the catch-up carries them)."""
         if self.conn.state not in ("catching_up", "live"):
             return
+        grants = self.grants
         for doc, data in updates:
-            self.conn.send_update(doc, data)
-            self.report.updates_sent += 1
+            if grants is None or grants.can_write(doc):
+                self.conn.send_update(doc, data)
+                self.report.updates_sent += 1
+        if grants is not None:
+            self._withhold(grants.refused({doc for doc, _ in updates}))
         self._mark_sent()
 
     def send_others(self, updates: list[tuple[str, bytes]]) -> None:
@@ -209,8 +221,10 @@ class ReplicaSync:
     def _handle(self, event: Any) -> None:
         if isinstance(event, Welcome):
             self.report.session_id = event.session_id
-            if event.config:
-                self.core.adopt_central_config(event.config)
+            central = dict(event.config or {})
+            self.grants = WriteGrants.from_wire(central.pop(GRANTS_KEY, None))
+            if central:
+                self.core.adopt_central_config(central)
             self._send_catch_up(event.state_vectors)
             self.core.set_connection_state("syncing")
         elif isinstance(event, Ack):
@@ -237,6 +251,7 @@ class ReplicaSync:
             self.replica.doc_names(), key=lambda d: (-config.priority(data_type_of(d)), d)
         )
         self.report.docs = len(docs)
+        withheld: list[str] = []
         for doc in docs:
             local = decode_state_vector(self.replica.state_vector(doc))
             relay = decode_state_vector(relay_svs[doc]) if doc in relay_svs else {}
@@ -247,6 +262,10 @@ class ReplicaSync:
                     self.report.acknowledged += self._acknowledge(doc, client, relay[client])
             ours = {c: k for c, k in local.items() if c in self.own_ids and k > relay.get(c, 0)}
             if not ours and not self.full:
+                continue
+            if self.grants is not None and not self.grants.can_write(doc):
+                if ours:
+                    withheld.append(doc)
                 continue
             # Claim the relay has every other writer's items: the relay only
             # accepts our own items from us, and the diff still carries deletes.
@@ -260,9 +279,21 @@ class ReplicaSync:
             self.report.updates_sent += 1
             for client, clock in ours.items():
                 self.expected[(doc, client)] = clock
+        self._withhold(withheld)
         self._mark_sent()
 
     # -- the outbox ------------------------------------------------------------------------
+
+    def _withhold(self, docs: list[str]) -> None:
+        """Writes to ``docs``, which the relay does not let us write, are not sent:
+        their queue entries become errors that say so; the rest syncs on."""
+        if not docs:
+            return
+        self.report.not_granted = sorted({*self.report.not_granted, *docs})
+        reason = f"not sent: this store may not write {', '.join(docs)[:300]} (relay grants)"
+        log.warning("%s", reason)
+        with self.core.transaction():
+            self.core.storage.outbox.mark_not_granted(docs, reason, self.clock())
 
     def _mark_sent(self) -> None:
         with self.core.transaction():
