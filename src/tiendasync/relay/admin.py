@@ -174,12 +174,24 @@ class RelayAdmin:
 
     # -- config, sync now ----------------------------------------------------------------------
 
+    def _grant_defaults(self, tenant: str, replica_id: str) -> dict[str, list[str]]:
+        """The grants a replica has while its config stores none: a store whose
+        token names a location writes only that location's documents by default."""
+        bound = any(
+            t.location is not None
+            for t in self.store.list_tokens()
+            if t.tenant == tenant and t.replica_id == replica_id and not t.revoked
+        )
+        return {"read": ["*"], "write": [] if bound else ["*"]}
+
     def _config_of(self, tenant: str, replica_id: str) -> dict[str, Any]:
+        """The config as the replica lives it: stored keys, else their defaults."""
         raw = self.store.get_replica_config(tenant, replica_id) or {}
         base = StoreConfig.from_dict(
             {k: v for k, v in raw.items() if k not in _RELAY_ONLY_CONFIG}
         ).to_dict()
-        base.update({k: raw.get(k, ["*"]) for k in _RELAY_ONLY_CONFIG})
+        defaults = self._grant_defaults(tenant, replica_id)
+        base.update({k: raw.get(k, defaults[k]) for k in _RELAY_ONLY_CONFIG})
         return base
 
     def list_configs(self, tenant: str) -> list[dict[str, Any]]:
@@ -190,8 +202,14 @@ class RelayAdmin:
     def set_config(self, tenant: str, replica_id: str, config: dict[str, Any]) -> dict[str, Any]:
         if replica_id not in self._replica_ids(tenant):
             raise NotFound(f"no replica {replica_id!r} in tenant {tenant!r}")
+        # Grants not stored stay unstored, so they keep following the token's
+        # default (editing the interval must not widen a store's write grants).
+        raw = self.store.get_replica_config(tenant, replica_id) or {}
         merged = {**self._config_of(tenant, replica_id), **config}
         for key in _RELAY_ONLY_CONFIG:
+            if key not in config and key not in raw:
+                del merged[key]
+                continue
             value = merged[key]
             if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
                 raise InvalidArgument(f"{key} must be a list of document name patterns")
@@ -200,7 +218,7 @@ class RelayAdmin:
         except (ConfigError, TypeError) as exc:
             raise InvalidArgument(str(exc)) from exc
         self.store.set_replica_config(tenant, replica_id, merged)
-        return {"replica": replica_id, "config": merged}
+        return {"replica": replica_id, "config": self._config_of(tenant, replica_id)}
 
     def sync_now(self, tenant: str, replica_id: str, full: bool) -> bool:
         if replica_id not in self._replica_ids(tenant):
