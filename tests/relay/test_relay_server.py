@@ -465,3 +465,45 @@ def test_yjs_endpoint_writable_option(tmp_path: Path) -> None:
         await a.close()
 
     with_relay(tmp_path, scenario, yjs_writable=True)
+
+
+def test_revoking_a_token_closes_its_open_sessions(tmp_path: Path) -> None:
+    """Revoked from another process (the CLI) while connected: sync and /yjs/
+    sessions of that token close within a second or so; others stay open."""
+
+    async def scenario(
+        server: RelayServer, store: SqliteRelayStore, tokens: dict[str, str]
+    ) -> None:
+        a = await Client.open(server.port, replica="t1", token=tokens["t1"], client_id=11)
+        b = await Client.open(server.port, replica="t2", token=tokens["t2"], client_id=22)
+        await a.until_synced()
+        await b.until_synced()
+        follower = await connect(
+            f"ws://127.0.0.1:{server.port}/yjs/acme/stock/t1?token={tokens['t1']}"
+        )
+        w = Writer(11)
+        await a.send_update("stock/t1", w.count("CAFE", 3))
+        await a.wait_for(Ack)
+        cli = SqliteRelayStore(str(tmp_path / "relay.db"))  # the CLI's own connection
+        try:
+            token_id = token_id_of(tokens["t1"])
+            assert token_id is not None
+            cli.revoke_token(token_id)
+        finally:
+            cli.close()
+        revoked_at = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(a.closed(), 3) == (CLOSE_AUTH, "token revoked")
+        await asyncio.wait_for(follower.wait_closed(), 3)
+        took = asyncio.get_running_loop().time() - revoked_at
+        assert follower.close_code == 4401 and follower.close_reason == "token revoked"
+        assert took < 3
+        # the other store's session lives on and still syncs
+        await b.send_update("stock/t2", Writer(22).count("PAN", 1))
+        await b.wait_for(Ack)
+        assert server.connected_replicas("acme") == ["t2"]
+        rows = [r for r in store.list_sessions(tenant="acme") if r.replica_id == "t1"]
+        assert sorted(r.kind for r in rows) == ["sync", "yjs"]  # both logged, with the reason
+        assert all(r.outcome != "ok" and "token revoked" in (r.error or "") for r in rows)
+        await b.close()
+
+    with_relay(tmp_path, scenario)

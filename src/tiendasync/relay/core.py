@@ -234,6 +234,23 @@ class RelayCore:
         fail(session, code, reason)
         self.on_output(session)
 
+    def open_token_ids(self) -> set[str]:
+        """The tokens that open sessions were authenticated with."""
+        return {s.token_id for s in self.sessions.values() if s.open and s.token_id is not None}
+
+    def close_revoked(self, revoked: set[str]) -> int:
+        """Close every open session whose token is in ``revoked`` (``4001``); returns how many."""
+        closing = [s for s in self.sessions.values() if s.open and s.token_id in revoked]
+        for session in closing:
+            log.warning(
+                "closing session %s: its token %s was revoked", session.id, session.token_id
+            )
+            if session.kind == "yjs":
+                self.followers.revoke(session)
+            else:
+                self.fail(session, CLOSE_AUTH, "token revoked")
+        return len(closing)
+
     def connected_replicas(self, tenant: str) -> list[str]:
         """Replica ids with an open sync session for ``tenant``."""
         return sorted(

@@ -32,7 +32,13 @@ from dataclasses import dataclass
 
 from tiendasync.errors import ConfigError, InvalidArgument, RemoteProtocolError
 from tiendasync.model.docnames import data_type_of
-from tiendasync.protocol import CLOSE_FORBIDDEN, CLOSE_PROTOCOL, CLOSE_RATE_LIMIT, CLOSE_TOO_BIG
+from tiendasync.protocol import (
+    CLOSE_AUTH,
+    CLOSE_FORBIDDEN,
+    CLOSE_PROTOCOL,
+    CLOSE_RATE_LIMIT,
+    CLOSE_TOO_BIG,
+)
 from tiendasync.protocol.statevector import decode_state_vector
 from tiendasync.protocol.yjs_update import MalformedUpdate, ParsedUpdate, parse_update
 from tiendasync.protocol.yprotocols import (
@@ -123,6 +129,10 @@ class Followers:
         """Close ``session`` with ``code`` in its y-websocket form (``follower_close_code``)."""
         fail(session, follower_close_code(code), reason)
         self._on_output(session)
+
+    def revoke(self, session: RelaySession) -> None:
+        """Close ``session``: its token was revoked while it was open."""
+        self._fail(session, CLOSE_AUTH, "token revoked")
 
     @staticmethod
     def authorize(

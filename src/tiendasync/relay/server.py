@@ -167,6 +167,10 @@ class RelayServer:
         )
         #: Seconds between retries of central reviews that failed (their storage).
         self.review_retry_seconds = 2.0
+        #: How often open sessions' tokens are checked for revocation (the
+        #: CLI revokes in the database file, from another process).
+        self.revocation_check_seconds = 0.5
+        self._revocation_task: asyncio.Task[None] | None = None
         self._server: Server | None = None
         self._review_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._writes: GroupCommit | None = None
@@ -244,6 +248,9 @@ class RelayServer:
             self.core.reviews.call_soon = asyncio.get_running_loop().call_soon_threadsafe
         self._writer_task = asyncio.create_task(self._writes.run(), name="relay-writer")
         self._sweeper_task = asyncio.create_task(self._sweeper(), name="relay-sweeper")
+        self._revocation_task = asyncio.create_task(
+            self._revocation_watch(), name="relay-revocations"
+        )
         self._server = await serve(
             self._handler,
             self.host,
@@ -274,10 +281,11 @@ class RelayServer:
             await asyncio.to_thread(self._review_pool.shutdown, True)
             self._review_pool = None
             await asyncio.sleep(0)  # let the writers' last writes reach the queue
-        if self._sweeper_task is not None:
-            self._sweeper_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper_task
+        for background in (self._sweeper_task, self._revocation_task):
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
         for task in list(self._tasks):
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
@@ -551,3 +559,26 @@ class RelayServer:
                 self.core.retry_reviews()
             except Exception:  # a bug must not stop the sweeps
                 log.exception("expiring gapped updates or retrying central reviews failed")
+
+    async def _revocation_watch(self) -> None:
+        """Close open sessions whose token was revoked since they authenticated."""
+        while True:
+            await asyncio.sleep(self.revocation_check_seconds)
+            ids = self.core.open_token_ids()
+            if not ids:
+                continue
+            try:
+                revoked = await asyncio.to_thread(self._revoked_among, ids)
+            except Exception:  # the store's trouble must not stop the watch
+                log.exception("checking open sessions' tokens for revocation failed")
+                continue
+            if revoked:
+                self.core.close_revoked(revoked)
+
+    def _revoked_among(self, token_ids: set[str]) -> set[str]:
+        revoked = set()
+        for token_id in token_ids:
+            record = self.store.get_token(token_id)
+            if record is None or record.revoked:
+                revoked.add(token_id)
+        return revoked
