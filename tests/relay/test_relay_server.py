@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from tests.support.relay_client import Client, Writer, follower_closed, run, val
 from tiendasync.crdt.keys import ROOT
 from tiendasync.protocol import (
     CLOSE_AUTH,
+    CLOSE_CLOCK_AHEAD,
     CLOSE_FORBIDDEN,
     CLOSE_PROTOCOL,
     Ack,
@@ -505,5 +507,50 @@ def test_revoking_a_token_closes_its_open_sessions(tmp_path: Path) -> None:
         assert sorted(r.kind for r in rows) == ["sync", "yjs"]  # both logged, with the reason
         assert all(r.outcome != "ok" and "token revoked" in (r.error or "") for r in rows)
         await b.close()
+
+    with_relay(tmp_path, scenario)
+
+
+def test_issue_attacks_over_real_websockets_change_nothing(tmp_path: Path) -> None:
+    """Regressions of the attacks the ownership rule answers, end to end: each
+    closes the attacker's session, stores nothing, and the victim syncs on."""
+
+    async def scenario(
+        server: RelayServer, store: SqliteRelayStore, tokens: dict[str, str]
+    ) -> None:
+        victim = await Client.open(server.port, replica="t2", token=tokens["t2"], client_id=22)
+        await victim.until_synced()
+        honest = Writer(22, "t2")
+        await victim.send_update("stock/t2", honest.count("CAFE", 5))
+        await victim.wait_for(Ack)
+        stored = store.state_vectors("acme")
+
+        ten_years = 10 * 365 * 24 * 3600
+        attacks: list[tuple[str, bytes, int]] = []
+        ahead = Writer(11, clock=lambda: time.time() + ten_years)
+        attacks.append(("catalog", ahead.set("CAFE", "mine for ever"), CLOSE_CLOCK_AHEAD))
+        garbage: pycrdt.Doc[Any] = pycrdt.Doc(client_id=11)
+        with garbage.transaction():
+            garbage.get(ROOT, type=pycrdt.Map)["CAFE|11"] = pycrdt.Array(["abc", 1])
+        attacks.append(("stock/t1", garbage.get_update(), CLOSE_FORBIDDEN))
+        zeroing: pycrdt.Doc[Any] = pycrdt.Doc(client_id=11)
+        with zeroing.transaction():  # an entry under the victim's slot key
+            zeroing.get(ROOT, type=pycrdt.Map)["CAFE|22"] = pycrdt.Array([0, 0])
+        attacks.append(("stock/t2", zeroing.get_update(), CLOSE_FORBIDDEN))
+        for doc, update, code in attacks:
+            attacker = await Client.open(
+                server.port, replica="t1", token=tokens["t1"], client_id=11
+            )
+            await attacker.until_synced()
+            await attacker.send_update(doc, update)
+            closed = await attacker.closed()
+            assert closed[0] == code, (doc, closed)
+            assert store.state_vectors("acme") == stored, doc
+        # the victim's data is intact at the relay and it still syncs
+        assert values(server.docs.get("acme", "stock/t2").doc) == {"CAFE": 5}
+        await victim.send_update("stock/t2", honest.count("CAFE", -1))
+        await victim.wait_for(Ack)
+        assert values(server.docs.get("acme", "stock/t2").doc) == {"CAFE": 4}
+        await victim.close()
 
     with_relay(tmp_path, scenario)
