@@ -10,6 +10,7 @@ network drives the relay's core.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from tests.support.simnet import SimNet
 from tiendasync.store.conflicts import Conflict
@@ -82,5 +83,47 @@ def test_a_request_for_another_locations_conflict_is_refused(tmp_path: Path) -> 
         (refusal,) = [h for h in seen.history if h.get("event") == "request_refused"]
         assert "tienda-2" in refusal["reason"] and refusal["replica"] == "b"
         assert net.relay.central().replica.inventory.stock("CAFE", location="tienda-1") == -1
+    finally:
+        net.close()
+
+
+def test_a_hostile_request_with_bad_params_is_refused_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """A store that skips ``resolve``'s checks (a modified till) and writes its
+    request by hand gets a refusal in the history, never a compensating write."""
+    net = SimNet(tmp_path, seed=5)
+    try:
+        conflict = _overdrawn(net)
+        a = net.replica("a")
+        central = net.relay.central().replica
+        hostile: list[tuple[str, Any]] = [
+            ("adjust", {"quantity": "lots"}),
+            ("adjust", {"quantity": 1, "sku": "TE"}),  # a parameter the action does not take
+            ("recount", {"count": -4}),
+            ("void", {"sale_ids": ["not-a-sale-of-this-conflict"]}),
+        ]
+        for number, (action, params) in enumerate(hostile, start=1):
+            a.conflicts._request(conflict, action, params, by=None, note=None)
+            net.run()
+            record = central.conflicts.get(conflict.id)
+            refusals = [h for h in record.history if h.get("event") == "request_refused"]
+            assert len(refusals) == number, (action, params)
+            assert record.status == "open"
+            assert central.inventory.stock("CAFE", location="tienda-1") == -1
+        # the store sees the refusals, and an honest request still works afterwards
+        seen = a.conflicts.get(conflict.id)
+        assert len([h for h in seen.history if h.get("event") == "request_refused"]) == 4
+        a.queue.resolve(conflict.id, "adjust", quantity=1)
+        net.run()
+        resolved = central.conflicts.get(conflict.id)
+        assert resolved.status == "resolved"
+        # not even a request: an unknown action or params that are not an object
+        # never pass the relay's gate, so they reach no conflict's history
+        for action, params in (("launch", {}), ("recount", ["count", 0])):
+            a.conflicts._request(conflict, action, params, by=None, note=None)
+            net.run()
+            assert central.conflicts.get(conflict.id).history == resolved.history
+            assert central.inventory.stock("CAFE", location="tienda-1") == 0
     finally:
         net.close()
