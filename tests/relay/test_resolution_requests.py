@@ -120,7 +120,8 @@ def test_a_hostile_request_with_bad_params_is_refused_and_changes_nothing(
         assert resolved.status == "resolved"
         # not even a request: an unknown action or params that are not an object
         # never pass the relay's gate, so they reach no conflict's history
-        for action, params in (("launch", {}), ("recount", ["count", 0])):
+        gated: list[tuple[str, Any]] = [("launch", {}), ("recount", ["count", 0])]
+        for action, params in gated:
             a.conflicts._request(conflict, action, params, by=None, note=None)
             net.run()
             assert central.conflicts.get(conflict.id).history == resolved.history
