@@ -41,8 +41,8 @@ class Ledger:
         self._added: list[str] = []
         #: ``(record id, tag)`` -> annotation keys; built on first use.
         self._annotations: dict[tuple[str, str], list[str]] | None = None
-        #: Records and annotations skipped because their text is not a JSON object.
-        self.skipped = 0
+        #: Keys of records and annotations skipped: their text is not a JSON object.
+        self._skipped_keys: set[str] = set()
         self._subscription = self._root.observe(self._on_change)
 
     def _on_change(self, event: Any) -> None:
@@ -74,9 +74,14 @@ class Ledger:
         except (ValueError, RecursionError):
             value = None
         if not isinstance(value, dict):
-            self.skipped += 1
+            self._skipped_keys.add(key)
             return None
         return value
+
+    @property
+    def skipped(self) -> int:
+        """How many records and annotations were skipped when read (each counted once)."""
+        return len(self._skipped_keys)
 
     def get(self, record_id: str) -> dict[str, Any] | None:
         return self._read(record_id)

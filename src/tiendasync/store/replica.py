@@ -52,6 +52,10 @@ class ReplicaStatus:
     last_sync_at: float | None
     open_conflicts: int
     last_error: str | None
+    #: Values in the merged documents that this process skipped because they are
+    #: not valid for their type (a foreign or corrupt write); they never fail a
+    #: sale or a sync.  Not 0: look for a misbehaving replica in the relay's log.
+    skipped_values: int = 0
 
     @property
     def online(self) -> bool:
@@ -309,6 +313,7 @@ class Replica:
                 last_sync_at=core.storage.sync_log.last_success(),
                 open_conflicts=count_open_for(self.conflicts, self.location, self.replica_id),
                 last_error=(other or {}).get("error") or core.last_error,
+                skipped_values=core.docs.skipped_values(),
             )
 
     def on_status_change(self, callback: Callable[[ReplicaStatus], None]) -> Callable[[], None]:
