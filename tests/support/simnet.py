@@ -372,6 +372,9 @@ class SimNet:
         self.strict_acks = strict_acks
         self.stale_acks = 0
         self.nodes: dict[str, SimNode] = {}
+        #: Names of malicious nodes: they take part in the network, but
+        #: convergence (:meth:`divergences`) is asked only of the others.
+        self.hostile: set[str] = set()
         self.links: list[Link] = []
         self._link_ids = 0
         self.faults: dict[str, int] = {}
@@ -643,7 +646,7 @@ class SimNet:
         if self.pending_messages():
             problems.append(f"{self.pending_messages()} messages in flight")
         relay = self.relay.doc_clocks()
-        for node in self.nodes.values():
+        for node in self._honest():
             r = node.replica
             link = node.link
             if link is None or link.sync.conn.state != "live":
@@ -671,6 +674,10 @@ class SimNet:
                     )
         return problems
 
+    def _honest(self) -> list[SimNode]:
+        """The nodes convergence is asked of: all but :attr:`hostile` ones."""
+        return [node for name, node in self.nodes.items() if name not in self.hostile]
+
     def content_divergences(self) -> list[str]:
         """Raw document contents that differ: relay memory vs its store, replicas vs relay."""
         problems: list[str] = []
@@ -682,7 +689,7 @@ class SimNet:
                     f"relay: {doc} in memory differs from a reload of its store: "
                     f"{_diff(memory.get(doc), stored.get(doc))}"
                 )
-        holders = {name: node.replica for name, node in self.nodes.items()}
+        holders = {node.name: node.replica for node in self._honest()}
         if self.relay.central_dir is not None:
             holders["central"] = self.relay.central().replica
         for name, r in holders.items():
