@@ -1,7 +1,7 @@
 """Run the benchmarks: ``python -m benchmarks.run --quick|--full``.
 
-``--quick`` (about a minute): 1 (durable sale), 3 (relay, K=1 and 10, short)
-and 4 (wire cost), then their ratios.  ``--full``: everything at the sizes
+``--quick`` (about a minute): 1 (durable sale), 3 (relay, K=1 and 10, short),
+4 (wire cost) and 7 (the ownership gate), then their ratios.  ``--full``: everything at the sizes
 of the brief, results in ``benchmarks/results.json`` and plots under
 ``docs/img/``.  Every figure prints as one JSON line; a table follows.
 """
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import b1_sale, b2_import, b3_relay, b4_wire, b5_storm, b6_state, plots
+from . import b1_sale, b2_import, b3_relay, b4_wire, b5_storm, b6_state, b7_gate, plots
 from .common import Figure, emit, machine, table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +28,7 @@ QUICK: dict[str, Any] = {
     "sale": {"sales": 200, "rounds": 3},
     "relay": {"ks": (1, 10), "sales": 1500, "timeout": 60.0, "echo_messages": 4000},
     "wire": {"sales": 100, "offline_sales": 10_000},
+    "gate": {"sales": 1000, "rounds": 3},
 }
 
 FULL: dict[str, Any] = {
@@ -37,6 +38,7 @@ FULL: dict[str, Any] = {
     "wire": {"sales": 300, "offline_sales": 10_000},
     "storm": {"stores": 50, "sales": 1000, "timeout": 600.0},
     "state": {"sales": 1_000_000, "locations": 20, "skus": 500},
+    "gate": {"sales": 5000, "rounds": 7},
 }
 
 #: a configuration small enough for the smoke test (seconds)
@@ -47,6 +49,7 @@ TINY: dict[str, Any] = {
     "wire": {"sales": 5, "offline_sales": 50},
     "storm": {"stores": 2, "sales": 5, "timeout": 60.0},
     "state": {"sales": 50, "locations": 2, "skus": 5},
+    "gate": {"sales": 20, "rounds": 1},
 }
 
 
@@ -96,6 +99,8 @@ def run_all(
                     workdir, workdir / "b2-replica.db", workdir / "b2-raw.db", imp["products"]
                 ),
             )
+    if "gate" in config:
+        step("7-gate", lambda: b7_gate.run(**config["gate"]))
     return figs, errors
 
 
@@ -108,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="1, 3 (K=1,10) and 4 (~1 min)")
     mode.add_argument("--full", action="store_true", help="everything; results.json + plots")
-    ap.add_argument("--only", help="comma-separated subset: sale,import,relay,wire,storm,state")
+    ap.add_argument(
+        "--only", help="comma-separated subset: sale,import,relay,wire,storm,state,gate"
+    )
     ap.add_argument("--state-sales", type=int, help="sales for benchmark 6 (full: 1,000,000)")
     ap.add_argument("--no-peer", action="store_true", help="skip pycrdt-websocket")
     ap.add_argument("--output", default=str(ROOT / "benchmarks" / "results.json"))

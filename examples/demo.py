@@ -140,8 +140,18 @@ def main() -> int:
         say("Setting up: a relay and two tills (caja-1, caja-2) of store tienda-1")
         tokens = {
             r: tiendasync(
-                "relay", "token", "add", "--db", relay_db, "--tenant", "acme", "--replica", r
-            )
+                "relay",
+                "token",
+                "add",
+                "--db",
+                relay_db,
+                "--tenant",
+                "acme",
+                "--replica",
+                r,
+                "--location",
+                "tienda-1",
+            )  # a till writes only its own store's stock, sales and requests ...
             for r in ("caja-1", "caja-2")
         }
         admin_token = tiendasync("relay", "token", "add", "--db", relay_db, "--admin")
@@ -176,6 +186,18 @@ def main() -> int:
 
         wait_for(relay_up, "relay is listening")
         print(f"   relay on {url}, admin API on http://{HOST}:{admin_port}")
+        # ... unless granted more: caja-1 is the store's back office and edits the catalog.
+        granted = admin(
+            admin_port, admin_token, "PUT", "/api/sync/config/caja-1", {"write": ["catalog"]}
+        )
+        configs = {
+            c["replica"]: c["config"]
+            for c in admin(admin_port, admin_token, "GET", "/api/sync/config/")["results"]
+        }
+        check(
+            granted["config"]["write"] == ["catalog"] and configs["caja-2"]["write"] == [],
+            "tills bound to tienda-1; caja-1 may also edit the catalog, caja-2 may not",
+        )
         caja1 = Store(workdir, "caja-1", url, tokens["caja-1"])
         caja2 = Store(workdir, "caja-2", url, tokens["caja-2"])
         stores += [caja1, caja2]

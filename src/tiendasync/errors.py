@@ -25,6 +25,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthError",
+    "ClockAhead",
     "ClockError",
     "ConfigError",
     "ConflictClosed",
@@ -182,6 +183,14 @@ class SyncBusy(RetryLater, SyncError):
 
 class AuthError(Unauthorized, SyncError):
     """The relay refused our credentials (bad, revoked or wrong-tenant token)."""
+
+
+class ClockAhead(UsageError, SyncError):
+    """The relay refused our writes: this machine's clock is ahead of the relay's.
+
+    Fix the clock; the refused writes stay in the queue (``queue.process``
+    retries one) and new writes sync again once they carry a sane time.
+    """
 
 
 class ProtocolError(PeerError, SyncError):

@@ -26,6 +26,7 @@ from benchmarks import (  # noqa: E402
     b4_wire,
     b5_storm,
     b6_state,
+    b7_gate,
     peer,
     plots,
     run,
@@ -87,6 +88,12 @@ def test_storm(tmp_path: Path) -> None:
 
 def test_state(tmp_path: Path) -> None:
     _check(b6_state.state_size(tmp_path, **run.TINY["state"]), "6-state")
+
+
+def test_gate() -> None:
+    [fig] = b7_gate.run(**run.TINY["gate"])
+    _check([fig], "7-gate")
+    assert fig.baseline is not None and fig.value > 0 and fig.extra["updates"] == 40
 
 
 def test_table_and_plots(tmp_path: Path) -> None:

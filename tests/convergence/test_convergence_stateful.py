@@ -5,7 +5,11 @@ relay with its central writer.  Rules make sales, receipts, transfers,
 stocktakes, product edits and deletes on a few SKUs; connect, disconnect and
 partition replicas; deliver, reorder, duplicate, lose and drop messages; flush
 the relay's storage; crash a replica (reopened from its file: a new Yjs
-client id) and restart the relay (its uncommitted writes are lost).
+client id) and restart the relay (its uncommitted writes are lost).  One more
+replica, Mallory, holds a valid token and attacks: it deletes or overwrites
+another writer's stock slot, or writes garbage under its own id, straight into
+its documents, and syncs.  Convergence is asked of the honest replicas only;
+the relay must refuse every attack, so the model stays exact.
 
 A model without invariants tracks the sequential totals: the stock of a
 (location, SKU) is the sum of the deltas of every write whose call returned
@@ -39,6 +43,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pycrdt
 import pytest
 from hypothesis import HealthCheck, event, note, settings
 from hypothesis import strategies as st
@@ -52,6 +57,7 @@ from hypothesis.stateful import (
 
 from tests.support.simnet import DOWN, UP, SimClock, SimNet, replica_snapshot
 from tiendasync import Replica
+from tiendasync.crdt.keys import ROOT, SEP
 from tiendasync.store.invariants import evaluate
 
 SKUS = ("CAFE", "LECHE", "PAN")
@@ -119,6 +125,9 @@ NETWORK_OPS = (
     "drop",
 )
 skus = st.sampled_from(SKUS)
+#: The malicious replica, and what it tries (see ``SyncConvergence.attack``).
+MALLORY = "mallory"
+ATTACKS = ("delete_theirs", "overwrite_theirs", "garbage_own")
 
 
 class SyncConvergence(RuleBasedStateMachine):
@@ -147,6 +156,9 @@ class SyncConvergence(RuleBasedStateMachine):
             node = self.net.add_replica(name, LOCS[i % 2])
             node.replica.locations.put(LOCS[(i + 1) % 2])  # so transfers can name it
             self.names.append(name)
+        # A store with a valid token that attacks the others (see ``attack``).
+        self.net.add_replica(MALLORY, LOCS[0])
+        self.net.hostile.add(MALLORY)
         FIGURES["cases"] += 1
         FIGURES["replicas"] += replicas
 
@@ -213,6 +225,35 @@ class SyncConvergence(RuleBasedStateMachine):
             raise AssertionError(kind)
         self.write_count += 1
         self.n.clock.tick(7)
+
+    # -- a malicious replica ---------------------------------------------------------------------
+
+    @rule(attack=st.sampled_from(ATTACKS), i=replica_index, sku=skus)
+    def attack(self, attack: str, i: int, sku: str) -> None:
+        """The malicious store writes straight into its documents what the public
+        API never would, then syncs: the relay must refuse all of it, so nothing
+        of it may reach anyone (the teardown's checks and the model say so)."""
+        net = self.n
+        mallory = net.replica(MALLORY)
+        net.disconnect(MALLORY)
+        victim = self.replica(i)
+        doc_name = f"stock/{victim.location}"
+        # Mallory knows the victim's data (from the relay earlier, or a stolen file).
+        mallory.apply_remote(doc_name, bytes(victim.core.docs.doc(doc_name).get_update()))
+        own = {str(c) for c in net.nodes[MALLORY].client_ids}
+        doc = mallory.core.docs.doc(doc_name)
+        root = doc.get(ROOT, type=pycrdt.Map)
+        foreign = sorted(k for k in root if k.rpartition(SEP)[2] not in own)
+        with doc.transaction(origin="attack"):
+            if attack == "delete_theirs" and foreign:
+                del root[foreign[0]]
+            elif attack == "overwrite_theirs" and foreign:
+                root[foreign[0]] = [10**6, 0]
+            else:  # garbage under its own id
+                root[f"{sku}{SEP}{mallory.client_id}"] = ["abc", 1]
+        FIGURES[f"attack_{attack}" if foreign else f"attack_{attack}_nothing_foreign"] += 1
+        net.connect(MALLORY)  # the catch-up sends the attack
+        net.run()
 
     # -- connections ---------------------------------------------------------------------------
 

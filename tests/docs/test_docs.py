@@ -53,8 +53,9 @@ DOCS = ROOT / "docs"
 #: not exist yet in a given checkout, and then their links are not checked.
 OTHERS_PAGES = {"benchmarks.md", "admin-api.md", "console.md", "security.md", "reliability.md"}
 
-#: Fence labels allowed; ``python`` is the only one that runs.
-LABELS = {"python", "text", "bash", "console", "json", "toml", "ini", "sql", "http", "diff"}
+#: Fence labels allowed; ``python`` is the only one that runs here.  The one ``js``
+#: block of docs/yjs.md runs under Node in tests/e2e/test_yjs_node.py.
+LABELS = {"python", "text", "bash", "console", "json", "toml", "ini", "sql", "http", "diff", "js"}
 
 _FENCE = re.compile(r"^ {0,3}(`{3,})\s*([\w+-]*)\s*$")
 

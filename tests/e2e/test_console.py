@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "examples"))
 import demo  # noqa: E402  (examples/demo.py: Store, free_port, tiendasync, admin)
 
+from tests.support.processes import Pos  # noqa: E402
 from tiendasync.model.actions import ACTIONS  # noqa: E402
 from tiendasync.model.docnames import DATA_TYPES  # noqa: E402
 
@@ -566,3 +567,268 @@ def run_console_flow(cluster: Cluster, browser: Chromium) -> None:
     assert browser.js("sessionStorage.getItem('tiendasync.console.token')") is None
     assert browser.page_errors() == []
     assert time.monotonic() - started < 40, time.monotonic() - started
+
+
+# -- the conflict page tells the truth -----------------------------------------------------
+
+#: Words of the Spanish interface that must not be left on an English page (none is data).
+SPANISH_ONLY = (
+    "Cajas",
+    "Abierto",
+    "Resolver",
+    "correcto",
+    "sincronización",
+    "Existencias",
+    "Venta",
+)
+
+
+def _state(browser: Chromium) -> str:
+    return str(browser.js("document.querySelector('#conflict-status .badge')?.textContent || ''"))
+
+
+def _movements(browser: Chromium) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = browser.js(
+        """[...document.querySelectorAll('#timeline-box tr[data-kind]')].map(r => ({
+             kind: r.dataset.kind, delta: Number(r.dataset.delta),
+             balance: r.lastElementChild.textContent, text: r.textContent}))"""
+    )
+    return rows
+
+
+def _open_conflict(browser: Chromium, cluster: Cluster, conflict_id: str) -> None:
+    browser.navigate(cluster.console_url + "#/conflict/" + conflict_id)
+    browser.wait(
+        "!!document.querySelector('#timeline-box tr[data-kind], #timeline-box .empty')"
+        " && !!document.querySelector('#resolve-box h2')",
+        f"conflict {conflict_id} with its movements",
+    )
+
+
+def _switch_language_and_back(browser: Chromium, english_title: str) -> None:
+    """EN on this page: its title in English and no Spanish word of the interface left."""
+    browser.click(".lang-switch button[data-lang=en]")
+    browser.wait(
+        f"document.querySelector('#page-title').textContent.startsWith({json.dumps(english_title)})",
+        f"the page reads {english_title!r} in English",
+    )
+    text = browser.js(
+        "document.querySelector('main').innerText + document.querySelector('header').innerText"
+    )
+    left = [w for w in SPANISH_ONLY if w in text]
+    assert not left, (english_title, left)
+    browser.click(".lang-switch button[data-lang=es]")
+    browser.wait("document.documentElement.lang === 'es'", "back in Spanish")
+
+
+def test_console_tells_how_a_conflict_got_there(tmp_path: Path) -> None:
+    """A partial adjustment, a typo'd SKU remapped to the real one, stores and tills
+    counted as what they are, every page in both languages."""
+    cluster = Cluster(tmp_path)
+    token3 = demo.tiendasync(
+        "relay",
+        "token",
+        "add",
+        "--db",
+        str(tmp_path / "relay.db"),
+        "--tenant",
+        "acme",
+        "--replica",
+        "caja-3",
+    )
+    caja3 = Pos(tmp_path, "caja-3", "tienda-2", f"ws://{HOST}:{cluster.port}", token3)
+    try:
+        with chromium(tmp_path) as browser:
+            run_truth_flow(cluster, caja3, browser)
+    finally:
+        caja3.close()
+        cluster.close()
+
+
+def run_truth_flow(cluster: Cluster, caja3: Pos, browser: Chromium) -> None:
+    caja1, caja2 = cluster.caja1, cluster.caja2
+    tills = [caja1, caja2]
+    caja1.do("product CAFE-500 450 Café 500 g")
+    caja1.do("product PAN 95 Pan de barra")
+    caja1.do("receive PAN 1")
+    caja3.do("receive PAN 4")
+    for command in ("online", "wait-synced 20"):
+        for till in tills:
+            till.do(command)
+        caja3.do(command)
+    wait_until(lambda: caja2.do("stock PAN") == 1, "caja-2 sees the bread")
+    for till in tills:
+        till.do("offline")
+    pan1 = caja1.do("sell PAN 2")["id"]
+    caja1.do("sell CAFE-500 1")  # none received: the coffee conflict the remap adds to
+    pan2 = caja2.do("sell PAN 1")["id"]
+    typo = caja2.do("sell CAFE-5OO 1")["id"]  # the letter O for the digit 0
+    for till in tills:
+        till.do("online")
+    for till in tills:
+        till.do("wait-synced 20")
+
+    def queue() -> dict[tuple[str, str], dict[str, Any]]:
+        items = cluster.api("GET", "/api/sync/queue/?status=open")["results"]
+        return {(c["invariant"], c["sku"]): c for c in items}
+
+    found = wait_until(
+        lambda: (
+            (q := queue())
+            and ("non_negative_stock", "PAN") in q
+            and ("unknown_product", "CAFE-5OO") in q
+            and ("non_negative_stock", "CAFE-500") in q
+            and q
+        ),
+        "the bread and the typo conflicts open",
+    )
+    pan = found[("non_negative_stock", "PAN")]["id"]
+    coffee = found[("non_negative_stock", "CAFE-500")]["id"]
+    unknown = found[("unknown_product", "CAFE-5OO")]["id"]
+
+    # log in; the queue names products and flags the one the catalog does not have
+    browser.navigate(cluster.console_url)
+    browser.type_into("#login-form input[type=password]", cluster.admin_token)
+    browser.press_enter()
+    browser.wait(f"!!document.querySelector(\"tr[data-conflict='{unknown}']\")", "the queue")
+    row = browser.js(f"document.querySelector(\"tr[data-conflict='{pan}']\").textContent")
+    assert "Pan de barra" in row and "-2" in row, row
+    row = browser.js(f"document.querySelector(\"tr[data-conflict='{unknown}']\").textContent")
+    assert "No está en el catálogo" in row, row
+    # the typo can be told from the real SKU: its letters O are marked as letters
+    marked = f"tr[data-conflict='{unknown}'] .sku .lookalike"
+    assert browser.js(f'[...document.querySelectorAll("{marked}")].map(e => e.textContent)') == [
+        "O",
+        "O",
+    ]
+    assert "gravedad" in row and "Ventas (10 × 100)" in row, row  # the priority in words
+
+    # the bread: two tills sold 3 of the 1 received; the page says -2 and how
+    _open_conflict(browser, cluster, pan)
+    assert _state(browser) == "Abierto"
+    assert "son -2" in browser.js("document.querySelector('#conflict-message').textContent")
+    moves = _movements(browser)
+    # the receipt, then the two tills' sales in the order they reached the relay
+    assert moves[0]["kind"] == "in" and moves[0]["delta"] == 1
+    by_delta = {m["delta"]: m for m in moves[1:] if m["kind"] == "sale"}
+    assert sorted(by_delta) == [-2, -1] and len(moves) == 3, moves
+    assert "caja-1" in by_delta[-2]["text"] and "caja-2" in by_delta[-1]["text"]
+    running = [1, 1 + moves[1]["delta"], 1 + moves[1]["delta"] + moves[2]["delta"]]
+    assert [m["balance"] for m in moves] == [str(b) for b in running] and running[-1] == -2
+    assert "Pan de barra" in browser.js("document.querySelector('.facts-grid').textContent")
+    sales = browser.js("[...document.querySelectorAll('tr[data-sale]')].map(r => r.textContent)")
+    assert len(sales) == 2 and any("1,90" in s for s in sales), sales  # 2 x 0,95 EUR
+    assert all(pan1 not in s and pan2 not in s for s in sales)  # people read till and time
+
+    # adjust by 1 of the 2 missing: partly compensated, still open, and it says so
+    browser.type_into("#act-adjust input[name=quantity]", "1")
+    browser.click("#act-adjust-btn")
+    browser.wait(
+        "document.querySelector('#conflict-status .badge')?.textContent === 'Compensado en parte'",
+        "the conflict reads partly compensated",
+    )
+    browser.wait(
+        "document.querySelector('#current-value')?.textContent === '-1'", "the current value"
+    )
+    assert "sigue abierto" in browser.js("document.querySelector('#resolve-result').textContent")
+    assert "son -1" in browser.js("document.querySelector('#conflict-message').textContent")
+    assert browser.js("!!document.querySelector('.resolution-partial')")
+    assert browser.js("!!document.querySelector('#history-box li[data-event=compensated]')")
+    assert not browser.js("!!document.querySelector('#history-box li[data-event=resolved]')")
+    browser.wait(
+        "[...document.querySelectorAll('#timeline-box tr[data-kind]')].slice(-1)[0]"
+        "?.dataset.kind === 'resolution'",
+        "the adjustment in the movements",
+    )
+    last = _movements(browser)[-1]
+    assert last["delta"] == 1 and last["balance"] == "-1" and "Ajustar" in last["text"]
+    browser.screenshot("conflict-partial")
+    _switch_language_and_back(browser, "Conflict ")
+
+    # the typo: flagged, the real product suggested, restore disabled and why, remap
+    _open_conflict(browser, cluster, unknown)
+    facts = browser.js("document.querySelector('#facts-h').parentElement.textContent")
+    assert "No está en el catálogo" in facts and "CAFE-500 (Café 500 g)" in facts, facts
+    assert browser.js("document.querySelector('#act-restore-btn').disabled")
+    assert "nunca estuvo en el catálogo" in browser.js(
+        "document.querySelector('#act-restore .why-not').textContent"
+    )
+    assert browser.js("document.querySelector('#act-remap input[name=sku]').value") == "CAFE-500"
+    moves = _movements(browser)
+    assert [(m["kind"], m["delta"]) for m in moves] == [("sale", -1)], moves
+    browser.screenshot("conflict-typo")
+    browser.click("#act-remap-btn")
+    browser.wait(
+        "document.querySelector('#conflict-status .badge')?.textContent === 'Resuelto'",
+        "the typo is resolved by the remap",
+    )
+    # the real product now carries the remapped sale, and its conflict's movements say so
+    _open_conflict(browser, cluster, coffee)
+    browser.wait(
+        "[...document.querySelectorAll('#timeline-box tr[data-kind]')].length === 2",
+        "the remap in CAFE-500's movements",
+    )
+    sale, move = _movements(browser)
+    assert (sale["kind"], sale["delta"], sale["balance"]) == ("sale", -1, "-1"), sale
+    assert (move["kind"], move["delta"], move["balance"]) == ("resolution", -1, "-2"), move
+    assert "Reasignar" in move["text"] and "reasignada desde CAFE-5OO" in move["text"], move
+    assert typo not in move["text"] and "caja-2" in move["text"]
+    browser.screenshot("conflict-remapped")
+
+    # all statuses: highest priority first, and at equal priority open before resolved
+    browser.navigate(cluster.console_url + "#/conflicts")
+    browser.wait("!!document.querySelector('tr[data-conflict]')", "the queue")
+    browser.js("""(() => { const s = document.querySelector('select[name=status]');
+                  s.value = ''; s.dispatchEvent(new Event('change')); })()""")
+    browser.wait(
+        "!!document.querySelector('tr[data-conflict] .badge-resolved')"
+        " && !!document.querySelector('tr[data-conflict] .badge-partial')",
+        "every state in the queue",
+    )
+    order = browser.js(
+        """[...document.querySelectorAll('tr[data-conflict]')].map(r =>
+             [Number(r.querySelector('.prio').textContent), r.dataset.state])"""
+    )
+    ranks = [(-p, s not in ("open", "partial")) for p, s in order]
+    assert ranks == sorted(ranks), order
+    browser.screenshot("queue-states")
+    _switch_language_and_back(browser, "Conflict queue")
+
+    # stores and tills: 2 stores, 3 tills; an offline till cannot be asked to sync
+    browser.click("#mainnav a[data-route=stores]")
+    browser.wait(
+        "/2 tiendas · 3 cajas, 3 en línea/"
+        ".test(document.querySelector('#stores-summary')?.textContent)",
+        "two stores, three tills",
+    )
+    assert "tienda-2" in browser.js("document.querySelector('[data-replica=caja-3]').textContent")
+    caja3.do("offline")
+    browser.wait(
+        "document.querySelector('[data-replica=caja-3] [data-action=sync-now]').disabled",
+        "sync now is disabled for the offline till",
+    )
+    why = browser.js("document.querySelector('[data-replica=caja-3] .why-not').textContent")
+    assert "Desconectada" in why, why
+    assert not browser.js(
+        "document.querySelector('[data-replica=caja-1] [data-action=sync-now]').disabled"
+    )
+    browser.screenshot("stores-tills")
+    _switch_language_and_back(browser, "Stores")
+
+    # the sync log, its results and kinds in the page's language
+    browser.click("#mainnav a[data-route=log]")
+    browser.wait("document.querySelectorAll('tr[data-session]').length >= 3", "the sync log")
+    log = browser.js("document.querySelector('#log-table').textContent")
+    assert "correcto" in log and "sincronización" in log, log
+    _switch_language_and_back(browser, "Sync log")
+
+    # the login form too
+    browser.click("#logout")
+    browser.wait("location.hash === '#/login'", "the login form")
+    browser.click(".lang-switch button[data-lang=en]")
+    browser.wait(
+        "document.querySelector('#login-form label').textContent === 'Admin token'",
+        "the login form in English",
+    )
+    browser.click(".lang-switch button[data-lang=es]")
+    assert browser.page_errors() == []

@@ -101,6 +101,10 @@ class FakeBackend:
         self._call("conflict_sales", tenant, conflict_id)
         return []
 
+    def conflict_timeline(self, tenant: str, conflict_id: str) -> dict[str, Any]:
+        self._call("conflict_timeline", tenant, conflict_id)
+        return {"conflict": conflict_id, "timeline": None}
+
     def metrics(self) -> dict[str, float]:
         return {"connections": 0.0}
 
@@ -232,6 +236,12 @@ def test_sync_now_to_a_store_that_is_not_connected_is_409(client: Client) -> Non
     assert r.json() == {"replica": "caja-1", "requested": True, "full": True}
     r = client.post("/api/sync/config/caja-2/sync_now/", headers=AUTH)
     assert (r.status_code, r.json()) == (409, {"error": "replica 'caja-2' is not connected now"})
+
+
+def test_timeline_is_a_read_of_the_backend(client: Client, backend: FakeBackend) -> None:
+    r = client.get("/api/sync/queue/C-x/timeline/", headers=AUTH)
+    assert r.json() == {"tenant": "acme", "conflict": "C-x", "timeline": None}
+    assert backend.calls[-1][:2] == ("conflict_timeline", ("acme", "C-x"))
 
 
 # -- resolve: one validation, the actions table's --------------------------------------------

@@ -41,6 +41,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from tests.support.processes import HOST, wait_until
+from tests.support.relay_client import Writer
 from tiendasync.errors import RemoteProtocolError
 from tiendasync.protocol import (
     Ack,
@@ -363,8 +364,7 @@ class GoodReplica(threading.Thread):
 
     def run(self) -> None:
         try:
-            doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=777001)
-            root = doc.get("root", type=pycrdt.Map)
+            writer = Writer(777001, "good")
             conn = ReplicaConnection()
             with connect(self.relay.url, max_size=None) as ws:
                 conn.hello(
@@ -377,11 +377,8 @@ class GoodReplica(threading.Thread):
                 ws.send(conn.data_to_send())
                 i = 0
                 while not self.stop.is_set():
-                    before = bytes(doc.get_state())
-                    with doc.transaction():
-                        root[f"k{i}"] = i
+                    update = writer.set(f"k{i}", i)
                     i += 1
-                    update = bytes(doc.get_update(before))
                     if conn.state in ("catching_up", "live"):
                         conn.send_update("catalog", update)
                         ws.send(conn.data_to_send())
@@ -396,8 +393,7 @@ class GoodReplica(threading.Thread):
                         conn.receive_data(ws.recv(timeout=10))  # type: ignore[arg-type]
                         conn.events()
                         i -= 1
-                        doc = pycrdt.Doc(client_id=777001)
-                        root = doc.get("root", type=pycrdt.Map)
+                        writer = Writer(777001, "good")
                     assert not conn.closed, conn.close_reason
                     time.sleep(0.02)
         except BaseException as exc:  # reported by the test

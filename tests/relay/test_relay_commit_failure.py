@@ -80,7 +80,7 @@ def test_failed_commit_acks_nothing_of_it_nor_what_was_applied_on_top(tmp_path: 
             b = await Client.open(server.port, replica="t2", token=tokens["t2"], client_id=22)
             await a.until_synced()
             await b.until_synced()
-            wa, wb = Writer(11), Writer(22)
+            wa, wb = Writer(11), Writer(22, "t2")
             update_a, update_b = wa.set("a", 1), wb.set("b", 2)
 
             store.armed = True

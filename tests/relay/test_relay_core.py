@@ -9,6 +9,7 @@ from pathlib import Path
 import pycrdt
 import pytest
 
+from tests.support.relay_client import Writer
 from tiendasync.protocol import (
     CLOSE_AUTH,
     CLOSE_FORBIDDEN,
@@ -86,10 +87,8 @@ def store(tmp_path: Path) -> Iterator[SqliteRelayStore]:
 
 
 def _update(client_id: int, key: str, value: int) -> bytes:
-    doc: pycrdt.Doc[pycrdt.Map[int]] = pycrdt.Doc(client_id=client_id)
-    doc["root"] = root = pycrdt.Map[int]()
-    root[key] = value
-    return bytes(doc.get_update())
+    """A catalog write of replica t1 under ``client_id``, at the harness's time."""
+    return Writer(client_id, clock=lambda: 1000.0).set(key, value)
 
 
 def test_ids_and_clock_are_passed_in(store: SqliteRelayStore) -> None:
@@ -212,6 +211,6 @@ def test_follower_driven_directly(store: SqliteRelayStore) -> None:
     assert answer is not None and answer.sync_type == SyncType.STEP2
     h.core.yjs_receive(session, b"\x00\x07\x00")
     assert (session.close_code, session.close_reason) == (
-        CLOSE_PROTOCOL,
+        4400,  # CLOSE_PROTOCOL in y-websocket's "do not retry" form
         "unknown sync message type 7",
     )

@@ -9,6 +9,7 @@ import pytest
 
 from tiendasync.errors import StorageError
 from tiendasync.relay import SqliteRelayStore, schema
+from tiendasync.relay.auth import issue_token
 from tiendasync.relay.storage import SCHEMA_VERSION
 
 
@@ -110,10 +111,30 @@ def test_a_version_without_a_migration_is_refused(
     assert _version(path) == "1"
 
 
-def test_a_version_1_file_is_upgraded_to_2(tmp_path: Path) -> None:
+def test_a_version_1_file_is_upgraded_to_the_current_version(tmp_path: Path) -> None:
     path = tmp_path / "relay.db"
     SqliteRelayStore(str(path)).close()
     _set_version(path, "1")
     with SqliteRelayStore(str(path)) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 2
+        assert store.schema_version() == SCHEMA_VERSION == 3
     assert "reason" in _columns(path, "quarantine")
+
+
+def test_version_two_tokens_gain_a_location_and_keep_working(tmp_path: Path) -> None:
+    """A relay file of version 2 (tokens without a location) upgrades in place."""
+    path = tmp_path / "relay.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE tokens (id TEXT PRIMARY KEY, token_hash TEXT NOT NULL, tenant TEXT, "
+            "replica_id TEXT, admin INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, "
+            "revoked_at REAL)"
+        )
+        conn.execute("INSERT INTO tokens VALUES ('000000000001', 'h', 'acme', 't1', 0, 1.0, NULL)")
+        conn.execute(schema.META_TABLE)
+        conn.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+    with SqliteRelayStore(str(path)) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        issue_token(store, tenant="acme", replica_id="t2", location="tienda-2")
+        by_replica = {r.replica_id: r for r in store.list_tokens()}
+        assert by_replica["t1"].location is None and by_replica["t2"].location == "tienda-2"
+    assert "location" in _columns(path, "tokens")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,11 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.support.relay_client import Client, Writer, run, with_relay
+from tests.support.relay_client import Client, Writer, follower_closed, run, values, with_relay
+from tiendasync.crdt.keys import ROOT
 from tiendasync.protocol import (
     CLOSE_AUTH,
+    CLOSE_CLOCK_AHEAD,
     CLOSE_FORBIDDEN,
     CLOSE_PROTOCOL,
     Ack,
@@ -27,6 +30,9 @@ from tiendasync.protocol.statevector import decode_state_vector
 from tiendasync.relay import RelayServer, SqliteRelayStore
 from tiendasync.relay.auth import issue_token, token_id_of
 
+#: 2026-01-15 12:00 UTC, a sale time in the past of any test run.
+JANUARY_2026_MS = 1_768_478_400_000
+
 
 def test_hello_welcome_catchup_synced(tmp_path: Path) -> None:
     async def scenario(
@@ -38,8 +44,8 @@ def test_hello_welcome_catchup_synced(tmp_path: Path) -> None:
         assert welcome.state_vectors == {} and diffs == []
         sent = {"catalog": w.set("CAFE", 1), "stock/t1": None, "sales/t1/2026-01": None}
         stock, sales = Writer(101), Writer(101)
-        sent["stock/t1"] = stock.set("CAFE|t1", 5)
-        sent["sales/t1/2026-01"] = sales.set("s1", "x")
+        sent["stock/t1"] = stock.count("CAFE", 5)
+        sent["sales/t1/2026-01"] = sales.sell(JANUARY_2026_MS)
         for doc, data in sent.items():
             await a.send_update(doc, data)  # type: ignore[arg-type]
         for _ in sent:
@@ -62,7 +68,7 @@ def test_hello_welcome_catchup_synced(tmp_path: Path) -> None:
         assert [d.doc for d in diffs] == ["sales/t1/2026-01", "stock/t1"]
         got: pycrdt.Doc[Any] = pycrdt.Doc()
         got.apply_update(diffs[1].data)
-        assert got.get("root", type=pycrdt.Map).to_py() == {"CAFE|t1": 5.0}
+        assert values(got) == {"CAFE": 5}
 
         # full=True sends every readable doc
         c = await Client.open(
@@ -109,7 +115,7 @@ def test_ack_after_storage_fanout_not_to_sender(tmp_path: Path) -> None:
             upd = await b.wait_for(UpdateReceived)
             assert upd.doc == "catalog"
             mirror.apply_update(upd.data)
-        assert mirror.get("root", type=pycrdt.Map).to_py() == {"k0": 0.0, "k1": 1.0, "k2": 2.0}
+        assert values(mirror) == {"k0": 0, "k1": 1, "k2": 2}
         assert not [e for e in await a.quiet() if isinstance(e, UpdateReceived)]
         assert await g.quiet() == []
         # redelivery is acknowledged again, nothing is fanned out
@@ -187,12 +193,12 @@ def test_foreign_writer_and_foreign_client_id(tmp_path: Path) -> None:
         await b.until_synced()
         # b sends items written as a's client id
         await b.send_update("catalog", Writer(11).set("forged", 1))
-        assert await b.closed() == (CLOSE_FORBIDDEN, "update contains items of another writer")
+        assert await b.closed() == (CLOSE_FORBIDDEN, "the update contains items of another writer")
         assert "catalog" not in store.state_vectors("acme")
         # ... and as an unregistered client id
         c = await Client.open(server.port, replica="t3", token=tokens["t3"], client_id=33)
         await c.until_synced()
-        await c.send_update("catalog", Writer(999).set("x", 1))
+        await c.send_update("catalog", Writer(999, "t3").set("x", 1))
         assert (await c.closed())[0] == CLOSE_FORBIDDEN
         # a client id registered to t1 cannot be claimed by t2, now or as a past id
         for kwargs in ({"client_id": 11}, {"client_id": 23, "past": (11,)}):
@@ -254,7 +260,7 @@ def test_restart_keeps_acked_updates_and_pending(tmp_path: Path) -> None:
         await a.until_synced()
         await a.send_update("catalog", u1)
         assert (await a.wait_for(Ack)).clock == 1
-        await a.send_update("catalog", u3)  # depends on u2: stored, not yet applied
+        await a.send_update("catalog", u3)  # depends on u2: held aside, never stored
         assert (await a.wait_for(Ack)).clock == 1
         await a.close()
 
@@ -274,17 +280,21 @@ def test_restart_keeps_acked_updates_and_pending(tmp_path: Path) -> None:
             assert decode_state_vector(welcome.state_vectors["catalog"]) == {11: 1}
             doc: pycrdt.Doc[Any] = pycrdt.Doc()
             doc.apply_update(diffs[0].data)
-            assert doc.get("root", type=pycrdt.Map).to_py()["a"] == 1.0
+            assert values(doc)["a"] == 1
             assert decode_state_vector(bytes(doc.get_state())) == {11: 1}
             a = await Client.open(
                 server.port, replica="t1", token=tokens["t1"], client_id=12, past=(11,)
             )
             await a.until_synced()
-            await a.send_update("catalog", u2)  # the missing link: now u3 applies too
+            # the held u3 died with the first relay; the writer re-sends what is not
+            # acknowledged, the missing link first
+            await a.send_update("catalog", u2)
+            assert (await a.wait_for(Ack)).clock == 2
+            await a.send_update("catalog", u3)
             assert (await a.wait_for(Ack)).clock == 3
-            upd = await b.wait_for(UpdateReceived)
-            doc.apply_update(upd.data)
-            assert doc.get("root", type=pycrdt.Map).to_py() == {"a": 1.0, "b": 2.0, "c": 3.0}
+            for _ in range(2):
+                doc.apply_update((await b.wait_for(UpdateReceived)).data)
+            assert values(doc) == {"a": 1, "b": 2, "c": 3}
             await a.close()
             await b.close()
         finally:
@@ -318,7 +328,7 @@ def test_compaction_and_sync_log(tmp_path: Path) -> None:
         _, diffs = await b.until_synced()
         doc: pycrdt.Doc[Any] = pycrdt.Doc()
         doc.apply_update(diffs[0].data)
-        assert doc.get("root", type=pycrdt.Map).to_py() == w.root()
+        assert values(doc) == w.root()
         await a.close()
         await b.close()
         for _ in range(50):
@@ -342,7 +352,7 @@ def test_read_and_write_grants(tmp_path: Path) -> None:
         )
         a = await Client.open(server.port, replica="t1", token=tokens["t1"], client_id=11)
         await a.until_synced()
-        await a.send_update("stock/t1", Writer(11).set("x", 1))
+        await a.send_update("stock/t1", Writer(11).count("x", 1))
         await a.send_update("catalog", Writer(11).set("y", 1))
         await a.wait_for(Ack)
         await a.wait_for(Ack)
@@ -352,11 +362,11 @@ def test_read_and_write_grants(tmp_path: Path) -> None:
         assert [d.doc for d in diffs] == ["catalog"]
         assert welcome.config is not None and welcome.config["interval_s"] == 7.0
         assert "read" not in welcome.config
-        await a.send_update("stock/t1", Writer(11).set("z", 1))  # not fanned out to b
-        await b.send_update("stock/t2", Writer(22).set("mine", 1))
+        await a.send_update("stock/t1", Writer(11).count("z", 1))  # not fanned out to b
+        await b.send_update("stock/t2", Writer(22, "t2").count("mine", 1))
         assert (await b.wait_for(Ack)).doc == "stock/t2"
         assert [e for e in await b.quiet() if isinstance(e, UpdateReceived)] == []
-        await b.send_update("catalog", Writer(22).set("nope", 1))
+        await b.send_update("catalog", Writer(22, "t2").set("nope", 1))
         assert (await b.closed())[0] == CLOSE_FORBIDDEN
         await a.close()
 
@@ -396,37 +406,37 @@ def test_yjs_endpoint_with_pycrdt_provider(tmp_path: Path) -> None:
         a = await Client.open(server.port, replica="t1", token=tokens["t1"], client_id=11)
         await a.until_synced()
         w = Writer(11)
-        await a.send_update("stock/t1", w.set("CAFE", 3))
+        await a.send_update("stock/t1", w.count("CAFE", 3))
         await a.wait_for(Ack)
-        # bad token: refused at the handshake
-        with pytest.raises(Exception, match="401"):
-            await connect(f"ws://127.0.0.1:{server.port}/yjs/acme/stock/t1?token=nope")
-        with pytest.raises(Exception, match="401"):  # another tenant's token
-            await connect(f"ws://127.0.0.1:{server.port}/yjs/acme/stock/t1?token={tokens['g1']}")
+        # refusals come after the upgrade, as closes y-websocket does not retry (44xx)
+        base = f"ws://127.0.0.1:{server.port}/yjs"
+        assert (await follower_closed(f"{base}/acme/stock/t1?token=nope"))[0] == 4401
+        # another tenant's token
+        assert (await follower_closed(f"{base}/acme/stock/t1?token={tokens['g1']}"))[0] == 4401
         with pytest.raises(Exception, match="404"):
             await connect(f"ws://127.0.0.1:{server.port}/nope")
-        with pytest.raises(Exception, match="404"):  # not a document name
-            await connect(f"ws://127.0.0.1:{server.port}/yjs/acme/..?token={tokens['t2']}")
+        # not a document name
+        assert (await follower_closed(f"{base}/acme/..?token={tokens['t2']}"))[0] == 4404
         path = f"/yjs/acme/stock/t1?token={tokens['t2']}"
         ws = await connect(f"ws://127.0.0.1:{server.port}{path}")
         follower: pycrdt.Doc[Any] = pycrdt.Doc()
-        stock = follower.get("root", type=pycrdt.Map)
+        stock = follower.get(ROOT, type=pycrdt.Map)
         async with pycrdt.Provider(follower, WsChannel(ws, path)) as provider:
             await asyncio.wait_for(provider.synced.wait(), 5)
-            assert stock.to_py() == {"CAFE": 3.0}
-            await a.send_update("stock/t1", w.set("CAFE", 4))
+            assert values(follower) == {"CAFE": 3}
+            await a.send_update("stock/t1", w.count("CAFE", 1))
             await a.send_update("catalog", Writer(11).set("other-doc", 1))
             for _ in range(100):
-                if stock.to_py() == {"CAFE": 4.0}:
+                if values(follower) == {"CAFE": 4}:
                     break
                 await asyncio.sleep(0.02)
-            assert stock.to_py() == {"CAFE": 4.0}
-            # read-only: a local write of the follower does not reach the relay
-            stock["EVIL"] = 1
-            await asyncio.sleep(0.2)
-            await ws.close()
+            assert values(follower) == {"CAFE": 4}
+            # read-only: a local write of the follower is refused for good (4403)
+            stock["EVIL|1"] = [1, 0]
+            await asyncio.wait_for(ws.wait_closed(), 5)
+            assert ws.close_code == 4403 and "read-only" in (ws.close_reason or "")
         relay_doc = server.docs.get("acme", "stock/t1")
-        assert relay_doc.doc.get("root", type=pycrdt.Map).to_py() == {"CAFE": 4.0}
+        assert values(relay_doc.doc) == {"CAFE": 4}
         assert "other-doc" not in str(stock.to_py())
         await a.close()
 
@@ -444,16 +454,103 @@ def test_yjs_endpoint_writable_option(tmp_path: Path) -> None:
         assert isinstance(step1, bytes) and step1[:2] == bytes(
             [pycrdt.YMessageType.SYNC, pycrdt.YSyncMessageType.SYNC_STEP1]
         )
-        await ws.send(pycrdt.create_update_message(Writer(5555).set("from-yjs", 1)))
+        await ws.send(pycrdt.create_update_message(Writer(5555, "t2").set("from-yjs", 1)))
         upd = await a.wait_for(UpdateReceived)
         doc: pycrdt.Doc[Any] = pycrdt.Doc()
         doc.apply_update(upd.data)
-        assert doc.get("root", type=pycrdt.Map).to_py() == {"from-yjs": 1.0}
+        assert values(doc) == {"from-yjs": 1}
         await ws.send(b"\x00\x02\x05junk!")  # a malformed update closes the socket
         with pytest.raises(ConnectionClosed):
             while True:
                 await asyncio.wait_for(ws.recv(), 5)
-        assert ws.close_code == CLOSE_PROTOCOL
+        assert ws.close_code == 4400  # CLOSE_PROTOCOL, in y-websocket's "do not retry" form
         await a.close()
 
     with_relay(tmp_path, scenario, yjs_writable=True)
+
+
+def test_revoking_a_token_closes_its_open_sessions(tmp_path: Path) -> None:
+    """Revoked from another process (the CLI) while connected: sync and /yjs/
+    sessions of that token close within a second or so; others stay open."""
+
+    async def scenario(
+        server: RelayServer, store: SqliteRelayStore, tokens: dict[str, str]
+    ) -> None:
+        a = await Client.open(server.port, replica="t1", token=tokens["t1"], client_id=11)
+        b = await Client.open(server.port, replica="t2", token=tokens["t2"], client_id=22)
+        await a.until_synced()
+        await b.until_synced()
+        follower = await connect(
+            f"ws://127.0.0.1:{server.port}/yjs/acme/stock/t1?token={tokens['t1']}"
+        )
+        w = Writer(11)
+        await a.send_update("stock/t1", w.count("CAFE", 3))
+        await a.wait_for(Ack)
+        cli = SqliteRelayStore(str(tmp_path / "relay.db"))  # the CLI's own connection
+        try:
+            token_id = token_id_of(tokens["t1"])
+            assert token_id is not None
+            cli.revoke_token(token_id)
+        finally:
+            cli.close()
+        revoked_at = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(a.closed(), 3) == (CLOSE_AUTH, "token revoked")
+        await asyncio.wait_for(follower.wait_closed(), 3)
+        took = asyncio.get_running_loop().time() - revoked_at
+        assert follower.close_code == 4401 and follower.close_reason == "token revoked"
+        assert took < 3
+        # the other store's session lives on and still syncs
+        await b.send_update("stock/t2", Writer(22).count("PAN", 1))
+        await b.wait_for(Ack)
+        assert server.connected_replicas("acme") == ["t2"]
+        rows = [r for r in store.list_sessions(tenant="acme") if r.replica_id == "t1"]
+        assert sorted(r.kind for r in rows) == ["sync", "yjs"]  # both logged, with the reason
+        assert all(r.outcome != "ok" and "token revoked" in (r.error or "") for r in rows)
+        await b.close()
+
+    with_relay(tmp_path, scenario)
+
+
+def test_issue_attacks_over_real_websockets_change_nothing(tmp_path: Path) -> None:
+    """Regressions of the attacks the ownership rule answers, end to end: each
+    closes the attacker's session, stores nothing, and the victim syncs on."""
+
+    async def scenario(
+        server: RelayServer, store: SqliteRelayStore, tokens: dict[str, str]
+    ) -> None:
+        victim = await Client.open(server.port, replica="t2", token=tokens["t2"], client_id=22)
+        await victim.until_synced()
+        honest = Writer(22, "t2")
+        await victim.send_update("stock/t2", honest.count("CAFE", 5))
+        await victim.wait_for(Ack)
+        stored = store.state_vectors("acme")
+
+        ten_years = 10 * 365 * 24 * 3600
+        attacks: list[tuple[str, bytes, int]] = []
+        ahead = Writer(11, clock=lambda: time.time() + ten_years)
+        attacks.append(("catalog", ahead.set("CAFE", "mine for ever"), CLOSE_CLOCK_AHEAD))
+        garbage: pycrdt.Doc[Any] = pycrdt.Doc(client_id=11)
+        with garbage.transaction():
+            garbage.get(ROOT, type=pycrdt.Map)["CAFE|11"] = pycrdt.Array(["abc", 1])
+        attacks.append(("stock/t1", garbage.get_update(), CLOSE_FORBIDDEN))
+        zeroing: pycrdt.Doc[Any] = pycrdt.Doc(client_id=11)
+        with zeroing.transaction():  # an entry under the victim's slot key
+            zeroing.get(ROOT, type=pycrdt.Map)["CAFE|22"] = pycrdt.Array([0, 0])
+        attacks.append(("stock/t2", zeroing.get_update(), CLOSE_FORBIDDEN))
+        for doc, update, code in attacks:
+            attacker = await Client.open(
+                server.port, replica="t1", token=tokens["t1"], client_id=11
+            )
+            await attacker.until_synced()
+            await attacker.send_update(doc, update)
+            closed = await attacker.closed()
+            assert closed[0] == code, (doc, closed)
+            assert store.state_vectors("acme") == stored, doc
+        # the victim's data is intact at the relay and it still syncs
+        assert values(server.docs.get("acme", "stock/t2").doc) == {"CAFE": 5}
+        await victim.send_update("stock/t2", honest.count("CAFE", -1))
+        await victim.wait_for(Ack)
+        assert values(server.docs.get("acme", "stock/t2").doc) == {"CAFE": 4}
+        await victim.close()
+
+    with_relay(tmp_path, scenario)

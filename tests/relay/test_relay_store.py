@@ -143,7 +143,11 @@ def test_doc_cache_apply_duplicate_pending(store: SqliteRelayStore) -> None:
     assert r2.pending and r2.changed is None
     r1 = cache.apply("acme", "catalog", u1, {7: 1})
     assert not r1.pending and r1.changed is not None
-    assert decode_state_vector(r1.state_vector) == {7: 2}
+    # u2 was held aside (never applied, so never served) and applies after u1
+    assert decode_state_vector(r1.state_vector) == {7: 1}
+    [released] = r1.released
+    assert decode_state_vector(released.state_vector) == {7: 2}
+    assert cache.get("acme", "catalog").clocks() == {7: 2}
     again = cache.apply("acme", "catalog", u1, {7: 1})
     assert again.duplicate
     from tiendasync.errors import RemoteProtocolError

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,11 +19,17 @@ import pycrdt
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from tiendasync.crdt.counter import PNCounter
+from tiendasync.crdt.keys import ROOT
+from tiendasync.crdt.ledger import Ledger
+from tiendasync.crdt.lww import LWWMap
+from tiendasync.model.hlc import Timestamp
+from tiendasync.model.sales import new_sale_id
 from tiendasync.protocol import Event, ReplicaConnection, Synced, UpdateReceived, Welcome
 from tiendasync.relay import RelayServer, SqliteRelayStore
 from tiendasync.relay.auth import issue_token
 
-__all__ = ["Client", "Scenario", "Writer", "run", "with_relay"]
+__all__ = ["Client", "Scenario", "Writer", "follower_closed", "run", "values", "with_relay"]
 
 E = TypeVar("E", bound=Event)
 
@@ -33,29 +40,75 @@ def run(coro: Awaitable[Any]) -> Any:
 
 
 class Writer:
-    """A pycrdt doc whose per-transaction updates are kept, as a replica sends them."""
+    """A replica's documents, whose per-transaction updates are kept as it sends them.
 
-    def __init__(self, client_id: int) -> None:
+    Every write follows the ownership rule the relay enforces (keys and
+    values the writer owns, in the document root ``t``): :meth:`set` writes
+    an LWW record field (catalog-like documents), :meth:`count` a stock
+    slot, :meth:`sell` a sale.  :func:`values` reads any of them back.
+    """
+
+    def __init__(
+        self, client_id: int, replica: str = "t1", clock: Callable[[], float] = time.time
+    ) -> None:
         self.doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=client_id)
+        self.replica = replica
+        self.clock = clock
         self.updates: list[bytes] = []
         self._local = False
+        self._counter = 0
         self.doc.observe(self._capture)
 
     def _capture(self, event: pycrdt.TransactionEvent) -> None:
         if self._local:
             self.updates.append(bytes(event.update))
 
-    def set(self, key: str, value: Any) -> bytes:
+    def _write(self, change: Callable[[], object]) -> bytes:
         self._local = True
         try:
             with self.doc.transaction():
-                self.doc.get("root", type=pycrdt.Map)[key] = value
+                change()
         finally:
             self._local = False
         return self.updates[-1]
 
+    def set(self, key: str, value: Any) -> bytes:
+        """Write field ``note`` of LWW record ``key`` (the update)."""
+        self._counter += 1
+        stamp = Timestamp(int(self.clock() * 1000), self._counter, self.replica)
+        return self._write(lambda: LWWMap(self.doc).set(key, {NOTE: value}, stamp))
+
+    def count(self, sku: str, delta: int) -> bytes:
+        """Add ``delta`` to this writer's stock slot of ``sku`` (the update)."""
+        return self._write(lambda: PNCounter(self.doc).add(sku, delta))
+
+    def sell(self, wall_ms: int, sku: str = "CAFE", quantity: int = 1) -> bytes:
+        """Record a sale made at ``wall_ms`` (the update); its month names its document."""
+        self._counter += 1
+        sale_id = new_sale_id(wall_ms, self._counter, self.doc.client_id)
+        record = {"by": self.replica, "l": [[sku, quantity, 100]]}
+        return self._write(lambda: Ledger(self.doc).add(sale_id, record))
+
     def root(self) -> dict[str, Any]:
-        return dict(self.doc.get("root", type=pycrdt.Map).to_py() or {})
+        return values(self.doc)
+
+
+#: The LWW field :meth:`Writer.set` writes.
+NOTE = "note"
+
+
+def values(doc: pycrdt.Doc[Any]) -> dict[str, Any]:
+    """What a document written by :class:`Writer` holds: LWW records' ``note``,
+    stock totals or sale records, by record name."""
+    root = doc.get(ROOT, type=pycrdt.Map)
+    sample = next(iter(root.values()), None)
+    if isinstance(sample, list) and len(sample) == 2:
+        return dict(PNCounter(doc).items())
+    if isinstance(sample, str):
+        ledger = Ledger(doc)
+        return {sale_id: ledger.get(sale_id) for sale_id in ledger.ids()}
+    lww = LWWMap(doc)
+    return {record: (lww.get(record) or {}).get(NOTE) for record in lww.records()}
 
 
 class Client:
@@ -150,6 +203,20 @@ class Client:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+async def follower_closed(url: str, timeout: float = 5.0) -> tuple[int | None, str]:
+    """Open a y-protocols follower at ``url`` and read until the relay closes it:
+    ``(close code, reason)`` (refusals come as closes, after the upgrade)."""
+    async with connect(url) as ws:
+
+        async def drain() -> None:
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    await ws.recv()
+
+        await asyncio.wait_for(drain(), timeout)
+        return ws.close_code, ws.close_reason or ""
 
 
 Scenario = Callable[[RelayServer, SqliteRelayStore, dict[str, str]], Awaitable[Any]]

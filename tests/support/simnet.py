@@ -231,8 +231,8 @@ class SimRelay:
     def _on_output(self, session: RelaySession) -> None:
         self.dirty[session.id] = session
 
-    def issue_token(self, replica_id: str) -> str:
-        return issue_token(self.store, tenant=self.tenant, replica_id=replica_id)
+    def issue_token(self, replica_id: str, location: str | None = None) -> str:
+        return issue_token(self.store, tenant=self.tenant, replica_id=replica_id, location=location)
 
     def flush_storage(self, limit: int | None = None) -> list[PendingWrite]:
         """Store the oldest ``limit`` pending writes (all by default), then commit them."""
@@ -372,6 +372,9 @@ class SimNet:
         self.strict_acks = strict_acks
         self.stale_acks = 0
         self.nodes: dict[str, SimNode] = {}
+        #: Names of malicious nodes: they take part in the network, but
+        #: convergence (:meth:`divergences`) is asked only of the others.
+        self.hostile: set[str] = set()
         self.links: list[Link] = []
         self._link_ids = 0
         self.faults: dict[str, int] = {}
@@ -398,7 +401,11 @@ class SimNet:
 
     # -- replicas ----------------------------------------------------------------------
 
-    def add_replica(self, name: str, location: str | None = None) -> SimNode:
+    def add_replica(
+        self, name: str, location: str | None = None, *, bound: bool = False
+    ) -> SimNode:
+        """A new replica ``name`` at ``location`` (default: its name); ``bound``: its
+        token is tied to its location (least-privilege grants)."""
         path = self.directory / f"{name}.db"
         r = Replica.open(
             path,
@@ -410,7 +417,12 @@ class SimNet:
             client_id_source=self.rng.randrange,
         )
         node = SimNode(
-            name, path, r.location, self.relay.issue_token(name), r, client_ids=[r.client_id]
+            name,
+            path,
+            r.location,
+            self.relay.issue_token(name, r.location if bound else None),
+            r,
+            client_ids=[r.client_id],
         )
         self.nodes[name] = node
         return node
@@ -634,7 +646,7 @@ class SimNet:
         if self.pending_messages():
             problems.append(f"{self.pending_messages()} messages in flight")
         relay = self.relay.doc_clocks()
-        for node in self.nodes.values():
+        for node in self._honest():
             r = node.replica
             link = node.link
             if link is None or link.sync.conn.state != "live":
@@ -662,6 +674,10 @@ class SimNet:
                     )
         return problems
 
+    def _honest(self) -> list[SimNode]:
+        """The nodes convergence is asked of: all but :attr:`hostile` ones."""
+        return [node for name, node in self.nodes.items() if name not in self.hostile]
+
     def content_divergences(self) -> list[str]:
         """Raw document contents that differ: relay memory vs its store, replicas vs relay."""
         problems: list[str] = []
@@ -673,7 +689,7 @@ class SimNet:
                     f"relay: {doc} in memory differs from a reload of its store: "
                     f"{_diff(memory.get(doc), stored.get(doc))}"
                 )
-        holders = {name: node.replica for name, node in self.nodes.items()}
+        holders = {node.name: node.replica for node in self._honest()}
         if self.relay.central_dir is not None:
             holders["central"] = self.relay.central().replica
         for name, r in holders.items():

@@ -3,7 +3,7 @@
 ::
 
     tiendasync relay --db relay.db --host 127.0.0.1 --port 8765 [--admin-port N]
-    tiendasync relay token add --db relay.db --tenant acme --replica tienda-1
+    tiendasync relay token add --db relay.db --tenant acme --replica tienda-1 --location tienda-1
     tiendasync relay token add --db relay.db --admin
     tiendasync relay token list --db relay.db [--json]
     tiendasync relay token revoke --db relay.db ID
@@ -108,12 +108,47 @@ def register(commands: Commands) -> None:
             limits.new_connection_burst,
             "burst of new connections per client address (0: the rate)",
         ),
+        ("--max-frames-per-s", float, limits.max_frames_per_s, "frames per second per connection"),
+        ("--frame-burst", int, limits.frame_burst, "burst of frames per connection (0: the rate)"),
+        ("--max-bytes-per-s", float, limits.max_bytes_per_s, "bytes per second per connection"),
+        ("--byte-burst", int, limits.byte_burst, "burst of bytes per connection (0: the rate)"),
+        ("--max-docs-per-tenant", int, limits.max_docs_per_tenant, "documents per tenant"),
+        (
+            "--max-docs-per-replica",
+            int,
+            limits.max_docs_per_replica,
+            "documents holding one replica's writes",
+        ),
+        (
+            "--max-new-docs-per-session",
+            int,
+            limits.max_new_docs_per_session,
+            "documents one session may create",
+        ),
+        (
+            "--max-send-stall-s",
+            float,
+            limits.max_send_stall_s,
+            "seconds a connection's outgoing data may stand still before it is cut",
+        ),
+        (
+            "--max-gap-seconds",
+            float,
+            limits.max_gap_seconds,
+            "seconds an update with missing dependencies is held",
+        ),
+        (
+            "--max-gap-bytes",
+            int,
+            limits.max_gap_bytes,
+            "bytes of updates with missing dependencies held per writer",
+        ),
     ):
         relay.add_argument(
             flag,
             type=kind,
             default=default,
-            help=f"{what}; default {default:g}" + ("" if "burst" in flag else ", 0: no limit"),
+            help=f"{what}; default {default:.10g}" + ("" if "burst" in flag else ", 0: no limit"),
         )
     relay.add_argument(
         "--invariants",
@@ -150,6 +185,11 @@ def register(commands: Commands) -> None:
     add.add_argument("--db", dest="token_db", default=None, help="relay database")
     add.add_argument("--tenant", help="tenant of the replica token")
     add.add_argument("--replica", help="replica id the token is bound to")
+    add.add_argument(
+        "--location",
+        help="the location the replica's store sells at: the token then writes only "
+        "that location's stock, sales and record (and what its config grants)",
+    )
     add.add_argument("--admin", action="store_true", help="an admin token (no tenant)")
     add.set_defaults(handler=guard(_token_add))
 
@@ -233,12 +273,24 @@ def _load_invariants(specs: list[str]) -> list[Any]:
 def _token_add(args: argparse.Namespace) -> int:
     if args.replica == CENTRAL_REPLICA_ID:
         raise InvalidArgument(f"replica id {CENTRAL_REPLICA_ID!r} is reserved for the relay")
-    if args.admin and (args.tenant or args.replica):
-        raise InvalidArgument("--admin takes no --tenant or --replica")
+    if args.admin and (args.tenant or args.replica or args.location):
+        raise InvalidArgument("--admin takes no --tenant, --replica or --location")
     if not args.admin and not (args.tenant and args.replica):
         raise InvalidArgument("give --tenant and --replica (or --admin)")
     with SqliteRelayStore(_db(args)) as store:
-        token = issue_token(store, tenant=args.tenant, replica_id=args.replica, admin=args.admin)
+        token = issue_token(
+            store,
+            tenant=args.tenant,
+            replica_id=args.replica,
+            admin=args.admin,
+            location=args.location,
+        )
+    if not args.admin and args.location is None:
+        print(
+            "note: a token without --location may write every document its config "
+            "grants (default: all); give --location for least privilege",
+            file=sys.stderr,
+        )
     print(token)
     return 0
 
@@ -249,10 +301,13 @@ def _token_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.public() for r in records], indent=2))
         return 0
-    print(f"{'ID':<14} {'TENANT':<16} {'REPLICA':<20} {'ADMIN':<5} {'CREATED':<19} REVOKED")
+    print(
+        f"{'ID':<14} {'TENANT':<16} {'REPLICA':<20} {'LOCATION':<16} {'ADMIN':<5} "
+        f"{'CREATED':<19} REVOKED"
+    )
     for r in records:
         print(
-            f"{r.id:<14} {r.tenant or '-':<16} {r.replica_id or '-':<20} "
+            f"{r.id:<14} {r.tenant or '-':<16} {r.replica_id or '-':<20} {r.location or '-':<16} "
             f"{'yes' if r.admin else 'no':<5} {format_time(r.created_at):<19} "
             f"{format_time(r.revoked_at)}"
         )
@@ -300,6 +355,16 @@ async def _serve(store: SqliteRelayStore, args: argparse.Namespace) -> None:
             args.msg_burst,
             args.max_new_conns_per_ip_per_s,
             args.new_conn_burst,
+            max_frames_per_s=args.max_frames_per_s,
+            frame_burst=args.frame_burst,
+            max_bytes_per_s=args.max_bytes_per_s,
+            byte_burst=args.byte_burst,
+            max_docs_per_tenant=args.max_docs_per_tenant,
+            max_docs_per_replica=args.max_docs_per_replica,
+            max_new_docs_per_session=args.max_new_docs_per_session,
+            max_send_stall_s=args.max_send_stall_s,
+            max_gap_seconds=args.max_gap_seconds,
+            max_gap_bytes=args.max_gap_bytes,
         ),
     )
     stop = asyncio.Event()

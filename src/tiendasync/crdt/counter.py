@@ -4,6 +4,10 @@ Layout: key ``entity SEP writer`` holds ``[increments, decrements]``, written
 only by ``writer`` (a Yjs client id, fresh for every incarnation of a
 replica, so no two writers ever share a slot).  The value of an entity is the
 sum of increments minus the sum of decrements over its slots.
+
+A slot whose key or value is not of that shape (non-negative exact integers
+below 2**53, a numeric writer) is skipped and counted in
+:attr:`PNCounter.skipped`: a foreign value never fails a read or a merge.
 """
 
 from __future__ import annotations
@@ -16,7 +20,30 @@ import pycrdt
 from tiendasync.crdt.keys import MAX_SAFE_INTEGER, ROOT, SEP, check_safe_int
 from tiendasync.errors import InvalidArgument
 
-__all__ = ["PNCounter"]
+__all__ = ["PNCounter", "decode_counter_slot"]
+
+
+def _count(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and 0 <= value <= MAX_SAFE_INTEGER:
+        return value
+    return None
+
+
+def decode_counter_slot(key: str, value: object) -> tuple[int, int] | None:
+    """``(increments, decrements)`` of a slot, or ``None`` if it is not a valid slot."""
+    entity, _, writer = key.rpartition(SEP)
+    if not entity or not writer.isdigit():
+        return None
+    if not isinstance(value, list) or len(value) != 2:
+        return None
+    inc, dec = _count(value[0]), _count(value[1])
+    if inc is None or dec is None:
+        return None
+    return inc, dec
 
 
 class PNCounter:
@@ -29,6 +56,8 @@ class PNCounter:
         self._slots: dict[str, dict[str, tuple[int, int]]] = {}
         self._totals: dict[str, int] = {}
         self._changed: set[str] = set()
+        #: Slots skipped because their key or value is not a valid slot.
+        self.skipped = 0
         #: Slot keys per entity not read yet: a big stock document opens with one
         #: native call for its keys; an entity's slots are read on first use.
         self._unread: dict[str, list[str]] = {}
@@ -102,9 +131,12 @@ class PNCounter:
         entity, _, writer = key.rpartition(SEP)
         if entity in self._unread:
             self._read(entity)  # the rest of its slots first (this one is re-read: same value)
-        if not entity or not isinstance(value, list) or len(value) != 2:
-            return  # not ours: ignore foreign keys rather than fail a remote merge
-        inc, dec = int(value[0]), int(value[1])
+        parsed = decode_counter_slot(key, value)
+        if parsed is None:
+            self.skipped += 1  # not a slot: ignore it rather than fail a remote merge
+            self._unindex(key)
+            return
+        inc, dec = parsed
         slots = self._slots.setdefault(entity, {})
         old_inc, old_dec = slots.get(writer, (0, 0))
         slots[writer] = (inc, dec)

@@ -4,15 +4,28 @@ Y.Map settles concurrent sets of one key by "higher client id wins", which is
 not time.  So every writer gets its own slot per field:
 
     key   = record SEP field SEP writer          (writer: the Yjs client id)
-    value = [wall_ms, counter, replica_id, json]
+    value = [wall_ms, counter, replica_id, json, field, seen]
+
+``field`` repeats the key's field, so that a validator that sees only the
+value (an overwrite of a slot names its key only through the slot it
+replaces) still knows which field's rules apply; a value whose ``field``
+differs from its key is ignored.  ``seen`` is the sort key
+``[wall_ms, counter, replica_id, writer]`` of the field's winner when the
+writer wrote (``null`` if there was none): it tells an edit that knowingly
+superseded another from one that raced it (:meth:`LWWMap.concurrent_losers`).
 
 Reading a field takes the slot with the greatest ``(timestamp, writer)``.  A
-writer deletes the slots of that field it has already seen and supersedes;
-Yjs applies a delete only to the item it saw, so a concurrent write lands in a
-new item and survives.  Deleting a record writes an LWW tombstone in the
-reserved field ``TOMBSTONE``; a field is visible only if it was written after
-the newest tombstone, so a later edit revives the record and an earlier one
-does not.
+writer only ever overwrites its own slot (the ownership rule: the relay
+refuses an update that deletes or rewrites another writer's slot), so
+superseded slots stay until a document generation folds them.  Deleting a
+record writes an LWW tombstone in the reserved field ``TOMBSTONE``; a field is
+visible only if it was written after the newest tombstone, so a later edit
+revives the record and an earlier one does not.
+
+Slots written before ``field`` and ``seen`` existed (``[wall_ms, counter,
+replica_id, json]``) are still read.  Values of any other shape, and JSON
+text that does not parse, are skipped and counted in :attr:`LWWMap.skipped`:
+a foreign value never fails a read or a merge.
 """
 
 from __future__ import annotations
@@ -28,9 +41,13 @@ from tiendasync.crdt.keys import ROOT, SEP
 from tiendasync.errors import InvalidArgument
 from tiendasync.model.hlc import Timestamp
 
-__all__ = ["TOMBSTONE", "FieldWrite", "LWWMap"]
+__all__ = ["TOMBSTONE", "FieldWrite", "LWWMap", "SortKey", "decode_slot", "slot_key"]
 
 TOMBSTONE = "\x00deleted"
+
+
+#: ``(wall_ms, counter, replica_id, writer)``: what a slot sorts by.
+SortKey = tuple[int, int, str, int]
 
 
 class FieldWrite(NamedTuple):
@@ -44,6 +61,12 @@ class FieldWrite(NamedTuple):
     replica_id: str
     writer: int
     json_value: str
+    #: The winner its writer had seen (``None``: none, or a slot of the old layout).
+    seen: SortKey | None = None
+
+    @property
+    def sort_key(self) -> SortKey:
+        return (self.wall_ms, self.counter, self.replica_id, self.writer)
 
     @property
     def timestamp(self) -> Timestamp:
@@ -62,6 +85,63 @@ def encode_value(value: object, what: str) -> str:
         raise InvalidArgument(f"{what} is not a JSON value: {exc}") from exc
 
 
+def slot_key(record: str, field: str, writer: int) -> str:
+    return record + SEP + field + SEP + str(writer)
+
+
+def _int(value: object) -> int | None:
+    """An exact integer from a merged value (Yjs numbers arrive as floats)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return None
+
+
+def _sort_key(raw: object) -> SortKey | None:
+    """A slot's ``seen`` sort key, or ``None`` if ``raw`` is not one."""
+    if not isinstance(raw, list) or len(raw) != 4 or not isinstance(raw[2], str):
+        return None
+    wall, counter, writer = _int(raw[0]), _int(raw[1]), _int(raw[3])
+    if wall is None or counter is None or writer is None:
+        return None
+    return (wall, counter, raw[2], writer)
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+def decode_slot(field: str, writer: int, value: object) -> FieldWrite | None:
+    """The :class:`FieldWrite` a slot value holds, or ``None`` if it is not a valid slot.
+
+    Valid: ``[wall_ms, counter, replica_id, json]`` (old layout) or
+    ``[wall_ms, counter, replica_id, json, field, seen]`` with ``field`` equal
+    to the key's and ``seen`` null or a sort key; integers exact and
+    non-negative, ``json`` parseable JSON text.
+    """
+    if not isinstance(value, list) or len(value) not in (4, 6):
+        return None
+    wall, counter = _int(value[0]), _int(value[1])
+    replica_id, json_value = value[2], value[3]
+    if wall is None or counter is None or wall < 0 or counter < 0:
+        return None
+    if not isinstance(replica_id, str) or not isinstance(json_value, str):
+        return None
+    seen = _sort_key(value[5]) if len(value) == 6 else None
+    if len(value) == 6 and (value[4] != field or (value[5] is not None and seen is None)):
+        return None
+    if not _is_json(json_value):
+        return None
+    return FieldWrite(wall, counter, replica_id, writer, json_value, seen)
+
+
 class LWWMap:
     """Records of named fields with field-level last-writer-wins, over one doc."""
 
@@ -74,6 +154,8 @@ class LWWMap:
         self._raw: dict[str, list[str]] = {}
         #: The greatest timestamp seen in any slot (to advance the local HLC).
         self.newest: Timestamp | None = None
+        #: Slots skipped because their key or value is not a valid slot.
+        self.skipped = 0
         self._changed: builtins.set[str] = set()
         keys: Iterator[str] = iter(self._root.keys())  # one native call, not one per key
         self._bulk_index(keys)
@@ -109,16 +191,24 @@ class LWWMap:
         return max(slots.values()) if slots else None
 
     def concurrent_losers(self, record: str) -> dict[str, list[FieldWrite]]:
-        """Slots still present that lost to the winner of their field.
+        """Per field, the slots that lost to its winner without its writer having seen them.
 
-        These are concurrent edits that last-writer-wins discarded (a writer
-        that had seen them would have pruned them).
+        These are concurrent edits that last-writer-wins discarded.  A slot
+        no newer than what the winner's writer had seen (its ``seen``) was
+        knowingly superseded and is not listed; neither is any slot once the
+        field is written again by a writer that had seen the whole race.
         """
         out: dict[str, list[FieldWrite]] = {}
         for name, slots in (self._fields(record) or {}).items():
             if len(slots) > 1:
                 best = max(slots.values())
-                out[name] = sorted(w for w in slots.values() if w != best)
+                losers = sorted(
+                    w
+                    for w in slots.values()
+                    if w != best and (best.seen is None or w.sort_key > best.seen)
+                )
+                if losers:
+                    out[name] = losers
         return out
 
     def latest_timestamp(self, record: str) -> Timestamp | None:
@@ -132,37 +222,20 @@ class LWWMap:
     # -- writing (inside a transaction of ``doc``) -------------------------
 
     def set(self, record: str, fields: Mapping[str, object], timestamp: Timestamp) -> None:
-        """Write ``fields`` of ``record`` at ``timestamp`` and prune what they supersede."""
+        """Write ``fields`` of ``record`` at ``timestamp``, each in this writer's own slot."""
         encoded = {name: encode_value(value, f"field {name!r}") for name, value in fields.items()}
         for name, json_value in encoded.items():
             self._write(record, name, json_value, timestamp)
 
     def delete(self, record: str, timestamp: Timestamp) -> None:
-        """Write a tombstone for ``record`` and prune every slot it supersedes."""
+        """Write a tombstone for ``record`` (fields written before it are hidden)."""
         self._write(record, TOMBSTONE, "true", timestamp)
-        mine = (timestamp, self._writer)
-        for name, slots in list((self._fields(record) or {}).items()):
-            if name == TOMBSTONE:
-                continue
-            for writer, w in list(slots.items()):
-                if (w.timestamp, w.writer) < mine:
-                    self._prune(record + SEP + name + SEP + str(writer))
 
     def _write(self, record: str, field: str, json_value: str, ts: Timestamp) -> None:
-        mine = (ts, self._writer)
-        for writer, w in list((self._fields(record) or {}).get(field, {}).items()):
-            if writer != self._writer and (w.timestamp, w.writer) < mine:
-                self._prune(record + SEP + field + SEP + str(writer))
-        key = record + SEP + field + SEP + str(self._writer)
-        self._root[key] = [ts.wall_ms, ts.counter, ts.replica_id, json_value]
-
-    def _prune(self, key: str) -> None:
-        # Unindex explicitly: pycrdt 0.14 emits no map event when the deleted
-        # item came from an update applied with a clock gap, and such an item
-        # may also be gone from the map already (a stale index must not raise).
-        if key in self._root:
-            del self._root[key]
-        self._unindex(key)
+        current = self.winner(record, field)
+        seen = None if current is None else list(current.sort_key)
+        key = slot_key(record, field, self._writer)
+        self._root[key] = [ts.wall_ms, ts.counter, ts.replica_id, json_value, field, seen]
 
     # -- index maintenance -------------------------------------------------
 
@@ -206,14 +279,16 @@ class LWWMap:
 
     def _index(self, key: str, value: object) -> None:
         parts = self._split(key)
-        if parts is None or not isinstance(value, list) or len(value) != 4:
+        write = None if parts is None else decode_slot(parts[1], parts[2], value)
+        if parts is None or write is None:
+            self.skipped += 1
             return
         record, field, writer = parts
         if record in self._raw:
             self._fields(record)
-        ts = Timestamp(int(value[0]), int(value[1]), str(value[2]))
         slots = self._slots.setdefault(record, {}).setdefault(field, {})
-        slots[writer] = FieldWrite(ts.wall_ms, ts.counter, ts.replica_id, writer, str(value[3]))
+        slots[writer] = write
+        ts = write.timestamp
         if self.newest is None or ts > self.newest:
             self.newest = ts
 

@@ -6,7 +6,8 @@ A tenant's data is split into documents, each of one data type:
 ``locations``                   stores and warehouses (LWW records)
 ``stock/<location>``            PN-counters per SKU at one location
 ``sales/<location>/<YYYY-MM>``  sales tickets of one location and month (ledger)
-``conflicts``                   conflicts opened by the relay (LWW records)
+``conflicts``                   conflicts opened by the relay (LWW records; only the relay writes)
+``resolutions/<location>``      a location's requests to resolve conflicts (LWW records)
 
 :data:`DATA_TYPES` says, per data type, which CRDT holds it and its default
 sync priority; :func:`parse_doc` is the one parser of document names.
@@ -32,6 +33,7 @@ __all__ = [
     "data_type_of",
     "location_of",
     "parse_doc",
+    "resolutions_doc",
     "sales_doc",
     "stock_doc",
 ]
@@ -65,6 +67,7 @@ DATA_TYPES: dict[str, DataType] = {
         DataType("sales", "ledger", 10, "sales/<location>/<YYYY-MM>"),
         DataType("stock", "counter", 8, "stock/<location>"),
         DataType("conflicts", "lww", 7, CONFLICTS),
+        DataType("resolutions", "lww", 7, "resolutions/<location>"),
         DataType("catalog", "lww", 5, CATALOG),
         DataType("locations", "lww", 5, LOCATIONS),
     )
@@ -87,6 +90,10 @@ def stock_doc(location: str) -> str:
     return f"stock/{location}"
 
 
+def resolutions_doc(location: str) -> str:
+    return f"resolutions/{location}"
+
+
 def sales_doc(location: str, wall_ms: int) -> str:
     period = time.strftime("%Y-%m", time.gmtime(wall_ms / 1000))
     return f"sales/{location}/{period}"
@@ -99,9 +106,9 @@ def parse_doc(doc: object) -> DocName:
     if doc in (CATALOG, LOCATIONS, CONFLICTS):
         return DocName(doc, doc)
     kind, _, rest = doc.partition("/")
-    if kind == "stock" and rest:
+    if kind in ("stock", "resolutions") and rest:
         check_name(rest, "location")
-        return DocName(doc, "stock", location=rest)
+        return DocName(doc, kind, location=rest)
     if kind == "sales":
         location, _, period = rest.rpartition("/")
         if location and len(period) == 7 and period[4] == "-" and period.replace("-", "").isdigit():

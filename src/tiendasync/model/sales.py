@@ -19,6 +19,8 @@ __all__ = [
     "SaleLine",
     "new_sale_id",
     "parse_lines",
+    "sale_id_writer",
+    "sale_record_problem",
     "sale_time_ms",
 ]
 
@@ -104,6 +106,59 @@ def sale_time_ms(sale_id: str) -> int:
         return int(sale_id[:11], 16)
     except ValueError:
         return 0
+
+
+def sale_id_writer(sale_id: str) -> int | None:
+    """The client id a sale id carries (its writer), or ``None`` if it is not a sale id."""
+    parts = sale_id.split("-")
+    if len(parts) != 3 or len(parts[0]) != 11:
+        return None
+    try:
+        int(parts[0], 16)
+        int(parts[1], 16)
+        writer = int(parts[2], 16)
+    except ValueError:
+        return None
+    if f"{int(parts[0], 16):011x}-{int(parts[1], 16):x}-{writer:x}" != sale_id:
+        return None  # not canonical: one sale, one spelling
+    return writer
+
+
+def _exact(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and 0 <= value <= MAX_SAFE_INTEGER else None
+
+
+def sale_record_problem(sale_id: str, record: object) -> str | None:  # noqa: PLR0911  (first problem)
+    """Why ``record`` is not a valid stored sale (``None`` if it is).
+
+    Valid: ``{"by": replica id, "l": [[sku, quantity >= 1, unit price >= 0], ...]}``
+    with 1 to :data:`MAX_SALE_LINES` lines, exact integers and line totals
+    below 2**53, under a canonical sale id.
+    """
+    if sale_id_writer(sale_id) is None:
+        return f"{sale_id[:40]!r} is not a sale id"
+    if not isinstance(record, dict) or set(record) != {"by", "l"}:
+        return "a sale record has exactly the keys 'by' and 'l'"
+    if not isinstance(record["by"], str) or not record["by"]:
+        return "a sale's 'by' is a replica id"
+    lines = record["l"]
+    if not isinstance(lines, list) or not 1 <= len(lines) <= MAX_SALE_LINES:
+        return f"a sale has 1 to {MAX_SALE_LINES} lines"
+    for line in lines:
+        if not isinstance(line, list) or len(line) != 3:
+            return "a sale line is [sku, quantity, unit_price_cents]"
+        sku, qty, price = line[0], _exact(line[1]), _exact(line[2])
+        try:
+            check_name(sku, "SKU")
+        except InvalidArgument as exc:
+            return str(exc)
+        if qty is None or qty < 1 or price is None or qty * price > MAX_SAFE_INTEGER:
+            return "a sale line has a quantity >= 1 and a unit price >= 0 (exact, below 2**53)"
+    return None
 
 
 def parse_lines(lines: Iterable[Any], price_of: Any) -> tuple[SaleLine, ...]:

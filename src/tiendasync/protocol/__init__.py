@@ -11,6 +11,7 @@ are one enum (:class:`CloseCode`).  See docs/protocol.md.
 
 from tiendasync.protocol.codes import (
     CLOSE_AUTH,
+    CLOSE_CLOCK_AHEAD,
     CLOSE_FORBIDDEN,
     CLOSE_INTERNAL,
     CLOSE_NORMAL,
@@ -54,6 +55,7 @@ from tiendasync.protocol.transitions import RelayState, ReplicaState, Role
 
 __all__ = [
     "CLOSE_AUTH",
+    "CLOSE_CLOCK_AHEAD",
     "CLOSE_FORBIDDEN",
     "CLOSE_INTERNAL",
     "CLOSE_NORMAL",

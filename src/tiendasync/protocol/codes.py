@@ -7,6 +7,7 @@ from typing import Final
 
 __all__ = [
     "CLOSE_AUTH",
+    "CLOSE_CLOCK_AHEAD",
     "CLOSE_FORBIDDEN",
     "CLOSE_INTERNAL",
     "CLOSE_NORMAL",
@@ -16,9 +17,11 @@ __all__ = [
     "CLOSE_VERSION",
     "MAX_DOCS_PER_HELLO",
     "MAX_FRAME_BYTES",
+    "MAX_HELLO_BYTES",
     "MAX_NAME",
     "MAX_REASON",
     "MAX_TOKEN",
+    "MAX_WELCOME_SV_BYTES",
     "PROTOCOL_VERSION",
     "CloseCode",
     "FrameType",
@@ -30,6 +33,12 @@ PROTOCOL_VERSION: Final = 1
 MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
 #: Documents per HELLO / WELCOME, elements of any array or map, aliases per connection.
 MAX_DOCS_PER_HELLO: Final = 10_000
+#: The largest HELLO a replica sends: past it, it leaves state vectors out (the relay
+#: then sends those documents whole).  A relay accepts at least this much.
+MAX_HELLO_BYTES: Final = 4 * 1024 * 1024
+#: The most bytes of state vectors a WELCOME carries (the rest of the frame fits in
+#: MAX_FRAME_BYTES): past it the relay leaves documents out.
+MAX_WELCOME_SV_BYTES: Final = MAX_FRAME_BYTES - 1024 * 1024
 #: Document names, tenant, replica id, session id.
 MAX_NAME: Final = 300
 MAX_TOKEN: Final = 512
@@ -66,6 +75,8 @@ class CloseCode(enum.IntEnum):
     INTERNAL = 1011
     AUTH = 4001
     FORBIDDEN = 4003
+    #: The writer's timestamps are ahead of the relay's clock: fix the writer's clock.
+    CLOCK_AHEAD = 4012
     VERSION = 4010
     RATE_LIMIT = 4029
 
@@ -77,5 +88,6 @@ CLOSE_TOO_BIG: Final = CloseCode.TOO_BIG
 CLOSE_INTERNAL: Final = CloseCode.INTERNAL
 CLOSE_AUTH: Final = CloseCode.AUTH
 CLOSE_FORBIDDEN: Final = CloseCode.FORBIDDEN
+CLOSE_CLOCK_AHEAD: Final = CloseCode.CLOCK_AHEAD
 CLOSE_RATE_LIMIT: Final = CloseCode.RATE_LIMIT
 CLOSE_VERSION: Final = CloseCode.VERSION

@@ -71,6 +71,7 @@ class Connection:
     def __init__(self, *, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
         self._decoder = FrameDecoder(max_frame_bytes=max_frame_bytes)
         self._out: list[bytes] = []
+        self._out_bytes = 0
         self._events: list[Event] = []
         self.state = INITIAL[self.ROLE]
         self._closed_state = CLOSED[self.ROLE]
@@ -91,11 +92,19 @@ class Connection:
             return
         self.bytes_received += len(data)
         try:
-            self._decoder.feed(data)
-            for frame in self._decoder.records():
-                if self.closed:
-                    return
-                self._receive(frame)
+            pos = 0
+            while pos < len(data):
+                # In pieces the decoder's buffer holds: a message may carry any
+                # number of frames, each up to the frame limit.
+                room = self._decoder.room()
+                if room <= 0:
+                    raise RemoteProtocolError("frame too large", CloseCode.TOO_BIG)
+                self._decoder.feed(data[pos : pos + room] if pos or room < len(data) else data)
+                pos += room
+                for frame in self._decoder.records():
+                    if self.closed:
+                        return
+                    self._receive(frame)
         except RemoteProtocolError as exc:
             self.fail(exc.code, exc.reason)
 
@@ -108,8 +117,40 @@ class Connection:
         """Bytes to send to the peer now (possibly several frames)."""
         data = b"".join(self._out)
         self._out.clear()
+        self._out_bytes = 0
         self.bytes_sent += len(data)
         return data
+
+    def messages_to_send(self, max_bytes: int) -> list[bytes]:
+        """What :meth:`data_to_send` returns, cut at frame boundaries into messages of
+        at most ``max_bytes`` (a larger frame is a message of its own)."""
+        messages: list[bytes] = []
+        batch: list[bytes] = []
+        size = 0
+        for frame in self._out:
+            if batch and size + len(frame) > max_bytes:
+                messages.append(b"".join(batch))
+                batch, size = [], 0
+            batch.append(frame)
+            size += len(frame)
+        if batch:
+            messages.append(b"".join(batch))
+        self._out.clear()
+        self._out_bytes = 0
+        self.bytes_sent += sum(len(m) for m in messages)
+        return messages
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes queued for the peer and not yet taken by the I/O layer."""
+        return self._out_bytes
+
+    def discard_output(self) -> int:
+        """Drop what is queued for the peer (its socket is gone); returns the bytes dropped."""
+        dropped = self._out_bytes
+        self._out.clear()
+        self._out_bytes = 0
+        return dropped
 
     def fail(self, code: int, reason: str, *, remote: bool = True) -> None:
         """Close because of an error: tell the peer, emit ProtocolFailure."""
@@ -145,13 +186,22 @@ class Connection:
         """
         if next_state is None:
             next_state = self._next_state_for_send(frame.TYPE)
-        self._out.append(frame.encode())
+        data = frame.encode()
+        self._out.append(data)
+        self._out_bytes += len(data)
         self.state = next_state
 
     def _doc_out(self, name: str) -> DocRef:
-        """``(alias, name)`` the first time, the alias after (see ``frames``)."""
+        """``(alias, name)`` the first time, the alias after (see ``frames``).
+
+        Past the aliases a peer accepts on one connection
+        (:data:`~tiendasync.protocol.codes.MAX_DOCS_PER_HELLO`) the plain name
+        is sent: a busy connection never fails for naming many documents.
+        """
         alias = self._names_out.get(name)
         if alias is None:
+            if len(self._names_out) >= MAX_DOCS_PER_HELLO:
+                return name
             alias = self._names_out[name] = len(self._names_out)
             return alias, name
         return alias

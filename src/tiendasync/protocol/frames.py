@@ -87,8 +87,11 @@ __all__ = [
     "SyncedFrame",
     "UpdateFrame",
     "WelcomeFrame",
+    "count_frames",
     "decode_frame",
     "encode",
+    "fit_state_vectors",
+    "sv_bytes",
     "validate",
 ]
 
@@ -399,6 +402,61 @@ def validate(obj: Any) -> tuple[FrameType, list[Any]]:
     return frame.TYPE, frame.fields()
 
 
+# -- sizes ----------------------------------------------------------------------------------
+
+#: Upper bound of the msgpack framing of one ``name: state_vector`` map entry.
+_SV_ENTRY_OVERHEAD = 10
+
+
+def sv_bytes(state_vectors: dict[str, bytes] | Any) -> int:
+    """An upper bound of the bytes a ``{doc: state_vector}`` map takes in a frame."""
+    return 5 + sum(
+        len(name.encode("utf-8")) + len(sv) + _SV_ENTRY_OVERHEAD
+        for name, sv in state_vectors.items()
+    )
+
+
+def fit_state_vectors(
+    state_vectors: dict[str, bytes], max_bytes: int, max_docs: int = MAX_DOCS_PER_HELLO
+) -> dict[str, bytes]:
+    """The first entries of ``state_vectors`` (in its order) that fit ``max_docs``
+    entries and ``max_bytes`` bytes (see :func:`sv_bytes`).
+
+    What a HELLO or WELCOME carries when its peer's decoder could not take the
+    whole map: a document left out is only one whose state the peer does not
+    know, which costs a larger diff, never an error.
+    """
+    out: dict[str, bytes] = {}
+    size = 5
+    for name, sv in state_vectors.items():
+        size += len(name.encode("utf-8")) + len(sv) + _SV_ENTRY_OVERHEAD
+        if len(out) >= max_docs or size > max_bytes:
+            break
+        out[name] = sv
+    return out
+
+
+def count_frames(data: bytes) -> tuple[int, bool]:
+    """How many whole msgpack objects ``data`` holds, and whether it ends after one.
+
+    Cheap (nothing is built): what the relay charges per frame before it
+    decodes a message.  Bytes that are not msgpack stop the count (the
+    decoder reports them) and count as ending cleanly.
+    """
+    unpacker = msgpack.Unpacker(max_buffer_size=max(len(data), 1))
+    unpacker.feed(data)
+    count = whole = 0
+    try:
+        while True:
+            unpacker.skip()
+            count += 1
+            whole = unpacker.tell()
+    except msgpack.OutOfData:
+        return count, whole == len(data)
+    except (ValueError, msgpack.UnpackException):  # malformed: the decoder reports it
+        return count + 1, True
+
+
 # -- stream decoder -------------------------------------------------------------------------
 
 # What msgpack raises for bytes that are not msgpack (or exceed a container limit).
@@ -421,11 +479,13 @@ class FrameDecoder:
 
     def __init__(self, *, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
         self.max_frame_bytes = max_frame_bytes
+        self._max_buffer = max_frame_bytes + 1024
+        self._fed = 0
         self._unpacker = msgpack.Unpacker(
             raw=False,
             use_list=True,
             strict_map_key=True,
-            max_buffer_size=max_frame_bytes + 1024,
+            max_buffer_size=self._max_buffer,
             max_bin_len=max_frame_bytes,
             max_str_len=64 * 1024,
             max_array_len=MAX_DOCS_PER_HELLO,
@@ -439,6 +499,16 @@ class FrameDecoder:
             self._unpacker.feed(data)
         except msgpack.BufferFull as exc:
             raise RemoteProtocolError("frame too large", CloseCode.TOO_BIG) from exc
+        self._fed += len(data)
+
+    def room(self) -> int:
+        """Bytes :meth:`feed` takes now: what the buffer holds beside the unread bytes.
+
+        Feeding a long message in pieces of at most this (decoding in between)
+        accepts any number of frames per message, each up to the frame limit.
+        """
+        unread = self._fed - int(self._unpacker.tell())
+        return self._max_buffer - unread
 
     def records(self) -> list[Frame]:
         """Every complete frame buffered so far, as typed frames.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from tiendasync.protocol.codes import PROTOCOL_VERSION, FrameType
+from tiendasync.protocol.codes import MAX_WELCOME_SV_BYTES, PROTOCOL_VERSION, FrameType
 from tiendasync.protocol.connection import Connection
 from tiendasync.protocol.frames import (
     AckFrame,
@@ -19,6 +19,7 @@ from tiendasync.protocol.frames import (
     SyncNowFrame,
     UpdateFrame,
     WelcomeFrame,
+    fit_state_vectors,
 )
 from tiendasync.protocol.transitions import RelayState, Role
 
@@ -35,8 +36,16 @@ class RelayConnection(Connection):
     def accept(
         self, session_id: str, state_vectors: dict[str, bytes], config: dict[str, Any] | None
     ) -> None:
-        """Welcome an authenticated replica with the relay's state vectors."""
-        self._send(WelcomeFrame(PROTOCOL_VERSION, session_id, state_vectors, config))
+        """Welcome an authenticated replica with the relay's state vectors.
+
+        At most :data:`~tiendasync.protocol.codes.MAX_DOCS_PER_HELLO` documents
+        and :data:`~tiendasync.protocol.codes.MAX_WELCOME_SV_BYTES` bytes of them
+        are sent (the first ones, in the map's order), so that the WELCOME
+        always fits the replica's decoder; the replica re-sends its own writes
+        of a document left out.
+        """
+        svs = fit_state_vectors(state_vectors, MAX_WELCOME_SV_BYTES)
+        self._send(WelcomeFrame(PROTOCOL_VERSION, session_id, svs, config))
 
     def reject(self, code: int, reason: str) -> None:
         """Refuse the HELLO (bad token, forbidden tenant...)."""

@@ -10,12 +10,23 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from tiendasync.protocol.codes import PROTOCOL_VERSION, FrameType
+from tiendasync.protocol.codes import (
+    MAX_DOCS_PER_HELLO,
+    MAX_HELLO_BYTES,
+    MAX_NAME,
+    MAX_TOKEN,
+    PROTOCOL_VERSION,
+    FrameType,
+)
 from tiendasync.protocol.connection import Connection
-from tiendasync.protocol.frames import HelloFrame, UpdateFrame
+from tiendasync.protocol.frames import HelloFrame, UpdateFrame, fit_state_vectors
 from tiendasync.protocol.transitions import ReplicaState, Role
 
 __all__ = ["ReplicaConnection"]
+
+#: What a HELLO's state vectors may take: the rest (token, names, the past client
+#: ids: at most MAX_DOCS_PER_HELLO of 9 bytes each) always fits beside them.
+_HELLO_SV_BUDGET = MAX_HELLO_BYTES - 4 * (MAX_TOKEN + 3 * MAX_NAME) - 9 * MAX_DOCS_PER_HELLO - 1024
 
 
 class ReplicaConnection(Connection):
@@ -36,7 +47,14 @@ class ReplicaConnection(Connection):
         full: bool = False,
         past_client_ids: tuple[int, ...] = (),
     ) -> None:
-        """Introduce ourselves; the relay answers WELCOME or ERROR."""
+        """Introduce ourselves; the relay answers WELCOME or ERROR.
+
+        The HELLO stays within :data:`~tiendasync.protocol.codes.MAX_HELLO_BYTES`
+        and :data:`~tiendasync.protocol.codes.MAX_DOCS_PER_HELLO` documents:
+        past them the last state vectors (in the map's order) are left out,
+        and the relay sends those documents whole.
+        """
+        svs = fit_state_vectors(state_vectors, _HELLO_SV_BUDGET)
         self._send(
             HelloFrame(
                 PROTOCOL_VERSION,
@@ -44,7 +62,7 @@ class ReplicaConnection(Connection):
                 replica_id,
                 token,
                 client_id,
-                state_vectors,
+                svs,
                 full=full,
                 past_client_ids=tuple(past_client_ids),
             )

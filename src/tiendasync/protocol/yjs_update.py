@@ -80,8 +80,9 @@ non-recursive, so it raises nothing but :class:`MalformedUpdate` for any
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal, NoReturn
 
 from tiendasync.errors import InvalidArgument, RemoteProtocolError
@@ -89,10 +90,14 @@ from tiendasync.errors import InvalidArgument, RemoteProtocolError
 __all__ = [
     "MAX_CLIENT_ID",
     "MAX_CLOCK",
+    "REF_ANY",
+    "REF_DELETED",
+    "ItemInfo",
     "MalformedUpdate",
     "ParsedUpdate",
     "StructRange",
     "parse_update",
+    "restrict_deletes",
 ]
 
 MAX_CLIENT_ID = 2**53 - 1
@@ -115,6 +120,10 @@ _REF_TYPE = 7
 _REF_ANY = 8
 _REF_DOC = 9
 _REF_SKIP = 10
+
+#: Content refs callers of ``parse_update(items=True)`` usually care about.
+REF_ANY = _REF_ANY
+REF_DELETED = _REF_DELETED
 
 _INFO_HAS_ORIGIN = 0x80
 _INFO_HAS_RIGHT_ORIGIN = 0x40
@@ -151,6 +160,18 @@ _ANY_ARRAY = 117
 _ANY_BUFFER = 116
 _ANY_FIXED_WIDTH = {_ANY_FLOAT32: 4, _ANY_FLOAT64: 8, _ANY_BIGINT: 8}
 _ANY_NO_PAYLOAD = frozenset({_ANY_UNDEFINED, _ANY_NULL, _ANY_FALSE, _ANY_TRUE})
+# Decoded values (``parse_update(items=True)``); lib0 writes numbers big-endian.
+_FIXED_DECODERS: dict[int, Callable[[bytes], object]] = {
+    _ANY_FLOAT32: lambda raw: struct.unpack(">f", raw)[0],
+    _ANY_FLOAT64: lambda raw: struct.unpack(">d", raw)[0],
+    _ANY_BIGINT: lambda raw: struct.unpack(">q", raw)[0],
+}
+_NO_PAYLOAD_VALUES: dict[int, object] = {
+    _ANY_UNDEFINED: None,
+    _ANY_NULL: None,
+    _ANY_FALSE: False,
+    _ANY_TRUE: True,
+}
 
 # Lead bytes of 4-byte UTF-8 sequences: each such code point is two UTF-16 units.
 _UTF8_FOUR_BYTE_LEADS = (b"\xf0", b"\xf1", b"\xf2", b"\xf3", b"\xf4")
@@ -192,6 +213,32 @@ class StructRange:
         return self.clock + self.length
 
 
+@dataclass(frozen=True, slots=True)
+class ItemInfo:
+    """One Item struct, as ``parse_update(items=True)`` reports it.
+
+    ``origin`` / ``right_origin`` are the ``(client, clock)`` ids the item was
+    inserted next to.  When either is present the item inherits its parent and
+    map key from that neighbour and ``parent_name``, ``parent_id`` and ``key``
+    are ``None``.  Otherwise exactly one of ``parent_name`` (a root type) and
+    ``parent_id`` (a nested type) is set, and ``key`` is the map key
+    (``parentSub``) if any.  ``values`` holds the decoded elements of Any
+    content (lib0 numbers come back as ``int`` or ``float``, byte arrays as
+    ``bytes``); it is ``None`` for every other content ref.
+    """
+
+    client: int
+    clock: int
+    length: int
+    ref: int
+    origin: tuple[int, int] | None
+    right_origin: tuple[int, int] | None
+    parent_name: str | None
+    parent_id: tuple[int, int] | None
+    key: str | None
+    values: tuple[object, ...] | None
+
+
 @dataclass(frozen=True)
 class ParsedUpdate:
     """What a v1 update contains, as far as ids are concerned.
@@ -207,6 +254,10 @@ class ParsedUpdate:
     structs: tuple[StructRange, ...]
     deletes: tuple[StructRange, ...]
     item_clients: frozenset[int]
+    #: Every Item struct in wire order (only with ``parse_update(items=True)``).
+    items: tuple[ItemInfo, ...] = field(default=(), compare=False)
+    #: Byte offset where the delete set starts.
+    delete_set_offset: int = field(default=0, compare=False)
 
     @property
     def writer_clients(self) -> frozenset[int]:
@@ -239,14 +290,16 @@ def _reject_json_constant(name: str) -> object:
 class _Reader:
     """Cursor over the input. Every method fails with MalformedUpdate."""
 
-    __slots__ = ("buf", "end", "engine", "max_depth", "pos")
+    __slots__ = ("buf", "end", "engine", "items", "max_depth", "pos")
 
-    def __init__(self, buf: bytes, max_depth: int, engine: str) -> None:
+    def __init__(self, buf: bytes, max_depth: int, engine: str, *, items: bool = False) -> None:
         self.buf = buf
         self.pos = 0
         self.end = len(buf)
         self.max_depth = max_depth
         self.engine = engine
+        #: Collected Items (``parse_update(items=True)``), else None.
+        self.items: list[ItemInfo] | None = [] if items else None
 
     def fail(self, reason: str, offset: int | None = None) -> NoReturn:
         raise MalformedUpdate(reason, self.pos if offset is None else offset)
@@ -418,9 +471,67 @@ class _Reader:
             else:
                 self.fail(f"unknown any type tag {tag} in {what}", tag_offset)
 
+    def any_decoded(self, what: str, depth: int = 0) -> object:  # noqa: PLR0911  (a tag each)
+        """Read one lib0 ``any`` value and return it (recursion bounded by max_depth)."""
+        tag_offset = self.pos
+        tag = self.u8(f"type tag of {what}")
+        if tag == _ANY_STRING:
+            return self.string(f"string in {what}")
+        if tag == _ANY_VARINT:
+            return self.varint_value(f"integer in {what}")
+        if tag in _ANY_FIXED_WIDTH:
+            width = _ANY_FIXED_WIDTH[tag]
+            if self.remaining() < width:
+                self.fail(f"input ends inside {width}-byte number in {what}")
+            raw = self.buf[self.pos : self.pos + width]
+            self.pos += width
+            return _FIXED_DECODERS[tag](raw)
+        if tag in _ANY_NO_PAYLOAD:
+            return _NO_PAYLOAD_VALUES[tag]
+        if tag == _ANY_BUFFER:
+            start = self.skip_bytes(f"byte array in {what}")
+            return self.buf[start : self.pos]
+        if tag in (_ANY_ARRAY, _ANY_OBJECT):
+            is_object = tag == _ANY_OBJECT
+            count = self.declared_count(
+                f"{'object' if is_object else 'array'} size in {what}", 2 if is_object else 1
+            )
+            if depth >= self.max_depth:
+                self.fail(f"{what} nests deeper than max_depth={self.max_depth}", tag_offset)
+            if is_object:
+                obj: dict[str, object] = {}
+                for _ in range(count):
+                    name = self.string(f"object key in {what}")
+                    obj[name] = self.any_decoded(what, depth + 1)
+                return obj
+            return [self.any_decoded(what, depth + 1) for _ in range(count)]
+        self.fail(f"unknown any type tag {tag} in {what}", tag_offset)
+
+    def varint_value(self, what: str) -> int:
+        """Read a lib0 signed varint and return it."""
+        start = self.pos
+        self.varint(what)
+        buf = self.buf
+        byte = buf[start]
+        value = byte & 0x3F
+        shift = 6
+        pos = start + 1
+        while byte >= 0x80:
+            byte = buf[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+        return -value if buf[start] & 0x40 else value
+
     def id(self, what: str) -> None:
         self.varuint(f"client of {what}", MAX_CLIENT_ID)
         self.varuint(f"clock of {what}", MAX_CLOCK)
+
+    def id_value(self, what: str) -> tuple[int, int]:
+        return (
+            self.varuint(f"client of {what}", MAX_CLIENT_ID),
+            self.varuint(f"clock of {what}", MAX_CLOCK),
+        )
 
     def item_content(self, ref: int, struct_offset: int) -> int:
         """Skip an Item's content; return its clock span."""
@@ -508,6 +619,8 @@ class _Reader:
             return self.varuint("GC length" if ref == _REF_GC else "Skip length", MAX_CLOCK), False
         if ref > _REF_SKIP:
             self.fail(f"unknown struct/content ref {ref} (info byte {info:#04x})", offset)
+        if self.items is not None:
+            return self._collected_item(info, ref, offset), True
         if info & _INFO_HAS_ORIGIN:
             self.id("origin")
         if info & _INFO_HAS_RIGHT_ORIGIN:
@@ -525,6 +638,38 @@ class _Reader:
                 self.string("parent sub key")
         return self.item_content(ref, offset), True
 
+    def _collected_item(self, info: int, ref: int, offset: int) -> int:
+        """Like the Item branch of :meth:`struct`, recording an :class:`ItemInfo`."""
+        assert self.items is not None
+        origin = self.id_value("origin") if info & _INFO_HAS_ORIGIN else None
+        right = self.id_value("right origin") if info & _INFO_HAS_RIGHT_ORIGIN else None
+        parent_name: str | None = None
+        parent_id: tuple[int, int] | None = None
+        key: str | None = None
+        if origin is None and right is None:
+            parent_offset = self.pos
+            parent_info = self.varuint("parent info", MAX_CLOCK)
+            if parent_info == 1:
+                parent_name = self.string("parent type name")
+            elif parent_info == 0:
+                parent_id = self.id_value("parent")
+            else:
+                self.fail(f"parent info is {parent_info}, expected 0 or 1", parent_offset)
+            if info & _INFO_HAS_PARENT_SUB:
+                key = self.string("parent sub key")
+        values: tuple[object, ...] | None = None
+        if ref == _REF_ANY:
+            count = self.declared_count("Any content length", 1)
+            values = tuple(self.any_decoded("Any content") for _ in range(count))
+            span = count
+        else:
+            span = self.item_content(ref, offset)
+        # client and clock are filled in by _read_group (they belong to the group)
+        self.items.append(
+            ItemInfo(-1, -1, span, ref, origin, right, parent_name, parent_id, key, values)
+        )
+        return span
+
 
 def parse_update(
     data: bytes | bytearray | memoryview,
@@ -532,6 +677,7 @@ def parse_update(
     max_structs: int = 1_000_000,
     max_depth: int = 64,
     engine: Literal["yrs", "yjs"] = "yrs",
+    items: bool = False,
 ) -> ParsedUpdate:
     """Decode and validate a complete Yjs v1 update.
 
@@ -545,6 +691,9 @@ def parse_update(
             the default) or ``"yjs"``. Only the framing of JSON content, the
             XmlHook type ref and the yrs-only type refs 9/15 depend on it; see
             the module docstring.
+        items: also report every Item struct (:attr:`ParsedUpdate.items`:
+            neighbours, parent, map key, decoded Any values), for callers that
+            judge *what* an update writes (the relay's ownership rule).
 
     Returns:
         The struct groups (client, first clock, clock span) and delete-set
@@ -560,12 +709,52 @@ def parse_update(
             ``engine`` is unknown.
     """
     data = _check_arguments(data, max_structs, max_depth, engine)
-    reader = _Reader(data, max_depth, engine)
+    reader = _Reader(data, max_depth, engine, items=items)
     structs, item_clients = _read_struct_groups(reader, max_structs)
+    delete_set_offset = reader.pos
     deletes = _read_delete_set(reader, max_structs)
     if reader.pos != reader.end:
         reader.fail(f"{reader.remaining()} trailing bytes after the delete set")
-    return ParsedUpdate(tuple(structs), tuple(deletes), frozenset(item_clients))
+    return ParsedUpdate(
+        tuple(structs),
+        tuple(deletes),
+        frozenset(item_clients),
+        tuple(reader.items or ()),
+        delete_set_offset,
+    )
+
+
+def _varuint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def restrict_deletes(data: bytes, keep: Callable[[int], bool]) -> bytes:
+    """``data`` with its delete set cut down to the clients ``keep`` accepts.
+
+    The struct part is kept byte for byte.  A replica uses it to send only
+    the deletes it may make (its own items) although ``Doc.get_update(sv)``
+    always carries the whole delete set.  Raises :class:`MalformedUpdate`
+    for bytes that are not an update.
+    """
+    parsed = parse_update(data)
+    by_client: dict[int, list[StructRange]] = {}
+    for r in parsed.deletes:
+        if keep(r.client):
+            by_client.setdefault(r.client, []).append(r)
+    if len(by_client) == len({r.client for r in parsed.deletes}):
+        return bytes(data)
+    out = bytearray(data[: parsed.delete_set_offset])
+    out += _varuint_bytes(len(by_client))
+    for client, ranges in by_client.items():
+        out += _varuint_bytes(client) + _varuint_bytes(len(ranges))
+        for r in ranges:
+            out += _varuint_bytes(r.clock) + _varuint_bytes(r.length)
+    return bytes(out)
 
 
 def _check_arguments(
@@ -619,14 +808,32 @@ def _read_group(reader: _Reader, client: int, num_structs: int) -> tuple[StructR
     first_clock = reader.varuint("first clock of struct group", MAX_CLOCK)
     clock = first_clock
     has_item = False
+    items = reader.items
     for _ in range(num_structs):
         struct_offset = reader.pos
         span, is_item = reader.struct()
+        if is_item and items is not None:
+            items[-1] = _with_id(items[-1], client, clock)
         clock += span
         if clock > MAX_CLOCK:
             reader.fail(f"clock of client {client} runs past {MAX_CLOCK}", struct_offset)
         has_item = has_item or is_item
     return StructRange(client, first_clock, clock - first_clock), has_item
+
+
+def _with_id(item: ItemInfo, client: int, clock: int) -> ItemInfo:
+    return ItemInfo(
+        client,
+        clock,
+        item.length,
+        item.ref,
+        item.origin,
+        item.right_origin,
+        item.parent_name,
+        item.parent_id,
+        item.key,
+        item.values,
+    )
 
 
 def _read_delete_set(reader: _Reader, max_structs: int) -> list[StructRange]:

@@ -17,10 +17,12 @@ import uvicorn
 
 from tiendasync.errors import ConfigError, InvalidArgument, NotFound
 from tiendasync.model.config import StoreConfig
+from tiendasync.model.docnames import location_of, stock_doc
 from tiendasync.relay.admin_api import create_admin_app
 from tiendasync.relay.auth import authenticate
 from tiendasync.relay.central import CENTRAL_REPLICA_ID
 from tiendasync.relay.server import RelayServer
+from tiendasync.relay.timeline import ResolutionEvent, SaleLine, stock_timeline
 
 __all__ = ["AdminHTTPServer", "RelayAdmin"]
 
@@ -57,10 +59,65 @@ class RelayAdmin:
     # -- conflicts ----------------------------------------------------------------------------
 
     def list_conflicts(self, tenant: str, **filters: Any) -> list[dict[str, Any]]:
-        return [c.to_dict() for c in self.server.central(tenant).conflicts(**filters)]
+        writer = self.server.central(tenant)
+        return [
+            _presented(c.to_dict(), writer.replica.catalog.get(c.sku))
+            for c in writer.conflicts(**filters)
+        ]
 
     def get_conflict(self, tenant: str, conflict_id: str) -> dict[str, Any]:
-        return self.server.central(tenant).replica.conflicts.get(conflict_id).to_dict()
+        replica = self.server.central(tenant).replica
+        c = replica.conflicts.get(conflict_id)
+        return _presented(c.to_dict(), replica.catalog.get(c.sku))
+
+    def conflict_timeline(self, tenant: str, conflict_id: str) -> dict[str, Any]:
+        """What the conflict page shows beside the conflict: its product (or SKUs like
+        it when it has none) and the movements that led to the current stock."""
+        replica = self.server.central(tenant).replica
+        c = replica.conflicts.get(conflict_id)
+        product = replica.catalog.get(c.sku)
+        known = dict(replica.catalog.items()) if product is None else {}
+        out: dict[str, Any] = {
+            "conflict": c.id,
+            "sku": c.sku,
+            "location": c.location,
+            "product": product,
+            # the catalog ever had it (a deleted product can be restored; a typo cannot)
+            "product_ever": product is not None
+            or replica.core.catalog().winner(c.sku, "name") is not None,
+            "similar": [] if product is not None else _similar(c.sku, known),
+            "timeline": None,
+        }
+        if c.location == "-":
+            return out
+        doc = stock_doc(c.location)
+        history = self.store.load_doc(tenant, doc)
+        origins = self.store.update_origins(tenant, doc, history.upto_seq)
+        with replica.core.locked():
+            lines = replica.core.storage.sales.lines_of(c.location, c.sku)
+        events = [
+            ResolutionEvent(
+                other.id,
+                str(ev.get("action")),
+                str(ev.get("by") or ""),
+                float(ev.get("at") or 0),
+                other.sku,
+                other.location,
+            )
+            for other in replica.conflicts.list(limit=10**6)
+            for ev in other.history
+            if ev.get("event") == "resolved"
+        ]
+        timeline = stock_timeline(
+            history,
+            origins,
+            location=c.location,
+            sku=c.sku,
+            sales=[SaleLine(*line) for line in lines],
+            resolutions=events,
+        )
+        out["timeline"] = timeline.to_dict()
+        return out
 
     def process_conflict(self, tenant: str, conflict_id: str) -> dict[str, Any]:
         """Re-check a conflict's invariant now (it may have healed)."""
@@ -117,12 +174,24 @@ class RelayAdmin:
 
     # -- config, sync now ----------------------------------------------------------------------
 
+    def _grant_defaults(self, tenant: str, replica_id: str) -> dict[str, list[str]]:
+        """The grants a replica has while its config stores none: a store whose
+        token names a location writes only that location's documents by default."""
+        bound = any(
+            t.location is not None
+            for t in self.store.list_tokens()
+            if t.tenant == tenant and t.replica_id == replica_id and not t.revoked
+        )
+        return {"read": ["*"], "write": [] if bound else ["*"]}
+
     def _config_of(self, tenant: str, replica_id: str) -> dict[str, Any]:
+        """The config as the replica lives it: stored keys, else their defaults."""
         raw = self.store.get_replica_config(tenant, replica_id) or {}
         base = StoreConfig.from_dict(
             {k: v for k, v in raw.items() if k not in _RELAY_ONLY_CONFIG}
         ).to_dict()
-        base.update({k: raw.get(k, ["*"]) for k in _RELAY_ONLY_CONFIG})
+        defaults = self._grant_defaults(tenant, replica_id)
+        base.update({k: raw.get(k, defaults[k]) for k in _RELAY_ONLY_CONFIG})
         return base
 
     def list_configs(self, tenant: str) -> list[dict[str, Any]]:
@@ -133,8 +202,14 @@ class RelayAdmin:
     def set_config(self, tenant: str, replica_id: str, config: dict[str, Any]) -> dict[str, Any]:
         if replica_id not in self._replica_ids(tenant):
             raise NotFound(f"no replica {replica_id!r} in tenant {tenant!r}")
+        # Grants not stored stay unstored, so they keep following the token's
+        # default (editing the interval must not widen a store's write grants).
+        raw = self.store.get_replica_config(tenant, replica_id) or {}
         merged = {**self._config_of(tenant, replica_id), **config}
         for key in _RELAY_ONLY_CONFIG:
+            if key not in config and key not in raw:
+                del merged[key]
+                continue
             value = merged[key]
             if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
                 raise InvalidArgument(f"{key} must be a list of document name patterns")
@@ -143,7 +218,7 @@ class RelayAdmin:
         except (ConfigError, TypeError) as exc:
             raise InvalidArgument(str(exc)) from exc
         self.store.set_replica_config(tenant, replica_id, merged)
-        return {"replica": replica_id, "config": merged}
+        return {"replica": replica_id, "config": self._config_of(tenant, replica_id)}
 
     def sync_now(self, tenant: str, replica_id: str, full: bool) -> bool:
         if replica_id not in self._replica_ids(tenant):
@@ -158,14 +233,25 @@ class RelayAdmin:
         rows = self.store.list_sessions(tenant=tenant, replica_id=replica_id, limit=limit + offset)
         return [dict(r.__dict__) for r in rows[offset:]]
 
+    def _locations_of(self, tenant: str) -> dict[str, str]:
+        """Each till's store: the one whose stock it wrote last (a till writes its own)."""
+        latest: dict[str, tuple[float, str]] = {}
+        for doc, writer, at in self.store.doc_writers(tenant):
+            loc = location_of(doc) if doc.startswith("stock/") else None
+            if loc is not None and at >= latest.get(writer, (0.0, ""))[0]:
+                latest[writer] = (at, loc)
+        return {writer: loc for writer, (_, loc) in latest.items()}
+
     def list_replicas(self, tenant: str) -> list[dict[str, Any]]:
         online = set(self.server.connected_replicas(tenant))
+        where = self._locations_of(tenant)
         out = []
         for replica_id in self._replica_ids(tenant):
             last = self.store.list_sessions(tenant=tenant, replica_id=replica_id, limit=1)
             out.append(
                 {
                     "replica": replica_id,
+                    "location": where.get(replica_id),
                     "online": replica_id in online,
                     "last_session": dict(last[0].__dict__) if last else None,
                     "config": self._config_of(tenant, replica_id),
@@ -183,6 +269,51 @@ class RelayAdmin:
             "loaded_docs": float(len(self.server.docs)),
             "uptime_seconds": time.time() - self.started_at,
         }
+
+
+def _presented(c: dict[str, Any], product: dict[str, Any] | None) -> dict[str, Any]:
+    """A conflict as the console shows it: plus ``state`` (``partial``: compensated in
+    part, still open) and its product's name (``product_known`` False: not in the catalog)."""
+    state = c["status"]
+    if state == "open" and c.get("resolution"):
+        state = "partial"
+    name = (product or {}).get("name")
+    return {
+        **c,
+        "state": state,
+        "product_known": product is not None,
+        "product_name": name if isinstance(name, str) else None,
+    }
+
+
+def _normal(sku: str) -> str:
+    """``sku`` with the characters people confuse made equal (O/0, I/l/1, S/5, case)."""
+    return sku.upper().translate(str.maketrans("OILS", "0115"))
+
+
+def _similar(sku: str, catalog: dict[str, dict[str, Any]], limit: int = 3) -> list[dict[str, Any]]:
+    """Catalog products a mistyped ``sku`` may have meant: same up to look-alike
+    characters, or at most two edits away."""
+
+    def distance(a: str, b: str) -> int:
+        prev = list(range(len(b) + 1))
+        for i, ca in enumerate(a, 1):
+            cur = [i]
+            for j, cb in enumerate(b, 1):
+                cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+            prev = cur
+        return prev[-1]
+
+    scored = []
+    for other, fields in catalog.items():
+        if abs(len(other) - len(sku)) > 2:
+            continue
+        d = 0 if _normal(other) == _normal(sku) else distance(sku.upper(), other.upper())
+        if d <= 2:
+            name = fields.get("name")
+            scored.append((d, other, name if isinstance(name, str) else None))
+    scored.sort()
+    return [{"sku": s, "name": n, "look_alike": d == 0} for d, s, n in scored[:limit]]
 
 
 class _EmbeddedServer(uvicorn.Server):

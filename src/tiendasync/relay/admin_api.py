@@ -74,6 +74,8 @@ class AdminBackend(Protocol):
 
     def conflict_sales(self, tenant: str, conflict_id: str) -> list[dict[str, Any]]: ...
 
+    def conflict_timeline(self, tenant: str, conflict_id: str) -> dict[str, Any]: ...
+
     def metrics(self) -> dict[str, float]: ...
 
 
@@ -233,6 +235,10 @@ class _Routes:
             {"tenant": tenant, "conflict": conflict, "count": len(rows), "results": rows}
         )
 
+    async def conflict_timeline(self, request: Request, tenant: str) -> Response:
+        result = self.backend.conflict_timeline(tenant, request.path_params["id"])
+        return JSONResponse({"tenant": tenant, **result})
+
     async def configs(self, request: Request, tenant: str) -> Response:
         return JSONResponse({"tenant": tenant, "results": self.backend.list_configs(tenant)})
 
@@ -292,6 +298,7 @@ class _Routes:
             Route("/api/sync/replicas/", g(self.replicas)),
             Route("/api/sync/tenants/", g(self.tenants, tenant_needed=False)),
             Route("/api/sync/queue/{id}/sales/", g(self.conflict_sales)),
+            Route("/api/sync/queue/{id}/timeline/", g(self.conflict_timeline)),
         ]
 
 

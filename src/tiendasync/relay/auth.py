@@ -15,6 +15,7 @@ import secrets
 import time
 
 from tiendasync.errors import InvalidArgument
+from tiendasync.model.names import check_name
 from tiendasync.relay.storage import RelayStore, TokenRecord
 
 __all__ = [
@@ -63,13 +64,21 @@ def issue_token(
     tenant: str | None = None,
     replica_id: str | None = None,
     admin: bool = False,
+    location: str | None = None,
 ) -> str:
-    """Create, store (hashed) and return a new token.  The caller shows it once."""
+    """Create, store (hashed) and return a new token.  The caller shows it once.
+
+    ``location``: the location the replica's store sells at.  A token tied to
+    a location writes, by default, only that location's stock, sales, record
+    and resolution requests (see :class:`~tiendasync.relay.policy.Grants`).
+    """
     if admin:
-        if tenant is not None or replica_id is not None:
-            raise InvalidArgument("an admin token has no tenant or replica")
+        if tenant is not None or replica_id is not None or location is not None:
+            raise InvalidArgument("an admin token has no tenant, replica or location")
     elif not tenant or not replica_id:
         raise InvalidArgument("a replica token needs a tenant and a replica id")
+    if location is not None:
+        check_name(location, "location")
     token = new_token()
     token_id = token_id_of(token)
     assert token_id is not None
@@ -81,6 +90,7 @@ def issue_token(
             replica_id=replica_id,
             admin=admin,
             created_at=time.time(),
+            location=location,
         )
     )
     return token

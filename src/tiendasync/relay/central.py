@@ -45,6 +45,7 @@ class CentralWriter:
         self.behind = False
         #: a retry is queued and has not run yet
         self.retry_queued = False
+        replica.conflicts.make_authoritative()
         replica.on_local_update(self._on_local)
 
     @property
@@ -127,7 +128,30 @@ class CentralWriter:
             )
             return 0, 0, 0
         self._keys, self._products = set(), set()
+        self.apply_requests()
         return result
+
+    def apply_requests(self) -> int:
+        """Apply the stores' resolution requests merged since last time; returns how many
+        were refused (each logged, and recorded in its conflict's history)."""
+        core = self.replica.core
+        with core.lock:
+            requested = core.changes.drain_changed_requests()
+        refused = 0
+        for location, conflict_id in sorted(requested):
+            try:
+                reason = self.replica.conflicts.apply_request(location, conflict_id)
+            except TiendaSyncError as exc:  # its storage: retried with the next request
+                log.error("request to resolve %s failed: %s", conflict_id, exc)
+                with core.lock:
+                    core.changes.changed_requests.add((location, conflict_id))
+                continue
+            if reason is not None:
+                refused += 1
+                log.warning(
+                    "request of %s to resolve %s refused: %s", location, conflict_id, reason
+                )
+        return refused
 
     def resolve(
         self,

@@ -49,11 +49,13 @@ from tiendasync.protocol import (
     Hello,
     RelayConnection,
 )
+from tiendasync.protocol.yprotocols import REFUSALS as FOLLOWER_REFUSALS
 from tiendasync.relay.broker import Broker, InProcessBroker
 from tiendasync.relay.central import CentralWriter
 from tiendasync.relay.docs import DocCache
 from tiendasync.relay.fanout import Fanout
 from tiendasync.relay.followers import Followers
+from tiendasync.relay.ownership import OwnershipGate
 from tiendasync.relay.policy import Grants, Policy, RateLimits, TokenBucket
 from tiendasync.relay.reviews import CentralReviews, ReviewWork
 from tiendasync.relay.sessions import SyncSessions
@@ -106,7 +108,15 @@ class RelayCore:
         self.random_id = random_id
         self.policy = Policy(limits)
         self.broker: Broker = broker if broker is not None else InProcessBroker()
-        self.docs = DocCache(store, max_docs=max_docs, idle_seconds=idle_seconds)
+        lim = self.policy.limits
+        self.docs = DocCache(
+            store,
+            max_docs=max_docs,
+            idle_seconds=idle_seconds,
+            gap_seconds=lim.max_gap_seconds,
+            gap_bytes=lim.max_gap_bytes,
+            gap_updates=lim.max_gap_updates,
+        )
         self.on_output: Callable[[RelaySession], None] = on_output or (lambda s: None)
         self.on_write: Callable[[PendingWrite], None] = on_write or (lambda w: None)
         self.sessions: dict[str, RelaySession] = {}
@@ -116,7 +126,9 @@ class RelayCore:
             max_outbound_bytes=max_outbound_bytes,
             on_output=lambda s: self.on_output(s),
             on_write=lambda w: self.on_write(w),
+            policy=self.policy,
         )
+        self.gate = OwnershipGate(self.docs, clock=clock)
         self.sync = SyncSessions(
             self.docs,
             self.fanout,
@@ -124,6 +136,7 @@ class RelayCore:
             self.sessions,
             max_update_bytes=max_update_bytes,
             on_output=lambda s: self.on_output(s),
+            gate=self.gate,
         )
         self.followers = Followers(
             self.docs,
@@ -133,6 +146,8 @@ class RelayCore:
             writable=yjs_writable,
             max_update_bytes=max_update_bytes,
             on_output=lambda s: self.on_output(s),
+            gate=self.gate,
+            claim=store.claim_client_ids,
         )
         #: The tenants' central writers (None: no invariants, no conflicts).
         self.reviews = (
@@ -182,6 +197,8 @@ class RelayCore:
         if session.unsubscribe is not None:
             session.unsubscribe()
             session.unsubscribe = None
+        if session.kind == "yjs":
+            self.followers.closed(session)
         rec = session.record
         if internal_error is not None:
             rec.outcome, rec.error = "error", internal_error
@@ -195,6 +212,8 @@ class RelayCore:
             code, reason = session.close_code, session.close_reason
         if rec.outcome == "ok" and code not in (None, CLOSE_NORMAL):
             rejected = code in (CLOSE_AUTH, CLOSE_FORBIDDEN) and session.replica_id is None
+            if session.kind == "yjs":
+                rejected = code in FOLLOWER_REFUSALS
             rec.outcome = "rejected" if rejected else "error"
             rec.error = rec.error or f"{code}: {reason}"
         log.info(
@@ -214,6 +233,23 @@ class RelayCore:
     def fail(self, session: RelaySession, code: int, reason: str) -> None:
         fail(session, code, reason)
         self.on_output(session)
+
+    def open_token_ids(self) -> set[str]:
+        """The tokens that open sessions were authenticated with."""
+        return {s.token_id for s in self.sessions.values() if s.open and s.token_id is not None}
+
+    def close_revoked(self, revoked: set[str]) -> int:
+        """Close every open session whose token is in ``revoked`` (``4001``); returns how many."""
+        closing = [s for s in self.sessions.values() if s.open and s.token_id in revoked]
+        for session in closing:
+            log.warning(
+                "closing session %s: its token %s was revoked", session.id, session.token_id
+            )
+            if session.kind == "yjs":
+                self.followers.revoke(session)
+            else:
+                self.fail(session, CLOSE_AUTH, "token revoked")
+        return len(closing)
 
     def connected_replicas(self, tenant: str) -> list[str]:
         """Replica ids with an open sync session for ``tenant``."""
@@ -296,6 +332,21 @@ class RelayCore:
     ) -> None:
         """One y-protocols message from a follower (``now``: see :meth:`receive`)."""
         self.followers.receive(session, message, now)
+
+    def yjs_refuse(
+        self,
+        session: RelaySession,
+        tenant: str | None,
+        doc: str | None,
+        status: int,
+        record: TokenRecord | None,
+    ) -> None:
+        """Close a follower :meth:`yjs_auth` refused, with a code y-websocket does not retry."""
+        self.followers.refuse(session, tenant, doc, status, record)
+
+    def yjs_tick(self, now: float) -> None:
+        """Every few seconds (``now``: monotonic): keepalives for idle followers."""
+        self.followers.tick(now)
 
     # -- after storage (see relay.fanout, relay.reviews) ----------------------------------------
 

@@ -7,19 +7,25 @@ the writer's clocks are acknowledged and the update is published to the
 tenant's other sessions through the broker; each subscriber's
 :meth:`Fanout.deliver` filters what its session may read.  Nothing is
 acknowledged or fanned out before it is durable.
+
+A gapped update (``ApplyResult.pending``) is neither stored nor fanned out:
+the doc cache holds it for its writer's session, and submits it here once
+what it lacks has arrived (``ApplyResult.released``); what the cache drops
+is noted in that session's sync-log row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from tiendasync.protocol import CLOSE_INTERNAL, CLOSE_RATE_LIMIT
+from tiendasync.protocol import CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_RATE_LIMIT
 from tiendasync.protocol.statevector import decode_state_vector
 from tiendasync.protocol.yjs_update import parse_update
 from tiendasync.protocol.yprotocols import encode_update
 from tiendasync.relay.broker import Broker
 from tiendasync.relay.central import CENTRAL_REPLICA_ID
-from tiendasync.relay.docs import ApplyResult, DocCache, ends_of
+from tiendasync.relay.docs import ApplyResult, DocCache, Released, ends_of
+from tiendasync.relay.policy import Policy
 from tiendasync.relay.state import PendingWrite, RelaySession, fail
 
 __all__ = ["Fanout"]
@@ -36,14 +42,17 @@ class Fanout:
         max_outbound_bytes: int,
         on_output: Callable[[RelaySession], None],
         on_write: Callable[[PendingWrite], None],
+        policy: Policy | None = None,
     ) -> None:
         self.docs = docs
         self.broker = broker
         self.max_outbound_bytes = max_outbound_bytes
+        self.policy = policy if policy is not None else Policy()
         self._on_output = on_output
         self._on_write = on_write
         #: updates committed and published since start
         self.updates_total = 0
+        docs.on_gap_dropped = self._gap_dropped
 
     # -- before storage --------------------------------------------------------------------
 
@@ -57,8 +66,22 @@ class Fanout:
         acks: list[int],
         replica: str,
     ) -> None:
-        """Hand an applied update to storage (``on_write``); the doc stays pinned until then."""
-        stored = None if result.duplicate else (data if result.pending else result.changed)
+        """Hand an applied update to storage (``on_write``); the doc stays pinned until then.
+
+        A gapped one (``result.pending``) stores nothing: it is held for
+        ``session`` (or was dropped: noted), and the held updates it filled
+        (``result.released``) are submitted after it, each as its writer's.
+        """
+        stored = None if result.pending else result.changed
+        if session is not None:
+            if result.held is not None:
+                self.docs.hold_for(result.held, session)
+            if result.dropped is not None:
+                self._gap_dropped(session, tenant, [doc], result.dropped)
+            refusal = self.policy.rebuild_refusal(session) if result.rebuilt else None
+            if refusal is not None:
+                fail(session, *refusal)
+                self._on_output(session)
         rdoc = self.docs.pin(tenant, doc)
         self._on_write(
             PendingWrite(
@@ -73,6 +96,38 @@ class Fanout:
                 rdoc=rdoc,
             )
         )
+        for released in result.released:
+            self._submit_released(tenant, doc, released)
+
+    def _submit_released(self, tenant: str, doc: str, released: Released) -> None:
+        """A held update that applied once it filled: stored and fanned out as its writer's."""
+        holder = released.holder
+        session = holder if isinstance(holder, RelaySession) else None
+        acks = [] if session is None else sorted(c for c in released.writers if c in session.owned)
+        self._on_write(
+            PendingWrite(
+                session=session,
+                tenant=tenant,
+                doc=doc,
+                data=released.changed,
+                state_vector=released.state_vector,
+                fanout=released.changed,
+                acks=acks,
+                replica=None if session is None else session.writer_name,
+                rdoc=self.docs.pin(tenant, doc),
+            )
+        )
+
+    def _gap_dropped(
+        self, holder: object | None, tenant: str, docs: Sequence[str], reason: str
+    ) -> None:
+        """Held gapped updates were dropped: note it in their session's sync-log row."""
+        if not isinstance(holder, RelaySession):
+            return
+        names = ", ".join(sorted(set(docs)))[:200]
+        note = f"note: dropped {len(docs)} gapped update(s) of {names}: {reason}"
+        rec = holder.record
+        rec.error = note if not rec.error else f"{rec.error}; {note}"[:1000]
 
     def ingest_central(self, tenant: str, doc: str, data: bytes) -> None:
         """Store and fan out a write of the central writer, like a replica's."""
@@ -99,7 +154,8 @@ class Fanout:
         for w in batch:
             if w.stale:  # stored all the same (a pump that does not ask storable())
                 self.docs.discard(w.tenant, w.doc)  # so memory is reloaded with it
-            self.docs.release(w.rdoc)
+            self.docs.release(w.rdoc, w.data)
+            self.policy.stored(w.tenant, w.doc)
             s = w.session
             if s is not None and s.conn is not None and s.conn.state == "open" and w.acks:
                 clocks = decode_state_vector(w.state_vector)
@@ -130,10 +186,34 @@ class Fanout:
     # -- the other sessions ----------------------------------------------------------------
 
     def subscribe(self, session: RelaySession, tenant: str) -> None:
-        """Deliver the tenant's committed updates (but the session's own) to ``session``."""
-        session.unsubscribe = self.broker.subscribe(
+        """Deliver the tenant's committed updates (but the session's own) to ``session``.
+
+        Its unsubscription (at the session's end) also drops the gapped
+        updates held for it and forgets the documents it created of which
+        nothing was stored.
+        """
+        unsubscribe = self.broker.subscribe(
             tenant, lambda d, u, o: self.deliver(session, d, u, o), session_id=session.id
         )
+
+        def end() -> None:
+            unsubscribe()
+            self._session_ended(session)
+
+        session.unsubscribe = end
+
+    def _session_ended(self, session: RelaySession) -> None:
+        if self.docs.held_bytes(session):
+            rec = session.record
+            code, reason = (
+                (session.conn.close_code, session.conn.close_reason)
+                if session.conn is not None
+                else (session.close_code, session.close_reason)
+            )
+            if code not in (None, CLOSE_NORMAL) and not rec.error:
+                rec.error = f"{code}: {reason}"  # the close reason comes first
+            self.docs.drop_held(session, "its session ended before they could apply")
+        self.policy.session_ended(session)
 
     def deliver(self, session: RelaySession, doc: str, update: bytes, origin: str | None) -> None:
         """A published update, for one subscribed session (if it may and does follow ``doc``)."""

@@ -20,6 +20,10 @@ class TokenRecord:
     admin: bool
     created_at: float
     revoked_at: float | None = None
+    #: The location a replica token's store sells at (``None``: not tied to one).
+    #: It decides the token's default write grants and which location's
+    #: records and resolution requests it may write.
+    location: str | None = None
 
     @property
     def revoked(self) -> bool:
@@ -31,6 +35,7 @@ class TokenRecord:
             "id": self.id,
             "tenant": self.tenant,
             "replica_id": self.replica_id,
+            "location": self.location,
             "admin": self.admin,
             "created_at": self.created_at,
             "revoked_at": self.revoked_at,

@@ -16,7 +16,7 @@ from tiendasync.store.storage.schema import Migration, run_migrations
 
 __all__ = ["META_TABLE", "MIGRATIONS", "SCHEMA", "SCHEMA_VERSION", "migrate", "statements"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 META_TABLE = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 
@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     replica_id TEXT,
     admin INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
-    revoked_at REAL
+    revoked_at REAL,
+    location TEXT
 );
 CREATE TABLE IF NOT EXISTS client_ids (
     client_id INTEGER PRIMARY KEY,
@@ -112,10 +113,18 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
     """
 
 
+def _v2_to_v3(conn: sqlite3.Connection) -> None:
+    """Version 3 ties replica tokens to a location (``tokens.location``, NULL for
+    the tokens made before: they keep the grants they had)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(tokens)")}
+    if "location" not in columns:  # a file that SCHEMA created has it already
+        conn.execute("ALTER TABLE tokens ADD COLUMN location TEXT")
+
+
 #: ``{version: step}``: the step turns a database of ``version`` into ``version + 1``
-#: (inside the open's transaction).  The next layout change adds ``2: _v2_to_v3``
+#: (inside the open's transaction).  The next layout change adds ``3: _v3_to_v4``
 #: here and bumps :data:`SCHEMA_VERSION`.
-MIGRATIONS: dict[int, Migration] = {0: _v0_to_v1, 1: _v1_to_v2}
+MIGRATIONS: dict[int, Migration] = {0: _v0_to_v1, 1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def statements() -> list[str]:

@@ -33,8 +33,6 @@ from websockets.http11 import Request, Response
 
 from tiendasync.errors import TiendaSyncError
 from tiendasync.protocol import (
-    CLOSE_AUTH,
-    CLOSE_FORBIDDEN,
     CLOSE_INTERNAL,
     CLOSE_NORMAL,
     CLOSE_PROTOCOL,
@@ -43,6 +41,7 @@ from tiendasync.protocol import (
     CloseCode,
     Hello,
 )
+from tiendasync.protocol.yprotocols import FollowerClose, follower_close_code
 from tiendasync.relay.auth import authenticate
 from tiendasync.relay.broker import Broker
 from tiendasync.relay.central import CentralWriter
@@ -65,17 +64,37 @@ def _session_id() -> str:
     return secrets.token_hex(8)
 
 
-def _close_code(code: int | None) -> int:
+def _close_code(code: int | None, *, follower: bool = False) -> int:
     """The code to close with: one of ours (:class:`CloseCode`), never a code a peer
-    put in its ERROR frame (echoing it would let a peer choose our verdict)."""
+    put in its ERROR frame (echoing it would let a peer choose our verdict).
+
+    A y-protocols ``follower`` gets the y-websocket form (``follower_close_code``):
+    4400-4499 for refusals it must not retry."""
     if code is None:
         return CLOSE_NORMAL
+    if follower:
+        wire = follower_close_code(code)
+        if wire in FollowerClose._value2member_map_:
+            return wire
     return code if code in CloseCode._value2member_map_ else CLOSE_PROTOCOL
 
 
 def _close_reason(reason: str) -> str:
     """A websocket close reason must fit in 123 UTF-8 bytes."""
     return reason.encode("utf-8")[:123].decode("utf-8", "ignore")
+
+
+#: The largest websocket message the relay sends: whole frames, cut at frame
+#: boundaries (a larger frame is a message of its own).
+SEND_CHUNK_BYTES = 1024 * 1024
+
+
+class _Stalled(Exception):
+    """Outgoing data made no progress for ``seconds``: the peer does not read."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no progress for {seconds:.1f} s")
+        self.seconds = seconds
 
 
 @dataclass
@@ -87,6 +106,8 @@ class _Link:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     flush_scheduled: bool = False
     close_sent: bool = False
+    #: cut for not reading: nothing more is sent, the transport is aborted
+    cut: bool = False
 
 
 class RelayServer:
@@ -146,6 +167,10 @@ class RelayServer:
         )
         #: Seconds between retries of central reviews that failed (their storage).
         self.review_retry_seconds = 2.0
+        #: How often open sessions' tokens are checked for revocation (the
+        #: CLI revokes in the database file, from another process).
+        self.revocation_check_seconds = 0.5
+        self._revocation_task: asyncio.Task[None] | None = None
         self._server: Server | None = None
         self._review_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._writes: GroupCommit | None = None
@@ -223,6 +248,9 @@ class RelayServer:
             self.core.reviews.call_soon = asyncio.get_running_loop().call_soon_threadsafe
         self._writer_task = asyncio.create_task(self._writes.run(), name="relay-writer")
         self._sweeper_task = asyncio.create_task(self._sweeper(), name="relay-sweeper")
+        self._revocation_task = asyncio.create_task(
+            self._revocation_watch(), name="relay-revocations"
+        )
         self._server = await serve(
             self._handler,
             self.host,
@@ -253,10 +281,11 @@ class RelayServer:
             await asyncio.to_thread(self._review_pool.shutdown, True)
             self._review_pool = None
             await asyncio.sleep(0)  # let the writers' last writes reach the queue
-        if self._sweeper_task is not None:
-            self._sweeper_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper_task
+        for background in (self._sweeper_task, self._revocation_task):
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
         for task in list(self._tasks):
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
@@ -297,21 +326,17 @@ class RelayServer:
             token = parse_qs(parts.query).get("token", [None])[0]
             if len(segments) >= 2 and all(segments):
                 return "yjs", segments[0], "/".join(segments[1:]), token
+            return "yjs", None, None, token  # refused after the upgrade (4404)
         return "", None, None, None
 
     async def _process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
-        kind, tenant, doc, token = self._route(request.path)
-        if kind == "sync":
+        kind = self._route(request.path)[0]
+        # A follower is refused after the upgrade, with a close code y-websocket does
+        # not retry (it retries an HTTP refusal forever): see relay.followers.
+        if kind in ("sync", "yjs"):
             return None
-        if kind == "yjs":
-            facts = await asyncio.to_thread(lookup_follower, self.store, tenant, doc, token)
-            status, _, _ = self.core.yjs_auth(tenant, doc, facts)
-            if status == 200:
-                return None
-            code = http.HTTPStatus(status)
-            return connection.respond(code, code.phrase + "\n")
         return connection.respond(http.HTTPStatus.NOT_FOUND, "Not Found\n")
 
     async def _handler(self, ws: ServerConnection) -> None:
@@ -326,7 +351,7 @@ class RelayServer:
         link = self._links[session.id] = _Link(session, ws)
         internal_error = None
         try:
-            if kind == "yjs" and tenant is not None and doc is not None:
+            if kind == "yjs":
                 await self._serve_yjs(link, tenant, doc, token)
             else:
                 await self._serve_sync(link)
@@ -349,36 +374,101 @@ class RelayServer:
         link.flush_scheduled = True
 
         async def run() -> None:
-            link.flush_scheduled = False
-            await self._flush(link)
+            # The flag stays up until this flush holds the lock: however much output
+            # arrives while a send waits, at most one more flush waits behind it.
+            async with link.lock:
+                link.flush_scheduled = False
+                await self._flush_locked(link)
 
         self._spawn(run())
 
     async def _flush(self, link: _Link) -> None:
         """Send what the session has queued; close the socket once it failed."""
-        session, ws = link.session, link.ws
         async with link.lock:
-            try:
-                if session.conn is not None:
-                    data = session.conn.data_to_send()
-                    session.queued_bytes = 0
-                    if data and not link.close_sent:
-                        await ws.send(data)
-                    closed = session.conn.closed
-                    code, reason = session.conn.close_code, session.conn.close_reason
-                else:
-                    while session.outbox and not link.close_sent:
-                        message = session.outbox.pop(0)
-                        session.record.bytes_sent += len(message)
-                        await ws.send(message)
-                    session.queued_bytes = 0
-                    closed = session.close_code is not None
-                    code, reason = session.close_code, session.close_reason
-                if closed and not link.close_sent:
-                    link.close_sent = True
-                    await ws.close(_close_code(code), _close_reason(reason))
-            except (ConnectionClosed, WebSocketException, OSError):
+            await self._flush_locked(link)
+
+    async def _flush_locked(self, link: _Link) -> None:
+        session, ws = link.session, link.ws
+        if link.cut:
+            return
+        try:
+            if session.conn is not None:
+                messages = session.conn.messages_to_send(SEND_CHUNK_BYTES)
+                session.queued_bytes = 0
+                while messages and not link.close_sent:
+                    await self._send(link, messages.pop(0))
+                closed = session.conn.closed
+                code, reason = session.conn.close_code, session.conn.close_reason
+            else:
+                while session.outbox and not link.close_sent:
+                    message = session.outbox.pop(0)
+                    session.record.bytes_sent += len(message)
+                    await self._send(link, message)
+                session.queued_bytes = 0
+                closed = session.close_code is not None
+                code, reason = session.close_code, session.close_reason
+            if closed and not link.close_sent:
                 link.close_sent = True
+                if session.kind == "yjs":
+                    # Not awaited: _serve_yjs reads on (and drops) what the follower still
+                    # sends, or its close frame would wait behind a full receive queue
+                    # until the close timeout (a flood's close came 10 s late).
+                    self._spawn(ws.close(_close_code(code, follower=True), _close_reason(reason)))
+                else:
+                    await ws.close(_close_code(code), _close_reason(reason))
+        except _Stalled as stalled:
+            self._cut(link, stalled.seconds)
+        except (ConnectionClosed, WebSocketException, OSError):
+            link.close_sent = True
+
+    async def _send(self, link: _Link, message: bytes) -> None:
+        """Send one message; raise :class:`_Stalled` if the peer stops reading it.
+
+        Time-bounded, not only size-bounded: while the send waits for the
+        socket, the transport's write buffer must shrink at least once every
+        ``RateLimits.max_send_stall_s`` seconds.
+        """
+        ws, stall = link.ws, self.core.limits.max_send_stall_s
+        if not stall:
+            await ws.send(message)
+            return
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(ws.send(message))
+        transport = ws.transport
+        last = transport.get_write_buffer_size()
+        since = loop.time()
+        tick = min(0.25, stall / 4)
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=tick)
+            if done:
+                task.result()
+                return
+            size, now = transport.get_write_buffer_size(), loop.time()
+            if size < last:
+                last, since = size, now
+            elif now - since >= stall:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+                raise _Stalled(now - since)
+
+    def _cut(self, link: _Link, seconds: float) -> None:
+        """The peer does not read: drop what it was sent and abort its socket.
+
+        The close code and reason go to the sync log (a close frame could not
+        reach a peer that does not read).
+        """
+        session = link.session
+        link.cut = link.close_sent = True
+        reason = f"not reading: nothing could be sent for {seconds:.0f} s; reconnect to catch up"
+        session.record.error = session.record.error or f"{CLOSE_RATE_LIMIT}: {reason}"
+        self.core.fail(session, CLOSE_RATE_LIMIT, reason)
+        if session.conn is not None:
+            session.conn.discard_output()
+        session.outbox.clear()
+        session.queued_bytes = 0
+        log.warning("session %s: cut: %s", session.id, reason)
+        link.ws.transport.abort()
 
     async def _serve_sync(self, link: _Link) -> None:
         session = link.session
@@ -416,15 +506,15 @@ class RelayServer:
             return
         self.core.welcome(session, hello, token, facts)
 
-    async def _serve_yjs(self, link: _Link, tenant: str, doc: str, token: str | None) -> None:
+    async def _serve_yjs(
+        self, link: _Link, tenant: str | None, doc: str | None, token: str | None
+    ) -> None:
         session, ws = link.session, link.ws
         facts = await asyncio.to_thread(lookup_follower, self.store, tenant, doc, token)
         status, record, grants = self.core.yjs_auth(tenant, doc, facts)
-        if status != 200 or record is None:
-            await ws.close(
-                CLOSE_AUTH if status == 401 else CLOSE_FORBIDDEN,
-                "bad or revoked token" if status == 401 else "forbidden",
-            )
+        if status != 200 or record is None or tenant is None or doc is None:
+            self.core.yjs_refuse(session, tenant, doc, status, record)
+            await self._flush(link)
             return
         self.core.yjs_open(session, tenant, doc, record, grants)
         await self._flush(link)
@@ -432,10 +522,16 @@ class RelayServer:
             return
         try:
             async for message in ws:
-                self.core.yjs_receive(session, message, time.monotonic())
-                await self._flush(link)
                 if session.close_code is not None:
-                    break
+                    continue  # closing: dropped until the follower's close frame is read
+                now = time.monotonic()
+                # a y-protocols message is one frame: charged per frame and per byte
+                refusal = self.core.policy.charge(session, 1, len(message), now)
+                if refusal is not None:
+                    self.core.fail(session, *refusal)
+                else:
+                    self.core.yjs_receive(session, message, now)
+                await self._flush(link)
         except ConnectionClosed:
             pass
         if session.close_code is None:
@@ -458,6 +554,31 @@ class RelayServer:
                 self.docs.sweep()
                 next_sweep = loop.time() + interval
             try:
+                self.docs.expire_gaps()
+                self.core.yjs_tick(loop.time())
                 self.core.retry_reviews()
             except Exception:  # a bug must not stop the sweeps
-                log.exception("retrying central reviews failed")
+                log.exception("expiring gapped updates or retrying central reviews failed")
+
+    async def _revocation_watch(self) -> None:
+        """Close open sessions whose token was revoked since they authenticated."""
+        while True:
+            await asyncio.sleep(self.revocation_check_seconds)
+            ids = self.core.open_token_ids()
+            if not ids:
+                continue
+            try:
+                revoked = await asyncio.to_thread(self._revoked_among, ids)
+            except Exception:  # the store's trouble must not stop the watch
+                log.exception("checking open sessions' tokens for revocation failed")
+                continue
+            if revoked:
+                self.core.close_revoked(revoked)
+
+    def _revoked_among(self, token_ids: set[str]) -> set[str]:
+        revoked = set()
+        for token_id in token_ids:
+            record = self.store.get_token(token_id)
+            if record is None or record.revoked:
+                revoked.add(token_id)
+        return revoked

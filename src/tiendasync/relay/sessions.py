@@ -21,11 +21,10 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import msgpack
-
 from tiendasync.errors import ConfigError, InvalidArgument, RemoteProtocolError
 from tiendasync.model.config import DEFAULT_PRIORITIES, StoreConfig
 from tiendasync.model.docnames import data_type_of
+from tiendasync.model.grants import GRANTS_KEY
 from tiendasync.protocol import (
     CLOSE_AUTH,
     CLOSE_FORBIDDEN,
@@ -38,10 +37,12 @@ from tiendasync.protocol import (
     RelayConnection,
     UpdateReceived,
 )
+from tiendasync.protocol.frames import count_frames
 from tiendasync.protocol.statevector import decode_state_vector, missing_from
 from tiendasync.protocol.yjs_update import MalformedUpdate, parse_update
 from tiendasync.relay.docs import DocCache, ends_of
 from tiendasync.relay.fanout import Fanout
+from tiendasync.relay.ownership import OwnershipGate, writer_of
 from tiendasync.relay.policy import NO_GRANTS, Grants, Policy, replica_token_fits, store_config
 from tiendasync.relay.state import HelloFacts, RelaySession
 from tiendasync.relay.storage import TokenRecord
@@ -49,26 +50,6 @@ from tiendasync.relay.storage import TokenRecord
 __all__ = ["SyncSessions"]
 
 log = logging.getLogger("tiendasync.relay")
-
-
-def _truncated(message: bytes) -> bool:
-    """True if ``message`` ends inside a msgpack object.
-
-    Over websockets every message carries whole frames (see
-    ``protocol.frames``), so a partial frame at the end of a message is an
-    error now rather than a stall.  Malformed bytes are left to the decoder.
-    """
-    unpacker = msgpack.Unpacker(max_buffer_size=max(len(message), 1))
-    unpacker.feed(message)
-    whole = 0
-    try:
-        while True:
-            unpacker.skip()
-            whole = unpacker.tell()
-    except msgpack.OutOfData:
-        return whole != len(message)
-    except (ValueError, msgpack.UnpackException):  # malformed: the decoder reports it
-        return False
 
 
 class SyncSessions:
@@ -83,6 +64,7 @@ class SyncSessions:
         *,
         max_update_bytes: int,
         on_output: Callable[[RelaySession], None],
+        gate: OwnershipGate,
     ) -> None:
         self.docs = docs
         self.fanout = fanout
@@ -90,6 +72,7 @@ class SyncSessions:
         self.sessions = sessions
         self.max_update_bytes = max_update_bytes
         self._on_output = on_output
+        self.gate = gate
 
     # -- incoming bytes --------------------------------------------------------------------
 
@@ -99,17 +82,7 @@ class SyncSessions:
         """Bytes of one websocket message: returns the HELLO the pump must look up, if any."""
         conn = session.conn
         assert conn is not None
-        if self.policy.over_message_rate(session, now):
-            conn.fail(CLOSE_RATE_LIMIT, self.policy.message_rate_reason)
-        elif isinstance(message, str):
-            conn.fail(CLOSE_PROTOCOL, "text frames are not part of the protocol")
-        elif _truncated(message):
-            conn.receive_data(message)  # counts the bytes; reports malformed input
-            conn.fail(
-                CLOSE_PROTOCOL, "truncated frame: a websocket message must carry whole frames"
-            )
-        else:
-            conn.receive_data(message)
+        self._take(session, conn, message, now)
         hello: Hello | None = None
         for event in conn.events():
             if conn.closed and not isinstance(event, ProtocolFailure):
@@ -117,11 +90,40 @@ class SyncSessions:
             if isinstance(event, Hello):
                 hello = event
             elif isinstance(event, UpdateReceived):
+                # Documents per session, replica and tenant: counted per frame.
+                refusal = self.policy.doc_refusal(session, event.doc)
+                if refusal is not None:
+                    conn.fail(*refusal)
+                    continue
                 self._guarded(session, "UpdateReceived", self._on_update, session, event)
             elif isinstance(event, ProtocolFailure):
                 log.info("session %s: protocol failure %s %s", session.id, event.code, event.reason)
         self._on_output(session)
         return hello
+
+    def _take(
+        self, session: RelaySession, conn: RelayConnection, message: bytes | str, now: float | None
+    ) -> None:
+        """Feed one message to ``conn`` unless a limit refuses it (then ``conn`` fails)."""
+        if self.policy.over_message_rate(session, now):
+            conn.fail(CLOSE_RATE_LIMIT, self.policy.message_rate_reason)
+            return
+        if isinstance(message, str):
+            conn.fail(CLOSE_PROTOCOL, "text frames are not part of the protocol")
+            return
+        # Charged per frame and per byte before anything is decoded.
+        frames, whole = count_frames(message)
+        refusal = self.policy.charge(session, frames, len(message), now)
+        if refusal is None and conn.state == "new":
+            refusal = self.policy.hello_refusal(len(message))
+        if refusal is not None:
+            conn.fail(*refusal)
+            return
+        conn.receive_data(message)  # counts the bytes; reports malformed input
+        if not whole:
+            conn.fail(
+                CLOSE_PROTOCOL, "truncated frame: a websocket message must carry whole frames"
+            )
 
     def _guarded(
         self, session: RelaySession, what: str, fn: Callable[..., None], *args: Any
@@ -199,7 +201,7 @@ class SyncSessions:
             rec.error = "too many connections with this token"  # (raced another HELLO)
             conn.reject(CLOSE_RATE_LIMIT, rec.error)
             return
-        grants, config = self._grants(hello, facts.config)
+        grants, config = self._grants(hello, facts.config, token.location)
         replica_svs: dict[str, dict[int, int]] = {}
         for doc, sv in hello.state_vectors.items():
             try:
@@ -209,11 +211,18 @@ class SyncSessions:
                 return
         session.tenant, session.replica_id = hello.tenant, hello.replica_id
         session.token_id = token.id
+        session.location = token.location
         session.client_id = hello.client_id
         session.grants = grants
         session.owned = set(facts.owned)
+        self.policy.seed(hello.tenant, session.writer_name, facts.state_vectors, facts.owned)
         relay_svs = {doc: sv for doc, sv in facts.state_vectors.items() if grants.can_read(doc)}
-        conn.accept(session.id, relay_svs, None if config is None else config.to_dict())
+        # Only what the replica may read, within the WELCOME's bounds (the
+        # catch-up below still covers every readable document).
+        announced = self.policy.welcome_state_vectors(relay_svs, hello.state_vectors)
+        # The write grants ride along, so the replica sends only what it may write.
+        told = {} if config is None else config.to_dict()
+        conn.accept(session.id, announced, {**told, GRANTS_KEY: grants.writes.to_wire()})
         self.fanout.subscribe(session, hello.tenant)
         log.info(
             "session %s: %s/%s connected (client id %s)",
@@ -225,9 +234,11 @@ class SyncSessions:
         self._catch_up(session, hello, relay_svs, replica_svs, config)
 
     @staticmethod
-    def _grants(hello: Hello, raw: dict[str, Any] | None) -> tuple[Grants, StoreConfig | None]:
+    def _grants(
+        hello: Hello, raw: dict[str, Any] | None, location: str | None
+    ) -> tuple[Grants, StoreConfig | None]:
         try:
-            return Grants.from_config(raw), store_config(raw)
+            return Grants.from_config(raw, location), store_config(raw)
         except ConfigError as exc:
             log.error("replica %s/%s has a bad config: %s", hello.tenant, hello.replica_id, exc)
             return NO_GRANTS, None
@@ -294,15 +305,15 @@ class SyncSessions:
             conn.fail(*refusal)
             return
         try:
-            parsed = parse_update(data)
+            parsed = parse_update(data, items=True)
         except MalformedUpdate as exc:
             conn.fail(CLOSE_PROTOCOL, str(exc)[:300])
             return
-        clocks = self.docs.get(session.tenant, doc).clocks()
-        for r in parsed.structs:
-            if r.client not in session.owned and r.end > clocks.get(r.client, 0):
-                conn.fail(CLOSE_FORBIDDEN, "update contains items of another writer")
-                return
+        refused = self.gate.refusal(session.tenant, doc, parsed, writer_of(session))
+        if refused is not None:
+            session.record.error = refused.reason
+            conn.fail(refused.code, refused.reason)
+            return
         result = self.docs.apply(session.tenant, doc, data, ends_of(parsed))
         acks = sorted(c for c in parsed.writer_clients if c in session.owned)
         if not acks and session.client_id is not None:

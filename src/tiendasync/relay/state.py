@@ -15,7 +15,7 @@ from typing import Any
 from tiendasync.protocol import RelayConnection
 from tiendasync.relay.broker import Unsubscribe
 from tiendasync.relay.docs import RelayDoc
-from tiendasync.relay.policy import Grants, TokenBucket
+from tiendasync.relay.policy import Grants, SessionMeter, TokenBucket
 from tiendasync.relay.storage import AppendEntry, SessionRecord, TokenRecord
 
 __all__ = ["FollowerFacts", "HelloFacts", "PendingWrite", "RelaySession", "fail"]
@@ -31,6 +31,8 @@ class RelaySession:
     conn: RelayConnection | None = None
     tenant: str | None = None
     replica_id: str | None = None
+    #: The location the session's token is for (None: not tied to one).
+    location: str | None = None
     grants: Grants = field(default_factory=Grants)
     owned: set[int] = field(default_factory=set)
     client_id: int | None = None
@@ -47,6 +49,8 @@ class RelaySession:
     token_id: str | None = None
     #: messages-per-second bucket, created on the first message
     bucket: TokenBucket | None = None
+    #: frame and byte buckets, documents created (``Policy``), created on first use
+    meter: SessionMeter | None = None
 
     @property
     def open(self) -> bool:

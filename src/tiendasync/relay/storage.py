@@ -77,6 +77,16 @@ class RelayStore(Protocol):
         ...
 
     def load_doc(self, tenant: str, doc: str) -> DocHistory: ...
+    def update_origins(self, tenant: str, doc: str, after_seq: int) -> dict[int, tuple[str, float]]:
+        """Who wrote each logged update of ``doc`` after ``after_seq``, and when the relay
+        stored it: ``{seq: (writer name, received_at)}`` (read-only; for the console)."""
+        ...
+
+    def doc_writers(self, tenant: str) -> list[tuple[str, str, float]]:
+        """``(doc, writer name, last received_at)`` for every writer of the tenant's
+        logged updates (read-only; the console places tills at their stores with it)."""
+        ...
+
     def put_snapshot(self, tenant: str, doc: str, data: bytes, upto_seq: int) -> None: ...
     def state_vectors(self, tenant: str) -> dict[str, bytes]: ...
     def all_state_vectors(self) -> dict[tuple[str, str], bytes]:
@@ -210,7 +220,7 @@ class SqliteRelayStore:
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO tokens (id, token_hash, tenant, replica_id, admin, created_at, "
-                "revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "revoked_at, location) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.id,
                     record.token_hash,
@@ -219,16 +229,17 @@ class SqliteRelayStore:
                     int(record.admin),
                     record.created_at,
                     record.revoked_at,
+                    record.location,
                 ),
             )
 
     @staticmethod
     def _token(row: Sequence[Any]) -> TokenRecord:
-        return TokenRecord(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6])
+        return TokenRecord(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6], row[7])
 
     def get_token(self, token_id: str) -> TokenRecord | None:
         rows = self._read(
-            "SELECT id, token_hash, tenant, replica_id, admin, created_at, revoked_at "
+            "SELECT id, token_hash, tenant, replica_id, admin, created_at, revoked_at, location "
             "FROM tokens WHERE id = ?",
             (token_id,),
         )
@@ -236,7 +247,7 @@ class SqliteRelayStore:
 
     def list_tokens(self) -> list[TokenRecord]:
         rows = self._read(
-            "SELECT id, token_hash, tenant, replica_id, admin, created_at, revoked_at "
+            "SELECT id, token_hash, tenant, replica_id, admin, created_at, revoked_at, location "
             "FROM tokens ORDER BY created_at, id"
         )
         return [self._token(r) for r in rows]
@@ -329,6 +340,22 @@ class SqliteRelayStore:
                 (tenant, doc, upto),
             )
         return DocHistory(snapshot, upto, [(int(s), bytes(d)) for s, d in rows])
+
+    def update_origins(self, tenant: str, doc: str, after_seq: int) -> dict[int, tuple[str, float]]:
+        rows = self._read(
+            "SELECT seq, replica, received_at FROM updates WHERE tenant = ? AND doc = ? "
+            "AND seq > ? ORDER BY seq",
+            (tenant, doc, after_seq),
+        )
+        return {int(s): (r or "", float(at)) for s, r, at in rows}
+
+    def doc_writers(self, tenant: str) -> list[tuple[str, str, float]]:
+        rows = self._read(
+            "SELECT doc, replica, MAX(received_at) FROM updates WHERE tenant = ? "
+            "AND replica IS NOT NULL GROUP BY doc, replica",
+            (tenant,),
+        )
+        return [(d, r, float(at)) for d, r, at in rows]
 
     def put_snapshot(self, tenant: str, doc: str, data: bytes, upto_seq: int) -> None:
         """Replace the snapshot and drop the log it covers, in one transaction."""

@@ -5,20 +5,31 @@ conflict, so they replicate to every store like any other data.  The relay is
 authoritative: its writer replica reviews the keys each update touched,
 opens, updates and self-heals conflicts.  Resolutions are compensating writes
 (an adjustment, a recount, a transfer, voiding sales, restoring or remapping a
-product), never edits of history; they can be made on the relay (admin API,
-console) or on any store (``replica.queue.resolve``).
+product), never edits of history, and only the relay makes them: on the relay
+(admin API, console) at once; on a store (``replica.queue.resolve``) as a
+*request*, a record in ``resolutions/<the store's location>``, which the relay
+applies when it receives it, if the conflict is at that location or names
+the requesting replica (:meth:`ConflictBook.apply_request`).  Until then the
+store's copy of the conflict shows the request (:attr:`Conflict.requested`).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from tiendasync.errors import ConflictClosed, ConflictNotFound, InvalidArgument
-from tiendasync.model.actions import ACTIONS, CATALOG_REVIEW, check_params, get_action
-from tiendasync.model.docnames import CONFLICTS, stock_doc
+from tiendasync.crdt.lww import FieldWrite
+from tiendasync.errors import ConflictClosed, ConflictNotFound, InvalidArgument, TiendaSyncError
+from tiendasync.model.actions import (
+    ACTIONS,
+    CATALOG_REVIEW,
+    Action,
+    check_params,
+    get_action,
+)
+from tiendasync.model.docnames import CONFLICTS, resolutions_doc, stock_doc
 from tiendasync.model.names import check_name
 from tiendasync.store.boundary import public_api
 from tiendasync.store.core import ReplicaCore, WriteSpec
@@ -36,6 +47,7 @@ __all__ = [
     "Rules",
     "count_open_for",
     "mirror_to_queue",
+    "request_id",
 ]
 
 _DATA_TYPE_OF_INVARIANT = {
@@ -64,6 +76,10 @@ class Conflict:
     resolution: dict[str, Any] | None = None
     history: tuple[dict[str, Any], ...] = field(default=())
     details: dict[str, Any] = field(default_factory=dict)
+    #: On a store: its location's request to resolve this conflict, not yet
+    #: applied by the relay (``action``, ``params``, ``by``, ``note``, ``at``,
+    #: ``request``: its id), else ``None``.
+    requested: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -95,6 +111,20 @@ class Conflict:
             history=tuple(f.get("history", ())),
             details=dict(f.get("details", {})),
         )
+
+
+def request_id(write: FieldWrite) -> str:
+    """A resolution request's identity: the timestamp of its ``action`` field.
+
+    A store that asks again writes a newer timestamp, so a new request; the
+    relay applies each request id at most once (it records the id in the
+    conflict's history).
+    """
+    return f"{write.wall_ms}.{write.counter}.{write.replica_id}.{write.writer}"
+
+
+def _handled(c: Conflict, rid: str) -> bool:
+    return any(isinstance(h, dict) and h.get("request") == rid for h in c.history)
 
 
 class ReplicaState:
@@ -155,6 +185,13 @@ class ConflictBook:
         self._core = core
         self._rules = rules
         self._compensator = compensator
+        #: Resolutions are applied here (the relay's writer), not requested.
+        self.authoritative = False
+
+    def make_authoritative(self) -> None:
+        """This book is the relay's: it applies resolutions and stores' requests."""
+        self.authoritative = True
+        self._core.changes.collect_requests = True
 
     @property
     def invariants(self) -> list[Invariant]:
@@ -176,9 +213,22 @@ class ConflictBook:
         check_name(conflict_id, "conflict id")
         with self._core.lock:
             fields = self._core.conflicts().get(conflict_id)
-        if fields is None:
-            raise ConflictNotFound(f"no conflict {conflict_id!r}")
-        return Conflict.from_fields(conflict_id, fields)
+            if fields is None:
+                raise ConflictNotFound(f"no conflict {conflict_id!r}")
+            return self._with_request(Conflict.from_fields(conflict_id, fields))
+
+    def _with_request(self, c: Conflict) -> Conflict:
+        """``c`` with this store's pending request to resolve it (call under the lock)."""
+        core = self._core
+        if self.authoritative or c.status != "open":
+            return c
+        if resolutions_doc(core.location) not in core.docs:
+            return c
+        requests = core.resolutions(core.location)
+        fields, write = requests.get(c.id), requests.winner(c.id, "action")
+        if fields is None or write is None or _handled(c, request_id(write)):
+            return c
+        return replace(c, requested={**fields, "request": request_id(write)})
 
     def list(
         self,
@@ -194,7 +244,7 @@ class ConflictBook:
         with self._core.lock:
             m = self._core.conflicts()
             found = [
-                Conflict.from_fields(cid, f)
+                self._with_request(Conflict.from_fields(cid, f))
                 for cid in list(m.records())
                 if (f := m.get(cid)) is not None
             ]
@@ -380,44 +430,149 @@ class ConflictBook:
         each case nothing is written.
         """
         spec = get_action(action)
+        with self._core.lock:
+            c = self.get(conflict_id)
+            checked = self._checked(c, spec, params)
+            if self.authoritative:
+                self._apply(c, action, checked, params, by=by, note=note)
+            else:
+                self._request(c, action, params, by=by, note=note)
+            return self.get(c.id)
+
+    def _checked(self, c: Conflict, spec: Action, params: dict[str, Any]) -> dict[str, Any]:
+        if c.status != "open":
+            raise ConflictClosed(f"conflict {c.id} is already {c.status}")
+        checked = check_params(spec, params)
+        if not spec.applies(c.invariant):
+            raise InvalidArgument(
+                f"action {spec.name!r} does not apply to a {c.invariant} conflict"
+            )
+        return checked
+
+    def _request(
+        self, c: Conflict, action: str, params: dict[str, Any], *, by: str | None, note: str | None
+    ) -> None:
+        """A store asks the relay to resolve ``c``: one record in its location's requests."""
+        core = self._core
+        fields = {
+            "action": action,
+            "params": params,
+            "by": by or core.replica_id,
+            "note": note,
+            "at": core.now(),
+        }
+        doc_name = resolutions_doc(core.location)
+
+        def mutate() -> None:
+            doc = core.docs.doc(doc_name)
+            with doc.transaction(origin="local"):
+                core.resolutions(core.location).set(c.id, fields, core.hlc.now())
+
+        core.local_write(
+            WriteSpec("resolution", "resolutions", f"request to resolve {c.id} with {action}"),
+            mutate,
+        )
+
+    def _apply(
+        self,
+        c: Conflict,
+        action: str,
+        checked: dict[str, Any],
+        params: dict[str, Any],
+        *,
+        by: str | None,
+        note: str | None,
+        request: dict[str, Any] | None = None,
+    ) -> None:
+        """The relay resolves ``c``: the compensating writes, then the conflict record."""
+        core = self._core
+        self._compensator.apply(c, action, checked)
+        now = core.now()
+        still = self._still_violated(c)
+        resolution = {
+            "action": action,
+            "params": params,
+            "by": by or core.replica_id,
+            "note": note,
+            "at": now,
+        }
+        event: dict[str, Any] = {
+            "at": now,
+            "event": "resolved",
+            "action": action,
+            "by": resolution["by"],
+            "note": note,
+        }
+        if request is not None:
+            event["request"] = request["request"]
+            event["location"] = request["location"]
+            event["requested_by"] = request["replica"]
+        fields: dict[str, Any] = {
+            "updated_at": now,
+            "resolution": resolution,
+            "status": "open" if still and action != "accept" else "resolved",
+            "observed": self._observed(c),
+            "history": [*c.history, event],
+        }
+        self._write({c.id: fields}, f"resolve {c.id} with {action}")
+
+    def apply_request(self, location: str, conflict_id: str) -> str | None:
+        """Apply the request stores at ``location`` made to resolve ``conflict_id`` (the relay).
+
+        Allowed when the conflict is at ``location`` or names the requesting
+        replica among those involved.  Each request id is applied at most
+        once.  Returns ``None`` if it was applied (or there was nothing new to
+        apply), else why it was refused; a refusal is recorded in the
+        conflict's history, so the store sees it after its next sync.
+        """
         core = self._core
         with core.lock:
-            c = self.get(conflict_id)
-            if c.status != "open":
-                raise ConflictClosed(f"conflict {conflict_id} is already {c.status}")
-            checked = check_params(spec, params)
-            if not spec.applies(c.invariant):
-                raise InvalidArgument(
-                    f"action {action!r} does not apply to a {c.invariant} conflict"
-                )
-            self._compensator.apply(c, action, checked)
+            if resolutions_doc(location) not in core.docs:
+                return None
+            requests = core.resolutions(location)
+            fields, write = requests.get(conflict_id), requests.winner(conflict_id, "action")
+            record = core.conflicts().get(conflict_id)
+            if fields is None or write is None or record is None:
+                return None  # no request, or for no conflict of ours: nothing to do
+            c = Conflict.from_fields(conflict_id, record)
+            rid = request_id(write)
+            if _handled(c, rid):
+                return None
+            request = {"request": rid, "location": location, "replica": write.replica_id}
+            reason = self._request_refusal(c, location, write.replica_id)
+            if reason is None:
+                try:
+                    spec = get_action(fields.get("action"))
+                    params = fields.get("params")
+                    if not isinstance(params, dict):
+                        raise InvalidArgument("a request's params are an object")
+                    checked = self._checked(c, spec, params)
+                    by, note = fields.get("by"), fields.get("note")
+                    self._apply(
+                        c,
+                        spec.name,
+                        checked,
+                        params,
+                        by=f"{by if isinstance(by, str) else write.replica_id}",
+                        note=note if isinstance(note, str) else None,
+                        request=request,
+                    )
+                    return None
+                except TiendaSyncError as exc:
+                    reason = str(exc)[:300]
             now = core.now()
-            still = self._still_violated(c)
-            resolution = {
-                "action": action,
-                "params": params,
-                "by": by or core.replica_id,
-                "note": note,
-                "at": now,
-            }
-            fields: dict[str, Any] = {
-                "updated_at": now,
-                "resolution": resolution,
-                "status": "open" if still and action != "accept" else "resolved",
-                "observed": self._observed(c),
-                "history": [
-                    *c.history,
-                    {
-                        "at": now,
-                        "event": "resolved",
-                        "action": action,
-                        "by": resolution["by"],
-                        "note": note,
-                    },
-                ],
-            }
-            self._write({c.id: fields}, f"resolve {c.id} with {action}")
-            return self.get(c.id)
+            refused = {"at": now, "event": "request_refused", "reason": reason, **request}
+            self._write(
+                {c.id: {"updated_at": now, "history": [*c.history, refused]}},
+                f"refuse request {rid} for {c.id}",
+            )
+            return reason
+
+    @staticmethod
+    def _request_refusal(c: Conflict, location: str, replica: str) -> str | None:
+        if c.location == location or replica in c.replicas:
+            return None
+        return f"conflict {c.id} is not at {location} and does not involve {replica}"
 
     def _still_violated(self, c: Conflict) -> bool:
         if c.invariant == CATALOG_REVIEW:

@@ -46,6 +46,7 @@ from tiendasync.model.docnames import (
     LOCATIONS,
     data_type_of,
     parse_doc,
+    resolutions_doc,
     stock_doc,
 )
 from tiendasync.model.hlc import HLC, Timestamp
@@ -241,6 +242,10 @@ class ReplicaCore:
 
     def conflicts(self) -> LWWMap:
         return self.docs.view(CONFLICTS, LWWMap)
+
+    def resolutions(self, location: str) -> LWWMap:
+        """The requests to resolve conflicts that stores at ``location`` made."""
+        return self.docs.view(resolutions_doc(location), LWWMap)
 
     def counter(self, location: str) -> PNCounter:
         """The stock counters of ``location``."""

@@ -100,6 +100,11 @@ class DocSet:
         assert isinstance(view, kind)
         return view
 
+    def skipped_values(self) -> int:
+        """Values the open views skipped: not valid for their document type (a
+        foreign or corrupt value, which never fails a read or a merge)."""
+        return sum(int(getattr(view, "skipped", 0)) for view in self._views.values())
+
     def track(self, name: str) -> None:
         """Open the view over ``name`` (of its data type's kind) so its changes are recorded."""
         if name not in self._views:

@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from tiendasync.crdt import Ledger, LWWMap, PNCounter
+from tiendasync.crdt.keys import SEP
 from tiendasync.model.docnames import CATALOG, CONFLICTS, parse_doc
-from tiendasync.model.sales import Sale
+from tiendasync.model.sales import Sale, sale_record_problem
 from tiendasync.store.docset import DocSet
 from tiendasync.store.storage import ReplicaStore
 
@@ -32,6 +33,9 @@ class ChangeIndex:
         self.touched: set[Key] = set()
         self.changed_products: set[str] = set()
         self.changed_conflicts: set[str] = set()
+        #: Collect the resolution requests that changed (the relay's writer does).
+        self.collect_requests = False
+        self.changed_requests: set[tuple[str, str]] = set()
 
     def index(self, doc_names: Iterable[str]) -> None:
         """Index what changed in ``doc_names`` (call inside the write's transaction)."""
@@ -50,14 +54,19 @@ class ChangeIndex:
                     self.touched.update((loc, sku) for loc in self._locations_of_sku(sku))
             elif name.data_type == "conflicts":
                 self.changed_conflicts.update(self._docs.view(CONFLICTS, LWWMap).drain_changed())
+            elif name.data_type == "resolutions" and name.location is not None:
+                changed = self._docs.view(doc, LWWMap).drain_changed()
+                if self.collect_requests:
+                    self.changed_requests.update((name.location, cid) for cid in changed)
             else:
                 self._docs.view(doc, LWWMap).drain_changed()
 
     def _index_ledger_key(self, doc: str, location: str, ledger: Ledger, key: str) -> set[Key]:
-        sale_id, _, tag = key.partition("\x1f")
+        sale_id, _, rest = key.partition(SEP)
+        tag = rest.partition(SEP)[0]
         record = ledger.get(sale_id)
-        if record is None:
-            return set()
+        if record is None or sale_record_problem(sale_id, record) is not None:
+            return set()  # not a sale (a foreign value): skipped
         sale = Sale.from_record(sale_id, record, location=location)
         sales = self._storage.sales
         if not tag:
@@ -96,6 +105,11 @@ class ChangeIndex:
 
     def drain_changed_products(self) -> set[str]:
         changed, self.changed_products = self.changed_products, set()
+        return changed
+
+    def drain_changed_requests(self) -> set[tuple[str, str]]:
+        """``(location, conflict id)`` of the resolution requests that changed."""
+        changed, self.changed_requests = self.changed_requests, set()
         return changed
 
     def drain_changed_conflicts(self) -> set[str]:

@@ -52,6 +52,10 @@ class ReplicaStatus:
     last_sync_at: float | None
     open_conflicts: int
     last_error: str | None
+    #: Values in the merged documents that this process skipped because they are
+    #: not valid for their type (a foreign or corrupt write); they never fail a
+    #: sale or a sync.  Not 0: look for a misbehaving replica in the relay's log.
+    skipped_values: int = 0
 
     @property
     def online(self) -> bool:
@@ -140,9 +144,11 @@ class Replica:
             else:
                 client_id = _new_client_id(used, client_id_source)
             saved_hlc = store.get_meta("hlc")
+            now_ms = wall_clock() if wall_clock is not None else time.time_ns() // 1_000_000
+            last_clock, _ = _sane_clock(_saved_clock(store, saved_hlc), now_ms)
             hlc = HLC(
                 identity["replica_id"],
-                last=_saved_clock(store, saved_hlc),
+                last=last_clock,
                 max_drift_ms=max_clock_drift_ms,
                 **({"wall": wall_clock} if wall_clock else {}),
             )
@@ -307,6 +313,7 @@ class Replica:
                 last_sync_at=core.storage.sync_log.last_success(),
                 open_conflicts=count_open_for(self.conflicts, self.location, self.replica_id),
                 last_error=(other or {}).get("error") or core.last_error,
+                skipped_values=core.docs.skipped_values(),
             )
 
     def on_status_change(self, callback: Callable[[ReplicaStatus], None]) -> Callable[[], None]:
@@ -380,6 +387,29 @@ def _identity(store: ReplicaStore, path: str | Path, **given: str | None) -> dic
             raise ConfigError(f"{path} belongs to {key} {saved!r}, not {value!r}")
         identity[key] = saved if saved is not None else str(value)
     return identity
+
+
+#: A saved clock further ahead of the wall clock than this was set by a wrong clock.
+FUTURE_CLOCK_MS = 5 * 60 * 1000
+
+
+def _sane_clock(saved: Timestamp | None, now_ms: int) -> tuple[Timestamp | None, str | None]:
+    """The saved clock, or None (and why) if it is in the future of the wall clock.
+
+    A clock that once ran ahead (a till set ten years forward) must not keep
+    this replica in the future after the clock is fixed: the relay refuses
+    writes dated ahead of its own clock.  Starting again from the wall clock
+    is safe because every open is a new writer (a new client id), whose
+    slots nothing else has written.
+    """
+    if saved is None or saved.wall_ms <= now_ms + FUTURE_CLOCK_MS:
+        return saved, None
+    note = (
+        f"the saved clock ({saved.wall_ms - now_ms} ms ahead of this machine's) was "
+        "set by a wrong clock: starting again from the machine's clock"
+    )
+    log.warning("%s", note)
+    return None, note
 
 
 def _saved_clock(store: ReplicaStore, saved: str | None) -> Timestamp | None:

@@ -22,6 +22,7 @@ from tiendasync.model.sales import (
     SaleLine,
     new_sale_id,
     parse_lines,
+    sale_record_problem,
     sale_time_ms,
 )
 from tiendasync.store.boundary import public_api
@@ -107,7 +108,7 @@ class Sales:
                 return None
             ledger = core.ledger(doc)
             record = ledger.get(sale_id)
-            if record is None:
+            if record is None or sale_record_problem(sale_id, record) is not None:
                 return None
             return Sale.from_record(
                 sale_id,

@@ -12,12 +12,14 @@ it bytes, carry its bytes and pass in the clock its queue timestamps come from.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tiendasync.errors import (
     AuthError,
+    ClockAhead,
     ProtocolError,
     RemoteProtocolError,
     SyncError,
@@ -25,8 +27,10 @@ from tiendasync.errors import (
     UnreachableRelay,
 )
 from tiendasync.model.docnames import data_type_of
+from tiendasync.model.grants import GRANTS_KEY, WriteGrants
 from tiendasync.protocol import (
     CLOSE_AUTH,
+    CLOSE_CLOCK_AHEAD,
     CLOSE_FORBIDDEN,
     CLOSE_INTERNAL,
     MAX_FRAME_BYTES,
@@ -41,12 +45,14 @@ from tiendasync.protocol import (
     Welcome,
 )
 from tiendasync.protocol.statevector import decode_state_vector, encode_state_vector
-from tiendasync.protocol.yjs_update import MalformedUpdate, parse_update
+from tiendasync.protocol.yjs_update import MalformedUpdate, parse_update, restrict_deletes
 
 if TYPE_CHECKING:
     from tiendasync.store.replica import Replica
 
 __all__ = ["ReplicaSync", "SyncReport"]
+
+log = logging.getLogger("tiendasync.sync")
 
 
 @dataclass
@@ -66,6 +72,8 @@ class SyncReport:
     outcome: str = "running"
     error: str | None = None
     received_docs: set[str] = field(default_factory=set)
+    #: Documents with local writes the relay does not let this replica write (not sent).
+    not_granted: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -115,6 +123,8 @@ class ReplicaSync:
         self.done = False
         self.error: TiendaSyncError | None = None
         self.resync: bool | None = None
+        #: What the relay said we may write (``None``: it did not say; send everything).
+        self.grants: WriteGrants | None = None
 
     @property
     def closed(self) -> bool:
@@ -179,9 +189,13 @@ class ReplicaSync:
         """Stream committed local writes (live mode; before WELCOME the catch-up carries them)."""
         if self.conn.state not in ("catching_up", "live"):
             return
+        grants = self.grants
         for doc, data in updates:
-            self.conn.send_update(doc, data)
-            self.report.updates_sent += 1
+            if grants is None or grants.can_write(doc):
+                self.conn.send_update(doc, data)
+                self.report.updates_sent += 1
+        if grants is not None:
+            self._withhold(grants.refused({doc for doc, _ in updates}))
         self._mark_sent()
 
     def send_others(self, updates: list[tuple[str, bytes]]) -> None:
@@ -207,8 +221,10 @@ class ReplicaSync:
     def _handle(self, event: Any) -> None:
         if isinstance(event, Welcome):
             self.report.session_id = event.session_id
-            if event.config:
-                self.core.adopt_central_config(event.config)
+            central = dict(event.config or {})
+            self.grants = WriteGrants.from_wire(central.pop(GRANTS_KEY, None))
+            if central:
+                self.core.adopt_central_config(central)
             self._send_catch_up(event.state_vectors)
             self.core.set_connection_state("syncing")
         elif isinstance(event, Ack):
@@ -222,15 +238,9 @@ class ReplicaSync:
         elif isinstance(event, SyncRequested):
             self.resync = event.full
         elif isinstance(event, ProtocolFailure):
-            if event.code == CLOSE_AUTH:
-                self.error = AuthError(f"relay refused us: {event.reason}")
-            elif event.code == CLOSE_FORBIDDEN:
-                self.error = AuthError(f"relay forbids this: {event.reason}")
+            self.error = _failure_error(event)
+            if event.code in (CLOSE_FORBIDDEN, CLOSE_CLOCK_AHEAD):
                 self._mark_refused(f"relay refused: {event.reason}")
-            elif event.code == CLOSE_INTERNAL:
-                self.error = SyncError(f"relay error: {event.reason}")
-            else:
-                self.error = ProtocolError(event.reason, event.code)
         elif isinstance(event, ConnectionClosed):
             self.error = UnreachableRelay(f"relay closed the session: {event.reason}")
 
@@ -241,6 +251,7 @@ class ReplicaSync:
             self.replica.doc_names(), key=lambda d: (-config.priority(data_type_of(d)), d)
         )
         self.report.docs = len(docs)
+        withheld: list[str] = []
         for doc in docs:
             local = decode_state_vector(self.replica.state_vector(doc))
             relay = decode_state_vector(relay_svs[doc]) if doc in relay_svs else {}
@@ -252,17 +263,37 @@ class ReplicaSync:
             ours = {c: k for c, k in local.items() if c in self.own_ids and k > relay.get(c, 0)}
             if not ours and not self.full:
                 continue
+            if self.grants is not None and not self.grants.can_write(doc):
+                if ours:
+                    withheld.append(doc)
+                continue
             # Claim the relay has every other writer's items: the relay only
             # accepts our own items from us, and the diff still carries deletes.
             target = {c: (relay.get(c, 0) if c in self.own_ids else k) for c, k in local.items()}
-            update = self.replica.diff(doc, encode_state_vector(target))
+            # ... and only our own deletes: the relay refuses deletes of other writers'
+            # items that it has not deleted itself.
+            update = restrict_deletes(
+                self.replica.diff(doc, encode_state_vector(target)), self.own_ids.__contains__
+            )
             self.conn.send_update(doc, update)
             self.report.updates_sent += 1
             for client, clock in ours.items():
                 self.expected[(doc, client)] = clock
+        self._withhold(withheld)
         self._mark_sent()
 
     # -- the outbox ------------------------------------------------------------------------
+
+    def _withhold(self, docs: list[str]) -> None:
+        """Writes to ``docs``, which the relay does not let us write, are not sent:
+        their queue entries become errors that say so; the rest syncs on."""
+        if not docs:
+            return
+        self.report.not_granted = sorted({*self.report.not_granted, *docs})
+        reason = f"not sent: this store may not write {', '.join(docs)[:300]} (relay grants)"
+        log.warning("%s", reason)
+        with self.core.transaction():
+            self.core.storage.outbox.mark_not_granted(docs, reason, self.clock())
 
     def _mark_sent(self) -> None:
         with self.core.transaction():
@@ -287,3 +318,16 @@ class ReplicaSync:
         if all(self.acked.get(k, 0) >= clock for k, clock in self.expected.items()):
             self.done = True
             self.conn.bye("synced")
+
+
+def _failure_error(event: ProtocolFailure) -> TiendaSyncError:
+    """The error a session ends with when the relay closes it with ``event``."""
+    if event.code == CLOSE_AUTH:
+        return AuthError(f"relay refused us: {event.reason}")
+    if event.code == CLOSE_FORBIDDEN:
+        return AuthError(f"relay forbids this: {event.reason}")
+    if event.code == CLOSE_CLOCK_AHEAD:
+        return ClockAhead(f"relay refused our writes: {event.reason}")
+    if event.code == CLOSE_INTERNAL:
+        return SyncError(f"relay error: {event.reason}")
+    return ProtocolError(event.reason, event.code)

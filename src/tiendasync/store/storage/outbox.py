@@ -110,6 +110,20 @@ class OutboxTable:
         )
         return int(cur.rowcount)
 
+    def mark_not_granted(self, docs: list[str], reason: str, now: float) -> int:
+        """Unacknowledged entries writing one of ``docs`` become ``error`` with ``reason``
+        (the relay does not let this replica write those documents); returns how many."""
+        if not docs:
+            return 0
+        marks = ", ".join("?" * len(docs))
+        cur = self.conn.execute(
+            "UPDATE queue SET status = 'error', error = ?, updated_at = ? "
+            "WHERE status IN ('pending', 'sent') AND id IN ("
+            f"SELECT entry_id FROM queue_clocks WHERE acked = 0 AND doc IN ({marks}))",
+            (reason[:500], now, *docs),
+        )
+        return int(cur.rowcount)
+
     def acknowledge(self, doc: str, client_id: int, clock: int, now: float) -> int:
         """The relay durably holds ``doc`` up to ``clock`` of ``client_id``.
 

@@ -92,6 +92,21 @@ class SalesIndex:
         ).fetchall()
         return [(str(a), str(b), int(c), int(d), int(e)) for a, b, c, d, e in rows]
 
+    def lines_of(
+        self, location: str, sku: str
+    ) -> list[tuple[str, str, str, int, int, bool, str | None]]:
+        """Every sale line of ``sku`` at ``location``, voided and remapped ones too, and the
+        lines remapped *to* ``sku``: ``(sale id, replica, sku, quantity, at ms, voided,
+        remapped_to)``, oldest first (what the console's timeline shows)."""
+        rows = self.conn.execute(
+            "SELECT sale_id, replica, sku, quantity, at_ms, voided, remapped_to FROM sale_lines "
+            "WHERE location = ? AND (sku = ? OR remapped_to = ?) ORDER BY at_ms, sale_id",
+            (location, sku, sku),
+        ).fetchall()
+        return [
+            (str(a), str(b), str(c), int(d), int(e), bool(f), g) for a, b, c, d, e, f, g in rows
+        ]
+
     def locations_of_sku(self, sku: str) -> set[str]:
         """Locations where ``sku`` was ever sold."""
         rows = self.conn.execute(

@@ -58,7 +58,7 @@
       'login.expired': 'La sesión terminó: vuelva a introducir el token.',
       'login.checking': 'Comprobando…',
       'stores.title': 'Tiendas', 'stores.none': 'Todavía no hay tiendas con token en este cliente.',
-      online: 'En línea', offline: 'Desconectada', 'stores.count': '{n} tiendas, {on} en línea',
+      online: 'En línea', offline: 'Desconectada',
       last_sync: 'Última sincronización', never: 'nunca', outcome: 'Resultado',
       duration: 'Duración', updates_inout: 'Actualizaciones (recibidas / enviadas)',
       bytes_inout: 'Bytes (recibidos / enviados)', docs: 'Documentos',
@@ -78,7 +78,7 @@
       'conflicts.title': 'Cola de conflictos', 'conflicts.none': 'No hay conflictos con estos filtros.',
       'conflicts.count': '{n} conflictos', filters: 'Filtros', status: 'Estado', all: 'Todos',
       'st.open': 'Abierto', 'st.resolved': 'Resuelto', 'st.self_healed': 'Resuelto solo',
-      min_priority: 'Prioridad mínima', store: 'Tienda', all_stores: 'Todas las tiendas',
+      min_priority: 'Prioridad mínima', store: 'Tienda', all_stores: 'Todas las tiendas', all_tills: 'Todas las cajas',
       priority: 'Prioridad', invariant: 'Invariante', location: 'Ubicación', sku: 'SKU',
       observed: 'Valor observado', stores: 'Tiendas', sales: 'Ventas', opened: 'Abierto',
       updated_at: 'Actualizado', open_it: 'Abrir', open_count_live: '{n} conflictos abiertos',
@@ -114,11 +114,42 @@
       limit: 'Mostrar', 'units': 'uds.', yes: 'sí', no: 'no', 'running': 'en curso',
       'ago.s': 'hace {n} s', 'ago.m': 'hace {n} min', 'ago.h': 'hace {n} h', 'ago.d': 'hace {n} d',
       'conflicts.count.one': '1 conflicto', 'log.count.one': '1 sesión',
-      'stores.count.one': '1 tienda, {on} en línea', 'open_count_live.one': '1 conflicto abierto',
+      'open_count_live.one': '1 conflicto abierto',
       'msg.non_negative_stock': 'Las existencias de {sku} en {location} son {observed}.',
       'name.accept': 'Aceptar', 'name.adjust': 'Ajustar', 'name.recount': 'Recontar',
       'name.transfer': 'Transferir', 'name.void': 'Anular ventas', 'name.restore': 'Restaurar producto',
-      'name.remap': 'Reasignar SKU', 'name.keep_central': 'Mantener central', 'name.keep_local': 'Mantener local'
+      'name.remap': 'Reasignar SKU', 'name.keep_central': 'Mantener central', 'name.keep_local': 'Mantener local',
+      'st.partial': 'Compensado en parte', 'ev.compensated': 'compensado en parte (sigue abierto)',
+      'stores.count': '{stores} tiendas · {n} cajas, {on} en línea', 'stores.count.one': '1 caja, {on} en línea',
+      'stores.one_store': '1 tienda · {n} cajas, {on} en línea', till: 'Caja', tills: 'Cajas',
+      'store.unknown': 'Tienda sin determinar', 'store.unknown.help': 'Esta caja aún no ha escrito existencias en ninguna tienda.',
+      'sync_offline_reason': 'Desconectada: no se le puede pedir ahora; se sincronizará sola al volver.',
+      product: 'Producto', 'product.unknown': 'No está en el catálogo', 'product.none': 'sin nombre',
+      'product.did_you_mean': '¿Quería decir {sku} ({name})?', 'product.look_alike': 'solo cambian letras que se confunden (O/0, I/1, S/5)',
+      'product.typo': 'Posible errata: {sku} no existe en el catálogo.',
+      current: 'Valor actual', first_observed: 'Al abrirse', 'priority.words': '{dt} ({base} × 100) + gravedad {sev}',
+      'priority.help': 'Cuanto mayor, antes se atiende: el tipo de dato del invariante pesa ×100 y la gravedad (unidades en juego) se suma.',
+      'prio.high': 'alta', 'prio.mid': 'media', 'prio.low': 'baja',
+      'timeline.title': 'Cómo se llegó a este valor', 'timeline.help': 'Cada cambio de {sku} en {location} tal como el relay lo guardó, en su orden. Las ventas llevan la hora del ticket; el resto, la hora en que el relay lo recibió.',
+      'timeline.none': 'Sin movimientos guardados de este SKU en esta ubicación.', movement: 'Movimiento', change: 'Cambio', balance: 'Saldo',
+      'mv.opening': 'Saldo anterior (historial compactado)', 'mv.sale': 'Venta', 'mv.in': 'Entrada (recepción o ajuste)',
+      'mv.out': 'Salida (ajuste, recuento o traspaso)', 'mv.resolution': 'Resolución: {action}', 'mv.relay': 'Corrección del relay',
+      'mv.follower': 'Escritura de un cliente Yjs', 'mv.remapped': 'venta reasignada desde {sku}', 'at.relay': 'recibido',
+      'resolution.partial': 'Compensación parcial: el conflicto sigue abierto', 'resolved_partial': 'Compensación registrada en {id}, pero sigue abierto: {sku} está en {value}.',
+      'restore.never': '{sku} nunca estuvo en el catálogo: no hay nada que restaurar. Use «Reasignar a otro SKU».',
+      'sale.ref': '{till} · {time}', remapped: 'Reasignada', money_currency: 'EUR',
+      'out.ok': 'correcto', 'out.rejected': 'rechazado', 'out.error': 'error', 'out.running': 'en curso',
+      'kind.sync': 'sincronización', 'kind.yjs': 'cliente Yjs', 'srv.prefix': 'El relay dice: {msg}',
+      'srv.bad_token': 'token incorrecto o revocado', 'srv.forbidden_read': 'este token no puede leer {doc}',
+      'srv.read_only': 'solo lectura: este token no puede escribir {doc}', 'srv.too_many': 'demasiadas conexiones con este token (máximo {n})',
+      'srv.rate': 'más de {n} mensajes por segundo', 'srv.not_doc': 'no es un documento',
+      'srv.not_connected': 'la caja {r} no está conectada ahora', 'srv.closed': 'el conflicto {id} ya está {status}',
+      'srv.not_applies': 'la acción {action} no se aplica a un conflicto de tipo {inv}', 'srv.no_conflict': 'no existe el conflicto {id}',
+      'srv.storage': 'fallo de almacenamiento', 'srv.not_reading': 'no lee: no se le pudo enviar nada en {n} s',
+      'srv.code': 'código {code}: {msg}', 'srv.internal': 'error interno', 'srv.admin_token': 'falta el token de administrador o no es válido',
+      'srv.not_yours': 'el registro de la ubicación {loc} no es suyo', 'srv.quantity': '{name} debe ser un entero',
+      'msg.unknown_product': 'Se vendió {sku} en {location}, pero {sku} no está en el catálogo.',
+      letter: 'la letra {c} (no un dígito)'
     },
     en: {
       skip: 'Skip to content', console: 'Relay console', nav: 'Main',
@@ -131,7 +162,7 @@
       'login.expired': 'Your session ended: enter the token again.',
       'login.checking': 'Checking…',
       'stores.title': 'Stores', 'stores.none': 'No store has a token in this tenant yet.',
-      online: 'Online', offline: 'Offline', 'stores.count': '{n} stores, {on} online',
+      online: 'Online', offline: 'Offline',
       last_sync: 'Last sync', never: 'never', outcome: 'Outcome',
       duration: 'Duration', updates_inout: 'Updates (received / sent)',
       bytes_inout: 'Bytes (received / sent)', docs: 'Documents',
@@ -151,7 +182,7 @@
       'conflicts.title': 'Conflict queue', 'conflicts.none': 'No conflicts match these filters.',
       'conflicts.count': '{n} conflicts', filters: 'Filters', status: 'Status', all: 'All',
       'st.open': 'Open', 'st.resolved': 'Resolved', 'st.self_healed': 'Self-healed',
-      min_priority: 'Minimum priority', store: 'Store', all_stores: 'All stores',
+      min_priority: 'Minimum priority', store: 'Store', all_stores: 'All stores', all_tills: 'All tills',
       priority: 'Priority', invariant: 'Invariant', location: 'Location', sku: 'SKU',
       observed: 'Observed value', stores: 'Stores', sales: 'Sales', opened: 'Opened',
       updated_at: 'Updated', open_it: 'Open', open_count_live: '{n} open conflicts',
@@ -187,11 +218,42 @@
       limit: 'Show', 'units': 'units', yes: 'yes', no: 'no', 'running': 'running',
       'ago.s': '{n} s ago', 'ago.m': '{n} min ago', 'ago.h': '{n} h ago', 'ago.d': '{n} d ago',
       'conflicts.count.one': '1 conflict', 'log.count.one': '1 session',
-      'stores.count.one': '1 store, {on} online', 'open_count_live.one': '1 open conflict',
+      'open_count_live.one': '1 open conflict',
       'msg.non_negative_stock': 'Stock of {sku} at {location} is {observed}.',
       'name.accept': 'Accept', 'name.adjust': 'Adjust', 'name.recount': 'Recount',
       'name.transfer': 'Transfer', 'name.void': 'Void sales', 'name.restore': 'Restore product',
-      'name.remap': 'Remap SKU', 'name.keep_central': 'Keep central', 'name.keep_local': 'Keep local'
+      'name.remap': 'Remap SKU', 'name.keep_central': 'Keep central', 'name.keep_local': 'Keep local',
+      'st.partial': 'Partly compensated', 'ev.compensated': 'partly compensated (still open)',
+      'stores.count': '{stores} stores · {n} tills, {on} online', 'stores.count.one': '1 till, {on} online',
+      'stores.one_store': '1 store · {n} tills, {on} online', till: 'Till', tills: 'Tills',
+      'store.unknown': 'Store not known yet', 'store.unknown.help': 'This till has not written stock at any store yet.',
+      'sync_offline_reason': 'Offline: it cannot be asked now; it syncs by itself when it is back.',
+      product: 'Product', 'product.unknown': 'Not in the catalog', 'product.none': 'no name',
+      'product.did_you_mean': 'Did you mean {sku} ({name})?', 'product.look_alike': 'only look-alike characters differ (O/0, I/1, S/5)',
+      'product.typo': 'Possible typo: {sku} is not in the catalog.',
+      current: 'Current value', first_observed: 'When opened', 'priority.words': '{dt} ({base} × 100) + severity {sev}',
+      'priority.help': 'Higher is handled first: the invariant\'s data type weighs ×100 and the severity (units at stake) is added.',
+      'prio.high': 'high', 'prio.mid': 'medium', 'prio.low': 'low',
+      'timeline.title': 'How it got to this value', 'timeline.help': 'Every change of {sku} at {location} as the relay stored it, in order. Sales carry the ticket\'s time; the rest, when the relay received it.',
+      'timeline.none': 'No stored movement of this SKU at this location.', movement: 'Movement', change: 'Change', balance: 'Balance',
+      'mv.opening': 'Earlier balance (history compacted)', 'mv.sale': 'Sale', 'mv.in': 'Entry (receipt or adjustment)',
+      'mv.out': 'Exit (adjustment, stocktake or transfer)', 'mv.resolution': 'Resolution: {action}', 'mv.relay': 'Relay correction',
+      'mv.follower': 'Write by a Yjs client', 'mv.remapped': 'sale remapped from {sku}', 'at.relay': 'received',
+      'resolution.partial': 'Partial compensation: the conflict is still open', 'resolved_partial': 'Compensation recorded on {id}, but it is still open: {sku} is at {value}.',
+      'restore.never': '{sku} was never in the catalog: there is nothing to restore. Use "Remap to another SKU".',
+      'sale.ref': '{till} · {time}', remapped: 'Remapped', money_currency: 'EUR',
+      'out.ok': 'ok', 'out.rejected': 'rejected', 'out.error': 'error', 'out.running': 'running',
+      'kind.sync': 'sync', 'kind.yjs': 'Yjs client', 'srv.prefix': 'The relay says: {msg}',
+      'srv.bad_token': 'bad or revoked token', 'srv.forbidden_read': 'this token may not read {doc}',
+      'srv.read_only': 'read-only: this token may not write {doc}', 'srv.too_many': 'too many connections with this token (at most {n})',
+      'srv.rate': 'more than {n} messages per second', 'srv.not_doc': 'not a document',
+      'srv.not_connected': 'till {r} is not connected now', 'srv.closed': 'conflict {id} is already {status}',
+      'srv.not_applies': 'action {action} does not apply to a {inv} conflict', 'srv.no_conflict': 'no conflict {id}',
+      'srv.storage': 'storage failure', 'srv.not_reading': 'not reading: nothing could be sent for {n} s',
+      'srv.code': 'code {code}: {msg}', 'srv.internal': 'internal error', 'srv.admin_token': 'missing or invalid admin token',
+      'srv.not_yours': 'the record of location {loc} is not yours', 'srv.quantity': '{name} must be an integer',
+      'msg.unknown_product': '{sku} was sold at {location}, but {sku} is not in the catalog.',
+      letter: 'the letter {c} (not a digit)'
     }
   };
 
@@ -337,7 +399,99 @@
 
   function fmtMoney(cents) {
     if (cents === null || cents === undefined) return '—';
-    return (cents / 100).toLocaleString(locale(), { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+    return (cents / 100).toLocaleString(locale(), { style: 'currency', currency: t('money_currency') });
+  }
+
+  function fmtSigned(n) { return (n > 0 ? '+' : n < 0 ? '−' : '') + fmtNum(Math.abs(n)); }
+
+  /** A sale as people name it: its till and ticket time (the id stays in the tooltip). */
+  function saleRef(s) {
+    var time = s.at_ms ? new Date(s.at_ms).toLocaleString(locale(), { day: '2-digit', month: '2-digit',
+      hour: '2-digit', minute: '2-digit', second: '2-digit' }) : '—';
+    return t('sale.ref', { till: s.replica || '?', time: time });
+  }
+
+  function outcomeText(o) { return hasText('out.' + o) ? t('out.' + o) : o; }
+  function kindText(k) { return hasText('kind.' + k) ? t('kind.' + k) : k; }
+
+  /* The relay's messages are English: the known ones are said in the chosen language, the
+   * rest are shown as the relay wrote them, marked as such. */
+  var SERVER_TEXTS = [
+    [/^(?:(\d{4}): )?(.*)$/, null],
+    [/^bad or revoked token$/, function () { return t('srv.bad_token'); }],
+    [/^this token may not read (.+)$/, function (m) { return t('srv.forbidden_read', { doc: m[1] }); }],
+    [/^read-only: this token may not write (\S+)/, function (m) { return t('srv.read_only', { doc: m[1] }); }],
+    [/^too many connections with this token(?: \(at most (\d+) at once\))?$/, function (m) { return t('srv.too_many', { n: m[1] || '?' }); }],
+    [/^more than ([\d.]+) messages per second$/, function (m) { return t('srv.rate', { n: m[1] }); }],
+    [/^not a document/, function () { return t('srv.not_doc'); }],
+    [/^replica '(.+)' is not connected now$/, function (m) { return t('srv.not_connected', { r: m[1] }); }],
+    [/^conflict (\S+) is already (\w+)$/, function (m) { return t('srv.closed', { id: m[1], status: t('st.' + m[2]).toLowerCase() }); }],
+    [/^action '(\w+)' does not apply to a (\w+) conflict$/, function (m) { return t('srv.not_applies', { action: actLabel(m[1]), inv: invName(m[2]) }); }],
+    [/^no conflict '?([^']+)'?$/, function (m) { return t('srv.no_conflict', { id: m[1] }); }],
+    [/^storage failure/, function () { return t('srv.storage'); }],
+    [/^not reading: nothing could be sent for (\d+) s/, function (m) { return t('srv.not_reading', { n: m[1] }); }],
+    [/^internal error/, function () { return t('srv.internal'); }],
+    [/^missing or invalid admin token$/, function () { return t('srv.admin_token'); }],
+    [/^the record of location '(.+)' is not yours to write$/, function (m) { return t('srv.not_yours', { loc: m[1] }); }],
+    [/^(\w+) must be an integer/, function (m) { return t('srv.quantity', { name: m[1] }); }]
+  ];
+
+  function srvText(msg) {
+    if (!msg) return '';
+    var whole = SERVER_TEXTS[0][0].exec(String(msg));
+    var code = whole[1];
+    var text = whole[2];
+    for (var i = 1; i < SERVER_TEXTS.length; i++) {
+      var m = SERVER_TEXTS[i][0].exec(text);
+      if (m) {
+        var said = SERVER_TEXTS[i][1](m);
+        return code ? t('srv.code', { code: code, msg: said }) : said;
+      }
+    }
+    return S.lang === 'en' ? String(msg) : t('srv.prefix', { msg: String(msg) });
+  }
+
+  /** The state a person means: open, partly compensated (a resolution left it open), closed. */
+  function stateOf(c) {
+    if (c.state) return c.state;
+    return c.status === 'open' && c.resolution ? 'partial' : c.status;
+  }
+
+  var INV_DATA_TYPE = { non_negative_stock: 'stock', unknown_product: 'sales', catalog_review: 'catalog' };
+
+  /** A priority in words: its data type's weight and the severity added to it. */
+  function priorityWords(c) {
+    var base = Math.floor(c.priority / 100);
+    var sev = c.priority % 100;
+    var dt = INV_DATA_TYPE[c.invariant];
+    return t('priority.words', { dt: dt ? dtName(dt) : '?', base: base, sev: sev });
+  }
+
+  function productLabel(c) {
+    if (c.product_known === false) return null;
+    return c.product_name || (c.product && c.product.name) || null;
+  }
+
+  /** A SKU in which letters that pass for digits (O, I, l) are marked, so CAFE-5OO and
+   * CAFE-500 do not look the same. */
+  function skuCode(sku) {
+    var code = h('code', { class: 'sku', 'data-sku': sku });
+    String(sku).split(/([OoIl])/).forEach(function (part, i) {
+      if (!part) return;
+      if (i % 2) code.appendChild(h('span', { class: 'lookalike', title: t('letter', { c: part }), text: part }));
+      else code.appendChild(document.createTextNode(part));
+    });
+    return code;
+  }
+
+  /** The SKU with its product's name, or flagged when the catalog does not have it. */
+  function productCell(c) {
+    var name = productLabel(c);
+    var known = c.product_known !== false && !(c.product === null && c.timeline !== undefined);
+    return h('span', { class: 'product' },
+      name ? h('span', { class: 'product-name', text: name }) : null, name ? ' ' : null,
+      skuCode(c.sku),
+      known ? null : [' ', h('span', { class: 'badge badge-unknown', text: t('product.unknown') })]);
   }
 
   function fmtDuration(a, b) {
@@ -369,14 +523,13 @@
   }
 
   /** The backend's message is English; say the well-known ones in the chosen language. */
-  function conflictMessage(c) {
-    if (c.invariant === 'non_negative_stock' && c.history && c.history.length) {
-      var first = c.history[0];
-      if (first.observed !== undefined && first.observed !== null) {
-        return t('msg.non_negative_stock', { sku: c.sku, location: c.location, observed: first.observed });
-      }
+  function conflictMessage(c, current) {
+    var now = current !== undefined && current !== null ? current : c.observed;
+    if (c.invariant === 'non_negative_stock' && now !== undefined && now !== null) {
+      return t('msg.non_negative_stock', { sku: c.sku, location: c.location, observed: fmtNum(now) });
     }
-    return c.message;
+    if (c.invariant === 'unknown_product') return t('msg.unknown_product', { sku: c.sku, location: c.location });
+    return srvText(c.message);
   }
 
   function invName(inv) {
@@ -432,7 +585,7 @@
   function errText(err) {
     if (err instanceof ApiError) {
       if (err.status === 0) return t('offline_api');
-      return t('err.generic', { status: err.status, msg: err.message });
+      return t('err.generic', { status: err.status, msg: srvText(err.message) });
     }
     return String(err);
   }
@@ -627,16 +780,21 @@
       var editBtn = h('button', { type: 'button', class: 'btn', 'aria-expanded': 'false',
         'aria-controls': formBox.id, 'data-action': 'edit-config', text: t('edit_config') });
       var syncBtn = h('button', { type: 'button', class: 'btn btn-primary', 'data-action': 'sync-now',
-        text: t('sync_now') });
+        'aria-describedby': 'why-' + id, text: t('sync_now') });
+      var why = h('p', { class: 'why-not', id: 'why-' + id, hidden: true });
+      var where = h('p', { class: 'store-where' });
       var el = h('article', { class: 'card store-card', 'data-replica': id, 'aria-labelledby': 'store-' + id },
         h('header', { class: 'store-head' },
-          h('h2', { id: 'store-' + id, text: id }),
+          h('h2', { id: 'store-' + id }, h('span', { class: 'kind', text: t('till') + ' ' }), id),
           h('span', { class: 'store-state' })),
+        where,
         live,
         h('div', { class: 'actions' }, syncBtn, editBtn),
+        why,
         msg,
         formBox);
-      var c = { el: el, live: live, msg: msg, formBox: formBox, editBtn: editBtn, syncBtn: syncBtn, data: replica };
+      var c = { el: el, live: live, msg: msg, formBox: formBox, editBtn: editBtn, syncBtn: syncBtn, why: why,
+        where: where, data: replica };
 
       syncBtn.addEventListener('click', function () {
         syncBtn.disabled = true;
@@ -647,7 +805,7 @@
         }, function (e) {
           msg.className = 'inline-msg bad';
           msg.textContent = e.status === 409 ? t('sync_offline', { r: id }) : errText(e);
-        }).then(function () { syncBtn.disabled = false; });
+        }).then(function () { syncBtn.disabled = !c.data.online; });
       });
       editBtn.addEventListener('click', function () {
         var open = formBox.hidden;
@@ -785,7 +943,7 @@
             title: fmtTime(s.ended_at || s.started_at), text: ago(s.ended_at || s.started_at) }) : t('never'))),
         s ? h('div', {}, h('dt', { text: t('outcome') }),
           h('dd', {}, h('span', { class: 'outcome outcome-' + (s.ended_at ? s.outcome : 'running'),
-            text: s.ended_at ? s.outcome : t('running') }), s.error ? ' — ' + s.error : '')) : null,
+            text: s.ended_at ? outcomeText(s.outcome) : t('running') }), s.error ? ' — ' + srvText(s.error) : '')) : null,
         s ? h('div', {}, h('dt', { text: t('updates_inout') }),
           h('dd', { text: fmtNum(s.updates_received) + ' / ' + fmtNum(s.updates_sent) })) : null,
         h('div', {}, h('dt', { text: t('config') }),
@@ -797,8 +955,17 @@
     function refresh() {
       return refreshReplicas().then(function (replicas) {
         var on = replicas.filter(function (r) { return r.online; }).length;
+        var stores = {};
+        replicas.forEach(function (r) { if (r.location) stores[r.location] = true; });
+        var nStores = Object.keys(stores).length;
         summary.textContent = S.tenants.length === 0 && replicas.length === 0 ? t('no_tenant')
-          : tn('stores.count', replicas.length, { on: on });
+          : nStores === 1 && replicas.length !== 1 ? t('stores.one_store', { n: replicas.length, on: on })
+            : replicas.length === 1 ? tn('stores.count', 1, { on: on })
+              : t('stores.count', { stores: nStores, n: replicas.length, on: on });
+        /* tills of one store side by side, the stores in name order */
+        replicas = replicas.slice().sort(function (a, b) {
+          return (a.location || '~').localeCompare(b.location || '~') || a.replica.localeCompare(b.replica);
+        });
         if (!replicas.length && !list.querySelector('.empty')) {
           clear(list);
           list.appendChild(emptyState(S.tenants.length ? t('stores.none') : t('no_tenant')));
@@ -820,7 +987,13 @@
               h('span', { class: 'dot', 'aria-hidden': 'true' }), r.online ? t('online') : t('offline'));
           });
           patch(c.live, [r, Math.floor(Date.now() / 5000)], function () { return liveView(r); });
-          c.syncBtn.title = r.online ? '' : t('sync_offline', { r: r.replica });
+          c.syncBtn.disabled = !r.online;
+          c.why.hidden = r.online;
+          c.why.textContent = r.online ? '' : t('sync_offline_reason');
+          patch(c.where, [r.location], function () {
+            return r.location ? [h('span', { class: 'kind', text: t('store') + ' ' }), h('strong', { text: r.location })]
+              : h('span', { class: 'help', title: t('store.unknown.help'), text: t('store.unknown') });
+          });
         });
       });
     }
@@ -833,6 +1006,7 @@
 
   function conflictsPage(main) {
     var summary = h('p', { class: 'summary', id: 'conflicts-summary' });
+    var prioHelp = h('p', { class: 'help', id: 'priority-help', text: t('priority.help') });
     var sid = nextId('f-status');
     var rid = nextId('f-store');
     var pid = nextId('f-prio');
@@ -855,10 +1029,11 @@
       onsubmit: function (ev) { ev.preventDefault(); onFilter(); } },
       h('div', { class: 'field' }, h('label', { for: sid, text: t('status') }), statusSel),
       h('div', { class: 'field' }, h('label', { for: pid, text: t('min_priority') }), prio),
-      h('div', { class: 'field' }, h('label', { for: rid, text: t('store') }), storeSel));
+      h('div', { class: 'field' }, h('label', { for: rid, text: t('till') }), storeSel));
     var table = h('div', { class: 'table-wrap', id: 'conflict-table' });
     main.appendChild(pageHeader(t('conflicts.title'), summary));
     main.appendChild(filters);
+    main.appendChild(prioHelp);
     main.appendChild(table);
 
     function rows(items) {
@@ -866,20 +1041,22 @@
       return h('table', { class: 'data conflicts' },
         h('caption', { class: 'sr-only', text: t('conflicts.title') }),
         h('thead', {}, h('tr', {},
-          [t('priority'), t('status'), t('invariant'), t('location'), t('sku'), t('observed'), t('stores'),
+          [t('priority'), t('status'), t('invariant'), t('location'), t('product'), t('current'), t('tills'),
             t('sales'), t('opened'), '']
             .map(function (c) { return h('th', { scope: 'col', text: c }); }))),
         h('tbody', {}, items.map(function (c) {
           var href = '#/conflict/' + encodeURIComponent(c.id);
-          return h('tr', { 'data-conflict': c.id, class: 'status-' + c.status },
-            h('td', { 'data-label': t('priority') }, h('span', { class: 'prio', text: c.priority })),
-            h('td', { 'data-label': t('status') }, statusBadge(c.status)),
+          var state = stateOf(c);
+          return h('tr', { 'data-conflict': c.id, 'data-state': state, class: 'status-' + c.status },
+            h('td', { 'data-label': t('priority') }, h('span', { class: 'prio', text: c.priority }),
+              h('span', { class: 'prio-words', text: priorityWords(c) })),
+            h('td', { 'data-label': t('status') }, statusBadge(state)),
             h('td', { 'data-label': t('invariant'), text: invName(c.invariant) }),
-            h('td', { 'data-label': t('location'), text: c.location }),
-            h('td', { 'data-label': t('sku') }, h('code', { text: c.sku })),
-            h('td', { 'data-label': t('observed'), class: 'num ' + (c.observed < 0 ? 'neg' : ''),
-              text: c.observed === null ? '—' : c.observed }),
-            h('td', { 'data-label': t('stores'), text: (c.replicas || []).join(', ') || '—' }),
+            h('td', { 'data-label': t('location'), text: c.location === '-' ? '—' : c.location }),
+            h('td', { 'data-label': t('product') }, productCell(c)),
+            h('td', { 'data-label': t('current'), class: 'num ' + (c.observed < 0 ? 'neg' : ''),
+              text: c.observed === null ? '—' : fmtNum(c.observed) }),
+            h('td', { 'data-label': t('tills'), text: (c.replicas || []).join(', ') || '—' }),
             h('td', { 'data-label': t('sales'), class: 'num', text: (c.sales || []).length }),
             h('td', { 'data-label': t('opened') }, h('time', { title: fmtTime(c.opened_at), text: ago(c.opened_at) })),
             h('td', { class: 'row-action' }, h('a', { class: 'btn btn-small', href: href, 'data-key': c.id,
@@ -896,10 +1073,14 @@
         var items = res[0].results.slice();
         var min = queueFilters.minPriority === '' ? null : Number(queueFilters.minPriority);
         if (min !== null && isFinite(min)) items = items.filter(function (c) { return c.priority >= min; });
-        items.sort(function (a, b) { return b.priority - a.priority || b.opened_at - a.opened_at; });
+        /* highest priority first; at equal priority what is still open before what is closed */
+        var closed = function (c) { return c.status === 'open' ? 0 : 1; };
+        items.sort(function (a, b) {
+          return b.priority - a.priority || closed(a) - closed(b) || b.opened_at - a.opened_at;
+        });
         summary.textContent = tn('conflicts.count', items.length);
         patch(storeSel, S.replicas.map(function (r) { return r.replica; }), function () {
-          return [h('option', { value: '', text: t('all_stores') })].concat(S.replicas.map(function (r) {
+          return [h('option', { value: '', text: t('all_tills') })].concat(S.replicas.map(function (r) {
             return h('option', { value: r.replica, text: r.replica, selected: r.replica === queueFilters.replica });
           }));
         });
@@ -922,47 +1103,105 @@
       h('h1', { id: 'page-title', tabindex: '-1' }, t('conflict.title', { id: id }), ' ',
         h('span', { id: 'conflict-status' })));
     var facts = h('section', { class: 'card', 'aria-labelledby': 'facts-h' });
+    var timelineBox = h('section', { class: 'card', id: 'timeline-box', 'aria-labelledby': 'timeline-h' });
     var salesBox = h('section', { class: 'card', id: 'sales-box', 'aria-labelledby': 'sales-h' });
     var historyBox = h('section', { class: 'card', id: 'history-box', 'aria-labelledby': 'hist-h' });
     var actionsBox = h('section', { class: 'card actions-card', id: 'resolve-box', 'aria-labelledby': 'resolve-h' });
     var resultMsg = h('p', { class: 'inline-msg', id: 'resolve-result', role: 'status' });
     main.appendChild(head);
     main.appendChild(h('div', { class: 'conflict-grid' },
-      h('div', { class: 'col-main' }, facts, salesBox, historyBox),
+      h('div', { class: 'col-main' }, facts, timelineBox, salesBox, historyBox),
       h('div', { class: 'col-side' }, actionsBox)));
     var selected = {};
     var current = null;
     var builtFor = null;
     var sales = [];
+    var extra = null; /* the timeline answer: product, similar SKUs, movements */
+
+    function currentValue(c) {
+      if (extra && extra.timeline) return extra.timeline.current;
+      return c.observed;
+    }
+
+    function similarView() {
+      var similar = (extra && extra.similar) || [];
+      if (!similar.length) return null;
+      return h('ul', { class: 'similar' }, similar.map(function (o) {
+        return h('li', {}, t('product.did_you_mean', { sku: o.sku, name: o.name || t('product.none') }),
+          o.look_alike ? h('span', { class: 'help', text: ' — ' + t('product.look_alike') }) : null);
+      }));
+    }
 
     function factsView(c) {
+      var now = currentValue(c);
+      var first = (c.history || []).length ? c.history[0].observed : null;
+      var product = extra ? extra.product : undefined;
       var rows = [
-        [t('invariant'), invName(c.invariant) + ' (' + c.invariant + ')'],
-        [t('location'), c.location],
-        [t('sku'), h('code', { text: c.sku })],
-        [t('observed'), h('strong', { class: c.observed < 0 ? 'neg' : '', text: c.observed === null ? '—' : String(c.observed) })],
-        [t('priority'), String(c.priority)],
-        [t('stores'), (c.replicas || []).join(', ') || '—'],
+        [t('invariant'), invName(c.invariant)],
+        [t('location'), c.location === '-' ? '—' : c.location],
+        [t('product'), productCell({ sku: c.sku, product_known: product === undefined ? c.product_known : product !== null,
+          product_name: product ? product.name : c.product_name })],
+        c.location !== '-' ? [t('current'), h('strong', { class: 'current ' + (now < 0 ? 'neg' : ''), id: 'current-value',
+          text: now === null || now === undefined ? '—' : fmtNum(now) })] : null,
+        first !== null && first !== undefined ? [t('first_observed'), fmtNum(first)] : null,
+        [t('priority'), h('span', {}, h('strong', { text: String(c.priority) }), ' — ' + priorityWords(c))],
+        [t('tills'), (c.replicas || []).join(', ') || '—'],
         [t('opened'), fmtTime(c.opened_at)],
         [t('updated_at'), fmtTime(c.updated_at)]
-      ];
+      ].filter(Boolean);
       return [
         h('h2', { id: 'facts-h', text: t('message') }),
-        h('p', { class: 'message', text: conflictMessage(c), title: c.message }),
+        h('p', { class: 'message', id: 'conflict-message', text: conflictMessage(c, now), title: c.message }),
+        similarView(),
         h('dl', { class: 'facts facts-grid' }, rows.map(function (r) {
           return h('div', {}, h('dt', { text: r[0] }), h('dd', {}, r[1]));
         })),
-        c.resolution ? resolutionView(c.resolution) : null,
+        c.resolution ? resolutionView(c.resolution, stateOf(c) === 'partial') : null,
         c.details && Object.keys(c.details).length ? detailsView(c.details) : null
       ];
     }
 
-    function resolutionView(r) {
-      return h('div', { class: 'resolution' },
-        h('h3', { text: t('resolution') }),
+    function movementText(m) {
+      if (m.kind === 'resolution') return t('mv.resolution', { action: actionName(m.action) });
+      return t('mv.' + m.kind);
+    }
+
+    function timelineView(c) {
+      var tl = extra && extra.timeline;
+      var head = [h('h2', { id: 'timeline-h', text: t('timeline.title') }),
+        h('p', { class: 'help', text: t('timeline.help', { sku: c.sku, location: c.location }) })];
+      if (!tl) return head.concat([emptyState(extra ? t('timeline.none') : t('loading'))]);
+      if (!tl.rows.length) return head.concat([emptyState(t('timeline.none'))]);
+      var cols = [t('time'), t('movement'), t('store'), t('till'), t('change'), t('balance')];
+      return head.concat([h('div', { class: 'table-wrap' }, h('table', { class: 'data movements' },
+        h('caption', { class: 'sr-only', text: t('timeline.title') }),
+        h('thead', {}, h('tr', {}, cols.map(function (x) { return h('th', { scope: 'col', text: x }); }))),
+        h('tbody', {}, tl.rows.map(function (m) {
+          var refs = (m.sales || []).map(function (sale) {
+            return h('span', { class: 'sale-ref', title: sale.id }, saleRef(sale),
+              sale.sku !== c.sku ? ' (' + t('mv.remapped', { sku: sale.sku }) + ')' : null,
+              sale.voided ? [' ', h('span', { class: 'badge badge-voided', text: t('voided') })] : null,
+              sale.remapped_to && sale.remapped_to !== c.sku ? [' ', h('span', { class: 'badge badge-voided', text: t('remapped') })] : null);
+          });
+          var till = m.kind === 'resolution' || m.kind === 'relay' ? (m.by || 'relay') : (m.writer || '—');
+          return h('tr', { 'data-kind': m.kind, 'data-delta': m.delta },
+            h('td', { 'data-label': t('time') }, m.at ? h('time', { text: fmtTime(m.at) }) : '—',
+              m.at && m.at_source === 'relay' ? h('span', { class: 'help', text: ' (' + t('at.relay') + ')' }) : null),
+            h('td', { 'data-label': t('movement') }, h('strong', { text: movementText(m) }),
+              refs.length ? h('div', { class: 'refs' }, refs) : null),
+            h('td', { 'data-label': t('store'), text: c.location }),
+            h('td', { 'data-label': t('till'), text: till }),
+            h('td', { 'data-label': t('change'), class: 'num ' + (m.delta < 0 ? 'neg' : 'pos'), text: fmtSigned(m.delta) }),
+            h('td', { 'data-label': t('balance'), class: 'num ' + (m.balance < 0 ? 'neg' : ''), text: fmtNum(m.balance) }));
+        }))))]);
+    }
+
+    function resolutionView(r, partial) {
+      return h('div', { class: 'resolution' + (partial ? ' resolution-partial' : '') },
+        h('h3', { text: partial ? t('resolution.partial') : t('resolution') }),
         h('dl', { class: 'facts facts-grid' },
           h('div', {}, h('dt', { text: t('action') }), h('dd', { text: actionName(r.action) })),
-          h('div', {}, h('dt', { text: t('params') }), h('dd', {}, h('code', { text: JSON.stringify(r.params || {}) }))),
+          h('div', {}, h('dt', { text: t('params') }), h('dd', {}, h('code', { text: paramsText(r.params || {}) }))),
           h('div', {}, h('dt', { text: t('by') }), h('dd', { text: r.by || '—' })),
           h('div', {}, h('dt', { text: t('note') }), h('dd', { text: r.note || '—' })),
           h('div', {}, h('dt', { text: t('time') }), h('dd', { text: fmtTime(r.at) }))));
@@ -972,17 +1211,27 @@
       return h('div', { class: 'details' },
         h('h3', { text: t('discarded') }),
         h('table', { class: 'data' },
-          h('thead', {}, h('tr', {}, [t('field'), t('value'), t('store'), t('time')].map(function (c) {
+          h('thead', {}, h('tr', {}, [t('field'), t('value'), t('till'), t('time')].map(function (c) {
             return h('th', { scope: 'col', text: c });
           }))),
           h('tbody', {}, Object.keys(details).map(function (name) {
             return (details[name] || []).map(function (d) {
               return h('tr', {}, h('td', { 'data-label': t('field'), text: name }),
                 h('td', { 'data-label': t('value') }, h('code', { text: JSON.stringify(d.value) })),
-                h('td', { 'data-label': t('store'), text: d.by }),
+                h('td', { 'data-label': t('till'), text: d.by }),
                 h('td', { 'data-label': t('time'), text: fmtTime(d.at_ms / 1000) }));
             });
           }))));
+    }
+
+    function paramsText(params) {
+      var keys = Object.keys(params);
+      if (!keys.length) return '—';
+      return keys.map(function (k) {
+        var ui = PARAM_UI[k];
+        var v = params[k];
+        return (ui && ui.label ? t(ui.label) : k) + ': ' + (Array.isArray(v) ? v.join(', ') : JSON.stringify(v));
+      }).join(' · ');
     }
 
     function salesView(c) {
@@ -994,7 +1243,7 @@
           h('caption', { class: 'sr-only', text: t('conflict.sales') }),
           h('thead', {}, h('tr', {},
             (canVoid ? [h('th', { scope: 'col', class: 'check' }, h('span', { class: 'sr-only', text: t('act.void') }))] : [])
-              .concat([t('sale'), t('store'), t('time'), t('quantity') + ' ' + c.sku, t('total')]
+              .concat([t('sale'), t('till'), t('time'), t('quantity') + ' ' + c.sku, t('total')]
                 .map(function (x) { return h('th', { scope: 'col', text: x }); })))),
           h('tbody', {}, sales.map(function (s) {
             var qty = (s.lines || []).filter(function (l) { return l.sku === c.sku; })
@@ -1005,10 +1254,10 @@
                 'data-sale-id': s.id, disabled: s.voided || !s.known, checked: !!selected[s.id],
                 'aria-label': t('select_void', { id: s.id }),
                 onchange: function (ev) { selected[s.id] = ev.target.checked; syncVoidButton(); } })) : null,
-              h('td', { 'data-label': t('sale'), class: 'sale-id' }, canVoid ? h('label', { for: boxId }, h('code', { text: s.id }))
-                : h('code', { text: s.id }), ' ', h('span', { class: 'badge ' + (s.voided ? 'badge-voided' : 'badge-active'),
+              h('td', { 'data-label': t('sale'), class: 'sale-id', title: s.id }, canVoid ? h('label', { for: boxId }, saleRef(s))
+                : saleRef(s), ' ', h('span', { class: 'badge ' + (s.voided ? 'badge-voided' : 'badge-active'),
                 text: s.voided ? t('voided') : t('active') })),
-              h('td', { 'data-label': t('store'), text: s.replica || '—' }),
+              h('td', { 'data-label': t('till'), text: s.replica || '—' }),
               h('td', { 'data-label': t('time'), text: s.at_ms ? fmtTime(s.at_ms / 1000) : '—' }),
               h('td', { 'data-label': t('quantity') + ' ' + c.sku, class: 'num', text: s.known ? qty : '—' }),
               h('td', { 'data-label': t('total'), class: 'num', text: fmtMoney(s.total_cents) }));
@@ -1019,14 +1268,16 @@
 
     function historyView(c) {
       return [h('h2', { id: 'hist-h', text: t('history') }),
-        h('ol', { class: 'timeline' }, (c.history || []).map(function (ev) {
+        h('ol', { class: 'timeline' }, (c.history || []).map(function (ev, i, all) {
           var bits = [];
-          if (ev.observed !== undefined && ev.observed !== null) bits.push(t('observed') + ': ' + ev.observed);
+          if (ev.observed !== undefined && ev.observed !== null) bits.push(t('observed') + ': ' + fmtNum(ev.observed));
           if (ev.action) bits.push(t('action') + ': ' + actionName(ev.action));
           if (ev.by) bits.push(t('by') + ': ' + ev.by);
           if (ev.note) bits.push(t('note') + ': ' + ev.note);
-          return h('li', {}, h('time', { class: 'when', text: fmtTime(ev.at) }), ' ',
-            h('strong', { text: t('ev.' + ev.event) }), bits.length ? ' — ' + bits.join(' · ') : '');
+          var closing = c.status === 'resolved' && !all.slice(i + 1).some(function (e) { return e.event === 'resolved'; });
+          var name = ev.event === 'resolved' && ev.action !== 'accept' && !closing ? 'compensated' : ev.event;
+          return h('li', { 'data-event': name }, h('time', { class: 'when', text: fmtTime(ev.at) }), ' ',
+            h('strong', { text: t('ev.' + name) }), bits.length ? ' — ' + bits.join(' · ') : '');
         }))];
     }
 
@@ -1050,8 +1301,11 @@
       resultMsg.textContent = t('loading');
       return api('POST', '/api/sync/queue/' + encodeURIComponent(id) + '/resolve/', { body: body })
         .then(function (res) {
-          resultMsg.className = 'inline-msg ok';
-          resultMsg.textContent = t('resolved_ok', { id: id, status: t('st.' + res.status) });
+          var partial = stateOf(res) === 'partial';
+          resultMsg.className = 'inline-msg ' + (partial ? 'warn' : 'ok');
+          resultMsg.textContent = partial
+            ? t('resolved_partial', { id: id, sku: res.sku, value: fmtNum(res.observed) })
+            : t('resolved_ok', { id: id, status: t('st.' + res.status) });
           announce(resultMsg.textContent);
           selected = {};
           return Promise.all([refresh(), refreshOpenCount()]);
@@ -1109,6 +1363,12 @@
       return a.params.some(function (p) { return p.kind === 'sale_ids' && p.required; });
     }
 
+    /** Why action a cannot work on conflict c (null: it can). */
+    function cannot(a, c) {
+      if (a.name === 'restore' && extra && extra.product_ever === false) return t('restore.never', { sku: c.sku });
+      return null;
+    }
+
     /** Does the console offer action a (a row of the model's table) for conflict c? */
     function offered(a, c) {
       var ui = ACTION_UI[a.name] || {};
@@ -1150,7 +1410,9 @@
           return nf.input.value === '' && !p.required ? undefined : intOf(nf.input);
         } };
       }
-      var tf = textField(p.name, label, '', p.required);
+      /* a remap's target: the catalog product the SKU most looks like */
+      var guess = p.name === 'sku' && extra && (extra.similar || []).length ? extra.similar[0].sku : '';
+      var tf = textField(p.name, label, guess, p.required);
       return { name: p.name, el: tf.el, read: function () {
         var v = tf.input.value.trim();
         if (!v && p.required) invalid(tf.input);
@@ -1193,6 +1455,14 @@
       var help = ui.help ? t(ui.help) : hasText('act.' + a.name + '.help') ? t('act.' + a.name + '.help') : a.help;
       var form = actionForm(a.name, help, inputs.map(function (i) { return i.el; }).filter(Boolean),
         actLabel(a.name), submitWith(a.name, inputs), ui.style);
+      var why = cannot(a, c);
+      if (why) {
+        var btn = form.querySelector('button[type=submit]');
+        btn.disabled = true;
+        var whyId = nextId('why');
+        btn.setAttribute('aria-describedby', whyId);
+        form.insertBefore(h('p', { class: 'why-not', id: whyId, text: why }), form.querySelector('.actions'));
+      }
       if (takesSales(a)) form.querySelector('button[type=submit]').setAttribute('data-needs-sales', '');
       var title = (ui.title || [a.name]).map(actLabel).join(' / ');
       built[a.name] = { action: a, inputs: inputs, form: form };
@@ -1260,6 +1530,8 @@
       syncVoidButton();
     }
 
+    var timelineFor = null;
+
     function refresh() {
       return Promise.all([
         api('GET', '/api/sync/queue/' + encodeURIComponent(id) + '/'),
@@ -1269,18 +1541,33 @@
           throw e;
         })
       ]).then(function (res) {
+        /* the movements are re-read when the conflict changed, and every 10 s */
+        var key = JSON.stringify([res[0].updated_at, Math.floor(Date.now() / 10000)]);
+        if (key === timelineFor) return res;
+        return api('GET', '/api/sync/queue/' + encodeURIComponent(id) + '/timeline/').then(function (tl) {
+          timelineFor = key;
+          extra = tl;
+          return res;
+        }, function (e) {
+          if (e instanceof ApiError && e.status === 404) return res; /* an older relay */
+          throw e;
+        });
+      }).then(function (res) {
         var c = res[0];
         sales = (res[1] && res[1].results) || [];
         if (!sales.length && (c.sales || []).length) {
           sales = c.sales.map(function (sid) { return { id: sid, known: true }; });
         }
-        if (current && current.status !== c.status) announce(t('resolved_ok', { id: id, status: t('st.' + c.status) }));
+        if (current && stateOf(current) !== stateOf(c)) announce(t('resolved_ok', { id: id, status: t('st.' + stateOf(c)) }));
         current = c;
-        patch(document.getElementById('conflict-status'), [c.status], function () { return statusBadge(c.status); });
-        patch(facts, [c], function () { return factsView(c); });
+        patch(document.getElementById('conflict-status'), [stateOf(c)], function () { return statusBadge(stateOf(c)); });
+        patch(facts, [c, extra], function () { return factsView(c); });
+        if (c.location === '-') timelineBox.hidden = true;
+        else patch(timelineBox, [c.sku, extra], function () { return timelineView(c); });
         patch(salesBox, [c.status, c.sku, sales, selected], function () { return salesView(c); });
         patch(historyBox, [c.history], function () { return historyView(c); });
-        var shape = [c.status, c.invariant, (c.sales || []).length, Object.keys(c.details || {})];
+        var shape = [c.status, c.invariant, (c.sales || []).length, Object.keys(c.details || {}),
+          extra ? [extra.product_ever, (extra.similar || []).map(function (o) { return o.sku; })] : null];
         if (JSON.stringify(shape) !== builtFor) {
           builtFor = JSON.stringify(shape);
           buildActions(c);
@@ -1319,7 +1606,7 @@
     main.appendChild(pageHeader(t('log.title'), summary));
     main.appendChild(h('form', { class: 'filters card', role: 'search', 'aria-label': t('filters'),
       onsubmit: function (ev) { ev.preventDefault(); onFilter(); } },
-      h('div', { class: 'field' }, h('label', { for: rid, text: t('store') }), storeSel),
+      h('div', { class: 'field' }, h('label', { for: rid, text: t('till') }), storeSel),
       h('div', { class: 'field' }, h('label', { for: lid, text: t('limit') }), limitSel)));
     main.appendChild(table);
 
@@ -1327,21 +1614,21 @@
       if (!items.length) return emptyState(t('log.none'));
       return h('table', { class: 'data log' },
         h('caption', { class: 'sr-only', text: t('log.title') }),
-        h('thead', {}, h('tr', {}, [t('started'), t('duration'), t('store'), t('kind'), t('outcome'), t('docs'),
+        h('thead', {}, h('tr', {}, [t('started'), t('duration'), t('till'), t('kind'), t('outcome'), t('docs'),
           t('updates_inout'), t('bytes_inout'), t('error')].map(function (c) { return h('th', { scope: 'col', text: c }); }))),
         h('tbody', {}, items.map(function (s) {
           var outcome = s.ended_at ? s.outcome : 'running';
           return h('tr', { 'data-session': s.session_id },
             h('td', { 'data-label': t('started'), text: fmtTime(s.started_at) }),
             h('td', { 'data-label': t('duration'), text: s.ended_at ? fmtDuration(s.started_at, s.ended_at) : t('running') }),
-            h('td', { 'data-label': t('store'), text: s.replica_id || '—' }),
-            h('td', { 'data-label': t('kind'), text: s.kind }),
+            h('td', { 'data-label': t('till'), text: s.replica_id || '—' }),
+            h('td', { 'data-label': t('kind'), text: kindText(s.kind) }),
             h('td', { 'data-label': t('outcome') }, h('span', { class: 'outcome outcome-' + outcome,
-              text: s.ended_at ? s.outcome : t('running') })),
+              text: s.ended_at ? outcomeText(s.outcome) : t('running') })),
             h('td', { 'data-label': t('docs'), class: 'num', text: fmtNum(s.docs) }),
             h('td', { 'data-label': t('updates_inout'), class: 'num', text: fmtNum(s.updates_received) + ' / ' + fmtNum(s.updates_sent) }),
             h('td', { 'data-label': t('bytes_inout'), class: 'num', text: fmtNum(s.bytes_received) + ' / ' + fmtNum(s.bytes_sent) }),
-            h('td', { 'data-label': t('error'), class: 'err', text: s.error || '' }));
+            h('td', { 'data-label': t('error'), class: 'err', title: s.error || '', text: srvText(s.error) }));
         })));
     }
 
@@ -1353,7 +1640,7 @@
         var items = res[0].results;
         summary.textContent = tn('log.count', items.length);
         patch(storeSel, S.replicas.map(function (r) { return r.replica; }), function () {
-          return [h('option', { value: '', text: t('all_stores') })].concat(S.replicas.map(function (r) {
+          return [h('option', { value: '', text: t('all_tills') })].concat(S.replicas.map(function (r) {
             return h('option', { value: r.replica, text: r.replica, selected: r.replica === logFilters.replica });
           }));
         });
