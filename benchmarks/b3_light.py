@@ -169,13 +169,19 @@ async def _stream(
     }
 
 
-def light_stream(workdir: Path, k: int, per_store: int, timeout: float) -> dict[str, Any]:
-    workdir = workdir / f"b3-light-k{k}"
+def light_stream(
+    workdir: Path, k: int, per_store: int, timeout: float, *, module: str = "tiendasync"
+) -> dict[str, Any]:
+    """K light stores stream ``per_store`` sales each through a relay subprocess.
+
+    ``module``: what runs the relay (see :class:`~benchmarks.common.Relay`).
+    """
+    workdir = workdir / f"b3-light-k{k}-{module.replace('.', '-')}"
     workdir.mkdir(parents=True, exist_ok=True)
     # The per-connection message rate limit (a policy against floods, 500/s by
     # default) is lifted: this measures capacity, and one light client can
     # produce thousands of messages per second.
-    relay = Relay(workdir, extra_args=("--max-msgs-per-s", "0"))
+    relay = Relay(workdir, extra_args=("--max-msgs-per-s", "0"), module=module)
     try:
         relay.start()
         names = [f"store-{i:02d}" for i in range(k)]

@@ -7,11 +7,18 @@ relay did per update before the rule, a plain parse of the update plus the
 pycrdt apply it always does.  The workload is a till's live stream: each
 1-line sale is one update to its sales document and one to its stock
 document.  Rounds alternate the two so the machine's noise hits both.
+
+End to end (``end_to_end``): K light stores stream sales through a real relay
+subprocess to durable storage and a follower (benchmark 3b's workload), once
+through ``tiendasync relay`` and once through ``benchmarks.ungated_relay``
+(the same relay with the gate taken out), alternating per round: sales/s
+with the gate against sales/s without it, same run.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pycrdt
@@ -23,6 +30,7 @@ from tiendasync.model.sales import new_sale_id
 from tiendasync.protocol.yjs_update import parse_update
 from tiendasync.relay.ownership import Writer, check_update
 
+from .b3_light import light_stream
 from .common import Figure, emit
 
 CLIENT = 7_000_001
@@ -75,7 +83,50 @@ def _apply_all(updates: list[tuple[str, bytes]], *, gated: bool) -> float:
     return time.perf_counter() - started
 
 
-def run(*, sales: int, rounds: int, sink: list[Figure] | None = None) -> list[Figure]:
+def end_to_end(
+    workdir: Path, *, k: int, sales: int, rounds: int, timeout: float = 120.0
+) -> dict[str, Any]:
+    """Sales/s through the relay with and without the gate, median of ``rounds`` each."""
+    runs: dict[str, list[dict[str, Any]]] = {"gated": [], "ungated": []}
+    modules = {"gated": "tiendasync", "ungated": "benchmarks.ungated_relay"}
+    for i in range(rounds):
+        order = ("ungated", "gated") if i % 2 else ("gated", "ungated")
+        for which in order:
+            result = light_stream(
+                workdir / f"b7-e2e-{i}-{which}",
+                k,
+                max(1, sales // k),
+                timeout,
+                module=modules[which],
+            )
+            if not result["complete"]:
+                raise RuntimeError(f"{which} relay did not take every sale: {result}")
+            runs[which].append(result)
+
+    def median(which: str) -> float:
+        rates = sorted(r["sales_per_s"] for r in runs[which])
+        return float(rates[len(rates) // 2])
+
+    return {
+        "gated": median("gated"),
+        "ungated": median("ungated"),
+        "k": k,
+        "sales": max(1, sales // k) * k,
+        "rounds": rounds,
+        "per_round": {w: [round(r["sales_per_s"], 1) for r in rs] for w, rs in runs.items()},
+    }
+
+
+def run(
+    *,
+    sales: int,
+    rounds: int,
+    workdir: Path | None = None,
+    e2e: dict[str, Any] | None = None,
+    sink: list[Figure] | None = None,
+) -> list[Figure]:
+    """The per-update figure; with ``workdir`` and ``e2e`` (``k``, ``sales``,
+    ``rounds``) also the end-to-end sales/s figure."""
     updates = _stream(sales)
     plain: list[float] = []
     gated: list[float] = []
@@ -97,10 +148,27 @@ def run(*, sales: int, rounds: int, sink: list[Figure] | None = None) -> list[Fi
             extra=extra,
         )
     ]
+    if workdir is not None and e2e is not None:
+        through = end_to_end(workdir, **e2e)
+        figs.append(
+            Figure(
+                "7-gate",
+                f"K={through['k']} sales/s through the relay with the ownership gate",
+                through["gated"],
+                "sales/s",
+                baseline=through["ungated"],
+                baseline_name="the same relay with the gate taken out (benchmarks.ungated_relay)",
+                ratio=through["gated"] / through["ungated"],
+                extra=through,
+            )
+        )
     for fig in figs:
         emit(fig, sink)
     return figs
 
 
 if __name__ == "__main__":
-    run(sales=2000, rounds=5)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tiendasync-b7-") as tmp:
+        run(sales=2000, rounds=5, workdir=Path(tmp), e2e={"k": 10, "sales": 3000, "rounds": 3})

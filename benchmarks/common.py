@@ -151,13 +151,17 @@ class Relay:
         profile: Path | None = None,
         central: bool = True,
         extra_args: tuple[str, ...] = (),
+        module: str = "tiendasync",
     ) -> None:
+        """``module``: what ``python -m`` runs (``benchmarks.ungated_relay`` for the
+        benchmark 7 baseline); it takes the ``tiendasync`` command's arguments."""
         self.workdir = workdir
         self.db = workdir / f"{name}.db"
         self.log_path = workdir / f"{name}.log"
         self.profile = profile
         self.central = central
         self.extra_args = extra_args
+        self.module = module
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -202,7 +206,7 @@ class Relay:
             cmd += ["-m", "cProfile", "-o", str(self.profile)]
         cmd += [
             "-m",
-            "tiendasync",
+            self.module,
             "relay",
             "--db",
             str(self.db),

@@ -28,7 +28,7 @@ QUICK: dict[str, Any] = {
     "sale": {"sales": 200, "rounds": 3},
     "relay": {"ks": (1, 10), "sales": 1500, "timeout": 60.0, "echo_messages": 4000},
     "wire": {"sales": 100, "offline_sales": 10_000},
-    "gate": {"sales": 1000, "rounds": 3},
+    "gate": {"sales": 1000, "rounds": 3, "e2e": {"k": 10, "sales": 1500, "rounds": 3}},
 }
 
 FULL: dict[str, Any] = {
@@ -38,7 +38,7 @@ FULL: dict[str, Any] = {
     "wire": {"sales": 300, "offline_sales": 10_000},
     "storm": {"stores": 50, "sales": 1000, "timeout": 600.0},
     "state": {"sales": 1_000_000, "locations": 20, "skus": 500},
-    "gate": {"sales": 5000, "rounds": 7},
+    "gate": {"sales": 5000, "rounds": 7, "e2e": {"k": 10, "sales": 10_000, "rounds": 5}},
 }
 
 #: a configuration small enough for the smoke test (seconds)
@@ -49,7 +49,7 @@ TINY: dict[str, Any] = {
     "wire": {"sales": 5, "offline_sales": 50},
     "storm": {"stores": 2, "sales": 5, "timeout": 60.0},
     "state": {"sales": 50, "locations": 2, "skus": 5},
-    "gate": {"sales": 20, "rounds": 1},
+    "gate": {"sales": 20, "rounds": 1, "e2e": {"k": 2, "sales": 20, "rounds": 1}},
 }
 
 
@@ -100,7 +100,7 @@ def run_all(
                 ),
             )
     if "gate" in config:
-        step("7-gate", lambda: b7_gate.run(**config["gate"]))
+        step("7-gate", lambda: b7_gate.run(workdir=workdir, **config["gate"]))
     return figs, errors
 
 

@@ -90,10 +90,12 @@ def test_state(tmp_path: Path) -> None:
     _check(b6_state.state_size(tmp_path, **run.TINY["state"]), "6-state")
 
 
-def test_gate() -> None:
-    [fig] = b7_gate.run(**run.TINY["gate"])
-    _check([fig], "7-gate")
-    assert fig.baseline is not None and fig.value > 0 and fig.extra["updates"] == 40
+def test_gate(tmp_path: Path) -> None:
+    per_update, through = b7_gate.run(workdir=tmp_path, **run.TINY["gate"])
+    _check([per_update, through], "7-gate")
+    assert through.baseline is not None and through.baseline > 0
+    assert through.extra["sales"] == run.TINY["gate"]["e2e"]["sales"]
+    assert per_update.value > 0 and per_update.extra["updates"] == 40
 
 
 def test_table_and_plots(tmp_path: Path) -> None:
@@ -125,3 +127,22 @@ def test_table_and_plots(tmp_path: Path) -> None:
     if plots.available() is None:
         written = plots.render({"figures": [f.to_dict() for f in figs]}, tmp_path)
         assert written and all(p.stat().st_size > 0 for p in written)
+
+
+def test_the_ungated_baseline_really_has_no_gate() -> None:
+    """Benchmark 7's baseline relay lets through what the product refuses."""
+    import subprocess
+
+    probe = (
+        "import pycrdt; "
+        "from benchmarks.ungated_relay import ungate; "
+        "from tiendasync.relay import sessions; "
+        "from tiendasync.relay.ownership import OwnershipGate; "
+        "doc = pycrdt.Doc(); doc['m'] = pycrdt.Map({'k': 1}); "
+        "update = doc.get_update(); "
+        "assert sessions.parse_update(update, items=True).items; "
+        "ungate(); "
+        "assert OwnershipGate.refusal(None, 't', 'conflicts', None, None) is None; "
+        "assert not sessions.parse_update(update, items=True).items"
+    )
+    subprocess.run([sys.executable, "-c", probe], cwd=ROOT, check=True)
