@@ -13,7 +13,15 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.support.relay_client import Client, Writer, follower_closed, run, values, with_relay
+from tests.support.relay_client import (
+    Client,
+    Writer,
+    follower_closed,
+    run,
+    synced_pair,
+    values,
+    with_relay,
+)
 from tiendasync.crdt.keys import ROOT
 from tiendasync.protocol import (
     CLOSE_AUTH,
@@ -187,10 +195,7 @@ def test_foreign_writer_and_foreign_client_id(tmp_path: Path) -> None:
     async def scenario(
         server: RelayServer, store: SqliteRelayStore, tokens: dict[str, str]
     ) -> None:
-        a = await Client.open(server.port, replica="t1", token=tokens["t1"], client_id=11)
-        b = await Client.open(server.port, replica="t2", token=tokens["t2"], client_id=22)
-        await a.until_synced()
-        await b.until_synced()
+        a, b = await synced_pair(server.port, tokens)
         # b sends items written as a's client id
         await b.send_update("catalog", Writer(11).set("forged", 1))
         assert await b.closed() == (CLOSE_FORBIDDEN, "the update contains items of another writer")
@@ -476,10 +481,7 @@ def test_revoking_a_token_closes_its_open_sessions(tmp_path: Path) -> None:
     async def scenario(
         server: RelayServer, store: SqliteRelayStore, tokens: dict[str, str]
     ) -> None:
-        a = await Client.open(server.port, replica="t1", token=tokens["t1"], client_id=11)
-        b = await Client.open(server.port, replica="t2", token=tokens["t2"], client_id=22)
-        await a.until_synced()
-        await b.until_synced()
+        a, b = await synced_pair(server.port, tokens)
         follower = await connect(
             f"ws://127.0.0.1:{server.port}/yjs/acme/stock/t1?token={tokens['t1']}"
         )

@@ -29,7 +29,16 @@ from tiendasync.protocol import Event, ReplicaConnection, Synced, UpdateReceived
 from tiendasync.relay import RelayServer, SqliteRelayStore
 from tiendasync.relay.auth import issue_token
 
-__all__ = ["Client", "Scenario", "Writer", "follower_closed", "run", "values", "with_relay"]
+__all__ = [
+    "Client",
+    "Scenario",
+    "Writer",
+    "follower_closed",
+    "run",
+    "synced_pair",
+    "values",
+    "with_relay",
+]
 
 E = TypeVar("E", bound=Event)
 
@@ -203,6 +212,15 @@ class Client:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+async def synced_pair(port: int, tokens: dict[str, str]) -> tuple[Client, Client]:
+    """Stores ``t1`` (client id 11) and ``t2`` (22) of tenant ``acme``, both past SYNCED."""
+    a = await Client.open(port, replica="t1", token=tokens["t1"], client_id=11)
+    b = await Client.open(port, replica="t2", token=tokens["t2"], client_id=22)
+    await a.until_synced()
+    await b.until_synced()
+    return a, b
 
 
 async def follower_closed(url: str, timeout: float = 5.0) -> tuple[int | None, str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,7 +91,3 @@ class WriteGrants:
         if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
             return None
         return cls(tuple(patterns), location)
-
-    def refused(self, docs: Iterable[str]) -> list[str]:
-        """The documents of ``docs`` this replica may not write, sorted."""
-        return sorted(d for d in docs if not self.can_write(d))

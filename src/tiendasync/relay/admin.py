@@ -21,6 +21,7 @@ from tiendasync.model.docnames import location_of, stock_doc
 from tiendasync.relay.admin_api import create_admin_app
 from tiendasync.relay.auth import authenticate
 from tiendasync.relay.central import CENTRAL_REPLICA_ID
+from tiendasync.relay.policy import Grants
 from tiendasync.relay.server import RelayServer
 from tiendasync.relay.timeline import ResolutionEvent, SaleLine, stock_timeline
 
@@ -174,24 +175,33 @@ class RelayAdmin:
 
     # -- config, sync now ----------------------------------------------------------------------
 
-    def _grant_defaults(self, tenant: str, replica_id: str) -> dict[str, list[str]]:
-        """The grants a replica has while its config stores none: a store whose
-        token names a location writes only that location's documents by default."""
-        bound = any(
-            t.location is not None
-            for t in self.store.list_tokens()
-            if t.tenant == tenant and t.replica_id == replica_id and not t.revoked
+    def _bound_location(self, tenant: str, replica_id: str) -> str | None:
+        """The location a live token of this replica is bound to (None: unbound)."""
+        return next(
+            (
+                t.location
+                for t in self.store.list_tokens()
+                if t.tenant == tenant
+                and t.replica_id == replica_id
+                and not t.revoked
+                and t.location is not None
+            ),
+            None,
         )
-        return {"read": ["*"], "write": [] if bound else ["*"]}
 
-    def _config_of(self, tenant: str, replica_id: str) -> dict[str, Any]:
-        """The config as the replica lives it: stored keys, else their defaults."""
-        raw = self.store.get_replica_config(tenant, replica_id) or {}
+    def _config_of(
+        self, tenant: str, replica_id: str, raw: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The config as the replica lives it: stored keys (``raw``, else read from
+        the store), and for grants not stored the defaults its token implies."""
+        if raw is None:
+            raw = self.store.get_replica_config(tenant, replica_id) or {}
         base = StoreConfig.from_dict(
             {k: v for k, v in raw.items() if k not in _RELAY_ONLY_CONFIG}
         ).to_dict()
-        defaults = self._grant_defaults(tenant, replica_id)
-        base.update({k: raw.get(k, defaults[k]) for k in _RELAY_ONLY_CONFIG})
+        defaults = Grants.from_config(None, self._bound_location(tenant, replica_id))
+        base["read"] = raw.get("read", list(defaults.read))
+        base["write"] = raw.get("write", list(defaults.write))
         return base
 
     def list_configs(self, tenant: str) -> list[dict[str, Any]]:
@@ -205,7 +215,7 @@ class RelayAdmin:
         # Grants not stored stay unstored, so they keep following the token's
         # default (editing the interval must not widen a store's write grants).
         raw = self.store.get_replica_config(tenant, replica_id) or {}
-        merged = {**self._config_of(tenant, replica_id), **config}
+        merged = {**self._config_of(tenant, replica_id, raw), **config}
         for key in _RELAY_ONLY_CONFIG:
             if key not in config and key not in raw:
                 del merged[key]
@@ -218,7 +228,7 @@ class RelayAdmin:
         except (ConfigError, TypeError) as exc:
             raise InvalidArgument(str(exc)) from exc
         self.store.set_replica_config(tenant, replica_id, merged)
-        return {"replica": replica_id, "config": self._config_of(tenant, replica_id)}
+        return {"replica": replica_id, "config": self._config_of(tenant, replica_id, merged)}
 
     def sync_now(self, tenant: str, replica_id: str, full: bool) -> bool:
         if replica_id not in self._replica_ids(tenant):

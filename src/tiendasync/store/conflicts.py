@@ -226,9 +226,12 @@ class ConflictBook:
             return c
         requests = core.resolutions(core.location)
         fields, write = requests.get(c.id), requests.winner(c.id, "action")
-        if fields is None or write is None or _handled(c, request_id(write)):
+        if fields is None or write is None:
             return c
-        return replace(c, requested={**fields, "request": request_id(write)})
+        request = request_id(write)
+        if _handled(c, request):
+            return c
+        return replace(c, requested={**fields, "request": request})
 
     def list(
         self,
@@ -553,7 +556,7 @@ class ConflictBook:
                         spec.name,
                         checked,
                         params,
-                        by=f"{by if isinstance(by, str) else write.replica_id}",
+                        by=by if isinstance(by, str) else write.replica_id,
                         note=note if isinstance(note, str) else None,
                         request=request,
                     )

@@ -103,7 +103,7 @@ class DocSet:
     def skipped_values(self) -> int:
         """Values the open views skipped: not valid for their document type (a
         foreign or corrupt value, which never fails a read or a merge)."""
-        return sum(int(getattr(view, "skipped", 0)) for view in self._views.values())
+        return sum(int(view.skipped) for view in self._views.values())
 
     def track(self, name: str) -> None:
         """Open the view over ``name`` (of its data type's kind) so its changes are recorded."""

@@ -190,12 +190,14 @@ class ReplicaSync:
         if self.conn.state not in ("catching_up", "live"):
             return
         grants = self.grants
+        withheld: set[str] = set()
         for doc, data in updates:
             if grants is None or grants.can_write(doc):
                 self.conn.send_update(doc, data)
                 self.report.updates_sent += 1
-        if grants is not None:
-            self._withhold(grants.refused({doc for doc, _ in updates}))
+            else:
+                withheld.add(doc)
+        self._withhold(sorted(withheld))
         self._mark_sent()
 
     def send_others(self, updates: list[tuple[str, bytes]]) -> None:
