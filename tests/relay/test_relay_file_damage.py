@@ -7,7 +7,10 @@ started on each damaged copy must either
 
 * start and serve consistently: a fresh replica full-syncing from it holds
   every clock the relay's WELCOME state vectors claim (new tokens are added
-  first: a 0-byte file is, for SQLite and the relay, a new empty database); or
+  first: a 0-byte file is, for SQLite and the relay, a new empty database),
+  and once the store that made the sales syncs again (it still holds them:
+  the relay announces only what it can serve, so the store re-sends the
+  rest) a fresh replica holds every sale: nothing is lost; or
 * exit non-zero, with exactly one ``tiendasync: error:`` line on stderr that
   names the file, and no Python traceback.
 
@@ -147,6 +150,19 @@ def _serves_consistently(tmp: Path, port: int, tokens: dict[str, str], label: st
         return fresh.sales.count()
 
 
+def _healed(tmp: Path, case: Path, port: int, tokens: dict[str, str], label: str) -> int:
+    """The store (a copy of it) syncs to the damaged relay; a fresh replica's sale count."""
+    shutil.copy(tmp / "store.db", case / "store.db")
+    url = f"ws://127.0.0.1:{port}/sync"
+    with Replica.open(case / "store.db") as store:
+        store.sync_now(url, token=tokens["store"], full=True)
+    with Replica.open(
+        case / f"healed-{label}.db", tenant="acme", replica_id="fresh", location="fresh"
+    ) as fresh:
+        fresh.sync_now(url, token=tokens["fresh"], full=True)
+        return fresh.sales.count()
+
+
 def damage_run(tmp_path: Path, trials: int) -> dict[str, Any]:
     work, sales = _pristine(tmp_path)
     data = (work / "relay.db").read_bytes()
@@ -164,9 +180,12 @@ def damage_run(tmp_path: Path, trials: int) -> dict[str, Any]:
         try:
             if port is not None:
                 # new tokens: an empty (0-byte) file is a new relay, with no tokens
-                tokens = {n: _token(case / "relay.db", n) for n in ("probe", "fresh")}
+                names = ("probe", "fresh", "store")
+                tokens = {n: _token(case / "relay.db", n) for n in names}
                 got = _serves_consistently(case, port, tokens, f"{i}")
-                outcomes["served"].append(f"{what}: {got}/{sales} sales")
+                healed = _healed(tmp_path, case, port, tokens, f"{i}")
+                assert healed == sales, f"{what}: {healed}/{sales} sales after the store synced"
+                outcomes["served"].append(f"{what}: {got}/{sales} sales, {healed} after")
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(15)
             else:

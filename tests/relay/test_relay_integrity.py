@@ -45,14 +45,33 @@ def _sell(store: SqliteRelayStore, token: str, n: int) -> None:
 
 
 def _corrupt(path: Path, index: int) -> int:
-    """Overwrite the ``index``-th stored update of SALES with garbage; returns its seq."""
+    """Overwrite the ``index``-th stored update of SALES with garbage that carries no
+    checksum (as rows stored before schema 4 do); returns its seq."""
     with sqlite3.connect(path) as conn:
         seqs = [
             r[0]
             for r in conn.execute("SELECT seq FROM updates WHERE doc = ? ORDER BY seq", (SALES,))
         ]
-        conn.execute("UPDATE updates SET data = ? WHERE seq = ?", (GARBAGE, seqs[index]))
+        conn.execute(
+            "UPDATE updates SET data = ?, checksum = NULL WHERE seq = ?", (GARBAGE, seqs[index])
+        )
     return int(seqs[index])
+
+
+def _flip_inside(path: Path, index: int) -> int:
+    """Flip one byte inside the sale record of the ``index``-th stored update of SALES,
+    in place (as a bad disk sector would): the update still parses and applies, so
+    only its checksum can tell.  Returns its seq."""
+    with sqlite3.connect(path) as conn:
+        seq, data = conn.execute(
+            "SELECT seq, data FROM updates WHERE doc = ? ORDER BY seq LIMIT 1 OFFSET ?",
+            (SALES, index),
+        ).fetchone()
+        flipped = bytearray(data)
+        at = bytes(data).index(b"CAFE")  # a byte of the sale's JSON value
+        flipped[at] ^= 0x01  # "CAFE" -> "BAFE": still valid JSON, still a valid update
+        conn.execute("UPDATE updates SET data = ? WHERE seq = ?", (bytes(flipped), seq))
+    return int(seq)
 
 
 def test_garbage_row_is_quarantined_and_never_announced(
@@ -122,3 +141,60 @@ def test_replay_raises_corrupt_data_for_each_garbage_update(tmp_path: Path) -> N
         assert [seq for seq, _ in bad] == [bad_seq]
         assert all(isinstance(exc, CorruptData) for _, exc in bad)
         assert decode_state_vector(bytes(doc.get_state())) == {11: 2}
+
+
+def test_a_flipped_byte_inside_a_stored_update_is_caught_by_its_checksum(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Damage that leaves a valid update (a sale's SKU changed on disk) passes SQLite's
+    checks and the CRDT engine alike: the row's checksum catches it at start, the row
+    is quarantined, and re-sending the original heals the relay."""
+    path = tmp_path / "relay.db"
+    store = SqliteRelayStore(str(path))
+    try:
+        t1 = issue_token(store, tenant="acme", replica_id="t1")
+        t2 = issue_token(store, tenant="acme", replica_id="t2")
+        _sell(store, t1, 30)
+        original = dict(store.load_doc("acme", SALES).updates)
+    finally:
+        store.close()
+    bad_seq = _flip_inside(path, 29)  # the last sale: nothing depends on it
+    flipped = dict(SqliteRelayStore(str(path)).load_doc("acme", SALES).damaged)
+    assert flipped == {bad_seq: f"stored update {bad_seq}: its bytes do not match their checksum"}
+
+    store = SqliteRelayStore(str(path))
+    try:
+
+        async def main() -> None:
+            server = RelayServer(store, host="127.0.0.1", port=0)
+            with caplog.at_level(logging.ERROR, logger="tiendasync.relay"):
+                await server.start()
+            try:
+                report = server.verified
+                assert report is not None and report.quarantined == [("acme", SALES, bad_seq)]
+                assert f"stored update {bad_seq}: its bytes do not match" in caplog.text
+                c = await Client.open(server.port, replica="t2", token=t2, client_id=22)
+                welcome, diffs = await c.until_synced()
+                assert decode_state_vector(welcome.state_vectors[SALES]) == {11: 29}
+                doc: pycrdt.Doc[Any] = pycrdt.Doc()
+                for d in diffs:
+                    if d.doc == SALES:
+                        doc.apply_update(d.data)
+                served = values(doc)
+                assert len(served) == 29
+                assert all(sale["l"][0][0] == "CAFE" for sale in served.values())  # no "BAFE"
+                await c.close()
+                # the store still holds the sale: re-sent, it is stored again, whole
+                a = await Client.open(server.port, replica="t1", token=t1, client_id=11)
+                await a.until_synced()
+                await a.send_update(SALES, original[bad_seq])
+                await a.wait_for(Ack)
+                await a.close()
+                assert decode_state_vector(store.state_vectors("acme")[SALES]) == {11: 30}
+            finally:
+                await server.stop()
+
+        run(main())
+        assert verify_store(store).clean
+    finally:
+        store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import zlib
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from tiendasync.errors import StorageError
 from tiendasync.relay import SqliteRelayStore, schema
 from tiendasync.relay.auth import issue_token
+from tiendasync.relay.records import AppendEntry
 from tiendasync.relay.storage import SCHEMA_VERSION
 
 
@@ -116,7 +118,7 @@ def test_a_version_1_file_is_upgraded_to_the_current_version(tmp_path: Path) -> 
     SqliteRelayStore(str(path)).close()
     _set_version(path, "1")
     with SqliteRelayStore(str(path)) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 3
+        assert store.schema_version() == SCHEMA_VERSION == 4
     assert "reason" in _columns(path, "quarantine")
 
 
@@ -138,3 +140,18 @@ def test_version_two_tokens_gain_a_location_and_keep_working(tmp_path: Path) -> 
         by_replica = {r.replica_id: r for r in store.list_tokens()}
         assert by_replica["t1"].location is None and by_replica["t2"].location == "tienda-2"
     assert "location" in _columns(path, "tokens")
+
+
+def test_version_three_rows_gain_their_checksums(tmp_path: Path) -> None:
+    path = tmp_path / "relay.db"
+    with SqliteRelayStore(str(path)) as store:
+        store.append_many([AppendEntry("acme", "stock", b"\x00\x00", "t1", b"\x00", 1.0)])
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE updates DROP COLUMN checksum")  # the version 3 layout
+    _set_version(path, "3")
+    with SqliteRelayStore(str(path)) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        assert store.load_doc("acme", "stock").damaged == []
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT data, checksum FROM updates").fetchall()
+    assert rows == [(b"\x00\x00", zlib.crc32(b"\x00\x00"))]

@@ -169,6 +169,9 @@ def replay(
     """
     items = ([(0, history.snapshot)] if history.snapshot else []) + history.updates
     bad: dict[int, CorruptData] = {}
+    for seq, reason in history.damaged:
+        log.error("CORRUPT relay data %s/%s: %s", tenant, name, reason)
+        bad[seq] = CorruptData(reason)
     skip: set[int] = set()
     for _ in range(_MAX_UNFILLED_PASSES):
         doc: pycrdt.Doc[Any] = pycrdt.Doc()

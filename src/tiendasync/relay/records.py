@@ -70,6 +70,9 @@ class DocHistory:
     snapshot: bytes | None
     upto_seq: int
     updates: list[tuple[int, bytes]]
+    #: ``(seq, reason)`` of stored rows left out because their bytes no longer
+    #: match their checksum (seq 0: the snapshot); verification quarantines them
+    damaged: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def last_seq(self) -> int:

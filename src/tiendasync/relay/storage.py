@@ -305,9 +305,16 @@ class SqliteRelayStore:
                 added = 0
                 if e.data is not None:
                     cur = conn.execute(
-                        "INSERT INTO updates (tenant, doc, data, replica, received_at) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        (e.tenant, e.doc, e.data, e.replica, e.received_at),
+                        "INSERT INTO updates (tenant, doc, data, replica, received_at, checksum) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (
+                            e.tenant,
+                            e.doc,
+                            e.data,
+                            e.replica,
+                            e.received_at,
+                            schema.checksum_of(e.data),
+                        ),
                     )
                     seq = cur.lastrowid
                     added = 1
@@ -328,18 +335,32 @@ class SqliteRelayStore:
         return AppendResult(seqs, counts)
 
     def load_doc(self, tenant: str, doc: str) -> DocHistory:
+        """The doc's snapshot and log; rows whose checksum fails are left out, in
+        ``damaged`` (a NULL checksum, from a file older than schema 4, is trusted)."""
+        damaged: list[tuple[int, str]] = []
+
+        def intact(seq: int, data: bytes, checksum: int | None) -> bool:
+            if checksum is None or schema.checksum_of(data) == checksum:
+                return True
+            what = "snapshot" if seq == 0 else f"update {seq}"
+            damaged.append((seq, f"stored {what}: its bytes do not match their checksum"))
+            return False
+
         with self._lock:
             snap = self._read(
-                "SELECT data, upto_seq FROM snapshots WHERE tenant = ? AND doc = ?",
+                "SELECT data, upto_seq, checksum FROM snapshots WHERE tenant = ? AND doc = ?",
                 (tenant, doc),
             )
             snapshot, upto = (bytes(snap[0][0]), int(snap[0][1])) if snap else (None, 0)
+            if snapshot is not None and not intact(0, snapshot, snap[0][2]):
+                snapshot = None
             rows = self._read(
-                "SELECT seq, data FROM updates WHERE tenant = ? AND doc = ? AND seq > ? "
-                "ORDER BY seq",
+                "SELECT seq, data, checksum FROM updates WHERE tenant = ? AND doc = ? "
+                "AND seq > ? ORDER BY seq",
                 (tenant, doc, upto),
             )
-        return DocHistory(snapshot, upto, [(int(s), bytes(d)) for s, d in rows])
+        updates = [(int(s), bytes(d)) for s, d, c in rows if intact(int(s), bytes(d), c)]
+        return DocHistory(snapshot, upto, updates, damaged)
 
     def update_origins(self, tenant: str, doc: str, after_seq: int) -> dict[int, tuple[str, float]]:
         rows = self._read(
@@ -361,11 +382,11 @@ class SqliteRelayStore:
         """Replace the snapshot and drop the log it covers, in one transaction."""
         with self._write() as conn:
             conn.execute(
-                "INSERT INTO snapshots (tenant, doc, data, upto_seq, created_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, doc) DO UPDATE SET "
+                "INSERT INTO snapshots (tenant, doc, data, upto_seq, created_at, checksum) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, doc) DO UPDATE SET "
                 "data = excluded.data, upto_seq = excluded.upto_seq, "
-                "created_at = excluded.created_at",
-                (tenant, doc, data, upto_seq, time.time()),
+                "created_at = excluded.created_at, checksum = excluded.checksum",
+                (tenant, doc, data, upto_seq, time.time(), schema.checksum_of(data)),
             )
             conn.execute(
                 "DELETE FROM updates WHERE tenant = ? AND doc = ? AND seq <= ?",
