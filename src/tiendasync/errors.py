@@ -41,6 +41,7 @@ __all__ = [
     "ReplicaClosed",
     "RetryLater",
     "StorageError",
+    "StoragePermissionError",
     "SyncBusy",
     "SyncError",
     "TiendaSyncError",
@@ -144,6 +145,15 @@ class StorageError(RetryLater):
     """The local database could not be read or written (busy, full, unwritable).
 
     Nothing half-written is kept: the write that raised did not happen.
+    """
+
+
+class StoragePermissionError(StorageError, PermissionError):
+    """This process may not use the database file, its directory or the
+    ``-wal``/``-shm`` files SQLite keeps beside it (or the directory is missing).
+
+    The message names the user, the path and the fix; nothing was written.
+    Retry once the permissions are fixed.
     """
 
 

@@ -33,7 +33,14 @@ from typing import Any
 from tiendasync.cli.common import Commands
 from tiendasync.cli.exits import guard
 from tiendasync.cli.tables import format_time
-from tiendasync.errors import AuthError, InvalidArgument, SyncError, Unauthorized, UnreachableRelay
+from tiendasync.errors import (
+    AuthError,
+    InvalidArgument,
+    StoragePermissionError,
+    SyncError,
+    Unauthorized,
+    UnreachableRelay,
+)
 from tiendasync.relay.admin import AdminHTTPServer, RelayAdmin
 from tiendasync.relay.auth import issue_token
 from tiendasync.relay.central import CENTRAL_REPLICA_ID
@@ -41,6 +48,7 @@ from tiendasync.relay.console import console_routes
 from tiendasync.relay.dblock import relay_lock
 from tiendasync.relay.server import RateLimits, RelayServer
 from tiendasync.relay.storage import SqliteRelayStore
+from tiendasync.store.storage.access import access_problem, directory_problem
 
 __all__ = ["register"]
 
@@ -322,6 +330,13 @@ def _token_revoke(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    central_dir = args.central_dir or f"{args.db}.central"
+    # Refuse by name, before any file is created, what would fail later (or worse,
+    # start "ok" and fail on the first write).
+    if (problem := access_problem(args.db, write=True)) is not None:
+        raise StoragePermissionError(f"cannot open relay database {args.db}: {problem}")
+    if (problem := directory_problem(central_dir)) is not None:
+        raise StoragePermissionError(f"cannot keep the central writers in {central_dir}: {problem}")
     with relay_lock(args.db):  # one relay per database (RelayLocked: exit 1 at once)
         store = SqliteRelayStore(args.db)
         try:

@@ -15,7 +15,8 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tiendasync.errors import StorageError
+from tiendasync.errors import StorageError, StoragePermissionError
+from tiendasync.store.storage.access import access_problem
 
 __all__ = ["RelayLocked", "relay_lock"]
 
@@ -34,7 +35,11 @@ def relay_lock(db_path: str) -> Iterator[str]:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise StorageError(f"cannot open the relay lock file {path}: {exc}") from exc
+        problem = access_problem(path, write=True) or str(exc)
+        error = StoragePermissionError if isinstance(exc, PermissionError) else StorageError
+        if not os.path.isdir(os.path.dirname(path) or "."):
+            error = StoragePermissionError  # a missing directory: fixed by the operator too
+        raise error(f"cannot open the relay lock file {path}: {problem}") from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

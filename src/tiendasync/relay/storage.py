@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
-from tiendasync.errors import NotFound, StorageError
+from tiendasync.errors import NotFound, StorageError, StoragePermissionError
 from tiendasync.relay import schema
 from tiendasync.relay.records import (
     AppendEntry,
@@ -33,6 +33,7 @@ from tiendasync.relay.records import (
     TokenRecord,
 )
 from tiendasync.relay.schema import SCHEMA_VERSION
+from tiendasync.store.storage.access import access_problem, storage_error
 
 log = logging.getLogger("tiendasync.relay.storage")
 
@@ -122,12 +123,17 @@ class SqliteRelayStore:
     def __init__(self, path: str, *, durability: str = "full") -> None:
         self.path = str(path)
         self._lock = threading.RLock()
+        what = f"cannot open relay database {path}"
+        # The relay writes on every open (migrations) and on every accepted update:
+        # refuse here, by name, rather than start "ok" on a file it cannot write.
+        if (problem := access_problem(self.path, write=True)) is not None:
+            raise StoragePermissionError(f"{what}: {problem}")
         try:
             self.conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=30.0
             )
         except sqlite3.Error as exc:
-            raise StorageError(f"cannot open relay database {path}: {exc}") from exc
+            raise storage_error(what, self.path, exc) from exc
         try:
             self.conn.execute("PRAGMA journal_mode=WAL")
             # a damaged file must not be served (or migrated over) as if it were whole
@@ -140,8 +146,10 @@ class SqliteRelayStore:
             self._migrate()
         except BaseException as exc:
             self.conn.close()
+            if isinstance(exc, sqlite3.OperationalError):
+                raise storage_error(what, self.path, exc) from exc
             if isinstance(exc, sqlite3.Error):
-                raise StorageError(f"cannot open relay database {path}: {exc}") from exc
+                raise StorageError(f"{what}: {exc}") from exc
             raise
         self._closed = False
 
@@ -196,7 +204,7 @@ class SqliteRelayStore:
                     self._rollback()
                     raise
             except sqlite3.Error as exc:
-                raise StorageError(f"relay database write failed: {exc}") from exc
+                raise storage_error("relay database write failed", self.path, exc) from exc
 
     def _rollback(self) -> None:
         # A failed COMMIT (disk full, I/O error) may leave the transaction open:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tiendasync.errors import ConfigError, CorruptData, InvalidArgument
+from tiendasync.errors import ConfigError, CorruptData, InvalidArgument, StoragePermissionError
 from tiendasync.model.config import StoreConfig
 from tiendasync.model.docnames import data_type_of
 from tiendasync.model.hlc import DEFAULT_MAX_DRIFT_MS, HLC, Timestamp
@@ -36,6 +36,7 @@ from tiendasync.store.locations import Locations
 from tiendasync.store.queue import SyncQueue
 from tiendasync.store.sales import Sale, Sales
 from tiendasync.store.storage import ReplicaStore
+from tiendasync.store.storage.access import access_problem
 from tiendasync.store.synclog import SyncLog
 
 __all__ = ["COMPACT_EVERY", "Replica", "ReplicaStatus"]
@@ -121,11 +122,10 @@ class Replica:
         listings) without starting an incarnation: no new client id, nothing
         written; a write raises :class:`UsageError`.
         """
-        if read_only and not Path(path).is_file():
-            raise ConfigError(f"no replica database at {path}")
+        _refuse_unusable(path, read_only=read_only)
         existed = Path(path).exists()
         try:
-            store = ReplicaStore(str(path))
+            store = ReplicaStore(str(path), read_only=read_only)
         except BaseException:
             if not existed:
                 _remove_database(Path(path))
@@ -420,6 +420,15 @@ def _saved_clock(store: ReplicaStore, saved: str | None) -> Timestamp | None:
         raise CorruptData(
             f"{store.path} holds a garbage clock {saved!r}; restore it from a backup"
         ) from exc
+
+
+def _refuse_unusable(path: str | Path, *, read_only: bool) -> None:
+    """Refuse, before anything is created, an open that cannot work: a read-only
+    open of no file (ConfigError), a writer this user may not be (StoragePermissionError)."""
+    if read_only and not Path(path).is_file():
+        raise ConfigError(f"no replica database at {path}")
+    if not read_only and (problem := access_problem(path, write=True)) is not None:
+        raise StoragePermissionError(f"cannot open replica database {path}: {problem}")
 
 
 def _remove_database(path: Path) -> None:

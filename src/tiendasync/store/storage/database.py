@@ -22,6 +22,7 @@ from typing import Any
 import sqlite_utils
 
 from tiendasync.errors import CorruptData, StorageError
+from tiendasync.store.storage.access import storage_error
 from tiendasync.store.storage.outbox import OutboxTable
 from tiendasync.store.storage.sales_index import SalesIndex
 from tiendasync.store.storage.schema import SCHEMA, SCHEMA_VERSION, migrate
@@ -37,19 +38,22 @@ class ReplicaStore:
     serialises calls with its lock.
     """
 
-    def __init__(self, path: str, *, durability: str = "full") -> None:
+    def __init__(self, path: str, *, durability: str = "full", read_only: bool = False) -> None:
+        """Open (or create) the database; ``read_only`` only shapes the diagnosis of
+        a permission failure (what a reader needs, not what a writer needs)."""
         self.path = path
+        what = f"cannot open replica database {path}"
         try:
             self.conn = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=30.0
             )
         except sqlite3.Error as exc:
-            raise StorageError(f"cannot open replica database {path}: {exc}") from exc
+            raise storage_error(what, path, exc, write=not read_only) from exc
         try:
             self._prepare(durability)
         except sqlite3.OperationalError as exc:
             self.conn.close()
-            raise StorageError(f"cannot open replica database {path}: {exc}") from exc
+            raise storage_error(what, path, exc, write=not read_only) from exc
         except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             self.conn.close()
             raise CorruptData(
@@ -95,7 +99,9 @@ class ReplicaStore:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise StorageError(f"cannot start a transaction on {self.path}: {exc}") from exc
+            raise storage_error(
+                f"cannot start a transaction on {self.path}", self.path, exc
+            ) from exc
         try:
             yield self.conn
             self.conn.execute("COMMIT")
@@ -103,7 +109,7 @@ class ReplicaStore:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                raise StorageError(f"write to {self.path} failed: {exc}") from exc
+                raise storage_error(f"write to {self.path} failed", self.path, exc) from exc
             raise
 
     # -- settings -----------------------------------------------------------
