@@ -190,11 +190,27 @@ def test_receive_adds_and_skips_zero_rows(
     assert code == 0, err
     assert "received 8 unit(s) of 2 SKU(s) at tienda-1" in out
     assert "1 row(s) of 0 skipped" in out
-    run(capsys, "import", "--db", shop, "--stock", str(delivery), "--receive")
+    assert stock_of(shop, "CAFE-500", "TE-1", "AGUA-1") == [6, 0, 2]
+    # The same file again is an accident until said otherwise: refused, then --again.
+    code, _, err = run(capsys, "import", "--db", shop, "--stock", str(delivery), "--receive")
+    assert code == 2
+    assert_one_error_line(err, "already received at tienda-1 on ", "--again")
+    assert stock_of(shop, "CAFE-500", "TE-1", "AGUA-1") == [6, 0, 2]
+    code, out, err = run(
+        capsys, "import", "--db", shop, "--stock", str(delivery), "--receive", "--again"
+    )
+    assert code == 0, err
     assert stock_of(shop, "CAFE-500", "TE-1", "AGUA-1") == [12, 0, 4]
+    delivery.write_text("sku,quantity\nCAFE-500,6\nAGUA-1,2\n")  # another file: no question
+    code, out, err = run(capsys, "import", "--db", shop, "--stock", str(delivery), "--receive")
+    assert code == 0, err
+    assert stock_of(shop, "CAFE-500", "AGUA-1") == [18, 6]
     with Replica.open(shop) as r:
-        summaries = [e.summary for e in r.queue.list() if e.kind == "receive"]
-    assert summaries and all("TE-1" not in s for s in summaries)
+        receipts = r.queue.list(kind="receive")
+    assert len(receipts) == 3 and all("sha256:" in e.summary for e in receipts)
+    code, _, err = run(capsys, "import", "--db", shop, "--stock", str(delivery), "--again")
+    assert code == 2
+    assert_one_error_line(err, "--again applies to --receive")
 
 
 def test_dry_run_reports_and_writes_nothing(

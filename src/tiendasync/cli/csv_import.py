@@ -21,9 +21,12 @@ Stock: header ``sku,quantity``.  By default the file states stock levels
 (a stocktake, :meth:`~tiendasync.store.inventory.Inventory.count_many`):
 re-running it writes nothing.  With ``receive=True`` (``--receive``) it is
 a delivery: each quantity is added; rows of 0 are skipped and not reported
-as received.  A SKU that is not in the catalog (nor in the catalog file of
-the same run) is refused unless ``allow_new`` (``--allow-new``); a SKU on
-two rows of one file is refused in both files.
+as received.  The receipt's queue entry records the file's SHA-256, and the
+same file received again at the same location is refused unless ``again``
+(``--again``), so an accidental re-run does not double the stock.  A SKU
+that is not in the catalog (nor in the catalog file of the same run) is
+refused unless ``allow_new`` (``--allow-new``); a SKU on two rows of one
+file is refused in both files.
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ import argparse
 import codecs
 import csv
 import difflib
+import hashlib
 import io
 import sys
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -336,6 +341,8 @@ class StockPlan:
     changes: dict[str, tuple[int, int]] = field(default_factory=dict)
     zero_rows: int = 0
     unchanged: int = 0
+    #: First 16 hex digits of the file's SHA-256 (recorded with a receipt).
+    digest: str = ""
 
     def summary(self, dry_run: bool) -> str:
         units = sum(after - before for before, after in self.changes.values())
@@ -380,6 +387,32 @@ def plan_catalog(replica: Replica, path: str, progress: bool = False) -> Catalog
     return plan
 
 
+def _digest(path: str) -> str:
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest()[:16]
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read stock file {path}: {exc.strerror or exc}") from exc
+
+
+def _receipt_tag(digest: str) -> str:
+    return f"sha256:{digest}"
+
+
+def _already_received(replica: Replica, location: str, digest: str) -> str | None:
+    """When and in which queue entry this replica received the file ``digest``, if it did."""
+    tag, offset = _receipt_tag(digest), 0
+    while True:
+        page = replica.queue.list(kind="receive", limit=1000, offset=offset)
+        for entry in page:
+            if tag in entry.summary and f" at {location} (" in entry.summary:
+                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.created_at))
+                return f"on {when} (queue entry {entry.id})"
+        if len(page) < 1000:
+            return None
+        offset += len(page)
+
+
 def plan_stock(
     replica: Replica,
     path: str,
@@ -387,6 +420,7 @@ def plan_stock(
     location: str | None = None,
     receive: bool = False,
     allow_new: bool = False,
+    again: bool = False,
     also_known: Iterable[str] = (),
     progress: bool = False,
 ) -> StockPlan:
@@ -394,7 +428,9 @@ def plan_stock(
 
     ``also_known``: SKUs that count as in the catalog (those of a catalog
     file imported in the same run).  :class:`InvalidArgument` if any row is
-    bad, or names a SKU that is not in the catalog and not ``allow_new``.
+    bad, names a SKU that is not in the catalog and not ``allow_new``, or
+    (``receive``) if this very file was already received at the location
+    and not ``again``.
     """
     header, rows = read_csv(path, "stock")
     bar = ProgressBar(len(rows), stream=sys.stderr, enabled=progress, label="stock")
@@ -413,8 +449,16 @@ def plan_stock(
     if errors:
         raise _refuse(path, errors)
     where = location or replica.location
+    digest = _digest(path)
+    if receive and not again:
+        seen = _already_received(replica, where, digest)
+        if seen is not None:
+            raise InvalidArgument(
+                f"{path}: this file was already received at {where} {seen}; nothing "
+                "imported (--again receives the same delivery once more)"
+            )
     levels = replica.inventory.levels(where)
-    plan = StockPlan(path, where, receive, len(rows))
+    plan = StockPlan(path, where, receive, len(rows), digest=digest)
     for sku, quantity in quantities.items():
         before = levels.get(sku, 0)
         if receive:
@@ -451,7 +495,7 @@ def apply_stock(replica: Replica, plan: StockPlan, batch_size: int | None = None
             replica.inventory.receive_many(
                 [(sku, after - before) for sku, (before, after) in chunk],
                 location=plan.location,
-                reason=f"import of {plan.path}",
+                reason=f"delivery {plan.path}, {_receipt_tag(plan.digest)}",
             )
         else:
             replica.inventory.count_many(
@@ -483,11 +527,17 @@ def _print_dry_run(catalog: CatalogPlan | None, stock: StockPlan | None) -> None
     print("dry run: nothing was written")
 
 
-def _cmd_import(args: argparse.Namespace) -> int:
+def _check_options(args: argparse.Namespace) -> None:
     if args.catalog is None and args.stock is None:
         raise InvalidArgument("nothing to import: give --catalog and/or --stock")
     if args.receive and args.stock is None:
         raise InvalidArgument("--receive applies to --stock; give a stock file")
+    if args.again and not args.receive:
+        raise InvalidArgument("--again applies to --receive (a stocktake can always run again)")
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    _check_options(args)
     progress = bool(args.progress or sys.stderr.isatty())
     with open_replica(args, read_only=args.dry_run) as replica:
         if args.location is not None and args.location not in replica.inventory.locations():
@@ -503,6 +553,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
                 location=args.location,
                 receive=args.receive,
                 allow_new=args.allow_new,
+                again=args.again,
                 also_known=catalog.writes() if catalog is not None else (),
                 progress=progress,
             )
@@ -532,7 +583,8 @@ def register(commands: Commands) -> None:
         f"{integers}\nare integers, other columns are text fields, empty optional "
         "cells are skipped.\nStock CSV header: sku,quantity; the quantities are the "
         "stock levels counted\n(a stocktake: running the same file again changes "
-        "nothing), or with --receive\nthe units that arrived (added to the stock).\n"
+        "nothing), or with --receive\nthe units that arrived (added to the stock; the "
+        "same file twice needs --again).\n"
         "Files are checked whole first: one bad row, a SKU on two rows or a stock "
         "SKU\nnot in the catalog (without --allow-new) and nothing is imported.  "
         "Comma,\nsemicolon or tab separated; UTF-8 (with or without BOM), UTF-16 or "
@@ -551,6 +603,11 @@ def register(commands: Commands) -> None:
         "--receive",
         action="store_true",
         help="the stock file is a delivery: add its quantities instead of setting the levels",
+    )
+    p.add_argument(
+        "--again",
+        action="store_true",
+        help="with --receive: receive a file this store already received (a second delivery)",
     )
     p.add_argument(
         "--allow-new",
