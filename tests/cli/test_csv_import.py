@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tiendasync import Replica
@@ -58,6 +58,14 @@ _SKU = st.text(
 _ENCODINGS = ("utf-8", "utf-8-sig", "cp1252", "utf-16")
 
 
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _csv_bytes(rows: list[list[str]], delimiter: str, encoding: str) -> bytes:
     out = io.StringIO()
     csv.writer(out, delimiter=delimiter, lineterminator="\r\n").writerows(rows)
@@ -76,6 +84,10 @@ def test_any_delimiter_and_encoding_reads_back(
     data = _csv_bytes(
         [["sku", "quantity"], *([k, str(v)] for k, v in stock.items())], delimiter, encoding
     )
+    if encoding == "cp1252":
+        # Windows-1252 bytes that are also valid UTF-8 read as UTF-8: the one ambiguity,
+        # documented in decode() (Spanish text with accents is never valid UTF-8).
+        assume(not _is_utf8(data))
     text, _ = decode(data, "f.csv")
     header, rows = parse_text(text, "f.csv", "stock")
     quantities, lines, errors = parse_stock("f.csv", header, rows)

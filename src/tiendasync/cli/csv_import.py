@@ -111,6 +111,9 @@ def decode(data: bytes, path: str) -> tuple[str, str]:
     """``(text, encoding name)`` of a CSV file's bytes.
 
     UTF-8 with a BOM, UTF-16 with a BOM, plain UTF-8, else Windows-1252.
+    Windows-1252 bytes that happen to be valid UTF-8 read as UTF-8; real
+    text never does (it would take an accented capital or ``à``-``ï``
+    followed by exactly the right symbols, such as ``Ã©``).
     :class:`InvalidArgument` if none of them decodes the bytes.
     """
     if data.startswith(codecs.BOM_UTF8):
