@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint layers typecheck unit bench bench-quick soak clean
+.PHONY: demo test prereqs system-deps lint layers typecheck unit bench bench-quick soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +28,18 @@ layers: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src/ tests/
 
-unit: $(STAMP)
+unit: $(STAMP) prereqs
 	$(BIN)/python -m pytest -q
 
-test: lint layers typecheck unit
+# Beyond Python, the tests need Chromium, Node, npm and the Node test's npm packages:
+# installed when that needs no password, else make stops at once naming the command to run.
+prereqs:
+	@$(SHELL) scripts/prereqs.sh
+
+system-deps:
+	$(SHELL) scripts/prereqs.sh install
+
+test: prereqs lint layers typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -165,6 +165,7 @@ def test_expected_pages_exist_and_have_examples() -> None:
         "protocol",
         "relay",
         "faq",
+        "operations",
     ):
         assert (DOCS / f"{name}.md").is_file(), f"docs/{name}.md is missing"
     for path in (ROOT / "README.md", DOCS / "quickstart.md", DOCS / "concepts.md", DOCS / "api.md"):

@@ -9,8 +9,8 @@ events (``Input.dispatchMouseEvent`` / ``Input.insertText``), not
 ``element.click()``.
 
 Chromium is required: the test FAILS (it does not skip) when
-``/usr/bin/chromium`` (or ``$TIENDASYNC_CHROMIUM``) is missing; ``.ci/run``
-installs the Debian package.  ``TIENDASYNC_SCREENSHOTS=1`` also writes the
+``/usr/bin/chromium`` (or ``$TIENDASYNC_CHROMIUM``) is missing; ``make test``
+installs it first (``scripts/prereqs.sh``).  ``TIENDASYNC_SCREENSHOTS=1`` also writes the
 screenshots used by ``docs/console.md`` into ``docs/img/console-*.png``.
 """
 
@@ -342,7 +342,7 @@ def chromium(tmp_path: Path) -> Iterator[Chromium]:
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
         pytest.fail(
             f"the console test needs Chromium at {CHROMIUM} (Debian package "
-            "`chromium`: apt-get install -y chromium; .ci/run installs it), "
+            "`chromium`: apt-get install -y chromium; make test installs it), "
             "or set TIENDASYNC_CHROMIUM to another build",
             pytrace=False,
         )

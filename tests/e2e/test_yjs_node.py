@@ -13,7 +13,7 @@ sync-log row per refusal.
 
 Node and the pinned packages are required: the test FAILS (it does not
 skip) when ``node`` or ``tests/e2e/node/node_modules`` is missing, and says
-the command that installs them (``.ci/run`` runs it).
+the command that installs them (``make test`` runs it first, ``scripts/prereqs.sh``).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def _node() -> str:
         pytest.fail("node is not installed: apt-get install nodejs npm, then " + INSTALL)
     for package in ("yjs", "y-websocket", "ws"):
         if not (NODE_DIR / "node_modules" / package / "package.json").is_file():
-            pytest.fail(f"the npm package {package!r} is missing: run `{INSTALL}` (see .ci/run)")
+            pytest.fail(f"the npm package {package!r} is missing: run `{INSTALL}`")
     return node
 
 

@@ -140,6 +140,59 @@ class Inventory:
             delta = counted - self._counter(loc).value(sku)
             return self._move("count", sku, delta, loc, f"stocktake: counted {counted}")
 
+    def count_many(
+        self,
+        levels: Mapping[str, int] | Iterable[tuple[str, int]],
+        *,
+        location: str | None = None,
+    ) -> dict[str, int]:
+        """Stocktake of many SKUs at once: one durable write (a stock CSV import).
+
+        ``levels``: ``{sku: counted}`` or pairs, counted >= 0; a SKU may
+        appear once.  All are checked before anything is written.  Like
+        :meth:`count`, each SKU gets the delta between what was counted and
+        what this replica sees now, so counting the same levels again writes
+        nothing.  Returns ``{sku: delta}`` of the SKUs that changed.
+        """
+        if isinstance(levels, (str, bytes)) or not isinstance(levels, Iterable):
+            raise InvalidArgument(f"levels must be {{sku: counted}} or pairs, got {levels!r}")
+        items = list(levels.items() if isinstance(levels, Mapping) else levels)
+        counted: dict[str, int] = {}
+        for n, item in enumerate(items, start=1):
+            if not isinstance(item, tuple) or len(item) != 2:
+                raise InvalidArgument(f"item {n} must be (sku, counted)")
+            sku = check_name(item[0], f"SKU of item {n}")
+            units = check_safe_int(item[1], f"counted quantity of item {n}")
+            if units < 0:
+                raise InvalidArgument(f"a counted quantity cannot be negative, got {units}")
+            if sku in counted:
+                raise InvalidArgument(f"SKU {sku} is counted twice (item {n})")
+            counted[sku] = units
+        with self._core.locked():
+            loc = self._location(location)
+            current = self._counter(loc)
+            deltas = {sku: units - current.value(sku) for sku, units in counted.items()}
+            deltas = {sku: delta for sku, delta in deltas.items() if delta != 0}
+            if not deltas:
+                return {}
+
+            def mutate() -> None:
+                doc = self._core.docs.doc(stock_doc(loc))
+                with doc.transaction(origin="local"):
+                    counter = self._counter(loc)
+                    for sku, delta in deltas.items():
+                        counter.add(sku, delta)
+
+            self._core.local_write(
+                WriteSpec(
+                    "count",
+                    "stock",
+                    f"stocktake of {len(counted)} SKU(s) at {loc}: {len(deltas)} changed",
+                ),
+                mutate,
+            )
+            return deltas
+
     def transfer(
         self,
         sku: str,

@@ -1,0 +1,53 @@
+#!/bin/sh
+# What `make test` needs beyond Python: Chromium for the console test
+# (tests/e2e/test_console.py), Node and npm for the Yjs test (tests/e2e/test_yjs_node.py)
+# and that test's npm packages (pinned in tests/e2e/node/package-lock.json).
+#
+#   scripts/prereqs.sh           check; install what is missing when that needs no password
+#                                (root, or sudo without one, on Debian/Ubuntu), else fail at
+#                                once naming the one command to run
+#   scripts/prereqs.sh install   install the system packages (may ask for a sudo password)
+#
+# Environment: TIENDASYNC_CHROMIUM (the browser binary, default /usr/bin/chromium),
+# TIENDASYNC_NODE_DIR (the npm project, default tests/e2e/node).
+set -eu
+chromium=${TIENDASYNC_CHROMIUM:-/usr/bin/chromium}
+node_dir=${TIENDASYNC_NODE_DIR:-tests/e2e/node}
+
+missing=""
+[ -x "$chromium" ] || missing="$missing chromium"
+command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
+missing=${missing# }
+
+if [ -n "$missing" ]; then
+    sudo=""
+    can_install=no
+    if command -v apt-get >/dev/null 2>&1; then
+        if [ "$(id -u)" -eq 0 ]; then
+            can_install=yes
+        elif command -v sudo >/dev/null 2>&1; then
+            sudo="sudo"
+            if [ "${1:-}" = install ] || sudo -n true 2>/dev/null; then can_install=yes; fi
+        fi
+    fi
+    if [ "$can_install" = yes ]; then
+        echo "installing $missing (apt-get) for the browser and Node tests" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        $sudo apt-get update -qq >/dev/null
+        # shellcheck disable=SC2086  # one word per package
+        $sudo apt-get install -y -qq $missing >/dev/null
+    else
+        echo "make test: missing $missing (the console test drives Chromium, the Yjs test runs Node)." >&2
+        echo "Run this once, then make test again:  sudo apt-get install -y $missing" >&2
+        echo "(elsewhere: install them with your package manager; TIENDASYNC_CHROMIUM=/path/to/chromium if it lives elsewhere)" >&2
+        exit 1
+    fi
+fi
+
+# The npm packages: installed (npm ci) when missing or older than the lock file.
+stamp="$node_dir/node_modules/.package-lock.json"
+if [ ! -f "$stamp" ] || [ "$node_dir/package-lock.json" -nt "$stamp" ]; then
+    echo "installing the npm packages of $node_dir (npm ci)" >&2
+    npm ci --prefix "$node_dir" --no-audit --no-fund --loglevel=error >&2
+fi
