@@ -300,9 +300,15 @@ class RelayCore:
         """
         return self.sync.receive(session, message, now)
 
-    def authenticated(self, session: RelaySession, hello: Hello, token: TokenRecord | None) -> bool:
-        """The token storage returned for ``hello``: False if the session is refused."""
-        return self.sync.authenticated(session, hello, token)
+    def authenticated(
+        self,
+        session: RelaySession,
+        hello: Hello,
+        token: TokenRecord | None,
+        refused: str | None = None,
+    ) -> bool:
+        """The token storage returned for ``hello`` (``refused``: why none): False if refused."""
+        return self.sync.authenticated(session, hello, token, refused)
 
     def welcome(
         self, session: RelaySession, hello: Hello, token: TokenRecord, facts: HelloFacts
