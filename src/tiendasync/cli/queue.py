@@ -29,7 +29,7 @@ from tiendasync.cli.common import (
     token_of,
 )
 from tiendasync.cli.tables import format_fields, format_table, format_time
-from tiendasync.errors import SyncError
+from tiendasync.errors import InvalidArgument, SyncError
 from tiendasync.model.actions import ACTIONS, Param, check_params, get_action
 from tiendasync.store.queue import STATUSES, QueueEntry
 
@@ -193,6 +193,15 @@ def _jsonable(value: Any) -> Any:
 def _cmd_queue_resolve(args: argparse.Namespace) -> int:
     action = get_action(args.action)
     given = {name: getattr(args, name) for name in _PARAMS}
+    takes = {p.name for p in action.params}
+    extra = any(v is not None and k not in takes for k, v in given.items())
+    for param in action.params:  # (an option it does not take is check_params' to explain)
+        if not extra and param.required and given.get(param.name) is None:
+            option = "--" + param.name.replace("_", "-")
+            raise InvalidArgument(
+                f"--action {action.name} needs {option} {_PARAM_METAVARS[param.kind]} "
+                f"({param.help})"
+            )
     params = check_params(action, {k: v for k, v in given.items() if v is not None})
     for name in ("note", "by"):
         if getattr(args, name) is not None:

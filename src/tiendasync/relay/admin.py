@@ -365,6 +365,15 @@ class AdminHTTPServer:
         self.port = port
 
     async def start(self) -> None:
+        """Listen; an :class:`OSError` (with its errno) if ``host:port`` cannot be bound."""
+        if self.port:
+            # uvicorn reports a failed bind as SystemExit after logging it; a
+            # trial bind first gives the caller a plain OSError to explain.
+            probe = await asyncio.get_running_loop().create_server(
+                asyncio.Protocol, self.host, self.port, reuse_address=True
+            )
+            probe.close()
+            await probe.wait_closed()
         self._task = asyncio.create_task(self._server.serve())
         while not self._server.started:
             if self._task.done():

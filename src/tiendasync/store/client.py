@@ -116,7 +116,7 @@ async def _run_session(
                 ssl=_ssl_for(url),
             )
         except (TimeoutError, OSError, websockets.InvalidURI, websockets.InvalidHandshake) as exc:
-            raise UnreachableRelay(f"cannot reach relay at {url}: {exc}") from exc
+            raise UnreachableRelay(f"cannot reach relay at {url}: {_why(url, exc)}") from exc
         async with ws:
             await _converse(ws, sync, outbox, stop)
         report.outcome = "ok"
@@ -150,6 +150,18 @@ async def _run_session(
                 conflicts_healed=healed,
             )
     return report
+
+
+def _why(url: str, exc: BaseException) -> str:
+    """Why a connection failed, never empty, with a hint for a TLS mismatch."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, ssl.SSLError) or (
+        url.startswith("wss://") and isinstance(exc, ConnectionResetError | EOFError)
+    ):
+        text += " (the TLS handshake failed: if the relay runs without --tls-cert, use a ws:// URL)"
+    elif isinstance(exc, TimeoutError):
+        text = "timed out"
+    return text
 
 
 def _conflict_statuses(replica: Replica) -> dict[str, str]:
@@ -275,7 +287,13 @@ async def _run_once(
 
 
 class BackgroundSync:
-    """Continuous sync on its own thread and event loop, reconnecting with backoff."""
+    """Continuous sync on its own thread and event loop, reconnecting with backoff.
+
+    A refused token or a forbidden write (:class:`AuthError`) is permanent:
+    retrying cannot fix it, so the thread ends and :attr:`failure` holds the
+    error (the connection state is ``offline`` with it as ``last_error``).
+    Everything else (unreachable relay, broken connection) is retried.
+    """
 
     def __init__(self, replica: Replica, url: str | None, *, token: str | None) -> None:
         self.replica = replica
@@ -287,6 +305,8 @@ class BackgroundSync:
         self._ready = threading.Event()
         self.sessions = 0
         self.last_report: SyncReport | None = None
+        #: The permanent error that ended the thread (None while it runs or after stop()).
+        self.failure: AuthError | None = None
         self._full_next = False
 
     def start(self) -> None:
@@ -334,8 +354,9 @@ class BackgroundSync:
                 failures = 0
                 continue
             except AuthError as exc:
-                log.error("relay refused this store (retrying slowly): %s", exc)
-                failures = max(failures + 1, 6)
+                log.warning("relay refused this store; background sync stops: %s", exc)
+                self.failure = exc
+                return
             except TiendaSyncError as exc:
                 log.info("sync session ended: %s", exc)
                 failures += 1

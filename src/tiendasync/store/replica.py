@@ -12,8 +12,10 @@ that uses the replica.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
 import secrets
 import time
 from collections.abc import Callable, Iterable
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tiendasync.errors import ConfigError, CorruptData, InvalidArgument
+from tiendasync.errors import ConfigError, CorruptData, InvalidArgument, TiendaSyncError
 from tiendasync.model.config import StoreConfig
 from tiendasync.model.docnames import data_type_of
 from tiendasync.model.hlc import DEFAULT_MAX_DRIFT_MS, HLC, Timestamp
@@ -123,12 +125,14 @@ class Replica:
         """
         if read_only and not Path(path).is_file():
             raise ConfigError(f"no replica database at {path}")
-        existed = Path(path).exists()
+        # An empty file is no database yet: a failed open leaves it as it was.
+        was_empty = Path(path).is_file() and Path(path).stat().st_size == 0
+        existed = Path(path).exists() and not was_empty
         try:
             store = ReplicaStore(str(path))
         except BaseException:
             if not existed:
-                _remove_database(Path(path))
+                _remove_database(Path(path), was_empty=was_empty)
             raise
         try:
             identity = _identity(
@@ -174,7 +178,7 @@ class Replica:
         except BaseException:
             store.close()
             if not existed:
-                _remove_database(Path(path))
+                _remove_database(Path(path), was_empty=was_empty)
             raise
         replica = cls(core)
         if read_only:
@@ -359,6 +363,15 @@ class Replica:
             sync.start()  # SyncBusy if another process syncs this file
             self._sync = sync
 
+    @property
+    def sync_failure(self) -> TiendaSyncError | None:
+        """The permanent error (a refused token, a forbidden write) that ended background sync.
+
+        None while it runs, when it was never started, and after :meth:`stop_sync`.
+        """
+        sync = self._sync
+        return None if sync is None else sync.failure
+
     def stop_sync(self) -> None:
         """Stop background sync (waits for the thread).  Idempotent."""
         sync, self._sync = self._sync, None
@@ -380,7 +393,8 @@ def _identity(store: ReplicaStore, path: str | Path, **given: str | None) -> dic
         if saved is None:
             if value is None:
                 raise ConfigError(
-                    f"{path} is a new replica: pass tenant=, replica_id= and location="
+                    f"{path} is not a replica yet: create it with tenant=, replica_id= "
+                    "and location= (on the command line: tiendasync init)"
                 )
             check_name(value, key)
         elif value is not None and value != saved:
@@ -422,10 +436,16 @@ def _saved_clock(store: ReplicaStore, saved: str | None) -> Timestamp | None:
         ) from exc
 
 
-def _remove_database(path: Path) -> None:
-    """Remove a database file this failed open created (and its WAL companions)."""
-    for suffix in ("", "-wal", "-shm", "-journal"):
+def _remove_database(path: Path, *, was_empty: bool) -> None:
+    """Undo what a failed open wrote: remove the database it created (and its WAL
+    companions), or, if it was given an empty file, empty that file again."""
+    for suffix in ("-wal", "-shm", "-journal"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
+    if was_empty:
+        with contextlib.suppress(OSError):
+            os.truncate(path, 0)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _new_client_id(used: set[int], source: Callable[[int], int] | None) -> int:
