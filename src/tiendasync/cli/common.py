@@ -166,8 +166,8 @@ def open_replica(args: argparse.Namespace, *, read_only: bool = False) -> Iterat
     if not path.is_file() or path.stat().st_size == 0:
         what = "is empty" if path.is_file() else "does not exist"
         raise ConfigError(
-            f"no replica database at {path} (the file {what}); create the replica with 'tiendasync init --db {path} "
-            "--tenant T --replica ID --location L'"
+            f"no replica database at {path} (the file {what}); create the replica with "
+            f"'tiendasync init --db {path} --tenant T --replica ID --location L'"
         )
     try:
         replica = Replica.open(path, read_only=read_only)

@@ -72,7 +72,8 @@ def _print_report(report: SyncReport, full: bool, pending: int) -> None:
                 ("sent", f"{report.updates_sent} updates, {report.bytes_sent} bytes"),
                 ("received", f"{report.updates_received} updates, {report.bytes_received} bytes"),
                 ("acknowledged", f"{report.acknowledged} queue entries"),
-                ("conflicts seen", report.conflicts_seen),
+                ("conflicts opened", report.conflicts_opened),
+                ("conflicts healed", report.conflicts_healed),
                 ("still pending", pending),
             ]
         )

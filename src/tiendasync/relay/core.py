@@ -217,7 +217,8 @@ class RelayCore:
             rec.outcome = "rejected" if rejected else "error"
             rec.error = rec.error or f"{code}: {reason}"
         log.info(
-            "session %s %s/%s ended: %s (in %d updates / %d bytes, out %d / %d)%s",
+            "session %s %s/%s ended: %s "
+            "(received %d updates / %d bytes, sent %d updates / %d bytes)%s",
             session.id,
             rec.tenant,
             rec.replica_id,

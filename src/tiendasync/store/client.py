@@ -45,6 +45,12 @@ log = logging.getLogger("tiendasync.store.client")
 #: and dropping the connection then only makes the storm longer.
 KEEPALIVE_TIMEOUT_S = 60.0
 
+#: How long a one-shot sync waits at most, once everything is acknowledged, for
+#: the relay's review of the stock and sales it sent, when this replica sees them
+#: break an invariant with no open conflict yet: the conflicts they open then
+#: arrive in this session (and its report) rather than the next.
+REVIEW_WAIT_S = 2.0
+
 #: How often a live session looks for writes that other processes sharing the
 #: store file committed (a POS worker selling while this process syncs).
 OTHER_PROCESSES_POLL_S = 0.5
@@ -89,7 +95,9 @@ async def _run_session(
     stop: asyncio.Event | None = None,
 ) -> SyncReport:
     """Connect and converse until done (once), stopped, or broken."""
-    sync = ReplicaSync(replica, token, relay=url, full=full, live=live, clock=time.time)
+    sync = ReplicaSync(
+        replica, token, relay=url, full=full, live=live, review_wait=not live, clock=time.time
+    )
     started = time.monotonic()
     loop = asyncio.get_running_loop()
     outbox: asyncio.Queue[list[tuple[str, bytes]]] = asyncio.Queue()
@@ -135,7 +143,8 @@ async def _run_session(
         replica.core.set_connection_state("offline", report.error)
         with contextlib.suppress(TiendaSyncError):
             opened, healed = _conflict_changes(conflicts_before, _conflict_statuses(replica))
-            report.conflicts_seen = opened
+            report.conflicts_opened = report.conflicts_seen = opened
+            report.conflicts_healed = healed
             finish_session(
                 replica.core,
                 log_id,
@@ -195,10 +204,21 @@ async def _converse(
         asyncio.create_task(asyncio.sleep(OTHER_PROCESSES_POLL_S)) if sync.live else None
     )
     stopper = asyncio.create_task(stop.wait()) if stop is not None else None
+    review_until: float | None = None
     try:
         while True:
             waiting = {t for t in (receiver, local, stopper, poller) if t is not None}
-            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            timeout = None
+            if sync.awaiting_review:
+                review_until = review_until or time.monotonic() + REVIEW_WAIT_S
+                timeout = max(review_until - time.monotonic(), 0.0)
+            done, _ = await asyncio.wait(
+                waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:  # the review opened nothing (or is slow): end the session
+                sync.end_review()
+                await _send(ws, sync)
+                return
             if stopper is not None and stopper in done:
                 sync.stop()
                 await _send(ws, sync)
