@@ -229,7 +229,8 @@ class SyncSessions:
         # catch-up below still covers every readable document).
         announced = self.policy.welcome_state_vectors(relay_svs, hello.state_vectors)
         # The write grants ride along, so the replica sends only what it may write.
-        told = {} if config is None else config.to_dict()
+        # Only the keys set centrally: the store keeps its own value of the others.
+        told = {} if config is None else _central_keys(facts.config)
         conn.accept(session.id, announced, {**told, GRANTS_KEY: grants.writes.to_wire()})
         self.fanout.subscribe(session, hello.tenant)
         log.info(
@@ -342,3 +343,8 @@ def _refusal(hello: Hello, token: TokenRecord | None, refused: str | None) -> st
             f"not {hello.tenant}/{hello.replica_id}"
         )
     return f"replica id {hello.replica_id!r} is reserved for the relay itself"
+
+
+def _central_keys(raw: dict[str, Any] | None) -> dict[str, Any]:
+    """The store settings an admin set centrally for a replica (its grants aside)."""
+    return {k: v for k, v in (raw or {}).items() if k not in ("read", "write")}

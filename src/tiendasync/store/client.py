@@ -118,7 +118,7 @@ async def _run_session(
                 url,
                 max_size=4 * MAX_FRAME_BYTES,
                 open_timeout=10,
-                ping_interval=20,
+                ping_interval=replica.config.interval_s,  # (what interval_s means)
                 ping_timeout=KEEPALIVE_TIMEOUT_S,
                 compression=None,
                 ssl=_ssl_for(url),
@@ -227,8 +227,7 @@ async def _converse(
                 batch = local.result()
                 while not outbox.empty():
                     batch.extend(outbox.get_nowait())
-                sync.send_local(batch)
-                await _send(ws, sync)
+                await _send_local(ws, sync, batch)
                 local = asyncio.create_task(outbox.get())
             if poller is not None and poller in done:
                 await _poll_other_processes(ws, sync)
@@ -241,6 +240,16 @@ async def _converse(
         for task in (receiver, local, stopper, poller):
             if task is not None:
                 task.cancel()
+
+
+async def _send_local(
+    ws: ClientConnection, sync: ReplicaSync, batch: list[tuple[str, bytes]]
+) -> None:
+    """Stream local writes, at most ``batch_size`` (the store config) per message."""
+    size = sync.replica.config.batch_size
+    for start in range(0, len(batch), size):
+        sync.send_local(batch[start : start + size])
+        await _send(ws, sync)
 
 
 async def _poll_other_processes(ws: ClientConnection, sync: ReplicaSync) -> None:

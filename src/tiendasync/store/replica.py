@@ -213,11 +213,32 @@ class Replica:
         return self.core.read_config()
 
     def configure(self, **changes: Any) -> StoreConfig:
-        """Change this store's sync config (validated; ConfigError if wrong)."""
+        """Change this store's sync config (validated; ConfigError if wrong).
+
+        A key the relay sets for this store (:attr:`central_config_keys`) wins
+        over a local value at every sync, so changing it here is refused with
+        :class:`ConfigError` (unless the value is the same): change it on the
+        relay, or have the admin clear it there.
+        """
         with self.core.locked():
-            config = self.core.read_config().updated(**changes)
+            current = self.core.read_config()
+            central = set(self.core.central_keys())
+            shown = current.to_dict()
+            owned = sorted(k for k, v in changes.items() if k in central and shown.get(k) != v)
+            if owned:
+                raise ConfigError(
+                    f"{', '.join(owned)} {'is' if len(owned) == 1 else 'are'} set centrally "
+                    "for this store on the relay and would be reverted at the next sync; "
+                    "change it in the relay's console or admin API (or have it cleared there)"
+                )
+            config = current.updated(**changes)
             self.core.write_config(config)
             return config
+
+    @property
+    def central_config_keys(self) -> list[str]:
+        """The config keys the relay set centrally for this store (as of the last sync)."""
+        return self.core.central_keys()
 
     @property
     def relay_token(self) -> str | None:

@@ -245,7 +245,7 @@ class ReplicaSync:
             self.report.session_id = event.session_id
             central = dict(event.config or {})
             self.grants = WriteGrants.from_wire(central.pop(GRANTS_KEY, None))
-            if central:
+            if event.config is not None:  # what is not there is no longer set centrally
                 self.core.adopt_central_config(central)
             self._send_catch_up(event.state_vectors)
             self.core.set_connection_state("syncing")
