@@ -7,6 +7,7 @@ through ``tiendasync config set`` and ``sync``.
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ import pytest
 from tiendasync import Replica
 from tiendasync.cli import main
 from tiendasync.cli import store as store_cli
+from tiendasync.store import client
 
+from ..support.simnet import frame_types
 from .relay_process import RunningRelay, tiendasync
 
 
@@ -80,3 +83,50 @@ def test_central_edit_keeps_local_keys_and_local_edit_of_a_central_key_is_refuse
         assert r.config.interval_s == 10
         assert r.config.priority("sales") == 3
         assert r.central_config_keys == []
+
+
+def test_interval_s_and_batch_size_do_what_they_say(
+    tmp_path: Path, relay: RunningRelay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """interval_s is the keepalive ping interval; batch_size caps live writes per message."""
+    real_connect = client.connect  # type: ignore[attr-defined]
+    seen: list[dict[str, Any]] = []
+    messages: list[bytes] = []
+
+    async def spying_connect(url: str, **kwargs: Any) -> Any:
+        seen.append(kwargs)
+        ws = await real_connect(url, **kwargs)
+        real_send = ws.send
+
+        async def send(data: Any) -> None:
+            messages.append(bytes(data))
+            await real_send(data)
+
+        ws.send = send  # type: ignore[method-assign,assignment]
+        return ws
+
+    monkeypatch.setattr(client, "connect", spying_connect)
+    token = tiendasync(
+        "relay", "token", "add", "--db", relay.db, "--tenant", "acme", "--replica", "t1"
+    ).stdout.strip()
+    with Replica.open(tmp_path / "t1.db", tenant="acme", replica_id="t1", location="t1") as r:
+        r.configure(relay_url=relay.url, interval_s=7.5, batch_size=2)
+        r.catalog.put("CAFE-500", {"name": "Café 500 g", "price_cents": 450})
+        r.start_sync(token=token)
+        try:
+            deadline = time.monotonic() + 20
+            while r.status.state != "online" or r.status.pending:
+                assert time.monotonic() < deadline, r.status
+                time.sleep(0.05)
+            before = len(messages)
+            with r.core.locked():  # the sync thread waits: the six writes queue up
+                for i in range(6):
+                    r.inventory.receive("CAFE-500", i + 1)
+            while r.status.pending:
+                assert time.monotonic() < deadline, r.status
+                time.sleep(0.05)
+        finally:
+            r.stop_sync()
+    assert seen[0]["ping_interval"] == 7.5
+    updates = [frame_types(m).count("UPDATE") for m in messages[before:]]
+    assert sum(updates) == 6 and max(updates) == 2, updates
