@@ -68,6 +68,11 @@ def test_central_edit_keeps_local_keys_and_local_edit_of_a_central_key_is_refuse
     [shown] = admin(relay, admin_token, "GET", "config/")["results"]
     assert shown["config"]["interval_s"] == 60 and shown["config"]["central"] == ["interval_s"]
 
+    assert main(["config", "show", "--db", db]) == 0
+    shown_here = capsys.readouterr().out
+    marked = [ln.split(":")[0] for ln in shown_here.splitlines() if "(set centrally" in ln]
+    assert marked == ["interval_s"], shown_here
+
     # a local change of a central key would be reverted: it is refused, saying why
     assert main(["config", "set", "--db", db, "interval_s=10"]) == 2
     err = capsys.readouterr().err
