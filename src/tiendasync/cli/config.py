@@ -112,9 +112,7 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
         token_saved = replica.relay_token is not None
         central = replica.central_config_keys
     if args.json:
-        print_json(
-            {"config": config, "central_keys": central, "relay_token_saved": token_saved}
-        )
+        print_json({"config": config, "central_keys": central, "relay_token_saved": token_saved})
         return 0
     pairs = [
         (k, _show_value(v) + ("  (set centrally on the relay)" if k in central else ""))
