@@ -204,6 +204,12 @@ def test_refused_tokens_say_why(
 def test_token_file_mistakes_are_one_line(
     tmp_path: Path, relay: RunningRelay, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    saved = tmp_path / "saved.db"
+    path = token_file(tmp_path, "t1", add_token(relay, "t1"))
+    init = ["init", "--db", str(saved), "--tenant", "acme", "--replica", "t1", "--location", "t1"]
+    assert main([*init, "--relay", relay.url, "--token-file", path]) == 0
+    assert main(["sync", "--db", str(saved)]) == 0  # the saved token
+    capsys.readouterr()
     db = store_db(tmp_path, relay)
     empty = tmp_path / "empty.token"
     empty.write_text("\n")
