@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -190,6 +191,15 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _readable(key: str, value: Any) -> Any:
+    """A result field for people: times as local time, structures as compact JSON."""
+    if key.endswith("_at") and isinstance(value, int | float) and not isinstance(value, bool):
+        return format_time(value)
+    if isinstance(value, Mapping | list | tuple):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    return value
+
+
 def _cmd_queue_resolve(args: argparse.Namespace) -> int:
     action = get_action(args.action)
     given = {name: getattr(args, name) for name in _PARAMS}
@@ -211,7 +221,7 @@ def _cmd_queue_resolve(args: argparse.Namespace) -> int:
         if args.json:
             print_json(result)
         elif isinstance(result, Mapping):
-            print(format_fields((str(k), v) for k, v in result.items()))
+            print(format_fields((str(k), _readable(str(k), v)) for k, v in result.items()))
         else:
             print(f"resolved {args.conflict_id} with {action.name}: {result}")
     return 0
