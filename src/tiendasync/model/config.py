@@ -1,7 +1,8 @@
 """Per-store sync configuration (the seed's ``ConfiguracionSincronizacion``).
 
 Stored in the replica's database, editable locally (``tiendasync config set``)
-and centrally on the relay, which sends its version at the next sync.
+and centrally on the relay, which sends the keys an admin set at the next
+sync; those win over the store's own values (see :class:`StoreConfig`).
 """
 
 from __future__ import annotations
