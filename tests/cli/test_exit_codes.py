@@ -141,7 +141,7 @@ def test_resolve_options_come_from_the_actions_table(
     for bad, needle in (
         (["--action", "accept", "--quantity", "3"], "quantity"),
         (["--action", "adjust", "--count", "3"], "count"),
-        (["--action", "adjust"], "needs quantity"),
+        (["--action", "adjust"], "needs --quantity N"),
         (["--action", "transfer", "--from-location", "a", "--quantity", "0"], "quantity"),
         (["--action", "void", "--sale-ids", " , "], "sale_ids"),
         (["--action", "restore", "--fields", "[1]"], "fields"),

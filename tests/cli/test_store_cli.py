@@ -504,7 +504,9 @@ def test_sync_continuous_stops_cleanly_on_sigterm(
     )
     killer.join()
     assert code == 0, err
-    sessions = [json.loads(line) for line in out.splitlines()]
+    events = [json.loads(line) for line in out.splitlines()]
+    sessions = [e for e in events if e["event"] == "session"]
+    assert {e["event"] for e in events} == {"session"}  # it never connected
     assert len(sessions) >= 2
     assert all(s["outcome"] == "error" and s["mode"] == "continuous" for s in sessions)
     assert len({s["id"] for s in sessions}) == len(sessions)

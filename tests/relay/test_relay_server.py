@@ -169,22 +169,29 @@ def test_bad_and_revoked_tokens_refused(tmp_path: Path) -> None:
         server: RelayServer, store: SqliteRelayStore, tokens: dict[str, str]
     ) -> None:
         admin = issue_token(store, admin=True)
+        t1_id = token_id_of(tokens["t1"])
+        # each refusal says what is wrong with the token, in words its holder can act on
         cases = [
-            ("t1", "ts_000000000000_nope"),
-            ("t1", tokens["t1"][:-2]),
-            ("t1", tokens["t2"]),  # another replica's token
-            ("t1", admin),
+            ("t1", "ts_000000000000_nope", "unknown token 000000000000"),
+            ("t1", tokens["t1"][:-2], f"unknown token {t1_id}"),
+            ("t1", "garbage", "malformed token"),
+            ("t1", tokens["t2"], "this token belongs to store acme/t2, not acme/t1"),
+            ("t1", admin, "an admin token cannot sync"),
         ]
-        for replica, token in cases:
+        for replica, token, why in cases:
             c = await Client.open(server.port, replica=replica, token=token, client_id=5)
             ev = await c.wait_for(ProtocolFailure)
-            assert (ev.code, ev.reason) == (CLOSE_AUTH, "bad or revoked token")
-            assert await c.closed() == (CLOSE_AUTH, "bad or revoked token")
+            assert ev.code == CLOSE_AUTH and ev.reason.startswith(why), (token, ev.reason)
+            code, reason = await c.closed()
+            assert code == CLOSE_AUTH and reason.startswith(why), reason
         token_id = token_id_of(tokens["t3"])
         assert token_id is not None
         store.revoke_token(token_id)
         c = await Client.open(server.port, replica="t3", token=tokens["t3"], client_id=6)
-        assert await c.closed() == (CLOSE_AUTH, "bad or revoked token")
+        assert await c.closed() == (
+            CLOSE_AUTH,
+            f"token {token_id} was revoked; ask the relay's admin for a new one",
+        )
         log = store.list_sessions(tenant="acme")
         assert log and all(r.outcome == "rejected" for r in log)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tiendasync.cli.exits import Handler, guard
-from tiendasync.errors import ConfigError, StorageError
+from tiendasync.errors import ConfigError, InvalidArgument, StorageError
 from tiendasync.store.replica import Replica
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "positive_float",
     "positive_int",
     "print_json",
+    "read_token_file",
     "relay_parent",
     "token_of",
 ]
@@ -98,8 +99,17 @@ def relay_parent() -> argparse.ArgumentParser:
     parent.add_argument(
         "--relay", metavar="URL", help="relay URL (ws:// or wss://); default: the saved relay_url"
     )
-    parent.add_argument(
-        "--token", metavar="TOKEN", help=f"relay token; default: ${TOKEN_ENV}, then the saved token"
+    tokens = parent.add_mutually_exclusive_group()
+    tokens.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help=f"relay token (visible in ps and shell history: prefer --token-file, "
+        f"${TOKEN_ENV} or 'config set-token'); default: ${TOKEN_ENV}, then the saved token",
+    )
+    tokens.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="read the relay token from this file (its first line)",
     )
     return parent
 
@@ -153,8 +163,12 @@ def open_replica(args: argparse.Namespace, *, read_only: bool = False) -> Iterat
     the store (no new writer id), so a ``status`` every minute costs nothing.
     """
     path = Path(args.db)
-    if not path.is_file():
-        raise ConfigError(f"no replica database at {path}; create one with 'tiendasync init'")
+    if not path.is_file() or path.stat().st_size == 0:
+        what = "is empty" if path.is_file() else "does not exist"
+        raise ConfigError(
+            f"no replica database at {path} (the file {what}); create the replica with "
+            f"'tiendasync init --db {path} --tenant T --replica ID --location L'"
+        )
     try:
         replica = Replica.open(path, read_only=read_only)
     except sqlite3.Error as exc:
@@ -165,9 +179,24 @@ def open_replica(args: argparse.Namespace, *, read_only: bool = False) -> Iterat
         replica.close()
 
 
+def read_token_file(path: str) -> str:
+    """The token in the first line of ``path`` (:class:`InvalidArgument` if unreadable or empty)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.readline().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"cannot read the token file {path}: {exc}") from None
+    if not token:
+        raise InvalidArgument(f"the token file {path} is empty")
+    return token
+
+
 def token_of(args: argparse.Namespace) -> str | None:
-    """The relay token: ``--token``, else ``$TIENDASYNC_TOKEN``, else None (the saved one)."""
+    """The relay token: ``--token``, ``--token-file``, ``$TIENDASYNC_TOKEN``, else None (saved)."""
     given: str | None = getattr(args, "token", None)
+    path: str | None = getattr(args, "token_file", None)
+    if not given and path:
+        given = read_token_file(path)
     return given or os.environ.get(TOKEN_ENV) or None
 
 

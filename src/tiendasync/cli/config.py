@@ -2,7 +2,9 @@
 
 ``config set KEY=VALUE...`` changes all values or none: each value is JSON
 when it parses (else text) and must fit the type of its
-:class:`~tiendasync.model.config.StoreConfig` field.
+:class:`~tiendasync.model.config.StoreConfig` field.  A key the relay sets
+centrally wins over the store's own value, so ``config set`` refuses to
+change one (``config show`` marks them).
 """
 
 from __future__ import annotations
@@ -108,10 +110,14 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
     with open_replica(args, read_only=True) as replica:
         config = replica.config.to_dict()
         token_saved = replica.relay_token is not None
+        central = replica.central_config_keys
     if args.json:
-        print_json({"config": config, "relay_token_saved": token_saved})
+        print_json({"config": config, "central_keys": central, "relay_token_saved": token_saved})
         return 0
-    pairs = [(k, _show_value(v)) for k, v in config.items()]
+    pairs = [
+        (k, _show_value(v) + ("  (set centrally on the relay)" if k in central else ""))
+        for k, v in config.items()
+    ]
     pairs.append(("relay token", "saved" if token_saved else "(not set)"))
     print(format_fields(pairs))
     return 0
@@ -149,7 +155,13 @@ def register(commands: Commands) -> None:
     config_cmds = config.add_subparsers(
         dest="config_command", metavar="ACTION", required=True, help="what to do"
     )
-    add_command(config_cmds, "show", "show the sync config", _cmd_config_show, [db, json_parent()])
+    add_command(
+        config_cmds,
+        "show",
+        "show the sync config (keys set centrally on the relay are marked)",
+        _cmd_config_show,
+        [db, json_parent()],
+    )
     keys = ", ".join(f.name for f in dataclasses.fields(StoreConfig))
     p = add_command(
         config_cmds,
@@ -157,7 +169,8 @@ def register(commands: Commands) -> None:
         "change config values (all or nothing)",
         _cmd_config_set,
         [db],
-        epilog=f"Keys: {keys}.\nValues are parsed as JSON when possible, else taken as "
+        epilog=f"Keys: {keys}.\nA key set centrally on the relay wins at every sync: "
+        "changing it here is refused.\nValues are parsed as JSON when possible, else taken as "
         "text, e.g.\n  interval_s=10 'priorities={\"sales\":9}' "
         "relay_url=ws://127.0.0.1:8765 relay_url=null",
     )

@@ -6,7 +6,7 @@ import argparse
 import sqlite3
 from pathlib import Path
 
-from tiendasync.cli.common import Commands, add_command, db_parent
+from tiendasync.cli.common import Commands, add_command, db_parent, read_token_file
 from tiendasync.errors import ConfigError, InvalidArgument, StorageError
 from tiendasync.model.config import StoreConfig
 from tiendasync.model.names import check_name
@@ -38,6 +38,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
     check_name(args.location, "location")
     if args.relay is not None:
         StoreConfig(relay_url=args.relay)  # validate before creating anything
+    if args.token_file is not None:
+        args.token = read_token_file(args.token_file)
     if args.token is not None and not args.token.strip():
         raise InvalidArgument("the token must not be empty")
     existed = path.exists()
@@ -69,4 +71,12 @@ def register(commands: Commands) -> None:
     )
     p.add_argument("--location", required=True, help="the location this replica sells from")
     p.add_argument("--relay", metavar="URL", help="save this relay URL (ws:// or wss://)")
-    p.add_argument("--token", metavar="TOKEN", help="save this relay token")
+    tokens = p.add_mutually_exclusive_group()
+    tokens.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="save this relay token (visible in ps and shell history: prefer --token-file)",
+    )
+    tokens.add_argument(
+        "--token-file", metavar="PATH", help="save the relay token in this file (its first line)"
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -29,7 +30,7 @@ from tiendasync.cli.common import (
     token_of,
 )
 from tiendasync.cli.tables import format_fields, format_table, format_time
-from tiendasync.errors import SyncError
+from tiendasync.errors import InvalidArgument, SyncError
 from tiendasync.model.actions import ACTIONS, Param, check_params, get_action
 from tiendasync.store.queue import STATUSES, QueueEntry
 
@@ -190,9 +191,27 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _readable(key: str, value: Any) -> Any:
+    """A result field for people: times as local time, structures as compact JSON."""
+    if key.endswith("_at") and isinstance(value, int | float) and not isinstance(value, bool):
+        return format_time(value)
+    if isinstance(value, Mapping | list | tuple):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    return value
+
+
 def _cmd_queue_resolve(args: argparse.Namespace) -> int:
     action = get_action(args.action)
     given = {name: getattr(args, name) for name in _PARAMS}
+    takes = {p.name for p in action.params}
+    extra = any(v is not None and k not in takes for k, v in given.items())
+    for param in action.params:  # (an option it does not take is check_params' to explain)
+        if not extra and param.required and given.get(param.name) is None:
+            option = "--" + param.name.replace("_", "-")
+            raise InvalidArgument(
+                f"--action {action.name} needs {option} {_PARAM_METAVARS[param.kind]} "
+                f"({param.help})"
+            )
     params = check_params(action, {k: v for k, v in given.items() if v is not None})
     for name in ("note", "by"):
         if getattr(args, name) is not None:
@@ -202,7 +221,7 @@ def _cmd_queue_resolve(args: argparse.Namespace) -> int:
         if args.json:
             print_json(result)
         elif isinstance(result, Mapping):
-            print(format_fields((str(k), v) for k, v in result.items()))
+            print(format_fields((str(k), _readable(str(k), v)) for k, v in result.items()))
         else:
             print(f"resolved {args.conflict_id} with {action.name}: {result}")
     return 0

@@ -7,7 +7,7 @@
     tiendasync relay token add --db relay.db --admin
     tiendasync relay token list --db relay.db [--json]
     tiendasync relay token revoke --db relay.db ID
-    tiendasync relay sync-now --replica tienda-1 [--full] --token ADMIN_TOKEN
+    tiendasync relay sync-now --replica tienda-1 [--full] --token-file admin.token
 
 Every handler runs under the one exit-code guard (:mod:`tiendasync.cli.exits`):
 ``sync-now`` exits 3 when the admin API refuses the token, 1 when it cannot
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import importlib
 import json
 import logging
@@ -30,11 +31,12 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from tiendasync.cli.common import Commands
+from tiendasync.cli.common import Commands, read_token_file
 from tiendasync.cli.exits import guard
 from tiendasync.cli.tables import format_time
 from tiendasync.errors import (
     AuthError,
+    ConfigError,
     InvalidArgument,
     StoragePermissionError,
     SyncError,
@@ -183,7 +185,13 @@ def register(commands: Commands) -> None:
         default="http://127.0.0.1:8766",
         help="the relay's admin API (default http://127.0.0.1:8766)",
     )
-    now.add_argument("--token", default=None, help="admin token (default: $TIENDASYNC_ADMIN_TOKEN)")
+    admin_tokens = now.add_mutually_exclusive_group()
+    admin_tokens.add_argument(
+        "--token", default=None, help="admin token (default: $TIENDASYNC_ADMIN_TOKEN)"
+    )
+    admin_tokens.add_argument(
+        "--token-file", default=None, metavar="PATH", help="read the admin token from this file"
+    )
     now.set_defaults(handler=guard(_sync_now))
 
     token = sub.add_parser("token", help="add, list or revoke access tokens")
@@ -218,9 +226,12 @@ def _db(args: argparse.Namespace) -> str:
 
 
 def _sync_now(args: argparse.Namespace) -> int:
-    token = args.token or os.environ.get("TIENDASYNC_ADMIN_TOKEN")
+    token = args.token or (read_token_file(args.token_file) if args.token_file else None)
+    token = token or os.environ.get("TIENDASYNC_ADMIN_TOKEN")
     if not token:
-        raise InvalidArgument("give --token or set TIENDASYNC_ADMIN_TOKEN (an admin token)")
+        raise InvalidArgument(
+            "give --token-file, --token or set TIENDASYNC_ADMIN_TOKEN (an admin token)"
+        )
     query = f"?tenant={urllib.parse.quote(args.tenant)}" if args.tenant else ""
     url = (
         f"{args.admin_url.rstrip('/')}/api/sync/config/"
@@ -241,6 +252,17 @@ def _sync_now(args: argparse.Namespace) -> int:
         raise UnreachableRelay(f"cannot reach the admin API at {args.admin_url}: {exc}") from exc
     print(f"asked {args.replica} to sync now{' (full)' if args.full else ''}")
     return 0
+
+
+def _cannot_listen(host: str, port: int, option: str, exc: OSError) -> str:
+    """One line for a port the relay cannot listen on (most often: already in use)."""
+    why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+    hint = (
+        f"; is another relay running? choose another {option}"
+        if exc.errno == errno.EADDRINUSE
+        else ""
+    )
+    return f"cannot listen on {host}:{port}: {why}{hint}"
 
 
 def _refusal(exc: urllib.error.HTTPError) -> SyncError:
@@ -386,7 +408,10 @@ async def _serve(store: SqliteRelayStore, args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await server.start()
+    try:
+        await server.start()
+    except OSError as exc:
+        raise ConfigError(_cannot_listen(args.host, args.port, "--port", exc)) from None
     admin: AdminHTTPServer | None = None
     if not args.no_admin:
         admin_port = (
@@ -402,7 +427,11 @@ async def _serve(store: SqliteRelayStore, args: argparse.Namespace) -> None:
             tls_key=args.tls_key,
             extra_routes=console_routes(RelayAdmin(server)),
         )
-        await admin.start()
+        try:
+            await admin.start()
+        except OSError as exc:
+            await server.stop()
+            raise ConfigError(_cannot_listen(args.host, admin_port, "--admin-port", exc)) from None
         print(
             f"tiendasync admin API on http://{args.host}:{admin.port}/api/sync/",
             file=sys.stderr,

@@ -64,6 +64,7 @@ def _status_data(replica: Replica) -> dict[str, Any]:
     counts = {s: 0 for s in STATUSES}
     counts.update(replica.queue.counts())
     last = replica.log.list(limit=1)
+    daemon = replica.core.shared_sync_state()
     return {
         "database": str(replica.path),
         "tenant": replica.tenant,
@@ -74,6 +75,8 @@ def _status_data(replica: Replica) -> dict[str, Any]:
         "relay_token_saved": replica.relay_token is not None,
         "sync_enabled": config.enabled,
         "state": status.state,
+        "sync_process": daemon.get("pid") if daemon else None,
+        "state_since": daemon.get("at") if daemon else None,
         "online": status.online,
         "pending": status.pending,
         "last_sync_at": status.last_sync_at,
@@ -93,6 +96,14 @@ def _session_text(last: dict[str, Any] | None) -> str:
     return text
 
 
+def _state_text(data: dict[str, Any]) -> str:
+    """``online (sync process 1234, since 12:00:03)``, or ``offline (no sync process)``."""
+    if data["sync_process"] is None:
+        return f"{data['state']} (no process is syncing this store)"
+    since = f", since {format_time(data['state_since'])}" if data["state_since"] else ""
+    return f"{data['state']} (sync process {data['sync_process']}{since})"
+
+
 def _print_status(data: dict[str, Any]) -> None:
     print(
         format_fields(
@@ -105,7 +116,7 @@ def _print_status(data: dict[str, Any]) -> None:
                 ("relay", data["relay_url"] or "(not set)"),
                 ("token", "saved" if data["relay_token_saved"] else "(not set)"),
                 ("sync enabled", "yes" if data["sync_enabled"] else "no"),
-                ("state", data["state"]),
+                ("state", _state_text(data)),
                 ("pending", data["pending"]),
                 ("open conflicts", data["open_conflicts"]),
                 (
@@ -154,6 +165,7 @@ def register(commands: Commands) -> None:
         "show the store's identity, sync state and queue counts",
         _cmd_status,
         [db_parent(), json_parent()],
-        epilog="'state' is this command's own connection state (offline); a sync running in\n"
-        "another process shows up as 'last session', from the sync log.",
+        epilog="'state' is the connection state of the process syncing this store (e.g. a\n"
+        "'sync --continuous' daemon), read from the store file: connecting, syncing,\n"
+        "online or offline; offline when no process syncs it.",
     )

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import queue
 import signal
 import sys
 import threading
+import time
 import types
+from typing import Any
 
 from tiendasync.cli.common import (
     Commands,
@@ -27,7 +31,7 @@ from tiendasync.cli.common import (
 from tiendasync.cli.tables import format_fields, format_time, one_line
 from tiendasync.errors import ConfigError, InvalidArgument, SyncError
 from tiendasync.store.client import SyncReport
-from tiendasync.store.replica import Replica
+from tiendasync.store.replica import Replica, ReplicaStatus
 from tiendasync.store.synclog import SyncLogEntry
 
 __all__ = ["register", "session_line"]
@@ -68,7 +72,8 @@ def _print_report(report: SyncReport, full: bool, pending: int) -> None:
                 ("sent", f"{report.updates_sent} updates, {report.bytes_sent} bytes"),
                 ("received", f"{report.updates_received} updates, {report.bytes_received} bytes"),
                 ("acknowledged", f"{report.acknowledged} queue entries"),
-                ("conflicts seen", report.conflicts_seen),
+                ("conflicts opened", report.conflicts_opened),
+                ("conflicts healed", report.conflicts_healed),
                 ("still pending", pending),
             ]
         )
@@ -82,7 +87,16 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         _check_can_sync(args, replica)
         token = token_of(args)
         if args.continuous:
-            return _sync_continuous(replica, args.relay, token, args.json, args.poll)
+            client_log = logging.getLogger("tiendasync.store.client")
+            level = client_log.level
+            if not getattr(args, "verbose", False):
+                # The printer reports every session and failure; the client's own
+                # log lines would say each one a second time.
+                client_log.setLevel(logging.ERROR)
+            try:
+                return _sync_continuous(replica, args.relay, token, args.json, args.poll)
+            finally:
+                client_log.setLevel(level)
         url = args.relay or replica.config.relay_url
         try:
             report = replica.sync_now(args.relay, token=token, full=args.full, timeout=args.timeout)
@@ -97,17 +111,49 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     return 0
 
 
-class _SessionPrinter:
-    """Prints each sync session that finished after it was made, once."""
+class _ContinuousPrinter:
+    """Prints what continuous sync does: connected, disconnected, each finished session.
 
-    def __init__(self, replica: Replica, as_json: bool) -> None:
+    Each event is printed once, by the main thread: connection changes are
+    queued by a status callback (the sync thread calls it), finished
+    sessions are read from the sync log.  With ``as_json`` each event is one
+    JSON object per line with an ``event`` key (``connected``,
+    ``disconnected``, ``session``).
+    """
+
+    def __init__(self, replica: Replica, url: str, as_json: bool) -> None:
         self.replica = replica
+        self.url = url
         self.as_json = as_json
         newest = replica.log.list(limit=1)
         self.baseline = newest[0].id if newest else 0
         self.printed: set[int] = set()
+        self.changes: queue.SimpleQueue[tuple[float, str, str | None]] = queue.SimpleQueue()
+        self.connected = False
+        self.unsubscribe = replica.on_status_change(self._on_status)
+
+    def _on_status(self, status: ReplicaStatus) -> None:  # the sync thread
+        self.changes.put((time.time(), status.state, status.last_error))
+
+    def _event(self, event: str, at: float, text: str, **data: Any) -> None:
+        if self.as_json:
+            print(json.dumps({"event": event, "at": at, **data}, ensure_ascii=False))
+        else:
+            print(f"{format_time(at)}  {text}")
 
     def emit(self) -> None:
+        while True:
+            try:
+                at, state, error = self.changes.get_nowait()
+            except queue.Empty:
+                break
+            if state in ("syncing", "online") and not self.connected:
+                self.connected = True
+                self._event("connected", at, f"connected to {self.url}", relay=self.url)
+            elif state == "offline" and self.connected:
+                self.connected = False
+                why = f": {one_line(error)}" if error else ""
+                self._event("disconnected", at, f"disconnected from {self.url}{why}", error=error)
         rows = [
             r
             for r in self.replica.log.list(limit=100)
@@ -116,7 +162,7 @@ class _SessionPrinter:
         for row in sorted(rows, key=lambda r: r.id):
             self.printed.add(row.id)
             if self.as_json:
-                print(json.dumps(row.to_dict(), sort_keys=True, ensure_ascii=False))
+                print(json.dumps({"event": "session", **row.to_dict()}, ensure_ascii=False))
             else:
                 print(session_line(row))
         sys.stdout.flush()
@@ -125,26 +171,32 @@ class _SessionPrinter:
 def _sync_continuous(
     replica: Replica, url: str | None, token: str | None, as_json: bool, poll: float
 ) -> int:
+    """Sync until SIGINT/SIGTERM (exit 0) or a permanent error (raised: its exit code)."""
     stop = threading.Event()
 
     def on_signal(signum: int, frame: types.FrameType | None) -> None:
         stop.set()
 
+    relay = url or replica.config.relay_url or ""
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    printer = _ContinuousPrinter(replica, relay, as_json)
     try:
-        printer = _SessionPrinter(replica, as_json)
         replica.start_sync(url, token=token)
         print(
-            f"syncing continuously with {url or replica.config.relay_url}; "
-            "stop with Ctrl-C or SIGTERM",
+            f"syncing continuously with {relay}; stop with Ctrl-C or SIGTERM",
             file=sys.stderr,
         )
-        while not stop.is_set():
+        failure = None
+        while not stop.is_set() and failure is None:
             stop.wait(poll)
+            failure = replica.sync_failure
             printer.emit()
         replica.stop_sync()
         printer.emit()
+        if failure is not None:
+            raise failure
     finally:
+        printer.unsubscribe()
         replica.stop_sync()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

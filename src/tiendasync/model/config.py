@@ -1,7 +1,8 @@
 """Per-store sync configuration (the seed's ``ConfiguracionSincronizacion``).
 
 Stored in the replica's database, editable locally (``tiendasync config set``)
-and centrally on the relay, which sends its version at the next sync.
+and centrally on the relay, which sends the keys an admin set at the next
+sync; those win over the store's own values (see :class:`StoreConfig`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,21 @@ _DURABILITY = ("full", "normal")
 
 @dataclass(frozen=True)
 class StoreConfig:
-    """How one store synchronises.  Every field has a safe default."""
+    """How one store synchronises.  Every field has a safe default.
+
+    What each key does: ``relay_url`` where to sync; ``enabled`` whether this
+    store syncs at all; ``interval_s`` seconds between keepalive pings of a
+    sync connection (how soon a relay that vanished silently is noticed);
+    ``priorities`` the order data types are sent in, and the weight of their
+    conflicts; ``batch_size`` the most local writes a live session sends in
+    one websocket message; ``backoff_min_s`` / ``backoff_max_s`` the reconnect
+    backoff of continuous sync; ``durability`` the SQLite ``synchronous`` mode.
+
+    Precedence: a key an admin set centrally on the relay (sent at every
+    sync) > the store's own value (``tiendasync config set``) > the default.
+    The relay alone owns the grants (``read``, ``write``), which are not
+    store config.
+    """
 
     relay_url: str | None = None
     enabled: bool = True

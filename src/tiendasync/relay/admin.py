@@ -193,7 +193,12 @@ class RelayAdmin:
         self, tenant: str, replica_id: str, raw: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         """The config as the replica lives it: stored keys (``raw``, else read from
-        the store), and for grants not stored the defaults its token implies."""
+        the store), and for grants not stored the defaults its token implies.
+
+        ``central`` lists the keys set centrally: those win over the store's own
+        value at every sync.  The other keys show the default; a store may have
+        changed them locally (``tiendasync config set``).
+        """
         if raw is None:
             raw = self.store.get_replica_config(tenant, replica_id) or {}
         base = StoreConfig.from_dict(
@@ -202,6 +207,7 @@ class RelayAdmin:
         defaults = Grants.from_config(None, self._bound_location(tenant, replica_id))
         base["read"] = raw.get("read", list(defaults.read))
         base["write"] = raw.get("write", list(defaults.write))
+        base["central"] = sorted(raw)
         return base
 
     def list_configs(self, tenant: str) -> list[dict[str, Any]]:
@@ -210,25 +216,33 @@ class RelayAdmin:
         ]
 
     def set_config(self, tenant: str, replica_id: str, config: dict[str, Any]) -> dict[str, Any]:
+        """Set keys centrally (``null`` clears one: the store's own value applies again).
+
+        Only the keys given are stored and sent to the store, so editing one key
+        never overrides the others the store set locally.  Grants not stored
+        stay unstored: they keep following the token's default (editing the
+        interval must not widen a store's write grants).
+        """
         if replica_id not in self._replica_ids(tenant):
             raise NotFound(f"no replica {replica_id!r} in tenant {tenant!r}")
-        # Grants not stored stay unstored, so they keep following the token's
-        # default (editing the interval must not widen a store's write grants).
         raw = self.store.get_replica_config(tenant, replica_id) or {}
-        merged = {**self._config_of(tenant, replica_id, raw), **config}
+        stored = {**raw, **config}
+        for key, value in config.items():
+            if value is None:
+                del stored[key]
+        stored.pop("central", None)  # what this API answers, not a key
         for key in _RELAY_ONLY_CONFIG:
-            if key not in config and key not in raw:
-                del merged[key]
+            if key not in stored:
                 continue
-            value = merged[key]
+            value = stored[key]
             if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
                 raise InvalidArgument(f"{key} must be a list of document name patterns")
         try:
-            StoreConfig.from_dict({k: v for k, v in merged.items() if k not in _RELAY_ONLY_CONFIG})
+            StoreConfig.from_dict({k: v for k, v in stored.items() if k not in _RELAY_ONLY_CONFIG})
         except (ConfigError, TypeError) as exc:
             raise InvalidArgument(str(exc)) from exc
-        self.store.set_replica_config(tenant, replica_id, merged)
-        return {"replica": replica_id, "config": self._config_of(tenant, replica_id, merged)}
+        self.store.set_replica_config(tenant, replica_id, stored)
+        return {"replica": replica_id, "config": self._config_of(tenant, replica_id, stored)}
 
     def sync_now(self, tenant: str, replica_id: str, full: bool) -> bool:
         if replica_id not in self._replica_ids(tenant):
@@ -365,6 +379,15 @@ class AdminHTTPServer:
         self.port = port
 
     async def start(self) -> None:
+        """Listen; an :class:`OSError` (with its errno) if ``host:port`` cannot be bound."""
+        if self.port:
+            # uvicorn reports a failed bind as SystemExit after logging it; a
+            # trial bind first gives the caller a plain OSError to explain.
+            probe = await asyncio.get_running_loop().create_server(
+                asyncio.Protocol, self.host, self.port, reuse_address=True
+            )
+            probe.close()
+            await probe.wait_closed()
         self._task = asyncio.create_task(self._server.serve())
         while not self._server.started:
             if self._task.done():

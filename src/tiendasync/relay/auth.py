@@ -21,6 +21,7 @@ from tiendasync.relay.storage import RelayStore, TokenRecord
 __all__ = [
     "TOKEN_PREFIX",
     "authenticate",
+    "check_token",
     "hash_token",
     "issue_token",
     "list_tokens",
@@ -96,20 +97,32 @@ def issue_token(
     return token
 
 
-def authenticate(store: RelayStore, token: str) -> TokenRecord | None:
-    """The live (not revoked) token record matching ``token``, or None.
+def check_token(store: RelayStore, token: str) -> tuple[TokenRecord | None, str | None]:
+    """``(record, None)`` for a live token, else ``(None, why)``: what to tell its holder.
 
-    The stored digest is compared with :func:`hmac.compare_digest`; an
-    unknown id still costs one hash and one comparison.
+    ``why`` tells a malformed token from an unknown one (no such id, or the
+    secret does not match) and, only to a holder of the right secret, a
+    revoked one.  The stored digest is compared with
+    :func:`hmac.compare_digest`; an unknown id still costs one hash and one
+    comparison.
     """
     token_id = token_id_of(token) if isinstance(token, str) else None
     record = store.get_token(token_id) if token_id is not None else None
     expected = record.token_hash if record is not None else _DUMMY_HASH
     given = hash_token(token) if isinstance(token, str) else ""
     matches = hmac.compare_digest(expected.encode(), given.encode())
-    if record is None or not matches or record.revoked:
-        return None
-    return record
+    if token_id is None:
+        return None, "malformed token (a relay token looks like ts_<12 hex digits>_<secret>)"
+    if record is None or not matches:
+        return None, f"unknown token {token_id} (no such token, or its secret is wrong)"
+    if record.revoked:
+        return None, f"token {token_id} was revoked; ask the relay's admin for a new one"
+    return record, None
+
+
+def authenticate(store: RelayStore, token: str) -> TokenRecord | None:
+    """The live (not revoked) token record matching ``token``, or None (see :func:`check_token`)."""
+    return check_token(store, token)[0]
 
 
 def list_tokens(store: RelayStore) -> list[TokenRecord]:

@@ -217,7 +217,8 @@ class RelayCore:
             rec.outcome = "rejected" if rejected else "error"
             rec.error = rec.error or f"{code}: {reason}"
         log.info(
-            "session %s %s/%s ended: %s (in %d updates / %d bytes, out %d / %d)%s",
+            "session %s %s/%s ended: %s "
+            "(received %d updates / %d bytes, sent %d updates / %d bytes)%s",
             session.id,
             rec.tenant,
             rec.replica_id,
@@ -300,9 +301,15 @@ class RelayCore:
         """
         return self.sync.receive(session, message, now)
 
-    def authenticated(self, session: RelaySession, hello: Hello, token: TokenRecord | None) -> bool:
-        """The token storage returned for ``hello``: False if the session is refused."""
-        return self.sync.authenticated(session, hello, token)
+    def authenticated(
+        self,
+        session: RelaySession,
+        hello: Hello,
+        token: TokenRecord | None,
+        refused: str | None = None,
+    ) -> bool:
+        """The token storage returned for ``hello`` (``refused``: why none): False if refused."""
+        return self.sync.authenticated(session, hello, token, refused)
 
     def welcome(
         self, session: RelaySession, hello: Hello, token: TokenRecord, facts: HelloFacts

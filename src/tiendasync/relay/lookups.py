@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from tiendasync.errors import TiendaSyncError
 from tiendasync.protocol import Hello
-from tiendasync.relay.auth import authenticate
+from tiendasync.relay.auth import authenticate, check_token
 from tiendasync.relay.state import FollowerFacts, HelloFacts, RelaySession
 from tiendasync.relay.storage import RelayStore, SessionRecord
 
@@ -42,8 +42,8 @@ def lookup_hello(store: RelayStore, hello: Hello) -> HelloFacts:
 def answer_hello(core: RelayCore, store: RelayStore, session: RelaySession, hello: Hello) -> None:
     """Drive the HELLO steps inline (what the server does across worker threads)."""
     try:
-        token = authenticate(store, hello.token)
-        if not core.authenticated(session, hello, token):
+        token, refused = check_token(store, hello.token)
+        if not core.authenticated(session, hello, token, refused):
             return
         assert token is not None
         facts = lookup_hello(store, hello)

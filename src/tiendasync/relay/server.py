@@ -42,7 +42,7 @@ from tiendasync.protocol import (
     Hello,
 )
 from tiendasync.protocol.yprotocols import FollowerClose, follower_close_code
-from tiendasync.relay.auth import authenticate
+from tiendasync.relay.auth import check_token
 from tiendasync.relay.broker import Broker
 from tiendasync.relay.central import CentralWriter
 from tiendasync.relay.core import RelayCore
@@ -496,8 +496,8 @@ class RelayServer:
     async def _answer_hello(self, session: RelaySession, hello: Hello) -> None:
         """The HELLO's storage lookups, off the event loop (see ``relay.sessions``)."""
         try:
-            token = await asyncio.to_thread(authenticate, self.store, hello.token)
-            if not self.core.authenticated(session, hello, token):
+            token, refused = await asyncio.to_thread(check_token, self.store, hello.token)
+            if not self.core.authenticated(session, hello, token, refused):
                 return
             assert token is not None
             facts = await asyncio.to_thread(lookup_hello, self.store, hello)

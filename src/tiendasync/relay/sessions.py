@@ -148,11 +148,19 @@ class SyncSessions:
         conn = session.conn
         return conn if conn is not None and conn.state == "authenticating" else None
 
-    def authenticated(self, session: RelaySession, hello: Hello, token: TokenRecord | None) -> bool:
+    def authenticated(
+        self,
+        session: RelaySession,
+        hello: Hello,
+        token: TokenRecord | None,
+        refused: str | None = None,
+    ) -> bool:
         """Step 2: ``token`` is what storage returned for ``hello.token``.
 
-        Rejects a bad token or one over its connection cap; True if the pump
-        should go on with :func:`~tiendasync.relay.lookups.lookup_hello`.
+        Rejects a bad token (``refused``: why storage found none, see
+        :func:`~tiendasync.relay.auth.check_token`), a token that is not this
+        replica's, or one over its connection cap; True if the pump should go
+        on with :func:`~tiendasync.relay.lookups.lookup_hello`.
         """
         conn = self._waiting(session)
         if conn is None:
@@ -161,8 +169,8 @@ class SyncSessions:
         rec.tenant, rec.replica_id = hello.tenant, hello.replica_id
         if token is None or not replica_token_fits(token, hello.tenant, hello.replica_id):
             rec.outcome = "rejected"
-            rec.error = "bad or revoked token"
-            conn.reject(CLOSE_AUTH, "bad or revoked token")
+            rec.error = _refusal(hello, token, refused)
+            conn.reject(CLOSE_AUTH, rec.error)
         elif self.policy.over_token_cap(session, token.id, self.sessions.values()):
             rec.error = "too many connections with this token"
             conn.reject(CLOSE_RATE_LIMIT, rec.error)
@@ -221,7 +229,8 @@ class SyncSessions:
         # catch-up below still covers every readable document).
         announced = self.policy.welcome_state_vectors(relay_svs, hello.state_vectors)
         # The write grants ride along, so the replica sends only what it may write.
-        told = {} if config is None else config.to_dict()
+        # Only the keys set centrally: the store keeps its own value of the others.
+        told = {} if config is None else _central_keys(facts.config)
         conn.accept(session.id, announced, {**told, GRANTS_KEY: grants.writes.to_wire()})
         self.fanout.subscribe(session, hello.tenant)
         log.info(
@@ -320,3 +329,22 @@ class SyncSessions:
             # delete-only (or redundant) update: confirm the current incarnation's clock
             acks = [session.client_id]
         self.fanout.submit(session, session.tenant, doc, data, result, acks, session.writer_name)
+
+
+def _refusal(hello: Hello, token: TokenRecord | None, refused: str | None) -> str:
+    """Why ``hello``'s token does not open a session, in words its holder can act on."""
+    if token is None:
+        return refused or "bad or revoked token"
+    if token.admin:
+        return "an admin token cannot sync; use the token issued for this store"
+    if token.tenant != hello.tenant or token.replica_id != hello.replica_id:
+        return (
+            f"this token belongs to store {token.tenant}/{token.replica_id}, "
+            f"not {hello.tenant}/{hello.replica_id}"
+        )
+    return f"replica id {hello.replica_id!r} is reserved for the relay itself"
+
+
+def _central_keys(raw: dict[str, Any] | None) -> dict[str, Any]:
+    """The store settings an admin set centrally for a replica (its grants aside)."""
+    return {k: v for k, v in (raw or {}).items() if k not in ("read", "write")}

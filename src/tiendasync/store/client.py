@@ -45,6 +45,12 @@ log = logging.getLogger("tiendasync.store.client")
 #: and dropping the connection then only makes the storm longer.
 KEEPALIVE_TIMEOUT_S = 60.0
 
+#: How long a one-shot sync waits at most, once everything is acknowledged, for
+#: the relay's review of the stock and sales it sent, when this replica sees them
+#: break an invariant with no open conflict yet: the conflicts they open then
+#: arrive in this session (and its report) rather than the next.
+REVIEW_WAIT_S = 2.0
+
 #: How often a live session looks for writes that other processes sharing the
 #: store file committed (a POS worker selling while this process syncs).
 OTHER_PROCESSES_POLL_S = 0.5
@@ -89,7 +95,9 @@ async def _run_session(
     stop: asyncio.Event | None = None,
 ) -> SyncReport:
     """Connect and converse until done (once), stopped, or broken."""
-    sync = ReplicaSync(replica, token, relay=url, full=full, live=live, clock=time.time)
+    sync = ReplicaSync(
+        replica, token, relay=url, full=full, live=live, review_wait=not live, clock=time.time
+    )
     started = time.monotonic()
     loop = asyncio.get_running_loop()
     outbox: asyncio.Queue[list[tuple[str, bytes]]] = asyncio.Queue()
@@ -110,13 +118,13 @@ async def _run_session(
                 url,
                 max_size=4 * MAX_FRAME_BYTES,
                 open_timeout=10,
-                ping_interval=20,
+                ping_interval=replica.config.interval_s,  # (what interval_s means)
                 ping_timeout=KEEPALIVE_TIMEOUT_S,
                 compression=None,
                 ssl=_ssl_for(url),
             )
         except (TimeoutError, OSError, websockets.InvalidURI, websockets.InvalidHandshake) as exc:
-            raise UnreachableRelay(f"cannot reach relay at {url}: {exc}") from exc
+            raise UnreachableRelay(f"cannot reach relay at {url}: {_why(url, exc)}") from exc
         async with ws:
             await _converse(ws, sync, outbox, stop)
         report.outcome = "ok"
@@ -135,7 +143,8 @@ async def _run_session(
         replica.core.set_connection_state("offline", report.error)
         with contextlib.suppress(TiendaSyncError):
             opened, healed = _conflict_changes(conflicts_before, _conflict_statuses(replica))
-            report.conflicts_seen = opened
+            report.conflicts_opened = report.conflicts_seen = opened
+            report.conflicts_healed = healed
             finish_session(
                 replica.core,
                 log_id,
@@ -150,6 +159,18 @@ async def _run_session(
                 conflicts_healed=healed,
             )
     return report
+
+
+def _why(url: str, exc: BaseException) -> str:
+    """Why a connection failed, never empty, with a hint for a TLS mismatch."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, ssl.SSLError) or (
+        url.startswith("wss://") and isinstance(exc, ConnectionResetError | EOFError)
+    ):
+        text += " (the TLS handshake failed: if the relay runs without --tls-cert, use a ws:// URL)"
+    elif isinstance(exc, TimeoutError):
+        text = "timed out"
+    return text
 
 
 def _conflict_statuses(replica: Replica) -> dict[str, str]:
@@ -183,10 +204,21 @@ async def _converse(
         asyncio.create_task(asyncio.sleep(OTHER_PROCESSES_POLL_S)) if sync.live else None
     )
     stopper = asyncio.create_task(stop.wait()) if stop is not None else None
+    review_until: float | None = None
     try:
         while True:
             waiting = {t for t in (receiver, local, stopper, poller) if t is not None}
-            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            timeout = None
+            if sync.awaiting_review:
+                review_until = review_until or time.monotonic() + REVIEW_WAIT_S
+                timeout = max(review_until - time.monotonic(), 0.0)
+            done, _ = await asyncio.wait(
+                waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:  # the review opened nothing (or is slow): end the session
+                sync.end_review()
+                await _send(ws, sync)
+                return
             if stopper is not None and stopper in done:
                 sync.stop()
                 await _send(ws, sync)
@@ -195,8 +227,7 @@ async def _converse(
                 batch = local.result()
                 while not outbox.empty():
                     batch.extend(outbox.get_nowait())
-                sync.send_local(batch)
-                await _send(ws, sync)
+                await _send_local(ws, sync, batch)
                 local = asyncio.create_task(outbox.get())
             if poller is not None and poller in done:
                 await _poll_other_processes(ws, sync)
@@ -209,6 +240,16 @@ async def _converse(
         for task in (receiver, local, stopper, poller):
             if task is not None:
                 task.cancel()
+
+
+async def _send_local(
+    ws: ClientConnection, sync: ReplicaSync, batch: list[tuple[str, bytes]]
+) -> None:
+    """Stream local writes, at most ``batch_size`` (the store config) per message."""
+    size = sync.replica.config.batch_size
+    for start in range(0, len(batch), size):
+        sync.send_local(batch[start : start + size])
+        await _send(ws, sync)
 
 
 async def _poll_other_processes(ws: ClientConnection, sync: ReplicaSync) -> None:
@@ -275,7 +316,13 @@ async def _run_once(
 
 
 class BackgroundSync:
-    """Continuous sync on its own thread and event loop, reconnecting with backoff."""
+    """Continuous sync on its own thread and event loop, reconnecting with backoff.
+
+    A refused token or a forbidden write (:class:`AuthError`) is permanent:
+    retrying cannot fix it, so the thread ends and :attr:`failure` holds the
+    error (the connection state is ``offline`` with it as ``last_error``).
+    Everything else (unreachable relay, broken connection) is retried.
+    """
 
     def __init__(self, replica: Replica, url: str | None, *, token: str | None) -> None:
         self.replica = replica
@@ -287,6 +334,8 @@ class BackgroundSync:
         self._ready = threading.Event()
         self.sessions = 0
         self.last_report: SyncReport | None = None
+        #: The permanent error that ended the thread (None while it runs or after stop()).
+        self.failure: AuthError | None = None
         self._full_next = False
 
     def start(self) -> None:
@@ -334,8 +383,9 @@ class BackgroundSync:
                 failures = 0
                 continue
             except AuthError as exc:
-                log.error("relay refused this store (retrying slowly): %s", exc)
-                failures = max(failures + 1, 6)
+                log.warning("relay refused this store; background sync stops: %s", exc)
+                self.failure = exc
+                return
             except TiendaSyncError as exc:
                 log.info("sync session ended: %s", exc)
                 failures += 1

@@ -268,6 +268,19 @@ class ConflictBook:
                 return c
         return None
 
+    def unrecorded_violations(self, locations: Iterable[str]) -> int:
+        """How many invariants the stock of ``locations`` breaks here with no open conflict.
+
+        What the relay's review will (most likely) open from what this store
+        sends: a one-shot sync waits for that review only when this is not 0.
+        """
+        core = self._core
+        with core.locked():
+            keys = [(loc, sku) for loc in set(locations) for sku, _ in core.counter(loc).items()]
+            violations, _ = evaluate(self._rules.invariants, self._rules.state, sorted(keys))
+            open_keys = {c.key for c in self.list(status="open", limit=10**9)}
+        return sum(1 for key in violations if key not in open_keys)
+
     # -- review (authoritative on the relay) -----------------------------------------
 
     def review(

@@ -294,18 +294,36 @@ class ReplicaCore:
             self.cached_config = config
 
     def adopt_central_config(self, central: dict[str, Any]) -> None:
-        """Adopt the config the relay holds for us (edited centrally); bad ones are logged."""
+        """Adopt the keys the relay holds for us (an admin set them centrally).
+
+        Precedence: a key set centrally > the store's own value (``config set``)
+        > the default.  Only the keys the relay sends change; they are
+        remembered (:meth:`central_keys`) so a local change of one of them is
+        refused rather than silently reverted at the next sync.  An invalid
+        central config is logged and ignored.
+        """
+        known = {k: v for k, v in central.items() if k in StoreConfig.__dataclass_fields__}
+        if known.get("relay_url", "") is None:  # null: the store's own URL
+            del known["relay_url"]
+        current = self.read_config()
         try:
-            wanted = StoreConfig.from_dict(
-                {k: v for k, v in central.items() if k in StoreConfig.__dataclass_fields__}
-            )
+            merged = current.updated(**known)
         except ConfigError as exc:
             log.warning("ignoring invalid central config: %s", exc)
             return
-        current = self.read_config()
-        merged = wanted.updated(relay_url=wanted.relay_url or current.relay_url)
+        keys = sorted(known)
+        with self.locked():
+            if keys != self.central_keys():
+                with self.transaction():
+                    self.storage.set_json("central_config_keys", keys)
         if merged != current:
             self.write_config(merged)
+
+    def central_keys(self) -> list[str]:
+        """The config keys the relay set for this store at the last sync (see above)."""
+        with self.locked():
+            keys = self.storage.get_json("central_config_keys")
+        return [str(k) for k in keys] if isinstance(keys, list) else []
 
     # -- the write path ------------------------------------------------------------------
 

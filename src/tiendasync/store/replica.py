@@ -12,8 +12,10 @@ that uses the replica.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
 import secrets
 import time
 from collections.abc import Callable, Iterable
@@ -21,7 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tiendasync.errors import ConfigError, CorruptData, InvalidArgument, StoragePermissionError
+from tiendasync.errors import (
+    ConfigError,
+    CorruptData,
+    InvalidArgument,
+    StoragePermissionError,
+    TiendaSyncError,
+)
 from tiendasync.model.config import StoreConfig
 from tiendasync.model.docnames import data_type_of
 from tiendasync.model.hlc import DEFAULT_MAX_DRIFT_MS, HLC, Timestamp
@@ -123,12 +131,14 @@ class Replica:
         written; a write raises :class:`UsageError`.
         """
         _refuse_unusable(path, read_only=read_only)
-        existed = Path(path).exists()
+        # An empty file is no database yet: a failed open leaves it as it was.
+        was_empty = Path(path).is_file() and Path(path).stat().st_size == 0
+        existed = Path(path).exists() and not was_empty
         try:
             store = ReplicaStore(str(path), read_only=read_only)
         except BaseException:
             if not existed:
-                _remove_database(Path(path))
+                _remove_database(Path(path), was_empty=was_empty)
             raise
         try:
             identity = _identity(
@@ -174,7 +184,7 @@ class Replica:
         except BaseException:
             store.close()
             if not existed:
-                _remove_database(Path(path))
+                _remove_database(Path(path), was_empty=was_empty)
             raise
         replica = cls(core)
         if read_only:
@@ -209,11 +219,32 @@ class Replica:
         return self.core.read_config()
 
     def configure(self, **changes: Any) -> StoreConfig:
-        """Change this store's sync config (validated; ConfigError if wrong)."""
+        """Change this store's sync config (validated; ConfigError if wrong).
+
+        A key the relay sets for this store (:attr:`central_config_keys`) wins
+        over a local value at every sync, so changing it here is refused with
+        :class:`ConfigError` (unless the value is the same): change it on the
+        relay, or have the admin clear it there.
+        """
         with self.core.locked():
-            config = self.core.read_config().updated(**changes)
+            current = self.core.read_config()
+            central = set(self.core.central_keys())
+            shown = current.to_dict()
+            owned = sorted(k for k, v in changes.items() if k in central and shown.get(k) != v)
+            if owned:
+                raise ConfigError(
+                    f"{', '.join(owned)} {'is' if len(owned) == 1 else 'are'} set centrally "
+                    "for this store on the relay and would be reverted at the next sync; "
+                    "change it in the relay's console or admin API (or have it cleared there)"
+                )
+            config = current.updated(**changes)
             self.core.write_config(config)
             return config
+
+    @property
+    def central_config_keys(self) -> list[str]:
+        """The config keys the relay set centrally for this store (as of the last sync)."""
+        return self.core.central_keys()
 
     @property
     def relay_token(self) -> str | None:
@@ -359,6 +390,15 @@ class Replica:
             sync.start()  # SyncBusy if another process syncs this file
             self._sync = sync
 
+    @property
+    def sync_failure(self) -> TiendaSyncError | None:
+        """The permanent error (a refused token, a forbidden write) that ended background sync.
+
+        None while it runs, when it was never started, and after :meth:`stop_sync`.
+        """
+        sync = self._sync
+        return None if sync is None else sync.failure
+
     def stop_sync(self) -> None:
         """Stop background sync (waits for the thread).  Idempotent."""
         sync, self._sync = self._sync, None
@@ -380,7 +420,8 @@ def _identity(store: ReplicaStore, path: str | Path, **given: str | None) -> dic
         if saved is None:
             if value is None:
                 raise ConfigError(
-                    f"{path} is a new replica: pass tenant=, replica_id= and location="
+                    f"{path} is not a replica yet: create it with tenant=, replica_id= "
+                    "and location= (on the command line: tiendasync init)"
                 )
             check_name(value, key)
         elif value is not None and value != saved:
@@ -431,10 +472,16 @@ def _refuse_unusable(path: str | Path, *, read_only: bool) -> None:
         raise StoragePermissionError(f"cannot open replica database {path}: {problem}")
 
 
-def _remove_database(path: Path) -> None:
-    """Remove a database file this failed open created (and its WAL companions)."""
-    for suffix in ("", "-wal", "-shm", "-journal"):
+def _remove_database(path: Path, *, was_empty: bool) -> None:
+    """Undo what a failed open wrote: remove the database it created (and its WAL
+    companions), or, if it was given an empty file, empty that file again."""
+    for suffix in ("-wal", "-shm", "-journal"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
+    if was_empty:
+        with contextlib.suppress(OSError):
+            os.truncate(path, 0)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _new_client_id(used: set[int], source: Callable[[int], int] | None) -> int:

@@ -26,7 +26,7 @@ from tiendasync.errors import (
     TiendaSyncError,
     UnreachableRelay,
 )
-from tiendasync.model.docnames import data_type_of
+from tiendasync.model.docnames import data_type_of, location_of
 from tiendasync.model.grants import GRANTS_KEY, WriteGrants
 from tiendasync.protocol import (
     CLOSE_AUTH,
@@ -67,6 +67,11 @@ class SyncReport:
     bytes_received: int = 0
     docs: int = 0
     acknowledged: int = 0
+    #: Conflicts that opened here during the session (the relay's review of what it sent included).
+    conflicts_opened: int = 0
+    #: Conflicts that closed here during the session.
+    conflicts_healed: int = 0
+    #: The same as ``conflicts_opened`` (its former name).
     conflicts_seen: int = 0
     duration_s: float = 0.0
     outcome: str = "running"
@@ -106,6 +111,7 @@ class ReplicaSync:
         relay: str = "",
         full: bool = False,
         live: bool = False,
+        review_wait: bool = False,
         clock: Callable[[], float],
     ) -> None:
         self.replica = replica
@@ -125,6 +131,17 @@ class ReplicaSync:
         self.resync: bool | None = None
         #: What the relay said we may write (``None``: it did not say; send everything).
         self.grants: WriteGrants | None = None
+        #: One-shot: after everything is acknowledged, wait for the relay's review of
+        #: the stock and sales this session sent, if this replica sees them break an
+        #: invariant with no open conflict yet (:attr:`awaiting_review`).
+        self.review_wait = review_wait
+        self.sent_reviewable = False
+        self.sent_locations: set[str] = set()
+        #: Everything is exchanged; the relay's review may still open conflicts.  The
+        #: session ends when an update of the conflicts document arrives, or when
+        #: the pump gives up waiting (:meth:`end_review`).
+        self.awaiting_review = False
+        self.review_over = False
 
     @property
     def closed(self) -> bool:
@@ -184,6 +201,8 @@ class ReplicaSync:
         self.report.updates_received += len(events)
         if changed:
             self.report.received_docs.update(e.doc for e in events)
+        if self.sent_reviewable and any(_is_conflicts(e.doc) for e in events):
+            self.review_over = True
 
     def send_local(self, updates: list[tuple[str, bytes]]) -> None:
         """Stream committed local writes (live mode; before WELCOME the catch-up carries them)."""
@@ -195,6 +214,7 @@ class ReplicaSync:
             if grants is None or grants.can_write(doc):
                 self.conn.send_update(doc, data)
                 self.report.updates_sent += 1
+                self._note_sent(doc)
             else:
                 withheld.add(doc)
         self._withhold(sorted(withheld))
@@ -225,7 +245,7 @@ class ReplicaSync:
             self.report.session_id = event.session_id
             central = dict(event.config or {})
             self.grants = WriteGrants.from_wire(central.pop(GRANTS_KEY, None))
-            if central:
+            if event.config is not None:  # what is not there is no longer set centrally
                 self.core.adopt_central_config(central)
             self._send_catch_up(event.state_vectors)
             self.core.set_connection_state("syncing")
@@ -279,6 +299,7 @@ class ReplicaSync:
             )
             self.conn.send_update(doc, update)
             self.report.updates_sent += 1
+            self._note_sent(doc)
             for client, clock in ours.items():
                 self.expected[(doc, client)] = clock
         self._withhold(withheld)
@@ -314,12 +335,52 @@ class ReplicaSync:
         with self.core.transaction():
             return self.core.storage.outbox.acknowledge(doc, client_id, clock, self.clock())
 
+    def _note_sent(self, doc: str) -> None:
+        if _reviewed(doc):
+            self.sent_reviewable = True
+            location = location_of(doc)
+            if location is not None:
+                self.sent_locations.add(location)
+
+    def _expects_review(self) -> bool:
+        """Whether the relay's review of what we sent will likely open conflicts."""
+        if not (self.review_wait and self.sent_reviewable) or self.review_over:
+            return False
+        locations = self.sent_locations or {self.replica.location}
+        return self.replica.conflicts.unrecorded_violations(locations) > 0
+
+    def end_review(self) -> None:
+        """Stop waiting for the relay's review (the pump's wait is over)."""
+        self.review_over = True
+        self._check_done()
+
     def _check_done(self) -> None:
         if self.live or self.done or not self.synced or self.conn.closed:
             return
-        if all(self.acked.get(k, 0) >= clock for k, clock in self.expected.items()):
-            self.done = True
-            self.conn.bye("synced")
+        if not all(self.acked.get(k, 0) >= clock for k, clock in self.expected.items()):
+            return
+        if self.awaiting_review and not self.review_over:
+            return
+        if not self.awaiting_review and self._expects_review():
+            self.awaiting_review = True
+            return
+        self.done = True
+        self.conn.bye("synced")
+
+
+def _reviewed(doc: str) -> bool:
+    """Whether the relay's central review looks at ``doc`` (stock and sales)."""
+    try:
+        return data_type_of(doc) in ("stock", "sales")
+    except TiendaSyncError:
+        return False
+
+
+def _is_conflicts(doc: str) -> bool:
+    try:
+        return data_type_of(doc) == "conflicts"
+    except TiendaSyncError:
+        return False
 
 
 def _failure_error(event: ProtocolFailure) -> TiendaSyncError:

@@ -872,6 +872,17 @@
             if (inp.value !== '') body.priorities[inp.getAttribute('data-type')] = num(inp.value, inp.getAttribute('data-type'));
           });
         } catch (e) { err.textContent = String(e.message || e); return; }
+        // Send only what the admin changed: a key sent is set centrally and wins over
+        // the store's own value, so saving one field must not pin all the others.
+        function canon(v) {
+          if (v && typeof v === 'object' && !Array.isArray(v)) {
+            return JSON.stringify(Object.keys(v).sort().map(function (k) { return [k, v[k]]; }));
+          }
+          return JSON.stringify(v === undefined ? null : v);
+        }
+        Object.keys(body).forEach(function (k) {
+          if (canon(body[k]) === canon(cfg[k])) delete body[k];
+        });
         err.textContent = '';
         var save = form.querySelector('button[type=submit]');
         save.disabled = true;
