@@ -28,7 +28,11 @@ def _env(path: Path, **extra: str) -> dict[str, str]:
 
 def test_make_test_checks_the_prerequisites_first() -> None:
     out = subprocess.run(
-        [MAKE, "-n", "test"], cwd=ROOT, capture_output=True, text=True, check=True
+        [MAKE, "--no-print-directory", "-n", "test"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert "scripts/prereqs.sh" in out.splitlines()[0]
     assert out.index("prereqs.sh") < out.index("pytest")

@@ -665,6 +665,8 @@ json_bodies = st.one_of(
 )
 
 #: bodies with the right shape but wrong types or values, for a real replica's config
+#: (``{"interval_s": None}`` is no longer here: null clears a central key, see
+#: tests/cli/test_config_precedence.py)
 BAD_CONFIGS: list[Any] = [
     [],
     "x",
@@ -672,10 +674,8 @@ BAD_CONFIGS: list[Any] = [
     None,
     {"write": "catalog"},
     {"read": [1]},
-    {"read": None},
     {"interval_s": "soon"},
     {"interval_s": -1},
-    {"interval_s": None},
     {"batch_size": 0},
     {"batch_size": 1.5},
     {"backoff_min_s": 9, "backoff_max_s": 1},

@@ -276,7 +276,7 @@ def test_byte_flips_and_truncations_raise_typed_errors(pristine: Path, tmp_path:
         path.write_bytes(bytes(data))
         if kind == "truncate" and where == 0:
             # An empty file is an empty SQLite database: a replica never created.
-            with pytest.raises(ConfigError, match="new replica"):
+            with pytest.raises(ConfigError, match="not a replica yet"):
                 _exercise(path)
             continue
         outcome = _try(path)
