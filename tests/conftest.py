@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
+from tests.support.asuser import restricted_dir
 from tiendasync import Replica
+
+
+@pytest.fixture(name="restricted_dir")
+def _restricted_dir() -> Iterator[Path]:
+    """A directory a restricted child process can enter (see tests/support/asuser.py)."""
+    with restricted_dir() as path:
+        yield path
 
 
 @pytest.fixture

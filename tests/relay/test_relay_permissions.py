@@ -7,13 +7,9 @@ when the tests run as root (see :mod:`tests.support.asuser`).
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.support.asuser import make_read_only, make_writable, run_restricted, shared_tmp
+from tests.support.asuser import make_read_only, make_writable, run_restricted
 from tiendasync.relay import SqliteRelayStore
 from tiendasync.relay.auth import issue_token
 
@@ -21,14 +17,6 @@ RELAY = (
     "import sys\nfrom tiendasync.cli import main\n"
     "sys.exit(main(['relay', '--db', {db!r}, '--port', '0']))\n"
 )
-
-
-@pytest.fixture
-def shared() -> Iterator[Path]:
-    path = shared_tmp()
-    yield path
-    make_writable(path, *path.rglob("*"))
-    shutil.rmtree(path)
 
 
 def _refused(db: Path) -> str:
@@ -40,35 +28,35 @@ def _refused(db: Path) -> str:
     return lines[0]
 
 
-def test_an_unwritable_relay_db_is_refused(shared: Path) -> None:
-    db = shared / "relay.db"
+def test_an_unwritable_relay_db_is_refused(restricted_dir: Path) -> None:
+    db = restricted_dir / "relay.db"
     with SqliteRelayStore(str(db)) as store:
         issue_token(store, tenant="acme", replica_id="t1")
-    (shared / "relay.db.central").mkdir()
-    before = sorted(p.name for p in shared.iterdir())
-    make_read_only(shared, *shared.iterdir())
+    (restricted_dir / "relay.db.central").mkdir()
+    before = sorted(p.name for p in restricted_dir.iterdir())
+    make_read_only(restricted_dir, *restricted_dir.iterdir())
     line = _refused(db)
     assert f"cannot write {db}" in line and "uid " in line, line
-    assert sorted(p.name for p in shared.iterdir()) == before
+    assert sorted(p.name for p in restricted_dir.iterdir()) == before
 
 
-def test_an_unwritable_directory_is_refused_before_any_file(shared: Path) -> None:
-    make_read_only(shared)
-    line = _refused(shared / "relay.db")
-    assert f"cannot create {shared / 'relay.db'}" in line, line
-    assert list(shared.iterdir()) == []
+def test_an_unwritable_directory_is_refused_before_any_file(restricted_dir: Path) -> None:
+    make_read_only(restricted_dir)
+    line = _refused(restricted_dir / "relay.db")
+    assert f"cannot create {restricted_dir / 'relay.db'}" in line, line
+    assert list(restricted_dir.iterdir()) == []
 
 
-def test_an_unwritable_central_directory_is_refused(shared: Path) -> None:
-    (shared / "relay.db.central").mkdir()
-    make_writable(shared)
-    make_read_only(shared / "relay.db.central")
-    line = _refused(shared / "relay.db")
+def test_an_unwritable_central_directory_is_refused(restricted_dir: Path) -> None:
+    (restricted_dir / "relay.db.central").mkdir()
+    make_writable(restricted_dir)
+    make_read_only(restricted_dir / "relay.db.central")
+    line = _refused(restricted_dir / "relay.db")
     assert "central writers" in line and "relay.db.central" in line, line
 
 
-def test_a_missing_directory_says_to_create_it(shared: Path) -> None:
-    result = run_restricted(RELAY.format(db=str(shared / "nope" / "relay.db")), timeout=30)
+def test_a_missing_directory_says_to_create_it(restricted_dir: Path) -> None:
+    result = run_restricted(RELAY.format(db=str(restricted_dir / "nope" / "relay.db")), timeout=30)
     assert result.returncode == 1, result.stderr
     assert "does not exist: create it" in result.stderr, result.stderr
-    assert list(shared.iterdir()) == []
+    assert list(restricted_dir.iterdir()) == []

@@ -8,13 +8,11 @@ is half-written.
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.asuser import make_read_only, make_writable, run_restricted, shared_tmp
+from tests.support.asuser import make_read_only, make_writable, run_restricted
 from tiendasync import Replica
 
 OPEN = """
@@ -27,14 +25,6 @@ except StoragePermissionError as exc:
 else:
     print("OPENED")
 """
-
-
-@pytest.fixture
-def shared() -> Iterator[Path]:
-    path = shared_tmp()
-    yield path
-    make_writable(path, *path.rglob("*"))
-    shutil.rmtree(path)
 
 
 def _replica(directory: Path) -> Path:
@@ -52,32 +42,32 @@ def _refused(snippet: str) -> str:
     return result.stdout.removeprefix("REFUSED ").strip()
 
 
-def test_an_unwritable_replica_file_is_refused_by_name(shared: Path) -> None:
-    path = _replica(shared)
-    before = sorted(p.name for p in shared.iterdir())
-    make_read_only(shared, *shared.iterdir())
+def test_an_unwritable_replica_file_is_refused_by_name(restricted_dir: Path) -> None:
+    path = _replica(restricted_dir)
+    before = sorted(p.name for p in restricted_dir.iterdir())
+    make_read_only(restricted_dir, *restricted_dir.iterdir())
     message = _refused(OPEN.format(path=str(path)))
     assert f"cannot write {path}" in message and "write access" in message, message
     assert "uid " in message  # names the user
-    assert sorted(p.name for p in shared.iterdir()) == before  # nothing created
+    assert sorted(p.name for p in restricted_dir.iterdir()) == before  # nothing created
 
 
-def test_a_writable_file_in_an_unwritable_directory_names_the_wal(shared: Path) -> None:
-    path = _replica(shared)
-    for extra in shared.glob("store.db-*"):
+def test_a_writable_file_in_an_unwritable_directory_names_the_wal(restricted_dir: Path) -> None:
+    path = _replica(restricted_dir)
+    for extra in restricted_dir.glob("store.db-*"):
         extra.unlink()
     make_writable(path)
-    make_read_only(shared)
+    make_read_only(restricted_dir)
     message = _refused(OPEN.format(path=str(path)))
-    assert "store.db-wal" in message and f"write access to {shared}" in message, message
+    assert "store.db-wal" in message and f"write access to {restricted_dir}" in message, message
 
 
-def test_creating_a_replica_in_an_unwritable_directory_leaves_nothing(shared: Path) -> None:
-    make_read_only(shared)
-    path = shared / "new.db"
+def test_creating_a_replica_in_an_unwritable_directory_leaves_nothing(restricted_dir: Path) -> None:
+    make_read_only(restricted_dir)
+    path = restricted_dir / "new.db"
     message = _refused(OPEN.format(path=str(path)))
     assert f"cannot create {path}" in message, message
-    assert list(shared.iterdir()) == []
+    assert list(restricted_dir.iterdir()) == []
 
 
 def test_a_missing_directory_says_to_create_it(tmp_path: Path) -> None:
@@ -87,9 +77,9 @@ def test_a_missing_directory_says_to_create_it(tmp_path: Path) -> None:
     assert not (tmp_path / "no").exists()
 
 
-def test_the_cli_says_it_in_one_line(shared: Path) -> None:
-    path = _replica(shared)
-    make_read_only(shared, *shared.iterdir())
+def test_the_cli_says_it_in_one_line(restricted_dir: Path) -> None:
+    path = _replica(restricted_dir)
+    make_read_only(restricted_dir, *restricted_dir.iterdir())
     result = run_restricted(
         "import sys\nfrom tiendasync.cli import main\n"
         f"sys.exit(main(['config', 'set', '--db', {str(path)!r}, 'interval_s=10']))\n"
@@ -100,11 +90,11 @@ def test_the_cli_says_it_in_one_line(shared: Path) -> None:
     assert "write access" in lines[0], lines[0]
 
 
-def test_reading_an_unwritable_replica_works_or_names_the_shm(shared: Path) -> None:
+def test_reading_an_unwritable_replica_works_or_names_the_shm(restricted_dir: Path) -> None:
     """A read-only open (``status``) needs the ``-shm`` file SQLite keeps beside a WAL
     database: it reads, or it says exactly that."""
-    path = _replica(shared)
-    make_read_only(shared, *shared.iterdir())
+    path = _replica(restricted_dir)
+    make_read_only(restricted_dir, *restricted_dir.iterdir())
     result = run_restricted(
         "from tiendasync import Replica, StoragePermissionError\n"
         "try:\n"

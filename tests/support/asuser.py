@@ -12,13 +12,16 @@ snippet meets the same files it may read but not write.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["make_read_only", "make_writable", "run_restricted", "shared_tmp"]
+__all__ = ["make_read_only", "make_writable", "restricted_dir", "run_restricted", "shared_tmp"]
 
 ROOT = os.getuid() == 0
 NOBODY = 65534
@@ -47,6 +50,17 @@ def shared_tmp() -> Path:
     path = Path(tempfile.mkdtemp(prefix="tiendasync-perm-"))
     path.chmod(0o755)
     return path
+
+
+@contextmanager
+def restricted_dir() -> Iterator[Path]:
+    """A :func:`shared_tmp` directory, removed afterwards whatever its modes became."""
+    path = shared_tmp()
+    try:
+        yield path
+    finally:
+        make_writable(path, *path.rglob("*"))
+        shutil.rmtree(path)
 
 
 def make_read_only(*paths: Path) -> None:

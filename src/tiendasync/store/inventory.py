@@ -8,7 +8,7 @@ so a sale made elsewhere meanwhile is not erased when the two merge.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from tiendasync.crdt import PNCounter
@@ -96,13 +96,7 @@ class Inventory:
         with self._core.locked():
             loc = self._location(location)
 
-            def mutate() -> None:
-                doc = self._core.docs.doc(stock_doc(loc))
-                with doc.transaction(origin="local"):
-                    counter = self._counter(loc)
-                    for sku, units in totals.items():
-                        counter.add(sku, units)
-
+            mutate = self._adding([(loc, totals)])
             self._core.local_write(
                 WriteSpec(
                     "receive",
@@ -176,13 +170,7 @@ class Inventory:
             if not deltas:
                 return {}
 
-            def mutate() -> None:
-                doc = self._core.docs.doc(stock_doc(loc))
-                with doc.transaction(origin="local"):
-                    counter = self._counter(loc)
-                    for sku, delta in deltas.items():
-                        counter.add(sku, delta)
-
+            mutate = self._adding([(loc, deltas)])
             self._core.local_write(
                 WriteSpec(
                     "count",
@@ -211,12 +199,7 @@ class Inventory:
                 raise InvalidArgument(f"cannot transfer from {src!r} to itself")
             warnings = self._product_warnings(sku)
 
-            def mutate() -> None:
-                for loc, delta in ((src, -quantity), (dst, quantity)):
-                    doc = self._core.docs.doc(stock_doc(loc))
-                    with doc.transaction(origin="local"):
-                        self._counter(loc).add(sku, delta)
-
+            mutate = self._adding([(src, {sku: -quantity}), (dst, {sku: quantity})])
             self._core.local_write(
                 WriteSpec(
                     "transfer", "stock", f"transfer {quantity} x {sku}: {src} -> {dst}", ref=sku
@@ -238,12 +221,7 @@ class Inventory:
             loc = self._location(location)
             warnings = self._product_warnings(sku)
             if delta != 0:
-
-                def mutate() -> None:
-                    doc = self._core.docs.doc(stock_doc(loc))
-                    with doc.transaction(origin="local"):
-                        self._counter(loc).add(sku, delta)
-
+                mutate = self._adding([(loc, {sku: delta})])
                 self._core.local_write(
                     WriteSpec(
                         kind, "stock", f"{kind} {delta:+d} x {sku} at {loc} ({reason})", ref=sku
@@ -254,6 +232,19 @@ class Inventory:
             if after < 0:
                 warnings.append(f"stock of {sku} at {loc} is now {after}")
             return StockMovement(sku, loc, delta, after, tuple(warnings))
+
+    def _adding(self, changes: Iterable[tuple[str, Mapping[str, int]]]) -> Callable[[], None]:
+        """The mutation adding each ``{sku: delta}`` to its location's stock counters."""
+
+        def mutate() -> None:
+            for loc, deltas in changes:
+                doc = self._core.docs.doc(stock_doc(loc))
+                with doc.transaction(origin="local"):
+                    counter = self._counter(loc)
+                    for sku, delta in deltas.items():
+                        counter.add(sku, delta)
+
+        return mutate
 
     def _counter(self, location: str) -> PNCounter:
         return self._core.counter(location)
