@@ -64,9 +64,12 @@ def test_central_edit_keeps_local_keys_and_local_edit_of_a_central_key_is_refuse
         assert r.config.priority("sales") == 3  # ... and the local one is not reverted
         assert r.central_config_keys == ["interval_s"]
 
-    # what the console shows for a central key is what the store uses
+    # what the console shows is what the store uses: the central key, and the store's
+    # own value of the others (told in its HELLO), not the default
     [shown] = admin(relay, admin_token, "GET", "config/")["results"]
     assert shown["config"]["interval_s"] == 60 and shown["config"]["central"] == ["interval_s"]
+    assert shown["config"]["priorities"]["sales"] == 3  # the store's own value
+    assert shown["config"]["reported_at"] is not None
 
     assert main(["config", "show", "--db", db]) == 0
     shown_here = capsys.readouterr().out
@@ -135,3 +138,36 @@ def test_interval_s_and_batch_size_do_what_they_say(
     assert seen[0]["ping_interval"] == 7.5
     updates = [frame_types(m).count("UPDATE") for m in messages[before:]]
     assert sum(updates) == 6 and max(updates) == 2, updates
+
+
+def test_the_console_shows_a_stores_own_values_once_it_connected(
+    tmp_path: Path, relay: RunningRelay
+) -> None:
+    admin_token = tiendasync("relay", "token", "add", "--db", relay.db, "--admin").stdout.strip()
+    token = tiendasync(
+        "relay", "token", "add", "--db", relay.db, "--tenant", "acme", "--replica", "t2"
+    ).stdout.strip()
+    db = str(tmp_path / "t2.db")
+    Replica.open(db, tenant="acme", replica_id="t2", location="t2").close()
+    tokfile = tmp_path / "t2.token"
+    tokfile.write_text(token)
+    sync = ["sync", "--db", db, "--relay", relay.url, "--token-file", str(tokfile)]
+    assert main(["config", "set", "--db", db, "interval_s=45", "batch_size=7"]) == 0
+    assert main(sync) == 0
+
+    [shown] = admin(relay, admin_token, "GET", "config/")["results"]
+    assert shown["replica"] == "t2"
+    config = shown["config"]
+    assert (config["interval_s"], config["batch_size"]) == (45, 7)  # not the defaults
+    assert config["central"] == [] and config["reported_at"] is not None
+
+    # a later local change shows after the store's next connection
+    assert main(["config", "set", "--db", db, "interval_s=20"]) == 0
+
+    def shown_interval() -> Any:
+        [shown] = admin(relay, admin_token, "GET", "config/")["results"]
+        return shown["config"]["interval_s"]
+
+    assert shown_interval() == 45
+    assert main(sync) == 0
+    assert shown_interval() == 20

@@ -316,3 +316,21 @@ def test_a_frame_too_large_for_the_buffer_is_too_big() -> None:
 def test_hello_full_flag_is_read_leniently_as_before() -> None:
     frame = decode_frame([1, 1, "a", "r", "t", 1, {}, {"full": 1, "past": [2]}])
     assert frame == HelloFrame(1, "a", "r", "t", 1, {}, full=True, past_client_ids=(2,))
+
+
+def test_hello_tells_the_config_the_store_runs_with() -> None:
+    config = {"interval_s": 45, "priorities": {"sales": 9}}
+    frame = decode_frame([1, 1, "a", "r", "t", 1, {}, {"config": config}])
+    assert isinstance(frame, HelloFrame) and frame.config == config
+    assert decode_frame(msgpack.unpackb(frame.encode())) == frame
+    assert decode_frame([1, 1, "a", "r", "t", 1, {}, {}]) == HelloFrame(1, "a", "r", "t", 1, {})
+
+
+@pytest.mark.parametrize(
+    "config",
+    [[], "x", 1, {1: 2}, {"k" * 301: 1}, {f"k{i}": i for i in range(33)}],
+    ids=["array", "text", "int", "int-key", "long-key", "33-keys"],
+)
+def test_a_hello_config_that_is_not_a_small_map_of_names_is_refused(config: Any) -> None:
+    with pytest.raises(RemoteProtocolError, match="HELLO config"):
+        decode_frame([1, 1, "a", "r", "t", 1, {}, {"config": config}])

@@ -118,7 +118,7 @@ def test_a_version_1_file_is_upgraded_to_the_current_version(tmp_path: Path) -> 
     SqliteRelayStore(str(path)).close()
     _set_version(path, "1")
     with SqliteRelayStore(str(path)) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 4
+        assert store.schema_version() == SCHEMA_VERSION == 5
     assert "reason" in _columns(path, "quarantine")
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "MAX_DOCS_PER_HELLO",
     "MAX_FRAME_BYTES",
     "MAX_HELLO_BYTES",
+    "MAX_HELLO_CONFIG_KEYS",
     "MAX_NAME",
     "MAX_REASON",
     "MAX_TOKEN",
@@ -42,6 +43,8 @@ MAX_WELCOME_SV_BYTES: Final = MAX_FRAME_BYTES - 1024 * 1024
 #: Document names, tenant, replica id, session id.
 MAX_NAME: Final = 300
 MAX_TOKEN: Final = 512
+#: Keys of the store config a HELLO may tell (the relay validates the values).
+MAX_HELLO_CONFIG_KEYS: Final = 32
 #: ERROR and BYE reasons (longer reasons are cut when sent).
 MAX_REASON: Final = 1024
 

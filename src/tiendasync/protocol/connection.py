@@ -260,6 +260,7 @@ class Connection:
             frame.state_vectors,
             full=frame.full,
             past_client_ids=frame.past_client_ids,
+            config=frame.config,
         )
 
     def _on_welcome(self, frame: WelcomeFrame) -> Welcome:

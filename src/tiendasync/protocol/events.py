@@ -34,6 +34,8 @@ class Hello(Event):
     state_vectors: dict[str, bytes]
     full: bool = False
     past_client_ids: tuple[int, ...] = ()
+    #: the store config the replica says it runs with (unvalidated values), or None
+    config: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ from tiendasync.protocol.codes import (
     CLOSE_VERSION,
     MAX_DOCS_PER_HELLO,
     MAX_FRAME_BYTES,
+    MAX_HELLO_CONFIG_KEYS,
     MAX_NAME,
     MAX_REASON,
     MAX_TOKEN,
@@ -198,9 +199,14 @@ class HelloFrame(Frame):
     state_vectors: dict[str, bytes]
     full: bool = False
     past_client_ids: tuple[int, ...] = ()
+    #: the store config the replica runs with (so the console shows what it uses);
+    #: None: not told (older replicas)
+    config: dict[str, Any] | None = None
 
     def fields(self) -> list[Any]:
-        flags = {"full": self.full, "past": list(self.past_client_ids)}
+        flags: dict[str, Any] = {"full": self.full, "past": list(self.past_client_ids)}
+        if self.config is not None:
+            flags["config"] = self.config
         return [
             self.version,
             self.tenant,
@@ -219,6 +225,13 @@ class HelloFrame(Frame):
         past = flags.get("past", [])
         if not isinstance(past, list):
             raise _fail("HELLO past client ids must be an array")
+        config = flags.get("config")
+        if config is not None and (
+            not isinstance(config, dict)
+            or len(config) > MAX_HELLO_CONFIG_KEYS
+            or not all(isinstance(k, str) and len(k) <= MAX_NAME for k in config)
+        ):
+            raise _fail("HELLO config must be a small map of names")
         return cls(
             _uint(f[0], "version"),
             _str(f[1], "tenant"),
@@ -229,6 +242,7 @@ class HelloFrame(Frame):
             # Lenient on purpose: any truthy "full" asks for a full sync.
             full=bool(flags.get("full", False)),
             past_client_ids=tuple(_uint(c, "past client id") for c in past),
+            config=config,
         )
 
 

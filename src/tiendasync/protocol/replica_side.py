@@ -8,7 +8,7 @@ States (:class:`ReplicaState`): ``new`` --hello()--> ``hello_sent``
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from tiendasync.protocol.codes import (
     MAX_DOCS_PER_HELLO,
@@ -46,8 +46,12 @@ class ReplicaConnection(Connection):
         state_vectors: dict[str, bytes],
         full: bool = False,
         past_client_ids: tuple[int, ...] = (),
+        config: dict[str, Any] | None = None,
     ) -> None:
         """Introduce ourselves; the relay answers WELCOME or ERROR.
+
+        ``config``: the store config we run with, told so the relay's console
+        shows what the store really uses.
 
         The HELLO stays within :data:`~tiendasync.protocol.codes.MAX_HELLO_BYTES`
         and :data:`~tiendasync.protocol.codes.MAX_DOCS_PER_HELLO` documents:
@@ -65,6 +69,7 @@ class ReplicaConnection(Connection):
                 svs,
                 full=full,
                 past_client_ids=tuple(past_client_ids),
+                config=config,
             )
         )
 

@@ -196,18 +196,24 @@ class RelayAdmin:
         the store), and for grants not stored the defaults its token implies.
 
         ``central`` lists the keys set centrally: those win over the store's own
-        value at every sync.  The other keys show the default; a store may have
-        changed them locally (``tiendasync config set``).
+        value at every sync.  The other keys show what the store said, at its
+        last connection (``reported_at``; None: it never did), it runs with (its
+        own ``tiendasync config set`` values included); the defaults before that.
         """
         if raw is None:
             raw = self.store.get_replica_config(tenant, replica_id) or {}
-        base = StoreConfig.from_dict(
-            {k: v for k, v in raw.items() if k not in _RELAY_ONLY_CONFIG}
-        ).to_dict()
+        reported = self.store.get_reported_config(tenant, replica_id)
+        local, reported_at = reported if reported is not None else ({}, None)
+        central = {k: v for k, v in raw.items() if k not in _RELAY_ONLY_CONFIG}
+        try:
+            base = StoreConfig.from_dict({**local, **central}).to_dict()
+        except (ConfigError, TypeError):  # a stale report that no longer validates
+            base = StoreConfig.from_dict(central).to_dict()
         defaults = Grants.from_config(None, self._bound_location(tenant, replica_id))
         base["read"] = raw.get("read", list(defaults.read))
         base["write"] = raw.get("write", list(defaults.write))
         base["central"] = sorted(raw)
+        base["reported_at"] = reported_at
         return base
 
     def list_configs(self, tenant: str) -> list[dict[str, Any]]:
@@ -230,7 +236,8 @@ class RelayAdmin:
         for key, value in config.items():
             if value is None:
                 del stored[key]
-        stored.pop("central", None)  # what this API answers, not a key
+        for answered in ("central", "reported_at"):  # what this API answers, not keys
+            stored.pop(answered, None)
         for key in _RELAY_ONLY_CONFIG:
             if key not in stored:
                 continue

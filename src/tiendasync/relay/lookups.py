@@ -9,9 +9,11 @@ to the core as plain values (:mod:`tiendasync.relay.state`).
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from tiendasync.errors import TiendaSyncError
+from tiendasync.model.config import StoreConfig
 from tiendasync.protocol import Hello
 from tiendasync.relay.auth import authenticate, check_token
 from tiendasync.relay.state import FollowerFacts, HelloFacts, RelaySession
@@ -32,11 +34,27 @@ def lookup_hello(store: RelayStore, hello: Hello) -> HelloFacts:
     )
     if foreign:
         return HelloFacts(foreign=tuple(foreign))
+    _keep_reported_config(store, hello)
     return HelloFacts(
         config=store.get_replica_config(hello.tenant, hello.replica_id),
         owned=frozenset(store.client_ids_of(hello.tenant, hello.replica_id)),
         state_vectors=store.state_vectors(hello.tenant),
     )
+
+
+def _keep_reported_config(store: RelayStore, hello: Hello) -> None:
+    """Store the config the replica says it runs with, if it is a valid one (only
+    shown by the admin API and console: it never changes what the relay does)."""
+    if hello.config is None:
+        return
+    try:
+        config = StoreConfig.from_dict(dict(hello.config)).to_dict()
+    except (TiendaSyncError, TypeError, ValueError):
+        log.warning("replica %s/%s told an invalid config; ignored", hello.tenant, hello.replica_id)
+        return
+    known = store.get_reported_config(hello.tenant, hello.replica_id)
+    if known is None or known[0] != config:  # most HELLOs repeat it: no write then
+        store.set_reported_config(hello.tenant, hello.replica_id, config, time.time())
 
 
 def answer_hello(core: RelayCore, store: RelayStore, session: RelaySession, hello: Hello) -> None:

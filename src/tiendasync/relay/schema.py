@@ -25,7 +25,7 @@ __all__ = [
     "statements",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 META_TABLE = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 
@@ -80,6 +80,13 @@ CREATE TABLE IF NOT EXISTS replica_config (
     replica_id TEXT NOT NULL,
     json TEXT NOT NULL,
     updated_at REAL NOT NULL,
+    PRIMARY KEY (tenant, replica_id)
+);
+CREATE TABLE IF NOT EXISTS reported_config (
+    tenant TEXT NOT NULL,
+    replica_id TEXT NOT NULL,
+    json TEXT NOT NULL,
+    reported_at REAL NOT NULL,
     PRIMARY KEY (tenant, replica_id)
 );
 CREATE TABLE IF NOT EXISTS sync_log (
@@ -154,10 +161,22 @@ def checksum_of(data: bytes) -> int:
     return zlib.crc32(data)
 
 
+def _v4_to_v5(conn: sqlite3.Connection) -> None:
+    """Version 5 adds ``reported_config``: the config each store said, in its last
+    HELLO, that it runs with (:data:`SCHEMA` creates it; recording version 5 makes
+    an older relay refuse the file instead of ignoring it)."""
+
+
 #: ``{version: step}``: the step turns a database of ``version`` into ``version + 1``
-#: (inside the open's transaction).  The next layout change adds ``4: _v4_to_v5``
+#: (inside the open's transaction).  The next layout change adds ``5: _v5_to_v6``
 #: here and bumps :data:`SCHEMA_VERSION`.
-MIGRATIONS: dict[int, Migration] = {0: _v0_to_v1, 1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+MIGRATIONS: dict[int, Migration] = {
+    0: _v0_to_v1,
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+    3: _v3_to_v4,
+    4: _v4_to_v5,
+}
 
 
 def statements() -> list[str]:

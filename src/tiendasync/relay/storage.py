@@ -105,6 +105,14 @@ class RelayStore(Protocol):
     def get_replica_config(self, tenant: str, replica_id: str) -> dict[str, Any] | None: ...
     def set_replica_config(self, tenant: str, replica_id: str, config: dict[str, Any]) -> None: ...
 
+    # the config each store says it runs with (its last HELLO)
+    def get_reported_config(
+        self, tenant: str, replica_id: str
+    ) -> tuple[dict[str, Any], float] | None: ...
+    def set_reported_config(
+        self, tenant: str, replica_id: str, config: dict[str, Any], at: float
+    ) -> None: ...
+
     # sync log
     def log_session(self, record: SessionRecord) -> None: ...
     def list_sessions(
@@ -476,6 +484,32 @@ class SqliteRelayStore:
                 "VALUES (?, ?, ?, ?) ON CONFLICT (tenant, replica_id) DO UPDATE SET "
                 "json = excluded.json, updated_at = excluded.updated_at",
                 (tenant, replica_id, json.dumps(config, sort_keys=True), time.time()),
+            )
+
+    def get_reported_config(
+        self, tenant: str, replica_id: str
+    ) -> tuple[dict[str, Any], float] | None:
+        rows = self._read(
+            "SELECT json, reported_at FROM reported_config WHERE tenant = ? AND replica_id = ?",
+            (tenant, replica_id),
+        )
+        if not rows:
+            return None
+        try:
+            value = json.loads(rows[0][0])
+        except ValueError:
+            return None  # a damaged row is only a display hint: show the defaults
+        return (value, float(rows[0][1])) if isinstance(value, dict) else None
+
+    def set_reported_config(
+        self, tenant: str, replica_id: str, config: dict[str, Any], at: float
+    ) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO reported_config (tenant, replica_id, json, reported_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (tenant, replica_id) DO UPDATE SET "
+                "json = excluded.json, reported_at = excluded.reported_at",
+                (tenant, replica_id, json.dumps(config, sort_keys=True), at),
             )
 
     # -- sync log ---------------------------------------------------------------------------

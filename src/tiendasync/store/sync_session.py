@@ -159,6 +159,7 @@ class ReplicaSync:
             state_vectors=svs,
             full=self.full,
             past_client_ids=tuple(sorted(self.own_ids - {replica.client_id})),
+            config=replica.config.to_dict(),
         )
 
     def data_to_send(self) -> bytes:
