@@ -1,0 +1,7 @@
+"""The test site's URLconf: the seed's API where the docs say to include it."""
+
+from __future__ import annotations
+
+from django.urls import include, path
+
+urlpatterns = [path("api/sincronizacion/", include("tiendasync.contrib.django.urls"))]
