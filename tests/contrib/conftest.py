@@ -22,6 +22,8 @@ if not settings.configured:
         SECRET_KEY="tests-only",
         ALLOWED_HOSTS=["testserver", "127.0.0.1"],
         INSTALLED_APPS=[
+            "django.contrib.admin",
+            "django.contrib.messages",
             "django.contrib.auth",
             "django.contrib.contenttypes",
             "django.contrib.sessions",
@@ -31,6 +33,21 @@ if not settings.configured:
             "django.contrib.sessions.middleware.SessionMiddleware",
             "django.middleware.csrf.CsrfViewMiddleware",
             "django.contrib.auth.middleware.AuthenticationMiddleware",
+            "django.contrib.messages.middleware.MessageMiddleware",
+        ],
+        TEMPLATES=[
+            {
+                "BACKEND": "django.template.backends.django.DjangoTemplates",
+                "APP_DIRS": True,
+                "OPTIONS": {
+                    "context_processors": [
+                        "django.template.context_processors.request",
+                        "django.contrib.auth.context_processors.auth",
+                        "django.contrib.messages.context_processors.messages",
+                        "tiendasync.contrib.django.context_processors.sincronizacion",
+                    ]
+                },
+            }
         ],
         ROOT_URLCONF="tests.contrib.urls",
         DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(_AUTH_DB)}},

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from django.contrib import admin
 from django.urls import include, path
 
-urlpatterns = [path("api/sincronizacion/", include("tiendasync.contrib.django.urls"))]
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/sincronizacion/", include("tiendasync.contrib.django.urls")),
+]

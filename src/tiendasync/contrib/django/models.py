@@ -19,3 +19,33 @@ class Sincronizacion(models.Model):
         default_permissions = ("view", "change")
         verbose_name = "sincronización"
         verbose_name_plural = "sincronización"
+
+
+class _StoreView(models.Model):
+    """An admin entry over the store's data; no table, read through the Replica API."""
+
+    class Meta:
+        abstract = True
+        managed = False
+        default_permissions = ()
+
+
+class ColaSincronizacion(_StoreView):
+    """The sync queue in the admin (``replica.queue``)."""
+
+    class Meta(_StoreView.Meta):
+        verbose_name = verbose_name_plural = "cola de sincronización"
+
+
+class ConfiguracionSincronizacion(_StoreView):
+    """The store config in the admin (``replica.config`` / ``replica.configure``)."""
+
+    class Meta(_StoreView.Meta):
+        verbose_name = verbose_name_plural = "configuración de sincronización"
+
+
+class RegistroSincronizacion(_StoreView):
+    """The sync log in the admin (``replica.log``), read-only."""
+
+    class Meta(_StoreView.Meta):
+        verbose_name = verbose_name_plural = "registros de sincronización"
