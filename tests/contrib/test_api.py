@@ -18,7 +18,8 @@ API = "/api/sincronizacion"
 
 def _client(*perms: str) -> Client:
     name = "u-" + "-".join(perms or ("none",))
-    user = User.objects.filter(username=name).first() or User.objects.create_user(name, password="x")
+    user = User.objects.filter(username=name).first()
+    user = user or User.objects.create_user(name, password="x")
     for perm in perms:
         user.user_permissions.add(Permission.objects.get(codename=f"{perm}_sincronizacion"))
     client = Client()
@@ -66,7 +67,9 @@ def test_queue_list_filters_and_paging(store: dict[str, str]) -> None:
         ({"tiene_conflicto": "quizá"}, "tiene_conflicto"),
     ],
 )
-def test_bad_queue_query_is_400_json(store: dict[str, str], query: dict[str, str], word: str) -> None:
+def test_bad_queue_query_is_400_json(
+    store: dict[str, str], query: dict[str, str], word: str
+) -> None:
     before = _queue_state()
     response = _client("view").get(f"{API}/cola/", query)
     assert response.status_code == 400 and word in response.json()["error"]
@@ -131,6 +134,7 @@ def test_sincronizar_ahora_with_a_relay_and_signals(
     try:
         replica = conf.get_replica()
         replica.catalog.put("CAFE-500", {"name": "Café", "price_cents": 450})
+        replica.inventory.receive("CAFE-500", 10)  # in stock: the sale opens no conflict
         signals.registrar_venta(replica, [("CAFE-500", 2)])
         assert sincronizacion(None)["pendientes_sincronizacion"] == replica.queue.pending_count()
         client = _client("view", "change")

@@ -76,5 +76,10 @@ def test_continuo_stops_cleanly_on_sigterm(
     out, err = capsys.readouterr()
     assert code == 0, err
     lines = out.splitlines()
-    assert len(lines) == 1 and " ok (continuous) " in lines[0], out
+    # one line per session, and the connection's start and end once each
+    sessions = [ln for ln in lines if " ok (continuous) " in ln]
+    assert len(sessions) == 1, out
+    assert sum("  connected to " in ln for ln in lines) == 1, out
+    assert sum("  disconnected from " in ln for ln in lines) == 1, out
+    assert len(lines) == 3, out
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -33,7 +33,7 @@ _PRELUDE = """
 import importlib, os, pkgutil, sys
 import tiendasync
 for info in pkgutil.walk_packages(tiendasync.__path__, "tiendasync."):
-    if not info.name.endswith("__main__"):
+    if not info.name.endswith("__main__") and not info.name.startswith("tiendasync.contrib"):
         importlib.import_module(info.name)
 import encodings.idna, uvicorn, starlette, websockets, websockets.asyncio.server
 import websockets.asyncio.client, uvicorn.loops.auto, uvicorn.protocols.http.auto

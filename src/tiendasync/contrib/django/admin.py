@@ -44,7 +44,7 @@ _ALIASES = {
 }
 
 
-class _StoreAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class _StoreAdmin(admin.ModelAdmin):
     """A page rendered from the Replica API; no add, no delete, no ORM."""
 
     title = ""
@@ -75,7 +75,7 @@ class _StoreAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 "title": self.title,
                 "replica_id": replica.replica_id,
                 "can_change": self.has_change_permission(request),
-                "opts": self.model._meta,
+                "opts": self.model._meta,  # noqa: SLF001 (Django's documented Options API)
                 **context,
             },
         )
@@ -125,7 +125,10 @@ class ColaSincronizacionAdmin(_StoreAdmin):
             acciones=ADMIN_ACCIONES,
             rows=[
                 {
-                    "cells": [e.id, e.kind, e.data_type, e.priority, e.status, e.attempts, e.summary],
+                    "cells": [
+                        *(e.id, e.kind, e.data_type, e.priority),
+                        *(e.status, e.attempts, e.summary),
+                    ],
                     "conflict": e.conflict_ids[0] if e.has_conflict and e.conflict_ids else "",
                 }
                 for e in rows
