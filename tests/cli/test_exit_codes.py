@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -148,3 +152,20 @@ def test_resolve_options_come_from_the_actions_table(
     ):
         assert main(["queue", "resolve", "--db", db, "c-1", *bad]) == 2, bad
         assert needle in one_error_line(capsys.readouterr().err), bad
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path) -> None:
+    """``tiendasync ... | head -1``: the closed pipe is not an error, and prints nothing."""
+    db = tmp_path / "t.db"
+    Replica.open(db, tenant="acme", replica_id="t1", location="s").close()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    cmd = f"{shlex.quote(sys.executable)} -m tiendasync status --db {shlex.quote(str(db))}"
+    result = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {cmd} | head -c 1 >/dev/null"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
