@@ -44,6 +44,19 @@ def _sell(store: SqliteRelayStore, token: str, n: int) -> None:
     run(main())
 
 
+async def _fresh_view(port: int, token: str) -> tuple[dict[int, int], pycrdt.Doc[Any]]:
+    """What a fresh replica (t2) is told and served of SALES: the WELCOME's claimed
+    clocks and the document rebuilt from the diffs it received."""
+    c = await Client.open(port, replica="t2", token=token, client_id=22)
+    welcome, diffs = await c.until_synced()
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    for d in diffs:
+        if d.doc == SALES:
+            doc.apply_update(d.data)
+    await c.close()
+    return decode_state_vector(welcome.state_vectors[SALES]), doc
+
+
 def _corrupt(path: Path, index: int) -> int:
     """Overwrite the ``index``-th stored update of SALES with garbage that carries no
     checksum (as rows stored before schema 4 do); returns its seq."""
@@ -107,17 +120,10 @@ def test_garbage_row_is_quarantined_and_never_announced(
                 assert [q[:3] for q in store.quarantined()] == [("acme", SALES, bad_seq)]
                 assert all(seq != bad_seq for seq, _ in store.load_doc("acme", SALES).updates)
                 # what is announced is what a fresh replica gets
-                c = await Client.open(server.port, replica="t2", token=t2, client_id=22)
-                welcome, diffs = await c.until_synced()
-                claimed = decode_state_vector(welcome.state_vectors[SALES])
+                claimed, doc = await _fresh_view(server.port, t2)
                 assert claimed == {11: 10}  # the ten updates before the garbage
-                doc: pycrdt.Doc[Any] = pycrdt.Doc()
-                for d in diffs:
-                    if d.doc == SALES:
-                        doc.apply_update(d.data)
                 assert decode_state_vector(bytes(doc.get_state())) == claimed
                 assert len(values(doc)) == 10
-                await c.close()
             finally:
                 await server.stop()
 
@@ -159,7 +165,8 @@ def test_a_flipped_byte_inside_a_stored_update_is_caught_by_its_checksum(
     finally:
         store.close()
     bad_seq = _flip_inside(path, 29)  # the last sale: nothing depends on it
-    flipped = dict(SqliteRelayStore(str(path)).load_doc("acme", SALES).damaged)
+    with SqliteRelayStore(str(path)) as reader:
+        flipped = dict(reader.load_doc("acme", SALES).damaged)
     assert flipped == {bad_seq: f"stored update {bad_seq}: its bytes do not match their checksum"}
 
     store = SqliteRelayStore(str(path))
@@ -173,17 +180,11 @@ def test_a_flipped_byte_inside_a_stored_update_is_caught_by_its_checksum(
                 report = server.verified
                 assert report is not None and report.quarantined == [("acme", SALES, bad_seq)]
                 assert f"stored update {bad_seq}: its bytes do not match" in caplog.text
-                c = await Client.open(server.port, replica="t2", token=t2, client_id=22)
-                welcome, diffs = await c.until_synced()
-                assert decode_state_vector(welcome.state_vectors[SALES]) == {11: 29}
-                doc: pycrdt.Doc[Any] = pycrdt.Doc()
-                for d in diffs:
-                    if d.doc == SALES:
-                        doc.apply_update(d.data)
+                claimed, doc = await _fresh_view(server.port, t2)
+                assert claimed == {11: 29}
                 served = values(doc)
                 assert len(served) == 29
                 assert all(sale["l"][0][0] == "CAFE" for sale in served.values())  # no "BAFE"
-                await c.close()
                 # the store still holds the sale: re-sent, it is stored again, whole
                 a = await Client.open(server.port, replica="t1", token=t1, client_id=11)
                 await a.until_synced()

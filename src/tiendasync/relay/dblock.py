@@ -35,11 +35,12 @@ def relay_lock(db_path: str) -> Iterator[str]:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        problem = access_problem(path, write=True) or str(exc)
-        error = StoragePermissionError if isinstance(exc, PermissionError) else StorageError
-        if not os.path.isdir(os.path.dirname(path) or "."):
-            error = StoragePermissionError  # a missing directory: fixed by the operator too
-        raise error(f"cannot open the relay lock file {path}: {problem}") from exc
+        problem = access_problem(path, write=True)  # a missing directory is one too
+        if problem is None and not isinstance(exc, PermissionError):
+            raise StorageError(f"cannot open the relay lock file {path}: {exc}") from exc
+        raise StoragePermissionError(
+            f"cannot open the relay lock file {path}: {problem or exc}"
+        ) from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
