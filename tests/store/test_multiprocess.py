@@ -123,6 +123,33 @@ def test_the_sync_daemon_streams_what_other_processes_sell(tmp_path: Path) -> No
         relay.close()
 
 
+def test_the_sync_daemon_streams_writes_to_documents_it_never_loaded(tmp_path: Path) -> None:
+    """A worker's first write to a document (a resolution request, last month's late sale)
+    reaches the relay through a daemon that has never read that document."""
+    import time
+
+    from tests.store.test_client import RelayThread, wait_until
+
+    relay = RelayThread(tmp_path)
+    path = tmp_path / "shop.db"
+    _seed(path)
+    follower = Replica.open(tmp_path / "hq.db", tenant="acme", replica_id="hq", location="hq")
+    daemon = Replica.open(path)
+    last_month_ms = int((time.time() - 40 * 86_400) * 1000)
+    pos = Replica.open(path, wall_clock=lambda: last_month_ms)
+    try:
+        follower.start_sync(relay.url, token=relay.token("hq"))
+        daemon.start_sync(relay.url, token=relay.token("t1"))
+        wait_until(lambda: daemon.status.state == "online")
+        sale = pos.record_sale([("CAFE", 2)])
+        wait_until(lambda: follower.sales.get(sale.id) is not None)
+        wait_until(lambda: pos.queue.pending_count() == 0)
+    finally:
+        for r in (daemon, pos, follower):
+            r.close()
+        relay.close()
+
+
 def test_one_process_syncs_a_file_and_the_others_see_how_it_goes(tmp_path: Path) -> None:
     import pytest
 
@@ -148,6 +175,32 @@ def test_one_process_syncs_a_file_and_the_others_see_how_it_goes(tmp_path: Path)
         assert pos.status.state == "offline"
         report = pos.sync_now(relay.url, token=token)  # the lock is free again
         assert report.outcome == "ok"
+    finally:
+        daemon.close()
+        pos.close()
+        relay.close()
+
+
+def test_another_process_asks_the_syncing_one_for_a_session(tmp_path: Path) -> None:
+    """The seed's "sincronizar ahora" from a web worker while the daemon syncs the file."""
+    from tests.store.test_client import RelayThread, wait_until
+
+    relay = RelayThread(tmp_path)
+    path = tmp_path / "shop.db"
+    _seed(path)
+    daemon, pos = Replica.open(path), Replica.open(path)
+    try:
+        assert pos.request_sync() is False  # nobody syncs yet: nothing asked
+        daemon.start_sync(relay.url, token=relay.token("t1"))
+        wait_until(lambda: daemon.status.state == "online")
+        assert daemon.request_sync() is False  # the syncing process itself: sync_now/kick
+        sessions = len(daemon.log.list())
+        assert pos.request_sync(full=True) is True
+        wait_until(lambda: len(daemon.log.list()) >= sessions + 1)
+        wait_until(lambda: daemon.status.state == "online")
+        assert daemon.log.list(limit=1)[0].mode == "full"  # the session asked for
+        assert pos.core.take_sync_request() is None  # only the syncing process takes requests
+        assert daemon.core.take_sync_request() is None  # taken once: the request is gone
     finally:
         daemon.close()
         pos.close()

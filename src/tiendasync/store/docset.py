@@ -253,16 +253,19 @@ class DocSet:
         """Fold in what other processes committed to the log since we last looked.
 
         Call inside a read or write of the store.  Returns ``(doc, update,
-        origin)`` of the updates applied to loaded documents (a document
+        origin)`` of every update logged since, whether or not its document
+        is loaded here: the sync daemon streams other processes' first writes
+        to documents it never read (a resolution request, a late sale in a
+        past period).  Only loaded documents apply them now (a document
         another process compacted is re-read from its snapshot: merging it
-        again is harmless, as is an update merged twice).  Documents not
-        loaded yet read everything when they load.
+        again is harmless, as is an update merged twice); the others read
+        everything when they load.
         """
         self._known.update(self._store.doc_names())
         upto = self._store.max_seq()
         if upto <= self._seen:
             return []
-        applied: list[tuple[str, bytes, str]] = []
+        logged: list[tuple[str, bytes, str]] = []
         self._catching_up = True
         try:
             for name, snapshot, _ in self._store.snapshots_after(self._seen):
@@ -273,8 +276,8 @@ class DocSet:
                 if name in self._docs:
                     with self._docs[name].transaction(origin="remote"):
                         self._apply_stored(name, self._docs[name], data, "logged update")
-                    applied.append((name, data, origin))
+                logged.append((name, data, origin))
         finally:
             self._catching_up = False
         self._seen = upto
-        return applied
+        return logged
