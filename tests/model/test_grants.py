@@ -50,8 +50,23 @@ def test_nobody_but_the_relay_writes_conflicts(patterns: list[str], doc: str) ->
     for location in (None, "tienda-1"):
         grants = WriteGrants(tuple(patterns), location)
         assert not grants.can_write("conflicts")
-        if doc != "conflicts" and location is None:
+        if doc != "conflicts" and location is None and not doc.startswith("resolutions/"):
             assert grants.can_write(doc) == matches(tuple(patterns), doc)
+
+
+@given(
+    patterns=st.lists(st.sampled_from(["*", "resolutions/*", "resolutions/tienda-2"])),
+    location=st.sampled_from([None, "tienda-1"]),
+    doc=DOCS,
+)
+def test_resolution_requests_go_only_to_the_stores_own_location(
+    patterns: list[str], location: str | None, doc: str
+) -> None:
+    """The relay's ownership rule refuses another location's requests whatever the grants
+    say, so the replica never sends one (a refused write would stop its whole sync)."""
+    grants = WriteGrants(tuple(patterns), location)
+    if doc.startswith("resolutions/") and grants.can_write(doc):
+        assert location is not None and doc == f"resolutions/{location}"
 
 
 @given(doc=DOCS)

@@ -56,6 +56,13 @@ def own_location_doc(location: str, doc: str) -> bool:
     return name.data_type in ("stock", "sales", "resolutions") and name.location == location
 
 
+def _is_resolutions(doc: str) -> bool:
+    try:
+        return parse_doc(doc).data_type == "resolutions"
+    except InvalidArgument:
+        return False
+
+
 @dataclass(frozen=True)
 class WriteGrants:
     """The documents a replica may write.
@@ -73,6 +80,8 @@ class WriteGrants:
             return False
         if self.location is not None and own_location_doc(self.location, doc):
             return True
+        if _is_resolutions(doc):  # a store asks only for its own location (the ownership rule)
+            return False
         return matches(self.patterns, doc)
 
     def to_wire(self) -> dict[str, Any]:
