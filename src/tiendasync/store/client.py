@@ -253,10 +253,16 @@ async def _send_local(
 
 
 async def _poll_other_processes(ws: ClientConnection, sync: ReplicaSync) -> None:
+    """Stream what the file's other processes wrote; start the session one of them asked for."""
     sync.send_others(sync.core.refresh())
     await _send(ws, sync)
     if sync.resync is not None:
         raise _Resync(sync.resync)
+    asked = sync.core.take_sync_request()
+    if asked is not None:
+        sync.stop("another process of this store asked for a new session")
+        await _send(ws, sync)
+        raise _Resync(asked)
 
 
 async def _on_message(ws: ClientConnection, sync: ReplicaSync, data: bytes | str) -> bool:

@@ -63,6 +63,9 @@ log = logging.getLogger("tiendasync.store")
 #: A document's update log is folded into a snapshot after this many updates.
 COMPACT_EVERY = 2000
 
+#: The ``meta`` key under which a process asks the syncing one for a session now.
+SYNC_REQUEST_KEY = "sync_request"
+
 T = TypeVar("T")
 UpdateListener = Callable[[list[tuple[str, bytes]]], None]
 
@@ -499,6 +502,36 @@ class ReplicaCore:
                 self.storage.set_meta("sync_state", encode_state(state, error, self.now()))
         except TiendaSyncError as exc:  # a status line must not break a sync
             log.warning("could not publish the sync state: %s", exc)
+
+    def request_sync(self, full: bool) -> bool:
+        """Ask the process syncing this file for a new session now (``full``: a full one).
+
+        False (and nothing asked) when no other process syncs the file.  The
+        request is a row in the file; the syncing process takes it at its next
+        look at the others' commits (within ``OTHER_PROCESSES_POLL_S``).
+        """
+        if self.sync_lock.held or not SyncLock.held_by_other(self.path):
+            return False
+        with self.transaction():
+            asked = self.storage.get_meta(SYNC_REQUEST_KEY)
+            self.storage.set_meta(SYNC_REQUEST_KEY, "full" if full or asked == "full" else "now")
+        return True
+
+    def take_sync_request(self) -> bool | None:
+        """The session another process asked for (True: full), cleared; None if none.
+
+        Only the process holding the sync lock takes requests.
+        """
+        if not self.sync_lock.held:
+            return None
+        with self.locked(), self.storage.read():  # the common case: a read, no write
+            asked = self.storage.get_meta(SYNC_REQUEST_KEY)
+        if asked is None:
+            return None
+        with self.transaction():
+            asked = self.storage.get_meta(SYNC_REQUEST_KEY)
+            self.storage.delete_meta(SYNC_REQUEST_KEY)
+        return None if asked is None else asked == "full"
 
     def shared_sync_state(self) -> dict[str, Any] | None:
         """The state another process syncing this file published, if one is syncing now."""

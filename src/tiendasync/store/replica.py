@@ -378,6 +378,18 @@ class Replica:
         self.core.check_writable()
         return sync_once(self, url, token=token, full=full, timeout=timeout)
 
+    def request_sync(self, *, full: bool = False) -> bool:
+        """Ask the process that syncs this file (the sync daemon) for a new session now.
+
+        For a process that shares the file with a running daemon, where
+        :meth:`sync_now` raises :class:`SyncBusy`: the daemon ends its session
+        and starts another (``full``: a full state exchange) within about half
+        a second; :attr:`status` then shows how it goes.  Returns False, asking
+        nothing, when no other process syncs the file (call :meth:`sync_now`).
+        """
+        self.core.check_writable()
+        return self.core.request_sync(full)
+
     def start_sync(self, url: str | None = None, *, token: str | None = None) -> None:
         """Sync continuously in a background thread (reconnects with backoff)."""
         from tiendasync.store.client import BackgroundSync

@@ -236,7 +236,12 @@ def resolver(request: HttpRequest, entry_id: int) -> HttpResponse:
 @require_http_methods(["POST"])
 @api("change")
 def sincronizar_ahora(request: HttpRequest, store_id: str) -> HttpResponse:
-    """The seed's "sincronizar ahora" for this store (``store_id`` is its replica id)."""
+    """The seed's "sincronizar ahora" for this store (``store_id`` is its replica id).
+
+    200 with the session's report when this process syncs; 202 when the
+    store's ``sincronizar --continuo`` daemon syncs the file: it is asked for
+    a new session (``completa``: a full one), which ``registros`` then shows.
+    """
     replica = conf.get_replica()
     if store_id != replica.replica_id:
         return error(404, f"this site is store {replica.replica_id!r}, not {store_id!r}")
@@ -244,6 +249,16 @@ def sincronizar_ahora(request: HttpRequest, store_id: str) -> HttpResponse:
     completa = body.get("completa", False)
     if not isinstance(completa, bool):
         raise InvalidArgument("completa must be true or false")
+    if replica.request_sync(full=completa):
+        return JsonResponse(
+            {
+                "estado": "solicitada",
+                "mensaje": "the store's sync daemon starts a new session now; "
+                "see registros for how it went",
+                "completa": completa,
+            },
+            status=202,
+        )
     report = _sync_and_signal(full=completa)
     return JsonResponse(report.to_dict())
 
