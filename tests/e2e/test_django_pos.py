@@ -41,6 +41,13 @@ print(json.dumps({"stock": r.inventory.stock("CAFE-500"), "pending": r.status.pe
     "sales": r.sales.count(), "modes": [e.mode for e in r.log.list(limit=20)]}))
 """
 
+_BANNER = """
+import re
+from django.test import Client
+page = Client().get("/").content.decode()
+print(re.search(r'<p id="estado">([^<]*)</p>', page).group(1))
+"""
+
 _SYNC_NOW = """
 from django.contrib.auth.models import User
 from django.test import Client
@@ -186,12 +193,15 @@ def test_two_django_tills_offline_sales_conflict_resolved_in_admin_converge(
     for till in tills:  # offline: neither till syncs
         till.manage("shell", "-c", _SELL)
     assert [t.look()["stock"] for t in tills] == [1, 1]
+    assert one.manage("shell", "-c", _BANNER).splitlines()[-1].startswith("SIN CONEXIÓN")
     for till in tills:
         till.start_daemon()
     opened = _wait(lambda: _relay_conflicts(relay, admin), "the relay's stock conflict")
     [(conflict_id, status)] = opened.items()
     assert status == "open"
     _wait(lambda: one.look()["conflicts"].get(conflict_id) == "open", "caja-1 to see it")
+    banner = one.manage("shell", "-c", _BANNER).splitlines()[-1]  # the daemon's state
+    assert banner.startswith("EN LÍNEA") and banner.endswith("conflictos 1"), banner
     assert one.manage("shell", "-c", _RESOLVE).splitlines()[-1] == conflict_id
 
     last: list[Any] = []

@@ -20,14 +20,12 @@ def online(replica: Replica) -> bool:
     """Whether this store is connected to its relay, seen from any process on the file.
 
     A web worker does not sync itself: the ``sincronizar --continuo`` daemon
-    does, and its session stays ``running`` in the shared sync log while
-    it is connected.  (A daemon killed with SIGKILL leaves its row
-    ``running``, and the page says online until the next session starts.)
+    does, and publishes its connection state in the file, which every other
+    process's ``replica.status`` reads while the daemon holds the sync lock
+    (the OS releases it if the daemon dies, even by SIGKILL: the page then
+    says offline at once).
     """
-    if replica.status.online:
-        return True
-    newest = replica.log.list(limit=1)
-    return bool(newest) and newest[0].outcome == "running" and newest[0].mode == "continuous"
+    return replica.status.online
 
 
 def sincronizacion(request: Any) -> dict[str, Any]:
