@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test prereqs system-deps lint layers typecheck unit bench bench-quick soak clean
+.PHONY: demo demo-django test prereqs system-deps lint layers typecheck unit bench bench-quick soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,9 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
+
+demo-django: $(STAMP)
+	$(BIN)/python examples/django_pos/demo.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples

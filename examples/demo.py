@@ -132,6 +132,27 @@ def wait_for(predicate: Any, what: str, timeout: float = 20.0) -> None:
     check(False, what)
 
 
+def start_relay(workdir: Path, relay_db: str, port: int, admin_port: int) -> subprocess.Popen[str]:
+    """A relay process on ``relay_db`` (its log in ``workdir/relay.log``), once it listens."""
+    with (workdir / "relay.log").open("w") as relay_log:  # the child keeps its own descriptor
+        relay = subprocess.Popen(
+            [PY, "-m", "tiendasync", "relay", "--db", relay_db, "--host", HOST,
+             "--port", str(port), "--admin-port", str(admin_port)],
+            stdout=subprocess.DEVNULL, stderr=relay_log, text=True,
+        )  # fmt: skip
+
+    def relay_up() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{admin_port}/healthz", timeout=1):
+                return True
+        except OSError:
+            return relay.poll() is not None  # died: stop waiting, the check below fails
+
+    wait_for(relay_up, "relay is listening")
+    check(relay.poll() is None, "relay is running")
+    return relay
+
+
 def sessions_sentence(name: str, log: list[str]) -> str:
     """``caja-1 synced in 1 session: 3 updates sent, 2 received.`` from pos.py's log lines."""
     done = [re.match(r"ok: sent (\d+), received (\d+)", line) for line in log]
@@ -174,36 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in ("caja-1", "caja-2")
         }
         admin_token = tiendasync("relay", "token", "add", "--db", relay_db, "--admin")
-        relay_log = (workdir / "relay.log").open("w")
-        relay = subprocess.Popen(
-            [
-                PY,
-                "-m",
-                "tiendasync",
-                "relay",
-                "--db",
-                relay_db,
-                "--host",
-                HOST,
-                "--port",
-                str(port),
-                "--admin-port",
-                str(admin_port),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=relay_log,
-            text=True,
-        )
-        relay_log.close()  # the child keeps its own descriptor
-
-        def relay_up() -> bool:
-            try:
-                with urllib.request.urlopen(f"http://{HOST}:{admin_port}/healthz", timeout=1):
-                    return True
-            except OSError:
-                return False
-
-        wait_for(relay_up, "relay is listening")
+        relay = start_relay(workdir, relay_db, port, admin_port)
         print(f"   relay on {url}, admin API on http://{HOST}:{admin_port}")
         # ... unless granted more: caja-1 is the store's back office and edits the catalog.
         granted = admin(
