@@ -83,6 +83,22 @@ class CDPError(RuntimeError):
     pass
 
 
+#: Runs in every page the browser loads: records each error the console's notice bar
+#: shows, however briefly (a poll clears it 2 s later), in sessionStorage.
+_NOTICE_RECORDER = """
+document.addEventListener('DOMContentLoaded', () => {
+  const el = document.getElementById('notice');
+  if (!el) return;
+  new MutationObserver(() => {
+    if (el.hidden || !el.textContent || !el.classList.contains('notice-error')) return;
+    const seen = JSON.parse(sessionStorage.getItem('test.notices') || '[]');
+    if (seen[seen.length - 1] !== el.textContent) seen.push(el.textContent);
+    sessionStorage.setItem('test.notices', JSON.stringify(seen));
+  }).observe(el, { childList: true, characterData: true, subtree: true, attributes: true });
+});
+"""
+
+
 class Chromium:
     """Headless Chromium driven over one DevTools websocket (flattened page session)."""
 
@@ -125,6 +141,7 @@ class Chromium:
         ]
         self.call("Page.enable")
         self.call("Runtime.enable")
+        self.call("Page.addScriptToEvaluateOnNewDocument", {"source": _NOTICE_RECORDER})
         self._viewport(*VIEWPORT)
 
     def _drain(self, lines: queue.Queue[str]) -> None:
@@ -175,6 +192,13 @@ class Chromium:
 
     def wait(self, expression: str, what: str, timeout: float = 20.0) -> Any:
         return wait_until(lambda: self.js(expression), what, timeout)
+
+    def error_notices(self) -> list[str]:
+        """Every error the console showed in its notice bar (kept across reloads)."""
+        seen: list[str] = json.loads(
+            self.js("sessionStorage.getItem('test.notices') || '[]'") or "[]"
+        )
+        return seen
 
     def page_errors(self) -> list[str]:
         out = []
@@ -575,6 +599,7 @@ def run_console_flow(cluster: Cluster, browser: Chromium) -> None:
     browser.wait("location.hash === '#/login'", "back at the login form")
     assert browser.js("sessionStorage.getItem('tiendasync.console.token')") is None
     assert browser.page_errors() == []
+    assert browser.error_notices() == []
     assert time.monotonic() - started < 40, time.monotonic() - started
 
 
@@ -900,3 +925,4 @@ def run_truth_flow(cluster: Cluster, caja3: Pos, browser: Chromium) -> None:
     )
     browser.click(".lang-switch button[data-lang=es]")
     assert browser.page_errors() == []
+    assert browser.error_notices() == []

@@ -710,11 +710,13 @@
       .then(loadModel)
       .then(function () { return Promise.all([refreshOpenCount(), page.refresh()]); })
       .then(function () {
+        if (S.page !== page) return; /* the admin moved on while it ran: its page is gone */
         S.apiDown = false;
         notice('');
         document.getElementById('refresh-state').textContent =
           t('updated', { time: new Date().toLocaleTimeString(locale()) });
       }, function (err) {
+        if (S.page !== page) return; /* a refresh of a page that was left fails on its gone DOM */
         if (err instanceof ApiError && err.status === 401) return;
         if (err instanceof ApiError && err.status === 0) { S.apiDown = true; notice(t('offline_api'), 'warn'); }
         else notice(errText(err));
