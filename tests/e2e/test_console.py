@@ -83,6 +83,22 @@ class CDPError(RuntimeError):
     pass
 
 
+#: Runs in every page the browser loads: records each error the console's notice bar
+#: shows, however briefly (a poll clears it 2 s later), in sessionStorage.
+_NOTICE_RECORDER = """
+document.addEventListener('DOMContentLoaded', () => {
+  const el = document.getElementById('notice');
+  if (!el) return;
+  new MutationObserver(() => {
+    if (el.hidden || !el.textContent || !el.classList.contains('notice-error')) return;
+    const seen = JSON.parse(sessionStorage.getItem('test.notices') || '[]');
+    if (seen[seen.length - 1] !== el.textContent) seen.push(el.textContent);
+    sessionStorage.setItem('test.notices', JSON.stringify(seen));
+  }).observe(el, { childList: true, characterData: true, subtree: true, attributes: true });
+});
+"""
+
+
 class Chromium:
     """Headless Chromium driven over one DevTools websocket (flattened page session)."""
 
@@ -125,6 +141,7 @@ class Chromium:
         ]
         self.call("Page.enable")
         self.call("Runtime.enable")
+        self.call("Page.addScriptToEvaluateOnNewDocument", {"source": _NOTICE_RECORDER})
         self._viewport(*VIEWPORT)
 
     def _drain(self, lines: queue.Queue[str]) -> None:
@@ -175,6 +192,13 @@ class Chromium:
 
     def wait(self, expression: str, what: str, timeout: float = 20.0) -> Any:
         return wait_until(lambda: self.js(expression), what, timeout)
+
+    def error_notices(self) -> list[str]:
+        """Every error the console showed in its notice bar (kept across reloads)."""
+        seen: list[str] = json.loads(
+            self.js("sessionStorage.getItem('test.notices') || '[]'") or "[]"
+        )
+        return seen
 
     def page_errors(self) -> list[str]:
         out = []
@@ -268,6 +292,7 @@ class Cluster:
         self.stores: list[demo.Store] = []
         self.relay: subprocess.Popen[str] | None = None
         relay_db = str(workdir / "relay.db")
+        self.relay_db = relay_db
         self.port, self.admin_port = demo.free_port(), demo.free_port()
         self.tokens = {
             r: demo.tiendasync(
@@ -502,6 +527,11 @@ def run_console_flow(cluster: Cluster, browser: Chromium) -> None:
     )
     served = [a["name"] for a in cluster.api("GET", "/api/sync/model/")["actions"]]
     assert menu == served == list(ACTIONS)
+    labels = browser.js(
+        "[...document.querySelectorAll('#act-custom select[name=action] option')]"
+        ".map(o => o.textContent)"
+    )
+    assert labels[menu.index("accept")] == "Aceptar (accept)", labels
     browser.screenshot("conflict")
     if SCREENSHOTS:  # the same page on a portrait tablet
         browser._viewport(768, 1024, mobile=True)
@@ -521,6 +551,9 @@ def run_console_flow(cluster: Cluster, browser: Chromium) -> None:
         f"/anulada/i.test(document.querySelector(\"tr[data-sale='{s2}']\").textContent)",
         "the voided sale reads voided",
     )
+    box = browser.js("document.querySelector('.resolution').textContent")
+    # the voided sale as people name it
+    assert s2 not in box and "sale_ids" not in box and "Ventas: caja-2 · " in box, box
     browser.screenshot("conflict-resolved")
 
     # The stores converge: same non-negative stock, the conflict resolved everywhere.
@@ -566,6 +599,7 @@ def run_console_flow(cluster: Cluster, browser: Chromium) -> None:
     browser.wait("location.hash === '#/login'", "back at the login form")
     assert browser.js("sessionStorage.getItem('tiendasync.console.token')") is None
     assert browser.page_errors() == []
+    assert browser.error_notices() == []
     assert time.monotonic() - started < 40, time.monotonic() - started
 
 
@@ -580,6 +614,18 @@ SPANISH_ONLY = (
     "sincronización",
     "Existencias",
     "Venta",
+)
+#: Words of the English interface (and raw relay names) that must not be left on a Spanish page.
+ENGLISH_ONLY = (
+    "resolutions",
+    "rejected",
+    "Resolved",
+    "Stores",
+    "Tills",
+    "Sales",
+    "Yjs client",
+    "bad or revoked token",
+    "The relay says",
 )
 
 
@@ -605,16 +651,34 @@ def _open_conflict(browser: Chromium, cluster: Cluster, conflict_id: str) -> Non
     )
 
 
-def _switch_language_and_back(browser: Chromium, english_title: str) -> None:
-    """EN on this page: its title in English and no Spanish word of the interface left."""
+_PAGE_TEXT_JS = (
+    "document.querySelector('main').innerText + document.querySelector('header').innerText"
+)
+
+
+def _page_text(browser: Chromium) -> str:
+    return str(browser.js(_PAGE_TEXT_JS))
+
+
+def _switch_language_and_back(
+    browser: Chromium, english_title: str, english: tuple[str, ...] = ()
+) -> None:
+    """No English word of the interface on this Spanish page; in EN, its title in
+    English, the ``english`` texts shown and no Spanish word of the interface left."""
+    left = [w for w in ENGLISH_ONLY if w in _page_text(browser)]
+    assert not left, ("Spanish page", english_title, left)
     browser.click(".lang-switch button[data-lang=en]")
     browser.wait(
         f"document.querySelector('#page-title').textContent.startsWith({json.dumps(english_title)})",
         f"the page reads {english_title!r} in English",
     )
-    text = browser.js(
-        "document.querySelector('main').innerText + document.querySelector('header').innerText"
-    )
+    if english:  # the page's data comes after its title
+        browser.wait(
+            f"(() => {{ const text = {_PAGE_TEXT_JS};"
+            f" return {json.dumps(list(english))}.every(w => text.includes(w)); }})()",
+            f"{english_title!r} shows {english} in English",
+        )
+    text = _page_text(browser)
     left = [w for w in SPANISH_ONLY if w in text]
     assert not left, (english_title, left)
     browser.click(".lang-switch button[data-lang=es]")
@@ -812,15 +876,44 @@ def run_truth_flow(cluster: Cluster, caja3: Pos, browser: Chromium) -> None:
     assert not browser.js(
         "document.querySelector('[data-replica=caja-1] [data-action=sync-now]').disabled"
     )
+    # every data type named in words, the resolutions requests too
+    assert "Resoluciones 7" in browser.js(
+        "document.querySelector('[data-replica=caja-1]').innerText"
+    )
     browser.screenshot("stores-tills")
-    _switch_language_and_back(browser, "Stores")
+    _switch_language_and_back(browser, "Stores", ("Resolutions 7",))
 
-    # the sync log, its results and kinds in the page's language
+    # Yjs followers, one over its token's cap: a rejected row whose relay error is translated
+    dash = demo.tiendasync(
+        "relay", "token", "add", "--db", cluster.relay_db, "--tenant", "acme", "--replica", "dash-1"
+    )
+    url = f"ws://{HOST}:{cluster.port}/yjs/acme/catalog?token={dash}"
+    with contextlib.ExitStack() as held:
+        for _ in range(4):  # the cap (--max-conns-per-token)
+            held.enter_context(connect(url, open_timeout=10)).recv(timeout=10)
+        with connect(url, open_timeout=10) as ws:
+            with contextlib.suppress(Exception):
+                while True:
+                    ws.recv(timeout=10)
+            assert ws.close_code == 4429, ws.close_code
+
+    # the sync log, its results, kinds and errors in the page's language
     browser.click("#mainnav a[data-route=log]")
-    browser.wait("document.querySelectorAll('tr[data-session]').length >= 3", "the sync log")
+    browser.wait(
+        "[...document.querySelectorAll('tr[data-session]')]"
+        ".some(r => /rechazado/.test(r.textContent))",
+        "the rejected follower in the sync log",
+    )
     log = browser.js("document.querySelector('#log-table').textContent")
     assert "correcto" in log and "sincronización" in log, log
-    _switch_language_and_back(browser, "Sync log")
+    too_many = "código 4429: demasiadas conexiones con este token (máximo 4)"
+    assert "cliente Yjs" in log and too_many in log, log
+    browser.screenshot("log-rejected")
+    _switch_language_and_back(
+        browser,
+        "Sync log",
+        ("rejected", "Yjs client", "code 4429: too many connections with this token (at most 4)"),
+    )
 
     # the login form too
     browser.click("#logout")
@@ -832,3 +925,4 @@ def run_truth_flow(cluster: Cluster, caja3: Pos, browser: Chromium) -> None:
     )
     browser.click(".lang-switch button[data-lang=es]")
     assert browser.page_errors() == []
+    assert browser.error_notices() == []

@@ -1,15 +1,17 @@
 """The real ``yjs`` and ``y-websocket`` npm packages under Node against a live relay.
 
 A relay process and a POS process (``tests.support.processes.Cluster``) sell
-coffee for about a minute while ``tests/e2e/node/follow.mjs`` follows the
-store's stock and the catalog with y-websocket, using the module of
-``docs/yjs.md``.  Checked: the first sync, every live change for a minute
-with no dropped connection (an idle follower too, kept alive by the relay),
-presence relayed between two followers and removed when one leaves, a
-refused token that y-websocket does not retry (4401), a write on the
-read-only endpoint refused for good (4403), a token over its connection cap
-refused for good (4429), a message flood closed promptly (4029), and one
-sync-log row per refusal.
+coffee for 36 s (CI) or over a minute (``TIENDASYNC_SOAK=1``) while
+``tests/e2e/node/follow.mjs`` follows the store's stock and the catalog with
+y-websocket, using the module of ``docs/yjs.md``.  Checked: the first sync,
+every live change with no dropped connection for longer than y-websocket's
+30 s idle timeout (an idle follower too, kept alive by the relay), presence
+relayed between two followers and removed when one leaves, a refused token
+that y-websocket does not retry (4401), a write on the read-only endpoint
+refused for good (4403), a token over its connection cap refused for good
+(4429), a crowd of 50 on one token for 30 s refused once each (no retries,
+no sync-log flood), a message flood closed within a second (4029), and one
+sync-log row per refusal, none anonymous but the bad token's.
 
 Node and the pinned packages are required: the test FAILS (it does not
 skip) when ``node`` or ``tests/e2e/node/node_modules`` is missing, and says
@@ -36,9 +38,14 @@ from tiendasync.relay.storage import SessionRecord
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 INSTALL = "npm ci --prefix tests/e2e/node"
-#: How long the POS sells while the followers follow (the issue asks for a minute).
-SECONDS = float(os.environ.get("TIENDASYNC_YJS_SECONDS", "60"))
+#: How long the POS sells while the followers follow.  The CI form spans
+#: y-websocket's 30 s idle timeout (so "no drop" means something); the long form
+#: (``TIENDASYNC_SOAK=1``, ``make soak``) sells for more than a minute.
+CI_SECONDS = 36.0
+SOAK_SECONDS = float(os.environ.get("TIENDASYNC_YJS_SECONDS", "75"))
 CAP = 4  # the relay's default --max-conns-per-token
+CROWD = 50  # followers on one token at once, far over its cap
+CROWD_SECONDS = 30.0
 
 
 def _node() -> str:
@@ -120,6 +127,18 @@ def _log_rows(cluster: Cluster) -> list[SessionRecord]:
 
 @pytest.mark.slow
 def test_yjs_and_y_websocket_follow_a_live_relay(tmp_path: Path) -> None:
+    _follow_a_live_relay(tmp_path, CI_SECONDS)
+
+
+@pytest.mark.soak
+@pytest.mark.skipif(not os.environ.get("TIENDASYNC_SOAK"), reason="set TIENDASYNC_SOAK=1")
+def test_yjs_followers_stay_connected_for_more_than_a_minute(tmp_path: Path) -> None:
+    assert SOAK_SECONDS > 60, "the long form must keep the idle follower for over a minute"
+    _follow_a_live_relay(tmp_path, SOAK_SECONDS)
+
+
+def _follow_a_live_relay(tmp_path: Path, seconds: float) -> None:
+    """Sell for ``seconds`` while y-websocket followers follow; check what they saw."""
     node = _node()
     cluster = Cluster(tmp_path, {"caja-1": "tienda-1"})
     follower: Follower | None = None
@@ -129,7 +148,7 @@ def test_yjs_and_y_websocket_follow_a_live_relay(tmp_path: Path) -> None:
         pos.do("receive CAFE-500 100")
         pos.do("online")
         pos.do("wait-synced")
-        names = ("live", "peer", "idle", "ro", "cap", "flood")
+        names = ("live", "peer", "idle", "ro", "cap", "flood", "crowd")
         config = {
             "relay": cluster.url,
             "tenant": "acme",
@@ -137,6 +156,8 @@ def test_yjs_and_y_websocket_follow_a_live_relay(tmp_path: Path) -> None:
             "tokens": {name: _token(cluster, f"dash-{name}") for name in names},
             "cap": CAP,
             "flood": 3000,
+            "crowd": CROWD,
+            "crowdSeconds": CROWD_SECONDS,
         }
         follower = Follower(node, config, tmp_path / "node.stderr")
         ready = follower.next("ready", 30)
@@ -145,8 +166,8 @@ def test_yjs_and_y_websocket_follow_a_live_relay(tmp_path: Path) -> None:
         assert ready["catalog"]["CAFE-500"]["name"] == "Café 500 g"
         assert ready["catalog"]["CAFE-500"]["price_cents"] == 450
 
-        # live updates for a minute: a sale every 3 s, each seen by the follower
-        level, deadline = 100, time.monotonic() + SECONDS
+        # live updates: a sale every 3 s, each seen by the follower
+        level, deadline = 100, time.monotonic() + seconds
         while time.monotonic() < deadline:
             pos.do("sell CAFE-500 1")
             level -= 1
@@ -157,14 +178,18 @@ def test_yjs_and_y_websocket_follow_a_live_relay(tmp_path: Path) -> None:
             time.sleep(max(0.0, min(3.0, deadline - time.monotonic())))
         follower.send({"done": True, "expect": {"CAFE-500": level}})
         summary = follower.next("summary", 60)
+        # kept beside the run for its figures (flood close delay, crowd attempts, ...)
+        (tmp_path / "summary.json").write_text(json.dumps(summary, indent=1))
     finally:
         if follower is not None:
             follower.close()
         cluster.close()
 
     live, idle = summary["live"], summary["idle"]
-    assert live["stock"] == {"CAFE-500": level} and level <= 100 - SECONDS // 4
-    # no drop in the minute: one connection each, never closed (the idle one included)
+    assert live["stock"] == {"CAFE-500": level} and level <= 100 - seconds // 4
+    # no drop over the whole run, which is longer than y-websocket's 30 s idle timeout:
+    # one connection each, never closed (the idle one too: only keepalives reach it)
+    assert summary["t"] - ready["t"] >= seconds > 30
     for who in (live, idle):
         assert (who["attempts"], who["disconnects"], who["closes"]) == (1, 0, []), who
     # presence: relayed between the followers of one document, removed when one leaves
@@ -183,10 +208,21 @@ def test_yjs_and_y_websocket_follow_a_live_relay(tmp_path: Path) -> None:
     assert sum(c["synced"] for c in summary["cap"]) == CAP
     # a flood: closed for its rate (retryable 4029), promptly
     flood = summary["flood"]
-    assert flood["code"] == 4029 and flood["after"] < 3.0, flood
+    assert flood["code"] == 4029 and flood["after"] < 1.0, flood
+    # a crowd on one token for 30 s: CAP synced, every other one refused once, for good
+    crowd = summary["crowd"]
+    assert crowd["synced"] == CAP and crowd["attempts"] == CROWD, crowd
+    assert sorted(crowd["codes"], key=str) == [4429] * (CROWD - CAP) + [None] * CAP, crowd
     # one sync-log row per refusal, named after the token when it is valid
     rows = _log_rows(cluster)
     assert sum(1 for r in rows if (r.error or "").startswith("4401")) == 1
     ro_rows = [r for r in rows if r.replica_id == "dash-ro"]
     assert len(ro_rows) == 1 and (ro_rows[0].error or "").startswith("4403"), ro_rows
     assert ro_rows[0].tenant == "acme" and ro_rows[0].outcome == "rejected"
+    # the crowd: one row per connection, each naming the token's tenant and replica
+    crowd_rows = [r for r in rows if r.replica_id == "dash-crowd"]
+    assert len(crowd_rows) == CROWD and all(r.tenant == "acme" for r in crowd_rows)
+    assert sum(1 for r in crowd_rows if (r.error or "").startswith("4429")) == CROWD - CAP
+    # no anonymous rows: only the bad token's refusal names no tenant and no replica
+    anonymous = [r for r in rows if r.tenant is None and r.replica_id is None]
+    assert len(anonymous) == 1 and (anonymous[0].error or "").startswith("4401"), anonymous

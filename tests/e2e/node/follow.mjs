@@ -3,7 +3,8 @@
 // prints).  The follow/decode module it runs is the ```js block of docs/yjs.md, so
 // the page's snippet is what is tested.
 //
-// Input: TIENDASYNC_NODE_CONFIG (JSON: relay, tenant, location, tokens, seconds) and,
+// Input: TIENDASYNC_NODE_CONFIG (JSON: relay, tenant, location, tokens, cap, flood, crowd,
+// crowdSeconds) and,
 // on stdin, JSON lines from the test ({"done": true, "expect": {...}} ends the run).
 // Output: one JSON object a line on stdout ({"event": ...}); the last is the summary.
 
@@ -102,6 +103,21 @@ live.provider.awareness.on('change', () => {
 await until('the followers to sync', () => live.synced && peer.synced && idle.synced && ro.synced)
 say('ready', { stock: lib.stockLevels(live.provider.doc), catalog: lib.records(idle.provider.doc) })
 
+// A crowd on one token, many more than its cap, for config.crowdSeconds while the rest
+// goes on: the refused ones must stop at once (4429), not retry and flood the sync log.
+const crowdRun = (async () => {
+  const crowd = []
+  for (let i = 0; i < config.crowd; i++) crowd.push(watch(`crowd${i}`, 'locations', tokens.crowd))
+  await sleep(config.crowdSeconds * 1000)
+  const out = {
+    attempts: crowd.reduce((n, w) => n + w.attempts, 0),
+    synced: crowd.filter((w) => w.synced).length,
+    codes: crowd.map((w) => (w.closed ? w.closed.code : null))
+  }
+  for (const w of crowd) w.provider.destroy()
+  return out
+})()
+
 // The read-only endpoint: a local write is refused for good (4403), not retried.
 ro.provider.doc.getMap(lib.ROOT).set(`EVIL${lib.SEP}1`, [1000, 0])
 
@@ -143,6 +159,7 @@ const done = await new Promise((resolve) => {
 await until('the final stock', () => JSON.stringify(lib.stockLevels(live.provider.doc)) ===
   JSON.stringify(done.expect), 15).catch(() => {})
 
+const crowdSummary = await crowdRun
 const who = (w) => ({ attempts: w.attempts, disconnects: w.disconnects, closes: w.closes, closed: w.closed })
 say('summary', {
   live: { ...who(live), stock: lib.stockLevels(live.provider.doc), saw: [...seenByLive].sort() },
@@ -151,7 +168,8 @@ say('summary', {
   bad: who(bad),
   ro: { ...who(ro), evilReachedLive: live.provider.doc.getMap(lib.ROOT).has(`EVIL${lib.SEP}1`) },
   cap: capSummary,
-  flood: floodClose
+  flood: floodClose,
+  crowd: crowdSummary
 })
 for (const w of [live, idle, bad, ro]) w.provider.destroy()
 process.exit(0)

@@ -73,7 +73,7 @@
       'cfg.write': 'Documentos que puede escribir', 'cfg.patterns.help': 'Patrones separados por comas; * = todos',
       save: 'Guardar', cancel: 'Cancelar', saved: 'Configuración de {r} guardada: se aplica en su próxima sincronización.',
       'dt.sales': 'Ventas', 'dt.stock': 'Existencias', 'dt.conflicts': 'Conflictos',
-      'dt.catalog': 'Catálogo', 'dt.locations': 'Ubicaciones',
+      'dt.catalog': 'Catálogo', 'dt.locations': 'Ubicaciones', 'dt.resolutions': 'Resoluciones',
       'dur.full': 'completa (full)', 'dur.normal': 'normal',
       'conflicts.title': 'Cola de conflictos', 'conflicts.none': 'No hay conflictos con estos filtros.',
       'conflicts.count': '{n} conflictos', filters: 'Filtros', status: 'Estado', all: 'Todos',
@@ -86,6 +86,7 @@
       'inv.catalog_review': 'Revisión de catálogo',
       'conflict.title': 'Conflicto {id}', back: '← Volver a la cola', message: 'Descripción',
       'conflict.sales': 'Ventas que contribuyeron', sale: 'Venta', time: 'Hora', quantity: 'Cantidad',
+      'param.sale_ids': 'Ventas',
       total: 'Total', voided: 'Anulada', active: 'Vigente', select_void: 'Seleccionar {id} para anular',
       'conflict.nosales': 'Ningún registro de venta enlazado.', history: 'Historial',
       resolution: 'Resolución', by: 'Por', note: 'Nota', action: 'Acción', params: 'Parámetros',
@@ -182,7 +183,7 @@
       'cfg.write': 'Documents it may write', 'cfg.patterns.help': 'Comma-separated patterns; * = all',
       save: 'Save', cancel: 'Cancel', saved: 'Config of {r} saved: applied at its next sync.',
       'dt.sales': 'Sales', 'dt.stock': 'Stock', 'dt.conflicts': 'Conflicts',
-      'dt.catalog': 'Catalog', 'dt.locations': 'Locations',
+      'dt.catalog': 'Catalog', 'dt.locations': 'Locations', 'dt.resolutions': 'Resolutions',
       'dur.full': 'full', 'dur.normal': 'normal',
       'conflicts.title': 'Conflict queue', 'conflicts.none': 'No conflicts match these filters.',
       'conflicts.count': '{n} conflicts', filters: 'Filters', status: 'Status', all: 'All',
@@ -195,6 +196,7 @@
       'inv.catalog_review': 'Catalog review',
       'conflict.title': 'Conflict {id}', back: '← Back to the queue', message: 'Description',
       'conflict.sales': 'Contributing sales', sale: 'Sale', time: 'Time', quantity: 'Quantity',
+      'param.sale_ids': 'Sales',
       total: 'Total', voided: 'Voided', active: 'Active', select_void: 'Select {id} to void',
       'conflict.nosales': 'No sale record linked.', history: 'History',
       resolution: 'Resolution', by: 'By', note: 'Note', action: 'Action', params: 'Parameters',
@@ -708,11 +710,13 @@
       .then(loadModel)
       .then(function () { return Promise.all([refreshOpenCount(), page.refresh()]); })
       .then(function () {
+        if (S.page !== page) return; /* the admin moved on while it ran: its page is gone */
         S.apiDown = false;
         notice('');
         document.getElementById('refresh-state').textContent =
           t('updated', { time: new Date().toLocaleTimeString(locale()) });
       }, function (err) {
+        if (S.page !== page) return; /* a refresh of a page that was left fails on its gone DOM */
         if (err instanceof ApiError && err.status === 401) return;
         if (err instanceof ApiError && err.status === 0) { S.apiDown = true; notice(t('offline_api'), 'warn'); }
         else notice(errText(err));
@@ -1215,8 +1219,8 @@
               m.at && m.at_source === 'relay' ? h('span', { class: 'help', text: ' (' + t('at.relay') + ')' }) : null),
             h('td', { 'data-label': t('movement') }, h('strong', { text: movementText(m) }),
               refs.length ? h('div', { class: 'refs' }, refs) : null),
-            h('td', { 'data-label': t('store'), text: c.location }),
-            h('td', { 'data-label': t('till'), text: till }),
+            h('td', { 'data-label': t('store'), class: 'ident', text: c.location }),
+            h('td', { 'data-label': t('till'), class: 'ident', text: till }),
             h('td', { 'data-label': t('change'), class: 'num ' + (m.delta < 0 ? 'neg' : 'pos'), text: fmtSigned(m.delta) }),
             h('td', { 'data-label': t('balance'), class: 'num ' + (m.balance < 0 ? 'neg' : ''), text: fmtNum(m.balance) }));
         }))))]);
@@ -1256,8 +1260,16 @@
       return keys.map(function (k) {
         var ui = PARAM_UI[k];
         var v = params[k];
-        return (ui && ui.label ? t(ui.label) : k) + ': ' + (Array.isArray(v) ? v.join(', ') : JSON.stringify(v));
+        if (k === 'sale_ids' && Array.isArray(v)) v = v.map(saleName);
+        var label = ui && ui.label ? t(ui.label) : hasText('param.' + k) ? t('param.' + k) : k;
+        return label + ': ' + (Array.isArray(v) ? v.join(', ') : JSON.stringify(v));
       }).join(' · ');
+    }
+
+    /** A sale id of this conflict by its till and time (the id itself if it is not listed). */
+    function saleName(id) {
+      for (var i = 0; i < sales.length; i++) if (sales[i].id === id && sales[i].replica) return saleRef(sales[i]);
+      return id;
     }
 
     function salesView(c) {
@@ -1283,7 +1295,7 @@
               h('td', { 'data-label': t('sale'), class: 'sale-id', title: s.id }, canVoid ? h('label', { for: boxId }, saleRef(s))
                 : saleRef(s), ' ', h('span', { class: 'badge ' + (s.voided ? 'badge-voided' : 'badge-active'),
                 text: s.voided ? t('voided') : t('active') })),
-              h('td', { 'data-label': t('till'), text: s.replica || '—' }),
+              h('td', { 'data-label': t('till'), class: 'ident', text: s.replica || '—' }),
               h('td', { 'data-label': t('time'), text: s.at_ms ? fmtTime(s.at_ms / 1000) : '—' }),
               h('td', { 'data-label': t('quantity') + ' ' + c.sku, class: 'num', text: s.known ? qty : '—' }),
               h('td', { 'data-label': t('total'), class: 'num', text: fmtMoney(s.total_cents) }));
@@ -1500,7 +1512,7 @@
       var aid = nextId('a-custom-action');
       var pid = nextId('a-custom-params');
       var actSel = h('select', { id: aid, name: 'action' }, S.model.actions.map(function (a) {
-        return h('option', { value: a.name, text: a.name });
+        return h('option', { value: a.name, text: actionName(a.name) });
       }));
       var ta = h('textarea', { id: pid, name: 'params', rows: '4', spellcheck: 'false', class: 'mono',
         text: '{}' });
@@ -1587,7 +1599,7 @@
         if (current && stateOf(current) !== stateOf(c)) announce(t('resolved_ok', { id: id, status: t('st.' + stateOf(c)) }));
         current = c;
         patch(document.getElementById('conflict-status'), [stateOf(c)], function () { return statusBadge(stateOf(c)); });
-        patch(facts, [c, extra], function () { return factsView(c); });
+        patch(facts, [c, extra, sales], function () { return factsView(c); });
         if (c.location === '-') timelineBox.hidden = true;
         else patch(timelineBox, [c.sku, extra], function () { return timelineView(c); });
         patch(salesBox, [c.status, c.sku, sales, selected], function () { return salesView(c); });
@@ -1647,7 +1659,7 @@
           return h('tr', { 'data-session': s.session_id },
             h('td', { 'data-label': t('started'), text: fmtTime(s.started_at) }),
             h('td', { 'data-label': t('duration'), text: s.ended_at ? fmtDuration(s.started_at, s.ended_at) : t('running') }),
-            h('td', { 'data-label': t('till'), text: s.replica_id || '—' }),
+            h('td', { 'data-label': t('till'), class: 'ident', text: s.replica_id || '—' }),
             h('td', { 'data-label': t('kind'), text: kindText(s.kind) }),
             h('td', { 'data-label': t('outcome') }, h('span', { class: 'outcome outcome-' + outcome,
               text: s.ended_at ? outcomeText(s.outcome) : t('running') })),
