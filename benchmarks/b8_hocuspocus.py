@@ -406,6 +406,76 @@ def run(
     return figs, raw
 
 
+# -- the plot (hand-written SVG: matplotlib is not a dependency here) ------------------------
+
+_BULK_PLOT = (
+    ("default", "acked_per_s", "Hocuspocus default, acknowledged (in memory)", "#4c78a8"),
+    ("default", "disk_per_s", "Hocuspocus default, on disk", "#72b7b2"),
+    ("every-change", "disk_per_s", "Hocuspocus store-on-every-change, on disk", "#f58518"),
+)
+
+
+def svg(runs: dict[str, Any]) -> str:
+    """Bulk throughput ratios ours/theirs per K on a log axis; dots are the rounds."""
+    import math
+
+    lo, hi = 0.1, 100.0
+    left, width, row, gap = 70, 520, 16, 14
+    ks = sorted(runs["bulk"], key=int)
+    height = 60 + len(ks) * (len(_BULK_PLOT) * row + gap) + 20 * len(_BULK_PLOT) + 10
+
+    def x(v: float) -> float:
+        v = min(max(v, lo), hi)
+        return left + width * (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 30}" height="{height}" '
+        'font-family="sans-serif" font-size="11">',
+        f'<text x="{left}" y="16" font-size="13">Bulk sales/s, ours (durable ack) / Hocuspocus '
+        "(median bar, rounds as dots)</text>",
+    ]
+    top = 40
+    for tick in (0.1, 0.3, 1, 3, 10, 30, 100):
+        tx = x(tick)
+        bottom = top + len(ks) * (len(_BULK_PLOT) * row + gap)
+        colour = "#000" if tick == 1 else "#ccc"
+        out.append(
+            f'<line x1="{tx:.1f}" y1="{top - 6}" x2="{tx:.1f}" y2="{bottom}" stroke="{colour}"/>'
+        )
+        out.append(f'<text x="{tx:.1f}" y="{top - 9}" text-anchor="middle">{tick:g}x</text>')
+    y = top
+    for k in ks:
+        rows = runs["bulk"][k]
+        out.append(
+            f'<text x="{left - 8}" y="{y + row * len(_BULK_PLOT) / 2 + 4:.0f}" '
+            f'text-anchor="end">K={k}</text>'
+        )
+        for theirs, key, _, colour in _BULK_PLOT:
+            ratios = [r["ours"]["sales_per_s"] / r[theirs][key] for r in rows if r[theirs][key]]
+            if ratios:
+                med = statistics.median(ratios)
+                x0, x1 = sorted((x(1), x(med)))
+                out.append(
+                    f'<rect x="{x0:.1f}" y="{y + 2}" width="{max(x1 - x0, 1):.1f}" '
+                    f'height="{row - 4}" fill="{colour}"/>'
+                )
+                out.append(
+                    f'<text x="{x(med) + (4 if med >= 1 else -4):.1f}" y="{y + row - 4}" '
+                    f'text-anchor="{"start" if med >= 1 else "end"}">{med:.2f}</text>'
+                )
+                for v in ratios:
+                    out.append(f'<circle cx="{x(v):.1f}" cy="{y + row / 2}" r="2" fill="#000"/>')
+            y += row
+        y += gap
+    y += 10
+    for _, _, label, colour in _BULK_PLOT:
+        out.append(f'<rect x="{left}" y="{y}" width="12" height="10" fill="{colour}"/>')
+        out.append(f'<text x="{left + 18}" y="{y + 9}">ours / {label}</text>')
+        y += 20
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks.b8_hocuspocus",
@@ -420,7 +490,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--paced-seconds", type=float, default=5.0, help="length of a paced run")
     ap.add_argument("--timeout", type=float, default=120.0, help="per run, seconds")
     ap.add_argument("--json", type=Path, help="write figures and every run's numbers here")
+    ap.add_argument("--svg", type=Path, help="write the bulk ratios' plot here")
+    ap.add_argument(
+        "--replot", type=Path, metavar="JSON", help="only redraw --svg from a --json file"
+    )
     args = ap.parse_args(argv)
+    if args.replot is not None:
+        if args.svg is None:
+            ap.error("--replot needs --svg")
+        args.svg.write_text(svg(json.loads(args.replot.read_text())["runs"]))
+        return 0
     with tempfile.TemporaryDirectory(prefix="tiendasync-b8-") as tmp:
         figs, raw = run(
             Path(tmp),
@@ -447,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             + "\n"
         )
+    if args.svg is not None:
+        args.svg.write_text(svg(raw))
     return 0
 
 
