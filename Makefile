@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-django test prereqs system-deps lint layers typecheck unit bench bench-quick soak clean
+.PHONY: demo demo-django test prereqs system-deps lint layers typecheck unit bench bench-quick bench-hocuspocus soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,15 @@ bench-quick: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m pytest -q -m bench tests/benchmarks/test_benchmarks_smoke.py
 	$(BIN)/python -m benchmarks.run --quick
+
+# Benchmark 8, against Hocuspocus (Node): `npm ci`s benchmarks/hocuspocus first when needed.
+# HP_SALES=10000 HP_ROUNDS=3 is the issue's size; `python -m benchmarks.b8_hocuspocus` alone
+# runs a quick 1000.
+HP_SALES ?= 10000
+HP_ROUNDS ?= 3
+bench-hocuspocus: $(STAMP)
+	$(BIN)/python -m benchmarks.b8_hocuspocus --sales $(HP_SALES) --rounds $(HP_ROUNDS) \
+		--json benchmarks/results-hocuspocus.json
 
 soak: $(STAMP)
 	TIENDASYNC_SOAK=1 TIENDASYNC_CRASH_CYCLES=300 $(BIN)/python -m pytest -q -o timeout=3600 tests -m soak

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ class LightStore:
         self.acked: dict[tuple[str, int], int] = {}
         self.synced = asyncio.Event()
         self.sales_seen = 0
+        #: called with the document's name for every update received
+        self.on_update: Callable[[str], None] | None = None
         self.ws: ClientConnection | None = None
 
     def doc(self, name: str) -> pycrdt.Doc[Any]:
@@ -78,6 +81,8 @@ class LightStore:
                     self.acked[key] = max(self.acked.get(key, 0), event.clock)
                 elif isinstance(event, UpdateReceived):
                     self.sales_seen += event.doc.startswith("sales/")
+                    if self.on_update is not None:
+                        self.on_update(event.doc)
                 elif not isinstance(event, Welcome):
                     raise RuntimeError(f"{self.name}: {event}")
 
@@ -103,9 +108,10 @@ def _clock(doc: pycrdt.Doc[Any], client_id: int) -> int:
     return decode_state_vector(bytes(doc.get_state())).get(client_id, 0)
 
 
-async def _stream(
-    url: str, tokens: dict[str, str], k: int, per_store: int, timeout: float
-) -> dict[str, Any]:
+async def setup(
+    url: str, tokens: dict[str, str], k: int
+) -> tuple[LightStore, LightStore, list[LightStore]]:
+    """HQ (which writes the catalog), the follower and K stores, connected, stock received."""
     hq = LightStore("hq", tokens["hq"])
     await hq.connect(url)
     catalog = LWWMap(hq.doc("catalog"))
@@ -122,16 +128,27 @@ async def _stream(
     stores = [LightStore(f"store-{i:02d}", tokens[f"store-{i:02d}"]) for i in range(k)]
     for s in stores:
         await s.connect(url)
-    period = time.strftime("%Y-%m", time.gmtime())
-    t0 = time.monotonic()
     for s in stores:  # stock first, so that no sale breaks an invariant
         stock = PNCounter(s.doc(f"stock/{s.name}"))
         with s.doc(f"stock/{s.name}").transaction():
             for i in range(SKUS):
                 stock.add(f"SKU-{i:05d}", 10**9)
         await s.flush()
+    return hq, follower, stores
+
+
+def period() -> str:
+    """The month of the sales documents (``sales/<store>/<period>``)."""
+    return time.strftime("%Y-%m", time.gmtime())
+
+
+async def _stream(
+    url: str, tokens: dict[str, str], k: int, per_store: int, timeout: float
+) -> dict[str, Any]:
+    hq, follower, stores = await setup(url, tokens, k)
+    month = period()
     t0 = time.monotonic()
-    views = [(s, s.doc(f"sales/{s.name}/{period}"), s.doc(f"stock/{s.name}")) for s in stores]
+    views = [(s, s.doc(f"sales/{s.name}/{month}"), s.doc(f"stock/{s.name}")) for s in stores]
     ledgers = [Ledger(ledger_doc) for _, ledger_doc, _ in views]
     counters = [PNCounter(stock_doc) for _, _, stock_doc in views]
     for n in range(per_store):
