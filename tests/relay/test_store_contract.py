@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
-import time
 import threading
+import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,7 @@ from hypothesis import strategies as st
 from tests.support.relay_client import Client, Writer, values, with_relay
 from tiendasync.errors import NotFound, StorageError
 from tiendasync.protocol import Ack, UpdateReceived
-from tiendasync.relay import RelayServer, RelayStore, SqliteRelayStore
-from tiendasync.relay import pgschema, schema
+from tiendasync.relay import RelayServer, RelayStore, SqliteRelayStore, pgschema, schema
 from tiendasync.relay.auth import authenticate, hash_token, issue_token, token_id_of
 from tiendasync.relay.pgstore import PostgresRelayStore, describe_url
 from tiendasync.relay.storage import (
@@ -56,13 +56,13 @@ class Backend:
         return store
 
     def raw(self, sql: str, params: tuple[Any, ...] = ()) -> None:
-        """Run ``sql`` (``?`` placeholders) on the stored rows, as damage or an old tiendasync would."""
+        """Run ``sql`` (``?`` placeholders) on the rows, as damage or an old tiendasync would."""
         if self.kind == "sqlite":
             with sqlite3.connect(self.spec) as conn:
                 conn.execute(sql, params)
         else:
             with psycopg.connect(self.spec, autocommit=True) as conn:
-                conn.execute(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
+                conn.execute(sql.replace("?", "%s"), params)
 
     @property
     def version(self) -> int:
@@ -220,7 +220,9 @@ def test_sync_log_newest_first_filtered(store: RelayStore) -> None:
     assert (two.ended_at, two.error) == (None, "boom")
 
 
-def _conflict(cid: str, status: str = "open", at: float = 1.0, seq: int | None = 7) -> ConflictRecord:
+def _conflict(
+    cid: str, status: str = "open", at: float = 1.0, seq: int | None = 7
+) -> ConflictRecord:
     return ConflictRecord("acme", cid, "no_negative_stock", "tienda-1", "CAFE", status, at, at, seq)
 
 
@@ -283,7 +285,7 @@ def test_two_processes_claiming_one_writer_id_at_once(backend: Backend) -> None:
     for round_ in range(5):
         ids = [1000 + round_, 2000 + round_]
         results = _race(
-            [lambda s=s, i=i: s.claim_client_ids("acme", f"r{i}", ids) for i, s in enumerate(stores)]
+            [partial(s.claim_client_ids, "acme", f"r{i}", ids) for i, s in enumerate(stores)]
         )
         winners = [i for i, foreign in enumerate(results) if foreign == []]
         assert len(winners) == 1, results
@@ -294,7 +296,7 @@ def test_two_processes_claiming_one_writer_id_at_once(backend: Backend) -> None:
 def test_two_processes_opening_one_conflict_at_once(backend: Backend) -> None:
     stores = [backend.open() for _ in range(4)]
     for round_ in range(5):
-        results = _race([lambda s=s: s.record_conflict(_conflict(f"c{round_}")) for s in stores])
+        results = _race([partial(s.record_conflict, _conflict(f"c{round_}")) for s in stores])
         assert sorted(results) == [False, False, False, True]
     assert len(stores[0].list_conflicts("acme")) == 5
 
@@ -330,7 +332,7 @@ def test_a_documents_updates_are_seen_in_commit_order(backend: Backend) -> None:
 
     follower = threading.Thread(target=follow)
     follower.start()
-    _race([lambda i=i, s=s: write(i, s) for i, s in enumerate(writers)])
+    _race([partial(write, i, s) for i, s in enumerate(writers)])
     stop.set()
     follower.join(30)
     assert problems == []
@@ -450,7 +452,7 @@ def test_a_lost_connection_fails_one_call_then_reconnects(pg_url: str) -> None:
 
 
 def test_many_relays_starting_at_once_migrate_once(pg_url: str) -> None:
-    stores = _race([lambda: PostgresRelayStore(pg_url) for _ in range(4)])
+    stores = _race([partial(PostgresRelayStore, pg_url) for _ in range(4)])
     try:
         assert {s.schema_version() for s in stores} == {pgschema.SCHEMA_VERSION}
         with psycopg.connect(pg_url) as conn:

@@ -67,7 +67,7 @@ def describe_url(url: str) -> str:
 
 
 class PostgresRelayStore:
-    """The relay's store of record in a PostgreSQL database (schema: :mod:`~tiendasync.relay.pgschema`)."""
+    """The relay's store of record in a PostgreSQL database (:mod:`~tiendasync.relay.pgschema`)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -301,7 +301,9 @@ class PostgresRelayStore:
                 ).fetchone()
                 assert row is not None
                 counts[(tenant, doc)] = int(row[0])
-        return AppendResult(seqs, {k: counts[k] for k in dict.fromkeys((e.tenant, e.doc) for e in entries)})
+        return AppendResult(
+            seqs, {k: counts[k] for k in dict.fromkeys((e.tenant, e.doc) for e in entries)}
+        )
 
     def load_doc(self, tenant: str, doc: str) -> DocHistory:
         """The doc's snapshot and log, read in one snapshot of the database (a compaction
@@ -422,7 +424,9 @@ class PostgresRelayStore:
 
     # -- per-replica config ------------------------------------------------------------------
 
-    def _json_row(self, table: str, at: str, tenant: str, replica_id: str) -> tuple[Any, float] | None:
+    def _json_row(
+        self, table: str, at: str, tenant: str, replica_id: str
+    ) -> tuple[Any, float] | None:
         rows = self._read(
             f"SELECT json, {at} FROM {table} WHERE tenant = %s AND replica_id = %s",
             (tenant, replica_id),
