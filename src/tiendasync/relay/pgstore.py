@@ -36,6 +36,7 @@ from psycopg import conninfo
 
 from tiendasync.errors import ConfigError, NotFound, StorageError
 from tiendasync.relay import pgschema
+from tiendasync.relay.dblock import RelayLocked
 from tiendasync.relay.records import (
     AppendEntry,
     AppendResult,
@@ -52,6 +53,9 @@ Connection = psycopg.Connection[tuple[Any, ...]]
 
 #: How long a connection attempt may take before the call fails (seconds).
 CONNECT_TIMEOUT = 10
+
+#: ``pg_try_advisory_lock`` key of :meth:`PostgresRelayStore.single_relay`.
+SINGLE_RELAY_LOCK = 0x7469656E64615231  # "tiendaR1"
 
 
 def describe_url(url: str) -> str:
@@ -162,6 +166,30 @@ class PostgresRelayStore:
                 return conn.execute(sql, params).fetchall()
             except psycopg.Error as exc:
                 raise StorageError(f"relay database {self.where} read failed: {exc}") from exc
+
+    @contextmanager
+    def single_relay(self) -> Iterator[None]:
+        """Hold, for the ``with`` block, the database's one-relay lock (a session advisory
+        lock on a connection of its own; the server drops it when the process dies).
+
+        Until relays fan out to each other's sessions, two relays on one database would
+        each acknowledge what the other's sessions never hear: :class:`RelayLocked` at
+        once (never waits) if another process holds it.
+        """
+        try:
+            conn: Connection = psycopg.connect(
+                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT
+            )
+        except psycopg.Error as exc:
+            raise StorageError(f"cannot connect to relay database {self.where}: {exc}") from exc
+        with conn:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (SINGLE_RELAY_LOCK,)).fetchone()
+            if row is None or not row[0]:
+                raise RelayLocked(
+                    f"another relay is already running on {self.where} (its advisory lock "
+                    "is held); one relay per database until the cluster mode lands"
+                )
+            yield
 
     def schema_version(self) -> int:
         rows = self._read("SELECT version FROM schema_version")

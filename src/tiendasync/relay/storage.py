@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from tiendasync.errors import ConfigError, NotFound, StorageError, StoragePermissionError
 from tiendasync.relay import schema
@@ -36,6 +36,9 @@ from tiendasync.relay.records import (
 from tiendasync.relay.schema import SCHEMA_VERSION
 from tiendasync.store.storage.access import access_problem, storage_error
 
+if TYPE_CHECKING:
+    from tiendasync.relay.pgstore import PostgresRelayStore
+
 log = logging.getLogger("tiendasync.relay.storage")
 
 __all__ = [
@@ -49,6 +52,7 @@ __all__ = [
     "SqliteRelayStore",
     "TokenRecord",
     "is_postgresql_url",
+    "open_postgresql_store",
     "open_relay_store",
 ]
 
@@ -162,15 +166,19 @@ def open_relay_store(spec: str) -> RelayStore:
     PostgreSQL needs the ``postgresql`` extra (psycopg); without it this raises
     :class:`~tiendasync.errors.ConfigError` naming the extra.
     """
-    if not is_postgresql_url(spec):
-        return SqliteRelayStore(spec)
+    return open_postgresql_store(spec) if is_postgresql_url(spec) else SqliteRelayStore(spec)
+
+
+def open_postgresql_store(url: str) -> PostgresRelayStore:
+    """A :class:`~tiendasync.relay.pgstore.PostgresRelayStore` on ``url``;
+    :class:`~tiendasync.errors.ConfigError` naming the extra when psycopg is missing."""
     try:
         from tiendasync.relay.pgstore import PostgresRelayStore  # the optional extra
     except ImportError as exc:
         raise ConfigError(
             f"a PostgreSQL store needs psycopg: pip install 'tiendasync[postgresql]' ({exc})"
         ) from exc
-    return PostgresRelayStore(spec)
+    return PostgresRelayStore(url)
 
 
 # -- SQLite -----------------------------------------------------------------------------
