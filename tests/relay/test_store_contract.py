@@ -451,6 +451,20 @@ def test_a_lost_connection_fails_one_call_then_reconnects(pg_url: str) -> None:
         assert store.get_replica_config("acme", "t1") == {"x": 3}
 
 
+def test_a_stuck_transaction_elsewhere_fails_the_write_in_time(pg_url: str) -> None:
+    with PostgresRelayStore(pg_url, statement_timeout_s=0.3) as store:
+        store.append_many([AppendEntry("acme", "catalog", b"u1", "t1", b"\x00")])
+        with psycopg.connect(pg_url) as other:  # a transaction that holds the doc's row
+            other.execute("SELECT 1 FROM docs WHERE doc = 'catalog' FOR UPDATE")
+            began = time.monotonic()
+            with pytest.raises(StorageError, match="write failed"):
+                store.append_many([AppendEntry("acme", "catalog", b"u2", "t1", b"\x01")])
+            assert time.monotonic() - began < 5
+            other.rollback()
+        store.append_many([AppendEntry("acme", "catalog", b"u3", "t1", b"\x02")])
+        assert [d for _, d in store.load_doc("acme", "catalog").updates] == [b"u1", b"u3"]
+
+
 def test_many_relays_starting_at_once_migrate_once(pg_url: str) -> None:
     stores = _race([partial(PostgresRelayStore, pg_url) for _ in range(4)])
     try:

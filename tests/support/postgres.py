@@ -7,7 +7,7 @@ fsync (the tests check the relay's transactions, not the disk's).  As root
 else as the current user.  Each test gets a database of its own
 (:meth:`PgServer.new_database`).
 
-The binaries come from ``TIENDASYNC_PG_BINDIR``, else the newest Debian
+The binaries come from ``TIENDASYNC_PG_BINDIR`` (only there, when set), else the newest Debian
 ``/usr/lib/postgresql/N/bin``, else ``pg_config --bindir``.  When there are
 none, :func:`find_bindir` raises :class:`PgMissing` with the install command:
 the tests using the server fail, they never skip.
@@ -35,28 +35,33 @@ class PgMissing(RuntimeError):
 
 def find_bindir() -> Path:
     """The directory holding ``initdb``, ``pg_ctl`` and ``postgres``."""
-    candidates: list[Path] = []
     if env := os.environ.get("TIENDASYNC_PG_BINDIR"):
-        candidates.append(Path(env))
-    debian = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"),
-        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
-        reverse=True,
-    )
-    candidates.extend(debian)
-    if pg_config := shutil.which("pg_config"):
-        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
-        if out.returncode == 0 and out.stdout.strip():
-            candidates.append(Path(out.stdout.strip()))
+        candidates = [Path(env)]  # only there, as scripts/prereqs.sh looks
+    else:
+        candidates = _default_bindirs()
     for bindir in candidates:
         if all((bindir / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres")):
             return bindir
     raise PgMissing(
         "the PostgreSQL store tests need a PostgreSQL server (initdb, pg_ctl, postgres), "
-        "found none (looked in TIENDASYNC_PG_BINDIR, /usr/lib/postgresql/*/bin, pg_config). "
+        f"found none (looked in {', '.join(map(str, candidates)) or 'no directory'}). "
         "Run scripts/prereqs.sh (as root, or: sudo apt-get install -y postgresql), "
         "or set TIENDASYNC_PG_BINDIR"
     )
+
+
+def _default_bindirs() -> list[Path]:
+    debian = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    candidates = list(debian)
+    if pg_config := shutil.which("pg_config"):
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+        if out.returncode == 0 and out.stdout.strip():
+            candidates.append(Path(out.stdout.strip()))
+    return candidates
 
 
 class PgServer:

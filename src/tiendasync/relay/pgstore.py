@@ -54,6 +54,11 @@ Connection = psycopg.Connection[tuple[Any, ...]]
 #: How long a connection attempt may take before the call fails (seconds).
 CONNECT_TIMEOUT = 10
 
+#: Longest any one statement may run or wait for a lock (seconds): a store of record
+#: that hangs (a stuck transaction elsewhere holding a row, a dead server behind a
+#: live socket) fails the relay's write with StorageError instead of stalling it.
+STATEMENT_TIMEOUT_S = 30.0
+
 #: ``pg_try_advisory_lock`` key of :meth:`PostgresRelayStore.single_relay`.
 SINGLE_RELAY_LOCK = 0x7469656E64615231  # "tiendaR1"
 
@@ -73,8 +78,9 @@ def describe_url(url: str) -> str:
 class PostgresRelayStore:
     """The relay's store of record in a PostgreSQL database (:mod:`~tiendasync.relay.pgschema`)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, statement_timeout_s: float = STATEMENT_TIMEOUT_S) -> None:
         self.url = url
+        self.statement_timeout_s = statement_timeout_s
         self.where = describe_url(url)
         self._lock = threading.RLock()
         self._conn: Connection | None = None
@@ -87,7 +93,14 @@ class PostgresRelayStore:
     def _connect(self) -> Connection:
         try:
             conn: Connection = psycopg.connect(
-                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT
+                self.url,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT,
+                options=f"-c statement_timeout={int(self.statement_timeout_s * 1000)}",
+                keepalives=1,
+                keepalives_idle=10,
+                keepalives_interval=5,
+                keepalives_count=3,
             )
         except psycopg.Error as exc:
             raise StorageError(f"cannot connect to relay database {self.where}: {exc}") from exc
