@@ -295,56 +295,65 @@ class PostgresRelayStore:
 
     # -- documents -------------------------------------------------------------------------
 
-    @staticmethod
-    def _lock_docs(conn: Connection, entries: Sequence[AppendEntry]) -> list[tuple[str, str]]:
-        """Create and row-lock every document of ``entries``, in one order (no deadlock)."""
+    def append_many(self, entries: Sequence[AppendEntry]) -> AppendResult:
+        """One transaction in a few round trips (psycopg pipelines each ``executemany``):
+        lock the documents, log the updates, then set each document's row once."""
+        if not entries:
+            return AppendResult([], {})
         first: dict[tuple[str, str], AppendEntry] = {}
+        last: dict[tuple[str, str], AppendEntry] = {}
+        added: dict[tuple[str, str], int] = {}
         for e in entries:
-            first.setdefault((e.tenant, e.doc), e)
-        keys = sorted(first)
-        for key in keys:
-            e = first[key]
-            # DO UPDATE (to itself) takes the row lock whether the row is new or not
-            conn.execute(
+            key = (e.tenant, e.doc)
+            first.setdefault(key, e)
+            last[key] = e
+            added[key] = added.get(key, 0) + int(e.data is not None)
+        logged = [e for e in entries if e.data is not None]
+        counts: dict[tuple[str, str], int] = {}
+        with self._write() as conn, conn.cursor() as cur:
+            # Create and row-lock every document first, in one order for every writer (no
+            # deadlock), so each takes its seqs only while it holds its documents: per
+            # document, seq order is commit order.  DO UPDATE (to itself) takes the lock
+            # whether the row is new or not.
+            cur.executemany(
                 "INSERT INTO docs (tenant, doc, state_vector, log_count, updated_at) "
                 "VALUES (%s, %s, %s, 0, %s) ON CONFLICT (tenant, doc) "
                 "DO UPDATE SET log_count = docs.log_count",
-                (e.tenant, e.doc, e.state_vector, e.received_at),
+                [(k[0], k[1], first[k].state_vector, first[k].received_at) for k in sorted(first)],
             )
-        return keys
-
-    def append_many(self, entries: Sequence[AppendEntry]) -> AppendResult:
-        seqs: list[int | None] = []
-        counts: dict[tuple[str, str], int] = {}
-        if not entries:
-            return AppendResult(seqs, counts)
-        with self._write() as conn:
-            keys = self._lock_docs(conn, entries)
-            for e in entries:
-                seq: int | None = None
-                if e.data is not None:
-                    row = conn.execute(
-                        "INSERT INTO updates (tenant, doc, data, replica, received_at, checksum) "
-                        "VALUES (%s, %s, %s, %s, %s, %s) RETURNING seq",
-                        (e.tenant, e.doc, e.data, e.replica, e.received_at, checksum_of(e.data)),
-                    ).fetchone()
-                    assert row is not None
-                    seq = int(row[0])
-                seqs.append(seq)
-                conn.execute(
-                    "UPDATE docs SET state_vector = %s, log_count = log_count + %s, "
-                    "updated_at = %s WHERE tenant = %s AND doc = %s",
-                    (e.state_vector, int(seq is not None), e.received_at, e.tenant, e.doc),
+            logged_seqs: list[int] = []
+            if logged:
+                cur.executemany(
+                    "INSERT INTO updates (tenant, doc, data, replica, received_at, checksum) "
+                    "VALUES (%s, %s, %s, %s, %s, %s) RETURNING seq",
+                    [
+                        (e.tenant, e.doc, e.data, e.replica, e.received_at, checksum_of(e.data))
+                        for e in logged
+                        if e.data is not None
+                    ],
+                    returning=True,
                 )
-            for tenant, doc in keys:
-                row = conn.execute(
-                    "SELECT log_count FROM docs WHERE tenant = %s AND doc = %s", (tenant, doc)
-                ).fetchone()
+                while True:
+                    row = cur.fetchone()
+                    assert row is not None
+                    logged_seqs.append(int(row[0]))
+                    if not cur.nextset():
+                        break
+            keys = list(first)
+            cur.executemany(
+                "UPDATE docs SET state_vector = %s, log_count = log_count + %s, updated_at = %s "
+                "WHERE tenant = %s AND doc = %s RETURNING log_count",
+                [(last[k].state_vector, added[k], last[k].received_at, *k) for k in keys],
+                returning=True,
+            )
+            for key in keys:
+                row = cur.fetchone()
                 assert row is not None
-                counts[(tenant, doc)] = int(row[0])
-        return AppendResult(
-            seqs, {k: counts[k] for k in dict.fromkeys((e.tenant, e.doc) for e in entries)}
-        )
+                counts[key] = int(row[0])
+                cur.nextset()
+        found = iter(logged_seqs)
+        seqs = [next(found) if e.data is not None else None for e in entries]
+        return AppendResult(seqs, counts)
 
     def load_doc(self, tenant: str, doc: str) -> DocHistory:
         """The doc's snapshot and log, read in one snapshot of the database (a compaction
