@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.support.asuser import restricted_dir
+from tests.support.postgres import PgMissing, PgServer
 from tiendasync import Replica
 
 
@@ -43,3 +44,24 @@ def open_replica(tmp_path: Path) -> Iterator[Callable[..., Replica]]:
     yield factory
     for replica in opened:
         replica.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One throwaway PostgreSQL server for the session (tests/support/postgres.py).
+
+    Without PostgreSQL's server binaries the tests that need it fail, naming
+    the install command: they never skip.
+    """
+    try:
+        server = PgServer()
+    except PgMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> str:
+    """The URL of a new, empty database on :func:`pg_server`."""
+    return pg_server.new_database()

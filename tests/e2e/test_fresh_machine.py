@@ -1,7 +1,7 @@
 """The two-command promise on a fresh machine: ``make test`` and ``make demo``.
 
-``make test`` first runs ``scripts/prereqs.sh``: it installs what the browser
-and Node tests need when it can without a password, and otherwise stops at
+``make test`` first runs ``scripts/prereqs.sh``: it installs what the browser,
+Node and PostgreSQL tests need when it can without a password, and otherwise stops at
 once naming the one command to run.  A fresh machine is simulated with a
 ``PATH`` that holds none of the tools, and with fake ``node``/``npm``.  The
 demo runs for real and must leave nothing behind.
@@ -47,13 +47,17 @@ def test_a_missing_browser_stops_make_at_once_with_the_command(tmp_path: Path) -
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env=_env(empty, TIENDASYNC_CHROMIUM=str(tmp_path / "no-chromium")),
+        env=_env(
+            empty,
+            TIENDASYNC_CHROMIUM=str(tmp_path / "no-chromium"),
+            TIENDASYNC_PG_BINDIR=str(tmp_path / "no-postgresql"),
+        ),
         timeout=30,
     )
     assert proc.returncode != 0
     assert time.monotonic() - started < 10
-    assert "missing chromium nodejs npm" in proc.stderr
-    assert "sudo apt-get install -y chromium nodejs npm" in proc.stderr
+    assert "missing chromium nodejs npm postgresql" in proc.stderr
+    assert "sudo apt-get install -y chromium nodejs npm postgresql" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -71,12 +75,22 @@ def test_present_tools_and_npm_packages_installed_once(tmp_path: Path) -> None:
         f'echo "$@" >> {calls}\n'
         '/bin/mkdir -p "$3/node_modules" && /usr/bin/touch "$3/node_modules/.package-lock.json"\n'
     )
-    for fake in (chromium, node, npm):
+    pg_bin = tmp_path / "pg"
+    pg_bin.mkdir()
+    pg_tools = [pg_bin / tool for tool in ("initdb", "pg_ctl", "postgres")]
+    for fake in pg_tools:
+        fake.write_text("#!/bin/sh\nexit 0\n")
+    for fake in (chromium, node, npm, *pg_tools):
         fake.chmod(0o755)
     node_dir = tmp_path / "node"
     node_dir.mkdir()
     shutil.copy(ROOT / "tests/e2e/node/package-lock.json", node_dir)
-    env = _env(bin_dir, TIENDASYNC_CHROMIUM=str(chromium), TIENDASYNC_NODE_DIR=str(node_dir))
+    env = _env(
+        bin_dir,
+        TIENDASYNC_CHROMIUM=str(chromium),
+        TIENDASYNC_NODE_DIR=str(node_dir),
+        TIENDASYNC_PG_BINDIR=str(pg_bin),
+    )
     for _ in range(2):
         proc = subprocess.run(
             ["/bin/sh", "scripts/prereqs.sh"], cwd=ROOT, capture_output=True, text=True, env=env

@@ -118,8 +118,22 @@ def test_a_version_1_file_is_upgraded_to_the_current_version(tmp_path: Path) -> 
     SqliteRelayStore(str(path)).close()
     _set_version(path, "1")
     with SqliteRelayStore(str(path)) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 5
+        assert store.schema_version() == SCHEMA_VERSION == 6
     assert "reason" in _columns(path, "quarantine")
+
+
+def test_a_version_5_file_gains_the_conflicts_table(tmp_path: Path) -> None:
+    path = tmp_path / "relay.db"
+    with SqliteRelayStore(str(path)) as store:
+        store.set_replica_config("acme", "t1", {"x": 1})
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE conflicts")  # as relay schema 5 wrote it
+    _set_version(path, "5")
+    with SqliteRelayStore(str(path)) as store:
+        assert store.schema_version() == 6
+        assert store.get_replica_config("acme", "t1") == {"x": 1}
+        assert store.list_conflicts("acme") == []
+    assert "source_seq" in _columns(path, "conflicts")
 
 
 def test_version_two_tokens_gain_a_location_and_keep_working(tmp_path: Path) -> None:

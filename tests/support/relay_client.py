@@ -26,7 +26,7 @@ from tiendasync.crdt.lww import LWWMap
 from tiendasync.model.hlc import Timestamp
 from tiendasync.model.sales import new_sale_id
 from tiendasync.protocol import Event, ReplicaConnection, Synced, UpdateReceived, Welcome
-from tiendasync.relay import RelayServer, SqliteRelayStore
+from tiendasync.relay import RelayServer, RelayStore, SqliteRelayStore
 from tiendasync.relay.auth import issue_token
 
 __all__ = [
@@ -237,12 +237,18 @@ async def follower_closed(url: str, timeout: float = 5.0) -> tuple[int | None, s
         return ws.close_code, ws.close_reason or ""
 
 
-Scenario = Callable[[RelayServer, SqliteRelayStore, dict[str, str]], Awaitable[Any]]
+#: ``scenario(server, store, tokens)``; ``store`` is a :class:`SqliteRelayStore` unless
+#: :func:`with_relay` was given another.
+Scenario = Callable[[RelayServer, Any, dict[str, str]], Awaitable[Any]]
 
 
-def with_relay(tmp_path: Path, scenario: Scenario, **server_args: Any) -> Any:
-    """Run ``scenario(server, store, tokens)`` against a fresh relay on port 0."""
-    store = SqliteRelayStore(str(tmp_path / "relay.db"))
+def with_relay(
+    tmp_path: Path, scenario: Scenario, *, store: RelayStore | None = None, **server_args: Any
+) -> Any:
+    """Run ``scenario(server, store, tokens)`` against a fresh relay on port 0, on
+    ``store`` (default: a new SQLite file in ``tmp_path``; closed afterwards either way)."""
+    if store is None:
+        store = SqliteRelayStore(str(tmp_path / "relay.db"))
     tokens = {
         name: issue_token(store, tenant=tenant, replica_id=name)
         for tenant, name in (("acme", "t1"), ("acme", "t2"), ("acme", "t3"), ("globex", "g1"))

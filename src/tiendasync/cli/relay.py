@@ -29,6 +29,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from contextlib import closing
 from typing import Any
 
 from tiendasync.cli.common import Commands, read_token_file
@@ -49,7 +50,13 @@ from tiendasync.relay.central import CENTRAL_REPLICA_ID
 from tiendasync.relay.console import console_routes
 from tiendasync.relay.dblock import relay_lock
 from tiendasync.relay.server import RateLimits, RelayServer
-from tiendasync.relay.storage import SqliteRelayStore
+from tiendasync.relay.storage import (
+    RelayStore,
+    SqliteRelayStore,
+    is_postgresql_url,
+    open_postgresql_store,
+    open_relay_store,
+)
 from tiendasync.store.storage.access import access_problem, directory_problem
 
 __all__ = ["register"]
@@ -64,7 +71,14 @@ def register(commands: Commands) -> None:
         help="run the relay server, or manage its tokens",
         description="Run the relay server (no sub-command), or manage its tokens.",
     )
-    relay.add_argument("--db", default="relay.db", help="relay database (default relay.db)")
+    relay.add_argument(
+        "--db",
+        "--store",
+        dest="db",
+        default="relay.db",
+        help="the relay's store of record: an SQLite file (default relay.db) or a "
+        "postgresql:// URL (the postgresql extra)",
+    )
     relay.add_argument("--host", default="127.0.0.1", help="address to listen on")
     relay.add_argument("--port", type=int, default=8765, help="websocket port (0: any free)")
     relay.add_argument(
@@ -198,7 +212,9 @@ def register(commands: Commands) -> None:
     tokens = token.add_subparsers(dest="token_command", metavar="{add,list,revoke}", required=True)
 
     add = tokens.add_parser("add", help="create a token and print it (shown only once)")
-    add.add_argument("--db", dest="token_db", default=None, help="relay database")
+    add.add_argument(
+        "--db", "--store", dest="token_db", default=None, help="relay database file or URL"
+    )
     add.add_argument("--tenant", help="tenant of the replica token")
     add.add_argument("--replica", help="replica id the token is bound to")
     add.add_argument(
@@ -210,12 +226,16 @@ def register(commands: Commands) -> None:
     add.set_defaults(handler=guard(_token_add))
 
     lst = tokens.add_parser("list", help="list tokens (never their secrets)")
-    lst.add_argument("--db", dest="token_db", default=None, help="relay database")
+    lst.add_argument(
+        "--db", "--store", dest="token_db", default=None, help="relay database file or URL"
+    )
     lst.add_argument("--json", action="store_true", help="print JSON")
     lst.set_defaults(handler=guard(_token_list))
 
     rev = tokens.add_parser("revoke", help="revoke a token by its id")
-    rev.add_argument("--db", dest="token_db", default=None, help="relay database")
+    rev.add_argument(
+        "--db", "--store", dest="token_db", default=None, help="relay database file or URL"
+    )
     rev.add_argument("id", help="token id (as shown by token list)")
     rev.set_defaults(handler=guard(_token_revoke))
 
@@ -307,7 +327,7 @@ def _token_add(args: argparse.Namespace) -> int:
         raise InvalidArgument("--admin takes no --tenant, --replica or --location")
     if not args.admin and not (args.tenant and args.replica):
         raise InvalidArgument("give --tenant and --replica (or --admin)")
-    with SqliteRelayStore(_db(args)) as store:
+    with closing(open_relay_store(_db(args))) as store:
         token = issue_token(
             store,
             tenant=args.tenant,
@@ -326,7 +346,7 @@ def _token_add(args: argparse.Namespace) -> int:
 
 
 def _token_list(args: argparse.Namespace) -> int:
-    with SqliteRelayStore(_db(args)) as store:
+    with closing(open_relay_store(_db(args))) as store:
         records = store.list_tokens()
     if args.json:
         print(json.dumps([r.public() for r in records], indent=2))
@@ -345,13 +365,15 @@ def _token_list(args: argparse.Namespace) -> int:
 
 
 def _token_revoke(args: argparse.Namespace) -> int:
-    with SqliteRelayStore(_db(args)) as store:
+    with closing(open_relay_store(_db(args))) as store:
         store.revoke_token(args.id)
     print(f"revoked {args.id}", file=sys.stderr)
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
+    if is_postgresql_url(args.db):
+        return _run_on_postgresql(args)
     central_dir = args.central_dir or f"{args.db}.central"
     # Refuse by name, before any file is created, what would fail later (or worse,
     # start "ok" and fail on the first write).
@@ -362,13 +384,31 @@ def _run(args: argparse.Namespace) -> int:
     with relay_lock(args.db):  # one relay per database (RelayLocked: exit 1 at once)
         store = SqliteRelayStore(args.db)
         try:
-            asyncio.run(_serve(store, args))
+            asyncio.run(_serve(store, args, central_dir))
         finally:
             store.close()
     return 0
 
 
-async def _serve(store: SqliteRelayStore, args: argparse.Namespace) -> None:
+def _run_on_postgresql(args: argparse.Namespace) -> int:
+    """The relay on a PostgreSQL store of record: one relay per database for now."""
+    central_dir = args.central_dir
+    if not central_dir:
+        raise InvalidArgument(
+            "give --central-dir with a postgresql:// store (no file to put it by)"
+        )
+    if (problem := directory_problem(central_dir)) is not None:
+        raise StoragePermissionError(f"cannot keep the central writers in {central_dir}: {problem}")
+    store = open_postgresql_store(args.db)
+    try:
+        with store.single_relay():
+            asyncio.run(_serve(store, args, central_dir))
+    finally:
+        store.close()
+    return 0
+
+
+async def _serve(store: RelayStore, args: argparse.Namespace, central_dir: str) -> None:
     if bool(args.tls_cert) != bool(args.tls_key):
         raise InvalidArgument("give both --tls-cert and --tls-key")
     ssl_context = None
@@ -384,7 +424,7 @@ async def _serve(store: SqliteRelayStore, args: argparse.Namespace) -> None:
         port=args.port,
         yjs_writable=args.yjs_writable,
         ssl_context=ssl_context,
-        central_dir=args.central_dir or f"{args.db}.central",
+        central_dir=central_dir,
         invariants=_load_invariants(args.invariants),
         limits=RateLimits(
             args.max_conns_per_token,

@@ -6,7 +6,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["AppendEntry", "AppendResult", "DocHistory", "SessionRecord", "TokenRecord"]
+__all__ = [
+    "AppendEntry",
+    "AppendResult",
+    "ConflictRecord",
+    "DocHistory",
+    "SessionRecord",
+    "TokenRecord",
+]
 
 
 @dataclass(frozen=True)
@@ -96,3 +103,26 @@ class SessionRecord:
     bytes_received: int = 0
     bytes_sent: int = 0
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class ConflictRecord:
+    """What the store of record keeps about one conflict, beside the conflict itself.
+
+    The conflict (its history, resolution, details) lives in the tenant's
+    central writer's CRDT documents; this row is the part several relay
+    processes must agree on: that the conflict was opened, once, and where
+    it stands.  ``id`` is unique per tenant: opening it again is not a new
+    conflict (:meth:`RelayStore.record_conflict` says which happened).
+    """
+
+    tenant: str
+    id: str
+    invariant: str
+    location: str
+    sku: str
+    status: str  # open | resolved | self_healed
+    opened_at: float
+    updated_at: float
+    #: the seq of the stored update whose review opened it (``None``: not known)
+    source_seq: int | None = None

@@ -25,7 +25,7 @@ __all__ = [
     "statements",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 META_TABLE = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 
@@ -115,6 +115,19 @@ CREATE TABLE IF NOT EXISTS quarantine (
     reason TEXT NOT NULL,
     quarantined_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS conflicts (
+    tenant TEXT NOT NULL,
+    id TEXT NOT NULL,
+    invariant TEXT NOT NULL,
+    location TEXT NOT NULL,
+    sku TEXT NOT NULL,
+    status TEXT NOT NULL,
+    opened_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    source_seq INTEGER,
+    PRIMARY KEY (tenant, id)
+);
+CREATE INDEX IF NOT EXISTS conflicts_status ON conflicts (tenant, status, opened_at);
 """
 
 
@@ -167,8 +180,14 @@ def _v4_to_v5(conn: sqlite3.Connection) -> None:
     an older relay refuse the file instead of ignoring it)."""
 
 
+def _v5_to_v6(conn: sqlite3.Connection) -> None:
+    """Version 6 adds ``conflicts``: each conflict's metadata (opened once per
+    tenant and id, its status), the part several relay processes sharing a store
+    of record must agree on (:data:`SCHEMA` creates it)."""
+
+
 #: ``{version: step}``: the step turns a database of ``version`` into ``version + 1``
-#: (inside the open's transaction).  The next layout change adds ``5: _v5_to_v6``
+#: (inside the open's transaction).  The next layout change adds ``6: _v6_to_v7``
 #: here and bumps :data:`SCHEMA_VERSION`.
 MIGRATIONS: dict[int, Migration] = {
     0: _v0_to_v1,
@@ -176,6 +195,7 @@ MIGRATIONS: dict[int, Migration] = {
     2: _v2_to_v3,
     3: _v3_to_v4,
     4: _v4_to_v5,
+    5: _v5_to_v6,
 }
 
 

@@ -21,13 +21,14 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from tiendasync.errors import NotFound, StorageError, StoragePermissionError
+from tiendasync.errors import ConfigError, NotFound, StorageError, StoragePermissionError
 from tiendasync.relay import schema
 from tiendasync.relay.records import (
     AppendEntry,
     AppendResult,
+    ConflictRecord,
     DocHistory,
     SessionRecord,
     TokenRecord,
@@ -35,17 +36,24 @@ from tiendasync.relay.records import (
 from tiendasync.relay.schema import SCHEMA_VERSION
 from tiendasync.store.storage.access import access_problem, storage_error
 
+if TYPE_CHECKING:
+    from tiendasync.relay.pgstore import PostgresRelayStore
+
 log = logging.getLogger("tiendasync.relay.storage")
 
 __all__ = [
     "SCHEMA_VERSION",
     "AppendEntry",
     "AppendResult",
+    "ConflictRecord",
     "DocHistory",
     "RelayStore",
     "SessionRecord",
     "SqliteRelayStore",
     "TokenRecord",
+    "is_postgresql_url",
+    "open_postgresql_store",
+    "open_relay_store",
 ]
 
 # -- the interface ------------------------------------------------------------------------
@@ -119,7 +127,58 @@ class RelayStore(Protocol):
         self, *, tenant: str | None = None, replica_id: str | None = None, limit: int = 100
     ) -> list[SessionRecord]: ...
 
+    # conflicts' metadata
+    def record_conflict(self, record: ConflictRecord) -> bool:
+        """Keep ``record``: ``True`` when this call opened the conflict (no row for its
+        (tenant, id) yet), ``False`` when it only updated one (status, ``updated_at``;
+        the first ``opened_at`` and ``source_seq`` stay).  Two callers recording the
+        same new conflict at once: exactly one gets ``True``."""
+        ...
+
+    def list_conflicts(self, tenant: str, *, status: str | None = None) -> list[ConflictRecord]:
+        """The tenant's conflicts (of ``status``, if given), oldest opened first."""
+        ...
+
+    # what the start-up check and the console read
+    def quarantined(self) -> list[tuple[str, str, int, str]]:
+        """``(tenant, doc, seq, reason)`` of every stored update set aside as garbage."""
+        ...
+
+    def log_size(self, tenant: str, doc: str) -> int:
+        """Updates logged for ``doc`` since its snapshot."""
+        ...
+
+    def schema_version(self) -> int:
+        """The schema version the store of record is at."""
+        ...
+
     def close(self) -> None: ...
+
+
+def is_postgresql_url(spec: str) -> bool:
+    """Whether ``spec`` names a PostgreSQL server (``postgresql://`` or ``postgres://``)."""
+    return spec.startswith(("postgresql://", "postgres://"))
+
+
+def open_relay_store(spec: str) -> RelayStore:
+    """The store of record ``spec`` names: a PostgreSQL URL, else an SQLite file path.
+
+    PostgreSQL needs the ``postgresql`` extra (psycopg); without it this raises
+    :class:`~tiendasync.errors.ConfigError` naming the extra.
+    """
+    return open_postgresql_store(spec) if is_postgresql_url(spec) else SqliteRelayStore(spec)
+
+
+def open_postgresql_store(url: str) -> PostgresRelayStore:
+    """A :class:`~tiendasync.relay.pgstore.PostgresRelayStore` on ``url``;
+    :class:`~tiendasync.errors.ConfigError` naming the extra when psycopg is missing."""
+    try:
+        from tiendasync.relay.pgstore import PostgresRelayStore  # the optional extra
+    except ImportError as exc:
+        raise ConfigError(
+            f"a PostgreSQL store needs psycopg: pip install 'tiendasync[postgresql]' ({exc})"
+        ) from exc
+    return PostgresRelayStore(url)
 
 
 # -- SQLite -----------------------------------------------------------------------------
@@ -558,3 +617,45 @@ class SqliteRelayStore:
         sql += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
         return [SessionRecord(*row) for row in self._read(sql, params)]
+
+    # -- conflicts' metadata --------------------------------------------------------------
+
+    _CONFLICT_COLS = (
+        "tenant, id, invariant, location, sku, status, opened_at, updated_at, source_seq"
+    )
+
+    def record_conflict(self, record: ConflictRecord) -> bool:
+        with self._write() as conn:
+            found = conn.execute(
+                "SELECT 1 FROM conflicts WHERE tenant = ? AND id = ?", (record.tenant, record.id)
+            ).fetchone()
+            if found is not None:
+                conn.execute(
+                    "UPDATE conflicts SET status = ?, updated_at = ? WHERE tenant = ? AND id = ?",
+                    (record.status, record.updated_at, record.tenant, record.id),
+                )
+                return False
+            conn.execute(
+                f"INSERT INTO conflicts ({self._CONFLICT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.tenant,
+                    record.id,
+                    record.invariant,
+                    record.location,
+                    record.sku,
+                    record.status,
+                    record.opened_at,
+                    record.updated_at,
+                    record.source_seq,
+                ),
+            )
+            return True
+
+    def list_conflicts(self, tenant: str, *, status: str | None = None) -> list[ConflictRecord]:
+        sql = f"SELECT {self._CONFLICT_COLS} FROM conflicts WHERE tenant = ?"
+        params: list[Any] = [tenant]
+        if status is not None:
+            sql += " AND status = ?"
+            params.append(status)
+        rows = self._read(sql + " ORDER BY opened_at, id", params)
+        return [ConflictRecord(*row) for row in rows]
