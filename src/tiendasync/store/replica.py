@@ -45,7 +45,7 @@ from tiendasync.store.queue import SyncQueue
 from tiendasync.store.sales import Sale, Sales
 from tiendasync.store.storage import ReplicaStore
 from tiendasync.store.storage.access import access_problem
-from tiendasync.store.synclog import SyncLog
+from tiendasync.store.synclog import SyncLog, prune_retained
 
 __all__ = ["COMPACT_EVERY", "Replica", "ReplicaStatus"]
 
@@ -267,6 +267,13 @@ class Replica:
         with self.core.locked():
             used = self.core.storage.used_client_ids()
         return used if self.core.read_only else used | {self.client_id}
+
+    def prune(self, *, now: float | None = None) -> dict[str, int]:
+        """Delete now what ``retention_days`` no longer keeps (each sync does it
+        when it ends): acknowledged queue entries and sync-log rows older than
+        the window.  Returns ``{"queue": n, "sync_log": m}``, what went."""
+        with self.core.transaction():
+            return prune_retained(self.core, now)
 
     def wrote_client_ids(self) -> set[int]:
         """Yjs client ids recorded in the file: the incarnations that wrote."""
