@@ -27,6 +27,7 @@ from benchmarks import (  # noqa: E402
     b5_storm,
     b6_state,
     b7_gate,
+    long_life,
     peer,
     plots,
     run,
@@ -88,6 +89,18 @@ def test_storm(tmp_path: Path) -> None:
 
 def test_state(tmp_path: Path) -> None:
     _check(b6_state.state_size(tmp_path, **run.TINY["state"]), "6-state")
+
+
+def test_long_life(tmp_path: Path) -> None:
+    till = long_life.till_year(tmp_path, days=3, sales_per_day=5, skus=60)
+    _check(till, "long_life")
+    assert {f.extra["day"] for f in till} == {1, 3}
+    svs = [f.value for f in till if f.name.startswith("state-vector")]
+    assert svs == [2.0, 4.0]  # the seeding incarnation, then one per day that sold
+    (tmp_path / "chain").mkdir()
+    chain = long_life.chain_year(tmp_path, days=2, stores=2, sales_per_day=2, skus=60)
+    _check(chain, "long_life")
+    assert [f.extra["day"] for f in chain] == [1, 2]
 
 
 def test_gate(tmp_path: Path) -> None:

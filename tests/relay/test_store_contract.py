@@ -220,6 +220,21 @@ def test_sync_log_newest_first_filtered(store: RelayStore) -> None:
     assert (two.ended_at, two.error) == (None, "boom")
 
 
+def test_old_sessions_are_pruned_keeping_each_replicas_newest(store: RelayStore) -> None:
+    store.log_session(SessionRecord("a1", "acme", "t1", 1.0, 2.0, "ok"))
+    store.log_session(SessionRecord("a2", "acme", "t1", 3.0, 4.0, "error"))
+    store.log_session(SessionRecord("b1", "acme", "t2", 1.0, 2.0, "ok"))
+    store.log_session(SessionRecord("c1", "acme", "t3", 1.0, None, "error"))
+    store.log_session(SessionRecord("c2", "acme", "t3", 9.0, 10.0, "ok"))
+    store.log_session(SessionRecord("x1", None, None, 1.0, 2.0, "refused"))
+    store.log_session(SessionRecord("x2", None, None, 2.0, 3.0, "refused"))
+    assert store.prune_sessions(0.5) == 0  # nothing ended (or started) before 0.5
+    assert store.prune_sessions(5.0) == 3  # a1, c1 (never ended, started at 1), x1
+    assert [r.session_id for r in store.list_sessions()] == ["x2", "c2", "b1", "a2"]
+    assert store.prune_sessions(100.0) == 0  # each one is its replica's newest
+    assert store.prune_sessions(100.0) == 0
+
+
 def _conflict(
     cid: str, status: str = "open", at: float = 1.0, seq: int | None = 7
 ) -> ConflictRecord:

@@ -215,7 +215,8 @@ def test_read_only_opens_start_no_incarnation(tmp_path: Path) -> None:
     path = tmp_path / "shop.db"
     _seed(path)
     with Replica.open(path) as r:
-        ids = r.own_client_ids()
+        ids = r.wrote_client_ids()
+        assert r.client_id not in ids  # it never wrote: no incarnation recorded
     before = _dump(path)
     with Replica.open(path, read_only=True) as viewer:
         assert viewer.inventory.stock("CAFE") == 1000

@@ -175,6 +175,12 @@ def register(commands: Commands) -> None:
             help=f"{what}; default {default:.10g}" + ("" if "burst" in flag else ", 0: no limit"),
         )
     relay.add_argument(
+        "--sync-log-days",
+        type=float,
+        default=90.0,
+        help="days the relay keeps its sync log (each store's newest session stays); default 90",
+    )
+    relay.add_argument(
         "--invariants",
         action="append",
         default=[],
@@ -426,6 +432,7 @@ async def _serve(store: RelayStore, args: argparse.Namespace, central_dir: str) 
         ssl_context=ssl_context,
         central_dir=central_dir,
         invariants=_load_invariants(args.invariants),
+        sync_log_days=args.sync_log_days,
         limits=RateLimits(
             args.max_conns_per_token,
             args.max_msgs_per_s,

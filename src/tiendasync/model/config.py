@@ -36,7 +36,9 @@ class StoreConfig:
     ``priorities`` the order data types are sent in, and the weight of their
     conflicts; ``batch_size`` the most local writes a live session sends in
     one websocket message; ``backoff_min_s`` / ``backoff_max_s`` the reconnect
-    backoff of continuous sync; ``durability`` the SQLite ``synchronous`` mode.
+    backoff of continuous sync; ``durability`` the SQLite ``synchronous`` mode;
+    ``retention_days`` how long acknowledged queue entries and sync-log rows
+    are kept (pruned after each sync; see docs/reliability.md, "What a store keeps").
 
     Precedence: a key an admin set centrally on the relay (sent at every
     sync) > the store's own value (``tiendasync config set``) > the default.
@@ -52,6 +54,7 @@ class StoreConfig:
     backoff_min_s: float = 0.5
     backoff_max_s: float = 60.0
     durability: str = "full"
+    retention_days: float = 30.0
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -63,6 +66,8 @@ class StoreConfig:
             raise ConfigError("batch_size must be an integer between 1 and 100000")
         if not (0 < self.backoff_min_s <= self.backoff_max_s):
             raise ConfigError("need 0 < backoff_min_s <= backoff_max_s")
+        if not (1 <= self.retention_days <= 36_500):
+            raise ConfigError("retention_days must be between 1 and 36500")
         if self.durability not in _DURABILITY:
             raise ConfigError(f"durability must be one of {_DURABILITY}")
         for name, value in self.priorities.items():
@@ -77,10 +82,10 @@ class StoreConfig:
             raise ConfigError("relay_url must be a string like ws://host:port")
         if not isinstance(self.enabled, bool):
             raise ConfigError("enabled must be true or false")
-        for name in ("interval_s", "backoff_min_s", "backoff_max_s"):
+        for name in ("interval_s", "backoff_min_s", "backoff_max_s", "retention_days"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{name} must be a number of seconds")
+                raise ConfigError(f"{name} must be a number")
         if isinstance(self.batch_size, bool):
             raise ConfigError("batch_size must be an integer between 1 and 100000")
         if not isinstance(self.durability, str):

@@ -83,9 +83,15 @@ def lookup_follower(
     return FollowerFacts(record, store.get_replica_config(tenant, record.replica_id))
 
 
-def log_session(store: RelayStore, record: SessionRecord) -> None:
-    """Write one row of the sync log; a failure is logged, never raised (the session is over)."""
+def log_session(
+    store: RelayStore, record: SessionRecord, prune_before: float | None = None
+) -> None:
+    """Write one row of the sync log and, given ``prune_before``, delete the sessions
+    older than it (:meth:`RelayStore.prune_sessions`); a failure is logged, never
+    raised (the session is over)."""
     try:
         store.log_session(record)
+        if prune_before is not None:
+            store.prune_sessions(prune_before)
     except Exception:
         log.exception("cannot write the sync log of session %s", record.session_id)

@@ -558,6 +558,15 @@ class PostgresRelayStore:
         )
         return [SessionRecord(*row) for row in rows]
 
+    def prune_sessions(self, before: float) -> int:
+        with self._write() as conn:
+            cur = conn.execute(
+                "DELETE FROM sync_log WHERE COALESCE(ended_at, started_at) < %s "
+                "AND id NOT IN (SELECT MAX(id) FROM sync_log GROUP BY tenant, replica_id)",
+                (before,),
+            )
+            return int(cur.rowcount)
+
     # -- conflicts' metadata ------------------------------------------------------------------
 
     _CONFLICT_COLS = (

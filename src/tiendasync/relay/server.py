@@ -31,7 +31,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.http11 import Request, Response
 
-from tiendasync.errors import TiendaSyncError
+from tiendasync.errors import ConfigError, TiendaSyncError
 from tiendasync.protocol import (
     CLOSE_INTERNAL,
     CLOSE_NORMAL,
@@ -110,6 +110,10 @@ class _Link:
     cut: bool = False
 
 
+#: How often (seconds) a session's end may also prune the sync log.
+SYNC_LOG_PRUNE_EVERY_S = 3600.0
+
+
 class RelayServer:
     """The relay.  ``await start()``, serve, ``await stop()``.
 
@@ -139,8 +143,14 @@ class RelayServer:
         ssl_context: ssl.SSLContext | None = None,
         hello_timeout: float = 10.0,
         limits: RateLimits | None = None,
+        sync_log_days: float = 90.0,
     ) -> None:
+        if not sync_log_days > 0:
+            raise ConfigError(f"sync_log_days must be positive, got {sync_log_days!r}")
         self.store = store
+        #: Sessions older than this leave the sync log (each replica's newest stays).
+        self.sync_log_days = sync_log_days
+        self._pruned_at: float | None = None
         self.host = host
         self._requested_port = port
         self.max_message_bytes = max_message_bytes
@@ -363,7 +373,15 @@ class RelayServer:
         finally:
             self._links.pop(session.id, None)
             record = self.core.end_session(session, internal_error=internal_error)
-            await asyncio.to_thread(log_session, self.store, record)
+            await asyncio.to_thread(log_session, self.store, record, self._prune_before())
+
+    def _prune_before(self) -> float | None:
+        """The cut of a sync-log prune that is due (at most one an hour), else None."""
+        now = time.monotonic()
+        if self._pruned_at is not None and now - self._pruned_at < SYNC_LOG_PRUNE_EVERY_S:
+            return None
+        self._pruned_at = now
+        return time.time() - self.sync_log_days * 86_400
 
     # -- sending --------------------------------------------------------------------------------
 

@@ -126,6 +126,10 @@ class RelayStore(Protocol):
     def list_sessions(
         self, *, tenant: str | None = None, replica_id: str | None = None, limit: int = 100
     ) -> list[SessionRecord]: ...
+    def prune_sessions(self, before: float) -> int:
+        """Delete sessions that ended (never ended: started) before ``before``, keeping
+        each replica's newest (its last sync, shown by the admin API); how many went."""
+        ...
 
     # conflicts' metadata
     def record_conflict(self, record: ConflictRecord) -> bool:
@@ -617,6 +621,15 @@ class SqliteRelayStore:
         sql += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
         return [SessionRecord(*row) for row in self._read(sql, params)]
+
+    def prune_sessions(self, before: float) -> int:
+        with self._write() as conn:
+            cur = conn.execute(
+                "DELETE FROM sync_log WHERE COALESCE(ended_at, started_at) < ? "
+                "AND id NOT IN (SELECT MAX(id) FROM sync_log GROUP BY tenant, replica_id)",
+                (before,),
+            )
+            return int(cur.rowcount)
 
     # -- conflicts' metadata --------------------------------------------------------------
 

@@ -96,7 +96,13 @@ async def _run_session(
 ) -> SyncReport:
     """Connect and converse until done (once), stopped, or broken."""
     sync = ReplicaSync(
-        replica, token, relay=url, full=full, live=live, review_wait=not live, clock=time.time
+        replica,
+        token,
+        relay=url,
+        full=full,
+        live=live,
+        review_wait=not live,
+        clock=replica.core.now,
     )
     started = time.monotonic()
     loop = asyncio.get_running_loop()

@@ -14,6 +14,9 @@ Contracts every caller relies on:
   transaction; if anything fails the in-memory documents are dropped and
   rebuilt from disk, so memory never holds a write the disk does not.
 - :meth:`apply_remote_many` merges received updates the same way.
+- The incarnation's client id is recorded in the file (``client_ids``) by
+  the transaction of its first local write, not at open: an open that never
+  writes (a shell, a web worker that only reads) leaves no writer behind.
 - Callbacks (local-update and status listeners) run on the thread that
   caused them, with the lock held.
 """
@@ -98,6 +101,7 @@ class ReplicaCore:
         hlc: HLC,
         wall: Callable[[], float],
         read_only: bool = False,
+        writer_recorded: bool = False,
     ) -> None:
         self.storage = storage
         self.path = storage.path
@@ -113,6 +117,8 @@ class ReplicaCore:
         self._wall = wall
         #: Opened to read only: no incarnation of its own, every write refused.
         self.read_only = read_only
+        #: ``client_id`` is in the file's ``client_ids``: some commit wrote under it.
+        self.writer_recorded = writer_recorded
         self._closed = False
         self._depth = 0
         self._data_version = storage.data_version()
@@ -347,6 +353,7 @@ class ReplicaCore:
                 if not captured:
                     return result
                 with self._durable() as conn:
+                    recorded = self._record_writer()
                     for doc, data in captured:
                         self.storage.log_update(doc, data, "local")
                     clocks = {
@@ -367,11 +374,33 @@ class ReplicaCore:
                         index(conn, entry_id)
                     self.changes.index(d for d, _ in captured)
                     self.storage.set_meta("hlc", self.hlc.last.encode())
+                # Only once committed: a rolled-back insert must be redone.
+                self.writer_recorded = self.writer_recorded or recorded
             except BaseException:
                 self.reload()
                 raise
             self._after_commit(captured, local=True)
             return result
+
+    def _record_writer(self) -> bool:
+        """Record ``client_id`` as this replica's, in the transaction of its first write.
+
+        Called holding SQLite's write lock, so the check and the insert are one
+        step against every other process.  The id was drawn at open among the
+        ids not recorded then; another process can only have recorded it since
+        if it drew the same 32-bit number (or a test's fixed source did): then
+        both would write under one id, so this write is refused instead.
+        True if this call inserted it (the caller marks it recorded after commit).
+        """
+        if self.writer_recorded:
+            return False
+        if self.client_id in self.storage.used_client_ids():
+            raise UsageError(
+                f"replica {self.replica_id}: another process took writer id "
+                f"{self.client_id} since this one opened; reopen the replica to write"
+            )
+        self.storage.add_client_id(self.client_id, self.now())
+        return True
 
     def apply_remote_many(self, updates: list[tuple[str, bytes]]) -> int:
         """Merge received updates in one durable transaction; how many changed anything.

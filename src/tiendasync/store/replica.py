@@ -45,7 +45,7 @@ from tiendasync.store.queue import SyncQueue
 from tiendasync.store.sales import Sale, Sales
 from tiendasync.store.storage import ReplicaStore
 from tiendasync.store.storage.access import access_problem
-from tiendasync.store.synclog import SyncLog
+from tiendasync.store.synclog import SyncLog, prune_retained
 
 __all__ = ["COMPACT_EVERY", "Replica", "ReplicaStatus"]
 
@@ -121,8 +121,10 @@ class Replica:
 
         Creating needs ``tenant``, ``replica_id`` and ``location``; reopening
         reads them from the file (if given they must match).  Every open
-        starts a new incarnation with a fresh Yjs client id, so a database
-        restored from a backup can never reuse ids its lost future used.
+        draws a fresh Yjs client id (one no earlier incarnation recorded), so
+        a database restored from a backup can never reuse ids its lost future
+        used; the id is recorded in the file by the transaction of the first
+        write, so an open that never writes starts no incarnation at all.
         ``wall_clock`` (milliseconds) replaces the system clock and
         ``client_id_source(n)`` (a number in ``range(n)``) the system's
         randomness for new client ids: both for deterministic tests.
@@ -170,7 +172,6 @@ class Replica:
                     for key, value in identity.items():
                         store.set_meta(key, value)
                     store.set_json("config", config.to_dict())
-                    store.add_client_id(client_id, wall())
             core = ReplicaCore(
                 store,
                 tenant=identity["tenant"],
@@ -261,7 +262,21 @@ class Replica:
                 self.core.storage.set_meta("relay_token", token)
 
     def own_client_ids(self) -> set[int]:
-        """Yjs client ids of every incarnation of this replica (this one included)."""
+        """Yjs client ids of every incarnation of this replica that wrote, and this
+        one's (it may write; a read-only open has none of its own)."""
+        with self.core.locked():
+            used = self.core.storage.used_client_ids()
+        return used if self.core.read_only else used | {self.client_id}
+
+    def prune(self, *, now: float | None = None) -> dict[str, int]:
+        """Delete now what ``retention_days`` no longer keeps (each sync does it
+        when it ends): acknowledged queue entries and sync-log rows older than
+        the window.  Returns ``{"queue": n, "sync_log": m}``, what went."""
+        with self.core.transaction():
+            return prune_retained(self.core, now)
+
+    def wrote_client_ids(self) -> set[int]:
+        """Yjs client ids recorded in the file: the incarnations that wrote."""
         with self.core.locked():
             return self.core.storage.used_client_ids()
 

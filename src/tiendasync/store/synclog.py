@@ -9,7 +9,7 @@ from tiendasync.model.names import check_safe_int
 from tiendasync.store.boundary import public_api
 from tiendasync.store.core import ReplicaCore
 
-__all__ = ["SyncLog", "SyncLogEntry", "finish_session", "start_session"]
+__all__ = ["SyncLog", "SyncLogEntry", "finish_session", "prune_retained", "start_session"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,23 @@ def start_session(core: ReplicaCore, relay: str | None, mode: str) -> int:
 
 
 def finish_session(core: ReplicaCore, log_id: int, outcome: str, **counts: Any) -> None:
-    """Record how session ``log_id`` ended, with its counts."""
+    """Record how session ``log_id`` ended, with its counts, and prune what the
+    retention window no longer keeps (:func:`prune_retained`)."""
     with core.transaction():
         core.storage.sync_log.finish(log_id, outcome, counts, core.now())
+        prune_retained(core)
+
+
+def prune_retained(core: ReplicaCore, now: float | None = None) -> dict[str, int]:
+    """Delete acknowledged queue entries and sync-log rows older than the store's
+    ``retention_days``; returns how many of each went.  Call in a transaction.
+
+    Pending, sent, refused and conflicted entries stay whatever their age: only
+    what the relay durably holds, with nothing left to decide, goes.
+    """
+    window_s = core.cached_config.retention_days * 86_400
+    before = (core.now() if now is None else now) - window_s
+    return {
+        "queue": core.storage.outbox.prune_acknowledged(before),
+        "sync_log": core.storage.sync_log.prune(before),
+    }

@@ -162,3 +162,12 @@ class OutboxTable:
             "WHERE id = ?",
             (json.dumps(conflict_ids), status, now, entry_id),
         )
+
+    def prune_acknowledged(self, before: float) -> int:
+        """Delete entries acknowledged (no conflict) last updated before ``before``,
+        with their clocks; returns how many entries went."""
+        old = "SELECT id FROM queue WHERE status = 'acknowledged' AND updated_at < ?"
+        self.conn.execute(f"DELETE FROM queue_clocks WHERE entry_id IN ({old})", (before,))
+        return self.conn.execute(
+            "DELETE FROM queue WHERE status = 'acknowledged' AND updated_at < ?", (before,)
+        ).rowcount

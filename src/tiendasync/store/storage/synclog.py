@@ -73,3 +73,14 @@ class SyncLogTable:
             "SELECT MAX(ended_at) FROM sync_log WHERE outcome = 'ok'"
         ).fetchone()[0]
         return None if last is None else float(last)
+
+    def prune(self, before: float) -> int:
+        """Delete sessions that ended (or, never ended, started) before ``before``,
+        keeping the last successful one (``last_success``) and the newest row;
+        returns how many went."""
+        return self.conn.execute(
+            "DELETE FROM sync_log WHERE COALESCE(ended_at, started_at) < ? "
+            "AND id != COALESCE((SELECT MAX(id) FROM sync_log WHERE outcome = 'ok'), -1) "
+            "AND id != (SELECT MAX(id) FROM sync_log)",
+            (before,),
+        ).rowcount
