@@ -21,9 +21,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from tiendasync.crdt.keys import MAX_SAFE_INTEGER
+from tiendasync.crdt.lww import FieldWrite
+
+__all__ = [
+    "CounterSlots",
+    "LWWSlots",
+    "apply_carry",
+    "carry_counter",
+    "carry_lww",
+    "lww_winners",
+    "seed_counter",
+    "totals",
+]
+
 from tiendasync.errors import InvalidArgument
 
-__all__ = ["CounterSlots", "apply_carry", "carry_counter", "seed_counter", "totals"]
+#: ``{(record, field): {writer: FieldWrite}}`` (the tombstone is a field too).
+LWWSlots = Mapping[tuple[str, str], Mapping[int, FieldWrite]]
 
 #: ``{entity: {writer: (increments, decrements)}}``.
 CounterSlots = Mapping[str, Mapping[int, tuple[int, int]]]
@@ -89,4 +103,34 @@ def apply_carry(
             _checked(r_inc + inc, f"increments of {entity!r}"),
             _checked(r_dec + dec, f"decrements of {entity!r}"),
         )
+    return out
+
+
+def lww_winners(slots: LWWSlots) -> dict[tuple[str, str], FieldWrite]:
+    """The winner of every field, keeping its original timestamp and writer.
+
+    This is what seeds ``g+1`` of an LWW document (how the relay stores a
+    winner whose writer is not the relay in ``g+1``'s slot layout is not
+    decided yet: the sort key must stay the original one so later edits win).
+    """
+    return {f: max(ws.values(), key=lambda w: w.sort_key) for f, ws in slots.items() if ws}
+
+
+def carry_lww(
+    seeded: Mapping[tuple[str, str], FieldWrite], late: LWWSlots
+) -> dict[tuple[str, str], FieldWrite]:
+    """The late slots of ``g`` that beat ``g+1``'s winner of their field.
+
+    ``seeded`` is ``g+1``'s current winners (seed plus what was carried).
+    A late write older than the winner carries nothing; carrying the same
+    write twice is harmless (it no longer beats itself).
+    """
+    out: dict[tuple[str, str], FieldWrite] = {}
+    for field, writers in late.items():
+        if not writers:
+            continue
+        best = max(writers.values(), key=lambda w: w.sort_key)
+        current = seeded.get(field)
+        if current is None or best.sort_key > current.sort_key:
+            out[field] = best
     return out
