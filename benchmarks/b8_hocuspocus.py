@@ -252,12 +252,23 @@ async def _ours(
     }
 
 
-def ours_run(workdir: Path, k: int, per_store: int, rate: float, timeout: float) -> dict[str, Any]:
-    """Our relay (a subprocess, fresh relay.db) and K light stores in this process."""
+def ours_run(
+    workdir: Path,
+    k: int,
+    per_store: int,
+    rate: float,
+    timeout: float,
+    *,
+    profile: Path | None = None,
+) -> dict[str, Any]:
+    """Our relay (a subprocess, fresh relay.db) and K light stores in this process.
+
+    ``profile``: run the relay under cProfile and write its stats there.
+    """
     workdir = workdir / f"b8-ours-k{k}-r{rate:g}-{time.monotonic_ns()}"
     workdir.mkdir(parents=True)
     # The per-connection message rate limit (a policy against floods) is lifted, as in 3b.
-    relay = Relay(workdir, extra_args=("--max-msgs-per-s", "0"))
+    relay = Relay(workdir, extra_args=("--max-msgs-per-s", "0"), profile=profile)
     try:
         relay.start()
         names = [f"store-{i:02d}" for i in range(k)]
