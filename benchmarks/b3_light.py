@@ -46,6 +46,8 @@ class LightStore:
         self.sales_seen = 0
         #: called with the document's name for every update received
         self.on_update: Callable[[str], None] | None = None
+        #: called with (document, clock) for every ACK of this store's own writes
+        self.on_ack: Callable[[str, int], None] | None = None
         self.ws: ClientConnection | None = None
 
     def doc(self, name: str) -> pycrdt.Doc[Any]:
@@ -79,6 +81,8 @@ class LightStore:
                 elif isinstance(event, Ack):
                     key = (event.doc, event.client_id)
                     self.acked[key] = max(self.acked.get(key, 0), event.clock)
+                    if self.on_ack is not None and event.client_id == self.client_id:
+                        self.on_ack(event.doc, event.clock)
                 elif isinstance(event, UpdateReceived):
                     self.sales_seen += event.doc.startswith("sales/")
                     if self.on_update is not None:

@@ -67,7 +67,8 @@ def _default_bindirs() -> list[Path]:
 class PgServer:
     """A running throwaway server; :meth:`stop` removes it and its files."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        """``durable``: fsync as a production server does (benchmarks); the tests skip it."""
         self.bindir = find_bindir()
         self.base = Path(tempfile.mkdtemp(prefix="tiendasync-pg-"))
         self.user: str | None = None
@@ -91,7 +92,9 @@ class PgServer:
                 "UTF8",
                 "--no-sync",
             )
-            options = f"-k {self.socket_dir} -c listen_addresses='' -c fsync=off"
+            options = f"-k {self.socket_dir} -c listen_addresses=''"
+            if not durable:
+                options += " -c fsync=off"
             self._run(
                 "pg_ctl",
                 "-D",
