@@ -108,6 +108,10 @@ class FakeBackend:
     def metrics(self) -> dict[str, float]:
         return {"connections": 0.0}
 
+    def list_nodes(self) -> list[dict[str, Any]]:
+        self._call("list_nodes")
+        return [{"node": "n1"}]
+
 
 class Client:
     """Synchronous requests to the ASGI app in memory (no server, no sockets)."""

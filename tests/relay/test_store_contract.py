@@ -34,7 +34,9 @@ from tiendasync.relay.pgstore import PostgresRelayStore, describe_url
 from tiendasync.relay.storage import (
     AppendEntry,
     ConflictRecord,
+    NodeRecord,
     SessionRecord,
+    SyncRequest,
     is_postgresql_url,
     open_relay_store,
 )
@@ -255,6 +257,24 @@ def test_a_conflict_is_opened_once(store: RelayStore) -> None:
     )
     assert [c.id for c in store.list_conflicts("acme", status="open")] == [c2.id]
     assert store.list_conflicts("globex") == []
+
+
+def test_nodes_beat_take_their_requests_once_and_age_out(store: RelayStore) -> None:
+    a = NodeRecord("node-a", 100.0, 110.0, (("acme", "t1"), ("acme", "t2")), {"connections": 2})
+    assert store.beat_node(a) == []
+    assert store.beat_node(NodeRecord("node-b", 100.0, 104.0)) == []
+    assert store.live_nodes(0.0) == [a, NodeRecord("node-b", 100.0, 104.0)]
+    assert [n.node_id for n in store.live_nodes(105.0)] == ["node-a"]  # b stopped beating
+    store.request_node_sync("node-a", SyncRequest("acme", "t1"))
+    store.request_node_sync("node-a", SyncRequest("acme", "t2", full=True))
+    store.request_node_sync("node-b", SyncRequest("acme", "t9"))
+    later = NodeRecord("node-a", 100.0, 111.0, (("acme", "t1"),), {"connections": 1})
+    assert store.beat_node(later) == [SyncRequest("acme", "t1"), SyncRequest("acme", "t2", True)]
+    assert store.beat_node(later) == []  # handed over once
+    assert store.live_nodes(111.0) == [later]
+    store.forget_node("node-b")
+    assert [n.node_id for n in store.live_nodes(0.0)] == ["node-a"]
+    assert store.beat_node(NodeRecord("node-b", 200.0, 200.0)) == []  # its request went too
 
 
 def test_schema_version_and_data_survive_reopen(backend: Backend, store: RelayStore) -> None:

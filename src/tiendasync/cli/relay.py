@@ -175,6 +175,12 @@ def register(commands: Commands) -> None:
             help=f"{what}; default {default:.10g}" + ("" if "burst" in flag else ", 0: no limit"),
         )
     relay.add_argument(
+        "--node-id",
+        default=None,
+        help="this relay's name among the nodes sharing one PostgreSQL store (shown by the "
+        "admin API and console); default host:port",
+    )
+    relay.add_argument(
         "--sync-log-days",
         type=float,
         default=90.0,
@@ -433,6 +439,7 @@ async def _serve(store: RelayStore, args: argparse.Namespace, central_dir: str) 
         central_dir=central_dir,
         invariants=_load_invariants(args.invariants),
         sync_log_days=args.sync_log_days,
+        node_id=args.node_id,
         limits=RateLimits(
             args.max_conns_per_token,
             args.max_msgs_per_s,

@@ -252,9 +252,49 @@ class RelayAdmin:
         return {"replica": replica_id, "config": self._config_of(tenant, replica_id, stored)}
 
     def sync_now(self, tenant: str, replica_id: str, full: bool) -> bool:
+        """Ask the replica to sync, on this node or, through the store of record, on
+        the node it is connected to (served at that node's next heartbeat)."""
         if replica_id not in self._replica_ids(tenant):
             raise NotFound(f"no replica {replica_id!r} in tenant {tenant!r}")
-        return self.server.request_sync(tenant, replica_id, full)
+        here = self.server.request_sync(tenant, replica_id, full)
+        nodes = self.server.nodes
+        elsewhere = nodes is not None and nodes.request_elsewhere(
+            time.time(), tenant, replica_id, full
+        )
+        return here or elsewhere
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        """Every live relay node: its id, when it started and last beat, its figures."""
+        nodes = self.server.nodes
+        if nodes is None:
+            return []
+        return [
+            {
+                "node": n.node_id,
+                "this": n.node_id == nodes.node_id,
+                "started_at": n.started_at,
+                "seen_at": n.seen_at,
+                "stores_connected": len(n.replicas),
+                "metrics": n.metrics,
+            }
+            for n in nodes.live(time.time())
+        ]
+
+    def _where_connected(self, tenant: str) -> dict[str, list[str]]:
+        """Each connected replica of ``tenant``: the nodes its sessions are on."""
+        where: dict[str, list[str]] = {}
+        nodes = self.server.nodes
+        here = nodes.node_id if nodes is not None else "this"
+        for replica_id in self.server.connected_replicas(tenant):
+            where.setdefault(replica_id, []).append(here)
+        if nodes is not None:
+            for n in nodes.live(time.time()):
+                if n.node_id == here:
+                    continue
+                for t, replica_id in n.replicas:
+                    if t == tenant:
+                        where.setdefault(replica_id, []).append(n.node_id)
+        return where
 
     # -- logs and state ---------------------------------------------------------------------------
 
@@ -274,7 +314,7 @@ class RelayAdmin:
         return {writer: loc for writer, (_, loc) in latest.items()}
 
     def list_replicas(self, tenant: str) -> list[dict[str, Any]]:
-        online = set(self.server.connected_replicas(tenant))
+        online = self._where_connected(tenant)
         where = self._locations_of(tenant)
         out = []
         for replica_id in self._replica_ids(tenant):
@@ -284,6 +324,7 @@ class RelayAdmin:
                     "replica": replica_id,
                     "location": where.get(replica_id),
                     "online": replica_id in online,
+                    "nodes": sorted(online.get(replica_id, [])),
                     "last_session": dict(last[0].__dict__) if last else None,
                     "config": self._config_of(tenant, replica_id),
                 }
@@ -293,11 +334,8 @@ class RelayAdmin:
     def metrics(self) -> dict[str, float]:
         open_conflicts = self.server.core.open_conflicts()
         return {
-            "connections": float(self.server.connection_count()),
-            "updates_total": float(self.server.updates_total),
-            "queue_depth": float(self.server.queue_depth()),
+            **self.server.node_metrics(),
             "open_conflicts": float(open_conflicts),
-            "loaded_docs": float(len(self.server.docs)),
             "uptime_seconds": time.time() - self.started_at,
         }
 

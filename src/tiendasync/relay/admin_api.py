@@ -78,6 +78,8 @@ class AdminBackend(Protocol):
 
     def metrics(self) -> dict[str, float]: ...
 
+    def list_nodes(self) -> list[dict[str, Any]]: ...
+
 
 Handler = Callable[[Request], Awaitable[Response]]
 TenantHandler = Callable[[Request, str], Awaitable[Response]]
@@ -266,6 +268,9 @@ class _Routes:
     async def replicas(self, request: Request, tenant: str) -> Response:
         return JSONResponse({"tenant": tenant, "results": self.backend.list_replicas(tenant)})
 
+    async def nodes(self, request: Request, tenant: str) -> Response:
+        return JSONResponse({"results": self.backend.list_nodes()})
+
     async def tenants(self, request: Request, tenant: str) -> Response:
         return JSONResponse({"results": sorted(self.backend.tenants())})
 
@@ -297,6 +302,7 @@ class _Routes:
             Route("/api/sync/log/", g(self.log)),
             Route("/api/sync/replicas/", g(self.replicas)),
             Route("/api/sync/tenants/", g(self.tenants, tenant_needed=False)),
+            Route("/api/sync/nodes/", g(self.nodes, tenant_needed=False)),
             Route("/api/sync/queue/{id}/sales/", g(self.conflict_sales)),
             Route("/api/sync/queue/{id}/timeline/", g(self.conflict_timeline)),
         ]

@@ -262,6 +262,16 @@ class RelayCore:
             }
         )
 
+    def connected_pairs(self) -> list[tuple[str, str]]:
+        """(tenant, replica id) of every open sync session, sorted, each pair once."""
+        return sorted(
+            {
+                (s.tenant, s.replica_id)
+                for s in self.sessions.values()
+                if s.kind == "sync" and s.tenant is not None and s.replica_id is not None and s.open
+            }
+        )
+
     def request_sync(self, tenant: str, replica_id: str, full: bool = False) -> bool:
         """Send SYNC_NOW to every open session of the replica.  False if none."""
         sent = False

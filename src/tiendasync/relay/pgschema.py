@@ -24,7 +24,7 @@ from tiendasync.errors import StorageError
 
 __all__ = ["MIGRATIONS", "MIGRATION_LOCK", "SCHEMA", "SCHEMA_VERSION", "migrate", "statements"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: ``pg_advisory_xact_lock`` key held while a process checks and migrates the schema.
 MIGRATION_LOCK = 0x7469656E64615331  # "tiendaS1"
@@ -84,6 +84,22 @@ CREATE TABLE IF NOT EXISTS snapshots (
     checksum BIGINT NOT NULL,
     PRIMARY KEY (tenant, doc)
 );
+CREATE TABLE IF NOT EXISTS relay_nodes (
+    node_id TEXT PRIMARY KEY,
+    started_at DOUBLE PRECISION NOT NULL,
+    seen_at DOUBLE PRECISION NOT NULL,
+    replicas TEXT NOT NULL,
+    metrics TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS node_requests (
+    id BIGSERIAL PRIMARY KEY,
+    node_id TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    replica_id TEXT NOT NULL,
+    full_sync BOOLEAN NOT NULL,
+    requested_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS node_requests_node ON node_requests (node_id, id);
 CREATE TABLE IF NOT EXISTS replica_config (
     tenant TEXT NOT NULL,
     replica_id TEXT NOT NULL,
@@ -144,9 +160,14 @@ Execute = Callable[[str, tuple[Any, ...]], Any]
 #: A step turns a database of version ``v`` into ``v + 1``.
 Migration = Callable[[Execute], None]
 
-#: ``{version: step}``.  Version 1 is the first layout, so there is no step yet;
-#: the next layout change adds ``1: _v1_to_v2`` here and bumps :data:`SCHEMA_VERSION`.
-MIGRATIONS: dict[int, Migration] = {}
+
+def _v1_to_v2_relay_nodes(execute: Execute) -> None:
+    """Version 2 adds ``relay_nodes`` and ``node_requests`` (the cluster's heartbeats and
+    cross-node sync requests): new tables only, which :data:`SCHEMA` creates."""
+
+
+#: ``{version: step}``: each step turns version ``v`` into ``v + 1``.
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2_relay_nodes}
 
 
 def statements() -> list[str]:

@@ -42,7 +42,9 @@ from tiendasync.relay.records import (
     AppendResult,
     ConflictRecord,
     DocHistory,
+    NodeRecord,
     SessionRecord,
+    SyncRequest,
     TokenRecord,
 )
 from tiendasync.relay.schema import checksum_of
@@ -462,6 +464,51 @@ class PostgresRelayStore:
                 (state_vector, *key, *key),
             )
 
+    # -- the cluster's nodes ------------------------------------------------------------------
+
+    def beat_node(self, record: NodeRecord) -> list[SyncRequest]:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO relay_nodes (node_id, started_at, seen_at, replicas, metrics) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (node_id) DO UPDATE SET "
+                "started_at = excluded.started_at, seen_at = excluded.seen_at, "
+                "replicas = excluded.replicas, metrics = excluded.metrics",
+                (
+                    record.node_id,
+                    record.started_at,
+                    record.seen_at,
+                    json.dumps([list(pair) for pair in record.replicas]),
+                    json.dumps(record.metrics, sort_keys=True),
+                ),
+            )
+            rows = conn.execute(
+                "DELETE FROM node_requests WHERE node_id = %s "
+                "RETURNING id, tenant, replica_id, full_sync",
+                (record.node_id,),
+            ).fetchall()
+        return [SyncRequest(r[1], r[2], bool(r[3])) for r in sorted(rows)]
+
+    def live_nodes(self, seen_since: float) -> list[NodeRecord]:
+        rows = self._read(
+            "SELECT node_id, started_at, seen_at, replicas, metrics FROM relay_nodes "
+            "WHERE seen_at >= %s ORDER BY node_id",
+            (seen_since,),
+        )
+        return [node for row in rows if (node := _node_record(row)) is not None]
+
+    def request_node_sync(self, node_id: str, request: SyncRequest) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO node_requests (node_id, tenant, replica_id, full_sync, "
+                "requested_at) VALUES (%s, %s, %s, %s, %s)",
+                (node_id, request.tenant, request.replica_id, request.full, time.time()),
+            )
+
+    def forget_node(self, node_id: str) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM relay_nodes WHERE node_id = %s", (node_id,))
+            conn.execute("DELETE FROM node_requests WHERE node_id = %s", (node_id,))
+
     def quarantined(self) -> list[tuple[str, str, int, str]]:
         rows = self._read("SELECT tenant, doc, seq, reason FROM quarantine ORDER BY id")
         return [(r[0], r[1], int(r[2]), r[3]) for r in rows]
@@ -608,3 +655,15 @@ class PostgresRelayStore:
             (tenant, status, status),
         )
         return [ConflictRecord(*row) for row in rows]
+
+
+def _node_record(row: Sequence[Any]) -> NodeRecord | None:
+    """A ``relay_nodes`` row as a record; ``None`` for a damaged one (as if absent)."""
+    try:
+        pairs = json.loads(row[3])
+        metrics = json.loads(row[4])
+        replicas = tuple((str(t), str(r)) for t, r in pairs)
+        figures = {str(k): float(v) for k, v in metrics.items()}
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return NodeRecord(str(row[0]), float(row[1]), float(row[2]), replicas, figures)

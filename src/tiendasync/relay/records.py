@@ -11,7 +11,9 @@ __all__ = [
     "AppendResult",
     "ConflictRecord",
     "DocHistory",
+    "NodeRecord",
     "SessionRecord",
+    "SyncRequest",
     "TokenRecord",
 ]
 
@@ -126,3 +128,32 @@ class ConflictRecord:
     updated_at: float
     #: the seq of the stored update whose review opened it (``None``: not known)
     source_seq: int | None = None
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """A relay process's last heartbeat in the store of record.
+
+    Several relay processes on one PostgreSQL database are a cluster; each
+    one beats every second or so with the stores connected to it and its
+    metrics, so any node's admin API can say which stores are online, ask
+    the right node to sync one now, and show every node's figures.  A node
+    whose ``seen_at`` is older than a few beats is gone (a SIGKILL leaves its
+    row behind; the readers' age cut ignores it).
+    """
+
+    node_id: str
+    started_at: float
+    seen_at: float
+    #: (tenant, replica id) of each sync session open on the node
+    replicas: tuple[tuple[str, str], ...] = ()
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    """An administrator's "sync now" for a store connected to another node."""
+
+    tenant: str
+    replica_id: str
+    full: bool = False

@@ -19,6 +19,7 @@ import contextlib
 import http
 import logging
 import secrets
+import socket
 import ssl
 import time
 from collections.abc import Iterable
@@ -49,7 +50,9 @@ from tiendasync.relay.core import RelayCore
 from tiendasync.relay.docs import DocCache
 from tiendasync.relay.integrity import VerifyReport, verify_store
 from tiendasync.relay.lookups import log_session, lookup_follower, lookup_hello
+from tiendasync.relay.nodes import NodeBoard
 from tiendasync.relay.policy import Grants, RateLimits
+from tiendasync.relay.records import SyncRequest
 from tiendasync.relay.reviews import ReviewWork
 from tiendasync.relay.state import PendingWrite, RelaySession
 from tiendasync.relay.storage import RelayStore
@@ -144,6 +147,7 @@ class RelayServer:
         hello_timeout: float = 10.0,
         limits: RateLimits | None = None,
         sync_log_days: float = 90.0,
+        node_id: str | None = None,
     ) -> None:
         if not sync_log_days > 0:
             raise ConfigError(f"sync_log_days must be positive, got {sync_log_days!r}")
@@ -191,6 +195,11 @@ class RelayServer:
         self.port: int = port
         #: What the start-up check of the stored documents found (see ``relay.integrity``).
         self.verified: VerifyReport | None = None
+        #: This process's name in the cluster (default, once listening: ``host:port``).
+        self.node_id = node_id
+        #: The cluster seen through the store of record (set by :meth:`start`).
+        self.nodes: NodeBoard | None = None
+        self._beat_task: asyncio.Task[None] | None = None
 
     # -- what the admin layer and tests use ----------------------------------------------------
 
@@ -228,6 +237,18 @@ class RelayServer:
 
     def connection_count(self) -> int:
         return self.core.connection_count()
+
+    def node_metrics(self) -> dict[str, float]:
+        """This node's own figures (what its heartbeat and ``/metrics`` carry)."""
+        return {
+            "connections": float(self.connection_count()),
+            "updates_total": float(self.updates_total),
+            "queue_depth": float(self.queue_depth()),
+            "loaded_docs": float(len(self.docs)),
+        }
+
+    def _serve_request(self, request: SyncRequest) -> None:
+        self.core.request_sync(request.tenant, request.replica_id, request.full)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -274,6 +295,17 @@ class RelayServer:
         sockets = list(self._server.sockets)
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
+        if self.node_id is None:
+            self.node_id = f"{socket.gethostname()}:{self.port}"
+        board = self.nodes = NodeBoard(self.store, self.node_id, time.time())
+        self._beat_task = asyncio.create_task(
+            board.run(
+                time.time,
+                lambda: (self.core.connected_pairs(), self.node_metrics()),
+                self._serve_request,
+            ),
+            name="relay-heartbeat",
+        )
         scheme = "wss" if self.ssl_context else "ws"
         log.info("relay listening on %s://%s:%s/sync", scheme, self.host, self.port)
 
@@ -291,7 +323,7 @@ class RelayServer:
             await asyncio.to_thread(self._review_pool.shutdown, True)
             self._review_pool = None
             await asyncio.sleep(0)  # let the writers' last writes reach the queue
-        for background in (self._sweeper_task, self._revocation_task):
+        for background in (self._sweeper_task, self._revocation_task, self._beat_task):
             if background is not None:
                 background.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -301,6 +333,8 @@ class RelayServer:
                 await task
         if self._writes is not None:  # writes the central writer made while closing
             await self._writes.drain()
+        if self.nodes is not None:
+            await asyncio.to_thread(self.nodes.forget)
         self.core.close()
 
     async def __aenter__(self) -> RelayServer:

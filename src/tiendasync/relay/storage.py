@@ -30,7 +30,9 @@ from tiendasync.relay.records import (
     AppendResult,
     ConflictRecord,
     DocHistory,
+    NodeRecord,
     SessionRecord,
+    SyncRequest,
     TokenRecord,
 )
 from tiendasync.relay.schema import SCHEMA_VERSION
@@ -47,9 +49,11 @@ __all__ = [
     "AppendResult",
     "ConflictRecord",
     "DocHistory",
+    "NodeRecord",
     "RelayStore",
     "SessionRecord",
     "SqliteRelayStore",
+    "SyncRequest",
     "TokenRecord",
     "is_postgresql_url",
     "open_postgresql_store",
@@ -143,6 +147,24 @@ class RelayStore(Protocol):
         """The tenant's conflicts (of ``status``, if given), oldest opened first."""
         ...
 
+    # the relay nodes sharing this store (a cluster on PostgreSQL; one node on SQLite)
+    def beat_node(self, record: NodeRecord) -> list[SyncRequest]:
+        """Record ``record`` as its node's latest heartbeat and hand over, once, the
+        sync requests other nodes left for it (oldest first)."""
+        ...
+
+    def live_nodes(self, seen_since: float) -> list[NodeRecord]:
+        """Nodes whose last heartbeat is at or after ``seen_since``, by node id."""
+        ...
+
+    def request_node_sync(self, node_id: str, request: SyncRequest) -> None:
+        """Leave ``request`` for ``node_id``: its next heartbeat takes it."""
+        ...
+
+    def forget_node(self, node_id: str) -> None:
+        """A node that stops cleanly removes its heartbeat and unserved requests."""
+        ...
+
     # what the start-up check and the console read
     def quarantined(self) -> list[tuple[str, str, int, str]]:
         """``(tenant, doc, seq, reason)`` of every stored update set aside as garbage."""
@@ -194,6 +216,8 @@ class SqliteRelayStore:
     def __init__(self, path: str, *, durability: str = "full") -> None:
         self.path = str(path)
         self._lock = threading.RLock()
+        self._nodes: dict[str, NodeRecord] = {}
+        self._node_requests: dict[str, list[SyncRequest]] = {}
         what = f"cannot open relay database {path}"
         # The relay writes on every open (migrations) and on every accepted update:
         # refuse here, by name, rather than start "ok" on a file it cannot write.
@@ -517,6 +541,29 @@ class SqliteRelayStore:
                 "WHERE tenant = ? AND doc = ?) WHERE tenant = ? AND doc = ?",
                 (state_vector, *key, *key),
             )
+
+    # -- nodes: one relay process per file (the lock in relay.dblock), so in memory
+
+    def beat_node(self, record: NodeRecord) -> list[SyncRequest]:
+        with self._lock:
+            self._nodes[record.node_id] = record
+            return self._node_requests.pop(record.node_id, [])
+
+    def live_nodes(self, seen_since: float) -> list[NodeRecord]:
+        with self._lock:
+            return sorted(
+                (n for n in self._nodes.values() if n.seen_at >= seen_since),
+                key=lambda n: n.node_id,
+            )
+
+    def request_node_sync(self, node_id: str, request: SyncRequest) -> None:
+        with self._lock:
+            self._node_requests.setdefault(node_id, []).append(request)
+
+    def forget_node(self, node_id: str) -> None:
+        with self._lock:
+            self._nodes.pop(node_id, None)
+            self._node_requests.pop(node_id, None)
 
     def quarantined(self) -> list[tuple[str, str, int, str]]:
         """``(tenant, doc, seq, reason)`` of every stored update set aside as garbage."""
