@@ -470,6 +470,7 @@ def run_console_flow(cluster: Cluster, browser: Chromium) -> None:
         ".map(i => i.dataset.type)"
     ) == list(DATA_TYPES)
     browser.type_into("[data-replica=caja-2] input[name=interval_s]", "15")
+    browser.type_into("[data-replica=caja-2] input[name=sales_months]", "6")
     browser.screenshot("stores-config")
     browser.click("[data-replica=caja-2] button[type=submit]")
     browser.wait(
@@ -480,6 +481,7 @@ def run_console_flow(cluster: Cluster, browser: Chromium) -> None:
         c["replica"]: c["config"] for c in cluster.api("GET", "/api/sync/config/")["results"]
     }
     assert configs["caja-2"]["interval_s"] == 15 and configs["caja-1"]["interval_s"] == 30
+    assert configs["caja-2"]["sales_months"] == 6 and configs["caja-1"]["sales_months"] == 13
     browser.click("[data-replica=caja-1] [data-action=sync-now]")
     browser.wait(
         "/caja-1/.test(document.querySelector('[data-replica=caja-1] .inline-msg').textContent)",

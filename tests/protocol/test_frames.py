@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from tiendasync import protocol
 from tiendasync.errors import RemoteProtocolError
+from tiendasync.model.docnames import is_period
 from tiendasync.protocol import (
     CLOSE_AUTH,
     CLOSE_FORBIDDEN,
@@ -334,3 +335,24 @@ def test_hello_tells_the_config_the_store_runs_with() -> None:
 def test_a_hello_config_that_is_not_a_small_map_of_names_is_refused(config: Any) -> None:
     with pytest.raises(RemoteProtocolError, match="HELLO config"):
         decode_frame([1, 1, "a", "r", "t", 1, {}, {"config": config}])
+
+
+@given(st.integers(min_value=0, max_value=9999), st.integers(min_value=1, max_value=12))
+def test_hello_tells_the_oldest_sales_month_the_store_keeps(year: int, month: int) -> None:
+    period = f"{year:04d}-{month:02d}"
+    frame = decode_frame([1, 1, "a", "r", "t", 1, {}, {"sales_from": period}])
+    assert isinstance(frame, HelloFrame) and frame.sales_from == period
+    assert decode_frame(msgpack.unpackb(frame.encode())) == frame
+
+
+@given(
+    st.one_of(
+        st.text(max_size=12).filter(lambda s: not is_period(s)),
+        st.integers(),
+        st.binary(max_size=8),
+        st.lists(st.integers(), max_size=2),
+    )
+)
+def test_a_hello_sales_from_that_is_not_a_month_is_refused(value: Any) -> None:
+    with pytest.raises(RemoteProtocolError, match="sales_from"):
+        decode_frame([1, 1, "a", "r", "t", 1, {}, {"sales_from": value}])

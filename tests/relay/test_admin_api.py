@@ -112,6 +112,16 @@ class FakeBackend:
         self._call("list_nodes")
         return [{"node": "n1"}]
 
+    def sales_months(self, tenant: str, location: str | None) -> list[dict[str, str]]:
+        self._call("sales_months", tenant, location)
+        return [{"location": "t1", "period": "2025-01"}]
+
+    def month_sales(
+        self, tenant: str, location: str, period: str, *, limit: int, offset: int
+    ) -> dict[str, Any]:
+        self._call("month_sales", tenant, location, period, limit=limit, offset=offset)
+        return {"location": location, "period": period, "count": 0, "results": []}
+
 
 class Client:
     """Synchronous requests to the ASGI app in memory (no server, no sockets)."""
@@ -295,3 +305,36 @@ def test_resolve_passes_the_checked_params(client: Client, backend: FakeBackend)
     body = {"action": "adjust", "quantity": -2, "by": "ana", "note": "back room"}
     assert _resolve(client, body)[0] == 200
     assert backend.calls[0][2] == {"by": "ana", "note": "back room", "params": {"quantity": -2}}
+
+
+def test_sales_lists_months_or_one_months_sales(client: Client, backend: FakeBackend) -> None:
+    r = client.get("/api/sync/sales/?tenant=acme&location=t1", headers=AUTH)
+    assert r.status_code == 200
+    assert r.json() == {"tenant": "acme", "months": [{"location": "t1", "period": "2025-01"}]}
+    assert backend.calls[-1][:2] == ("sales_months", ("acme", "t1"))
+    r = client.get(
+        "/api/sync/sales/?tenant=acme&location=t1&period=2025-01&limit=5&offset=10", headers=AUTH
+    )
+    assert r.status_code == 200 and r.json()["period"] == "2025-01"
+    assert backend.calls[-1] == (
+        "month_sales",
+        ("acme", "t1", "2025-01"),
+        {"limit": 5, "offset": 10},
+    )
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "period=2025-01",
+        "location=t1&period=2025-13",
+        "location=t1&period=x",
+        "location=t1&period=2025-01&limit=-1",
+    ],
+)
+def test_bad_sales_queries_are_400_and_reach_nothing(
+    client: Client, backend: FakeBackend, query: str
+) -> None:
+    r = client.get(f"/api/sync/sales/?tenant=acme&{query}", headers=AUTH)
+    assert r.status_code == 400 and "error" in r.json()
+    assert backend.calls == []

@@ -60,9 +60,10 @@ def test_acknowledged_entries_and_old_sessions_are_pruned_after_the_window(
             assert acked >= 7
             clock.advance_days(4)
             r.record_sale([("CAFE", 1)])  # stays pending: never synced
-            assert r.prune() == {"queue": 0, "sync_log": 0}  # inside the window
+            assert r.prune() == {"queue": 0, "sync_log": 0, "sales_docs": 0}  # in the window
             clock.advance_days(7)  # the first entries are 11 days old now
-            assert r.prune() == {"queue": acked, "sync_log": 0}  # the last ok session stays
+            # the last ok session stays
+            assert r.prune() == {"queue": acked, "sync_log": 0, "sales_docs": 0}
             assert [e.status for e in r.queue.list()] == ["pending"]
             assert r.inventory.stock("CAFE") == 94  # pruning the queue changes no data
             assert r.sync_now(relay.url, token=relay.token("t1")).outcome == "ok"
@@ -83,7 +84,7 @@ def test_the_window_is_kept_for_what_is_not_acknowledged(tmp_path: Path) -> None
     with Replica.open(path, tenant="acme", replica_id="t1", location="t1", wall_clock=clock) as r:
         r.catalog.put("CAFE", {"name": "Café", "price_cents": 450})
         clock.advance_days(400)
-        assert r.prune() == {"queue": 0, "sync_log": 0}
+        assert r.prune() == {"queue": 0, "sync_log": 0, "sales_docs": 0}
         assert len(r.queue.list(status="pending")) == 2  # its location, the product
 
 

@@ -30,7 +30,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from contextlib import closing
-from typing import Any
+from typing import Any, TextIO
 
 from tiendasync.cli.common import Commands, read_token_file
 from tiendasync.cli.exits import guard
@@ -39,6 +39,7 @@ from tiendasync.errors import (
     AuthError,
     ConfigError,
     InvalidArgument,
+    StorageError,
     StoragePermissionError,
     SyncError,
     Unauthorized,
@@ -49,6 +50,7 @@ from tiendasync.relay.auth import issue_token
 from tiendasync.relay.central import CENTRAL_REPLICA_ID
 from tiendasync.relay.console import console_routes
 from tiendasync.relay.dblock import relay_lock
+from tiendasync.relay.sales_archive import SalesMonth, iter_sales, sale_json, sales_months
 from tiendasync.relay.server import RateLimits, RelayServer
 from tiendasync.relay.storage import (
     RelayStore,
@@ -195,7 +197,9 @@ def register(commands: Commands) -> None:
         "from an importable module; repeatable",
     )
     relay.set_defaults(handler=guard(_run))
-    sub = relay.add_subparsers(dest="relay_command", metavar="{token,sync-now}")
+    sub = relay.add_subparsers(dest="relay_command", metavar="{token,sync-now,export-sales}")
+
+    _add_export_sales(sub)
 
     now = sub.add_parser(
         "sync-now",
@@ -250,6 +254,60 @@ def register(commands: Commands) -> None:
     )
     rev.add_argument("id", help="token id (as shown by token list)")
     rev.set_defaults(handler=guard(_token_revoke))
+
+
+def _add_export_sales(sub: Any) -> None:
+    export = sub.add_parser(
+        "export-sales",
+        help="write the sales the relay keeps (every month) as JSON lines",
+        description="Write every sale of the tenant the relay keeps, one JSON object per "
+        "line, by location then month (oldest first). Replicas keep only their last "
+        "sales_months months; the relay keeps them all.",
+    )
+    export.add_argument(
+        "--db", "--store", dest="token_db", default=None, help="relay database file or URL"
+    )
+    export.add_argument("--tenant", required=True, help="the tenant whose sales to export")
+    export.add_argument("--location", default=None, help="only this location's sales")
+    export.add_argument("--since", default=None, metavar="YYYY-MM", help="from this month on")
+    export.add_argument("--until", default=None, metavar="YYYY-MM", help="up to this month")
+    export.add_argument(
+        "--output", "-o", default="-", metavar="PATH", help="write there (default: stdout)"
+    )
+    export.set_defaults(handler=guard(_export_sales))
+
+
+def _export_sales(args: argparse.Namespace) -> int:
+    with closing(open_relay_store(_db(args))) as store:
+        months = sales_months(
+            store, args.tenant, location=args.location, since=args.since, until=args.until
+        )
+        if args.output == "-":
+            counts = _write_sales(store, args.tenant, months, sys.stdout)
+        else:
+            partial = f"{args.output}.partial"
+            try:
+                with open(partial, "w", encoding="utf-8") as out:
+                    counts = _write_sales(store, args.tenant, months, out)
+                os.replace(partial, args.output)
+            except OSError as exc:
+                raise StorageError(f"cannot write {args.output}: {exc}") from exc
+    exported, invalid = counts
+    note = f", {invalid} invalid stored records left out" if invalid else ""
+    print(f"exported {exported} sales from {len(months)} months{note}", file=sys.stderr)
+    return 0
+
+
+def _write_sales(
+    store: RelayStore, tenant: str, months: list[SalesMonth], out: TextIO
+) -> tuple[int, int]:
+    exported = invalid = 0
+    for month, sales, left_out in iter_sales(store, tenant, months):
+        invalid += left_out
+        for sale in sales:
+            out.write(json.dumps({"period": month.period, **sale_json(sale)}) + "\n")
+            exported += 1
+    return exported, invalid
 
 
 def _db(args: argparse.Namespace) -> str:

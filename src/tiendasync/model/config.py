@@ -38,7 +38,10 @@ class StoreConfig:
     one websocket message; ``backoff_min_s`` / ``backoff_max_s`` the reconnect
     backoff of continuous sync; ``durability`` the SQLite ``synchronous`` mode;
     ``retention_days`` how long acknowledged queue entries and sync-log rows
-    are kept (pruned after each sync; see docs/reliability.md, "What a store keeps").
+    are kept (pruned after each sync; see docs/reliability.md, "What a store keeps");
+    ``sales_months`` how many months of sales documents the replica keeps (this
+    month and the ones before; older ones leave it once every local write to
+    them is acknowledged, and stay readable at the relay); 0 keeps every month.
 
     Precedence: a key an admin set centrally on the relay (sent at every
     sync) > the store's own value (``tiendasync config set``) > the default.
@@ -55,6 +58,7 @@ class StoreConfig:
     backoff_max_s: float = 60.0
     durability: str = "full"
     retention_days: float = 30.0
+    sales_months: int = 13
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -70,6 +74,12 @@ class StoreConfig:
             raise ConfigError("retention_days must be between 1 and 36500")
         if self.durability not in _DURABILITY:
             raise ConfigError(f"durability must be one of {_DURABILITY}")
+        if (
+            isinstance(self.sales_months, bool)
+            or not isinstance(self.sales_months, int)
+            or not 0 <= self.sales_months <= 1200
+        ):
+            raise ConfigError("sales_months must be an integer between 0 (keep all) and 1200")
         for name, value in self.priorities.items():
             if name not in DATA_TYPES:
                 raise ConfigError(f"unknown data type {name!r} in priorities")

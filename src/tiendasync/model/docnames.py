@@ -30,11 +30,14 @@ __all__ = [
     "PRODUCT_INTEGER_FIELDS",
     "DataType",
     "DocName",
+    "before_sales_floor",
     "data_type_of",
+    "is_period",
     "location_of",
     "parse_doc",
     "resolutions_doc",
     "sales_doc",
+    "sales_floor",
     "stock_doc",
 ]
 
@@ -128,3 +131,35 @@ def location_of(doc: str) -> str | None:
         return parse_doc(doc).location
     except InvalidArgument:
         return None
+
+
+def is_period(value: object) -> bool:
+    """Whether ``value`` is a sales period, ``YYYY-MM`` with a month 01..12."""
+    return (
+        isinstance(value, str)
+        and len(value) == 7
+        and value[4] == "-"
+        and value[:4].isdigit()
+        and value[5:].isdigit()
+        and 1 <= int(value[5:]) <= 12
+    )
+
+
+def sales_floor(wall_ms: int, months: int) -> str:
+    """The oldest sales period a replica keeping ``months`` months holds at ``wall_ms``:
+    that month and the ``months - 1`` before it (``months`` >= 1)."""
+    t = time.gmtime(wall_ms / 1000)
+    index = t.tm_year * 12 + (t.tm_mon - 1) - (months - 1)
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def before_sales_floor(doc: str, floor: str | None) -> bool:
+    """Whether ``doc`` is a sales document of a period before ``floor`` (``None``: no
+    floor, every month is kept).  Periods compare as their ``YYYY-MM`` strings."""
+    if floor is None or not doc.startswith("sales/"):
+        return False
+    try:
+        period = parse_doc(doc).period
+    except InvalidArgument:
+        return False
+    return period is not None and period < floor

@@ -261,6 +261,7 @@ class Connection:
             full=frame.full,
             past_client_ids=frame.past_client_ids,
             config=frame.config,
+            sales_from=frame.sales_from,
         )
 
     def _on_welcome(self, frame: WelcomeFrame) -> Welcome:

@@ -36,6 +36,8 @@ class Hello(Event):
     past_client_ids: tuple[int, ...] = ()
     #: the store config the replica says it runs with (unvalidated values), or None
     config: dict[str, Any] | None = None
+    #: the oldest sales period the replica keeps (None: every one); see HelloFrame
+    sales_from: str | None = None
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from typing import Any, ClassVar, Self, TypeAlias
 import msgpack
 
 from tiendasync.errors import RemoteProtocolError
+from tiendasync.model.docnames import is_period
 from tiendasync.protocol.codes import (
     CLOSE_AUTH,
     CLOSE_FORBIDDEN,
@@ -202,11 +203,16 @@ class HelloFrame(Frame):
     #: the store config the replica runs with (so the console shows what it uses);
     #: None: not told (older replicas)
     config: dict[str, Any] | None = None
+    #: the oldest sales period (``YYYY-MM``) the replica keeps: older sales documents
+    #: left it (kept at the relay), so the relay sends nothing of them; None: all
+    sales_from: str | None = None
 
     def fields(self) -> list[Any]:
         flags: dict[str, Any] = {"full": self.full, "past": list(self.past_client_ids)}
         if self.config is not None:
             flags["config"] = self.config
+        if self.sales_from is not None:
+            flags["sales_from"] = self.sales_from
         return [
             self.version,
             self.tenant,
@@ -232,6 +238,9 @@ class HelloFrame(Frame):
             or not all(isinstance(k, str) and len(k) <= MAX_NAME for k in config)
         ):
             raise _fail("HELLO config must be a small map of names")
+        sales_from = flags.get("sales_from")
+        if sales_from is not None and not is_period(sales_from):
+            raise _fail("HELLO sales_from must be a period YYYY-MM")
         return cls(
             _uint(f[0], "version"),
             _str(f[1], "tenant"),
@@ -243,6 +252,7 @@ class HelloFrame(Frame):
             full=bool(flags.get("full", False)),
             past_client_ids=tuple(_uint(c, "past client id") for c in past),
             config=config,
+            sales_from=sales_from,
         )
 
 

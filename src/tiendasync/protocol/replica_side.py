@@ -47,11 +47,13 @@ class ReplicaConnection(Connection):
         full: bool = False,
         past_client_ids: tuple[int, ...] = (),
         config: dict[str, Any] | None = None,
+        sales_from: str | None = None,
     ) -> None:
         """Introduce ourselves; the relay answers WELCOME or ERROR.
 
         ``config``: the store config we run with, told so the relay's console
-        shows what the store really uses.
+        shows what the store really uses.  ``sales_from``: the oldest sales
+        period we keep (``YYYY-MM``); the relay sends nothing of older ones.
 
         The HELLO stays within :data:`~tiendasync.protocol.codes.MAX_HELLO_BYTES`
         and :data:`~tiendasync.protocol.codes.MAX_DOCS_PER_HELLO` documents:
@@ -70,6 +72,7 @@ class ReplicaConnection(Connection):
                 full=full,
                 past_client_ids=tuple(past_client_ids),
                 config=config,
+                sales_from=sales_from,
             )
         )
 

@@ -22,6 +22,7 @@ from tiendasync.relay.admin_api import create_admin_app
 from tiendasync.relay.auth import authenticate
 from tiendasync.relay.central import CENTRAL_REPLICA_ID
 from tiendasync.relay.policy import Grants
+from tiendasync.relay.sales_archive import read_month, sale_json, sales_months
 from tiendasync.relay.server import RelayServer
 from tiendasync.relay.timeline import ResolutionEvent, SaleLine, stock_timeline
 
@@ -152,26 +153,33 @@ class RelayAdmin:
             if sale is None:
                 results.append({"id": sale_id, "known": False})
                 continue
-            results.append(
-                {
-                    "id": sale.id,
-                    "known": True,
-                    "replica": sale.replica_id,
-                    "location": sale.location,
-                    "at_ms": sale.created_at_ms,
-                    "voided": sale.voided,
-                    "total_cents": sale.total_cents,
-                    "lines": [
-                        {
-                            "sku": ln.sku,
-                            "quantity": ln.quantity,
-                            "unit_price_cents": ln.unit_price_cents,
-                        }
-                        for ln in sale.lines
-                    ],
-                }
-            )
+            results.append({**sale_json(sale), "known": True})
         return results
+
+    # -- every month of sales (replicas keep only the last ones) ------------------------------
+
+    def sales_months(self, tenant: str, location: str | None) -> list[dict[str, str]]:
+        """The months of sales the relay keeps, per location."""
+        return [
+            {"location": m.location, "period": m.period}
+            for m in sales_months(self.store, tenant, location=location)
+        ]
+
+    def month_sales(
+        self, tenant: str, location: str, period: str, *, limit: int, offset: int
+    ) -> dict[str, Any]:
+        """One location's sales in one month, oldest first, paged."""
+        months = sales_months(self.store, tenant, location=location, since=period, until=period)
+        if not months:
+            raise NotFound(f"no sales of {location!r} in {period} in tenant {tenant!r}")
+        sales, invalid = read_month(self.store, tenant, months[0])
+        return {
+            "location": location,
+            "period": period,
+            "count": len(sales),
+            "invalid_records": invalid,
+            "results": [sale_json(s) for s in sales[offset : offset + limit]],
+        }
 
     # -- config, sync now ----------------------------------------------------------------------
 

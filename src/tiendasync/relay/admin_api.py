@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 
 from tiendasync.errors import InvalidArgument, NotFound, TiendaSyncError
 from tiendasync.model.actions import action_table, check_params, get_action
-from tiendasync.model.docnames import DATA_TYPES
+from tiendasync.model.docnames import DATA_TYPES, is_period
 
 __all__ = ["MAX_BODY_BYTES", "AdminBackend", "create_admin_app", "model_tables"]
 
@@ -79,6 +79,12 @@ class AdminBackend(Protocol):
     def metrics(self) -> dict[str, float]: ...
 
     def list_nodes(self) -> list[dict[str, Any]]: ...
+
+    def sales_months(self, tenant: str, location: str | None) -> list[dict[str, str]]: ...
+
+    def month_sales(
+        self, tenant: str, location: str, period: str, *, limit: int, offset: int
+    ) -> dict[str, Any]: ...
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -265,6 +271,23 @@ class _Routes:
         )
         return _listing(tenant, rows)
 
+    async def sales(self, request: Request, tenant: str) -> Response:
+        """``?location=L&period=YYYY-MM``: that month's sales; without ``period``: the
+        months the relay keeps (of ``location``, or of every location)."""
+        location = request.query_params.get("location")
+        period = request.query_params.get("period")
+        if period is None:
+            months = self.backend.sales_months(tenant, location)
+            return JSONResponse({"tenant": tenant, "months": months})
+        if location is None:
+            raise InvalidArgument("give location with period")
+        if not is_period(period):
+            raise InvalidArgument(f"period must be a month YYYY-MM, got {period[:20]!r}")
+        limit = _int_param(request, "limit", 500, 5000)
+        offset = _int_param(request, "offset", 0, 10**9)
+        page = self.backend.month_sales(tenant, location, period, limit=limit, offset=offset)
+        return JSONResponse({"tenant": tenant, **page})
+
     async def replicas(self, request: Request, tenant: str) -> Response:
         return JSONResponse({"tenant": tenant, "results": self.backend.list_replicas(tenant)})
 
@@ -303,6 +326,7 @@ class _Routes:
             Route("/api/sync/replicas/", g(self.replicas)),
             Route("/api/sync/tenants/", g(self.tenants, tenant_needed=False)),
             Route("/api/sync/nodes/", g(self.nodes, tenant_needed=False)),
+            Route("/api/sync/sales/", g(self.sales)),
             Route("/api/sync/queue/{id}/sales/", g(self.conflict_sales)),
             Route("/api/sync/queue/{id}/timeline/", g(self.conflict_timeline)),
         ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from tiendasync.model.docnames import before_sales_floor
 from tiendasync.protocol import CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_RATE_LIMIT
 from tiendasync.protocol.statevector import decode_state_vector
 from tiendasync.protocol.yjs_update import parse_update
@@ -224,7 +225,7 @@ class Fanout:
                 return
             session.outbox.append(encode_update(update))
         else:
-            if not session.grants.can_read(doc):
+            if not session.grants.can_read(doc) or before_sales_floor(doc, session.sales_from):
                 return
             assert session.conn is not None
             session.conn.send_update(doc, update)

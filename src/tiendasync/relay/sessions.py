@@ -23,7 +23,7 @@ from typing import Any
 
 from tiendasync.errors import ConfigError, InvalidArgument, RemoteProtocolError
 from tiendasync.model.config import DEFAULT_PRIORITIES, StoreConfig
-from tiendasync.model.docnames import data_type_of
+from tiendasync.model.docnames import before_sales_floor, data_type_of
 from tiendasync.model.grants import GRANTS_KEY
 from tiendasync.protocol import (
     CLOSE_AUTH,
@@ -222,9 +222,17 @@ class SyncSessions:
         session.location = token.location
         session.client_id = hello.client_id
         session.grants = grants
+        session.sales_from = hello.sales_from
         session.owned = set(facts.owned)
         self.policy.seed(hello.tenant, session.writer_name, facts.state_vectors, facts.owned)
-        relay_svs = {doc: sv for doc, sv in facts.state_vectors.items() if grants.can_read(doc)}
+        # Sales months before the replica's floor left it: none is sent, unless it
+        # named the document (it still holds it, e.g. with writes to send first).
+        relay_svs = {
+            doc: sv
+            for doc, sv in facts.state_vectors.items()
+            if grants.can_read(doc)
+            and (doc in hello.state_vectors or not before_sales_floor(doc, hello.sales_from))
+        }
         # Only what the replica may read, within the WELCOME's bounds (the
         # catch-up below still covers every readable document).
         announced = self.policy.welcome_state_vectors(relay_svs, hello.state_vectors)

@@ -34,6 +34,8 @@ class RelaySession:
     #: The location the session's token is for (None: not tied to one).
     location: str | None = None
     grants: Grants = field(default_factory=Grants)
+    #: Sales documents of periods before this one left the replica: none is sent.
+    sales_from: str | None = None
     owned: set[int] = field(default_factory=set)
     client_id: int | None = None
     docs: set[str] = field(default_factory=set)

@@ -240,6 +240,13 @@ class DocSet:
         self._known = dict(self._store.doc_names())
         self._seen = self._store.max_seq()
 
+    def forget(self, name: str) -> None:
+        """Drop ``name`` from memory and from :meth:`names` (its rows just left the file)."""
+        self._docs.pop(name, None)
+        self._views.pop(name, None)
+        self._held.pop(name, None)
+        self._known.pop(name, None)
+
     def loaded(self) -> list[str]:
         return list(self._docs)
 

@@ -42,6 +42,7 @@ from tiendasync.store.core import COMPACT_EVERY, ReplicaCore, UpdateListener
 from tiendasync.store.inventory import Inventory
 from tiendasync.store.locations import Locations
 from tiendasync.store.queue import SyncQueue
+from tiendasync.store.retention import sales_floor_of
 from tiendasync.store.sales import Sale, Sales
 from tiendasync.store.storage import ReplicaStore
 from tiendasync.store.storage.access import access_problem
@@ -269,11 +270,19 @@ class Replica:
         return used if self.core.read_only else used | {self.client_id}
 
     def prune(self, *, now: float | None = None) -> dict[str, int]:
-        """Delete now what ``retention_days`` no longer keeps (each sync does it
-        when it ends): acknowledged queue entries and sync-log rows older than
-        the window.  Returns ``{"queue": n, "sync_log": m}``, what went."""
+        """Delete now what ``retention_days`` and ``sales_months`` no longer keep
+        (each sync does it when it ends): acknowledged queue entries and sync-log
+        rows older than the window, and sales documents of older months whose
+        writes the relay acknowledged.  Returns ``{"queue": n, "sync_log": m,
+        "sales_docs": k}``, what went."""
         with self.core.transaction():
             return prune_retained(self.core, now)
+
+    def sales_floor(self) -> str | None:
+        """The oldest sales month (``YYYY-MM``) this replica keeps now, or ``None`` when
+        it keeps every month (config ``sales_months`` 0); see ``store.retention``."""
+        with self.core.locked():
+            return sales_floor_of(self.core)
 
     def wrote_client_ids(self) -> set[int]:
         """Yjs client ids recorded in the file: the incarnations that wrote."""

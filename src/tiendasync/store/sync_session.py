@@ -160,6 +160,8 @@ class ReplicaSync:
             full=self.full,
             past_client_ids=tuple(sorted(self.own_ids - {replica.client_id})),
             config=replica.config.to_dict(),
+            # older sales months left (or leave, at the end of this sync) the file
+            sales_from=replica.sales_floor(),
         )
 
     def data_to_send(self) -> bytes:

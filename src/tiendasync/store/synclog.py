@@ -8,6 +8,7 @@ from typing import Any
 from tiendasync.model.names import check_safe_int
 from tiendasync.store.boundary import public_api
 from tiendasync.store.core import ReplicaCore
+from tiendasync.store.retention import retire_old_sales
 
 __all__ = ["SyncLog", "SyncLogEntry", "finish_session", "prune_retained", "start_session"]
 
@@ -63,7 +64,9 @@ def finish_session(core: ReplicaCore, log_id: int, outcome: str, **counts: Any) 
 
 def prune_retained(core: ReplicaCore, now: float | None = None) -> dict[str, int]:
     """Delete acknowledged queue entries and sync-log rows older than the store's
-    ``retention_days``; returns how many of each went.  Call in a transaction.
+    ``retention_days``, and sales documents older than its ``sales_months``
+    (:mod:`tiendasync.store.retention`); returns how many of each went.  Call in a
+    transaction.
 
     Pending, sent, refused and conflicted entries stay whatever their age: only
     what the relay durably holds, with nothing left to decide, goes.
@@ -73,4 +76,5 @@ def prune_retained(core: ReplicaCore, now: float | None = None) -> dict[str, int
     return {
         "queue": core.storage.outbox.prune_acknowledged(before),
         "sync_log": core.storage.sync_log.prune(before),
+        "sales_docs": retire_old_sales(core, now),
     }

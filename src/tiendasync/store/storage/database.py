@@ -248,6 +248,15 @@ class ReplicaStore:
         )
         self.conn.execute("DELETE FROM updates WHERE doc = ? AND seq <= ?", (doc, upto))
 
+    def drop_doc(self, doc: str) -> None:
+        """Remove ``doc`` from this file: its log, snapshot, held updates and its sales'
+        index rows (call inside ``write``).  Only for a document the relay keeps and
+        this replica no longer needs (see :mod:`tiendasync.store.retention`)."""
+        self.conn.execute("DELETE FROM updates WHERE doc = ?", (doc,))
+        self.conn.execute("DELETE FROM held_updates WHERE doc = ?", (doc,))
+        self.conn.execute("DELETE FROM docs WHERE name = ?", (doc,))
+        self.sales.drop_doc(doc)
+
     # -- updates waiting for the ones they depend on ------------------------------
 
     def held_updates(self, doc: str) -> list[tuple[int, bytes]]:

@@ -163,6 +163,11 @@ class OutboxTable:
             (json.dumps(conflict_ids), status, now, entry_id),
         )
 
+    def unacknowledged_docs(self) -> set[str]:
+        """Documents with a local write the relay has not acknowledged yet."""
+        rows = self.conn.execute("SELECT DISTINCT doc FROM queue_clocks WHERE acked = 0")
+        return {str(doc) for (doc,) in rows}
+
     def prune_acknowledged(self, before: float) -> int:
         """Delete entries acknowledged (no conflict) last updated before ``before``,
         with their clocks; returns how many entries went."""

@@ -49,6 +49,13 @@ class SalesIndex:
             ],
         )
 
+    def drop_doc(self, doc: str) -> None:
+        """Forget the sales recorded in document ``doc`` and their lines."""
+        self.conn.execute(
+            "DELETE FROM sale_lines WHERE sale_id IN (SELECT id FROM sales WHERE doc = ?)", (doc,)
+        )
+        self.conn.execute("DELETE FROM sales WHERE doc = ?", (doc,))
+
     def mark_void(self, sale_id: str) -> None:
         self.conn.execute("UPDATE sale_lines SET voided = 1 WHERE sale_id = ?", (sale_id,))
 
