@@ -299,6 +299,8 @@ class RelayAdmin:
             "open_conflicts": float(open_conflicts),
             "loaded_docs": float(len(self.server.docs)),
             "uptime_seconds": time.time() - self.started_at,
+            f'node_info{{node="{self.server.node_id}"}}': 1.0,
+            **({} if self.server.cluster is None else self.server.cluster.metrics()),
         }
 
 

@@ -18,6 +18,7 @@ import concurrent.futures
 import contextlib
 import http
 import logging
+import re
 import secrets
 import ssl
 import time
@@ -45,6 +46,7 @@ from tiendasync.protocol.yprotocols import FollowerClose, follower_close_code
 from tiendasync.relay.auth import check_token
 from tiendasync.relay.broker import Broker
 from tiendasync.relay.central import CentralWriter
+from tiendasync.relay.cluster import ClusterNode
 from tiendasync.relay.core import RelayCore
 from tiendasync.relay.docs import DocCache
 from tiendasync.relay.integrity import VerifyReport, verify_store
@@ -55,13 +57,29 @@ from tiendasync.relay.state import PendingWrite, RelaySession
 from tiendasync.relay.storage import RelayStore
 from tiendasync.relay.writer import GroupCommit
 
-__all__ = ["Grants", "RateLimits", "RelayServer"]
+__all__ = ["Grants", "RateLimits", "RelayServer", "check_node_id"]
 
 log = logging.getLogger("tiendasync.relay")
 
 
 def _session_id() -> str:
     return secrets.token_hex(8)
+
+
+def _node_id() -> str:
+    return f"node-{secrets.token_hex(4)}"
+
+
+_NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def check_node_id(node_id: str) -> str:
+    """``node_id`` if it is a valid relay node name (1-64 of letters, digits, ``._-``)."""
+    if not _NODE_ID.fullmatch(node_id):
+        raise ConfigError(
+            f"not a valid node id {node_id[:80]!r}: 1-64 letters, digits, '.', '_' or '-'"
+        )
+    return node_id
 
 
 def _close_code(code: int | None, *, follower: bool = False) -> int:
@@ -144,6 +162,8 @@ class RelayServer:
         hello_timeout: float = 10.0,
         limits: RateLimits | None = None,
         sync_log_days: float = 90.0,
+        cluster: ClusterNode | None = None,
+        node_id: str | None = None,
     ) -> None:
         if not sync_log_days > 0:
             raise ConfigError(f"sync_log_days must be positive, got {sync_log_days!r}")
@@ -191,6 +211,14 @@ class RelayServer:
         self.port: int = port
         #: What the start-up check of the stored documents found (see ``relay.integrity``).
         self.verified: VerifyReport | None = None
+        #: This relay's side of a cluster on a shared database (None: the only relay).
+        self.cluster = cluster
+        #: This process's name among the relay nodes (``/metrics``: ``tiendasync_node_info``).
+        self.node_id = check_node_id(
+            cluster.node_id if cluster is not None else (node_id or _node_id())
+        )
+        if cluster is not None:
+            cluster.attach(self.core, self.tenants)
 
     # -- what the admin layer and tests use ----------------------------------------------------
 
@@ -211,6 +239,12 @@ class RelayServer:
         return self.core.central_dir
 
     def central(self, tenant: str) -> CentralWriter:
+        if self.cluster is not None and not self.cluster.reviewer:
+            raise ConfigError(
+                f"relay node {self.node_id} does not run the invariant review (another node "
+                "holds the review lock): ask the node whose /metrics show "
+                "tiendasync_cluster_reviewer 1"
+            )
         return self.core.central(tenant)
 
     def tenants(self) -> list[str]:
@@ -235,13 +269,16 @@ class RelayServer:
         if self._server is not None:
             raise RuntimeError("relay already started")
         # Never announce what cannot be served: rebuild every stored doc first.
-        self.verified = await asyncio.to_thread(verify_store, self.store)
+        self.verified = await asyncio.to_thread(
+            verify_store, self.store, repair_underclaims=self.cluster is None
+        )
         self._writes = GroupCommit(
             self.core,
             self.store,
             max_batch=self.max_batch,
             compact_threshold=self.compact_threshold,
             spawn=self._spawn,
+            after_commit=None if self.cluster is None else self.cluster.committed,
         )
         # Invariant reviews run on one worker thread (in order): a big catch-up
         # must not stall pings and other stores; the central writers' writes come
@@ -256,6 +293,8 @@ class RelayServer:
         if self.core.reviews is not None:
             self.core.reviews.run = review_later
             self.core.reviews.call_soon = asyncio.get_running_loop().call_soon_threadsafe
+        if self.cluster is not None:  # LISTENing before anything is served
+            await self.cluster.start()
         self._writer_task = asyncio.create_task(self._writes.run(), name="relay-writer")
         self._sweeper_task = asyncio.create_task(self._sweeper(), name="relay-sweeper")
         self._revocation_task = asyncio.create_task(
@@ -301,6 +340,8 @@ class RelayServer:
                 await task
         if self._writes is not None:  # writes the central writer made while closing
             await self._writes.drain()
+        if self.cluster is not None:
+            await self.cluster.stop()
         self.core.close()
 
     async def __aenter__(self) -> RelayServer:
@@ -519,6 +560,8 @@ class RelayServer:
                 return
             assert token is not None
             facts = await asyncio.to_thread(lookup_hello, self.store, hello)
+            if self.cluster is not None:  # serve what every node stored, not only ours
+                await self.cluster.refresh(hello.tenant)
         except TiendaSyncError as exc:
             self.core.lookup_failed(session, exc)
             return
@@ -534,6 +577,14 @@ class RelayServer:
             self.core.yjs_refuse(session, tenant, doc, status, record)
             await self._flush(link)
             return
+        if self.cluster is not None:
+            try:
+                await self.cluster.refresh(tenant, [doc])
+            except TiendaSyncError as exc:
+                log.error("session %s: catching %s/%s up failed: %s", session.id, tenant, doc, exc)
+                self.core.fail(session, CLOSE_INTERNAL, "internal error")
+                await self._flush(link)
+                return
         self.core.yjs_open(session, tenant, doc, record, grants)
         await self._flush(link)
         if session.close_code is not None:
