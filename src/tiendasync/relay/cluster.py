@@ -150,12 +150,15 @@ class ClusterNode:
         tick_seconds: float = 1.0,
         review_check_seconds: float = 2.0,
         start_timeout: float = 30.0,
+        listen_retry_seconds: float = 0.5,
     ) -> None:
         self.feed = feed
         self.node_id = feed.node_id
         self.tick_seconds = tick_seconds
         self.review_check_seconds = review_check_seconds
         self.start_timeout = start_timeout
+        #: first pause before the LISTEN connection is tried again after a drop
+        self.listen_retry_seconds = listen_retry_seconds
         self._core: RelayCore | None = None
         self._tenants: Callable[[], Iterable[str]] = lambda: ()
         #: per document, the highest seq this node has handled (all rows up to it)
@@ -223,7 +226,14 @@ class ClusterNode:
         self._wake = asyncio.Event()
         self._pull_lock = asyncio.Lock()
         ready = asyncio.Event()
-        listen = asyncio.ensure_future(self.feed.listen(self._notice, self._connected, ready=ready))
+        listen = asyncio.ensure_future(
+            self.feed.listen(
+                self._notice,
+                self._connected,
+                ready=ready,
+                retry_seconds=self.listen_retry_seconds,
+            )
+        )
         self._tasks.append(listen)
         try:
             await asyncio.wait_for(ready.wait(), self.start_timeout)
