@@ -83,10 +83,10 @@ def merge_state_vectors(a: bytes, b: bytes) -> bytes:
     doc; the row keeps what any of them stored.  An undecodable stored vector
     is replaced (the start-up check repairs what it claims)."""
     try:
-        mine = decode_state_vector(a)
+        mine, theirs = decode_state_vector(a), decode_state_vector(b)
     except ValueError:
         return b
-    for client, clock in decode_state_vector(b).items():
+    for client, clock in theirs.items():
         if clock > mine.get(client, 0):
             mine[client] = clock
     return encode_state_vector(mine)
