@@ -29,9 +29,7 @@ async def node(
     url: str, name: str, central: Path | None = None, *, retry: float = 0.5
 ) -> AsyncIterator[RelayServer]:
     store = PostgresRelayStore(url, node_id=name)
-    cluster = ClusterNode(
-        PgFeed(url, name), listen_retry_seconds=retry, review_check_seconds=0.2
-    )
+    cluster = ClusterNode(PgFeed(url, name), listen_retry_seconds=retry, review_check_seconds=0.2)
     server = RelayServer(store, port=0, cluster=cluster, central_dir=central)
     await server.start()
     try:
@@ -80,8 +78,10 @@ def test_an_update_acknowledged_on_one_node_reaches_sessions_of_another(pg_url: 
             await a.wait_for(Ack)
             await next_update(b)
             await until(
-                lambda: n2.docs.get("acme", "catalog").state_vector()
-                == n1.docs.get("acme", "catalog").state_vector(),
+                lambda: (
+                    n2.docs.get("acme", "catalog").state_vector()
+                    == n1.docs.get("acme", "catalog").state_vector()
+                ),
                 "n2's in-memory doc holds n1's write",
             )
             await a.close()

@@ -18,8 +18,9 @@ lone relay does.  What a node must also do is :class:`ClusterNode`'s:
   node read it (a long outage) makes it reload that document from storage
   and send its sessions what the reload added;
 - **be current before it answers**: before a HELLO's catch-up or a
-  follower's first sync step the node pulls that tenant's loaded documents
-  (:meth:`ClusterNode.refresh`);
+  follower's first sync step the node pulls that tenant's loaded documents,
+  then reads what to announce and subscribes the session, with no pull in
+  between (:meth:`ClusterNode.serve_current`);
 - **review once**: the invariant review runs on one node only, the holder of
   the ``review`` advisory lock, which reviews its own commits and the rows it
   pulls of the others (interim: partitioned review workers replace this).
@@ -330,13 +331,26 @@ class ClusterNode:
                     "relay node %s: reading the other nodes' updates failed", self.node_id
                 )
 
-    async def refresh(self, tenant: str, docs: Iterable[str] | None = None) -> None:
-        """Bring this node's loaded docs of ``tenant`` (or ``docs`` of it) up to what
-        every node has committed: before a HELLO's catch-up or a follower's sync."""
+    async def serve_current(
+        self, tenant: str, docs: Iterable[str] | None, serve: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Run ``serve`` (what a HELLO's welcome or a follower's open does: read what to
+        announce, subscribe the session, send its catch-up) with this node's loaded docs
+        of ``tenant`` (or ``docs`` of it) up to what every node has committed, and no
+        read of the others' updates in between.
+
+        So each row is either in what ``serve`` reads and sends, or published after
+        the session subscribed: a row read and published to the tenant's sessions
+        just before it subscribed, but missing from the state vectors it was
+        announced, would never reach it.
+        """
+        assert self._pull_lock is not None
         names = docs if docs is not None else [d for t, d in self.core.docs.loaded() if t == tenant]
-        keys = {(tenant, d) for d in names if self.core.docs.current(tenant, d) is not None}
-        if keys:
-            await self.pull(keys, force=True)
+        async with self._pull_lock:
+            keys = {(tenant, d) for d in names if self.core.docs.current(tenant, d) is not None}
+            if keys:
+                await self._pull_locked(keys, force=True)
+            await serve()
 
     def _wanted(self, key: Key) -> bool:
         """Whether this node needs ``key``'s rows: loaded, followed here, or reviewed here."""
@@ -349,29 +363,32 @@ class ClusterNode:
         """Read and handle the rows of ``keys`` above this node's cursors."""
         assert self._pull_lock is not None
         async with self._pull_lock:
-            wanted: set[Key] = set()
-            for key in keys:
-                if force or self._wanted(key):
-                    wanted.add(key)
-                    continue
-                # Nobody here needs its rows: a later load or session reads storage.
-                top = max([self.notified.pop(key, 0), *self.own.pop(key, ())])
-                self.seen[key] = max(self.seen.get(key, 0), top)
-            if not wanted:
-                return
-            cursors = {k: self.seen.get(k, 0) for k in wanted}
-            own = {k: frozenset(self.own.get(k, ())) for k in wanted}
-            announced = {k: self.notified.pop(k, 0) for k in wanted}
-            exclude = [s for seqs in own.values() for s in seqs]
-            try:
-                pulled = await asyncio.to_thread(self.feed.rows_after, cursors, exclude)
-            except BaseException:
-                for k, seq in announced.items():  # read again next time
-                    if seq:
-                        self.notified[k] = max(seq, self.notified.get(k, 0))
-                raise
-            self.pulls += 1
-            self._handle(pulled, cursors, own)
+            await self._pull_locked(keys, force=force)
+
+    async def _pull_locked(self, keys: Iterable[Key], *, force: bool) -> None:
+        wanted: set[Key] = set()
+        for key in keys:
+            if force or self._wanted(key):
+                wanted.add(key)
+                continue
+            # Nobody here needs its rows: a later load or session reads storage.
+            top = max([self.notified.pop(key, 0), *self.own.pop(key, ())])
+            self.seen[key] = max(self.seen.get(key, 0), top)
+        if not wanted:
+            return
+        cursors = {k: self.seen.get(k, 0) for k in wanted}
+        own = {k: frozenset(self.own.get(k, ())) for k in wanted}
+        announced = {k: self.notified.pop(k, 0) for k in wanted}
+        exclude = [s for seqs in own.values() for s in seqs]
+        try:
+            pulled = await asyncio.to_thread(self.feed.rows_after, cursors, exclude)
+        except BaseException:
+            for k, seq in announced.items():  # read again next time
+                if seq:
+                    self.notified[k] = max(seq, self.notified.get(k, 0))
+            raise
+        self.pulls += 1
+        self._handle(pulled, cursors, own)
 
     def _handle(
         self, pulled: Pulled, cursors: dict[Key, int], own: dict[Key, frozenset[int]]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import http
 import logging
 import re
@@ -53,8 +54,8 @@ from tiendasync.relay.integrity import VerifyReport, verify_store
 from tiendasync.relay.lookups import log_session, lookup_follower, lookup_hello
 from tiendasync.relay.policy import Grants, RateLimits
 from tiendasync.relay.reviews import ReviewWork
-from tiendasync.relay.state import PendingWrite, RelaySession
-from tiendasync.relay.storage import RelayStore
+from tiendasync.relay.state import HelloFacts, PendingWrite, RelaySession
+from tiendasync.relay.storage import RelayStore, TokenRecord
 from tiendasync.relay.writer import GroupCommit
 
 __all__ = ["Grants", "RateLimits", "RelayServer", "check_node_id"]
@@ -561,10 +562,23 @@ class RelayServer:
             assert token is not None
             facts = await asyncio.to_thread(lookup_hello, self.store, hello)
             if self.cluster is not None:  # serve what every node stored, not only ours
-                await self.cluster.refresh(hello.tenant)
+                await self.cluster.serve_current(
+                    hello.tenant, None, lambda: self._welcome_current(session, hello, token, facts)
+                )
+                return
         except TiendaSyncError as exc:
             self.core.lookup_failed(session, exc)
             return
+        self.core.welcome(session, hello, token, facts)
+
+    async def _welcome_current(
+        self, session: RelaySession, hello: Hello, token: TokenRecord, facts: HelloFacts
+    ) -> None:
+        """Welcome with the state vectors as they are now (a cluster: read again after
+        this node's docs were brought up to date, see ``ClusterNode.serve_current``)."""
+        if not facts.foreign:
+            svs = await asyncio.to_thread(self.store.state_vectors, hello.tenant)
+            facts = dataclasses.replace(facts, state_vectors=svs)
         self.core.welcome(session, hello, token, facts)
 
     async def _serve_yjs(
@@ -578,14 +592,19 @@ class RelayServer:
             await self._flush(link)
             return
         if self.cluster is not None:
+
+            async def open_current() -> None:
+                self.core.yjs_open(session, tenant, doc, record, grants)
+
             try:
-                await self.cluster.refresh(tenant, [doc])
+                await self.cluster.serve_current(tenant, [doc], open_current)
             except TiendaSyncError as exc:
                 log.error("session %s: catching %s/%s up failed: %s", session.id, tenant, doc, exc)
                 self.core.fail(session, CLOSE_INTERNAL, "internal error")
                 await self._flush(link)
                 return
-        self.core.yjs_open(session, tenant, doc, record, grants)
+        else:
+            self.core.yjs_open(session, tenant, doc, record, grants)
         await self._flush(link)
         if session.close_code is not None:
             return
