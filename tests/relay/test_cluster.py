@@ -231,3 +231,72 @@ def test_other_kinds_of_messages_reach_their_handler(pg_url: str) -> None:
             assert got == [("n1", "t9")]
 
     run(main())
+
+
+def test_rows_folded_into_a_snapshot_while_a_node_was_deaf_reach_it_by_reload(
+    pg_url: str,
+) -> None:
+    """A long outage: the rows a node never read were compacted away meanwhile; it
+    reloads the doc from storage and sends its sessions what the reload added."""
+    from tiendasync.relay.docs import compact
+
+    tok = tokens(pg_url, "t1", "t2")
+
+    async def main() -> None:
+        async with node(pg_url, "n1") as n1, node(pg_url, "n2", retry=1.5) as n2:
+            assert n2.cluster is not None
+            a = await Client.open(n1.port, replica="t1", token=tok["t1"], client_id=41)
+            b = await Client.open(n2.port, replica="t2", token=tok["t2"], client_id=42)
+            await a.until_synced()
+            await b.until_synced()
+            writer, seen = Writer(41), Writer(42)
+            await a.send_update("catalog", writer.set("CAFE", 3))
+            await a.wait_for(Ack)
+            seen.doc.apply_update((await next_update(b)).data)
+            n2.docs.get("acme", "catalog")  # loaded on n2: rebuilt, not only published
+            feed = n2.cluster.feed
+            assert isinstance(feed, PgFeed)
+            with psycopg.connect(pg_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (feed.listen_pid,))
+            await until(lambda: feed.listen_pid is None, "n2 deaf")
+            await a.send_update("catalog", writer.set("PAN", 1))
+            await a.wait_for(Ack)
+            assert await asyncio.to_thread(compact, n1.store, "acme", "catalog") == 2
+            assert feed.listen_pid is None, "n2 reconnected too soon for this test"
+            while values(seen.doc) != {"CAFE": 3, "PAN": 1}:
+                seen.doc.apply_update((await next_update(b)).data)
+            assert n2.cluster.reloads == 1
+            rdoc = n2.docs.current("acme", "catalog")
+            assert rdoc is not None and values(rdoc.doc) == {"CAFE": 3, "PAN": 1}
+            await a.close()
+            await b.close()
+
+    run(main())
+
+
+def test_racing_nodes_keep_every_writer_in_the_state_vector(pg_url: str) -> None:
+    import threading
+
+    from tiendasync.protocol.statevector import decode_state_vector, encode_state_vector
+    from tiendasync.relay.records import AppendEntry
+
+    stores = [PostgresRelayStore(pg_url, node_id=f"n{i}") for i in range(4)]
+    start = threading.Barrier(len(stores))
+
+    def write(i: int) -> None:
+        start.wait()
+        for clock in range(1, 11):
+            sv = encode_state_vector({100 + i: clock})
+            stores[i].append_many([AppendEntry("acme", "catalog", b"\x00\x00", f"t{i}", sv)])
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    try:
+        got = decode_state_vector(stores[0].state_vectors("acme")["catalog"])
+    finally:
+        for s in stores:
+            s.close()
+    assert got == {100 + i: 10 for i in range(4)}
