@@ -12,10 +12,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import psycopg
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support.relay_client import Client, Writer, run, values
+from tiendasync.errors import ConfigError
 from tiendasync.protocol import Ack, UpdateReceived
 from tiendasync.relay.auth import issue_token
 from tiendasync.relay.cluster import ClusterNode, parse_notice
@@ -166,6 +168,8 @@ def test_one_node_reviews_and_another_takes_over(pg_url: str, tmp_path: Path) ->
                 assert not n2.cluster.reviewer and n1.cluster.reviewer
                 assert n1.core.reviews is not None and n1.core.reviews.enabled
                 assert n2.core.reviews is not None and not n2.core.reviews.enabled
+                with pytest.raises(ConfigError, match="does not run the invariant review"):
+                    n2.central("acme")  # the admin API answers 400
                 await n1.stop()  # its lock goes with its connection
                 await until(lambda: n2.cluster is not None and n2.cluster.reviewer, "takeover")
                 assert n2.core.reviews.enabled
