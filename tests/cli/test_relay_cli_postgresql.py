@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from tests.cli.relay_process import SRC, tiendasync
-from tests.support.relay_client import Client, Writer, run
+from tests.support.relay_client import Client, Writer, run, values
 from tiendasync.protocol import Ack
 from tiendasync.relay.pgstore import PostgresRelayStore
 
@@ -85,23 +85,26 @@ def test_tokens_and_a_relay_on_a_postgresql_store(pg_url: str, tmp_path: Path) -
         with PostgresRelayStore(pg_url) as store:  # acknowledged: in the store of record
             assert len(store.load_doc("acme", "catalog").updates) == 1
 
-        # one relay per database, until relays fan out to each other
-        second = tiendasync(
-            "relay",
-            "--store",
-            pg_url,
-            "--central-dir",
-            str(tmp_path / "c2"),
-            "--port",
-            "0",
-            "--no-admin",
-            check=False,
-        )
-        assert second.returncode == 1, second.stderr
-        assert "another relay is already running on postgresql://" in second.stderr
-        assert "Traceback" not in second.stderr
+        # a second relay on the same database is a second node of a cluster
+        second = _start(pg_url, tmp_path / "c2", tmp_path / "second.log")
+        try:
+            port2 = _port(second, tmp_path / "second.log")
 
-        first.send_signal(signal.SIGKILL)  # the server drops a dead process's lock
+            async def catch_up() -> dict[str, object]:
+                client = await Client.open(port2, replica="t1", token=token, client_id=41)
+                _, diffs = await client.until_synced()
+                await client.close()
+                seen = Writer(41)
+                for d in diffs:
+                    seen.doc.apply_update(d.data)
+                return values(seen.doc)
+
+            assert run(catch_up())["CAFE"] == 3
+        finally:
+            _stop(second)
+        assert "Traceback" not in (tmp_path / "second.log").read_text()
+
+        first.send_signal(signal.SIGKILL)  # a node killed: another starts in its place
         first.wait(10)
         again = _start(pg_url, central, tmp_path / "again.log")
         try:

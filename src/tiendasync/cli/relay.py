@@ -30,7 +30,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from contextlib import closing
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tiendasync.cli.common import Commands, read_token_file
 from tiendasync.cli.exits import guard
@@ -51,7 +51,7 @@ from tiendasync.relay.central import CENTRAL_REPLICA_ID
 from tiendasync.relay.console import console_routes
 from tiendasync.relay.dblock import relay_lock
 from tiendasync.relay.sales_archive import SalesMonth, iter_sales, sale_json, sales_months
-from tiendasync.relay.server import RateLimits, RelayServer
+from tiendasync.relay.server import RateLimits, RelayServer, check_node_id
 from tiendasync.relay.storage import (
     RelayStore,
     SqliteRelayStore,
@@ -60,6 +60,9 @@ from tiendasync.relay.storage import (
     open_relay_store,
 )
 from tiendasync.store.storage.access import access_problem, directory_problem
+
+if TYPE_CHECKING:
+    from tiendasync.relay.cluster import ClusterNode
 
 __all__ = ["register"]
 
@@ -102,6 +105,12 @@ def register(commands: Commands) -> None:
     )
     relay.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
     relay.add_argument("--no-admin", action="store_true", help="do not serve the admin HTTP API")
+    relay.add_argument(
+        "--node-id",
+        default=None,
+        help="this relay process's name among the nodes of a cluster (letters, digits, "
+        "'.', '_', '-'; shown in /metrics); default: generated",
+    )
     limits = RateLimits()
     for flag, kind, default, what in (
         (
@@ -176,12 +185,6 @@ def register(commands: Commands) -> None:
             default=default,
             help=f"{what}; default {default:.10g}" + ("" if "burst" in flag else ", 0: no limit"),
         )
-    relay.add_argument(
-        "--node-id",
-        default=None,
-        help="this relay's name among the nodes sharing one PostgreSQL store (shown by the "
-        "admin API and console); default host:port",
-    )
     relay.add_argument(
         "--sync-log-days",
         type=float,
@@ -461,7 +464,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_on_postgresql(args: argparse.Namespace) -> int:
-    """The relay on a PostgreSQL store of record: one relay per database for now."""
+    """The relay on a PostgreSQL store of record: one node of a cluster (any number of
+    relays may share the database; see relay.cluster)."""
     central_dir = args.central_dir
     if not central_dir:
         raise InvalidArgument(
@@ -469,16 +473,25 @@ def _run_on_postgresql(args: argparse.Namespace) -> int:
         )
     if (problem := directory_problem(central_dir)) is not None:
         raise StoragePermissionError(f"cannot keep the central writers in {central_dir}: {problem}")
-    store = open_postgresql_store(args.db)
+    node_id = check_node_id(args.node_id) if args.node_id else None
+    store = open_postgresql_store(args.db, node_id=node_id)
     try:
-        with store.single_relay():
-            asyncio.run(_serve(store, args, central_dir))
+        from tiendasync.relay.cluster import ClusterNode
+        from tiendasync.relay.pgfeed import PgFeed  # the optional extra, present: store opened
+
+        cluster = ClusterNode(PgFeed(args.db, store.node_id))
+        asyncio.run(_serve(store, args, central_dir, cluster))
     finally:
         store.close()
     return 0
 
 
-async def _serve(store: RelayStore, args: argparse.Namespace, central_dir: str) -> None:
+async def _serve(
+    store: RelayStore,
+    args: argparse.Namespace,
+    central_dir: str,
+    cluster: ClusterNode | None = None,
+) -> None:
     if bool(args.tls_cert) != bool(args.tls_key):
         raise InvalidArgument("give both --tls-cert and --tls-key")
     ssl_context = None
@@ -497,7 +510,8 @@ async def _serve(store: RelayStore, args: argparse.Namespace, central_dir: str) 
         central_dir=central_dir,
         invariants=_load_invariants(args.invariants),
         sync_log_days=args.sync_log_days,
-        node_id=args.node_id,
+        cluster=cluster,
+        node_id=check_node_id(args.node_id) if args.node_id else None,
         limits=RateLimits(
             args.max_conns_per_token,
             args.max_msgs_per_s,

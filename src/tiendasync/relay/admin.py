@@ -345,6 +345,8 @@ class RelayAdmin:
             **self.server.node_metrics(),
             "open_conflicts": float(open_conflicts),
             "uptime_seconds": time.time() - self.started_at,
+            f'node_info{{node="{self.server.node_id}"}}': 1.0,
+            **({} if self.server.cluster is None else self.server.cluster.metrics()),
         }
 
 

@@ -303,7 +303,8 @@ class _Routes:
     async def metrics(self, request: Request) -> Response:
         lines = []
         for name, value in sorted(self.backend.metrics().items()):
-            lines.append(f"# TYPE tiendasync_{name} gauge")
+            # a name may carry its labels: node_info{node="..."}
+            lines.append(f"# TYPE tiendasync_{name.split('{')[0]} gauge")
             lines.append(f"tiendasync_{name} {value}")
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 

@@ -454,6 +454,38 @@ class DocCache:
         rdoc.captured.clear()
         self._observe(rdoc)
 
+    # -- what other relay nodes committed -----------------------------------------------------
+
+    def apply_committed(self, tenant: str, name: str, data: bytes) -> tuple[Released, ...]:
+        """Bring the loaded doc (if any) up to an update another relay node stored.
+
+        Nothing of it is "unstored"; a garbage row is logged and skipped.  Held
+        updates it fills are applied after it and returned (to store and fan out,
+        as their writers').  Not loaded: nothing to do (a load reads storage).
+        """
+        rdoc = self._docs.get((tenant, name))
+        if rdoc is None or rdoc.broken:
+            return ()
+        try:
+            reach = ends_of(parse_update(data))
+            self._apply_one(rdoc, data)
+        except (MalformedUpdate, RemoteProtocolError) as exc:
+            log.error("CORRUPT relay data %s/%s: a stored update: %s", tenant, name, exc)
+            return ()
+        if _unreached(reach, rdoc.clocks()):
+            self._rebuild(rdoc)  # what the engine could not integrate is not served
+        return self._release_held(rdoc, self._clock())
+
+    def reload_stored(self, tenant: str, name: str) -> bytes | None:
+        """Rebuild the loaded doc from storage (plus what it applied and is not stored
+        yet); what that added to it.  None if it is not loaded."""
+        rdoc = self._docs.get((tenant, name))
+        if rdoc is None:
+            return None
+        before = rdoc.state_vector()
+        self._rebuild(rdoc)
+        return rdoc.diff(before)
+
     # -- gapped updates held aside ------------------------------------------------------------
 
     def held(self, tenant: str, name: str) -> list[HeldUpdate]:

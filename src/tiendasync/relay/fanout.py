@@ -184,6 +184,17 @@ class Fanout:
                 fail(w.session, CLOSE_INTERNAL, "storage failure")
                 self._on_output(w.session)
 
+    # -- what other relay nodes committed ----------------------------------------------------
+
+    def foreign(self, tenant: str, doc: str, data: bytes) -> None:
+        """An update another relay node stored (read from storage): into this node's
+        loaded doc, then to this node's sessions of ``tenant`` (never acknowledged
+        here: its own node did).  Held updates it fills are submitted as their writers'."""
+        for released in self.docs.apply_committed(tenant, doc, data):
+            self._submit_released(tenant, doc, released)
+        self.policy.stored(tenant, doc)
+        self.broker.publish(tenant, doc, data, None)
+
     # -- the other sessions ----------------------------------------------------------------
 
     def subscribe(self, session: RelaySession, tenant: str) -> None:

@@ -25,6 +25,7 @@ Passwords in the URL never appear in messages (:func:`describe_url`).
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -35,8 +36,8 @@ import psycopg
 from psycopg import conninfo
 
 from tiendasync.errors import ConfigError, NotFound, StorageError
+from tiendasync.protocol.statevector import decode_state_vector, encode_state_vector
 from tiendasync.relay import pgschema
-from tiendasync.relay.dblock import RelayLocked
 from tiendasync.relay.records import (
     AppendEntry,
     AppendResult,
@@ -49,7 +50,14 @@ from tiendasync.relay.records import (
 )
 from tiendasync.relay.schema import checksum_of
 
-__all__ = ["PostgresRelayStore", "describe_url"]
+__all__ = [
+    "CHANNEL",
+    "PostgresRelayStore",
+    "describe_url",
+    "merge_state_vectors",
+    "new_node_id",
+    "update_notice",
+]
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 
@@ -61,8 +69,34 @@ CONNECT_TIMEOUT = 10
 #: live socket) fails the relay's write with StorageError instead of stalling it.
 STATEMENT_TIMEOUT_S = 30.0
 
-#: ``pg_try_advisory_lock`` key of :meth:`PostgresRelayStore.single_relay`.
-SINGLE_RELAY_LOCK = 0x7469656E64615231  # "tiendaR1"
+#: The LISTEN/NOTIFY channel the relay nodes of one database talk on (see relay.pgfeed).
+CHANNEL = "tiendasync"
+
+
+def new_node_id() -> str:
+    """A node id for a relay process not given one (``--node-id``)."""
+    return f"node-{secrets.token_hex(4)}"
+
+
+def merge_state_vectors(a: bytes, b: bytes) -> bytes:
+    """Per client, the higher clock of the two (the state of a doc holding both).
+
+    Several relay nodes write one document's row, each from its own in-memory
+    doc; the row keeps what any of them stored.  An undecodable stored vector
+    is replaced (the start-up check repairs what it claims)."""
+    try:
+        mine, theirs = decode_state_vector(a), decode_state_vector(b)
+    except ValueError:
+        return b
+    for client, clock in theirs.items():
+        if clock > mine.get(client, 0):
+            mine[client] = clock
+    return encode_state_vector(mine)
+
+
+def update_notice(node: str, tenant: str, doc: str, seq: int) -> str:
+    """The payload announcing that ``node`` committed ``doc`` up to ``seq`` (kind ``u``)."""
+    return json.dumps({"k": "u", "n": node, "t": tenant, "d": doc, "s": seq}, separators=(",", ":"))
 
 
 def describe_url(url: str) -> str:
@@ -80,8 +114,16 @@ def describe_url(url: str) -> str:
 class PostgresRelayStore:
     """The relay's store of record in a PostgreSQL database (:mod:`~tiendasync.relay.pgschema`)."""
 
-    def __init__(self, url: str, *, statement_timeout_s: float = STATEMENT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        statement_timeout_s: float = STATEMENT_TIMEOUT_S,
+        node_id: str | None = None,
+    ) -> None:
         self.url = url
+        #: The relay node this store writes for: named in the notifications of its commits.
+        self.node_id = node_id or new_node_id()
         self.statement_timeout_s = statement_timeout_s
         self.where = describe_url(url)
         self._lock = threading.RLock()
@@ -181,30 +223,6 @@ class PostgresRelayStore:
                 return conn.execute(sql, params).fetchall()
             except psycopg.Error as exc:
                 raise StorageError(f"relay database {self.where} read failed: {exc}") from exc
-
-    @contextmanager
-    def single_relay(self) -> Iterator[None]:
-        """Hold, for the ``with`` block, the database's one-relay lock (a session advisory
-        lock on a connection of its own; the server drops it when the process dies).
-
-        Until relays fan out to each other's sessions, two relays on one database would
-        each acknowledge what the other's sessions never hear: :class:`RelayLocked` at
-        once (never waits) if another process holds it.
-        """
-        try:
-            conn: Connection = psycopg.connect(
-                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT
-            )
-        except psycopg.Error as exc:
-            raise StorageError(f"cannot connect to relay database {self.where}: {exc}") from exc
-        with conn:
-            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (SINGLE_RELAY_LOCK,)).fetchone()
-            if row is None or not row[0]:
-                raise RelayLocked(
-                    f"another relay is already running on {self.where} (its advisory lock "
-                    "is held); one relay per database until the cluster mode lands"
-                )
-            yield
 
     def schema_version(self) -> int:
         rows = self._read("SELECT version FROM schema_version")
@@ -317,12 +335,20 @@ class PostgresRelayStore:
             # deadlock), so each takes its seqs only while it holds its documents: per
             # document, seq order is commit order.  DO UPDATE (to itself) takes the lock
             # whether the row is new or not.
+            locked = sorted(first)
             cur.executemany(
                 "INSERT INTO docs (tenant, doc, state_vector, log_count, updated_at) "
                 "VALUES (%s, %s, %s, 0, %s) ON CONFLICT (tenant, doc) "
-                "DO UPDATE SET log_count = docs.log_count",
-                [(k[0], k[1], first[k].state_vector, first[k].received_at) for k in sorted(first)],
+                "DO UPDATE SET log_count = docs.log_count RETURNING state_vector",
+                [(k[0], k[1], first[k].state_vector, first[k].received_at) for k in locked],
+                returning=True,
             )
+            stored_svs: dict[tuple[str, str], bytes] = {}
+            for key in locked:
+                row = cur.fetchone()
+                assert row is not None
+                stored_svs[key] = bytes(row[0])
+                cur.nextset()
             logged_seqs: list[int] = []
             if logged:
                 cur.executemany(
@@ -342,10 +368,21 @@ class PostgresRelayStore:
                     if not cur.nextset():
                         break
             keys = list(first)
+            # Another node's commit may have set the row since this node's doc was
+            # read: keep what both stored (the row lock is held, so no one else
+            # writes it meanwhile).
             cur.executemany(
                 "UPDATE docs SET state_vector = %s, log_count = log_count + %s, updated_at = %s "
                 "WHERE tenant = %s AND doc = %s RETURNING log_count",
-                [(last[k].state_vector, added[k], last[k].received_at, *k) for k in keys],
+                [
+                    (
+                        merge_state_vectors(stored_svs[k], last[k].state_vector),
+                        added[k],
+                        last[k].received_at,
+                        *k,
+                    )
+                    for k in keys
+                ],
                 returning=True,
             )
             for key in keys:
@@ -353,8 +390,19 @@ class PostgresRelayStore:
                 assert row is not None
                 counts[key] = int(row[0])
                 cur.nextset()
-        found = iter(logged_seqs)
-        seqs = [next(found) if e.data is not None else None for e in entries]
+            found = iter(logged_seqs)
+            seqs = [next(found) if e.data is not None else None for e in entries]
+            highest: dict[tuple[str, str], int] = {}
+            for e, seq in zip(entries, seqs, strict=True):
+                if seq is not None:
+                    highest[(e.tenant, e.doc)] = max(seq, highest.get((e.tenant, e.doc), 0))
+            if highest:
+                # Delivered at COMMIT, to every node listening (relay.pgfeed): a pointer,
+                # the data stays in the table.
+                cur.executemany(
+                    "SELECT pg_notify(%s, %s)",
+                    [(CHANNEL, update_notice(self.node_id, *k, s)) for k, s in highest.items()],
+                )
         return AppendResult(seqs, counts)
 
     def load_doc(self, tenant: str, doc: str) -> DocHistory:

@@ -107,6 +107,8 @@ class CentralReviews:
         self.invariants = list(invariants)
         self.client_id_source = client_id_source
         self._ingest = ingest
+        #: Whether this process reviews (a relay cluster: only the review lock's holder).
+        self.enabled = True
         self._writers: dict[str, CentralWriter] = {}
         #: tenants whose writer could not be opened: opened again at :meth:`retry`
         self._unopened: set[str] = set()
@@ -164,6 +166,8 @@ class CentralReviews:
 
     def review(self, batch: list[PendingWrite]) -> None:
         """Hand a committed batch to the writers of its tenants (see :class:`ReviewWork`)."""
+        if not self.enabled:
+            return
         grouped: dict[tuple[str, str], list[bytes]] = {}
         for w in batch:
             if w.fanout is not None and w.replica != CENTRAL_REPLICA_ID:
@@ -190,6 +194,8 @@ class CentralReviews:
         """Open the writers that failed to open; catch up and review again those that
         failed (``CentralWriter.needs_retry``).  On the core's thread; the merges and
         reviews run through :attr:`run`, like a batch's."""
+        if not self.enabled:
+            return
         for tenant in sorted(self._unopened):
             try:
                 self.writer(tenant)

@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import http
 import logging
+import re
 import secrets
-import socket
 import ssl
 import time
 from collections.abc import Iterable
@@ -46,6 +47,7 @@ from tiendasync.protocol.yprotocols import FollowerClose, follower_close_code
 from tiendasync.relay.auth import check_token
 from tiendasync.relay.broker import Broker
 from tiendasync.relay.central import CentralWriter
+from tiendasync.relay.cluster import ClusterNode
 from tiendasync.relay.core import RelayCore
 from tiendasync.relay.docs import DocCache
 from tiendasync.relay.integrity import VerifyReport, verify_store
@@ -54,17 +56,33 @@ from tiendasync.relay.nodes import NodeBoard
 from tiendasync.relay.policy import Grants, RateLimits
 from tiendasync.relay.records import SyncRequest
 from tiendasync.relay.reviews import ReviewWork
-from tiendasync.relay.state import PendingWrite, RelaySession
-from tiendasync.relay.storage import RelayStore
+from tiendasync.relay.state import HelloFacts, PendingWrite, RelaySession
+from tiendasync.relay.storage import RelayStore, TokenRecord
 from tiendasync.relay.writer import GroupCommit
 
-__all__ = ["Grants", "RateLimits", "RelayServer"]
+__all__ = ["Grants", "RateLimits", "RelayServer", "check_node_id"]
 
 log = logging.getLogger("tiendasync.relay")
 
 
 def _session_id() -> str:
     return secrets.token_hex(8)
+
+
+def _node_id() -> str:
+    return f"node-{secrets.token_hex(4)}"
+
+
+_NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def check_node_id(node_id: str) -> str:
+    """``node_id`` if it is a valid relay node name (1-64 of letters, digits, ``._-``)."""
+    if not _NODE_ID.fullmatch(node_id):
+        raise ConfigError(
+            f"not a valid node id {node_id[:80]!r}: 1-64 letters, digits, '.', '_' or '-'"
+        )
+    return node_id
 
 
 def _close_code(code: int | None, *, follower: bool = False) -> int:
@@ -147,6 +165,7 @@ class RelayServer:
         hello_timeout: float = 10.0,
         limits: RateLimits | None = None,
         sync_log_days: float = 90.0,
+        cluster: ClusterNode | None = None,
         node_id: str | None = None,
     ) -> None:
         if not sync_log_days > 0:
@@ -195,8 +214,14 @@ class RelayServer:
         self.port: int = port
         #: What the start-up check of the stored documents found (see ``relay.integrity``).
         self.verified: VerifyReport | None = None
-        #: This process's name in the cluster (default, once listening: ``host:port``).
-        self.node_id = node_id
+        #: This relay's side of a cluster on a shared database (None: the only relay).
+        self.cluster = cluster
+        #: This process's name among the relay nodes (``/metrics``: ``tiendasync_node_info``).
+        self.node_id = check_node_id(
+            cluster.node_id if cluster is not None else (node_id or _node_id())
+        )
+        if cluster is not None:
+            cluster.attach(self.core, self.tenants)
         #: The cluster seen through the store of record (set by :meth:`start`).
         self.nodes: NodeBoard | None = None
         self._beat_task: asyncio.Task[None] | None = None
@@ -220,6 +245,12 @@ class RelayServer:
         return self.core.central_dir
 
     def central(self, tenant: str) -> CentralWriter:
+        if self.cluster is not None and not self.cluster.reviewer:
+            raise ConfigError(
+                f"relay node {self.node_id} does not run the invariant review (another node "
+                "holds the review lock): ask the node whose /metrics show "
+                "tiendasync_cluster_reviewer 1"
+            )
         return self.core.central(tenant)
 
     def tenants(self) -> list[str]:
@@ -256,13 +287,16 @@ class RelayServer:
         if self._server is not None:
             raise RuntimeError("relay already started")
         # Never announce what cannot be served: rebuild every stored doc first.
-        self.verified = await asyncio.to_thread(verify_store, self.store)
+        self.verified = await asyncio.to_thread(
+            verify_store, self.store, repair_underclaims=self.cluster is None
+        )
         self._writes = GroupCommit(
             self.core,
             self.store,
             max_batch=self.max_batch,
             compact_threshold=self.compact_threshold,
             spawn=self._spawn,
+            after_commit=None if self.cluster is None else self.cluster.committed,
         )
         # Invariant reviews run on one worker thread (in order): a big catch-up
         # must not stall pings and other stores; the central writers' writes come
@@ -277,6 +311,8 @@ class RelayServer:
         if self.core.reviews is not None:
             self.core.reviews.run = review_later
             self.core.reviews.call_soon = asyncio.get_running_loop().call_soon_threadsafe
+        if self.cluster is not None:  # LISTENing before anything is served
+            await self.cluster.start()
         self._writer_task = asyncio.create_task(self._writes.run(), name="relay-writer")
         self._sweeper_task = asyncio.create_task(self._sweeper(), name="relay-sweeper")
         self._revocation_task = asyncio.create_task(
@@ -295,8 +331,6 @@ class RelayServer:
         sockets = list(self._server.sockets)
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
-        if self.node_id is None:
-            self.node_id = f"{socket.gethostname()}:{self.port}"
         board = self.nodes = NodeBoard(self.store, self.node_id, time.time())
         self._beat_task = asyncio.create_task(
             board.run(
@@ -335,6 +369,8 @@ class RelayServer:
             await self._writes.drain()
         if self.nodes is not None:
             await asyncio.to_thread(self.nodes.forget)
+        if self.cluster is not None:
+            await self.cluster.stop()
         self.core.close()
 
     async def __aenter__(self) -> RelayServer:
@@ -553,9 +589,24 @@ class RelayServer:
                 return
             assert token is not None
             facts = await asyncio.to_thread(lookup_hello, self.store, hello)
+            if self.cluster is not None:  # serve what every node stored, not only ours
+                await self.cluster.serve_current(
+                    hello.tenant, None, lambda: self._welcome_current(session, hello, token, facts)
+                )
+                return
         except TiendaSyncError as exc:
             self.core.lookup_failed(session, exc)
             return
+        self.core.welcome(session, hello, token, facts)
+
+    async def _welcome_current(
+        self, session: RelaySession, hello: Hello, token: TokenRecord, facts: HelloFacts
+    ) -> None:
+        """Welcome with the state vectors as they are now (a cluster: read again after
+        this node's docs were brought up to date, see ``ClusterNode.serve_current``)."""
+        if not facts.foreign:
+            svs = await asyncio.to_thread(self.store.state_vectors, hello.tenant)
+            facts = dataclasses.replace(facts, state_vectors=svs)
         self.core.welcome(session, hello, token, facts)
 
     async def _serve_yjs(
@@ -568,7 +619,20 @@ class RelayServer:
             self.core.yjs_refuse(session, tenant, doc, status, record)
             await self._flush(link)
             return
-        self.core.yjs_open(session, tenant, doc, record, grants)
+        if self.cluster is not None:
+
+            async def open_current() -> None:
+                self.core.yjs_open(session, tenant, doc, record, grants)
+
+            try:
+                await self.cluster.serve_current(tenant, [doc], open_current)
+            except TiendaSyncError as exc:
+                log.error("session %s: catching %s/%s up failed: %s", session.id, tenant, doc, exc)
+                self.core.fail(session, CLOSE_INTERNAL, "internal error")
+                await self._flush(link)
+                return
+        else:
+            self.core.yjs_open(session, tenant, doc, record, grants)
         await self._flush(link)
         if session.close_code is not None:
             return

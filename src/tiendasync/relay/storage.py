@@ -195,7 +195,7 @@ def open_relay_store(spec: str) -> RelayStore:
     return open_postgresql_store(spec) if is_postgresql_url(spec) else SqliteRelayStore(spec)
 
 
-def open_postgresql_store(url: str) -> PostgresRelayStore:
+def open_postgresql_store(url: str, *, node_id: str | None = None) -> PostgresRelayStore:
     """A :class:`~tiendasync.relay.pgstore.PostgresRelayStore` on ``url``;
     :class:`~tiendasync.errors.ConfigError` naming the extra when psycopg is missing."""
     try:
@@ -204,7 +204,7 @@ def open_postgresql_store(url: str) -> PostgresRelayStore:
         raise ConfigError(
             f"a PostgreSQL store needs psycopg: pip install 'tiendasync[postgresql]' ({exc})"
         ) from exc
-    return PostgresRelayStore(url)
+    return PostgresRelayStore(url, node_id=node_id)
 
 
 # -- SQLite -----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any
 from tiendasync.relay.core import RelayCore
 from tiendasync.relay.docs import compact
 from tiendasync.relay.state import PendingWrite
-from tiendasync.relay.storage import RelayStore
+from tiendasync.relay.storage import AppendResult, RelayStore
 
 __all__ = ["GroupCommit"]
 
@@ -38,12 +38,15 @@ class GroupCommit:
         max_batch: int,
         compact_threshold: int,
         spawn: Callable[[Coroutine[Any, Any, None]], None],
+        after_commit: Callable[[list[PendingWrite], AppendResult], None] | None = None,
     ) -> None:
         self.core = core
         self.store = store
         self.max_batch = max_batch
         self.compact_threshold = compact_threshold
         self._spawn = spawn
+        #: told of each stored batch and its seqs, before its ACKs (a cluster node's cursors)
+        self.after_commit = after_commit
         self.queue: asyncio.Queue[PendingWrite | None] = asyncio.Queue()
         self._compacting: set[tuple[str, str]] = set()
         #: batches whose commit failed since start
@@ -104,6 +107,8 @@ class GroupCommit:
             )
             self.core.commit_failed(batch, exc)
             return
+        if self.after_commit is not None:
+            self.after_commit(batch, result)
         self.core.committed(batch, result, review=review)
         for key, count in result.log_counts.items():
             if count >= self.compact_threshold and key not in self._compacting:
