@@ -35,8 +35,8 @@ import psycopg
 from psycopg import conninfo
 
 from tiendasync.errors import ConfigError, NotFound, StorageError
-from tiendasync.relay import pgschema
 from tiendasync.protocol.statevector import decode_state_vector, encode_state_vector
+from tiendasync.relay import pgschema
 from tiendasync.relay.dblock import RelayLocked
 from tiendasync.relay.leases import Lease, LeaseLost, partitions_of
 from tiendasync.relay.records import (
