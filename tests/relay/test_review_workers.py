@@ -96,6 +96,15 @@ def _review_log(url: str) -> list[tuple[str, str, int, int, int, str]]:
         ]
 
 
+def _waiting_on_a_lock(url: str) -> bool:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE 'INSERT INTO review_log%'"
+        ).fetchone()
+    return row is not None and row[0] > 0
+
+
 def _reviewed_exactly_once(url: str, location: str, docs: list[str]) -> None:
     """Each doc's committed batches chain from 0 to (at least) its last seq, never
     overlapping: every update of it reviewed by exactly one committed batch.  (The
@@ -299,25 +308,35 @@ def test_sigkilled_worker_process_hands_its_partitions_over(
     log = tmp_path / "workers.log"
     first = _worker(pg_url, "first", log, "--lease-seconds", "1.5", "--review-batch", "2")
     try:
-        wait_until(lambda: len(_review_log(pg_url)) >= 3, "the first worker committing", 30)
-        first.send_signal(signal.SIGKILL)  # mid-review: it commits a batch every few ms
-        first.wait(10)
-        done_by_first = _review_log(pg_url)
+        wait_until(lambda: len(_review_log(pg_url)) >= 1, "the first worker committing", 30)
+        with psycopg.connect(pg_url) as blocker:
+            # Hold the worker inside its next commit: its last insert (review_log) waits
+            # on this lock, after its conflicts, updates and cursor rows are written.
+            blocker.execute("LOCK TABLE review_log IN SHARE MODE")
+            wait_until(lambda: _waiting_on_a_lock(pg_url), "the first worker mid-commit", 20)
+            done_by_first = _review_log(pg_url)
+            cursors = {loc: store.review_cursor("acme", loc) for loc in ("t1", "t2")}
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+        # its transaction died with it: nothing of the batch it was committing is there
+        assert _review_log(pg_url) == done_by_first
+        assert {loc: store.review_cursor("acme", loc) for loc in ("t1", "t2")} == cursors
         second = _worker(pg_url, "second", log, "--lease-seconds", "1.5", "--review-batch", "5")
         try:
 
             def caught_up() -> bool:
                 top = _max_seqs(pg_url)
                 for loc in ("t1", "t2"):
+                    lease = store.read_lease("acme", loc)
+                    if lease is None or lease.owner != "second":
+                        return False
                     cursor = store.review_cursor("acme", loc)
                     docs = [d for d in partition_docs(loc, list(top)) if d != "conflicts"]
                     if any(cursor.get(d, 0) < top[d] for d in docs):
                         return False
                 return True
 
-            wait_until(caught_up, "the second worker caught up", 40)
-            owners = {store.read_lease("acme", loc).owner for loc in ("t1", "t2")}  # type: ignore[union-attr]
-            assert owners == {"second"}
+            wait_until(caught_up, "the second worker took over and caught up", 40)
             second.send_signal(signal.SIGTERM)
             assert second.wait(15) == 0  # a clean stop: its leases released
         finally:
