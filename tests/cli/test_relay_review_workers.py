@@ -18,9 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from tests.cli.relay_process import SRC, tiendasync
+from tests.cli.relay_process import SRC
 from tests.support.processes import wait_until
 from tiendasync import Replica
+from tiendasync.relay.auth import issue_token
 from tiendasync.relay.pgstore import PostgresRelayStore
 
 ENV = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -68,12 +69,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> int:
 
 
 def _tokens(url: str) -> dict[str, str]:
-    return {
-        r: tiendasync(
-            "relay", "token", "add", "--store", url, "--tenant", "acme", "--replica", r
-        ).stdout.strip()
-        for r in ("caja-1", "caja-2", "office")
-    }
+    with PostgresRelayStore(url) as store:  # (the token command is tested on its own)
+        return {
+            r: issue_token(store, tenant="acme", replica_id=r)
+            for r in ("caja-1", "caja-2", "office")
+        }
 
 
 def _last_unit_sold_twice(tmp_path: Path, relay: str, tokens: dict[str, str]) -> None:
