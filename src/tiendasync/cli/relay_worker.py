@@ -62,7 +62,12 @@ def register_worker(sub: Any, load_invariants: Callable[[list[str]], list[Any]])
         "Stops cleanly on SIGTERM.",
     )
     worker.add_argument(
-        "--store", "--db", dest="worker_db", required=True, help="a postgresql:// URL"
+        "--store",
+        "--db",
+        dest="worker_db",
+        metavar="URL",
+        required=True,
+        help="the store of record: a postgresql:// URL",
     )
     worker.add_argument(
         "--cache-dir",
