@@ -28,6 +28,7 @@ import pytest
 from tests.support.processes import wait_until
 from tiendasync import Replica
 from tiendasync.relay.central import CENTRAL_REPLICA_ID
+from tiendasync.relay.docs import compact
 from tiendasync.relay.leases import Lease, LeaseLost, partition_docs
 from tiendasync.relay.pgstore import PostgresRelayStore
 from tiendasync.relay.records import AppendEntry, ConflictRecord
@@ -271,6 +272,34 @@ def test_a_stock_receipt_heals_what_the_worker_opened(
         healed = {r.sku: r.status for r in store.list_conflicts("acme")}
         assert healed[SKUS[0]] == "self_healed"
         assert {healed[s] for s in SKUS[1:]} == {"open"}
+    finally:
+        worker.close()
+
+
+def test_a_log_compacted_past_the_cursor_is_reviewed_from_its_snapshot(
+    store: PostgresRelayStore, tmp_path: Path
+) -> None:
+    _oversell(tmp_path, store, "t1")
+    for doc in store.state_vectors("acme"):  # nothing reviewed yet: every log folded
+        compact(store, "acme", doc)
+    worker = ReviewWorker(store, tmp_path / "w", owner="w")
+    try:
+        wait_until(lambda: worker.tick() == 0 and worker.commits > 0, "reviewed", 20)
+        assert len(store.list_conflicts("acme")) == len(SKUS)
+        made: list[tuple[str, bytes]] = []
+        restock = Replica.open(tmp_path / "r.db", tenant="acme", replica_id="t1-3", location="t1")
+        try:
+            restock.on_local_update(made.extend)
+            restock.inventory.receive_many({sku: 5 for sku in SKUS[:3]})
+        finally:
+            restock.close()
+        store.append_many([AppendEntry("acme", d, u, "t1-3", b"\x00") for d, u in made])
+        assert compact(store, "acme", "stock/t1") > 0  # folded before the worker read it
+        wait_until(lambda: worker.tick() == 0 and worker.reviewed > 0, "reviewed again", 20)
+        status = {r.sku: r.status for r in store.list_conflicts("acme")}
+        assert [status[s] for s in SKUS[:3]] == ["self_healed"] * 3
+        assert {status[s] for s in SKUS[3:]} == {"open"}
+        assert len(status) == len(SKUS)  # nothing opened twice by the rebuilds
     finally:
         worker.close()
 

@@ -119,7 +119,9 @@ class ReviewWorker:
     """Reviews the partitions whose leases it holds (see the module's docstring).
 
     ``lease_seconds``: how long a lease lasts unless renewed (a dead worker's
-    partitions move after at most that); renewed when less than a third is left.
+    partitions move after at most that); renewed when less than a third is left,
+    between batches and before a commit.  A batch (merge and review) must take
+    less than that, or it is never committed: size ``batch`` accordingly.
     ``batch``: most updates merged per partition per commit.  ``max_partitions``:
     most partitions held at once (``None``: as many as it finds free).
     ``clock``: this worker's monotonic clock (the leases' own expiry is the
@@ -365,8 +367,12 @@ class ReviewWorker:
             )
             for doc, data in held.pending
         ]
-        if self.clock() >= lease.expires_at:  # the database would refuse it anyway
-            raise LeaseLost(f"review of {lease.tenant}/{lease.location}: the lease ran out")
+        if lease.expires_at - self.clock() <= self.lease_seconds / 3:
+            # a long batch (a first build of a big partition): renew before committing,
+            # while it is still ours; a lease that ran out meanwhile is lost
+            if not self._renew(held):
+                raise LeaseLost(f"review of {lease.tenant}/{lease.location}: the lease ran out")
+            lease = held.lease
         self.store.commit_review(self._db_lease(held), reviewed_from, upto, entries, records)
         written, held.pending = held.pending, []
         held.cursor.update(upto)
