@@ -8,6 +8,7 @@
     tiendasync relay token list --db relay.db [--json]
     tiendasync relay token revoke --db relay.db ID
     tiendasync relay sync-now --replica tienda-1 [--full] --token-file admin.token
+    tiendasync relay worker --store postgresql://... (cli/relay_worker.py)
 
 Every handler runs under the one exit-code guard (:mod:`tiendasync.cli.exits`):
 ``sync-now`` exits 3 when the admin API refuses the token, 1 when it cannot
@@ -29,11 +30,13 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from contextlib import closing
 from typing import TYPE_CHECKING, Any, TextIO
 
 from tiendasync.cli.common import Commands, read_token_file
 from tiendasync.cli.exits import guard
+from tiendasync.cli.relay_worker import add_worker_options, register_worker, start_worker_thread
 from tiendasync.cli.tables import format_time
 from tiendasync.errors import (
     AuthError,
@@ -199,10 +202,19 @@ def register(commands: Commands) -> None:
         help="load app-defined invariants (an invariant or a list of them) "
         "from an importable module; repeatable",
     )
+    relay.add_argument(
+        "--review-workers",
+        type=int,
+        choices=(0, 1),
+        default=1,
+        help="with a postgresql:// store: run a review worker in this relay (1, the "
+        "default) or leave the review to `tiendasync relay worker` processes (0)",
+    )
+    add_worker_options(relay)
     relay.set_defaults(handler=guard(_run))
-    sub = relay.add_subparsers(dest="relay_command", metavar="{token,sync-now,export-sales}")
-
+    sub = relay.add_subparsers(dest="relay_command", metavar="{token,sync-now,export-sales,worker}")
     _add_export_sales(sub)
+    register_worker(sub, _load_invariants)
 
     now = sub.add_parser(
         "sync-now",
@@ -486,6 +498,35 @@ def _run_on_postgresql(args: argparse.Namespace) -> int:
     return 0
 
 
+def _review_by_workers(server: RelayServer, args: argparse.Namespace) -> Callable[[], None]:
+    """On a PostgreSQL store the review is the workers' (relay/workers.py): this relay's
+    central writers only merge (for the admin API's resolutions), and a worker thread
+    here reviews unless ``--review-workers 0``.  Returns what stops it."""
+    if server.core.reviews is not None:
+        server.core.reviews.review_invariants = False
+    if args.review_workers == 0:
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    fanout = server.core.fanout
+
+    def committed(tenant: str, writes: list[tuple[str, bytes]]) -> None:
+        # Served to this relay's sessions at once (ingest_central logs the update once
+        # more: harmless, CRDT updates are idempotent) until the nodes' catch-up from
+        # the table (issue 15 part 2) serves every node's sessions.
+        for doc, data in writes:
+            loop.call_soon_threadsafe(fanout.ingest_central, tenant, doc, data)
+
+    cache = os.path.join(str(server.central_dir or "."), "review-workers")
+    return start_worker_thread(
+        args.db,
+        cache,
+        _load_invariants(args.invariants),
+        lease_seconds=args.lease_seconds,
+        batch=args.review_batch,
+        on_committed=committed,
+    )
+
+
 async def _serve(
     store: RelayStore,
     args: argparse.Namespace,
@@ -569,6 +610,7 @@ async def _serve(
             file=sys.stderr,
             flush=True,
         )
+    stop_workers = _review_by_workers(server, args) if is_postgresql_url(args.db) else None
     scheme = "wss" if ssl_context else "ws"
     print(
         f"tiendasync relay listening on {scheme}://{args.host}:{server.port}/sync",
@@ -579,6 +621,8 @@ async def _serve(
         await stop.wait()
         log.info("stopping")
     finally:
+        if stop_workers is not None:
+            await asyncio.to_thread(stop_workers)
         if admin is not None:
             await admin.stop()
         await server.stop()

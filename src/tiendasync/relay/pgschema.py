@@ -24,7 +24,7 @@ from tiendasync.errors import StorageError
 
 __all__ = ["MIGRATIONS", "MIGRATION_LOCK", "SCHEMA", "SCHEMA_VERSION", "migrate", "statements"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: ``pg_advisory_xact_lock`` key held while a process checks and migrates the schema.
 MIGRATION_LOCK = 0x7469656E64615331  # "tiendaS1"
@@ -155,6 +155,42 @@ CREATE TABLE IF NOT EXISTS conflicts (
 CREATE INDEX IF NOT EXISTS conflicts_status ON conflicts (tenant, status, opened_at);
 """
 
+#: Schema 2 (issue 15 part 3, "review leases"): the review partitions' leases, their
+#: cursors (per document: the last seq reviewed, committed with the review's writes)
+#: and the log of committed review batches (which seqs each epoch reviewed).
+REVIEW_LEASES = """
+CREATE TABLE IF NOT EXISTS review_leases (
+    tenant TEXT NOT NULL,
+    location TEXT NOT NULL,
+    owner TEXT,
+    epoch BIGINT NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL,
+    acquired_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (tenant, location)
+);
+CREATE TABLE IF NOT EXISTS review_cursors (
+    tenant TEXT NOT NULL,
+    location TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    PRIMARY KEY (tenant, location, doc)
+);
+CREATE TABLE IF NOT EXISTS review_log (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    location TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    after_seq BIGINT NOT NULL,
+    upto_seq BIGINT NOT NULL,
+    epoch BIGINT NOT NULL,
+    owner TEXT NOT NULL,
+    committed_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS review_log_partition ON review_log (tenant, location, doc, upto_seq);
+"""
+
+SCHEMA += REVIEW_LEASES
+
 #: ``execute(sql, params)`` on the migrating transaction's connection.
 Execute = Callable[[str, tuple[Any, ...]], Any]
 #: A step turns a database of version ``v`` into ``v + 1``.
@@ -162,17 +198,27 @@ Migration = Callable[[Execute], None]
 
 
 def _v1_to_v2_relay_nodes(execute: Execute) -> None:
-    """Version 2 adds ``relay_nodes`` and ``node_requests`` (the cluster's heartbeats and
+    """1 -> 2: ``relay_nodes`` and ``node_requests`` (the cluster's heartbeats and
     cross-node sync requests): new tables only, which :data:`SCHEMA` creates."""
 
 
-#: ``{version: step}``: each step turns version ``v`` into ``v + 1``.
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2_relay_nodes}
+def _v2_to_v3_review_leases(execute: Execute) -> None:
+    """2 -> 3: the review workers' leases, cursors and log (new tables only)."""
+    for statement in _split(REVIEW_LEASES):
+        execute(statement, ())
+
+
+#: ``{version: step}``: step ``v`` turns a database of version ``v`` into ``v + 1``.
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2_relay_nodes, 2: _v2_to_v3_review_leases}
+
+
+def _split(sql: str) -> list[str]:
+    return [s.strip() for s in sql.split(";") if s.strip()]
 
 
 def statements() -> list[str]:
     """:data:`SCHEMA` as single statements."""
-    return [s.strip() for s in SCHEMA.split(";") if s.strip()]
+    return _split(SCHEMA)
 
 
 def migrate(execute: Execute, found: int | None, where: str) -> int:

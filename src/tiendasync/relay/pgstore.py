@@ -38,6 +38,7 @@ from psycopg import conninfo
 from tiendasync.errors import ConfigError, NotFound, StorageError
 from tiendasync.protocol.statevector import decode_state_vector, encode_state_vector
 from tiendasync.relay import pgschema
+from tiendasync.relay.leases import Lease, LeaseLost, partitions_of
 from tiendasync.relay.records import (
     AppendEntry,
     AppendResult,
@@ -97,6 +98,11 @@ def merge_state_vectors(a: bytes, b: bytes) -> bytes:
 def update_notice(node: str, tenant: str, doc: str, seq: int) -> str:
     """The payload announcing that ``node`` committed ``doc`` up to ``seq`` (kind ``u``)."""
     return json.dumps({"k": "u", "n": node, "t": tenant, "d": doc, "s": seq}, separators=(",", ":"))
+
+
+#: The database's clock, in seconds since the epoch: leases expire on it, so the
+#: workers' own clocks only decide when they look, never who holds a partition.
+_DB_NOW = "SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8"
 
 
 def describe_url(url: str) -> str:
@@ -703,6 +709,255 @@ class PostgresRelayStore:
             (tenant, status, status),
         )
         return [ConflictRecord(*row) for row in rows]
+
+    # -- review partitions: leases, cursors, fenced commits (relay/workers.py) -----------------
+
+    def review_partitions(self) -> list[tuple[str, str]]:
+        """Every ``(tenant, location)`` review partition the stored documents make
+        (:func:`~tiendasync.relay.leases.partitions_of`)."""
+        by_tenant: dict[str, list[str]] = {}
+        for tenant, doc in self._read("SELECT tenant, doc FROM docs ORDER BY tenant, doc"):
+            by_tenant.setdefault(tenant, []).append(doc)
+        return [(t, loc) for t, docs in by_tenant.items() for loc in partitions_of(docs)]
+
+    @staticmethod
+    def _now(conn: Connection) -> float:
+        row = conn.execute(_DB_NOW).fetchone()
+        assert row is not None
+        return float(row[0])
+
+    def acquire_lease(
+        self, tenant: str, location: str, owner: str, ttl: float
+    ) -> tuple[Lease | None, float]:
+        """Take the partition's lease for ``ttl`` seconds if it is free or expired (a new
+        epoch) or already ``owner``'s (renewed, same epoch); ``(None, now)`` if another
+        worker holds it.  ``now``: the database's clock at the call."""
+        with self._write() as conn:
+            now = self._now(conn)
+            mine = "review_leases.owner = excluded.owner AND review_leases.expires_at > %(now)s"
+            row = conn.execute(
+                "INSERT INTO review_leases (tenant, location, owner, epoch, expires_at, "
+                "acquired_at) VALUES (%(tenant)s, %(location)s, %(owner)s, 1, %(until)s, "
+                "%(now)s) ON CONFLICT (tenant, location) DO UPDATE SET owner = excluded.owner, "
+                f"expires_at = excluded.expires_at, epoch = CASE WHEN {mine} "
+                "THEN review_leases.epoch ELSE review_leases.epoch + 1 END, "
+                f"acquired_at = CASE WHEN {mine} THEN review_leases.acquired_at "
+                "ELSE excluded.acquired_at END "
+                "WHERE review_leases.owner IS NULL OR review_leases.expires_at <= %(now)s "
+                "OR review_leases.owner = excluded.owner RETURNING epoch, expires_at",
+                {
+                    "tenant": tenant,
+                    "location": location,
+                    "owner": owner,
+                    "until": now + ttl,
+                    "now": now,
+                },
+            ).fetchone()
+        if row is None:
+            return None, now
+        return Lease(tenant, location, owner, int(row[0]), float(row[1])), now
+
+    def renew_lease(self, lease: Lease, ttl: float) -> tuple[Lease | None, float]:
+        """Extend a lease its owner still holds; ``(None, now)`` if it no longer does."""
+        with self._write() as conn:
+            now = self._now(conn)
+            row = conn.execute(
+                "UPDATE review_leases SET expires_at = %s WHERE tenant = %s AND location = %s "
+                "AND owner = %s AND epoch = %s AND expires_at > %s RETURNING expires_at",
+                (now + ttl, lease.tenant, lease.location, lease.owner, lease.epoch, now),
+            ).fetchone()
+        if row is None:
+            return None, now
+        return Lease(lease.tenant, lease.location, lease.owner, lease.epoch, float(row[0])), now
+
+    def release_lease(self, lease: Lease) -> None:
+        """Let the partition go at once (a clean stop), if ``lease`` still holds it."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE review_leases SET owner = NULL, expires_at = 0 WHERE tenant = %s "
+                "AND location = %s AND owner = %s AND epoch = %s",
+                (lease.tenant, lease.location, lease.owner, lease.epoch),
+            )
+
+    def read_lease(self, tenant: str, location: str) -> Lease | None:
+        rows = self._read(
+            "SELECT owner, epoch, expires_at FROM review_leases WHERE tenant = %s "
+            "AND location = %s",
+            (tenant, location),
+        )
+        if not rows:
+            return None
+        owner, epoch, expires_at = rows[0]
+        return Lease(tenant, location, owner, int(epoch), float(expires_at))
+
+    def review_cursor(self, tenant: str, location: str) -> dict[str, int]:
+        """The partition's committed cursor: the last seq reviewed, per document."""
+        rows = self._read(
+            "SELECT doc, seq FROM review_cursors WHERE tenant = %s AND location = %s",
+            (tenant, location),
+        )
+        return {d: int(s) for d, s in rows}
+
+    def updates_after(
+        self, tenant: str, cursor: dict[str, int], limit: int
+    ) -> tuple[list[tuple[int, str, bytes]], set[str]]:
+        """Up to ``limit`` logged updates of ``cursor``'s documents after its seqs, by seq
+        (per document: commit order), and the documents whose snapshot folded updates
+        after the cursor (gone from the log: the partition must be rebuilt from them)."""
+        docs, after = list(cursor), [cursor[d] for d in cursor]
+        with self._snapshot() as conn:
+            folded = conn.execute(
+                "SELECT s.doc FROM snapshots s JOIN unnest(%s::text[], %s::bigint[]) "
+                "AS c(doc, seq) ON s.doc = c.doc WHERE s.tenant = %s AND s.upto_seq > c.seq",
+                (docs, after, tenant),
+            ).fetchall()
+            rows = conn.execute(
+                "SELECT u.seq, u.doc, u.data, u.checksum FROM updates u "
+                "JOIN unnest(%s::text[], %s::bigint[]) AS c(doc, seq) ON u.doc = c.doc "
+                "WHERE u.tenant = %s AND u.seq > c.seq ORDER BY u.seq LIMIT %s",
+                (docs, after, tenant, limit),
+            ).fetchall()
+        out = [(int(q), d, bytes(b)) for q, d, b, c in rows if checksum_of(bytes(b)) == int(c)]
+        return out, {r[0] for r in folded}
+
+    def commit_review(
+        self,
+        lease: Lease,
+        reviewed_from: dict[str, int],
+        cursor: dict[str, int],
+        entries: Sequence[AppendEntry],
+        conflicts: Sequence[tuple[ConflictRecord, bool]],
+    ) -> list[int]:
+        """Commit one reviewed batch in one transaction, fenced by ``lease``: the review's
+        writes (``entries``, logged like a replica's, each document's state vector merged
+        with the stored one), the conflicts' rows (``(record, opens)``) and the cursor
+        moved from ``reviewed_from`` to ``cursor``.  Returns the seqs logged.
+
+        :class:`~tiendasync.relay.leases.LeaseLost`, with nothing committed, when the
+        lease is no longer held (another epoch, or expired), when the stored cursor is
+        not ``reviewed_from``, or when a conflict it opens is recorded already.
+        """
+        with self._write() as conn, conn.cursor() as cur:
+            # The row lock holds off a takeover until this commit ends (acquire_lease
+            # waits on it), so the check below stays true until COMMIT.
+            row = conn.execute(
+                "SELECT owner, epoch, expires_at FROM review_leases WHERE tenant = %s "
+                "AND location = %s FOR UPDATE",
+                (lease.tenant, lease.location),
+            ).fetchone()
+            now = self._now(conn)
+            stored = None if row is None else Lease(lease.tenant, lease.location, *row)
+            if (
+                stored is None
+                or lease.owner is None
+                or not stored.held_by(lease.owner, lease.epoch, now)
+            ):
+                raise LeaseLost(
+                    f"review of {lease.tenant}/{lease.location}: the lease of epoch "
+                    f"{lease.epoch} is no longer held"
+                )
+            found = dict(
+                conn.execute(
+                    "SELECT doc, seq FROM review_cursors WHERE tenant = %s AND location = %s "
+                    "FOR UPDATE",
+                    (lease.tenant, lease.location),
+                ).fetchall()
+            )
+            if any(int(found.get(d, 0)) != reviewed_from.get(d, 0) for d in cursor):
+                raise LeaseLost(f"review of {lease.tenant}/{lease.location}: its cursor moved")
+            seqs = self._log_review_writes(cur, entries)
+            for record, opens in conflicts:
+                inserted = conn.execute(
+                    f"INSERT INTO conflicts ({self._CONFLICT_COLS}) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (tenant, id) DO NOTHING RETURNING 1",
+                    (
+                        record.tenant,
+                        record.id,
+                        record.invariant,
+                        record.location,
+                        record.sku,
+                        record.status,
+                        record.opened_at,
+                        record.updated_at,
+                        record.source_seq,
+                    ),
+                ).fetchone()
+                if inserted is None and opens:
+                    raise LeaseLost(f"conflict {record.id} of {record.tenant} is open already")
+                if inserted is None:
+                    conn.execute(
+                        "UPDATE conflicts SET status = %s, updated_at = %s "
+                        "WHERE tenant = %s AND id = %s",
+                        (record.status, record.updated_at, record.tenant, record.id),
+                    )
+            moved = [d for d in sorted(cursor) if cursor[d] != reviewed_from.get(d, 0)]
+            if moved:
+                cur.executemany(
+                    "INSERT INTO review_cursors (tenant, location, doc, seq) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT (tenant, location, doc) "
+                    "DO UPDATE SET seq = excluded.seq",
+                    [(lease.tenant, lease.location, d, cursor[d]) for d in moved],
+                )
+                cur.executemany(
+                    "INSERT INTO review_log (tenant, location, doc, after_seq, upto_seq, epoch, "
+                    "owner, committed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    [
+                        (
+                            lease.tenant,
+                            lease.location,
+                            d,
+                            reviewed_from.get(d, 0),
+                            cursor[d],
+                            lease.epoch,
+                            lease.owner,
+                            now,
+                        )
+                        for d in moved
+                    ],
+                )
+        return seqs
+
+    @staticmethod
+    def _log_review_writes(cur: psycopg.Cursor[Any], entries: Sequence[AppendEntry]) -> list[int]:
+        """Log a review's writes like :meth:`append_many`, under each document's row lock
+        (so per document seq order stays commit order); the stored state vector is
+        merged with the writer's, which may lack what others committed meanwhile."""
+        seqs: list[int] = []
+        for key in sorted({(e.tenant, e.doc) for e in entries}):
+            mine = [e for e in entries if (e.tenant, e.doc) == key]
+            cur.execute(
+                "INSERT INTO docs (tenant, doc, state_vector, log_count, updated_at) "
+                "VALUES (%s, %s, %s, 0, %s) ON CONFLICT (tenant, doc) "
+                "DO UPDATE SET log_count = docs.log_count RETURNING state_vector",
+                (*key, mine[0].state_vector, mine[0].received_at),
+            )
+            row = cur.fetchone()
+            assert row is not None
+            clocks = decode_state_vector(bytes(row[0]))
+            for e in mine:
+                for client, clock in decode_state_vector(e.state_vector).items():
+                    clocks[client] = max(clock, clocks.get(client, 0))
+                if e.data is not None:
+                    cur.execute(
+                        "INSERT INTO updates (tenant, doc, data, replica, received_at, checksum) "
+                        "VALUES (%s, %s, %s, %s, %s, %s) RETURNING seq",
+                        (*key, e.data, e.replica, e.received_at, checksum_of(e.data)),
+                    )
+                    seq_row = cur.fetchone()
+                    assert seq_row is not None
+                    seqs.append(int(seq_row[0]))
+            cur.execute(
+                "UPDATE docs SET state_vector = %s, log_count = log_count + %s, updated_at = %s "
+                "WHERE tenant = %s AND doc = %s",
+                (
+                    encode_state_vector(clocks),
+                    sum(e.data is not None for e in mine),
+                    mine[-1].received_at,
+                    *key,
+                ),
+            )
+        return seqs
 
 
 def _node_record(row: Sequence[Any]) -> NodeRecord | None:

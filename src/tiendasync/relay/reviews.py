@@ -58,6 +58,8 @@ class ReviewWork:
     updates: dict[tuple[str, str], list[bytes]]
     #: tenants to review even without updates (a retry)
     retry: frozenset[str] = frozenset()
+    #: review invariants after merging (False: only merge; review workers review)
+    review: bool = True
 
     def run(self) -> None:
         reviewed: set[str] = set(t for t in self.retry if t in self.writers)
@@ -77,7 +79,7 @@ class ReviewWork:
             except Exception:  # a bug: logged, and caught up again at retry
                 writer.behind = True
                 log.exception("central merge of %s/%s failed", tenant, doc)
-        for tenant in sorted(reviewed):
+        for tenant in sorted(reviewed) if self.review else ():
             try:
                 self.writers[tenant].review()
             except Exception:
@@ -118,6 +120,10 @@ class CentralReviews:
         #: How a writer's writes (possibly made on that worker thread) get back to
         #: the core: default at once; the server uses ``loop.call_soon_threadsafe``.
         self.call_soon: Callable[..., Any] = lambda fn, *args: fn(*args)
+        #: False when review workers review (:mod:`tiendasync.relay.workers`, on a
+        #: PostgreSQL store): the writers then only merge, so the admin API's
+        #: resolutions act on current state, and neither review nor apply requests.
+        self.review_invariants = True
 
     def writer(self, tenant: str) -> CentralWriter:
         """The tenant's writer replica, opened and caught up on first use."""
@@ -144,7 +150,8 @@ class CentralReviews:
             writer.behind = True
             log.error("central writer of %s: catch-up failed (retried later): %s", tenant, exc)
         self._offer_own(tenant, writer)
-        writer.review()
+        if self.review_invariants:
+            writer.review()
         return writer
 
     def _offers(self, tenant: str, writer: CentralWriter) -> dict[tuple[str, str], list[bytes]]:
@@ -181,7 +188,7 @@ class CentralReviews:
             except Exception:
                 self._unopened.add(tenant)  # its catch-up at open covers this batch
                 log.exception("central writer of %s unavailable (retried later)", tenant)
-        self.run(ReviewWork(writers, grouped))
+        self.run(ReviewWork(writers, grouped, review=self.review_invariants))
 
     def relay_write_failed(self, batch: list[PendingWrite]) -> None:
         """The relay could not store these writes: a writer's own ones are offered again."""
@@ -211,7 +218,11 @@ class CentralReviews:
                 self._offer_own(tenant, writer)
             writer.retry_queued = True
             log.info("central writer of %s: retrying its review", tenant)
-            self.run(ReviewWork({tenant: writer}, updates, frozenset({tenant})))
+            self.run(
+                ReviewWork(
+                    {tenant: writer}, updates, frozenset({tenant}), review=self.review_invariants
+                )
+            )
 
     def open_conflicts(self) -> int:
         return sum(len(w.conflicts(status="open", limit=10**9)) for w in self._writers.values())

@@ -16,7 +16,7 @@ store's copy of the conflict shows the request (:attr:`Conflict.requested`).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -187,6 +187,11 @@ class ConflictBook:
         self._compensator = compensator
         #: Resolutions are applied here (the relay's writer), not requested.
         self.authoritative = False
+        #: ``new_id(key)``: the id a new conflict on ``key`` gets.  Default (``None``):
+        #: a hash of the key, the time and this writer, unique but not reproducible.
+        #: The relay's review workers give one from the key and how many conflicts it
+        #: had, so two writers opening "the same" conflict name it alike.
+        self.new_id: Callable[[str], str] | None = None
 
     def make_authoritative(self) -> None:
         """This book is the relay's: it applies resolutions and stores' requests."""
@@ -317,7 +322,9 @@ class ConflictBook:
                     ):
                         continue  # accepted as a backorder and not worse since
                     cid = (
-                        "C-"
+                        self.new_id(key)
+                        if self.new_id is not None
+                        else "C-"
                         + hashlib.sha1(f"{key}|{now}|{core.client_id}".encode()).hexdigest()[:10]
                     )
                     writes[cid] = {
@@ -397,7 +404,11 @@ class ConflictBook:
             ]
             for name, ws in losers.items()
         }
-        cid = "C-" + hashlib.sha1(f"{key}|{now}".encode()).hexdigest()[:10]
+        cid = (
+            self.new_id(key)
+            if self.new_id is not None
+            else "C-" + hashlib.sha1(f"{key}|{now}".encode()).hexdigest()[:10]
+        )
         return cid, {
             "invariant": CATALOG_REVIEW,
             "location": "-",
