@@ -21,7 +21,7 @@ import logging
 import secrets
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,9 +144,16 @@ class RelayServer:
         hello_timeout: float = 10.0,
         limits: RateLimits | None = None,
         sync_log_days: float = 90.0,
+        review_delay: float = 0.2,
     ) -> None:
         if not sync_log_days > 0:
             raise ConfigError(f"sync_log_days must be positive, got {sync_log_days!r}")
+        if not review_delay >= 0:
+            raise ConfigError(f"review_delay must be 0 or more, got {review_delay!r}")
+        #: Seconds committed updates are gathered before the central writers merge
+        #: and review them together (``CentralReviews.review``); 0: every batch.
+        self.review_delay = review_delay
+        self._review_timer: asyncio.TimerHandle | None = None
         self.store = store
         #: Sessions older than this leave the sync log (each replica's newest stays).
         self.sync_log_days = sync_log_days
@@ -253,9 +260,15 @@ class RelayServer:
         def review_later(work: ReviewWork) -> None:
             pool.submit(work.run)
 
+        loop = asyncio.get_running_loop()
+
+        def defer(flush: Callable[[], None]) -> None:
+            self._review_timer = loop.call_later(self.review_delay, flush)
+
         if self.core.reviews is not None:
             self.core.reviews.run = review_later
-            self.core.reviews.call_soon = asyncio.get_running_loop().call_soon_threadsafe
+            self.core.reviews.call_soon = loop.call_soon_threadsafe
+            self.core.reviews.defer = defer if self.review_delay > 0 else None
         self._writer_task = asyncio.create_task(self._writes.run(), name="relay-writer")
         self._sweeper_task = asyncio.create_task(self._sweeper(), name="relay-sweeper")
         self._revocation_task = asyncio.create_task(
@@ -287,6 +300,9 @@ class RelayServer:
         if self._writes is not None and self._writer_task is not None:
             self._writes.stop()
             await self._writer_task
+        if self._review_timer is not None:
+            self._review_timer.cancel()
+        self.core.flush_reviews()  # what was gathered for review goes to the pool first
         if self._review_pool is not None:
             await asyncio.to_thread(self._review_pool.shutdown, True)
             self._review_pool = None
