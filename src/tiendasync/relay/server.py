@@ -89,6 +89,14 @@ def _close_reason(reason: str) -> str:
 SEND_CHUNK_BYTES = 1024 * 1024
 
 
+def _high_water(transport: asyncio.WriteTransport) -> int:
+    """The write-buffer size past which ``transport`` pauses its writers (0: unknown)."""
+    try:
+        return int(transport.get_write_buffer_limits()[1])
+    except (AttributeError, TypeError, ValueError, IndexError):
+        return 0
+
+
 class _Stalled(Exception):
     """Outgoing data made no progress for ``seconds``: the peer does not read."""
 
@@ -405,6 +413,9 @@ class RelayServer:
         link = self._links.get(session.id)
         if link is None or link.flush_scheduled:
             return
+        conn = session.conn
+        if conn is not None and not conn.pending_bytes and not conn.closed:
+            return  # nothing to send (the core reports every message it took)
         link.flush_scheduled = True
 
         async def run() -> None:
@@ -463,13 +474,16 @@ class RelayServer:
         ``RateLimits.max_send_stall_s`` seconds.
         """
         ws, stall = link.ws, self.core.limits.max_send_stall_s
-        if not stall:
+        transport = ws.transport
+        last = transport.get_write_buffer_size()
+        if not stall or (last == 0 and len(message) + 64 <= _high_water(transport)):
+            # Nothing buffered and room for this message: the send cannot wait for the
+            # peer (it waits only once the buffer is over its high-water mark), so it
+            # needs no watch (a task and a timer per message, on the busiest path).
             await ws.send(message)
             return
         loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(ws.send(message))
-        transport = ws.transport
-        last = transport.get_write_buffer_size()
         since = loop.time()
         tick = min(0.25, stall / 4)
         while True:
@@ -518,7 +532,8 @@ class RelayServer:
                 hello = self.core.receive(session, message, time.monotonic())
                 if hello is not None:
                     await self._answer_hello(session, hello)
-                await self._flush(link)
+                if session.conn.pending_bytes or session.conn.closed:
+                    await self._flush(link)
                 if session.conn.closed:
                     break
         except ConnectionClosed:
