@@ -29,7 +29,20 @@ def test_ab_paced_runs_both_trees(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def test_paced_floor_reports_bulk_and_paced(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["--k", "2", "--rates", "50", "--seconds", "0.3", "--bulk", "100"]
+    argv = ["--k", "2", "--rates", "50", "--seconds", "0.3", "--bulk", "500"]
     assert paced_floor.main(argv) == 0
     text = capsys.readouterr().out
-    assert "echo server, bulk:" in text and "2 x 50/s (100/s)" in text and "x bulk)" in text
+    assert "echo server, bulk:" in text and "2 x 50/s (100/s)" in text and "bulk" in text
+
+
+def test_wire_breakdown_adds_up(tmp_path: Path) -> None:
+    from benchmarks import wire_breakdown
+
+    result = wire_breakdown.breakdown(tmp_path, lines=1)
+    assert result["captured_docs"][0].startswith("sales/") and len(result["docs"]) == 2
+    parts = result["websocket_header"]
+    for part in result["docs"].values():
+        assert part["keys"] + part["content"] + part["other"] == part["update"]
+        parts += part["envelope"] + part["update"]
+    assert parts == result["total"] and 64 < result["total"] < 200
+    assert result["docs"]["sales"]["content"] > 0  # the sale record's JSON text
