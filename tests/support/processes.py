@@ -149,7 +149,8 @@ class Cluster:
             r: Pos(workdir, r, loc, self.url, self.tokens[r]) for r, loc in replicas.items()
         }
 
-    def start_relay(self) -> None:
+    def start_relay(self, *extra_args: str) -> None:
+        """Start the relay process (``extra_args``: more ``tiendasync relay`` options)."""
         with (self.workdir / "relay.log").open("a") as log:
             self.relay = subprocess.Popen(
                 [
@@ -165,6 +166,7 @@ class Cluster:
                     str(self.port),
                     "--admin-port",
                     str(self.admin_port),
+                    *extra_args,
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=log,

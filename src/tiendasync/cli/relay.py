@@ -195,6 +195,13 @@ def register(commands: Commands) -> None:
         help="days the relay keeps its sync log (each store's newest session stays); default 90",
     )
     relay.add_argument(
+        "--review-delay-s",
+        type=float,
+        default=0.2,
+        help="seconds committed updates are gathered before the central review merges and "
+        "reviews them together; default 0.2, 0: review every commit",
+    )
+    relay.add_argument(
         "--invariants",
         action="append",
         default=[],
@@ -553,6 +560,7 @@ async def _serve(
         sync_log_days=args.sync_log_days,
         cluster=cluster,
         node_id=check_node_id(args.node_id) if args.node_id else None,
+        review_delay=args.review_delay_s,
         limits=RateLimits(
             args.max_conns_per_token,
             args.max_msgs_per_s,

@@ -15,6 +15,7 @@ sync priority; :func:`parse_doc` is the one parser of document names.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -104,7 +105,16 @@ def sales_doc(location: str, wall_ms: int) -> str:
 
 def parse_doc(doc: object) -> DocName:
     """Parse a document name; raises InvalidArgument for bad names."""
-    if not isinstance(doc, str) or not doc or len(doc) > MAX_DOC_NAME:
+    if not isinstance(doc, str):
+        raise InvalidArgument(f"bad document name {doc!r}")
+    return _parse_doc_name(str(doc))
+
+
+# The relay checks every update's document name several times: the good names
+# (a few per store) are parsed once.  A bad name raises, and is never cached.
+@functools.lru_cache(maxsize=4096)
+def _parse_doc_name(doc: str) -> DocName:
+    if not doc or len(doc) > MAX_DOC_NAME:
         raise InvalidArgument(f"bad document name {doc!r}")
     if doc in (CATALOG, LOCATIONS, CONFLICTS):
         return DocName(doc, doc)

@@ -106,6 +106,11 @@ class CentralWriter:
             return 0, 0, 0
         return self.review()
 
+    def merge_many(self, updates: list[tuple[str, bytes]]) -> None:
+        """Merge updates the relay stored (several documents) in one local transaction,
+        all or nothing; no review (see :meth:`review`)."""
+        self.replica.apply_remote_many(updates)
+
     def review(self) -> tuple[int, int, int]:
         """Review what changed since the last review that succeeded.
 

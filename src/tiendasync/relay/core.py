@@ -383,6 +383,12 @@ class RelayCore:
         if review and self.reviews is not None:
             self.reviews.review(batch)
 
+    def flush_reviews(self) -> None:
+        """Hand the committed updates gathered for review to the central writers now
+        (``CentralReviews.flush``; the pump calls it before it stops)."""
+        if self.reviews is not None:
+            self.reviews.flush()
+
     def commit_failed(self, batch: list[PendingWrite], exc: BaseException) -> None:
         """Storing ``batch`` failed: memory must not hold what disk lacks.
 

@@ -378,7 +378,13 @@ class DocCache:
         rdoc.subscription = rdoc.doc.observe(capture)
 
     def apply(
-        self, tenant: str, name: str, data: bytes, ends: dict[int, int] | None = None
+        self,
+        tenant: str,
+        name: str,
+        data: bytes,
+        ends: dict[int, int] | None = None,
+        *,
+        before: bytes | None = None,
     ) -> ApplyResult:
         """Apply an untrusted (already parsed) update to the relay doc.
 
@@ -389,11 +395,14 @@ class DocCache:
         told.  An update that fills held ones applies them after it
         (``result.released``).  Raises RemoteProtocolError if the engine
         refuses the update (the doc is then reloaded from storage at next use).
+        ``before``: the doc's state vector (:meth:`RelayDoc.state_vector`) if the
+        caller took it since the doc last changed (one encode less).
         """
         rdoc = self.get(tenant, name)
         now = self._clock()
         self._expire((tenant, name), now)
-        before = rdoc.state_vector()
+        if before is None:
+            before = rdoc.state_vector()
         if isinstance(ends, Reach) and _missing(ends.needs, decode_state_vector(before)):
             held = self._hold(rdoc, data, ends, now)
             return ApplyResult(None, True, before, held=held)

@@ -39,6 +39,7 @@ Sales are write-once: a sales item never replaces another.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -53,6 +54,7 @@ from tiendasync.model.docnames import PRODUCT_INTEGER_FIELDS, DocName, parse_doc
 from tiendasync.model.names import MAX_SAFE_INTEGER, check_name
 from tiendasync.model.sales import sale_id_writer, sale_record_problem, sale_time_ms
 from tiendasync.protocol import CLOSE_FORBIDDEN, CLOSE_PROTOCOL, CloseCode
+from tiendasync.protocol.statevector import decode_state_vector
 from tiendasync.protocol.yjs_update import (
     REF_ANY,
     REF_DELETED,
@@ -191,13 +193,19 @@ def _check_doc(ctx: _Context) -> None:
     if doc.data_type == "resolutions" and not writer.relay and doc.location != writer.location:
         raise _Refused(f"resolution requests of {doc.location!r} are not yours to write")
     if doc.period is not None:
-        latest = time.strftime("%Y-%m", time.gmtime(ctx.latest_ms / 1000))
+        latest = _month_of_minute(ctx.latest_ms // 60_000)
         if doc.period > latest:
             raise _Refused(
                 f"sales of {doc.period} are in the future of the relay's clock "
                 f"({latest}): fix this machine's clock",
                 CloseCode.CLOCK_AHEAD,
             )
+
+
+@functools.lru_cache(maxsize=4)
+def _month_of_minute(minute: int) -> str:
+    """``YYYY-MM`` (UTC) of a minute since the epoch (one ``strftime`` a minute, not per update)."""
+    return time.strftime("%Y-%m", time.gmtime(minute * 60))
 
 
 def _check_structs(ctx: _Context, parsed: ParsedUpdate, known: Mapping[int, int]) -> None:
@@ -427,9 +435,18 @@ class OwnershipGate:
         self.max_drift_ms = max_drift_ms
 
     def refusal(
-        self, tenant: str, doc: str, parsed: ParsedUpdate, writer: Writer
+        self,
+        tenant: str,
+        doc: str,
+        parsed: ParsedUpdate,
+        writer: Writer,
+        *,
+        state_vector: bytes | None = None,
     ) -> Refusal | None:
-        """Why ``writer`` may not apply ``parsed`` to ``tenant``'s ``doc`` (None: it may)."""
+        """Why ``writer`` may not apply ``parsed`` to ``tenant``'s ``doc`` (None: it may).
+
+        ``state_vector``: the relay doc's state vector now, if the caller has it.
+        """
         try:
             name = parse_doc(doc)
         except InvalidArgument:
@@ -448,7 +465,7 @@ class OwnershipGate:
             name,
             parsed,
             writer,
-            known=rdoc.clocks(),
+            known=rdoc.clocks() if state_vector is None else decode_state_vector(state_vector),
             deleted=already_deleted,
             now_ms=int(self.clock() * 1000),
             max_drift_ms=self.max_drift_ms,

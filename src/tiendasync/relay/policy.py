@@ -44,6 +44,10 @@ __all__ = [
 ]
 
 
+#: Answers a :class:`Grants` keeps (reads and writes, one per doc name).
+_MEMO_DOCS = 4096
+
+
 @dataclass(frozen=True)
 class Grants:
     """Which docs a replica may read and write.
@@ -62,10 +66,29 @@ class Grants:
     location: str | None = None
 
     def can_read(self, doc: str) -> bool:
-        return matches(self.read, doc)
+        # Asked for every subscriber of every update fanned out: memoized per doc.
+        memo = self._memo
+        key = ("r", doc)
+        hit = memo.get(key)
+        if hit is None:
+            hit = matches(self.read, doc)
+            if len(memo) < _MEMO_DOCS:
+                memo[key] = hit
+        return hit
 
     def can_write(self, doc: str) -> bool:
-        return self.writes.can_write(doc)
+        memo = self._memo
+        key = ("w", doc)
+        hit = memo.get(key)
+        if hit is None:
+            hit = self.writes.can_write(doc)
+            if len(memo) < _MEMO_DOCS:
+                memo[key] = hit
+        return hit
+
+    @functools.cached_property
+    def _memo(self) -> dict[tuple[str, str], bool]:
+        return {}
 
     @functools.cached_property
     def writes(self) -> WriteGrants:

@@ -49,9 +49,9 @@ class ReviewWork:
     """Committed updates to merge into the central writers, then review.
 
     Touches only the central writers (Replicas: thread-safe), so it may run on
-    a worker thread.  Updates of one document are merged into one, so a busy
-    relay pays one local transaction per document, not per update, and one
-    review per tenant.
+    a worker thread.  Updates of one document are merged into one, and a
+    tenant's documents are merged in one local transaction, so a busy relay
+    pays one transaction and one review per tenant per work, not per update.
     """
 
     writers: dict[str, CentralWriter]
@@ -65,20 +65,23 @@ class ReviewWork:
         reviewed: set[str] = set(t for t in self.retry if t in self.writers)
         for tenant in reviewed:
             self.writers[tenant].retry_queued = False
+        per_tenant: dict[str, list[tuple[str, bytes]]] = {}
         for (tenant, doc), updates in self.updates.items():
-            writer = self.writers.get(tenant)
-            if writer is None:
+            if tenant not in self.writers:
                 continue
+            update = updates[0] if len(updates) == 1 else bytes(pycrdt.merge_updates(*updates))
+            per_tenant.setdefault(tenant, []).append((doc, update))
+        for tenant, merged in per_tenant.items():
+            writer = self.writers[tenant]
             reviewed.add(tenant)
             try:
-                update = updates[0] if len(updates) == 1 else bytes(pycrdt.merge_updates(*updates))
-                writer.merge(doc, update, review=False)
+                writer.merge_many(merged)
             except TiendaSyncError as exc:  # its storage: caught up again at retry
                 writer.behind = True
-                log.error("central merge of %s/%s failed (retried later): %s", tenant, doc, exc)
+                log.error("central merge of %s failed (retried later): %s", tenant, exc)
             except Exception:  # a bug: logged, and caught up again at retry
                 writer.behind = True
-                log.exception("central merge of %s/%s failed", tenant, doc)
+                log.exception("central merge of %s failed", tenant)
         for tenant in sorted(reviewed) if self.review else ():
             try:
                 self.writers[tenant].review()
@@ -109,8 +112,6 @@ class CentralReviews:
         self.invariants = list(invariants)
         self.client_id_source = client_id_source
         self._ingest = ingest
-        #: Whether this process reviews (a relay cluster: only the review lock's holder).
-        self.enabled = True
         self._writers: dict[str, CentralWriter] = {}
         #: tenants whose writer could not be opened: opened again at :meth:`retry`
         self._unopened: set[str] = set()
@@ -120,6 +121,16 @@ class CentralReviews:
         #: How a writer's writes (possibly made on that worker thread) get back to
         #: the core: default at once; the server uses ``loop.call_soon_threadsafe``.
         self.call_soon: Callable[..., Any] = lambda fn, *args: fn(*args)
+        #: ``defer(fn)`` calls ``fn()`` a little later, once (see :meth:`review`).
+        #: None (the default): every committed batch is handed over at once.
+        self.defer: Callable[[Callable[[], None]], Any] | None = None
+        #: Committed updates gathered for the next :meth:`flush`, at most this many.
+        self.max_pending = 5000
+        self._pending: dict[tuple[str, str], list[bytes]] = {}
+        self._pending_count = 0
+        self._flush_deferred = False
+        #: Whether this process reviews (a relay cluster: only the review lock's holder).
+        self.enabled = True
         #: False when review workers review (:mod:`tiendasync.relay.workers`, on a
         #: PostgreSQL store): the writers then only merge, so the admin API's
         #: resolutions act on current state, and neither review nor apply requests.
@@ -172,13 +183,36 @@ class CentralReviews:
                 self._ingest(tenant, doc, writer.replica.diff(doc, relay_sv))
 
     def review(self, batch: list[PendingWrite]) -> None:
-        """Hand a committed batch to the writers of its tenants (see :class:`ReviewWork`)."""
+        """Gather a committed batch for review by the writers of its tenants.
+
+        With :attr:`defer` set (the server), batches committed within a short
+        while are handed over together by :meth:`flush`: one merge transaction
+        and one invariant review per tenant for all of them, not one per
+        commit.  Nothing durable waits for it: the updates are stored and
+        acknowledged already, and a relay stopped before the flush (even
+        killed) loses nothing: a writer catches up with the relay's log when
+        it is opened (:meth:`writer`) and reviews what it merged, so each
+        conflict is still opened once.  Without :attr:`defer`, or past
+        :attr:`max_pending` updates, the batch is handed over at once.
+        """
         if not self.enabled:
             return
-        grouped: dict[tuple[str, str], list[bytes]] = {}
         for w in batch:
             if w.fanout is not None and w.replica != CENTRAL_REPLICA_ID:
-                grouped.setdefault((w.tenant, w.doc), []).append(w.fanout)
+                self._pending.setdefault((w.tenant, w.doc), []).append(w.fanout)
+                self._pending_count += 1
+        if not self._pending:
+            return
+        if self.defer is None or self._pending_count >= self.max_pending:
+            self.flush()
+        elif not self._flush_deferred:
+            self._flush_deferred = True
+            self.defer(self.flush)
+
+    def flush(self) -> None:
+        """Hand what :meth:`review` gathered to the writers (see :class:`ReviewWork`)."""
+        self._flush_deferred = False
+        grouped, self._pending, self._pending_count = self._pending, {}, 0
         if not grouped:
             return
         writers: dict[str, CentralWriter] = {}

@@ -23,7 +23,7 @@ import re
 import secrets
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +110,14 @@ def _close_reason(reason: str) -> str:
 SEND_CHUNK_BYTES = 1024 * 1024
 
 
+def _high_water(transport: asyncio.WriteTransport) -> int:
+    """The write-buffer size past which ``transport`` pauses its writers (0: unknown)."""
+    try:
+        return int(transport.get_write_buffer_limits()[1])
+    except (AttributeError, TypeError, ValueError, IndexError):
+        return 0
+
+
 class _Stalled(Exception):
     """Outgoing data made no progress for ``seconds``: the peer does not read."""
 
@@ -167,9 +175,16 @@ class RelayServer:
         sync_log_days: float = 90.0,
         cluster: ClusterNode | None = None,
         node_id: str | None = None,
+        review_delay: float = 0.2,
     ) -> None:
         if not sync_log_days > 0:
             raise ConfigError(f"sync_log_days must be positive, got {sync_log_days!r}")
+        if not review_delay >= 0:
+            raise ConfigError(f"review_delay must be 0 or more, got {review_delay!r}")
+        #: Seconds committed updates are gathered before the central writers merge
+        #: and review them together (``CentralReviews.review``); 0: every batch.
+        self.review_delay = review_delay
+        self._review_timer: asyncio.TimerHandle | None = None
         self.store = store
         #: Sessions older than this leave the sync log (each replica's newest stays).
         self.sync_log_days = sync_log_days
@@ -308,9 +323,15 @@ class RelayServer:
         def review_later(work: ReviewWork) -> None:
             pool.submit(work.run)
 
+        loop = asyncio.get_running_loop()
+
+        def defer(flush: Callable[[], None]) -> None:
+            self._review_timer = loop.call_later(self.review_delay, flush)
+
         if self.core.reviews is not None:
             self.core.reviews.run = review_later
-            self.core.reviews.call_soon = asyncio.get_running_loop().call_soon_threadsafe
+            self.core.reviews.call_soon = loop.call_soon_threadsafe
+            self.core.reviews.defer = defer if self.review_delay > 0 else None
         if self.cluster is not None:  # LISTENing before anything is served
             await self.cluster.start()
         self._writer_task = asyncio.create_task(self._writes.run(), name="relay-writer")
@@ -353,6 +374,9 @@ class RelayServer:
         if self._writes is not None and self._writer_task is not None:
             self._writes.stop()
             await self._writer_task
+        if self._review_timer is not None:
+            self._review_timer.cancel()
+        self.core.flush_reviews()  # what was gathered for review goes to the pool first
         if self._review_pool is not None:
             await asyncio.to_thread(self._review_pool.shutdown, True)
             self._review_pool = None
@@ -459,6 +483,9 @@ class RelayServer:
         link = self._links.get(session.id)
         if link is None or link.flush_scheduled:
             return
+        conn = session.conn
+        if conn is not None and not conn.pending_bytes and not conn.closed:
+            return  # nothing to send (the core reports every message it took)
         link.flush_scheduled = True
 
         async def run() -> None:
@@ -517,13 +544,16 @@ class RelayServer:
         ``RateLimits.max_send_stall_s`` seconds.
         """
         ws, stall = link.ws, self.core.limits.max_send_stall_s
-        if not stall:
+        transport = ws.transport
+        last = transport.get_write_buffer_size()
+        if not stall or (last == 0 and len(message) + 64 <= _high_water(transport)):
+            # Nothing buffered and room for this message: the send cannot wait for the
+            # peer (it waits only once the buffer is over its high-water mark), so it
+            # needs no watch (a task and a timer per message, on the busiest path).
             await ws.send(message)
             return
         loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(ws.send(message))
-        transport = ws.transport
-        last = transport.get_write_buffer_size()
         since = loop.time()
         tick = min(0.25, stall / 4)
         while True:
@@ -572,7 +602,8 @@ class RelayServer:
                 hello = self.core.receive(session, message, time.monotonic())
                 if hello is not None:
                     await self._answer_hello(session, hello)
-                await self._flush(link)
+                if session.conn.pending_bytes or session.conn.closed:
+                    await self._flush(link)
                 if session.conn.closed:
                     break
         except ConnectionClosed:

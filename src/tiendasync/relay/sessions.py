@@ -326,12 +326,16 @@ class SyncSessions:
         except MalformedUpdate as exc:
             conn.fail(CLOSE_PROTOCOL, str(exc)[:300])
             return
-        refused = self.gate.refusal(session.tenant, doc, parsed, writer_of(session))
+        # One state vector for the checks and the apply: nothing changes the doc between.
+        before = self.docs.get(session.tenant, doc).state_vector()
+        refused = self.gate.refusal(
+            session.tenant, doc, parsed, writer_of(session), state_vector=before
+        )
         if refused is not None:
             session.record.error = refused.reason
             conn.fail(refused.code, refused.reason)
             return
-        result = self.docs.apply(session.tenant, doc, data, ends_of(parsed))
+        result = self.docs.apply(session.tenant, doc, data, ends_of(parsed), before=before)
         acks = sorted(c for c in parsed.writer_clients if c in session.owned)
         if not acks and session.client_id is not None:
             # delete-only (or redundant) update: confirm the current incarnation's clock
