@@ -24,7 +24,7 @@ from tiendasync.errors import StorageError
 
 __all__ = ["MIGRATIONS", "MIGRATION_LOCK", "SCHEMA", "SCHEMA_VERSION", "migrate", "statements"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: ``pg_advisory_xact_lock`` key held while a process checks and migrates the schema.
 MIGRATION_LOCK = 0x7469656E64615331  # "tiendaS1"
@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS docs (
     state_vector BYTEA NOT NULL,
     log_count BIGINT NOT NULL DEFAULT 0,
     updated_at DOUBLE PRECISION NOT NULL,
+    generation BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant, doc)
 );
 CREATE TABLE IF NOT EXISTS updates (
@@ -137,6 +138,26 @@ CREATE TABLE IF NOT EXISTS conflicts (
     PRIMARY KEY (tenant, id)
 );
 CREATE INDEX IF NOT EXISTS conflicts_status ON conflicts (tenant, status, opened_at);
+CREATE TABLE IF NOT EXISTS generation_cuts (
+    tenant TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    generation BIGINT NOT NULL,
+    data BYTEA NOT NULL,
+    checksum BIGINT NOT NULL,
+    cut_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (tenant, doc, generation)
+);
+CREATE TABLE IF NOT EXISTS late_updates (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    generation BIGINT NOT NULL,
+    data BYTEA NOT NULL,
+    replica TEXT,
+    received_at DOUBLE PRECISION NOT NULL,
+    checksum BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS late_updates_doc ON late_updates (tenant, doc, generation, seq);
 """
 
 #: ``execute(sql, params)`` on the migrating transaction's connection.
@@ -144,9 +165,22 @@ Execute = Callable[[str, tuple[Any, ...]], Any]
 #: A step turns a database of version ``v`` into ``v + 1``.
 Migration = Callable[[Execute], None]
 
-#: ``{version: step}``.  Version 1 is the first layout, so there is no step yet;
-#: the next layout change adds ``1: _v1_to_v2`` here and bumps :data:`SCHEMA_VERSION`.
-MIGRATIONS: dict[int, Migration] = {}
+
+def _v1_to_v2_generations(execute: Execute) -> None:
+    """Version 2 (issue 14, document generations) numbers each document's generation
+    (``docs.generation``, 0 for every document so far); :data:`SCHEMA` adds
+    ``generation_cuts`` and ``late_updates``."""
+    execute(
+        "DO $$ BEGIN IF to_regclass('docs') IS NOT NULL THEN "
+        "ALTER TABLE docs ADD COLUMN IF NOT EXISTS generation BIGINT NOT NULL DEFAULT 0; "
+        "END IF; END $$",
+        (),
+    )
+
+
+#: ``{version: step}``: the step turns a database of ``version`` into ``version + 1``;
+#: the next layout change adds ``2: _v2_to_v3`` here and bumps :data:`SCHEMA_VERSION`.
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2_generations}
 
 
 def statements() -> list[str]:
