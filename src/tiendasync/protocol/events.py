@@ -9,6 +9,7 @@ __all__ = [
     "Ack",
     "ConnectionClosed",
     "Event",
+    "GenerationsAnnounced",
     "Hello",
     "ProtocolFailure",
     "SyncRequested",
@@ -36,6 +37,8 @@ class Hello(Event):
     past_client_ids: tuple[int, ...] = ()
     #: the store config the replica says it runs with (unvalidated values), or None
     config: dict[str, Any] | None = None
+    #: ``{doc: generation}`` the replica holds past 0; None: it knows no generations
+    generations: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -94,3 +97,10 @@ class ConnectionClosed(Event):
     """The peer said goodbye normally."""
 
     reason: str = field(default="")
+
+
+@dataclass(frozen=True)
+class GenerationsAnnounced(Event):
+    """(replica side) The relay's generation of each document past generation 0."""
+
+    generations: dict[str, int]

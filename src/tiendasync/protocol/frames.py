@@ -18,7 +18,14 @@ SYNCED     5     (none)                                                 relay ->
 ERROR      6     close_code, reason                                     both
 SYNC_NOW   7     full                                                   relay -> R
 BYE        8     reason                                                 both
+GENS       9     {doc: generation}                                      relay -> R
 =========  ====  =====================================================  =========
+
+HELLO's flags may carry ``"gens": {doc: generation}``: the generation of each
+document the replica holds past generation 0 (docs/generations.md).  A
+replica that sends the key (even empty) understands GENERATIONS frames; the
+relay sends one, after its WELCOME, only to such a replica, and older relays
+ignore the key.  An older replica never sends it, so never receives one.
 
 Each frame type is a frozen dataclass (:class:`HelloFrame` ... :class:`ByeFrame`):
 ``frame.encode()`` packs it, :func:`decode_frame` checks one unpacked msgpack
@@ -83,6 +90,7 @@ __all__ = [
     "Frame",
     "FrameDecoder",
     "FrameType",
+    "GenerationsFrame",
     "HelloFrame",
     "SyncNowFrame",
     "SyncedFrame",
@@ -149,6 +157,12 @@ def _doc(value: Any) -> DocRef:
     return _str(value, "document name")
 
 
+def _generations(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict) or len(value) > MAX_DOCS_PER_HELLO:
+        raise _fail(f"generations must be a map of at most {MAX_DOCS_PER_HELLO} documents")
+    return {_str(k, "document name"): _uint(v, "generation") for k, v in value.items()}
+
+
 def _svs(value: Any) -> dict[str, bytes]:
     if not isinstance(value, dict):
         raise _fail("state vectors must be a map")
@@ -202,11 +216,15 @@ class HelloFrame(Frame):
     #: the store config the replica runs with (so the console shows what it uses);
     #: None: not told (older replicas)
     config: dict[str, Any] | None = None
+    #: ``{doc: generation}`` past 0 (None: a replica that knows no generations)
+    generations: dict[str, int] | None = None
 
     def fields(self) -> list[Any]:
         flags: dict[str, Any] = {"full": self.full, "past": list(self.past_client_ids)}
         if self.config is not None:
             flags["config"] = self.config
+        if self.generations is not None:
+            flags["gens"] = self.generations
         return [
             self.version,
             self.tenant,
@@ -232,6 +250,7 @@ class HelloFrame(Frame):
             or not all(isinstance(k, str) and len(k) <= MAX_NAME for k in config)
         ):
             raise _fail("HELLO config must be a small map of names")
+        gens = flags.get("gens")
         return cls(
             _uint(f[0], "version"),
             _str(f[1], "tenant"),
@@ -243,6 +262,7 @@ class HelloFrame(Frame):
             full=bool(flags.get("full", False)),
             past_client_ids=tuple(_uint(c, "past client id") for c in past),
             config=config,
+            generations=None if gens is None else _generations(gens),
         )
 
 
@@ -374,6 +394,23 @@ class ByeFrame(Frame):
         return cls(_str(f[0], "reason", MAX_REASON))
 
 
+@dataclass(frozen=True, slots=True)
+class GenerationsFrame(Frame):
+    """The relay tells the generation of each document it holds past generation 0."""
+
+    TYPE: ClassVar[FrameType] = FrameType.GENERATIONS
+    ARITY: ClassVar[int] = 1
+
+    generations: dict[str, int]
+
+    def fields(self) -> list[Any]:
+        return [self.generations]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> Self:
+        return cls(_generations(f[0]))
+
+
 #: The record class of each frame type.
 FRAME_CLASSES: dict[FrameType, type[Frame]] = {
     cls.TYPE: cls
@@ -386,6 +423,7 @@ FRAME_CLASSES: dict[FrameType, type[Frame]] = {
         ErrorFrame,
         SyncNowFrame,
         ByeFrame,
+        GenerationsFrame,
     )
 }
 

@@ -47,11 +47,14 @@ class ReplicaConnection(Connection):
         full: bool = False,
         past_client_ids: tuple[int, ...] = (),
         config: dict[str, Any] | None = None,
+        generations: dict[str, int] | None = None,
     ) -> None:
         """Introduce ourselves; the relay answers WELCOME or ERROR.
 
         ``config``: the store config we run with, told so the relay's console
-        shows what the store really uses.
+        shows what the store really uses.  ``generations``: the generation of
+        each document we hold past 0 (``{}`` if none); given, it also tells the
+        relay we understand its GENERATIONS frames.
 
         The HELLO stays within :data:`~tiendasync.protocol.codes.MAX_HELLO_BYTES`
         and :data:`~tiendasync.protocol.codes.MAX_DOCS_PER_HELLO` documents:
@@ -70,6 +73,7 @@ class ReplicaConnection(Connection):
                 full=full,
                 past_client_ids=tuple(past_client_ids),
                 config=config,
+                generations=None if generations is None else dict(generations),
             )
         )
 
