@@ -10,6 +10,8 @@ from typing import Any
 import pycrdt
 import pytest
 
+from tests.support.relay_client import Client, run, values
+from tests.support.relay_client import Writer as Peer
 from tiendasync.crdt.counter import PNCounter
 from tiendasync.crdt.generations import counter_slots
 from tiendasync.crdt.keys import ROOT, SEP
@@ -17,7 +19,11 @@ from tiendasync.crdt.lww import LWWMap
 from tiendasync.errors import InvalidArgument
 from tiendasync.model.docnames import parse_doc
 from tiendasync.model.hlc import Timestamp
+from tiendasync.protocol import Ack, CloseCode, UpdateReceived
+from tiendasync.protocol.statevector import decode_state_vector
 from tiendasync.protocol.yjs_update import parse_update
+from tiendasync.relay import RelayServer
+from tiendasync.relay.auth import issue_token
 from tiendasync.relay.central import CENTRAL_REPLICA_ID
 from tiendasync.relay.docs import replay
 from tiendasync.relay.generations import Generations, RolloverPolicy
@@ -237,3 +243,93 @@ def test_a_writer_id_of_a_store_is_never_the_relays(tmp_path: Path) -> None:
         _log(store, STOCK, "a", Till(7000).receive("CAFE", 1))
         Generations(store, writer_id=iter([7000, 7001]).__next__).roll_over(TENANT, STOCK)
         assert set(counter_slots(_current(store, STOCK))["CAFE"]) == {7001}
+
+
+# -- over websockets: a relay that rolled over at start -----------------------------------
+
+
+def test_a_till_a_generation_behind_has_its_late_sales_carried_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "relay.db")
+    t1, t3 = Peer(11), Peer(33, "t3")
+    late: list[bytes] = []
+
+    async def before(server: RelayServer, store: Any, tokens: dict[str, str]) -> None:
+        a = await Client.open(server.port, replica="t1", token=tokens["t1"], client_id=11)
+        c = await Client.open(server.port, replica="t3", token=tokens["t3"], client_id=33)
+        await a.until_synced()
+        await c.until_synced()
+        await a.send_update(STOCK, t1.count("CAFE", 50))
+        await a.wait_for(Ack)
+        t3.doc.apply_update((await c.wait_for(UpdateReceived)).data)
+        await c.send_update(STOCK, t3.count("CAFE", -2))
+        await c.wait_for(Ack)
+        late.append(t3.count("CAFE", -4))  # sold offline: not sent before the cut
+
+    tokens = _relay(path, before)
+
+    async def after(server: RelayServer, store: Any, _: dict[str, str]) -> None:
+        assert store.generations(TENANT) == {STOCK: 1}  # rolled over at start
+        old = await Client.open(server.port, replica="t2", token=tokens["t2"], client_id=22)
+        code, reason = await old.closed()
+        assert code == CloseCode.VERSION and "upgrade" in reason  # it would merge g+1 into g
+        b = await Client.open(
+            server.port, replica="t2", token=tokens["t2"], client_id=22, generations={}
+        )
+        _, diffs = await b.until_synced()
+        assert b.generations == {STOCK: 1}
+        reader: pycrdt.Doc[Any] = pycrdt.Doc()
+        for d in diffs:
+            reader.apply_update(d.data)
+        assert values(reader) == {"CAFE": 48}
+        c = await Client.open(
+            server.port,
+            replica="t3",
+            token=tokens["t3"],
+            client_id=33,
+            svs={STOCK: bytes(t3.doc.get_state())},
+            generations={STOCK: 0},
+        )
+        _, diffs = await c.until_synced()
+        assert c.generations == {STOCK: 1} and diffs == []  # nothing of g+1 into its g
+        for _ in range(2):  # re-sent (an ACK lost): carried once
+            await c.send_update(STOCK, late[0])
+            await c.wait_for(Ack)  # (one, then the other, each after its commit)
+        await c.quiet(0.3)
+        assert c.received == []  # nothing of g+1 reaches its generation 0
+        clock = decode_state_vector(bytes(t3.doc.get_state()))[33]
+        assert c.acked == [(STOCK, 33, clock)] * 2
+        carried = [e for e in await b.quiet(0.5) if isinstance(e, UpdateReceived)]
+        assert len(carried) == 1
+        reader.apply_update(carried[0].data)
+        assert values(reader) == {"CAFE": 44}
+        assert _stock(_current(store, STOCK)) == {"CAFE": 44}
+        ahead = await Client.open(
+            server.port, replica="t3", token=tokens["t3"], client_id=33, generations={STOCK: 2}
+        )
+        code, reason = await ahead.closed()
+        assert code == CloseCode.PROTOCOL and "newer than the relay's" in reason
+
+    _relay(path, after, rollover=RolloverPolicy(max_slots=1), tokens=tokens)
+
+
+def _relay(
+    path: str, scenario: Any, *, tokens: dict[str, str] | None = None, **server: Any
+) -> dict[str, str]:
+    """Run ``scenario`` against a relay on the store of record at ``path``, then stop it."""
+    store = SqliteRelayStore(path)
+    if tokens is None:
+        tokens = {r: issue_token(store, tenant=TENANT, replica_id=r) for r in ("t1", "t2", "t3")}
+
+    async def main() -> None:
+        relay = RelayServer(store, host="127.0.0.1", port=0, **server)
+        await relay.start()
+        try:
+            await scenario(relay, store, tokens)
+        finally:
+            await relay.stop()
+
+    try:
+        run(main())
+    finally:
+        store.close()
+    return tokens

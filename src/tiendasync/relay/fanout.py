@@ -224,8 +224,8 @@ class Fanout:
                 return
             session.outbox.append(encode_update(update))
         else:
-            if not session.grants.can_read(doc):
-                return
+            if not session.grants.can_read(doc) or doc in session.behind:
+                return  # (behind: it holds an older generation of ``doc``)
             assert session.conn is not None
             session.conn.send_update(doc, update)
             session.docs.add(doc)

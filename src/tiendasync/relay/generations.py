@@ -20,9 +20,9 @@ new generation (docs/generations.md):
 
 This module talks to the store of record only (called from worker threads,
 like :func:`~tiendasync.relay.docs.compact`); it neither loads nor changes
-the server's in-memory documents, and the live server does not call it yet:
-replicas that follow a document into its next generation are still to be
-built (docs/generations.md, "What is not built yet").
+the server's in-memory documents.  The server rolls documents over at start
+(``RelayServer(rollover=...)``, before it serves anyone) and hands it the late
+updates of the sessions that are a generation behind (docs/generations.md).
 """
 
 from __future__ import annotations
@@ -36,15 +36,17 @@ from typing import Any
 import pycrdt
 
 from tiendasync.crdt.generations import ROLLABLE, carry_update, seed_update, slot_count
-from tiendasync.errors import InvalidArgument, StorageError
-from tiendasync.model.docnames import DATA_TYPES, data_type_of
+from tiendasync.errors import InvalidArgument, RemoteProtocolError, StorageError
+from tiendasync.model.docnames import DATA_TYPES, data_type_of, parse_doc
+from tiendasync.protocol import CLOSE_PROTOCOL
 from tiendasync.protocol.statevector import decode_state_vector
 from tiendasync.protocol.yjs_update import MalformedUpdate, parse_update
 from tiendasync.relay.central import CENTRAL_REPLICA_ID
 from tiendasync.relay.docs import ends_of, replay
+from tiendasync.relay.ownership import Writer, check_update, deleted_in
 from tiendasync.relay.storage import RelayStore
 
-__all__ = ["Generations", "RolloverPolicy", "crdt_of"]
+__all__ = ["Carried", "Generations", "RolloverPolicy", "crdt_of", "ownership_check"]
 
 log = logging.getLogger("tiendasync.relay.generations")
 
@@ -76,6 +78,17 @@ class RolloverPolicy:
         return self.max_slots is not None or self.max_bytes is not None
 
 
+@dataclass(frozen=True)
+class Carried:
+    """What :meth:`Generations.carry_late` stored: the late update's ``seq``, the past
+    generation's clocks after it (what its writers are acknowledged up to) and the
+    carry logged to the current generation (``None``: it added nothing)."""
+
+    seq: int
+    clocks: dict[int, int]
+    carry: bytes | None
+
+
 def crdt_of(doc: str) -> str | None:
     """The CRDT of ``doc`` if its documents roll over (``"counter"``, ``"lww"``), else None."""
     crdt = DATA_TYPES[data_type_of(doc)].crdt
@@ -88,6 +101,31 @@ def _doc(*updates: bytes) -> pycrdt.Doc[Any]:
         for update in updates:
             doc.apply_update(update)
     return doc
+
+
+def ownership_check(
+    doc: str, data: bytes, writer: Writer, now_ms: int
+) -> Callable[[pycrdt.Doc[Any]], None]:
+    """The ``check`` of :meth:`Generations.carry_late`: the ownership rule for ``data``
+    from ``writer``, against the past generation (raises RemoteProtocolError)."""
+
+    def check(past: pycrdt.Doc[Any]) -> None:
+        try:
+            parsed = parse_update(data, items=True)
+        except MalformedUpdate as exc:
+            raise RemoteProtocolError(str(exc)[:300], CLOSE_PROTOCOL) from exc
+        refusal = check_update(
+            parse_doc(doc),
+            parsed,
+            writer,
+            known=decode_state_vector(bytes(past.get_state())),
+            deleted=deleted_in(list(parse_update(bytes(past.get_update())).deletes)),
+            now_ms=now_ms,
+        )
+        if refusal is not None:
+            raise RemoteProtocolError(refusal.reason, refusal.code)
+
+    return check
 
 
 def _gapped(data: bytes, doc: pycrdt.Doc[Any]) -> bool:
@@ -143,6 +181,22 @@ class Generations:
             return True
         return p.max_bytes is not None and len(current.get_update()) > p.max_bytes
 
+    def roll_over_due(self) -> list[tuple[str, str, int]]:
+        """Roll over every stored document past the policy: ``(tenant, doc, generation)``
+        of each new generation.  Only while no relay serves the store of record
+        (:class:`~tiendasync.relay.RelayServer` calls it at start)."""
+        rolled: list[tuple[str, str, int]] = []
+        if not self.policy.enabled:
+            return rolled
+        for tenant, doc in sorted(self.store.all_state_vectors()):
+            try:
+                if crdt_of(doc) is None or not self.due(tenant, doc):
+                    continue
+            except InvalidArgument:
+                continue  # a name no data type has: verification reports it
+            rolled.append((tenant, doc, self.roll_over(tenant, doc)))
+        return rolled
+
     def roll_over(self, tenant: str, doc: str) -> int:
         """Cut the current generation of ``doc`` and start the next; returns its number.
 
@@ -178,12 +232,14 @@ class Generations:
         *,
         replica: str | None,
         received_at: float,
-    ) -> int:
+        check: Callable[[pycrdt.Doc[Any]], None] | None = None,
+    ) -> Carried:
         """Log ``data``, an update to past ``generation`` of ``doc``, with its carry.
 
-        Returns the late update's seq.  ``data`` must have passed the
-        ownership rule against that generation.  Only the generation just
-        before the current one takes late updates; an older one raises
+        ``check(g)``, if given, is called with the past generation as stored
+        before ``data`` and raises to refuse it (the ownership rule, checked
+        against that generation, not the current one).  Only the generation
+        just before the current one takes late updates; an older one raises
         :class:`InvalidArgument` (docs/generations.md).
         """
         crdt = crdt_of(doc)
@@ -201,6 +257,8 @@ class Generations:
                 raise StorageError(f"{tenant}/{doc}: the cut of generation {generation} is damaged")
             cut = _doc(past.snapshot)
             before, _ = replay(past, tenant, doc, origin="late")
+            if check is not None:
+                check(before)
             after = _doc(bytes(before.get_update()), data)
             if _gapped(data, after):
                 raise InvalidArgument(
@@ -231,5 +289,5 @@ class Generations:
                 received_at=received_at,
             )
             if seq is not None:
-                return seq
+                return Carried(seq, decode_state_vector(bytes(after.get_state())), carry)
         raise StorageError(f"{tenant}/{doc} kept changing while a late update was carried")
