@@ -267,7 +267,7 @@ def test_a_till_a_generation_behind_has_its_late_sales_carried_once(tmp_path: Pa
 
     tokens = _relay(path, before)
 
-    async def after(server: RelayServer, store: Any, _: dict[str, str]) -> None:
+    async def after(server: RelayServer, store: Any, issued: dict[str, str]) -> None:
         assert store.generations(TENANT) == {STOCK: 1}  # rolled over at start
         old = await Client.open(server.port, replica="t2", token=tokens["t2"], client_id=22)
         code, reason = await old.closed()

@@ -49,6 +49,7 @@ from tiendasync.relay.auth import issue_token
 from tiendasync.relay.central import CENTRAL_REPLICA_ID
 from tiendasync.relay.console import console_routes
 from tiendasync.relay.dblock import relay_lock
+from tiendasync.relay.generations import RolloverPolicy
 from tiendasync.relay.server import RateLimits, RelayServer
 from tiendasync.relay.storage import (
     RelayStore,
@@ -179,6 +180,22 @@ def register(commands: Commands) -> None:
         type=float,
         default=90.0,
         help="days the relay keeps its sync log (each store's newest session stays); default 90",
+    )
+    relay.add_argument(
+        "--rollover-slots",
+        type=int,
+        default=None,
+        metavar="N",
+        help="at start, roll a counter or LWW document with more than N slots over to a "
+        "new generation (docs/generations.md); default: never",
+    )
+    relay.add_argument(
+        "--rollover-bytes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="at start, roll a counter or LWW document over when its state passes N bytes; "
+        "default: never",
     )
     relay.add_argument(
         "--invariants",
@@ -433,6 +450,7 @@ async def _serve(store: RelayStore, args: argparse.Namespace, central_dir: str) 
         central_dir=central_dir,
         invariants=_load_invariants(args.invariants),
         sync_log_days=args.sync_log_days,
+        rollover=RolloverPolicy(args.rollover_slots, args.rollover_bytes),
         limits=RateLimits(
             args.max_conns_per_token,
             args.max_msgs_per_s,
