@@ -9,6 +9,8 @@ from typing import Any
 
 import pycrdt
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.support.relay_client import Client, run, values
 from tests.support.relay_client import Writer as Peer
@@ -16,7 +18,7 @@ from tiendasync.crdt.counter import PNCounter
 from tiendasync.crdt.generations import counter_slots
 from tiendasync.crdt.keys import ROOT, SEP
 from tiendasync.crdt.lww import LWWMap
-from tiendasync.errors import InvalidArgument
+from tiendasync.errors import InvalidArgument, RemoteProtocolError
 from tiendasync.model.docnames import parse_doc
 from tiendasync.model.hlc import Timestamp
 from tiendasync.protocol import Ack, CloseCode, UpdateReceived
@@ -26,7 +28,7 @@ from tiendasync.relay import RelayServer
 from tiendasync.relay.auth import issue_token
 from tiendasync.relay.central import CENTRAL_REPLICA_ID
 from tiendasync.relay.docs import replay
-from tiendasync.relay.generations import Generations, RolloverPolicy
+from tiendasync.relay.generations import Generations, RolloverPolicy, ownership_check
 from tiendasync.relay.ownership import Writer, check_update
 from tiendasync.relay.records import AppendEntry
 from tiendasync.relay.storage import RelayStore, SqliteRelayStore, open_relay_store
@@ -333,3 +335,61 @@ def _relay(
     finally:
         store.close()
     return tokens
+
+
+# -- every interleaving of late writers, duplicates and relay restarts -------------------------
+
+#: One step: (which offline till, sale quantity, re-send the whole document?, restart after?).
+STEPS = st.lists(
+    st.tuples(st.integers(0, 2), st.integers(1, 5), st.booleans(), st.booleans()),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=STEPS)
+def test_late_writers_in_any_order_with_restarts_count_each_sale_once(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[int, int, bool, bool]]
+) -> None:
+    path = str(tmp_path_factory.mktemp("gen") / "relay.db")
+    store = SqliteRelayStore(path)
+    base = Till(1)
+    _log(store, STOCK, "base", base.receive("CAFE", 100))
+    synced = bytes(_current(store, STOCK).get_update())
+    tills = [Till(10 + i, synced) for i in range(3)]  # all offline from here on
+    ids = iter(range(50_000, 60_000))
+    Generations(store, writer_id=ids.__next__).roll_over(TENANT, STOCK)
+    sold = 0
+    for which, qty, whole, restart in steps:
+        till = tills[which]
+        update = till.sell("CAFE", qty)
+        sold += qty
+        sent = bytes(till.doc.get_update()) if whole else update  # a whole-doc diff re-sends all
+        gens = Generations(store, writer_id=ids.__next__)
+        gens.carry_late(TENANT, STOCK, 0, sent, replica=str(which), received_at=1.0)
+        gens.carry_late(TENANT, STOCK, 0, update, replica=str(which), received_at=2.0)  # again
+        if restart:
+            store.close()
+            store = SqliteRelayStore(path)
+    assert _stock(_current(store, STOCK)) == {"CAFE": 100 - sold}
+    store.close()
+
+
+def test_a_late_update_is_held_to_the_ownership_rule_of_its_generation(tmp_path: Path) -> None:
+    with SqliteRelayStore(str(tmp_path / "relay.db")) as store:
+        victim = Till(101)
+        _log(store, STOCK, "victim", victim.receive("CAFE", 10))
+        gens = Generations(store, writer_id=iter(range(7000, 8000)).__next__)
+        gens.roll_over(TENANT, STOCK)
+        forged = _slot_update(2222, "CAFE" + SEP + "101", [0, 10])  # the victim's slot
+        mallory = Writer(frozenset({2222}), "mallory")
+        check = ownership_check(STOCK, forged, mallory, NOW_MS)
+        with pytest.raises(RemoteProtocolError):
+            gens.carry_late(
+                TENANT, STOCK, 0, forged, replica="mallory", received_at=1.0, check=check
+            )
+        assert store.load_generation(TENANT, STOCK, 0).updates == []
+        assert _stock(_current(store, STOCK)) == {"CAFE": 10}
