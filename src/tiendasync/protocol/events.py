@@ -37,7 +37,7 @@ class Hello(Event):
     past_client_ids: tuple[int, ...] = ()
     #: the store config the replica says it runs with (unvalidated values), or None
     config: dict[str, Any] | None = None
-    #: ``{doc: generation}`` the replica holds past 0; None: it knows no generations
+    #: ``{doc: generation}`` of every document the replica holds; None: it knows none
     generations: dict[str, int] | None = None
 
 

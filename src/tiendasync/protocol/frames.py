@@ -21,8 +21,9 @@ BYE        8     reason                                                 both
 GENS       9     {doc: generation}                                      relay -> R
 =========  ====  =====================================================  =========
 
-HELLO's flags may carry ``"gens": {doc: generation}``: the generation of each
-document the replica holds past generation 0 (docs/generations.md).  A
+HELLO's flags may carry ``"gens": {doc: generation}``: the generation of every
+document the replica holds, 0 included (docs/generations.md); a document left
+out is one it does not hold, caught up with the relay's current generation.  A
 replica that sends the key (even empty) understands GENERATIONS frames; the
 relay sends one, after its WELCOME, only to such a replica, and older relays
 ignore the key.  An older replica never sends it, so never receives one.
@@ -216,7 +217,7 @@ class HelloFrame(Frame):
     #: the store config the replica runs with (so the console shows what it uses);
     #: None: not told (older replicas)
     config: dict[str, Any] | None = None
-    #: ``{doc: generation}`` past 0 (None: a replica that knows no generations)
+    #: ``{doc: generation}`` of every document held (None: knows no generations)
     generations: dict[str, int] | None = None
 
     def fields(self) -> list[Any]:

@@ -53,7 +53,7 @@ class ReplicaConnection(Connection):
 
         ``config``: the store config we run with, told so the relay's console
         shows what the store really uses.  ``generations``: the generation of
-        each document we hold past 0 (``{}`` if none); given, it also tells the
+        every document we hold, 0 included (``{}`` if none); given, it also tells the
         relay we understand its GENERATIONS frames.
 
         The HELLO stays within :data:`~tiendasync.protocol.codes.MAX_HELLO_BYTES`
