@@ -1,23 +1,33 @@
-"""Properties of the counter generation core (seed and carry, no I/O)."""
+"""Properties of the generation core: seed and carry, on slot maps and on pycrdt documents."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pycrdt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tiendasync.crdt.counter import PNCounter
 from tiendasync.crdt.generations import (
     LWWSlots,
     apply_carry,
     carry_counter,
     carry_lww,
+    carry_update,
+    counter_slots,
+    lww_slots,
     lww_winners,
     seed_counter,
+    seed_update,
+    slot_count,
     totals,
 )
-from tiendasync.crdt.keys import MAX_SAFE_INTEGER
-from tiendasync.crdt.lww import TOMBSTONE, FieldWrite
+from tiendasync.crdt.keys import MAX_SAFE_INTEGER, ROOT, SEP
+from tiendasync.crdt.lww import TOMBSTONE, FieldWrite, LWWMap
 from tiendasync.errors import InvalidArgument
+from tiendasync.model.hlc import Timestamp
 
 Slots = dict[str, dict[int, tuple[int, int]]]
 
@@ -110,3 +120,129 @@ def test_an_older_late_edit_does_not_win_a_newer_one_does() -> None:
     assert carry_lww(seeded, {("p1", "price"): {2: _write(9, 0, 2, 7)}}) == {}
     newer = _write(11, 0, 2, 7)
     assert carry_lww(seeded, {("p1", "price"): {2: newer}}) == {("p1", "price"): newer}
+
+
+# -- on pycrdt documents: what the relay stores ----------------------------------------------
+
+RELAY_WRITERS = iter(range(900_000, 2_000_000))
+
+
+def _doc(*updates: bytes) -> pycrdt.Doc[Any]:
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    for u in updates:
+        doc.apply_update(u)
+    return doc
+
+
+def _counter_doc(slots: Slots) -> pycrdt.Doc[Any]:
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    root = doc.get(ROOT, type=pycrdt.Map)
+    with doc.transaction():
+        for entity, writers in slots.items():
+            for writer, (inc, dec) in writers.items():
+                root[entity + SEP + str(writer)] = [inc, dec]
+    return doc
+
+
+def _values(doc: pycrdt.Doc[Any]) -> dict[str, int]:
+    return {e: v for e, v in PNCounter(doc).items() if v}
+
+
+@settings(max_examples=60, deadline=None)
+@given(SLOTS, LATE)
+def test_a_seeded_counter_document_with_carried_late_writes_reads_as_g(
+    cut: Slots, late: list[tuple[str, int, int, int, bool]]
+) -> None:
+    g_doc = _counter_doc(cut)
+    seed = seed_update("counter", g_doc, next(RELAY_WRITERS))
+    assert _values(_doc(seed)) == _values(g_doc)
+    stored = [seed]  # g+1's log
+    cut_doc, g = _doc(g_doc.get_update()), _copy(cut)
+    for entity, writer, d_inc, d_dec, twice in late:
+        inc, dec = g.get(entity, {}).get(writer, (0, 0))
+        before = _doc(_counter_doc(g).get_update())
+        g.setdefault(entity, {})[writer] = (inc + d_inc, dec + d_dec)
+        after = _counter_doc(g)
+        for _ in range(2 if twice else 1):  # a re-sent update: g is already `after`
+            carry = carry_update(
+                "counter",
+                cut=cut_doc,
+                before=before,
+                after=after,
+                current=_doc(*stored),
+                writer=next(RELAY_WRITERS),
+            )
+            if carry is not None:
+                stored.append(carry)
+            before = after
+    assert _values(_doc(*stored)) == _values(_counter_doc(g))
+    assert all(w >= 900_000 for ws in counter_slots(_doc(*stored)).values() for w in ws)
+
+
+def _lww_doc(writer: int, edits: list[tuple[str, dict[str, Any], Timestamp]]) -> pycrdt.Doc[Any]:
+    doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=writer)
+    m = LWWMap(doc)
+    for record, fields, ts in edits:
+        with doc.transaction():
+            if fields:
+                m.set(record, fields, ts)
+            else:
+                m.delete(record, ts)
+    return doc
+
+
+def test_a_seeded_lww_document_reads_as_g_and_later_edits_still_win() -> None:
+    t = Timestamp
+    a = _lww_doc(
+        11, [("p1", {"price": 5, "name": "x"}, t(100, 0, "a")), ("p2", {"v": 1}, t(100, 0, "a"))]
+    )
+    b = _lww_doc(22, [("p1", {"price": 6}, t(100, 0, "a")), ("p2", {}, t(101, 0, "b"))])
+    g = _doc(a.get_update(), b.get_update())
+    seed = seed_update("lww", g, next(RELAY_WRITERS))
+    g1 = _doc(seed)
+    view, seeded = LWWMap(g), LWWMap(g1)
+    # the same tie (same HLC) breaks the same way: by the original writer (22 > 11)
+    assert seeded.get("p1") == view.get("p1") == {"price": 6, "name": "x"}
+    assert seeded.get("p2") is None and view.get("p2") is None
+    assert seeded.winner("p1", "price").author == 22  # type: ignore[union-attr]
+    assert set(lww_slots(g1)[("p1", "price")]) != {22}  # under the relay's writer
+    # a till in g+1 edits after the seed: its newer HLC wins; an older clock loses
+    c = pycrdt.Doc[Any](client_id=33)
+    c.apply_update(seed)
+    with c.transaction():
+        LWWMap(c).set("p1", {"price": 7}, t(102, 0, "c"))
+        LWWMap(c).set("p1", {"name": "old"}, t(99, 0, "c"))
+    assert LWWMap(_doc(seed, c.get_update())).get("p1") == {"price": 7, "name": "x"}
+
+
+def test_lww_late_edits_are_carried_if_they_beat_g1_once() -> None:
+    t = Timestamp
+    g = _lww_doc(11, [("p1", {"price": 5, "name": "x"}, t(100, 0, "a"))])
+    cut = _doc(g.get_update())
+    stored = [seed_update("lww", cut, next(RELAY_WRITERS))]
+    offline = pycrdt.Doc[Any](client_id=44)  # a till offline since before the cut
+    offline.apply_update(cut.get_update())
+    with offline.transaction():
+        LWWMap(offline).set("p1", {"price": 9}, t(120, 0, "d"))  # newer: wins in g+1
+        LWWMap(offline).set("p1", {"name": "y"}, t(90, 0, "d"))  # older: loses
+    after = _doc(cut.get_update(), offline.get_update())
+    for _ in range(2):
+        carry = carry_update(
+            "lww",
+            cut=cut,
+            before=cut,
+            after=after,
+            current=_doc(*stored),
+            writer=next(RELAY_WRITERS),
+        )
+        if carry is not None:
+            stored.append(carry)
+    assert len(stored) == 2  # the second pass carried nothing
+    assert LWWMap(_doc(*stored)).get("p1") == LWWMap(after).get("p1") == {"price": 9, "name": "x"}
+
+
+def test_other_crdts_have_no_generations() -> None:
+    with pytest.raises(InvalidArgument):
+        seed_update("ledger", pycrdt.Doc(), 1)
+    with pytest.raises(InvalidArgument):
+        slot_count("ledger", pycrdt.Doc())

@@ -23,6 +23,7 @@ from tiendasync.protocol import (
     CLOSE_VERSION,
     CloseCode,
     Event,
+    Hello,
     ProtocolFailure,
     RelayConnection,
     ReplicaConnection,
@@ -36,6 +37,7 @@ from tiendasync.protocol.frames import (
     Frame,
     FrameDecoder,
     FrameType,
+    GenerationsFrame,
     HelloFrame,
     SyncedFrame,
     SyncNowFrame,
@@ -152,6 +154,7 @@ FRAMES: st.SearchStrategy[Frame] = st.one_of(
         svs,
         full=st.booleans(),
         past_client_ids=st.lists(uints, max_size=5).map(tuple),
+        generations=st.one_of(st.none(), st.dictionaries(names, uints, max_size=3)),
     ),
     st.builds(WelcomeFrame, uints, names, svs, configs),
     st.builds(UpdateFrame, doc_refs, st.binary(max_size=50)),
@@ -160,6 +163,7 @@ FRAMES: st.SearchStrategy[Frame] = st.one_of(
     st.builds(ErrorFrame, uints, reasons),
     st.builds(SyncNowFrame, st.booleans()),
     st.builds(ByeFrame, reasons),
+    st.builds(GenerationsFrame, st.dictionaries(names, uints, max_size=3)),
 )
 
 
@@ -268,7 +272,7 @@ REFUSED: dict[str, tuple[Any, str]] = {
     "not an array": ({"a": 1}, "a frame must be a non-empty array"),
     "empty array": ([], "a frame must be a non-empty array"),
     "bool frame type": ([True], "a frame must start with an integer frame type"),
-    "unknown frame type": ([9], "unknown frame type 9"),
+    "unknown frame type": ([10], "unknown frame type 10"),
     "short HELLO": ([1, 1], "HELLO frame must have 7 fields"),
     "long SYNCED": ([5, 0], "SYNCED frame must have 0 fields"),
     "HELLO flags": (_hello(flags=[]), "HELLO flags must be a map"),
@@ -291,6 +295,12 @@ REFUSED: dict[str, tuple[Any, str]] = {
     "ERROR reason": ([6, 1002, "x" * 1025], "reason must be a string of at most 1024"),
     "SYNC_NOW full": ([7, 1], "SYNC_NOW full must be a boolean"),
     "BYE reason": ([8, None], "reason must be a string of at most 1024"),
+    "GENERATIONS map": ([9, []], "generations must be a map"),
+    "GENERATIONS value": ([9, {"d": -1}], "generation must be a non-negative integer"),
+    "HELLO generations": (
+        [1, 1, "a", "r", "t", 1, {}, {"gens": {"d": "1"}}],
+        "generation must be a non-negative integer",
+    ),
 }
 
 
@@ -356,3 +366,27 @@ def test_hello_tells_the_oldest_sales_month_the_store_keeps(year: int, month: in
 def test_a_hello_sales_from_that_is_not_a_month_is_refused(value: Any) -> None:
     with pytest.raises(RemoteProtocolError, match="sales_from"):
         decode_frame([1, 1, "a", "r", "t", 1, {}, {"sales_from": value}])
+
+
+def test_hello_tells_generations_only_when_the_replica_knows_them() -> None:
+    """A replica that knows generations says so with the key, even with nothing in it;
+    an older replica's HELLO has no key (and an older relay ignores it)."""
+    old = decode_frame([1, 1, "a", "r", "t", 1, {}, {}])
+    assert isinstance(old, HelloFrame) and old.generations is None
+    assert "gens" not in msgpack.unpackb(old.encode())[7]
+    new = HelloFrame(1, "a", "r", "t", 1, {}, generations={})
+    assert msgpack.unpackb(new.encode())[7]["gens"] == {}
+    assert decode_frame(msgpack.unpackb(new.encode())) == new
+    replica = ReplicaConnection()
+    replica.hello(
+        tenant="a",
+        replica_id="r",
+        token="t",
+        client_id=1,
+        state_vectors={},
+        generations={"stock/t1": 3},
+    )
+    relay = RelayConnection()
+    relay.receive_data(replica.data_to_send())
+    [hello] = relay.events()
+    assert isinstance(hello, Hello) and hello.generations == {"stock/t1": 3}

@@ -28,7 +28,7 @@ from tiendasync.protocol import (
     UpdateReceived,
     Welcome,
 )
-from tiendasync.protocol.events import Hello
+from tiendasync.protocol.events import GenerationsAnnounced, Hello
 from tiendasync.protocol.frames import (
     AckFrame,
     ByeFrame,
@@ -36,6 +36,7 @@ from tiendasync.protocol.frames import (
     Frame,
     FrameDecoder,
     FrameType,
+    GenerationsFrame,
     HelloFrame,
     SyncedFrame,
     SyncNowFrame,
@@ -72,6 +73,10 @@ SAMPLES: dict[FrameType, tuple[Frame, Event]] = {
     FrameType.ERROR: (ErrorFrame(4003, "nope"), ProtocolFailure(4003, "nope", remote=True)),
     FrameType.SYNC_NOW: (SyncNowFrame(True), SyncRequested(True)),
     FrameType.BYE: (ByeFrame("done"), ConnectionClosed("done")),
+    FrameType.GENERATIONS: (
+        GenerationsFrame({"stock/t1": 2}),
+        GenerationsAnnounced({"stock/t1": 2}),
+    ),
 }
 
 
@@ -202,6 +207,7 @@ def _senders(conn: Conn) -> dict[FrameType, Callable[[], None]]:
         FrameType.ACK: lambda: relay.ack("catalog", 7, 3),
         FrameType.SYNCED: relay.synced,
         FrameType.SYNC_NOW: lambda: relay.request_sync(True),
+        FrameType.GENERATIONS: lambda: relay.announce_generations({"stock/t1": 2}),
     }
 
 

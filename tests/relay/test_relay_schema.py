@@ -118,7 +118,7 @@ def test_a_version_1_file_is_upgraded_to_the_current_version(tmp_path: Path) -> 
     SqliteRelayStore(str(path)).close()
     _set_version(path, "1")
     with SqliteRelayStore(str(path)) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 6
+        assert store.schema_version() == SCHEMA_VERSION == 7
     assert "reason" in _columns(path, "quarantine")
 
 
@@ -130,10 +130,28 @@ def test_a_version_5_file_gains_the_conflicts_table(tmp_path: Path) -> None:
         conn.execute("DROP TABLE conflicts")  # as relay schema 5 wrote it
     _set_version(path, "5")
     with SqliteRelayStore(str(path)) as store:
-        assert store.schema_version() == 6
+        assert store.schema_version() == SCHEMA_VERSION
         assert store.get_replica_config("acme", "t1") == {"x": 1}
         assert store.list_conflicts("acme") == []
     assert "source_seq" in _columns(path, "conflicts")
+
+
+def test_a_version_6_file_gains_generations_and_keeps_its_documents(tmp_path: Path) -> None:
+    """Relay schema 7 (document generations): every existing document is generation 0."""
+    path = tmp_path / "relay.db"
+    with SqliteRelayStore(str(path)) as store:
+        store.append_many([AppendEntry("acme", "stock/t1", b"u", "t1", b"\x00")])
+    with sqlite3.connect(path) as conn:  # as relay schema 6 wrote it
+        conn.execute("DROP TABLE generation_cuts")
+        conn.execute("DROP TABLE late_updates")
+        conn.execute("ALTER TABLE docs DROP COLUMN generation")
+    _set_version(path, "6")
+    with SqliteRelayStore(str(path)) as store:
+        assert store.schema_version() == 7
+        assert store.generations("acme") == {}
+        assert [d for _, d in store.load_doc("acme", "stock/t1").updates] == [b"u"]
+    assert "generation" in _columns(path, "docs")
+    assert "generation" in _columns(path, "late_updates")
 
 
 def test_version_two_tokens_gain_a_location_and_keep_working(tmp_path: Path) -> None:

@@ -25,7 +25,15 @@ from tiendasync.crdt.ledger import Ledger
 from tiendasync.crdt.lww import LWWMap
 from tiendasync.model.hlc import Timestamp
 from tiendasync.model.sales import new_sale_id
-from tiendasync.protocol import Event, ReplicaConnection, Synced, UpdateReceived, Welcome
+from tiendasync.protocol import (
+    Ack,
+    Event,
+    GenerationsAnnounced,
+    ReplicaConnection,
+    Synced,
+    UpdateReceived,
+    Welcome,
+)
 from tiendasync.relay import RelayServer, RelayStore, SqliteRelayStore
 from tiendasync.relay.auth import issue_token
 
@@ -127,6 +135,11 @@ class Client:
         self.ws = ws
         self.conn = ReplicaConnection()
         self.events: list[Event] = []
+        #: every ACK and UPDATE received, whatever ``wait_for`` consumed
+        self.acked: list[tuple[str, int, int]] = []
+        self.received: list[UpdateReceived] = []
+        #: what the relay's GENERATIONS frame said (None: it sent none)
+        self.generations: dict[str, int] | None = None
 
     @classmethod
     async def open(
@@ -140,6 +153,7 @@ class Client:
         svs: dict[str, bytes] | None = None,
         full: bool = False,
         past: tuple[int, ...] = (),
+        generations: dict[str, int] | None = None,
     ) -> Client:
         ws = await connect(f"ws://127.0.0.1:{port}/sync", max_size=None)
         client = cls(ws)
@@ -151,6 +165,7 @@ class Client:
             state_vectors=svs or {},
             full=full,
             past_client_ids=past,
+            generations=generations,
         )
         await ws.send(client.conn.data_to_send())
         return client
@@ -159,7 +174,10 @@ class Client:
         data = await self.ws.recv()
         assert isinstance(data, bytes)
         self.conn.receive_data(data)
-        self.events.extend(self.conn.events())
+        events = self.conn.events()
+        self.events.extend(events)
+        self.acked.extend((e.doc, e.client_id, e.clock) for e in events if isinstance(e, Ack))
+        self.received.extend(e for e in events if isinstance(e, UpdateReceived))
 
     async def wait_for(self, kind: type[E], timeout: float = 5.0) -> E:
         async def loop() -> E:
@@ -181,6 +199,9 @@ class Client:
             ev = self.events.pop(0)
             if isinstance(ev, Synced):
                 return welcome, diffs
+            if isinstance(ev, GenerationsAnnounced):
+                self.generations = ev.generations
+                continue
             assert isinstance(ev, UpdateReceived), ev
             diffs.append(ev)
 

@@ -53,6 +53,7 @@ from tiendasync.relay.auth import issue_token
 from tiendasync.relay.central import CENTRAL_REPLICA_ID
 from tiendasync.relay.console import console_routes
 from tiendasync.relay.dblock import relay_lock
+from tiendasync.relay.generations import RolloverPolicy
 from tiendasync.relay.sales_archive import SalesMonth, iter_sales, sale_json, sales_months
 from tiendasync.relay.server import RateLimits, RelayServer, check_node_id
 from tiendasync.relay.storage import (
@@ -201,6 +202,7 @@ def register(commands: Commands) -> None:
         help="seconds committed updates are gathered before the central review merges and "
         "reviews them together; default 0.2, 0: review every commit",
     )
+    _add_rollover(relay)
     relay.add_argument(
         "--invariants",
         action="append",
@@ -276,6 +278,25 @@ def register(commands: Commands) -> None:
     )
     rev.add_argument("id", help="token id (as shown by token list)")
     rev.set_defaults(handler=guard(_token_revoke))
+
+
+def _add_rollover(relay: argparse.ArgumentParser) -> None:
+    relay.add_argument(
+        "--rollover-slots",
+        type=int,
+        default=None,
+        metavar="N",
+        help="at start, roll a counter or LWW document with more than N slots over to a "
+        "new generation (docs/generations.md); default: never",
+    )
+    relay.add_argument(
+        "--rollover-bytes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="at start, roll a counter or LWW document over when its state passes N bytes; "
+        "default: never",
+    )
 
 
 def _add_export_sales(sub: Any) -> None:
@@ -561,6 +582,7 @@ async def _serve(
         cluster=cluster,
         node_id=check_node_id(args.node_id) if args.node_id else None,
         review_delay=args.review_delay_s,
+        rollover=RolloverPolicy(args.rollover_slots, args.rollover_bytes),
         limits=RateLimits(
             args.max_conns_per_token,
             args.max_msgs_per_s,

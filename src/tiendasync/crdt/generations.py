@@ -1,4 +1,4 @@
-"""Sans-I/O core of counter document generations (issue 14, step 1; counters only).
+"""Sans-I/O core of document generations: seed ``g+1`` from ``g``, carry late writes.
 
 A counter document is rolled over by the relay: generation ``g+1`` is seeded
 with one slot per entity under the relay's writer holding the sums of ``g``'s
@@ -12,29 +12,50 @@ monotone), so carrying a duplicate update, or the same update twice, adds
 nothing, and any sequence of late updates is carried exactly once in total.
 
 Slots here are plain ``{entity: {writer: (increments, decrements)}}`` maps,
-as decoded by :func:`tiendasync.crdt.counter.decode_counter_slot`; nothing
-here touches pycrdt or storage.  Not yet wired into the relay or replicas.
+as decoded by :func:`tiendasync.crdt.counter.decode_counter_slot`.  An LWW
+document is seeded with each field's winner (:func:`lww_winners`), copied
+into a slot of the relay's writer that keeps the original timestamp and
+writer (the slot's ``origin``, see :mod:`tiendasync.crdt.lww`); a late slot of
+``g`` is carried when it beats ``g+1``'s winner of its field (:func:`carry_lww`).
+
+The pure functions above work on decoded slot maps.  :func:`seed_update` and
+:func:`carry_update` apply them to pycrdt documents and return the Yjs
+update to store for ``g+1``, written by a writer id the caller gives (the
+relay's, fresh for each update, so it never shares a Yjs client id with
+anyone); neither touches storage.  See docs/generations.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
-from tiendasync.crdt.keys import MAX_SAFE_INTEGER
-from tiendasync.crdt.lww import FieldWrite
+import pycrdt
+
+from tiendasync.crdt.counter import decode_counter_slot
+from tiendasync.crdt.keys import MAX_SAFE_INTEGER, ROOT, SEP
+from tiendasync.crdt.lww import FieldWrite, decode_slot, slot_key
+from tiendasync.errors import InvalidArgument
 
 __all__ = [
+    "ROLLABLE",
     "CounterSlots",
     "LWWSlots",
     "apply_carry",
     "carry_counter",
     "carry_lww",
+    "carry_update",
+    "counter_slots",
+    "lww_slots",
     "lww_winners",
     "seed_counter",
+    "seed_update",
+    "slot_count",
     "totals",
 ]
 
-from tiendasync.errors import InvalidArgument
+#: The CRDTs (``crdt`` of :data:`tiendasync.model.docnames.DATA_TYPES`) that roll over.
+ROLLABLE = frozenset({"counter", "lww"})
 
 #: ``{(record, field): {writer: FieldWrite}}`` (the tombstone is a field too).
 LWWSlots = Mapping[tuple[str, str], Mapping[int, FieldWrite]]
@@ -109,9 +130,9 @@ def apply_carry(
 def lww_winners(slots: LWWSlots) -> dict[tuple[str, str], FieldWrite]:
     """The winner of every field, keeping its original timestamp and writer.
 
-    This is what seeds ``g+1`` of an LWW document (how the relay stores a
-    winner whose writer is not the relay in ``g+1``'s slot layout is not
-    decided yet: the sort key must stay the original one so later edits win).
+    This is what seeds ``g+1`` of an LWW document: each winner is copied into
+    a slot of the relay's writer whose ``origin`` is the winner's writer, so
+    the copy sorts as the original did and later edits still win.
     """
     return {f: max(ws.values(), key=lambda w: w.sort_key) for f, ws in slots.items() if ws}
 
@@ -134,3 +155,131 @@ def carry_lww(
         if current is None or best.sort_key > current.sort_key:
             out[field] = best
     return out
+
+
+# -- on pycrdt documents --------------------------------------------------------------------
+
+
+def _root(doc: pycrdt.Doc[Any]) -> pycrdt.Map[Any]:
+    root: pycrdt.Map[Any] = doc.get(ROOT, type=pycrdt.Map)
+    return root
+
+
+def counter_slots(doc: pycrdt.Doc[Any]) -> dict[str, dict[int, tuple[int, int]]]:
+    """The valid counter slots of ``doc`` (foreign values are skipped, as on a read)."""
+    out: dict[str, dict[int, tuple[int, int]]] = {}
+    root = _root(doc)
+    for key in list(root.keys()):
+        parsed = decode_counter_slot(key, root.get(key))
+        if parsed is not None:
+            entity, _, writer = key.rpartition(SEP)
+            out.setdefault(entity, {})[int(writer)] = parsed
+    return out
+
+
+def lww_slots(doc: pycrdt.Doc[Any]) -> dict[tuple[str, str], dict[int, FieldWrite]]:
+    """The valid LWW slots of ``doc`` by ``(record, field)`` (foreign values skipped)."""
+    out: dict[tuple[str, str], dict[int, FieldWrite]] = {}
+    root = _root(doc)
+    for key in list(root.keys()):
+        parts = key.split(SEP)
+        if len(parts) != 3 or not parts[2].isdigit():
+            continue
+        write = decode_slot(parts[1], int(parts[2]), root.get(key))
+        if write is not None:
+            out.setdefault((parts[0], parts[1]), {})[int(parts[2])] = write
+    return out
+
+
+def slot_count(crdt: str, doc: pycrdt.Doc[Any]) -> int:
+    """How many slots (root-map keys) ``doc`` holds: what a slot threshold measures."""
+    if crdt not in ROLLABLE:
+        raise InvalidArgument(f"a {crdt} document has no generations")
+    return len(list(_root(doc).keys()))
+
+
+def _copy_slot(write: FieldWrite, field: str) -> list[Any]:
+    seen = None if write.seen is None else list(write.seen)
+    return [
+        write.wall_ms,
+        write.counter,
+        write.replica_id,
+        write.json_value,
+        field,
+        seen,
+        write.author,
+    ]
+
+
+def _written(writer: int, fill: Any) -> bytes:
+    doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=writer)
+    root = _root(doc)
+    with doc.transaction():
+        fill(root)
+    return doc.get_update()
+
+
+def seed_update(crdt: str, g: pycrdt.Doc[Any], writer: int) -> bytes:
+    """The whole of ``g+1`` seeded from ``g``'s current values, written by ``writer``.
+
+    Counters: one slot per entity with the sums of ``g``'s slots.  LWW: every
+    field's winner (tombstones too) copied with its original timestamp and
+    writer.  Reads of the seed equal reads of ``g``.
+    """
+    if crdt == "counter":
+        seeded = seed_counter(counter_slots(g))
+
+        def fill(root: pycrdt.Map[Any]) -> None:
+            for entity, (inc, dec) in seeded.items():
+                root[entity + SEP + str(writer)] = [inc, dec]
+
+        return _written(writer, fill)
+    if crdt == "lww":
+        winners = lww_winners(lww_slots(g))
+
+        def fill_lww(root: pycrdt.Map[Any]) -> None:
+            for (record, field), write in winners.items():
+                root[slot_key(record, field, writer)] = _copy_slot(write, field)
+
+        return _written(writer, fill_lww)
+    raise InvalidArgument(f"a {crdt} document has no generations")
+
+
+def carry_update(
+    crdt: str,
+    *,
+    cut: pycrdt.Doc[Any],
+    before: pycrdt.Doc[Any],
+    after: pycrdt.Doc[Any],
+    current: pycrdt.Doc[Any],
+    writer: int,
+) -> bytes | None:
+    """What a late update to ``g`` adds to ``g+1``, written by ``writer``; ``None``: nothing.
+
+    ``cut``: ``g`` at the rollover; ``before``/``after``: ``g`` around the late
+    update; ``current``: ``g+1`` as it is now.  Counters: the growth of each
+    slot beyond the cut and ``before``, in new slots of ``writer`` (a duplicate
+    carries nothing).  LWW: the late winners that beat ``current``'s, copied
+    with their original timestamps and writers (carrying twice is once).
+    """
+    if crdt == "counter":
+        carried = carry_counter(counter_slots(cut), counter_slots(before), counter_slots(after))
+        if not carried:
+            return None
+
+        def fill(root: pycrdt.Map[Any]) -> None:
+            for entity, (inc, dec) in carried.items():
+                root[entity + SEP + str(writer)] = [inc, dec]
+
+        return _written(writer, fill)
+    if crdt == "lww":
+        late = carry_lww(lww_winners(lww_slots(current)), lww_slots(after))
+        if not late:
+            return None
+
+        def fill_lww(root: pycrdt.Map[Any]) -> None:
+            for (record, field), write in late.items():
+                root[slot_key(record, field, writer)] = _copy_slot(write, field)
+
+        return _written(writer, fill_lww)
+    raise InvalidArgument(f"a {crdt} document has no generations")

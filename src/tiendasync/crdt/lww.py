@@ -14,6 +14,13 @@ differs from its key is ignored.  ``seen`` is the sort key
 writer wrote (``null`` if there was none): it tells an edit that knowingly
 superseded another from one that raced it (:meth:`LWWMap.concurrent_losers`).
 
+A slot may carry a seventh element, ``origin``: the writer of the write it
+copies.  Only the relay writes such slots, when it seeds a new document
+generation with each field's winner (:mod:`tiendasync.crdt.generations`):
+the copy keeps its original timestamp *and* writer, so it sorts exactly as
+the original did and a later edit still beats it (the relay's validator
+accepts the element only from the relay's own writer).
+
 Reading a field takes the slot with the greatest ``(timestamp, writer)``.  A
 writer only ever overwrites its own slot (the ownership rule: the relay
 refuses an update that deletes or rewrites another writer's slot), so
@@ -63,10 +70,17 @@ class FieldWrite(NamedTuple):
     json_value: str
     #: The winner its writer had seen (``None``: none, or a slot of the old layout).
     seen: SortKey | None = None
+    #: The writer of the write this slot copies (a generation's seed), else ``None``.
+    origin: int | None = None
+
+    @property
+    def author(self) -> int:
+        """The writer this write sorts by: the original one for a seeded copy."""
+        return self.writer if self.origin is None else self.origin
 
     @property
     def sort_key(self) -> SortKey:
-        return (self.wall_ms, self.counter, self.replica_id, self.writer)
+        return (self.wall_ms, self.counter, self.replica_id, self.author)
 
     @property
     def timestamp(self) -> Timestamp:
@@ -121,12 +135,13 @@ def _is_json(text: str) -> bool:
 def decode_slot(field: str, writer: int, value: object) -> FieldWrite | None:
     """The :class:`FieldWrite` a slot value holds, or ``None`` if it is not a valid slot.
 
-    Valid: ``[wall_ms, counter, replica_id, json]`` (old layout) or
+    Valid: ``[wall_ms, counter, replica_id, json]`` (old layout),
     ``[wall_ms, counter, replica_id, json, field, seen]`` with ``field`` equal
-    to the key's and ``seen`` null or a sort key; integers exact and
-    non-negative, ``json`` parseable JSON text.
+    to the key's and ``seen`` null or a sort key, or that plus ``origin`` (a
+    seeded copy's original writer); integers exact and non-negative, ``json``
+    parseable JSON text.
     """
-    if not isinstance(value, list) or len(value) not in (4, 6):
+    if not isinstance(value, list) or len(value) not in (4, 6, 7):
         return None
     wall, counter = _int(value[0]), _int(value[1])
     replica_id, json_value = value[2], value[3]
@@ -134,12 +149,18 @@ def decode_slot(field: str, writer: int, value: object) -> FieldWrite | None:
         return None
     if not isinstance(replica_id, str) or not isinstance(json_value, str):
         return None
-    seen = _sort_key(value[5]) if len(value) == 6 else None
-    if len(value) == 6 and (value[4] != field or (value[5] is not None and seen is None)):
+    seen = _sort_key(value[5]) if len(value) >= 6 else None
+    if len(value) >= 6 and (value[4] != field or (value[5] is not None and seen is None)):
         return None
-    if not _is_json(json_value):
+    origin = _int(value[6]) if len(value) == 7 else None
+    bad_origin = len(value) == 7 and (origin is None or origin < 0)
+    if bad_origin or not _is_json(json_value):
         return None
-    return FieldWrite(wall, counter, replica_id, writer, json_value, seen)
+    return FieldWrite(wall, counter, replica_id, writer, json_value, seen, origin)
+
+
+def _latest(write: FieldWrite) -> SortKey:
+    return write.sort_key
 
 
 class LWWMap:
@@ -168,12 +189,14 @@ class LWWMap:
         fields = self._fields(record)
         if not fields:
             return None
-        winners = {name: max(slots.values()) for name, slots in fields.items() if slots}
+        winners = {
+            name: max(slots.values(), key=_latest) for name, slots in fields.items() if slots
+        }
         tomb = winners.pop(TOMBSTONE, None)
         visible = {
             name: w.value
             for name, w in winners.items()
-            if tomb is None or (w.timestamp, w.writer) > (tomb.timestamp, tomb.writer)
+            if tomb is None or w.sort_key > tomb.sort_key
         }
         return visible or None
 
@@ -188,7 +211,7 @@ class LWWMap:
     def winner(self, record: str, field: str) -> FieldWrite | None:
         """The write currently in force for ``record.field`` (tombstones ignored)."""
         slots = (self._fields(record) or {}).get(field)
-        return max(slots.values()) if slots else None
+        return max(slots.values(), key=_latest) if slots else None
 
     def concurrent_losers(self, record: str) -> dict[str, list[FieldWrite]]:
         """Per field, the slots that lost to its winner without its writer having seen them.
@@ -201,11 +224,14 @@ class LWWMap:
         out: dict[str, list[FieldWrite]] = {}
         for name, slots in (self._fields(record) or {}).items():
             if len(slots) > 1:
-                best = max(slots.values())
+                best = max(slots.values(), key=_latest)
                 losers = sorted(
-                    w
-                    for w in slots.values()
-                    if w != best and (best.seen is None or w.sort_key > best.seen)
+                    (
+                        w
+                        for w in slots.values()
+                        if w != best and (best.seen is None or w.sort_key > best.seen)
+                    ),
+                    key=_latest,
                 )
                 if losers:
                     out[name] = losers

@@ -60,6 +60,8 @@ class FrameType(enum.IntEnum):
     ERROR = 6
     SYNC_NOW = 7
     BYE = 8
+    #: sent only to a replica whose HELLO told its generations (docs/generations.md)
+    GENERATIONS = 9
 
 
 class CloseCode(enum.IntEnum):

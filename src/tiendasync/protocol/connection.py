@@ -18,6 +18,7 @@ from tiendasync.protocol.events import (
     Ack,
     ConnectionClosed,
     Event,
+    GenerationsAnnounced,
     Hello,
     ProtocolFailure,
     Synced,
@@ -32,6 +33,7 @@ from tiendasync.protocol.frames import (
     ErrorFrame,
     Frame,
     FrameDecoder,
+    GenerationsFrame,
     HelloFrame,
     SyncNowFrame,
     UpdateFrame,
@@ -262,6 +264,7 @@ class Connection:
             past_client_ids=frame.past_client_ids,
             config=frame.config,
             sales_from=frame.sales_from,
+            generations=frame.generations,
         )
 
     def _on_welcome(self, frame: WelcomeFrame) -> Welcome:
@@ -284,6 +287,9 @@ class Connection:
     def _on_sync_now(self, frame: SyncNowFrame) -> SyncRequested:
         return SyncRequested(frame.full)
 
+    def _on_generations(self, frame: GenerationsFrame) -> GenerationsAnnounced:
+        return GenerationsAnnounced(dict(frame.generations))
+
     def _on_error(self, frame: ErrorFrame) -> ProtocolFailure:
         return ProtocolFailure(frame.code, frame.reason, remote=True)
 
@@ -297,6 +303,7 @@ class Connection:
         Ack: _on_ack,
         Synced: _on_synced,
         SyncRequested: _on_sync_now,
+        GenerationsAnnounced: _on_generations,
         ProtocolFailure: _on_error,
         ConnectionClosed: _on_bye,
     }

@@ -9,6 +9,7 @@ __all__ = [
     "Ack",
     "ConnectionClosed",
     "Event",
+    "GenerationsAnnounced",
     "Hello",
     "ProtocolFailure",
     "SyncRequested",
@@ -38,6 +39,8 @@ class Hello(Event):
     config: dict[str, Any] | None = None
     #: the oldest sales period the replica keeps (None: every one); see HelloFrame
     sales_from: str | None = None
+    #: ``{doc: generation}`` of every document the replica holds; None: it knows none
+    generations: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -96,3 +99,10 @@ class ConnectionClosed(Event):
     """The peer said goodbye normally."""
 
     reason: str = field(default="")
+
+
+@dataclass(frozen=True)
+class GenerationsAnnounced(Event):
+    """(replica side) The relay's generation of each document past generation 0."""
+
+    generations: dict[str, int]

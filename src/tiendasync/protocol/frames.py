@@ -18,7 +18,15 @@ SYNCED     5     (none)                                                 relay ->
 ERROR      6     close_code, reason                                     both
 SYNC_NOW   7     full                                                   relay -> R
 BYE        8     reason                                                 both
+GENS       9     {doc: generation}                                      relay -> R
 =========  ====  =====================================================  =========
+
+HELLO's flags may carry ``"gens": {doc: generation}``: the generation of every
+document the replica holds, 0 included (docs/generations.md); a document left
+out is one it does not hold, caught up with the relay's current generation.  A
+replica that sends the key (even empty) understands GENERATIONS frames; the
+relay sends one, after its WELCOME, only to such a replica, and older relays
+ignore the key.  An older replica never sends it, so never receives one.
 
 Each frame type is a frozen dataclass (:class:`HelloFrame` ... :class:`ByeFrame`):
 ``frame.encode()`` packs it, :func:`decode_frame` checks one unpacked msgpack
@@ -84,6 +92,7 @@ __all__ = [
     "Frame",
     "FrameDecoder",
     "FrameType",
+    "GenerationsFrame",
     "HelloFrame",
     "SyncNowFrame",
     "SyncedFrame",
@@ -150,6 +159,12 @@ def _doc(value: Any) -> DocRef:
     return _str(value, "document name")
 
 
+def _generations(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict) or len(value) > MAX_DOCS_PER_HELLO:
+        raise _fail(f"generations must be a map of at most {MAX_DOCS_PER_HELLO} documents")
+    return {_str(k, "document name"): _uint(v, "generation") for k, v in value.items()}
+
+
 def _svs(value: Any) -> dict[str, bytes]:
     if not isinstance(value, dict):
         raise _fail("state vectors must be a map")
@@ -206,6 +221,8 @@ class HelloFrame(Frame):
     #: the oldest sales period (``YYYY-MM``) the replica keeps: older sales documents
     #: left it (kept at the relay), so the relay sends nothing of them; None: all
     sales_from: str | None = None
+    #: ``{doc: generation}`` of every document held (None: knows no generations)
+    generations: dict[str, int] | None = None
 
     def fields(self) -> list[Any]:
         flags: dict[str, Any] = {"full": self.full, "past": list(self.past_client_ids)}
@@ -213,6 +230,8 @@ class HelloFrame(Frame):
             flags["config"] = self.config
         if self.sales_from is not None:
             flags["sales_from"] = self.sales_from
+        if self.generations is not None:
+            flags["gens"] = self.generations
         return [
             self.version,
             self.tenant,
@@ -241,6 +260,7 @@ class HelloFrame(Frame):
         sales_from = flags.get("sales_from")
         if sales_from is not None and not is_period(sales_from):
             raise _fail("HELLO sales_from must be a period YYYY-MM")
+        gens = flags.get("gens")
         return cls(
             _uint(f[0], "version"),
             _str(f[1], "tenant"),
@@ -253,6 +273,7 @@ class HelloFrame(Frame):
             past_client_ids=tuple(_uint(c, "past client id") for c in past),
             config=config,
             sales_from=sales_from,
+            generations=None if gens is None else _generations(gens),
         )
 
 
@@ -384,6 +405,23 @@ class ByeFrame(Frame):
         return cls(_str(f[0], "reason", MAX_REASON))
 
 
+@dataclass(frozen=True, slots=True)
+class GenerationsFrame(Frame):
+    """The relay tells the generation of each document it holds past generation 0."""
+
+    TYPE: ClassVar[FrameType] = FrameType.GENERATIONS
+    ARITY: ClassVar[int] = 1
+
+    generations: dict[str, int]
+
+    def fields(self) -> list[Any]:
+        return [self.generations]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> Self:
+        return cls(_generations(f[0]))
+
+
 #: The record class of each frame type.
 FRAME_CLASSES: dict[FrameType, type[Frame]] = {
     cls.TYPE: cls
@@ -396,6 +434,7 @@ FRAME_CLASSES: dict[FrameType, type[Frame]] = {
         ErrorFrame,
         SyncNowFrame,
         ByeFrame,
+        GenerationsFrame,
     )
 }
 

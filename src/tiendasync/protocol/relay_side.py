@@ -15,6 +15,7 @@ from tiendasync.protocol.codes import MAX_WELCOME_SV_BYTES, PROTOCOL_VERSION, Fr
 from tiendasync.protocol.connection import Connection
 from tiendasync.protocol.frames import (
     AckFrame,
+    GenerationsFrame,
     SyncedFrame,
     SyncNowFrame,
     UpdateFrame,
@@ -63,6 +64,11 @@ class RelayConnection(Connection):
     def synced(self) -> None:
         """Every catch-up diff of this session has been sent."""
         self._send(SyncedFrame())
+
+    def announce_generations(self, generations: dict[str, int]) -> None:
+        """Tell the replica each document's generation past 0 (only to a replica whose
+        HELLO told its own: an older one does not know the frame)."""
+        self._send(GenerationsFrame(dict(generations)))
 
     def request_sync(self, full: bool = False) -> None:
         self._send(SyncNowFrame(full))

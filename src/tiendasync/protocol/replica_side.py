@@ -48,12 +48,16 @@ class ReplicaConnection(Connection):
         past_client_ids: tuple[int, ...] = (),
         config: dict[str, Any] | None = None,
         sales_from: str | None = None,
+        generations: dict[str, int] | None = None,
     ) -> None:
         """Introduce ourselves; the relay answers WELCOME or ERROR.
 
         ``config``: the store config we run with, told so the relay's console
         shows what the store really uses.  ``sales_from``: the oldest sales
         period we keep (``YYYY-MM``); the relay sends nothing of older ones.
+        ``generations``: the generation of
+        every document we hold, 0 included (``{}`` if none); given, it also tells the
+        relay we understand its GENERATIONS frames.
 
         The HELLO stays within :data:`~tiendasync.protocol.codes.MAX_HELLO_BYTES`
         and :data:`~tiendasync.protocol.codes.MAX_DOCS_PER_HELLO` documents:
@@ -73,6 +77,7 @@ class ReplicaConnection(Connection):
                 past_client_ids=tuple(past_client_ids),
                 config=config,
                 sales_from=sales_from,
+                generations=None if generations is None else dict(generations),
             )
         )
 

@@ -29,6 +29,7 @@ from tiendasync.protocol.events import (
     Ack,
     ConnectionClosed,
     Event,
+    GenerationsAnnounced,
     Hello,
     ProtocolFailure,
     Synced,
@@ -128,6 +129,8 @@ RECEIVE: Final[Mapping[tuple[Role, State, FrameType], Transition]] = {
     (_R, _RS.LIVE, _F.UPDATE): Transition(_RS.LIVE, UpdateReceived),
     (_R, _RS.LIVE, _F.ACK): Transition(_RS.LIVE, Ack),
     (_R, _RS.LIVE, _F.SYNC_NOW): Transition(_RS.LIVE, SyncRequested),
+    (_R, _RS.CATCHING_UP, _F.GENERATIONS): Transition(_RS.CATCHING_UP, GenerationsAnnounced),
+    (_R, _RS.LIVE, _F.GENERATIONS): Transition(_RS.LIVE, GenerationsAnnounced),
     **_closing(_R),
     # relay
     (_S, _LS.NEW, _F.HELLO): Transition(_LS.AUTHENTICATING, Hello),
@@ -152,12 +155,13 @@ SEND: Final[Mapping[tuple[Role, State, FrameType], State]] = {
     (_R, _RS.CATCHING_UP, _F.UPDATE): _RS.CATCHING_UP,
     (_R, _RS.LIVE, _F.UPDATE): _RS.LIVE,
     **_closing_sends(_R),
-    # relay: accept(), send_update(), ack(), synced(), request_sync()
+    # relay: accept(), send_update(), ack(), synced(), request_sync(), announce_generations()
     (_S, _LS.AUTHENTICATING, _F.WELCOME): _LS.OPEN,
     (_S, _LS.OPEN, _F.UPDATE): _LS.OPEN,
     (_S, _LS.OPEN, _F.ACK): _LS.OPEN,
     (_S, _LS.OPEN, _F.SYNCED): _LS.OPEN,
     (_S, _LS.OPEN, _F.SYNC_NOW): _LS.OPEN,
+    (_S, _LS.OPEN, _F.GENERATIONS): _LS.OPEN,
     **_closing_sends(_S),
 }
 

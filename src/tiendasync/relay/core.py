@@ -58,7 +58,7 @@ from tiendasync.relay.followers import Followers
 from tiendasync.relay.ownership import OwnershipGate
 from tiendasync.relay.policy import Grants, Policy, RateLimits, TokenBucket
 from tiendasync.relay.reviews import CentralReviews, ReviewWork
-from tiendasync.relay.sessions import SyncSessions
+from tiendasync.relay.sessions import LateHandler, SyncSessions
 from tiendasync.relay.state import FollowerFacts, HelloFacts, PendingWrite, RelaySession, fail
 from tiendasync.relay.storage import AppendResult, RelayStore, SessionRecord, TokenRecord
 
@@ -102,6 +102,7 @@ class RelayCore:
         on_write: Callable[[PendingWrite], None] | None = None,
         limits: RateLimits | None = None,
         client_id_source: Callable[[int], int] | None = None,
+        on_late: LateHandler | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -137,6 +138,7 @@ class RelayCore:
             max_update_bytes=max_update_bytes,
             on_output=lambda s: self.on_output(s),
             gate=self.gate,
+            on_late=on_late,
         )
         self.followers = Followers(
             self.docs,
@@ -399,6 +401,34 @@ class RelayCore:
         self.fanout.commit_failed(batch, exc)
         if self.reviews is not None:
             self.reviews.relay_write_failed(batch)
+
+    def late_stored(
+        self,
+        session: RelaySession,
+        doc: str,
+        acks: list[int],
+        clocks: dict[int, int],
+        carry: bytes | None,
+    ) -> None:
+        """A late update of ``session`` (see ``on_late``) and its carry are stored:
+        acknowledge it (``clocks``: the past generation's) and fan the carry out."""
+        tenant = session.tenant
+        assert tenant is not None
+        if carry is not None:
+            self.docs.evict(tenant, doc)  # reloaded from storage, carry included
+            self.fanout.updates_total += 1
+            self.broker.publish(tenant, doc, carry, None)
+        conn = session.conn
+        if conn is not None and conn.state == "open":
+            for client in acks:
+                conn.ack(doc, client, clocks.get(client, 0))
+            self.on_output(session)
+
+    def late_failed(self, session: RelaySession, code: int, reason: str) -> None:
+        """A late update could not be carried: nothing of it was stored; close."""
+        session.record.error = reason[:200]
+        fail(session, code, reason)
+        self.on_output(session)
 
     def retry_reviews(self) -> None:
         """Retry what the central writers could not do (see ``CentralReviews.retry``)."""

@@ -236,7 +236,11 @@ class Fanout:
                 return
             session.outbox.append(encode_update(update))
         else:
-            if not session.grants.can_read(doc) or before_sales_floor(doc, session.sales_from):
+            if (
+                not session.grants.can_read(doc)
+                or doc in session.behind  # it holds an older generation of ``doc``
+                or before_sales_floor(doc, session.sales_from)
+            ):
                 return
             assert session.conn is not None
             session.conn.send_update(doc, update)

@@ -39,6 +39,7 @@ def lookup_hello(store: RelayStore, hello: Hello) -> HelloFacts:
         config=store.get_replica_config(hello.tenant, hello.replica_id),
         owned=frozenset(store.client_ids_of(hello.tenant, hello.replica_id)),
         state_vectors=store.state_vectors(hello.tenant),
+        generations=store.generations(hello.tenant),
     )
 
 

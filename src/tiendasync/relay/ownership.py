@@ -34,6 +34,8 @@ sales          ``sale id`` (the id ends with W)        sale record JSON, ``by`` 
 W is the decimal Yjs client id (hexadecimal inside a sale id).  An LWW slot is
 ``[wall_ms, counter, replica_id, json, field, seen]`` with ``replica_id`` the
 writer's own and ``field`` repeating the key's (see :mod:`tiendasync.crdt.lww`).
+Only the relay's own writer may add ``origin`` (a generation's seeded copy of
+another writer's winner, keeping its timestamp, replica id and writer).
 Sales are write-once: a sales item never replaces another.
 """
 
@@ -355,7 +357,15 @@ def _check_sales_value(ctx: _Context, key: str, value: object) -> None:
 
 
 def _check_slot(ctx: _Context, key: str | None, client: int, value: object) -> None:
-    """An LWW slot: the new layout, the writer's own replica id, a sane time, a sane value."""
+    """An LWW slot: the new layout, the writer's own replica id, a sane time, a sane value.
+
+    The relay's own writer may also write a seeded copy (a seventh element,
+    ``origin``, and the original writer's replica id): a store may not, or it
+    could pass its edit off as another writer's.
+    """
+    if isinstance(value, list) and len(value) == 7 and ctx.writer.relay:
+        _check_copy(ctx, key, client, value)
+        return
     if not isinstance(value, list) or len(value) != 6 or not isinstance(value[4], str):
         raise _Refused("an LWW slot is [wall_ms, counter, replica_id, json, field, seen]")
     field = value[4]
@@ -374,6 +384,17 @@ def _check_slot(ctx: _Context, key: str | None, client: int, value: object) -> N
             raise _Refused("a tombstone's value is true")
         return
     _check_field(ctx.doc.data_type, field, data)
+
+
+def _check_copy(ctx: _Context, key: str | None, client: int, value: list[object]) -> None:
+    """A seeded copy by the relay's writer: well formed, of its key's field, a sane value."""
+    field = value[4]
+    if not isinstance(field, str) or (key is not None and key.split(SEP)[1] != field):
+        raise _Refused("a seeded LWW slot's field differs from its key")
+    write = decode_slot(field, client, value)
+    if write is None or write.origin is None:
+        raise _Refused(f"bad seeded LWW slot for field {field[:40]!r}")
+    _json_text(write.json_value, MAX_FIELD_JSON_BYTES, f"field {field[:40]!r}")
 
 
 def _exact_non_negative(value: object) -> bool:

@@ -24,7 +24,7 @@ from tiendasync.errors import StorageError
 
 __all__ = ["MIGRATIONS", "MIGRATION_LOCK", "SCHEMA", "SCHEMA_VERSION", "migrate", "statements"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: ``pg_advisory_xact_lock`` key held while a process checks and migrates the schema.
 MIGRATION_LOCK = 0x7469656E64615331  # "tiendaS1"
@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS docs (
     state_vector BYTEA NOT NULL,
     log_count BIGINT NOT NULL DEFAULT 0,
     updated_at DOUBLE PRECISION NOT NULL,
+    generation BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant, doc)
 );
 CREATE TABLE IF NOT EXISTS updates (
@@ -153,6 +154,26 @@ CREATE TABLE IF NOT EXISTS conflicts (
     PRIMARY KEY (tenant, id)
 );
 CREATE INDEX IF NOT EXISTS conflicts_status ON conflicts (tenant, status, opened_at);
+CREATE TABLE IF NOT EXISTS generation_cuts (
+    tenant TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    generation BIGINT NOT NULL,
+    data BYTEA NOT NULL,
+    checksum BIGINT NOT NULL,
+    cut_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (tenant, doc, generation)
+);
+CREATE TABLE IF NOT EXISTS late_updates (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    generation BIGINT NOT NULL,
+    data BYTEA NOT NULL,
+    replica TEXT,
+    received_at DOUBLE PRECISION NOT NULL,
+    checksum BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS late_updates_doc ON late_updates (tenant, doc, generation, seq);
 """
 
 #: Schema 2 (issue 15 part 3, "review leases"): the review partitions' leases, their
@@ -208,8 +229,24 @@ def _v2_to_v3_review_leases(execute: Execute) -> None:
         execute(statement, ())
 
 
+def _v3_to_v4_generations(execute: Execute) -> None:
+    """3 -> 4 (issue 14, document generations): numbers each document's generation
+    (``docs.generation``, 0 for every document so far); :data:`SCHEMA` adds
+    ``generation_cuts`` and ``late_updates``."""
+    execute(
+        "DO $$ BEGIN IF to_regclass('docs') IS NOT NULL THEN "
+        "ALTER TABLE docs ADD COLUMN IF NOT EXISTS generation BIGINT NOT NULL DEFAULT 0; "
+        "END IF; END $$",
+        (),
+    )
+
+
 #: ``{version: step}``: step ``v`` turns a database of version ``v`` into ``v + 1``.
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2_relay_nodes, 2: _v2_to_v3_review_leases}
+MIGRATIONS: dict[int, Migration] = {
+    1: _v1_to_v2_relay_nodes,
+    2: _v2_to_v3_review_leases,
+    3: _v3_to_v4_generations,
+}
 
 
 def _split(sql: str) -> list[str]:

@@ -35,7 +35,7 @@ from typing import Any
 import psycopg
 from psycopg import conninfo
 
-from tiendasync.errors import ConfigError, NotFound, StorageError
+from tiendasync.errors import ConfigError, InvalidArgument, NotFound, StorageError
 from tiendasync.protocol.statevector import decode_state_vector, encode_state_vector
 from tiendasync.relay import pgschema
 from tiendasync.relay.leases import Lease, LeaseLost, partitions_of
@@ -50,6 +50,7 @@ from tiendasync.relay.records import (
     TokenRecord,
 )
 from tiendasync.relay.schema import checksum_of
+from tiendasync.relay.storage import generation_history
 
 __all__ = [
     "CHANNEL",
@@ -478,6 +479,129 @@ class PostgresRelayStore:
                 "WHERE tenant = %s AND doc = %s) WHERE tenant = %s AND doc = %s",
                 (tenant, doc, tenant, doc),
             )
+
+    # -- document generations ---------------------------------------------------------------
+
+    def generations(self, tenant: str) -> dict[str, int]:
+        rows = self._read(
+            "SELECT doc, generation FROM docs WHERE tenant = %s AND generation > 0 ORDER BY doc",
+            (tenant,),
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
+    def roll_over(
+        self,
+        tenant: str,
+        doc: str,
+        *,
+        generation: int,
+        upto_seq: int,
+        cut: bytes,
+        seed: bytes,
+        state_vector: bytes,
+    ) -> bool:
+        """Under the document's row lock, as every writer of its log takes it."""
+        key, now = (tenant, doc), time.time()
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT generation FROM docs WHERE tenant = %s AND doc = %s FOR UPDATE", key
+            ).fetchone()
+            newer = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM updates WHERE tenant = %s AND doc = %s AND seq > %s)",
+                (*key, upto_seq),
+            ).fetchone()
+            if row is None or int(row[0]) != generation or (newer is not None and newer[0]):
+                return False
+            conn.execute(
+                "INSERT INTO generation_cuts (tenant, doc, generation, data, checksum, cut_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                (*key, generation, cut, checksum_of(cut), now),
+            )
+            conn.execute(
+                "INSERT INTO snapshots (tenant, doc, data, upto_seq, created_at, checksum) "
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tenant, doc) DO UPDATE SET "
+                "data = excluded.data, upto_seq = excluded.upto_seq, "
+                "created_at = excluded.created_at, checksum = excluded.checksum",
+                (*key, seed, upto_seq, now, checksum_of(seed)),
+            )
+            conn.execute("DELETE FROM updates WHERE tenant = %s AND doc = %s", key)
+            conn.execute(
+                "UPDATE docs SET generation = %s, state_vector = %s, log_count = 0, "
+                "updated_at = %s WHERE tenant = %s AND doc = %s",
+                (generation + 1, state_vector, now, *key),
+            )
+        return True
+
+    def load_generation(self, tenant: str, doc: str, generation: int) -> DocHistory:
+        with self._snapshot() as conn:
+            cut = conn.execute(
+                "SELECT data, checksum FROM generation_cuts WHERE tenant = %s AND doc = %s "
+                "AND generation = %s",
+                (tenant, doc, generation),
+            ).fetchone()
+            rows = conn.execute(
+                "SELECT seq, data, checksum FROM late_updates WHERE tenant = %s AND doc = %s "
+                "AND generation = %s ORDER BY seq",
+                (tenant, doc, generation),
+            ).fetchall()
+        if cut is None:
+            raise NotFound(f"{doc!r} of {tenant!r} has no past generation {generation}")
+        return generation_history(
+            bytes(cut[0]), int(cut[1]), [(int(s), bytes(d), int(c)) for s, d, c in rows]
+        )
+
+    def append_late(
+        self,
+        tenant: str,
+        doc: str,
+        *,
+        generation: int,
+        data: bytes,
+        replica: str | None,
+        after_seq: int,
+        carry: bytes | None,
+        state_vector: bytes,
+        received_at: float,
+    ) -> int | None:
+        """Under the document's row lock: late updates of one generation, and the
+        carries they make, are logged one transaction at a time across relays."""
+        key = (tenant, doc)
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT generation FROM docs WHERE tenant = %s AND doc = %s FOR UPDATE", key
+            ).fetchone()
+            current = 0 if row is None else int(row[0])
+            if not 0 <= generation < current:
+                raise InvalidArgument(
+                    f"{doc!r} is at generation {current}: {generation} is not a past one"
+                )
+            newer = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM late_updates WHERE tenant = %s AND doc = %s "
+                "AND generation = %s AND seq > %s)",
+                (*key, generation, after_seq),
+            ).fetchone()
+            if (newer is not None and newer[0]) or (
+                generation + 1 != current and carry is not None
+            ):
+                return None
+            logged = conn.execute(
+                "INSERT INTO late_updates (tenant, doc, generation, data, replica, received_at, "
+                "checksum) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING seq",
+                (*key, generation, data, replica, received_at, checksum_of(data)),
+            ).fetchone()
+            if carry is not None:
+                conn.execute(
+                    "INSERT INTO updates (tenant, doc, data, replica, received_at, checksum) "
+                    "VALUES (%s, %s, %s, NULL, %s, %s)",
+                    (*key, carry, received_at, checksum_of(carry)),
+                )
+                conn.execute(
+                    "UPDATE docs SET state_vector = %s, log_count = log_count + 1, "
+                    "updated_at = %s WHERE tenant = %s AND doc = %s",
+                    (state_vector, received_at, *key),
+                )
+        assert logged is not None
+        return int(logged[0])
 
     def state_vectors(self, tenant: str) -> dict[str, bytes]:
         rows = self._read(

@@ -25,7 +25,7 @@ __all__ = [
     "statements",
 ]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 META_TABLE = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 
@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS docs (
     state_vector BLOB NOT NULL,
     log_count INTEGER NOT NULL DEFAULT 0,
     updated_at REAL NOT NULL,
+    generation INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant, doc)
 );
 CREATE TABLE IF NOT EXISTS updates (
@@ -128,6 +129,26 @@ CREATE TABLE IF NOT EXISTS conflicts (
     PRIMARY KEY (tenant, id)
 );
 CREATE INDEX IF NOT EXISTS conflicts_status ON conflicts (tenant, status, opened_at);
+CREATE TABLE IF NOT EXISTS generation_cuts (
+    tenant TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    checksum INTEGER NOT NULL,
+    cut_at REAL NOT NULL,
+    PRIMARY KEY (tenant, doc, generation)
+);
+CREATE TABLE IF NOT EXISTS late_updates (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    replica TEXT,
+    received_at REAL NOT NULL,
+    checksum INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS late_updates_doc ON late_updates (tenant, doc, generation, seq);
 """
 
 
@@ -186,8 +207,18 @@ def _v5_to_v6(conn: sqlite3.Connection) -> None:
     of record must agree on (:data:`SCHEMA` creates it)."""
 
 
+def _v6_to_v7_generations(conn: sqlite3.Connection) -> None:
+    """Version 7 (issue 14, document generations) numbers each document's generation
+    (``docs.generation``, 0 for every document so far) and adds ``generation_cuts``
+    (each past generation's whole state at its cut) and ``late_updates`` (updates
+    that reached a past generation after its cut), which :data:`SCHEMA` creates."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(docs)")}
+    if columns and "generation" not in columns:
+        conn.execute("ALTER TABLE docs ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
+
+
 #: ``{version: step}``: the step turns a database of ``version`` into ``version + 1``
-#: (inside the open's transaction).  The next layout change adds ``6: _v6_to_v7``
+#: (inside the open's transaction).  The next layout change adds ``7: _v7_to_v8``
 #: here and bumps :data:`SCHEMA_VERSION`.
 MIGRATIONS: dict[int, Migration] = {
     0: _v0_to_v1,
@@ -196,6 +227,7 @@ MIGRATIONS: dict[int, Migration] = {
     3: _v3_to_v4,
     4: _v4_to_v5,
     5: _v5_to_v6,
+    6: _v6_to_v7_generations,
 }
 
 

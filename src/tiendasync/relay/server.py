@@ -33,7 +33,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.http11 import Request, Response
 
-from tiendasync.errors import ConfigError, TiendaSyncError
+from tiendasync.errors import ConfigError, InvalidArgument, RemoteProtocolError, TiendaSyncError
 from tiendasync.protocol import (
     CLOSE_INTERNAL,
     CLOSE_NORMAL,
@@ -50,9 +50,11 @@ from tiendasync.relay.central import CentralWriter
 from tiendasync.relay.cluster import ClusterNode
 from tiendasync.relay.core import RelayCore
 from tiendasync.relay.docs import DocCache
+from tiendasync.relay.generations import Generations, RolloverPolicy, ownership_check
 from tiendasync.relay.integrity import VerifyReport, verify_store
 from tiendasync.relay.lookups import log_session, lookup_follower, lookup_hello
 from tiendasync.relay.nodes import NodeBoard
+from tiendasync.relay.ownership import writer_of
 from tiendasync.relay.policy import Grants, RateLimits
 from tiendasync.relay.records import SyncRequest
 from tiendasync.relay.reviews import ReviewWork
@@ -176,6 +178,7 @@ class RelayServer:
         cluster: ClusterNode | None = None,
         node_id: str | None = None,
         review_delay: float = 0.2,
+        rollover: RolloverPolicy | None = None,
     ) -> None:
         if not sync_log_days > 0:
             raise ConfigError(f"sync_log_days must be positive, got {sync_log_days!r}")
@@ -197,6 +200,10 @@ class RelayServer:
         self.ssl_context = ssl_context
         #: A connection that has not said HELLO after this many seconds is closed.
         self.hello_timeout = hello_timeout
+        #: Document generations: rolled over at start past ``rollover`` (off by
+        #: default); late updates of sessions a generation behind are carried.
+        self.generations = Generations(store, rollover)
+        self._late_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.core = RelayCore(
             store,
             clock=time.time,
@@ -212,6 +219,7 @@ class RelayServer:
             on_output=self._on_output,
             on_write=self._on_write,
             limits=limits,
+            on_late=self._on_late,
         )
         #: Seconds between retries of central reviews that failed (their storage).
         self.review_retry_seconds = 2.0
@@ -305,6 +313,9 @@ class RelayServer:
         self.verified = await asyncio.to_thread(
             verify_store, self.store, repair_underclaims=self.cluster is None
         )
+        # Before anyone is served: no write can be on its way to a document cut here.
+        for tenant, doc, generation in await asyncio.to_thread(self.generations.roll_over_due):
+            log.info("%s/%s rolled over to generation %d", tenant, doc, generation)
         self._writes = GroupCommit(
             self.core,
             self.store,
@@ -684,6 +695,44 @@ class RelayServer:
         if session.close_code is None:
             session.close_code, session.close_reason = CLOSE_NORMAL, ""
             link.close_sent = True
+
+    # -- late updates (relay.generations) ---------------------------------------------------
+
+    def _on_late(
+        self, session: RelaySession, doc: str, generation: int, data: bytes, acks: list[int]
+    ) -> None:
+        """Carry a late update off the event loop, one at a time per document, in order."""
+        tenant = session.tenant
+        assert tenant is not None
+        lock = self._late_locks.setdefault((tenant, doc), asyncio.Lock())
+        check = ownership_check(doc, data, writer_of(session), int(time.time() * 1000))
+
+        async def carry() -> None:
+            async with lock:
+                if not session.open:
+                    return  # closed meanwhile: it re-sends on its next sync
+                try:
+                    carried = await asyncio.to_thread(
+                        self.generations.carry_late,
+                        tenant,
+                        doc,
+                        generation,
+                        data,
+                        replica=session.writer_name,
+                        received_at=time.time(),
+                        check=check,
+                    )
+                except RemoteProtocolError as exc:
+                    self.core.late_failed(session, exc.code, exc.reason)
+                except InvalidArgument as exc:
+                    self.core.late_failed(session, CLOSE_PROTOCOL, str(exc))
+                except TiendaSyncError as exc:
+                    log.error("session %s: a late update of %s failed: %s", session.id, doc, exc)
+                    self.core.late_failed(session, CLOSE_INTERNAL, "storage failure")
+                else:
+                    self.core.late_stored(session, doc, acks, carried.clocks, carried.carry)
+
+        self._spawn(carry())
 
     # -- group commit (relay.writer) and housekeeping ----------------------------------------
 

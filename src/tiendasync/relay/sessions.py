@@ -13,6 +13,14 @@ pump drives (``relay.lookups``)::
 Updates are checked here (document name, grants, size, the Yjs parser, the
 ownership rule: a replica writes only its own client ids), applied to the
 relay doc and submitted to :class:`~tiendasync.relay.fanout.Fanout`.
+
+Document generations (docs/generations.md): a replica whose HELLO holds a
+document at an older generation than the relay's gets no catch-up of it, and
+its updates to it are *late* updates, handed to ``on_late`` (the pump carries
+them into the current generation, :mod:`tiendasync.relay.generations`) instead
+of being applied.  A replica that does not tell its generations is refused
+once any document it may read has rolled over: it would merge the new
+generation into the old one.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from tiendasync.protocol import (
     CLOSE_PROTOCOL,
     CLOSE_RATE_LIMIT,
     CLOSE_TOO_BIG,
+    CLOSE_VERSION,
     Hello,
     ProtocolFailure,
     RelayConnection,
@@ -47,7 +56,10 @@ from tiendasync.relay.policy import NO_GRANTS, Grants, Policy, replica_token_fit
 from tiendasync.relay.state import HelloFacts, RelaySession
 from tiendasync.relay.storage import TokenRecord
 
-__all__ = ["SyncSessions"]
+__all__ = ["LateHandler", "SyncSessions"]
+
+#: ``on_late(session, doc, generation, data, acks)``: a late update to hand to storage.
+LateHandler = Callable[[RelaySession, str, int, bytes, list[int]], None]
 
 log = logging.getLogger("tiendasync.relay")
 
@@ -65,6 +77,7 @@ class SyncSessions:
         max_update_bytes: int,
         on_output: Callable[[RelaySession], None],
         gate: OwnershipGate,
+        on_late: LateHandler | None = None,
     ) -> None:
         self.docs = docs
         self.fanout = fanout
@@ -73,6 +86,7 @@ class SyncSessions:
         self.max_update_bytes = max_update_bytes
         self._on_output = on_output
         self.gate = gate
+        self.on_late = on_late
 
     # -- incoming bytes --------------------------------------------------------------------
 
@@ -210,6 +224,15 @@ class SyncSessions:
             conn.reject(CLOSE_RATE_LIMIT, rec.error)
             return
         grants, config = self._grants(hello, facts.config, token.location)
+        relay_gens = {
+            d: g for d, g in facts.generations.items() if grants.can_read(d) or grants.can_write(d)
+        }
+        refused = _generation_refusal(hello, relay_gens)
+        if refused is not None:
+            rec.outcome = "rejected"
+            rec.error = refused[1]
+            conn.reject(*refused)
+            return
         replica_svs: dict[str, dict[int, int]] = {}
         for doc, sv in hello.state_vectors.items():
             try:
@@ -224,6 +247,13 @@ class SyncSessions:
         session.grants = grants
         session.sales_from = hello.sales_from
         session.owned = set(facts.owned)
+        session.generations = relay_gens
+        told_gens = hello.generations or {}
+        session.behind = {
+            d: mine
+            for d, g in relay_gens.items()
+            if (mine := told_gens.get(d)) is not None and mine < g
+        }
         self.policy.seed(hello.tenant, session.writer_name, facts.state_vectors, facts.owned)
         # Sales months before the replica's floor left it: none is sent, unless it
         # named the document (it still holds it, e.g. with writes to send first).
@@ -240,6 +270,8 @@ class SyncSessions:
         # Only the keys set centrally: the store keeps its own value of the others.
         told = {} if config is None else _central_keys(facts.config)
         conn.accept(session.id, announced, {**told, GRANTS_KEY: grants.writes.to_wire()})
+        if hello.generations is not None:
+            conn.announce_generations(relay_gens)
         self.fanout.subscribe(session, hello.tenant)
         log.info(
             "session %s: %s/%s connected (client id %s)",
@@ -280,6 +312,8 @@ class SyncSessions:
                 return 0, doc
 
         for doc in sorted(relay_svs, key=order):
+            if doc in session.behind:
+                continue  # the replica holds another generation: it moves over first
             have = replica_svs.get(doc)
             if not (
                 hello.full
@@ -326,6 +360,10 @@ class SyncSessions:
         except MalformedUpdate as exc:
             conn.fail(CLOSE_PROTOCOL, str(exc)[:300])
             return
+        behind = session.behind.get(doc)
+        if behind is not None:
+            self._late(session, doc, behind, data, parsed.writer_clients)
+            return
         # One state vector for the checks and the apply: nothing changes the doc between.
         before = self.docs.get(session.tenant, doc).state_vector()
         refused = self.gate.refusal(
@@ -341,6 +379,47 @@ class SyncSessions:
             # delete-only (or redundant) update: confirm the current incarnation's clock
             acks = [session.client_id]
         self.fanout.submit(session, session.tenant, doc, data, result, acks, session.writer_name)
+
+    def _late(
+        self, session: RelaySession, doc: str, generation: int, data: bytes, writers: Any
+    ) -> None:
+        """An update to a past generation: to the pump, or refused if it cannot be carried."""
+        conn = session.conn
+        assert conn is not None
+        current = session.generations[doc]
+        if generation + 1 != current or self.on_late is None:
+            reason = (
+                f"this store holds generation {generation} of {doc!r} and the relay is at "
+                f"{current}: only updates to generation {current - 1} are carried over"
+            )
+            session.record.error = reason
+            conn.fail(CLOSE_VERSION, reason)
+            return
+        acks = sorted(c for c in writers if c in session.owned)
+        if not acks and session.client_id is not None:
+            acks = [session.client_id]
+        self.on_late(session, doc, generation, data, acks)
+
+
+def _generation_refusal(hello: Hello, relay_gens: dict[str, int]) -> tuple[int, str] | None:
+    """Why a replica may not sync with documents at ``relay_gens`` (None: it may)."""
+    if hello.generations is None:
+        if not relay_gens:
+            return None
+        names = ", ".join(sorted(relay_gens)[:3])
+        return (
+            CLOSE_VERSION,
+            f"the relay has moved documents to a new generation ({names}); this store's "
+            "tiendasync does not know generations: upgrade it",
+        )
+    for doc, mine in hello.generations.items():
+        if mine > relay_gens.get(doc, 0):
+            return (
+                CLOSE_PROTOCOL,
+                f"this store holds generation {mine} of {doc[:100]!r}, newer than the "
+                f"relay's {relay_gens.get(doc, 0)} (was the relay restored from an old backup?)",
+            )
+    return None
 
 
 def _refusal(hello: Hello, token: TokenRecord | None, refused: str | None) -> str:

@@ -53,6 +53,11 @@ class RelaySession:
     bucket: TokenBucket | None = None
     #: frame and byte buckets, documents created (``Policy``), created on first use
     meter: SessionMeter | None = None
+    #: the relay's generation of each document past 0, as announced at the HELLO
+    generations: dict[str, int] = field(default_factory=dict)
+    #: the documents this replica holds at an older generation, and that generation
+    #: (its updates to them are late updates: carried, never applied)
+    behind: dict[str, int] = field(default_factory=dict)
 
     @property
     def open(self) -> bool:
@@ -112,6 +117,8 @@ class HelloFacts:
     config: dict[str, Any] | None = None
     owned: frozenset[int] = frozenset()
     state_vectors: Mapping[str, bytes] = field(default_factory=dict)
+    #: the generation of each of the tenant's documents past generation 0
+    generations: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from tiendasync.errors import ConfigError, NotFound, StorageError, StoragePermissionError
+from tiendasync.errors import (
+    ConfigError,
+    InvalidArgument,
+    NotFound,
+    StorageError,
+    StoragePermissionError,
+)
 from tiendasync.relay import schema
 from tiendasync.relay.records import (
     AppendEntry,
@@ -55,6 +61,7 @@ __all__ = [
     "SqliteRelayStore",
     "SyncRequest",
     "TokenRecord",
+    "generation_history",
     "is_postgresql_url",
     "open_postgresql_store",
     "open_relay_store",
@@ -111,6 +118,61 @@ class RelayStore(Protocol):
     ) -> None:
         """Set the doc's state vector and quarantine its ``(seq, reason)`` updates
         (seq 0: the snapshot), in one transaction."""
+        ...
+
+    # document generations (docs/generations.md)
+    def generations(self, tenant: str) -> dict[str, int]:
+        """``{doc: generation}`` of every document of ``tenant`` past generation 0."""
+        ...
+
+    def roll_over(
+        self,
+        tenant: str,
+        doc: str,
+        *,
+        generation: int,
+        upto_seq: int,
+        cut: bytes,
+        seed: bytes,
+        state_vector: bytes,
+    ) -> bool:
+        """Start generation ``generation + 1`` of ``doc``, in one transaction.
+
+        ``cut`` is the whole state of ``generation`` (its snapshot and every
+        update up to ``upto_seq``), kept as that generation's record;
+        ``seed`` becomes the new generation's snapshot (``state_vector`` its
+        state vector) and the old log is dropped.  Nothing is done and
+        ``False`` returned if the document is not at ``generation`` or has
+        updates after ``upto_seq`` (another relay moved it on: reload, retry).
+        """
+        ...
+
+    def load_generation(self, tenant: str, doc: str, generation: int) -> DocHistory:
+        """A past generation: its cut (as the snapshot) and the late updates logged to it
+        since, in order (``last_seq`` is what :meth:`append_late` expects);
+        :class:`~tiendasync.errors.NotFound` if ``doc`` has no such past generation."""
+        ...
+
+    def append_late(
+        self,
+        tenant: str,
+        doc: str,
+        *,
+        generation: int,
+        data: bytes,
+        replica: str | None,
+        after_seq: int,
+        carry: bytes | None,
+        state_vector: bytes,
+        received_at: float,
+    ) -> int | None:
+        """Log ``data``, a late update to past ``generation``, and ``carry`` (what it adds
+        to the current generation, if anything) in one transaction: the late update's
+        seq.  ``state_vector``: the current generation's with the carry.  ``None``, and
+        nothing done, if ``generation`` got late updates after ``after_seq`` or the doc
+        moved on to another generation (the carry was computed on an old state: reload,
+        recompute, retry).  :class:`~tiendasync.errors.InvalidArgument` if
+        ``generation`` is not a past generation of ``doc``."""
         ...
 
     # per-replica config
@@ -205,6 +267,27 @@ def open_postgresql_store(url: str, *, node_id: str | None = None) -> PostgresRe
             f"a PostgreSQL store needs psycopg: pip install 'tiendasync[postgresql]' ({exc})"
         ) from exc
     return PostgresRelayStore(url, node_id=node_id)
+
+
+def generation_history(
+    cut: bytes, cut_checksum: int, late: Sequence[tuple[int, bytes, int]]
+) -> DocHistory:
+    """A past generation as a :class:`DocHistory`: the cut as its snapshot (seq 0),
+    the late updates after it; rows whose checksum fails left out, in ``damaged``."""
+    damaged: list[tuple[int, str]] = []
+    snapshot: bytes | None = cut
+    if schema.checksum_of(cut) != cut_checksum:
+        damaged.append((0, "stored generation cut: its bytes do not match their checksum"))
+        snapshot = None
+    updates: list[tuple[int, bytes]] = []
+    for seq, data, checksum in late:
+        if schema.checksum_of(data) == checksum:
+            updates.append((seq, data))
+        else:
+            damaged.append(
+                (seq, f"stored late update {seq}: its bytes do not match their checksum")
+            )
+    return DocHistory(snapshot, 0, updates, damaged)
 
 
 # -- SQLite -----------------------------------------------------------------------------
@@ -574,6 +657,125 @@ class SqliteRelayStore:
         """Updates logged for ``doc`` since its snapshot."""
         rows = self._read("SELECT log_count FROM docs WHERE tenant = ? AND doc = ?", (tenant, doc))
         return int(rows[0][0]) if rows else 0
+
+    # -- document generations ---------------------------------------------------------------
+
+    def generations(self, tenant: str) -> dict[str, int]:
+        rows = self._read(
+            "SELECT doc, generation FROM docs WHERE tenant = ? AND generation > 0 ORDER BY doc",
+            (tenant,),
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
+    def roll_over(
+        self,
+        tenant: str,
+        doc: str,
+        *,
+        generation: int,
+        upto_seq: int,
+        cut: bytes,
+        seed: bytes,
+        state_vector: bytes,
+    ) -> bool:
+        key, now = (tenant, doc), time.time()
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT generation FROM docs WHERE tenant = ? AND doc = ?", key
+            ).fetchone()
+            newer = conn.execute(
+                "SELECT COUNT(*) FROM updates WHERE tenant = ? AND doc = ? AND seq > ?",
+                (*key, upto_seq),
+            ).fetchone()[0]
+            if row is None or int(row[0]) != generation or newer:
+                return False
+            conn.execute(
+                "INSERT INTO generation_cuts (tenant, doc, generation, data, checksum, cut_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (*key, generation, cut, schema.checksum_of(cut), now),
+            )
+            conn.execute(
+                "INSERT INTO snapshots (tenant, doc, data, upto_seq, created_at, checksum) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, doc) DO UPDATE SET "
+                "data = excluded.data, upto_seq = excluded.upto_seq, "
+                "created_at = excluded.created_at, checksum = excluded.checksum",
+                (*key, seed, upto_seq, now, schema.checksum_of(seed)),
+            )
+            conn.execute("DELETE FROM updates WHERE tenant = ? AND doc = ?", key)
+            conn.execute(
+                "UPDATE docs SET generation = ?, state_vector = ?, log_count = 0, updated_at = ? "
+                "WHERE tenant = ? AND doc = ?",
+                (generation + 1, state_vector, now, *key),
+            )
+        return True
+
+    def load_generation(self, tenant: str, doc: str, generation: int) -> DocHistory:
+        with self._lock:
+            cut = self._read(
+                "SELECT data, checksum FROM generation_cuts WHERE tenant = ? AND doc = ? "
+                "AND generation = ?",
+                (tenant, doc, generation),
+            )
+            rows = self._read(
+                "SELECT seq, data, checksum FROM late_updates WHERE tenant = ? AND doc = ? "
+                "AND generation = ? ORDER BY seq",
+                (tenant, doc, generation),
+            )
+        if not cut:
+            raise NotFound(f"{doc!r} of {tenant!r} has no past generation {generation}")
+        return generation_history(
+            bytes(cut[0][0]), int(cut[0][1]), [(int(s), bytes(d), int(c)) for s, d, c in rows]
+        )
+
+    def append_late(
+        self,
+        tenant: str,
+        doc: str,
+        *,
+        generation: int,
+        data: bytes,
+        replica: str | None,
+        after_seq: int,
+        carry: bytes | None,
+        state_vector: bytes,
+        received_at: float,
+    ) -> int | None:
+        key = (tenant, doc)
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT generation FROM docs WHERE tenant = ? AND doc = ?", key
+            ).fetchone()
+            current = 0 if row is None else int(row[0])
+            if not 0 <= generation < current:
+                raise InvalidArgument(
+                    f"{doc!r} is at generation {current}: {generation} is not a past one"
+                )
+            newer = conn.execute(
+                "SELECT COUNT(*) FROM late_updates WHERE tenant = ? AND doc = ? "
+                "AND generation = ? AND seq > ?",
+                (*key, generation, after_seq),
+            ).fetchone()[0]
+            if newer or (generation + 1 != current and carry is not None):
+                return None
+            cur = conn.execute(
+                "INSERT INTO late_updates (tenant, doc, generation, data, replica, received_at, "
+                "checksum) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (*key, generation, data, replica, received_at, schema.checksum_of(data)),
+            )
+            seq = cur.lastrowid
+            if carry is not None:
+                conn.execute(
+                    "INSERT INTO updates (tenant, doc, data, replica, received_at, checksum) "
+                    "VALUES (?, ?, ?, NULL, ?, ?)",
+                    (*key, carry, received_at, schema.checksum_of(carry)),
+                )
+                conn.execute(
+                    "UPDATE docs SET state_vector = ?, log_count = log_count + 1, "
+                    "updated_at = ? WHERE tenant = ? AND doc = ?",
+                    (state_vector, received_at, *key),
+                )
+        assert seq is not None
+        return int(seq)
 
     # -- per-replica config ------------------------------------------------------------------
 

@@ -1,0 +1,293 @@
+"""Document generations at the relay: when to roll a document over, the rollover, the carry.
+
+The relay holds every durable update, so it is the one that folds a counter
+or LWW document (stock, catalog, locations, conflicts, resolutions) into a
+new generation (docs/generations.md):
+
+* :meth:`Generations.due` says whether a document passed the
+  :class:`RolloverPolicy` (root-map slots or encoded bytes; both off by default);
+* :meth:`Generations.roll_over` cuts generation ``g``: its whole state is
+  kept as ``g``'s record and ``g+1`` starts from
+  :func:`~tiendasync.crdt.generations.seed_update` (current values, under a
+  fresh writer id registered to the relay), in one transaction of the store
+  of record;
+* :meth:`Generations.carry_late` takes an update that reached ``g`` after the
+  cut, logs it to ``g`` and, in the same transaction, what it adds to ``g+1``
+  (:func:`~tiendasync.crdt.generations.carry_update`, under another fresh
+  writer id): a duplicate carries nothing, so every late write lands in
+  ``g+1`` exactly once.  The store refuses a carry computed on a state that
+  another relay process has moved on meanwhile; this retries on the new state.
+
+This module talks to the store of record only (called from worker threads,
+like :func:`~tiendasync.relay.docs.compact`); it neither loads nor changes
+the server's in-memory documents.  The server rolls documents over at start
+(``RelayServer(rollover=...)``, before it serves anyone) and hands it the late
+updates of the sessions that are a generation behind (docs/generations.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pycrdt
+
+from tiendasync.crdt.generations import ROLLABLE, carry_update, seed_update, slot_count
+from tiendasync.errors import InvalidArgument, RemoteProtocolError, StorageError
+from tiendasync.model.docnames import DATA_TYPES, data_type_of, parse_doc
+from tiendasync.protocol import CLOSE_PROTOCOL
+from tiendasync.protocol.statevector import decode_state_vector
+from tiendasync.protocol.yjs_update import MalformedUpdate, parse_update
+from tiendasync.relay.central import CENTRAL_REPLICA_ID
+from tiendasync.relay.docs import ends_of, replay
+from tiendasync.relay.ownership import Writer, check_update, deleted_in
+from tiendasync.relay.storage import RelayStore
+
+__all__ = ["Carried", "Generations", "RolloverPolicy", "crdt_of", "ownership_check"]
+
+log = logging.getLogger("tiendasync.relay.generations")
+
+#: How often a rollover or a carry is recomputed when another relay process
+#: moved the document on between the read and the write.
+MAX_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class RolloverPolicy:
+    """When a counter or LWW document rolls over: ``None`` turns a bound off.
+
+    ``max_slots``: root-map slots (one per writer per entity or field, and
+    every overwritten one); ``max_bytes``: the document's whole encoded state.
+    Both ``None`` (the default): documents never roll over.
+    """
+
+    max_slots: int | None = None
+    max_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_slots", "max_bytes"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise InvalidArgument(f"{name} must be a positive integer or None")
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_slots is not None or self.max_bytes is not None
+
+
+@dataclass(frozen=True)
+class Carried:
+    """What :meth:`Generations.carry_late` stored: the late update's ``seq``, the past
+    generation's clocks after it (what its writers are acknowledged up to) and the
+    carry logged to the current generation (``None``: it added nothing)."""
+
+    seq: int
+    clocks: dict[int, int]
+    carry: bytes | None
+
+
+def crdt_of(doc: str) -> str | None:
+    """The CRDT of ``doc`` if its documents roll over (``"counter"``, ``"lww"``), else None."""
+    crdt = DATA_TYPES[data_type_of(doc)].crdt
+    return crdt if crdt in ROLLABLE else None
+
+
+def _doc(*updates: bytes) -> pycrdt.Doc[Any]:
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    with doc.transaction(origin="generations"):
+        for update in updates:
+            doc.apply_update(update)
+    return doc
+
+
+def ownership_check(
+    doc: str, data: bytes, writer: Writer, now_ms: int
+) -> Callable[[pycrdt.Doc[Any]], None]:
+    """The ``check`` of :meth:`Generations.carry_late`: the ownership rule for ``data``
+    from ``writer``, against the past generation (raises RemoteProtocolError)."""
+
+    def check(past: pycrdt.Doc[Any]) -> None:
+        try:
+            parsed = parse_update(data, items=True)
+        except MalformedUpdate as exc:
+            raise RemoteProtocolError(str(exc)[:300], CLOSE_PROTOCOL) from exc
+        refusal = check_update(
+            parse_doc(doc),
+            parsed,
+            writer,
+            known=decode_state_vector(bytes(past.get_state())),
+            deleted=deleted_in(list(parse_update(bytes(past.get_update())).deletes)),
+            now_ms=now_ms,
+        )
+        if refusal is not None:
+            raise RemoteProtocolError(refusal.reason, refusal.code)
+
+    return check
+
+
+def _gapped(data: bytes, doc: pycrdt.Doc[Any]) -> bool:
+    """Whether the engine kept part of ``data`` pending in ``doc`` (what it needs is missing)."""
+    try:
+        reach = ends_of(parse_update(data))
+    except MalformedUpdate as exc:
+        raise InvalidArgument(f"a late update is not a Yjs update: {exc}") from exc
+    clocks = decode_state_vector(bytes(doc.get_state()))
+    return any(end > clocks.get(client, 0) for client, end in reach.items())
+
+
+class Generations:
+    """Rollovers and carries of one relay against its store of record.
+
+    ``writer_id()`` draws a candidate Yjs client id (default: the system's
+    randomness); each one is registered to the relay (``CENTRAL_REPLICA_ID``)
+    before it writes, so it is never a store's.
+    """
+
+    def __init__(
+        self,
+        store: RelayStore,
+        policy: RolloverPolicy | None = None,
+        *,
+        writer_id: Callable[[], int] | None = None,
+    ) -> None:
+        self.store = store
+        self.policy = policy or RolloverPolicy()
+        rng = random.SystemRandom()
+        self._draw = writer_id or (lambda: rng.randrange(1, 2**32))
+
+    def _writer(self, tenant: str) -> int:
+        for _ in range(MAX_ATTEMPTS):
+            candidate = self._draw()
+            if not self.store.claim_client_ids(tenant, CENTRAL_REPLICA_ID, [candidate]):
+                return candidate
+        raise StorageError("no free writer id for the relay after several draws")
+
+    def generation(self, tenant: str, doc: str) -> int:
+        """The current generation of ``doc`` (0 until its first rollover)."""
+        return self.store.generations(tenant).get(doc, 0)
+
+    def due(self, tenant: str, doc: str, current: pycrdt.Doc[Any] | None = None) -> bool:
+        """Whether ``doc`` passed the policy's bounds (``current``: the doc, if loaded)."""
+        crdt = crdt_of(doc)
+        if crdt is None or not self.policy.enabled:
+            return False
+        if current is None:
+            current, _ = replay(self.store.load_doc(tenant, doc), tenant, doc)
+        p = self.policy
+        if p.max_slots is not None and slot_count(crdt, current) > p.max_slots:
+            return True
+        return p.max_bytes is not None and len(current.get_update()) > p.max_bytes
+
+    def roll_over_due(self) -> list[tuple[str, str, int]]:
+        """Roll over every stored document past the policy: ``(tenant, doc, generation)``
+        of each new generation.  Only while no relay serves the store of record
+        (:class:`~tiendasync.relay.RelayServer` calls it at start)."""
+        rolled: list[tuple[str, str, int]] = []
+        if not self.policy.enabled:
+            return rolled
+        for tenant, doc in sorted(self.store.all_state_vectors()):
+            try:
+                if crdt_of(doc) is None or not self.due(tenant, doc):
+                    continue
+            except InvalidArgument:
+                continue  # a name no data type has: verification reports it
+            rolled.append((tenant, doc, self.roll_over(tenant, doc)))
+        return rolled
+
+    def roll_over(self, tenant: str, doc: str) -> int:
+        """Cut the current generation of ``doc`` and start the next; returns its number.
+
+        Raises :class:`InvalidArgument` for a document type without generations.
+        """
+        crdt = crdt_of(doc)
+        if crdt is None:
+            raise InvalidArgument(f"{doc!r} is not a counter or LWW document")
+        for _ in range(MAX_ATTEMPTS):
+            generation = self.generation(tenant, doc)
+            history = self.store.load_doc(tenant, doc)
+            current, _ = replay(history, tenant, doc, origin="rollover")
+            seed = seed_update(crdt, current, self._writer(tenant))
+            if self.store.roll_over(
+                tenant,
+                doc,
+                generation=generation,
+                upto_seq=history.last_seq,
+                cut=bytes(current.get_update()),
+                seed=seed,
+                state_vector=bytes(_doc(seed).get_state()),
+            ):
+                log.info("%s/%s: generation %d starts", tenant, doc, generation + 1)
+                return generation + 1
+        raise StorageError(f"{tenant}/{doc} kept changing during its rollover; try again")
+
+    def carry_late(
+        self,
+        tenant: str,
+        doc: str,
+        generation: int,
+        data: bytes,
+        *,
+        replica: str | None,
+        received_at: float,
+        check: Callable[[pycrdt.Doc[Any]], None] | None = None,
+    ) -> Carried:
+        """Log ``data``, an update to past ``generation`` of ``doc``, with its carry.
+
+        ``check(g)``, if given, is called with the past generation as stored
+        before ``data`` and raises to refuse it (the ownership rule, checked
+        against that generation, not the current one).  Only the generation
+        just before the current one takes late updates; an older one raises
+        :class:`InvalidArgument` (docs/generations.md).
+        """
+        crdt = crdt_of(doc)
+        if crdt is None:
+            raise InvalidArgument(f"{doc!r} is not a counter or LWW document")
+        for _ in range(MAX_ATTEMPTS):
+            now_at = self.generation(tenant, doc)
+            if generation + 1 != now_at:
+                raise InvalidArgument(
+                    f"{doc!r} is at generation {now_at}: late updates are taken for "
+                    f"generation {now_at - 1} only, not {generation}"
+                )
+            past = self.store.load_generation(tenant, doc, generation)
+            if past.snapshot is None:
+                raise StorageError(f"{tenant}/{doc}: the cut of generation {generation} is damaged")
+            cut = _doc(past.snapshot)
+            before, _ = replay(past, tenant, doc, origin="late")
+            if check is not None:
+                check(before)
+            after = _doc(bytes(before.get_update()), data)
+            if _gapped(data, after):
+                raise InvalidArgument(
+                    f"a late update to {doc!r} lacks earlier updates of its writer: "
+                    "it is carried once they have arrived"
+                )
+            history = self.store.load_doc(tenant, doc)
+            current, _ = replay(history, tenant, doc, origin="late")
+            carry = carry_update(
+                crdt,
+                cut=cut,
+                before=before,
+                after=after,
+                current=current,
+                writer=self._writer(tenant),
+            )
+            if carry is not None:
+                current.apply_update(carry)
+            seq = self.store.append_late(
+                tenant,
+                doc,
+                generation=generation,
+                data=data,
+                replica=replica,
+                after_seq=past.last_seq,
+                carry=carry,
+                state_vector=bytes(current.get_state()),
+                received_at=received_at,
+            )
+            if seq is not None:
+                return Carried(seq, decode_state_vector(bytes(after.get_state())), carry)
+        raise StorageError(f"{tenant}/{doc} kept changing while a late update was carried")
