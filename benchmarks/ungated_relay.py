@@ -23,7 +23,7 @@ def _structs_only(data: bytes, *, items: bool = False) -> yjs_update.ParsedUpdat
     return yjs_update.parse_update(data)
 
 
-def _may_apply(self: ownership.OwnershipGate, *args: Any) -> None:
+def _may_apply(self: ownership.OwnershipGate, *args: Any, **kwargs: Any) -> None:
     return None
 
 

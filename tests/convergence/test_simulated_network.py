@@ -91,7 +91,12 @@ def test_handshake_and_catch_up_in_priority_order(net: SimNet) -> None:
     _version, tenant, replica_id, _token, client_id, svs, flags = fields
     assert (tenant, replica_id, client_id) == ("acme", "a", a.client_id)
     assert set(svs) == set(a.doc_names())
-    assert flags == {"full": False, "past": [], "config": a.config.to_dict()}
+    assert flags == {
+        "full": False,
+        "past": [],
+        "config": a.config.to_dict(),
+        "sales_from": a.sales_floor(),
+    }
 
     net.deliver(link, UP)
     [welcome] = link.down
