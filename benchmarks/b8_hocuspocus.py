@@ -57,7 +57,16 @@ from typing import Any
 from tiendasync.crdt import Ledger, PNCounter
 
 from .b3_light import SKUS, period, setup
-from .common import Figure, Relay, emit, rss_kb, stop_process, table, wait_port_file
+from .common import (
+    Figure,
+    Relay,
+    emit,
+    rss_kb,
+    sell_in_turn,
+    stop_process,
+    table,
+    wait_port_file,
+)
 
 HERE = Path(__file__).resolve().parent / "hocuspocus"
 SETTINGS = ("default", "every-change")
@@ -208,21 +217,7 @@ async def _ours(
     total = k * per_store
     cpu0 = cpu_seconds(relay.pid)
     t0 = time.monotonic()
-    if rate > 0:
-        interval = 1 / (k * rate)
-        j = 0
-        while j < total:
-            now = time.monotonic()
-            while j < total and t0 + j * interval <= now:
-                await sell(j % k, j // k)
-                j += 1
-            if j < total:
-                await asyncio.sleep(max(0.0, t0 + j * interval - time.monotonic()))
-    else:
-        for n in range(per_store):
-            for i in range(k):
-                await sell(i, n)
-            await asyncio.sleep(0)
+    await sell_in_turn(sell, k, per_store, rate)
     produced = time.monotonic()
     deadline = t0 + timeout
     while time.monotonic() < deadline:

@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -38,11 +37,9 @@ from tiendasync.crdt import Ledger, PNCounter
 
 from .b3_light import SKUS, LightStore, period, setup
 from .b8_hocuspocus import _percentile, cpu_seconds
-from .common import HOST, PY, TENANT, stop_process, wait_until
+from .common import HOST, PY, TENANT, sell_in_turn, stop_process, wait_listening
 
 __all__ = ["cluster_run", "main", "model"]
-
-LISTENING = re.compile(rb"listening on ws://[^:]+:(\d+)")
 
 
 class Node:
@@ -78,17 +75,7 @@ class Node:
         ]
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
-
-        def listening() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"node {self.index} died: {self.log_path.read_text()[-2000:]}")
-            m = LISTENING.search(self.log_path.read_bytes())
-            if m:
-                self.port = int(m.group(1))
-            return bool(m)
-
-        wait_until(listening, timeout, f"relay node {self.index} to listen", 0.05)
+        self.port = wait_listening(self.proc, self.log_path, f"relay node {self.index}", timeout)
 
     @property
     def url(self) -> str:
@@ -229,21 +216,7 @@ async def _drive(
     total = k * per_store
     cpu0 = sum(cpu_seconds(n.pid) for n in nodes)
     t0 = time.monotonic()
-    if rate > 0:
-        interval = 1 / (k * rate)
-        j = 0
-        while j < total:
-            now = time.monotonic()
-            while j < total and t0 + j * interval <= now:
-                await sell(j % k, j // k)
-                j += 1
-            if j < total:
-                await asyncio.sleep(max(0.0, t0 + j * interval - time.monotonic()))
-    else:
-        for n in range(per_store):
-            for i in range(k):
-                await sell(i, n)
-            await asyncio.sleep(0)
+    await sell_in_turn(sell, k, per_store, rate)
     deadline = t0 + timeout
     while time.monotonic() < deadline:
         if sum(seen) >= total and all(s.all_acked() for s in stores):

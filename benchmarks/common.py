@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -220,18 +220,7 @@ class Relay:
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
         log.close()
-        pattern = re.compile(rb"listening on ws://[^:]+:(\d+)")
-
-        def listening() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"relay died: {self.log_path.read_text()[-2000:]}")
-            m = pattern.search(self.log_path.read_bytes())
-            if m:
-                self.port = int(m.group(1))
-            return bool(m)
-
-        wait_until(listening, timeout, "the relay to listen", 0.05)
+        self.port = wait_listening(self.proc, self.log_path, "the relay", timeout)
         return self
 
     @property
@@ -255,6 +244,54 @@ class Relay:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+_LISTENING = re.compile(rb"listening on ws://[^:]+:(\d+)")
+
+
+def wait_listening(
+    proc: subprocess.Popen[Any], log_path: Path, what: str, timeout: float = 30.0
+) -> int:
+    """The port a ``tiendasync relay`` process says it listens on (in its log at
+    ``log_path``); RuntimeError with the log's tail if it dies first."""
+    port = 0
+
+    def listening() -> bool:
+        nonlocal port
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} died: {log_path.read_text()[-2000:]}")
+        m = _LISTENING.search(log_path.read_bytes())
+        if m:
+            port = int(m.group(1))
+        return bool(m)
+
+    wait_until(listening, timeout, f"{what} to listen", 0.05)
+    return port
+
+
+async def sell_in_turn(
+    sell: Callable[[int, int], Awaitable[None]], k: int, per_store: int, rate: float
+) -> None:
+    """Make ``per_store`` sales in each of ``k`` stores: ``sell(store, n)`` for the
+    store's n-th sale.  ``rate`` > 0: every store at ``rate`` sales/s, interleaved on
+    one schedule; 0: as fast as possible, one sale per store in turn."""
+    total = k * per_store
+    if rate > 0:
+        t0 = time.monotonic()
+        interval = 1 / (k * rate)
+        j = 0
+        while j < total:
+            now = time.monotonic()
+            while j < total and t0 + j * interval <= now:
+                await sell(j % k, j // k)
+                j += 1
+            if j < total:
+                await asyncio.sleep(max(0.0, t0 + j * interval - time.monotonic()))
+    else:
+        for n in range(per_store):
+            for i in range(k):
+                await sell(i, n)
+            await asyncio.sleep(0)
 
 
 def free_port() -> int:

@@ -54,7 +54,7 @@ from tiendasync.relay.central import CENTRAL_REPLICA_ID
 from tiendasync.relay.console import console_routes
 from tiendasync.relay.dblock import relay_lock
 from tiendasync.relay.generations import RolloverPolicy
-from tiendasync.relay.sales_archive import SalesMonth, iter_sales, sale_json, sales_months
+from tiendasync.relay.sales_archive import SalesMonth, read_month, sale_json, sales_months
 from tiendasync.relay.server import RateLimits, RelayServer, check_node_id
 from tiendasync.relay.storage import (
     RelayStore,
@@ -345,7 +345,8 @@ def _write_sales(
     store: RelayStore, tenant: str, months: list[SalesMonth], out: TextIO
 ) -> tuple[int, int]:
     exported = invalid = 0
-    for month, sales, left_out in iter_sales(store, tenant, months):
+    for month in months:  # one document in memory at a time
+        sales, left_out = read_month(store, tenant, month)
         invalid += left_out
         for sale in sales:
             out.write(json.dumps({"period": month.period, **sale_json(sale)}) + "\n")

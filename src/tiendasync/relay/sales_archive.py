@@ -10,7 +10,6 @@ central writer's memory), for the admin API (``GET /api/sync/sales/``) and
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +20,7 @@ from tiendasync.model.sales import Sale, sale_record_problem
 from tiendasync.relay.docs import replay
 from tiendasync.relay.storage import RelayStore
 
-__all__ = ["SalesMonth", "iter_sales", "read_month", "sale_json", "sales_months"]
+__all__ = ["SalesMonth", "read_month", "sale_json", "sales_months"]
 
 
 @dataclass(frozen=True)
@@ -93,12 +92,3 @@ def sale_json(sale: Sale) -> dict[str, Any]:
             for ln in sale.lines
         ],
     }
-
-
-def iter_sales(
-    store: RelayStore, tenant: str, months: list[SalesMonth]
-) -> Iterator[tuple[SalesMonth, list[Sale], int]]:
-    """:func:`read_month` of each month, in order (one document in memory at a time)."""
-    for month in months:
-        sales, invalid = read_month(store, tenant, month)
-        yield month, sales, invalid
