@@ -277,6 +277,21 @@ def test_nodes_beat_take_their_requests_once_and_age_out(store: RelayStore) -> N
     assert store.beat_node(NodeRecord("node-b", 200.0, 200.0)) == []  # its request went too
 
 
+def test_a_damaged_node_row_is_left_out(pg_url: str) -> None:
+    """Another process (or damage) may leave any bytes in ``relay_nodes``: a row that
+    does not decode is as if absent; the others still read."""
+    store = PostgresRelayStore(pg_url)
+    try:
+        for node in ("node-a", "node-b", "node-c"):
+            store.beat_node(NodeRecord(node, 1.0, 2.0, (("acme", "t1"),), {"connections": 1}))
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("UPDATE relay_nodes SET replicas = 'not json' WHERE node_id = 'node-a'")
+            conn.execute("UPDATE relay_nodes SET metrics = '[1]' WHERE node_id = 'node-b'")
+        assert [n.node_id for n in store.live_nodes(0.0)] == ["node-c"]
+    finally:
+        store.close()
+
+
 def test_schema_version_and_data_survive_reopen(backend: Backend, store: RelayStore) -> None:
     assert store.schema_version() == backend.version
     issue_token(store, tenant="acme", replica_id="t1")

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -196,3 +197,32 @@ def test_old_months_leave_the_till_once_acknowledged_and_stay_at_the_relay(
         check=False,
     )
     assert bad.returncode != 0 and "since must be a month" in bad.stderr
+
+
+def test_the_archive_leaves_out_stored_records_that_are_not_sales(tmp_path: Path) -> None:
+    """A peer (or an older tiendasync) may have stored anything in a sales document:
+    the admin API and the export read the valid sales and count the others."""
+    import pycrdt
+
+    from tiendasync.crdt import Ledger
+    from tiendasync.model.sales import Sale, SaleLine, new_sale_id
+    from tiendasync.relay import SqliteRelayStore
+    from tiendasync.relay.sales_archive import read_month, sales_months
+    from tiendasync.relay.storage import AppendEntry
+
+    doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=7)
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(bytes(event.update)))
+    good = new_sale_id(int(time.time() * 1000), 0, 7)
+    with doc.transaction():
+        ledger = Ledger(doc)
+        ledger.add(good, Sale(good, "t1", "t1", 0, (SaleLine("CAFE", 2, 450),)).to_record())
+        ledger.add("not-a-sale-id", {"by": "t1", "l": [["CAFE", 1, 450]]})
+        ledger.add(new_sale_id(1, 1, 7), {"by": "t1", "l": [["CAFE", -5, 450]]})
+    name = f"sales/t1/{time.strftime('%Y-%m', time.gmtime())}"
+    with SqliteRelayStore(str(tmp_path / "relay.db")) as store:
+        store.append_many([AppendEntry("acme", name, updates[0], "t1", doc.get_state())])
+        [month] = sales_months(store, "acme", location="t1")
+        sales, invalid = read_month(store, "acme", month)
+    assert [(s.id, s.total_cents) for s in sales] == [(good, 900)]
+    assert invalid == 2
