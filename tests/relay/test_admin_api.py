@@ -58,7 +58,9 @@ class FakeBackend:
         self._call("get_conflict", tenant, conflict_id)
         return {"id": conflict_id}
 
-    def process_conflict(self, tenant: str, conflict_id: str) -> dict[str, Any]:
+    def process_conflict(
+        self, tenant: str, conflict_id: str, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
         self._call("process_conflict", tenant, conflict_id)
         return {"id": conflict_id}
 
@@ -71,6 +73,7 @@ class FakeBackend:
         by: str,
         note: str | None,
         params: dict[str, Any],
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         self._call("resolve_conflict", tenant, conflict_id, action, by=by, note=note, params=params)
         return {"id": conflict_id, "status": "resolved"}

@@ -50,6 +50,7 @@ from tiendasync.relay.central import CentralWriter
 from tiendasync.relay.cluster import ClusterNode
 from tiendasync.relay.core import RelayCore
 from tiendasync.relay.docs import DocCache
+from tiendasync.relay.forward import Forwarder, RequestBook
 from tiendasync.relay.generations import Generations, RolloverPolicy, ownership_check
 from tiendasync.relay.integrity import VerifyReport, verify_store
 from tiendasync.relay.lookups import log_session, lookup_follower, lookup_hello
@@ -245,6 +246,11 @@ class RelayServer:
         )
         if cluster is not None:
             cluster.attach(self.core, self.tenants)
+        #: A cluster's admin operations on the central writers, run by the node that
+        #: holds the review lock whichever node is asked (``relay.forward``).
+        self.forwarder: Forwarder | None = None
+        if cluster is not None and isinstance(store, RequestBook):
+            self.forwarder = Forwarder(cluster, store, settle=self.settle_writes)
         #: The cluster seen through the store of record (set by :meth:`start`).
         self.nodes: NodeBoard | None = None
         self._beat_task: asyncio.Task[None] | None = None
@@ -268,6 +274,9 @@ class RelayServer:
         return self.core.central_dir
 
     def central(self, tenant: str) -> CentralWriter:
+        """The tenant's central writer, here.  On a cluster only the node holding the
+        review lock has current ones (ConfigError elsewhere): the admin layer asks that
+        node through :attr:`forwarder`."""
         if self.cluster is not None and not self.cluster.reviewer:
             raise ConfigError(
                 f"relay node {self.node_id} does not run the invariant review (another node "
@@ -300,6 +309,13 @@ class RelayServer:
             "queue_depth": float(self.queue_depth()),
             "loaded_docs": float(len(self.docs)),
         }
+
+    async def settle_writes(self, timeout: float) -> bool:
+        """Wait until the writes queued now (the central writers' too: their callbacks
+        run on this loop first) are committed or failed; whether within ``timeout``."""
+        for _ in range(2):
+            await asyncio.sleep(0)
+        return True if self._writes is None else await self._writes.settled(timeout)
 
     def _serve_request(self, request: SyncRequest) -> None:
         self.core.request_sync(request.tenant, request.replica_id, request.full)
@@ -345,6 +361,8 @@ class RelayServer:
             self.core.reviews.defer = defer if self.review_delay > 0 else None
         if self.cluster is not None:  # LISTENing before anything is served
             await self.cluster.start()
+        if self.forwarder is not None:
+            self.forwarder.start()
         self._writer_task = asyncio.create_task(self._writes.run(), name="relay-writer")
         self._sweeper_task = asyncio.create_task(self._sweeper(), name="relay-sweeper")
         self._revocation_task = asyncio.create_task(
@@ -382,6 +400,8 @@ class RelayServer:
             return
         server.close()
         await server.wait_closed()
+        if self.forwarder is not None:  # nothing more run here (asked: the next reviewer's)
+            await self.forwarder.stop()
         if self._writes is not None and self._writer_task is not None:
             self._writes.stop()
             await self._writer_task
