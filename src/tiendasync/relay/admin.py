@@ -373,15 +373,17 @@ class RelayAdmin:
 
     def sync_now(self, tenant: str, replica_id: str, full: bool) -> bool:
         """Ask the replica to sync, on this node or, through the store of record, on
-        the node it is connected to (served at that node's next heartbeat)."""
+        the node it is connected to: a request row that node takes at its next
+        heartbeat, or at once when the cluster message waking it arrives."""
         if replica_id not in self._replica_ids(tenant):
             raise NotFound(f"no replica {replica_id!r} in tenant {tenant!r}")
         here = self.server.request_sync(tenant, replica_id, full)
         nodes = self.server.nodes
-        elsewhere = nodes is not None and nodes.request_elsewhere(
-            time.time(), tenant, replica_id, full
+        elsewhere = (
+            [] if nodes is None else nodes.request_elsewhere(time.time(), tenant, replica_id, full)
         )
-        return here or elsewhere
+        self.server.wake_nodes(elsewhere)
+        return here or bool(elsewhere)
 
     def list_nodes(self) -> list[dict[str, Any]]:
         """Every live relay node: its id, when it started and last beat, its figures."""

@@ -47,14 +47,14 @@ from tiendasync.protocol.yprotocols import FollowerClose, follower_close_code
 from tiendasync.relay.auth import check_token
 from tiendasync.relay.broker import Broker
 from tiendasync.relay.central import CentralWriter
-from tiendasync.relay.cluster import ClusterNode
+from tiendasync.relay.cluster import ClusterNode, Notice
 from tiendasync.relay.core import RelayCore
 from tiendasync.relay.docs import DocCache
 from tiendasync.relay.forward import Forwarder, RequestBook
 from tiendasync.relay.generations import Generations, RolloverPolicy, ownership_check
 from tiendasync.relay.integrity import VerifyReport, verify_store
 from tiendasync.relay.lookups import log_session, lookup_follower, lookup_hello
-from tiendasync.relay.nodes import NodeBoard
+from tiendasync.relay.nodes import WAKE, NodeBoard
 from tiendasync.relay.ownership import writer_of
 from tiendasync.relay.policy import Grants, RateLimits
 from tiendasync.relay.records import SyncRequest
@@ -317,6 +317,30 @@ class RelayServer:
             await asyncio.sleep(0)
         return True if self._writes is None else await self._writes.settled(timeout)
 
+    def wake_nodes(self, nodes: list[str]) -> None:
+        """Tell ``nodes`` (a cluster's) to take the requests left for them now, not at
+        their next heartbeat (``relay.nodes``).  Best effort: the rows stay the fallback."""
+        if self.cluster is None or not nodes:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # not on the loop: the heartbeat takes them
+            return
+        cluster = self.cluster
+
+        async def send() -> None:
+            try:
+                await cluster.send(WAKE, {"to": sorted(nodes)})
+            except (TiendaSyncError, ValueError) as exc:
+                log.warning("waking nodes %s failed (their next beat serves it): %s", nodes, exc)
+
+        self._spawn(send())
+
+    def _on_wake(self, notice: Notice) -> None:
+        to = notice.fields.get("to")
+        if isinstance(to, list) and self.node_id in to and self.nodes is not None:
+            self.nodes.wake()
+
     def _serve_request(self, request: SyncRequest) -> None:
         self.core.request_sync(request.tenant, request.replica_id, request.full)
 
@@ -360,6 +384,7 @@ class RelayServer:
             self.core.reviews.call_soon = loop.call_soon_threadsafe
             self.core.reviews.defer = defer if self.review_delay > 0 else None
         if self.cluster is not None:  # LISTENing before anything is served
+            self.cluster.on(WAKE, self._on_wake)
             await self.cluster.start()
         if self.forwarder is not None:
             self.forwarder.start()
