@@ -1112,6 +1112,17 @@ class PostgresRelayStore:
             if any(int(found.get(d, 0)) != reviewed_from.get(d, 0) for d in cursor):
                 raise LeaseLost(f"review of {lease.tenant}/{lease.location}: its cursor moved")
             seqs = self._log_review_writes(cur, entries)
+            logged = [e for e in entries if e.data is not None]
+            highest: dict[tuple[str, str], int] = {}
+            for e, seq in zip(logged, seqs, strict=True):
+                highest[(e.tenant, e.doc)] = max(seq, highest.get((e.tenant, e.doc), 0))
+            if highest:
+                # as append_many: every node hears of the review's writes at COMMIT (its
+                # central writers merge them: the admin API on any node lists them)
+                cur.executemany(
+                    "SELECT pg_notify(%s, %s)",
+                    [(CHANNEL, update_notice(self.node_id, *k, s)) for k, s in highest.items()],
+                )
             for record, opens in conflicts:
                 inserted = conn.execute(
                     f"INSERT INTO conflicts ({self._CONFLICT_COLS}) "

@@ -302,12 +302,20 @@ class RelayServer:
         return self.core.connection_count()
 
     def node_metrics(self) -> dict[str, float]:
-        """This node's own figures (what its heartbeat and ``/metrics`` carry)."""
+        """This node's own figures (what its heartbeat and ``/metrics`` carry).
+
+        ``reviewer`` is 1 on the node whose central writers keep the conflicts
+        (a lone relay with a ``central_dir``; on a cluster, the review lock's holder)."""
+        if self.cluster is not None:
+            reviewer = self.cluster.reviewer
+        else:
+            reviewer = self.core.reviews is not None
         return {
             "connections": float(self.connection_count()),
             "updates_total": float(self.updates_total),
             "queue_depth": float(self.queue_depth()),
             "loaded_docs": float(len(self.docs)),
+            "reviewer": float(reviewer),
         }
 
     async def settle_writes(self, timeout: float) -> bool:
