@@ -5,7 +5,8 @@ websockets: node A holds the review lock (its central writers open the
 conflicts), a conflict is listed and resolved through node B's admin API,
 applied once on A and reaches a store connected to A.  A request retried
 with its Idempotency-Key (after an answer, or after B gave up waiting) is
-never applied twice.
+never applied twice; on a lone relay (SQLite) too.  Sync-now reaches a store on
+another node at once (a cluster message), or at its next heartbeat.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from tiendasync.relay.pgfeed import PgFeed
 from tiendasync.relay.pgstore import PostgresRelayStore
 from tiendasync.relay.records import AdminRequest, AppendEntry, AppendResult
 from tiendasync.relay.server import RelayServer
+from tiendasync.relay.storage import SqliteRelayStore
 from tiendasync.store.client import sync_once
 
 
@@ -79,6 +81,23 @@ async def eventually(check: Callable[[], Any], what: str, timeout: float = 15.0)
         await asyncio.sleep(0.1)
 
 
+async def _sync(till: Replica, port: int, token: str) -> None:
+    await asyncio.to_thread(sync_once, till, f"ws://127.0.0.1:{port}/sync", token=token)
+
+
+async def _oversell(tills: dict[str, Replica], port: int, tok: dict[str, str]) -> None:
+    """Two tills of one shop, apart, each sell 4 of the 5 in stock, then sync."""
+    one, two = tills["caja-1"], tills["caja-2"]
+    one.catalog.put("CAFE", {"name": "Café", "price_cents": 100})
+    one.inventory.receive("CAFE", 5)
+    for name in ("caja-1", "caja-2"):
+        await _sync(tills[name], port, tok[name])
+    one.record_sale([("CAFE", 4, 100)])
+    two.record_sale([("CAFE", 4, 100)])
+    for name in ("caja-1", "caja-2"):
+        await _sync(tills[name], port, tok[name])
+
+
 def test_a_conflict_resolved_through_another_node_is_applied_once(
     pg_url: str, tmp_path: Path
 ) -> None:
@@ -99,18 +118,10 @@ def test_a_conflict_resolved_through_another_node_is_applied_once(
                 Admin(a, admin_token)  # node-a runs what node-b forwards
 
                 async def sync(name: str) -> None:
-                    url = f"ws://127.0.0.1:{a.port}/sync"
-                    await asyncio.to_thread(sync_once, tills[name], url, token=tok[name])
+                    await _sync(tills[name], a.port, tok[name])
 
-                one, two = tills["caja-1"], tills["caja-2"]
-                one.catalog.put("CAFE", {"name": "Café", "price_cents": 100})
-                one.inventory.receive("CAFE", 5)
-                await sync("caja-1")
-                await sync("caja-2")
-                one.record_sale([("CAFE", 4, 100)])  # apart, each sells 4 of the 5
-                two.record_sale([("CAFE", 4, 100)])
-                await sync("caja-1")
-                await sync("caja-2")
+                one = tills["caja-1"]
+                await _oversell(tills, a.port, tok)
 
                 async def open_on_b() -> list[Any]:
                     status, body = await admin_b.request("GET", "/api/sync/queue/?status=open")
@@ -270,3 +281,42 @@ def test_sync_now_wakes_the_other_node_at_once(pg_url: str, tmp_path: Path) -> N
             await client.close()
 
     run(main())
+
+
+def test_a_lone_relay_applies_a_resolution_asked_again_with_its_key_once(tmp_path: Path) -> None:
+    """On SQLite (one relay) the keys are kept in memory: a retry is answered, not run."""
+    store = SqliteRelayStore(str(tmp_path / "relay.db"))
+    admin_token = issue_token(store, admin=True)
+    tok = {r: issue_token(store, tenant="acme", replica_id=r) for r in ("caja-1", "caja-2")}
+    tills = {
+        r: Replica.open(tmp_path / f"{r}.db", tenant="acme", replica_id=r, location="tienda-1")
+        for r in tok
+    }
+
+    async def main() -> None:
+        async with RelayServer(store, port=0, central_dir=tmp_path / "central") as relay:
+            assert relay.forwarder is None
+            admin = Admin(relay, admin_token)
+            await _oversell(tills, relay.port, tok)
+            central = relay.central("acme")
+
+            async def opened() -> list[Any]:
+                return [c for c in central.conflicts(status="open") if c.sku == "CAFE"]
+
+            (conflict,) = await eventually(opened, "the relay opens the conflict")
+            path = f"/api/sync/queue/{conflict.id}/resolve/"
+            adjust = {"action": "adjust", "quantity": 1}
+            answers = [await admin.request("POST", path, adjust, key="lone-0001") for _ in "ab"]
+            assert answers[0] == answers[1] and answers[0][0] == 200
+            status, _ = await admin.request("POST", path, {"action": "accept"}, key="lone-0001")
+            assert status == 400
+            assert (await admin.request("POST", path, adjust))[0] == 200  # no key: runs
+            await _sync(tills["caja-1"], relay.port, tok["caja-1"])
+            assert tills["caja-1"].inventory.stock("CAFE") == -3 + 2
+
+    try:
+        run(main())
+    finally:
+        for till in tills.values():
+            till.close()
+        store.close()

@@ -461,6 +461,7 @@ class RelayAdmin:
             "uptime_seconds": time.time() - self.started_at,
             f'node_info{{node="{self.server.node_id}"}}': 1.0,
             **({} if self.server.cluster is None else self.server.cluster.metrics()),
+            **({} if self.server.forwarder is None else self.server.forwarder.metrics()),
         }
 
 
