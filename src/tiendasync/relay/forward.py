@@ -32,7 +32,8 @@ were made is unknown, so it is never run a second time; look at the conflict.
 
 Reads (listing, one conflict, its sales and timeline) go the same way, with
 a random key, and their rows are removed once answered.  The reviewing node
-itself runs what it is asked at once, through the same rows.
+itself runs its own reads directly, and its own writes at once, through the
+same rows (so their keys count alike on every node).
 """
 
 from __future__ import annotations
@@ -213,6 +214,9 @@ class Forwarder:
         :attr:`timeout`; asking again with the same ``key`` never runs it twice."""
         if op not in READS | WRITES:
             raise InvalidArgument(f"not a forwarded operation: {op!r}")
+        if op in READS and self.runs_here:
+            assert self.executor is not None
+            return self.executor(op, tenant, args)  # nothing to forward, nothing to keep
         request_id = check_key(key) if key is not None else f"auto-{secrets.token_hex(12)}"
         args_json = json.dumps(args, sort_keys=True, separators=(",", ":"))
         asked = AdminRequest(request_id, tenant, op, args_json, "asked", self.node_id, self.clock())
@@ -224,29 +228,43 @@ class Forwarder:
             )
         if row.state in ("done", "failed"):
             self.replayed += 1
-            return _outcome(row)
+        else:
+            row = await self._follow(row)
+        if op in READS:
+            await self._forget(request_id)
+        return _outcome(row)
+
+    async def _follow(self, row: AdminRequest) -> AdminRequest:
+        """Hand ``row`` over (or run it here) and wait for its answer."""
         event = asyncio.Event()
-        self._waiting.setdefault(request_id, set()).add(event)
+        self._waiting.setdefault(row.id, set()).add(event)
         try:
             if row.state == "asked":
-                if self.runs_here:
-                    await self.run(request_id)
-                else:
-                    try:
-                        await self.cluster.send(ASK, {"id": request_id})
-                    except TiendaSyncError as exc:  # the reviewer's sweep finds the row
-                        log.warning("forwarded request %s: no message sent: %s", request_id, exc)
-            row = await self._wait(request_id, event)
+                await self._hand_over(row.id)
+            return await self._wait(row.id, event)
+        except RetryLater:
+            if row.op in READS:  # nobody asks a read again by its key
+                await self._forget(row.id)
+            raise
         finally:
-            waiting = self._waiting.get(request_id)
+            waiting = self._waiting.get(row.id)
             if waiting is not None:
                 waiting.discard(event)
                 if not waiting:
-                    del self._waiting[request_id]
-        if op in READS:
-            with contextlib.suppress(TiendaSyncError):
-                await asyncio.to_thread(self.book.forget_admin, request_id)
-        return _outcome(row)
+                    del self._waiting[row.id]
+
+    async def _hand_over(self, request_id: str) -> None:
+        if self.runs_here:
+            await self.run(request_id)
+            return
+        try:
+            await self.cluster.send(ASK, {"id": request_id})
+        except TiendaSyncError as exc:  # the reviewer's sweep finds the row
+            log.warning("forwarded request %s: no message sent: %s", request_id, exc)
+
+    async def _forget(self, request_id: str) -> None:
+        with contextlib.suppress(TiendaSyncError):
+            await asyncio.to_thread(self.book.forget_admin, request_id)
 
     async def _wait(self, request_id: str, event: asyncio.Event) -> AdminRequest:
         """The row once answered; RetryLater at the deadline."""
