@@ -24,6 +24,7 @@ import pytest
 from tests.relay.test_cluster import until
 from tests.support.relay_client import Client, run
 from tiendasync import Replica
+from tiendasync.errors import StorageError
 from tiendasync.protocol import SyncRequested
 from tiendasync.relay.admin import RelayAdmin
 from tiendasync.relay.admin_api import create_admin_app
@@ -202,10 +203,23 @@ def test_a_request_nobody_runs_is_cancelled_and_runs_once_when_asked_again(
             assert status == 503 and "nothing was done" in body["error"], body
             row = await asyncio.to_thread(b.forwarder.book.admin_request, "process-0001")
             assert row is not None and row.state == "cancelled" and b.forwarder.ran == 0
-            b.forwarder.executor = runs
+            assert runs is not None
+
+            def busy_once(op: str, tenant: str, args: dict[str, Any]) -> Any:
+                assert b.forwarder is not None
+                b.forwarder.executor = runs
+                raise StorageError("relay database is busy")
+
+            b.forwarder.executor = busy_once  # a passing error: answered, not kept
             status, body = await admin_b.request("POST", process, key="process-0001")
-            assert status == 404, body  # ran, once: the conflict does not exist
-            assert b.forwarder.ran == 1
+            assert status == 503 and "busy" in body["error"], body
+            row = await asyncio.to_thread(b.forwarder.book.admin_request, "process-0001")
+            assert row is not None and row.state == "cancelled"
+            status, body = await admin_b.request("POST", process, key="process-0001")
+            assert status == 404, body  # ran: the conflict does not exist
+            assert b.forwarder.ran == 2
+            status, again = await admin_b.request("POST", process, key="process-0001")
+            assert (status, again) == (404, body) and b.forwarder.ran == 2  # answered
 
             # a runner that stopped mid-way (claimed long ago, never answered): failed as
             # in doubt by the reviewer's sweep, never run again
@@ -220,7 +234,7 @@ def test_a_request_nobody_runs_is_cancelled_and_runs_once_when_asked_again(
                 "POST", "/api/sync/queue/C-1/process/", key="process-0002"
             )
             assert status == 502 and "unknown" in body["error"], body
-            assert b.forwarder.ran == 1
+            assert b.forwarder.ran == 2
 
     run(main())
 

@@ -18,7 +18,13 @@ from typing import Any
 
 import uvicorn
 
-from tiendasync.errors import ConfigError, InvalidArgument, NotFound, TiendaSyncError
+from tiendasync.errors import (
+    ConfigError,
+    InvalidArgument,
+    NotFound,
+    RetryLater,
+    TiendaSyncError,
+)
 from tiendasync.model.config import StoreConfig
 from tiendasync.model.docnames import location_of, stock_doc
 from tiendasync.relay.admin_api import create_admin_app
@@ -95,6 +101,8 @@ class RelayAdmin:
             return answer
         try:
             answer = self.execute(op, tenant, args)
+        except RetryLater:
+            raise  # nothing was done: asking again with the key runs it
         except TiendaSyncError as exc:
             answer = exc
         self._answered[key] = (asked, answer)

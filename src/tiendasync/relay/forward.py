@@ -25,7 +25,10 @@ claimed once.  Asking again with the same key answers the stored outcome
 another operation or other arguments is refused (``InvalidArgument``).  On
 timeout: a request nobody claimed yet is cancelled (nothing was done, and
 asking again with its key asks it anew), one in progress answers 503 and
-keeps running; ask again with the key to get its outcome.  A request whose
+keeps running; ask again with the key to get its outcome.  A request that
+failed with a passing error (:class:`~tiendasync.errors.RetryLater`, say the
+store of record was busy: nothing was done) answers that error and is
+cancelled, so asking again with its key runs it.  A request whose
 runner stopped mid-way (the row stays ``running`` past twice the timeout) is
 failed as :class:`~tiendasync.errors.PeerError` (502): whether its writes
 were made is unknown, so it is never run a second time; look at the conflict.
@@ -100,6 +103,7 @@ class RequestBook(Protocol):
         result: str | None,
         error_class: str | None,
         error: str | None,
+        retry: bool = False,
     ) -> bool: ...
     def cancel_admin(self, request_id: str, now: float) -> bool: ...
     def unfinished_admin(self) -> list[AdminRequest]: ...
@@ -123,8 +127,15 @@ def _error(cls_name: str | None, message: str | None) -> TiendaSyncError:
     return InternalError(message or "the forwarded request failed")
 
 
+def _answered(row: AdminRequest) -> bool:
+    """Whether ``row`` holds an answer: done, failed, or cancelled by a passing error."""
+    return row.state in ("done", "failed") or (
+        row.state == "cancelled" and row.error_class is not None
+    )
+
+
 def _outcome(row: AdminRequest) -> Any:
-    if row.state == "failed":
+    if row.state != "done":
         raise _error(row.error_class, row.error)
     try:
         return json.loads(row.result or "null")
@@ -274,7 +285,7 @@ class Forwarder:
             row = await asyncio.to_thread(self.book.admin_request, request_id)
             if row is None:
                 raise RetryLater(f"the request {request_id!r} was forgotten; ask again")
-            if row.state in ("done", "failed"):
+            if _answered(row):
                 return row
             left = deadline - loop.time()
             if left <= 0:
@@ -291,7 +302,7 @@ class Forwarder:
                 "done; ask again (with the same Idempotency-Key it runs at most once)"
             )
         row = await asyncio.to_thread(self.book.admin_request, request_id)
-        if row is not None and row.state in ("done", "failed"):
+        if row is not None and _answered(row):
             return row
         runner = row.node if row is not None else None
         raise RetryLater(
@@ -324,7 +335,7 @@ class Forwarder:
             )
             if row is None:
                 return  # taken, answered or cancelled meanwhile
-            result, error_class, error = await self._execute(row)
+            result, error_class, error, retry = await self._execute(row)
             finished = await asyncio.to_thread(
                 lambda: self.book.finish_admin(
                     request_id,
@@ -333,6 +344,7 @@ class Forwarder:
                     result=result,
                     error_class=error_class,
                     error=error,
+                    retry=retry,
                 )
             )
             if not finished:
@@ -345,21 +357,23 @@ class Forwarder:
         finally:
             self._running.discard(request_id)
 
-    async def _execute(self, row: AdminRequest) -> tuple[str | None, str | None, str | None]:
-        """``(result, error_class, error)`` of running ``row`` here."""
+    async def _execute(self, row: AdminRequest) -> tuple[str | None, str | None, str | None, bool]:
+        """``(result, error_class, error, retry)`` of running ``row`` here; ``retry``:
+        a passing error (:class:`~tiendasync.errors.RetryLater`: nothing was done), so
+        asking again with the key runs it again."""
         assert self.executor is not None
         try:
             value = self.executor(row.op, row.tenant, json.loads(row.args))
             result = json.dumps(value)
         except TiendaSyncError as exc:
-            return None, type(exc).__name__, str(exc)
+            return None, type(exc).__name__, str(exc), isinstance(exc, RetryLater)
         except Exception as exc:  # a bug: answered as one, the relay goes on
             log.exception("forwarded request %s (%s) failed", row.id, row.op)
-            return None, "InternalError", f"internal error: {type(exc).__name__}"
+            return None, "InternalError", f"internal error: {type(exc).__name__}", False
         if row.op in WRITES and self.settle is not None and not await self.settle(self.timeout):
             # kept in the central writer's file: stored at its next retry (relay.reviews)
             log.warning("forwarded request %s: its writes are not stored yet", row.id)
-        return result, None, None
+        return result, None, None, False
 
     async def _sweep(self) -> None:
         """On the reviewer: run what was asked and not claimed; fail what a runner left."""

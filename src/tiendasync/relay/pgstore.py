@@ -715,7 +715,8 @@ class PostgresRelayStore:
                 ),
             )
             conn.execute(
-                "UPDATE admin_requests SET state = 'asked', asked_by = %s, asked_at = %s "
+                "UPDATE admin_requests SET state = 'asked', asked_by = %s, asked_at = %s, "
+                "node = NULL, started_at = NULL, done_at = NULL, error_class = NULL, error = NULL "
                 "WHERE id = %s AND state = 'cancelled' AND tenant = %s AND op = %s AND args = %s",
                 (
                     request.asked_by,
@@ -757,16 +758,18 @@ class PostgresRelayStore:
         result: str | None,
         error_class: str | None,
         error: str | None,
+        retry: bool = False,
     ) -> bool:
-        """``running`` by ``node`` -> ``done`` (``result``) or ``failed`` (the error);
-        False if the row is no longer ``node``'s to finish."""
+        """``running`` by ``node`` -> ``done`` (``result``) or ``failed`` (the error), or
+        with ``retry`` ``cancelled`` (the error passed: nothing was done, asking again
+        runs it); False if the row is no longer ``node``'s to finish."""
         with self._write() as conn:
             row = conn.execute(
                 "UPDATE admin_requests SET state = %s, done_at = %s, result = %s, "
                 "error_class = %s, error = %s "
                 "WHERE id = %s AND state = 'running' AND node = %s RETURNING 1",
                 (
-                    "failed" if error_class is not None else "done",
+                    "cancelled" if retry else "failed" if error_class is not None else "done",
                     now,
                     result,
                     error_class,
