@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from tests.relay.test_cluster import until
@@ -26,6 +27,7 @@ from tests.support.relay_client import Client, run
 from tiendasync import Replica
 from tiendasync.errors import StorageError
 from tiendasync.protocol import SyncRequested
+from tiendasync.relay import pgschema
 from tiendasync.relay.admin import RelayAdmin
 from tiendasync.relay.admin_api import create_admin_app
 from tiendasync.relay.auth import issue_token
@@ -334,3 +336,27 @@ def test_a_lone_relay_applies_a_resolution_asked_again_with_its_key_once(tmp_pat
         for till in tills.values():
             till.close()
         store.close()
+
+
+def test_a_version_4_database_gains_the_forwarded_requests(pg_url: str) -> None:
+    with PostgresRelayStore(pg_url) as store:
+        assert store.schema_version() == pgschema.SCHEMA_VERSION == 5
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # as schema 4 left it
+        conn.execute("DROP TABLE admin_requests")
+        conn.execute("UPDATE schema_version SET version = 4")
+    with PostgresRelayStore(pg_url) as store:
+        assert store.schema_version() == 5
+        asked = AdminRequest("key-00000001", "acme", "get_conflict", "{}", "asked", "n1", 1.0)
+        assert store.ask_admin(asked) == asked
+        assert store.claim_admin("key-00000001", "n2", 2.0) is not None
+        assert store.claim_admin("key-00000001", "n3", 2.0) is None  # claimed once
+        assert not store.cancel_admin("key-00000001", 3.0)  # running: not cancelled
+        for node, finished in (("n3", False), ("n2", True)):  # only the claimer finishes
+            assert (
+                store.finish_admin(
+                    "key-00000001", node, 4.0, result="{}", error_class=None, error=None
+                )
+                is finished
+            )
+        assert store.unfinished_admin() == []
+        assert store.prune_admin(5.0) == 1 and store.admin_request("key-00000001") is None
