@@ -136,8 +136,11 @@ def test_a_conflict_resolved_through_another_node_is_applied_once(
                 path = f"/api/sync/queue/{cid}/resolve/"
                 adjust = {"action": "adjust", "quantity": 1, "by": "ana"}
 
+                started = time.monotonic()
                 status, first = await admin_b.request("POST", path, adjust, key="resolve-0001")
+                took = time.monotonic() - started
                 assert status == 200, first
+                print(f"a resolution forwarded from node-b to node-a: {took * 1000:.0f} ms")
                 assert a.forwarder.ran >= 1 and b.forwarder.ran == 0  # run on node-a
                 status, again = await admin_b.request("POST", path, adjust, key="resolve-0001")
                 assert (status, again) == (200, first) and b.forwarder.replayed == 1
