@@ -10,23 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import asdict
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 
 from tiendasync.errors import (
     ConflictClosed,
     ConflictNotFound,
     InternalError,
+    InvalidArgument,
     StorageError,
     TiendaSyncError,
 )
 from tiendasync.model.actions import ACTIONS, action_table
 from tiendasync.model.docnames import DATA_TYPES
 from tiendasync.relay.admin_api import AdminBackend, create_admin_app
+from tiendasync.relay.forward import check_key
 
 TOKEN = "admin-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -58,8 +63,10 @@ class FakeBackend:
         self._call("get_conflict", tenant, conflict_id)
         return {"id": conflict_id}
 
-    def process_conflict(self, tenant: str, conflict_id: str) -> dict[str, Any]:
-        self._call("process_conflict", tenant, conflict_id)
+    def process_conflict(
+        self, tenant: str, conflict_id: str, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        self._call("process_conflict", tenant, conflict_id, idempotency_key=idempotency_key)
         return {"id": conflict_id}
 
     def resolve_conflict(
@@ -71,6 +78,7 @@ class FakeBackend:
         by: str,
         note: str | None,
         params: dict[str, Any],
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         self._call("resolve_conflict", tenant, conflict_id, action, by=by, note=note, params=params)
         return {"id": conflict_id, "status": "resolved"}
@@ -338,3 +346,40 @@ def test_bad_sales_queries_are_400_and_reach_nothing(
     r = client.get(f"/api/sync/sales/?tenant=acme&{query}", headers=AUTH)
     assert r.status_code == 400 and "error" in r.json()
     assert backend.calls == []
+
+
+# -- idempotency keys -----------------------------------------------------------------------
+
+
+@given(st.from_regex(r"[A-Za-z0-9._:-]{8,100}", fullmatch=True))
+def test_a_valid_idempotency_key_reaches_the_backend(key: str) -> None:
+    backend = FakeBackend()
+    client = Client(create_admin_app(backend))
+    r = client.request(
+        "POST", "/api/sync/queue/C-1/process/", headers={**AUTH, "Idempotency-Key": key}
+    )
+    assert r.status_code == 200
+    assert backend.calls == [("process_conflict", ("acme", "C-1"), {"idempotency_key": key})]
+
+
+@given(
+    st.text(max_size=120).filter(
+        lambda k: (
+            not re.fullmatch(r"[A-Za-z0-9._:-]{8,100}", k.strip())
+            and k.isascii()
+            and k.isprintable()
+        )
+    )
+)
+def test_a_malformed_idempotency_key_is_refused_before_anything_runs(key: str) -> None:
+    backend = FakeBackend()
+    client = Client(create_admin_app(backend))
+    r = client.post(
+        "/api/sync/queue/C-1/resolve/",
+        headers={**AUTH, "Idempotency-Key": key},
+        json={"action": "accept"},
+    )
+    assert r.status_code == 400 and "Idempotency-Key" in r.json()["error"]
+    assert backend.calls == []
+    with pytest.raises(InvalidArgument):
+        check_key(key)

@@ -169,7 +169,7 @@ def test_one_node_reviews_and_another_takes_over(pg_url: str, tmp_path: Path) ->
                 assert n1.core.reviews is not None and n1.core.reviews.enabled
                 assert n2.core.reviews is not None and not n2.core.reviews.enabled
                 with pytest.raises(ConfigError, match="does not run the invariant review"):
-                    n2.central("acme")  # the admin API answers 400
+                    n2.central("acme")  # its admin API forwards to n1 (relay.forward)
                 await n1.stop()  # its lock goes with its connection
                 await until(lambda: n2.cluster is not None and n2.cluster.reviewer, "takeover")
                 assert n2.core.reviews.enabled

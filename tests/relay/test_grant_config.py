@@ -18,7 +18,7 @@ from tiendasync.relay.storage import SqliteRelayStore
 
 
 def _admin(store: SqliteRelayStore) -> RelayAdmin:
-    return RelayAdmin(cast(Any, SimpleNamespace(store=store)))
+    return RelayAdmin(cast(Any, SimpleNamespace(store=store, forwarder=None)))
 
 
 def test_editing_a_bound_store_config_keeps_its_write_grants(tmp_path: Path) -> None:

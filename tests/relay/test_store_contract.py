@@ -655,7 +655,7 @@ def test_a_version_1_postgresql_database_gains_generations(pg_url: str) -> None:
         conn.execute("ALTER TABLE docs DROP COLUMN generation")
         conn.execute("UPDATE schema_version SET version = 1")
     with PostgresRelayStore(pg_url) as store:
-        assert store.schema_version() == pgschema.SCHEMA_VERSION == 4
+        assert store.schema_version() == pgschema.SCHEMA_VERSION == 5
         assert store.generations("acme") == {}
         last = store.load_doc("acme", "stock/t1").last_seq
         assert store.roll_over(

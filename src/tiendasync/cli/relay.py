@@ -611,6 +611,10 @@ async def _serve(
     except OSError as exc:
         raise ConfigError(_cannot_listen(args.host, args.port, "--port", exc)) from None
     admin: AdminHTTPServer | None = None
+    if args.no_admin and server.forwarder is not None:
+        # no admin API here, but other nodes' admin APIs forward to this node while it
+        # holds the review lock: a RelayAdmin runs what they ask (relay.forward)
+        RelayAdmin(server)
     if not args.no_admin:
         admin_port = (
             args.admin_port

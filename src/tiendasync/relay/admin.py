@@ -9,18 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import json
 import time
+from collections import OrderedDict
 from collections.abc import Generator
 from typing import Any
 
 import uvicorn
 
-from tiendasync.errors import ConfigError, InvalidArgument, NotFound
+from tiendasync.errors import (
+    ConfigError,
+    InvalidArgument,
+    NotFound,
+    RetryLater,
+    TiendaSyncError,
+)
 from tiendasync.model.config import StoreConfig
 from tiendasync.model.docnames import location_of, stock_doc
 from tiendasync.relay.admin_api import create_admin_app
 from tiendasync.relay.auth import authenticate
 from tiendasync.relay.central import CENTRAL_REPLICA_ID
+from tiendasync.relay.forward import READS, WRITES, check_key
 from tiendasync.relay.policy import Grants
 from tiendasync.relay.sales_archive import read_month, sale_json, sales_months
 from tiendasync.relay.server import RelayServer
@@ -30,6 +40,9 @@ __all__ = ["AdminHTTPServer", "RelayAdmin"]
 
 _RELAY_ONLY_CONFIG = ("read", "write")
 
+#: Most idempotency keys a lone relay remembers (in memory, until it restarts).
+_KEYS_KEPT = 10_000
+
 
 class RelayAdmin:
     """Admin operations on a running relay (see ``tiendasync.relay.admin_api``)."""
@@ -38,6 +51,11 @@ class RelayAdmin:
         self.server = server
         self.store = server.store
         self.started_at = time.time()
+        #: a lone relay's answers to writes asked with an idempotency key:
+        #: ``{key: ((op, tenant, args), answer or error)}``
+        self._answered: OrderedDict[str, tuple[tuple[str, str, str], Any]] = OrderedDict()
+        if server.forwarder is not None:  # this node runs what others ask while it reviews
+            server.forwarder.executor = self.execute
 
     def is_admin(self, token: str) -> bool:
         record = authenticate(self.store, token)
@@ -58,21 +76,123 @@ class RelayAdmin:
             }
         )
 
-    # -- conflicts ----------------------------------------------------------------------------
+    # -- conflicts: on the central writer, here or on the node holding the review lock ----------
 
-    def list_conflicts(self, tenant: str, **filters: Any) -> list[dict[str, Any]]:
+    async def _central(
+        self, op: str, tenant: str, args: dict[str, Any], key: str | None = None
+    ) -> Any:
+        """Run ``op`` on the tenant's central writer: forwarded on a cluster (see
+        ``relay.forward``), here on a lone relay (a write's ``key`` remembered)."""
+        forwarder = self.server.forwarder
+        if forwarder is not None:
+            return await forwarder.call(op, tenant, args, key)
+        if key is None or op not in WRITES:
+            return self.execute(op, tenant, args)
+        check_key(key)
+        asked = (op, tenant, json.dumps(args, sort_keys=True, separators=(",", ":")))
+        if key in self._answered:
+            earlier, answer = self._answered[key]
+            if earlier != asked:
+                raise InvalidArgument(
+                    f"Idempotency-Key {key!r} was already used for another request; use a new key"
+                )
+            if isinstance(answer, TiendaSyncError):
+                raise answer
+            return answer
+        try:
+            answer = self.execute(op, tenant, args)
+        except RetryLater:
+            raise  # nothing was done: asking again with the key runs it
+        except TiendaSyncError as exc:
+            answer = exc
+        self._answered[key] = (asked, answer)
+        while len(self._answered) > _KEYS_KEPT:
+            self._answered.popitem(last=False)
+        if isinstance(answer, TiendaSyncError):
+            raise answer
+        return answer
+
+    def execute(self, op: str, tenant: str, args: dict[str, Any]) -> Any:
+        """Run a central-writer operation here (what a forwarded request runs)."""
+        if op not in READS | WRITES:
+            raise InvalidArgument(f"not an operation on the central writer: {op!r}")
+        if tenant not in self.server.tenants():
+            raise NotFound(f"unknown tenant {tenant!r}")
+        method = getattr(self, f"_{op}")
+        try:
+            inspect.signature(method).bind(tenant, **args)
+        except TypeError as exc:  # arguments that are not the operation's (a damaged row)
+            raise InvalidArgument(f"bad arguments for {op}: {exc}") from None
+        return method(tenant, **args)
+
+    async def list_conflicts(self, tenant: str, **filters: Any) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._central("list_conflicts", tenant, filters)
+        return result
+
+    async def get_conflict(self, tenant: str, conflict_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._central(
+            "get_conflict", tenant, {"conflict_id": conflict_id}
+        )
+        return result
+
+    async def conflict_timeline(self, tenant: str, conflict_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._central(
+            "conflict_timeline", tenant, {"conflict_id": conflict_id}
+        )
+        return result
+
+    async def process_conflict(
+        self, tenant: str, conflict_id: str, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self._central(
+            "process_conflict", tenant, {"conflict_id": conflict_id}, idempotency_key
+        )
+        return result
+
+    async def resolve_conflict(
+        self,
+        tenant: str,
+        conflict_id: str,
+        action: str,
+        *,
+        by: str,
+        note: str | None,
+        params: dict[str, Any],
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        args = {
+            "conflict_id": conflict_id,
+            "action": action,
+            "by": by,
+            "note": note,
+            "params": params,
+        }
+        result: dict[str, Any] = await self._central(
+            "resolve_conflict", tenant, args, idempotency_key
+        )
+        return result
+
+    async def conflict_sales(self, tenant: str, conflict_id: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._central(
+            "conflict_sales", tenant, {"conflict_id": conflict_id}
+        )
+        return result
+
+    # -- the same, here ------------------------------------------------------------------------
+
+    def _list_conflicts(self, tenant: str, **filters: Any) -> list[dict[str, Any]]:
         writer = self.server.central(tenant)
         return [
             _presented(c.to_dict(), writer.replica.catalog.get(c.sku))
             for c in writer.conflicts(**filters)
         ]
 
-    def get_conflict(self, tenant: str, conflict_id: str) -> dict[str, Any]:
+    def _get_conflict(self, tenant: str, conflict_id: str) -> dict[str, Any]:
         replica = self.server.central(tenant).replica
         c = replica.conflicts.get(conflict_id)
         return _presented(c.to_dict(), replica.catalog.get(c.sku))
 
-    def conflict_timeline(self, tenant: str, conflict_id: str) -> dict[str, Any]:
+    def _conflict_timeline(self, tenant: str, conflict_id: str) -> dict[str, Any]:
         """What the conflict page shows beside the conflict: its product (or SKUs like
         it when it has none) and the movements that led to the current stock."""
         replica = self.server.central(tenant).replica
@@ -121,7 +241,7 @@ class RelayAdmin:
         out["timeline"] = timeline.to_dict()
         return out
 
-    def process_conflict(self, tenant: str, conflict_id: str) -> dict[str, Any]:
+    def _process_conflict(self, tenant: str, conflict_id: str) -> dict[str, Any]:
         """Re-check a conflict's invariant now (it may have healed)."""
         writer = self.server.central(tenant)
         c = writer.replica.conflicts.get(conflict_id)
@@ -129,7 +249,7 @@ class RelayAdmin:
         writer.replica.conflicts.review(keys, products=[c.sku] if c.location == "-" else [])
         return writer.replica.conflicts.get(conflict_id).to_dict()
 
-    def resolve_conflict(
+    def _resolve_conflict(
         self,
         tenant: str,
         conflict_id: str,
@@ -143,7 +263,7 @@ class RelayAdmin:
         resolved = writer.resolve(conflict_id, action, by=by, note=note, **params)
         return resolved.to_dict()
 
-    def conflict_sales(self, tenant: str, conflict_id: str) -> list[dict[str, Any]]:
+    def _conflict_sales(self, tenant: str, conflict_id: str) -> list[dict[str, Any]]:
         """The sales linked to a conflict: store, time, lines, voided."""
         replica = self.server.central(tenant).replica
         conflict = replica.conflicts.get(conflict_id)
@@ -261,15 +381,17 @@ class RelayAdmin:
 
     def sync_now(self, tenant: str, replica_id: str, full: bool) -> bool:
         """Ask the replica to sync, on this node or, through the store of record, on
-        the node it is connected to (served at that node's next heartbeat)."""
+        the node it is connected to: a request row that node takes at its next
+        heartbeat, or at once when the cluster message waking it arrives."""
         if replica_id not in self._replica_ids(tenant):
             raise NotFound(f"no replica {replica_id!r} in tenant {tenant!r}")
         here = self.server.request_sync(tenant, replica_id, full)
         nodes = self.server.nodes
-        elsewhere = nodes is not None and nodes.request_elsewhere(
-            time.time(), tenant, replica_id, full
+        elsewhere = (
+            [] if nodes is None else nodes.request_elsewhere(time.time(), tenant, replica_id, full)
         )
-        return here or elsewhere
+        self.server.wake_nodes(elsewhere)
+        return here or bool(elsewhere)
 
     def list_nodes(self) -> list[dict[str, Any]]:
         """Every live relay node: its id, when it started and last beat, its figures."""
@@ -347,6 +469,7 @@ class RelayAdmin:
             "uptime_seconds": time.time() - self.started_at,
             f'node_info{{node="{self.server.node_id}"}}': 1.0,
             **({} if self.server.cluster is None else self.server.cluster.metrics()),
+            **({} if self.server.forwarder is None else self.server.forwarder.metrics()),
         }
 
 

@@ -12,10 +12,11 @@ actions) that the console builds its lists and forms from.
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias, TypeVar, cast
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,6 +26,7 @@ from starlette.routing import BaseRoute, Route
 from tiendasync.errors import InvalidArgument, NotFound, TiendaSyncError
 from tiendasync.model.actions import action_table, check_params, get_action
 from tiendasync.model.docnames import DATA_TYPES, is_period
+from tiendasync.relay.forward import check_key
 
 __all__ = ["MAX_BODY_BYTES", "AdminBackend", "create_admin_app", "model_tables"]
 
@@ -32,6 +34,11 @@ MAX_BODY_BYTES = 64 * 1024
 
 #: Conflict statuses the queue can be filtered by.
 _STATUSES = ("open", "resolved", "self_healed")
+
+T = TypeVar("T")
+#: What an operation on the central writers returns: its answer, or (a relay cluster,
+#: where another node may run it: ``relay.forward``) something to await for it.
+Answer: TypeAlias = T | Awaitable[T]
 
 
 class AdminBackend(Protocol):
@@ -41,11 +48,13 @@ class AdminBackend(Protocol):
 
     def tenants(self) -> list[str]: ...
 
-    def list_conflicts(self, tenant: str, **filters: Any) -> list[dict[str, Any]]: ...
+    def list_conflicts(self, tenant: str, **filters: Any) -> Answer[list[dict[str, Any]]]: ...
 
-    def get_conflict(self, tenant: str, conflict_id: str) -> dict[str, Any]: ...
+    def get_conflict(self, tenant: str, conflict_id: str) -> Answer[dict[str, Any]]: ...
 
-    def process_conflict(self, tenant: str, conflict_id: str) -> dict[str, Any]: ...
+    def process_conflict(
+        self, tenant: str, conflict_id: str, *, idempotency_key: str | None = None
+    ) -> Answer[dict[str, Any]]: ...
 
     def resolve_conflict(
         self,
@@ -56,7 +65,8 @@ class AdminBackend(Protocol):
         by: str,
         note: str | None,
         params: dict[str, Any],
-    ) -> dict[str, Any]: ...
+        idempotency_key: str | None = None,
+    ) -> Answer[dict[str, Any]]: ...
 
     def list_configs(self, tenant: str) -> list[dict[str, Any]]: ...
 
@@ -72,9 +82,9 @@ class AdminBackend(Protocol):
 
     def list_replicas(self, tenant: str) -> list[dict[str, Any]]: ...
 
-    def conflict_sales(self, tenant: str, conflict_id: str) -> list[dict[str, Any]]: ...
+    def conflict_sales(self, tenant: str, conflict_id: str) -> Answer[list[dict[str, Any]]]: ...
 
-    def conflict_timeline(self, tenant: str, conflict_id: str) -> dict[str, Any]: ...
+    def conflict_timeline(self, tenant: str, conflict_id: str) -> Answer[dict[str, Any]]: ...
 
     def metrics(self) -> dict[str, float]: ...
 
@@ -104,6 +114,18 @@ def model_tables() -> dict[str, list[dict[str, Any]]]:
 
 
 # -- request parsing (raises InvalidArgument / NotFound) ------------------------------------
+
+
+async def _answer(value: Answer[T]) -> T:
+    if inspect.isawaitable(value):
+        return cast(T, await value)
+    return value
+
+
+def _idempotency_key(request: Request) -> str | None:
+    """The ``Idempotency-Key`` header, checked (None: not given)."""
+    key = request.headers.get("idempotency-key")
+    return None if key is None else check_key(key.strip())
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -213,38 +235,52 @@ class _Routes:
         offset = _int_param(request, "offset", 0, 10**9)
         if conflict == "false":  # the relay's queue only holds conflicts
             return _listing(tenant, [])
-        items = self.backend.list_conflicts(
-            tenant,
-            status=status,
-            location=request.query_params.get("location"),
-            replica=request.query_params.get("replica"),
-            limit=limit,
-            offset=offset,
+        items = await _answer(
+            self.backend.list_conflicts(
+                tenant,
+                status=status,
+                location=request.query_params.get("location"),
+                replica=request.query_params.get("replica"),
+                limit=limit,
+                offset=offset,
+            )
         )
         return _listing(tenant, items)
 
     async def queue_item(self, request: Request, tenant: str) -> Response:
-        return JSONResponse(self.backend.get_conflict(tenant, request.path_params["id"]))
+        conflict = request.path_params["id"]
+        return JSONResponse(await _answer(self.backend.get_conflict(tenant, conflict)))
 
     async def process(self, request: Request, tenant: str) -> Response:
-        return JSONResponse(self.backend.process_conflict(tenant, request.path_params["id"]))
+        key = _idempotency_key(request)
+        answer = self.backend.process_conflict(
+            tenant, request.path_params["id"], idempotency_key=key
+        )
+        return JSONResponse(await _answer(answer))
 
     async def resolve(self, request: Request, tenant: str) -> Response:
+        key = _idempotency_key(request)
         action, by, note, params = _resolution(await _json_body(request))
-        result = self.backend.resolve_conflict(
-            tenant, request.path_params["id"], action, by=by, note=note, params=params
+        answer = self.backend.resolve_conflict(
+            tenant,
+            request.path_params["id"],
+            action,
+            by=by,
+            note=note,
+            params=params,
+            idempotency_key=key,
         )
-        return JSONResponse(result)
+        return JSONResponse(await _answer(answer))
 
     async def conflict_sales(self, request: Request, tenant: str) -> Response:
         conflict = request.path_params["id"]
-        rows = self.backend.conflict_sales(tenant, conflict)
+        rows = await _answer(self.backend.conflict_sales(tenant, conflict))
         return JSONResponse(
             {"tenant": tenant, "conflict": conflict, "count": len(rows), "results": rows}
         )
 
     async def conflict_timeline(self, request: Request, tenant: str) -> Response:
-        result = self.backend.conflict_timeline(tenant, request.path_params["id"])
+        result = await _answer(self.backend.conflict_timeline(tenant, request.path_params["id"]))
         return JSONResponse({"tenant": tenant, **result})
 
     async def configs(self, request: Request, tenant: str) -> Response:

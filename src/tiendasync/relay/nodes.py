@@ -7,7 +7,11 @@ beats every :attr:`NodeBoard.beat_seconds` into the store of record
 connected to it and its metrics, and takes in the same call the "sync now"
 requests other nodes' admin APIs left for it.  So any node's admin API and
 console can tell which stores are online and where, reach a store
-connected elsewhere (within about a beat), and list every node's figures.
+connected elsewhere, and list every node's figures.  On a cluster the asking
+node also sends the target a message (kind :data:`WAKE`, through
+``ClusterNode.send``) that makes it beat at once: the store is asked within
+milliseconds; the row is the durable fallback, taken at the next beat if the
+message is lost.
 
 A node that stops cleanly forgets its row; one that dies (SIGKILL, power)
 leaves it behind, and readers ignore rows older than
@@ -24,6 +28,7 @@ node, kept in memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 
@@ -31,7 +36,10 @@ from tiendasync.errors import StorageError
 from tiendasync.relay.records import NodeRecord, SyncRequest
 from tiendasync.relay.storage import RelayStore
 
-__all__ = ["NodeBoard"]
+__all__ = ["WAKE", "NodeBoard"]
+
+#: The cluster message kind that wakes nodes to take their requests: ``{"to": [ids]}``.
+WAKE = "wake"
 
 log = logging.getLogger("tiendasync.relay.nodes")
 
@@ -48,6 +56,7 @@ class NodeBoard:
         self.store = store
         self.node_id = node_id
         self.started_at = started_at
+        self._wake: asyncio.Event | None = None
 
     # -- decisions (no I/O) -------------------------------------------------------------------
 
@@ -74,14 +83,20 @@ class NodeBoard:
         """The live nodes, this one included once it has beaten."""
         return self.store.live_nodes(self.live_since(now))
 
-    def request_elsewhere(self, now: float, tenant: str, replica_id: str, full: bool) -> bool:
-        """Leave a sync request with every other live node serving the replica; whether any."""
+    def request_elsewhere(self, now: float, tenant: str, replica_id: str, full: bool) -> list[str]:
+        """Leave a sync request with every other live node serving the replica; those
+        nodes (to wake: :meth:`wake`)."""
         targets = [
             node for node in self.where(self.live(now), tenant, replica_id) if node != self.node_id
         ]
         for node in targets:
             self.store.request_node_sync(node, SyncRequest(tenant, replica_id, full))
-        return bool(targets)
+        return targets
+
+    def wake(self) -> None:
+        """Beat now (take the requests left for this node) instead of at the next beat."""
+        if self._wake is not None:
+            self._wake.set()
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -93,8 +108,11 @@ class NodeBoard:
     ) -> None:
         """Beat until cancelled: ``snapshot()`` gives the connected pairs and metrics
         (read on the event loop), ``serve`` runs each request taken.  A failing
-        store is logged and retried at the next beat; it never stops the relay."""
+        store is logged and retried at the next beat; it never stops the relay.
+        :meth:`wake` cuts the wait before the next beat short."""
+        wake = self._wake = asyncio.Event()
         while True:
+            wake.clear()
             replicas, metrics = snapshot()
             beat = self.record(clock(), replicas, metrics)
             try:
@@ -104,7 +122,8 @@ class NodeBoard:
                 requests = []
             for request in requests:
                 serve(request)
-            await asyncio.sleep(self.beat_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), self.beat_seconds)
 
     def forget(self) -> None:
         """Remove this node's heartbeat (a clean stop); storage errors are only logged."""

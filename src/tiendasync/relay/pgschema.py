@@ -24,7 +24,7 @@ from tiendasync.errors import StorageError
 
 __all__ = ["MIGRATIONS", "MIGRATION_LOCK", "SCHEMA", "SCHEMA_VERSION", "migrate", "statements"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: ``pg_advisory_xact_lock`` key held while a process checks and migrates the schema.
 MIGRATION_LOCK = 0x7469656E64615331  # "tiendaS1"
@@ -212,6 +212,31 @@ CREATE INDEX IF NOT EXISTS review_log_partition ON review_log (tenant, location,
 
 SCHEMA += REVIEW_LEASES
 
+#: Schema 5 (issue 15 part 4, "admin API on any node"): the admin operations one node
+#: asks the reviewing node to run (``relay.forward``), keyed by their idempotency key.
+#: ``state``: asked, running, done, failed or cancelled; ``result`` is the answer's
+#: JSON, ``error_class``/``error`` the typed error a failed one answers with.
+ADMIN_REQUESTS = """
+CREATE TABLE IF NOT EXISTS admin_requests (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    op TEXT NOT NULL,
+    args TEXT NOT NULL,
+    state TEXT NOT NULL,
+    asked_by TEXT NOT NULL,
+    asked_at DOUBLE PRECISION NOT NULL,
+    node TEXT,
+    started_at DOUBLE PRECISION,
+    done_at DOUBLE PRECISION,
+    result TEXT,
+    error_class TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS admin_requests_state ON admin_requests (state, asked_at);
+"""
+
+SCHEMA += ADMIN_REQUESTS
+
 #: ``execute(sql, params)`` on the migrating transaction's connection.
 Execute = Callable[[str, tuple[Any, ...]], Any]
 #: A step turns a database of version ``v`` into ``v + 1``.
@@ -241,11 +266,17 @@ def _v3_to_v4_generations(execute: Execute) -> None:
     )
 
 
+def _v4_to_v5_admin_requests(execute: Execute) -> None:
+    """4 -> 5: ``admin_requests``, the admin operations forwarded to the reviewing node
+    (a new table only, which :data:`SCHEMA` creates)."""
+
+
 #: ``{version: step}``: step ``v`` turns a database of version ``v`` into ``v + 1``.
 MIGRATIONS: dict[int, Migration] = {
     1: _v1_to_v2_relay_nodes,
     2: _v2_to_v3_review_leases,
     3: _v3_to_v4_generations,
+    4: _v4_to_v5_admin_requests,
 }
 
 

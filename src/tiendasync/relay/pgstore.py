@@ -40,6 +40,7 @@ from tiendasync.protocol.statevector import decode_state_vector, encode_state_ve
 from tiendasync.relay import pgschema
 from tiendasync.relay.leases import Lease, LeaseLost, partitions_of
 from tiendasync.relay.records import (
+    AdminRequest,
     AppendEntry,
     AppendResult,
     ConflictRecord,
@@ -687,6 +688,130 @@ class PostgresRelayStore:
             conn.execute("DELETE FROM relay_nodes WHERE node_id = %s", (node_id,))
             conn.execute("DELETE FROM node_requests WHERE node_id = %s", (node_id,))
 
+    # -- admin operations forwarded to the reviewing node (relay/forward.py) -------------------
+
+    _ADMIN_COLS = (
+        "id, tenant, op, args, state, asked_by, asked_at, node, started_at, done_at, "
+        "result, error_class, error"
+    )
+
+    def ask_admin(self, request: AdminRequest) -> AdminRequest:
+        """Record ``request`` (state ``asked``) unless its key is taken; the stored row.
+
+        A ``cancelled`` row with the same operation and arguments is asked again
+        (nobody ran it); any other existing row is returned as it is."""
+        with self._write() as conn:
+            conn.execute(
+                f"INSERT INTO admin_requests ({self._ADMIN_COLS}) "
+                "VALUES (%s, %s, %s, %s, 'asked', %s, %s, NULL, NULL, NULL, NULL, NULL, NULL) "
+                "ON CONFLICT (id) DO NOTHING",
+                (
+                    request.id,
+                    request.tenant,
+                    request.op,
+                    request.args,
+                    request.asked_by,
+                    request.asked_at,
+                ),
+            )
+            conn.execute(
+                "UPDATE admin_requests SET state = 'asked', asked_by = %s, asked_at = %s, "
+                "node = NULL, started_at = NULL, done_at = NULL, error_class = NULL, error = NULL "
+                "WHERE id = %s AND state = 'cancelled' AND tenant = %s AND op = %s AND args = %s",
+                (
+                    request.asked_by,
+                    request.asked_at,
+                    request.id,
+                    request.tenant,
+                    request.op,
+                    request.args,
+                ),
+            )
+            row = conn.execute(
+                f"SELECT {self._ADMIN_COLS} FROM admin_requests WHERE id = %s", (request.id,)
+            ).fetchone()
+        assert row is not None
+        return AdminRequest(*row)
+
+    def admin_request(self, request_id: str) -> AdminRequest | None:
+        rows = self._read(
+            f"SELECT {self._ADMIN_COLS} FROM admin_requests WHERE id = %s", (request_id,)
+        )
+        return AdminRequest(*rows[0]) if rows else None
+
+    def claim_admin(self, request_id: str, node: str, now: float) -> AdminRequest | None:
+        """``asked`` -> ``running`` by ``node``; None if it is not waiting (taken, done)."""
+        with self._write() as conn:
+            row = conn.execute(
+                "UPDATE admin_requests SET state = 'running', node = %s, started_at = %s "
+                f"WHERE id = %s AND state = 'asked' RETURNING {self._ADMIN_COLS}",
+                (node, now, request_id),
+            ).fetchone()
+        return None if row is None else AdminRequest(*row)
+
+    def finish_admin(
+        self,
+        request_id: str,
+        node: str,
+        now: float,
+        *,
+        result: str | None,
+        error_class: str | None,
+        error: str | None,
+        retry: bool = False,
+    ) -> bool:
+        """``running`` by ``node`` -> ``done`` (``result``) or ``failed`` (the error), or
+        with ``retry`` ``cancelled`` (the error passed: nothing was done, asking again
+        runs it); False if the row is no longer ``node``'s to finish."""
+        with self._write() as conn:
+            row = conn.execute(
+                "UPDATE admin_requests SET state = %s, done_at = %s, result = %s, "
+                "error_class = %s, error = %s "
+                "WHERE id = %s AND state = 'running' AND node = %s RETURNING 1",
+                (
+                    "cancelled" if retry else "failed" if error_class is not None else "done",
+                    now,
+                    result,
+                    error_class,
+                    error,
+                    request_id,
+                    node,
+                ),
+            ).fetchone()
+        return row is not None
+
+    def cancel_admin(self, request_id: str, now: float) -> bool:
+        """``asked`` -> ``cancelled`` (nobody took it); False if it was taken meanwhile."""
+        with self._write() as conn:
+            row = conn.execute(
+                "UPDATE admin_requests SET state = 'cancelled', done_at = %s "
+                "WHERE id = %s AND state = 'asked' RETURNING 1",
+                (now, request_id),
+            ).fetchone()
+        return row is not None
+
+    def unfinished_admin(self) -> list[AdminRequest]:
+        """The requests ``asked`` or ``running``, oldest first."""
+        rows = self._read(
+            f"SELECT {self._ADMIN_COLS} FROM admin_requests "
+            "WHERE state IN ('asked', 'running') ORDER BY asked_at, id"
+        )
+        return [AdminRequest(*row) for row in rows]
+
+    def forget_admin(self, request_id: str) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM admin_requests WHERE id = %s", (request_id,))
+
+    def prune_admin(self, before: float) -> int:
+        """Forget finished requests older than ``before`` (their keys may be reused)."""
+        with self._write() as conn:
+            cur = conn.execute(
+                "DELETE FROM admin_requests WHERE state IN ('done', 'failed', 'cancelled') "
+                "AND asked_at < %s",
+                (before,),
+            )
+            return cur.rowcount
+
     def quarantined(self) -> list[tuple[str, str, int, str]]:
         rows = self._read("SELECT tenant, doc, seq, reason FROM quarantine ORDER BY id")
         return [(r[0], r[1], int(r[2]), r[3]) for r in rows]
@@ -990,6 +1115,17 @@ class PostgresRelayStore:
             if any(int(found.get(d, 0)) != reviewed_from.get(d, 0) for d in cursor):
                 raise LeaseLost(f"review of {lease.tenant}/{lease.location}: its cursor moved")
             seqs = self._log_review_writes(cur, entries)
+            logged = [e for e in entries if e.data is not None]
+            highest: dict[tuple[str, str], int] = {}
+            for e, seq in zip(logged, seqs, strict=True):
+                highest[(e.tenant, e.doc)] = max(seq, highest.get((e.tenant, e.doc), 0))
+            if highest:
+                # as append_many: every node hears of the review's writes at COMMIT (its
+                # central writers merge them: the admin API on any node lists them)
+                cur.executemany(
+                    "SELECT pg_notify(%s, %s)",
+                    [(CHANNEL, update_notice(self.node_id, *k, s)) for k, s in highest.items()],
+                )
             for record, opens in conflicts:
                 inserted = conn.execute(
                     f"INSERT INTO conflicts ({self._CONFLICT_COLS}) "

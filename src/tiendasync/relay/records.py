@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "AdminRequest",
     "AppendEntry",
     "AppendResult",
     "ConflictRecord",
@@ -157,3 +158,30 @@ class SyncRequest:
     tenant: str
     replica_id: str
     full: bool = False
+
+
+@dataclass(frozen=True)
+class AdminRequest:
+    """An admin operation one relay node asked the reviewing node to run
+    (``relay.forward``), by its idempotency key ``id``.
+
+    ``state``: ``asked`` (waiting for the reviewer), ``running`` (``node`` runs
+    it), ``done`` (``result``: the answer's JSON), ``failed`` (``error_class`` and
+    ``error``: the typed error it answers with) or ``cancelled`` (nobody took it
+    before the asking node gave up: nothing was done; asking again re-asks it).
+    """
+
+    id: str
+    tenant: str
+    op: str
+    #: the operation's arguments, canonical JSON (a reused key must carry the same)
+    args: str
+    state: str
+    asked_by: str
+    asked_at: float
+    node: str | None = None
+    started_at: float | None = None
+    done_at: float | None = None
+    result: str | None = None
+    error_class: str | None = None
+    error: str | None = None

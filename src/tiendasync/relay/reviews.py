@@ -198,7 +198,11 @@ class CentralReviews:
         if not self.enabled:
             return
         for w in batch:
-            if w.fanout is not None and w.replica != CENTRAL_REPLICA_ID:
+            # With review workers, writes of replica "relay" are theirs too (their
+            # conflict records): merged, or the admin API would not see them.  Our own
+            # writers' writes need no merge back (merging them again changes nothing).
+            theirs = w.replica != CENTRAL_REPLICA_ID or not self.review_invariants
+            if w.fanout is not None and theirs:
                 self._pending.setdefault((w.tenant, w.doc), []).append(w.fanout)
                 self._pending_count += 1
         if not self._pending:

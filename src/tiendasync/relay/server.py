@@ -47,13 +47,14 @@ from tiendasync.protocol.yprotocols import FollowerClose, follower_close_code
 from tiendasync.relay.auth import check_token
 from tiendasync.relay.broker import Broker
 from tiendasync.relay.central import CentralWriter
-from tiendasync.relay.cluster import ClusterNode
+from tiendasync.relay.cluster import ClusterNode, Notice
 from tiendasync.relay.core import RelayCore
 from tiendasync.relay.docs import DocCache
+from tiendasync.relay.forward import Forwarder, RequestBook
 from tiendasync.relay.generations import Generations, RolloverPolicy, ownership_check
 from tiendasync.relay.integrity import VerifyReport, verify_store
 from tiendasync.relay.lookups import log_session, lookup_follower, lookup_hello
-from tiendasync.relay.nodes import NodeBoard
+from tiendasync.relay.nodes import WAKE, NodeBoard
 from tiendasync.relay.ownership import writer_of
 from tiendasync.relay.policy import Grants, RateLimits
 from tiendasync.relay.records import SyncRequest
@@ -245,6 +246,11 @@ class RelayServer:
         )
         if cluster is not None:
             cluster.attach(self.core, self.tenants)
+        #: A cluster's admin operations on the central writers, run by the node that
+        #: holds the review lock whichever node is asked (``relay.forward``).
+        self.forwarder: Forwarder | None = None
+        if cluster is not None and isinstance(store, RequestBook):
+            self.forwarder = Forwarder(cluster, store, settle=self.settle_writes)
         #: The cluster seen through the store of record (set by :meth:`start`).
         self.nodes: NodeBoard | None = None
         self._beat_task: asyncio.Task[None] | None = None
@@ -268,6 +274,9 @@ class RelayServer:
         return self.core.central_dir
 
     def central(self, tenant: str) -> CentralWriter:
+        """The tenant's central writer, here.  On a cluster only the node holding the
+        review lock has current ones (ConfigError elsewhere): the admin layer asks that
+        node through :attr:`forwarder`."""
         if self.cluster is not None and not self.cluster.reviewer:
             raise ConfigError(
                 f"relay node {self.node_id} does not run the invariant review (another node "
@@ -293,13 +302,52 @@ class RelayServer:
         return self.core.connection_count()
 
     def node_metrics(self) -> dict[str, float]:
-        """This node's own figures (what its heartbeat and ``/metrics`` carry)."""
+        """This node's own figures (what its heartbeat and ``/metrics`` carry).
+
+        ``reviewer`` is 1 on the node whose central writers keep the conflicts
+        (a lone relay with a ``central_dir``; on a cluster, the review lock's holder)."""
+        if self.cluster is not None:
+            reviewer = self.cluster.reviewer
+        else:
+            reviewer = self.core.reviews is not None
         return {
             "connections": float(self.connection_count()),
             "updates_total": float(self.updates_total),
             "queue_depth": float(self.queue_depth()),
             "loaded_docs": float(len(self.docs)),
+            "reviewer": float(reviewer),
         }
+
+    async def settle_writes(self, timeout: float) -> bool:
+        """Wait until the writes queued now (the central writers' too: their callbacks
+        run on this loop first) are committed or failed; whether within ``timeout``."""
+        for _ in range(2):
+            await asyncio.sleep(0)
+        return True if self._writes is None else await self._writes.settled(timeout)
+
+    def wake_nodes(self, nodes: list[str]) -> None:
+        """Tell ``nodes`` (a cluster's) to take the requests left for them now, not at
+        their next heartbeat (``relay.nodes``).  Best effort: the rows stay the fallback."""
+        if self.cluster is None or not nodes:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # not on the loop: the heartbeat takes them
+            return
+        cluster = self.cluster
+
+        async def send() -> None:
+            try:
+                await cluster.send(WAKE, {"to": sorted(nodes)})
+            except (TiendaSyncError, ValueError) as exc:
+                log.warning("waking nodes %s failed (their next beat serves it): %s", nodes, exc)
+
+        self._spawn(send())
+
+    def _on_wake(self, notice: Notice) -> None:
+        to = notice.fields.get("to")
+        if isinstance(to, list) and self.node_id in to and self.nodes is not None:
+            self.nodes.wake()
 
     def _serve_request(self, request: SyncRequest) -> None:
         self.core.request_sync(request.tenant, request.replica_id, request.full)
@@ -344,7 +392,10 @@ class RelayServer:
             self.core.reviews.call_soon = loop.call_soon_threadsafe
             self.core.reviews.defer = defer if self.review_delay > 0 else None
         if self.cluster is not None:  # LISTENing before anything is served
+            self.cluster.on(WAKE, self._on_wake)
             await self.cluster.start()
+        if self.forwarder is not None:
+            self.forwarder.start()
         self._writer_task = asyncio.create_task(self._writes.run(), name="relay-writer")
         self._sweeper_task = asyncio.create_task(self._sweeper(), name="relay-sweeper")
         self._revocation_task = asyncio.create_task(
@@ -382,6 +433,8 @@ class RelayServer:
             return
         server.close()
         await server.wait_closed()
+        if self.forwarder is not None:  # nothing more run here (asked: the next reviewer's)
+            await self.forwarder.stop()
         if self._writes is not None and self._writer_task is not None:
             self._writes.stop()
             await self._writer_task

@@ -51,9 +51,25 @@ class GroupCommit:
         self._compacting: set[tuple[str, str]] = set()
         #: batches whose commit failed since start
         self.failures = 0
+        #: writes queued since start, and of those, how many were committed or failed
+        self.queued = 0
+        self.handled = 0
 
     def put(self, write: PendingWrite) -> None:
+        self.queued += 1
         self.queue.put_nowait(write)
+
+    async def settled(self, timeout: float) -> bool:
+        """Wait until every write queued now was committed (or failed); whether it was
+        within ``timeout`` seconds."""
+        target = self.queued
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.handled < target:
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
 
     def depth(self) -> int:
         return self.queue.qsize()
@@ -93,6 +109,12 @@ class GroupCommit:
             await self.commit(batch, review=False)
 
     async def commit(self, batch: list[PendingWrite], *, review: bool = True) -> None:
+        try:
+            await self._commit(batch, review=review)
+        finally:
+            self.handled += len(batch)
+
+    async def _commit(self, batch: list[PendingWrite], *, review: bool) -> None:
         batch = self.core.storable(batch)
         if not batch:
             return

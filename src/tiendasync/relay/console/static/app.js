@@ -1,6 +1,6 @@
 /* tiendasync relay console: a small single page app, no build step, no dependencies.
  *
- * Routes (hash): #/login, #/stores, #/conflicts, #/conflict/<id>, #/log.
+ * Routes (hash): #/login, #/stores, #/conflicts, #/conflict/<id>, #/log, #/nodes.
  * Data: the JSON admin API under /api/sync/ with "Authorization: Bearer <admin token>";
  * the token lives in sessionStorage (this tab only), the language in localStorage.
  * The data types and the resolution actions come from the server's model tables
@@ -117,6 +117,15 @@
       limit: 'Mostrar', 'units': 'uds.', yes: 'sí', no: 'no', 'running': 'en curso',
       'ago.s': 'hace {n} s', 'ago.m': 'hace {n} min', 'ago.h': 'hace {n} h', 'ago.d': 'hace {n} d',
       'conflicts.count.one': '1 conflicto', 'log.count.one': '1 sesión',
+      'nav.nodes': 'Nodos del relay', 'nodes.title': 'Nodos del relay', 'nodes.none': 'Ningún nodo del relay está en vivo.',
+      'nodes.count': '{n} nodos en vivo', 'nodes.count.one': '1 nodo en vivo', node: 'Nodo', 'node.this': 'este nodo',
+      'node.reviews': 'Revisa', 'node.connections': 'Conexiones', 'node.stores': 'Cajas conectadas',
+      'node.updates': 'Actualizaciones', 'node.queue': 'Cola de escritura', 'node.beat': 'Último latido',
+      'node.started': 'En marcha desde', 'node.reviewer': 'revisa', 'on_nodes': 'Nodo del relay',
+      'nodes.help': 'Cada proceso del relay late cada segundo en la base de datos. El nodo que revisa guarda los conflictos; los demás le pasan las operaciones sobre conflictos.',
+      'srv.not_run': 'ningún nodo del relay atendió la petición en {n} s: no se hizo nada; vuelva a intentarlo',
+      'srv.still_running': 'el nodo {node} del relay aún la está aplicando; vuelva a intentarlo para ver el resultado (se aplica una sola vez)',
+      'srv.in_doubt': 'el nodo {node} del relay se detuvo mientras la aplicaba: no se sabe si se aplicó; revise el conflicto antes de repetirla',
       'open_count_live.one': '1 conflicto abierto',
       'msg.non_negative_stock': 'Las existencias de {sku} en {location} son {observed}.',
       'name.accept': 'Aceptar', 'name.adjust': 'Ajustar', 'name.recount': 'Recontar',
@@ -229,6 +238,15 @@
       limit: 'Show', 'units': 'units', yes: 'yes', no: 'no', 'running': 'running',
       'ago.s': '{n} s ago', 'ago.m': '{n} min ago', 'ago.h': '{n} h ago', 'ago.d': '{n} d ago',
       'conflicts.count.one': '1 conflict', 'log.count.one': '1 session',
+      'nav.nodes': 'Relay nodes', 'nodes.title': 'Relay nodes', 'nodes.none': 'No relay node is live.',
+      'nodes.count': '{n} live nodes', 'nodes.count.one': '1 live node', node: 'Node', 'node.this': 'this node',
+      'node.reviews': 'Reviews', 'node.connections': 'Connections', 'node.stores': 'Tills connected',
+      'node.updates': 'Updates', 'node.queue': 'Write queue', 'node.beat': 'Last heartbeat',
+      'node.started': 'Running since', 'node.reviewer': 'reviews', 'on_nodes': 'Relay node',
+      'nodes.help': 'Every relay process beats into the database each second. The reviewing node keeps the conflicts; the others pass it the operations on conflicts.',
+      'srv.not_run': 'no relay node took the request within {n} s: nothing was done; try again',
+      'srv.still_running': 'relay node {node} is still applying it; try again to see the outcome (it is applied once)',
+      'srv.in_doubt': 'relay node {node} stopped while applying it: whether it was applied is unknown; check the conflict before repeating it',
       'open_count_live.one': '1 open conflict',
       'msg.non_negative_stock': 'Stock of {sku} at {location} is {observed}.',
       'name.accept': 'Accept', 'name.adjust': 'Adjust', 'name.recount': 'Recount',
@@ -454,7 +472,10 @@
     [/^internal error/, function () { return t('srv.internal'); }],
     [/^missing or invalid admin token$/, function () { return t('srv.admin_token'); }],
     [/^the record of location '(.+)' is not yours to write$/, function (m) { return t('srv.not_yours', { loc: m[1] }); }],
-    [/^(\w+) must be an integer/, function (m) { return t('srv.quantity', { name: m[1] }); }]
+    [/^(\w+) must be an integer/, function (m) { return t('srv.quantity', { name: m[1] }); }],
+    [/^no relay node ran the request within ([\d.]+) s/, function (m) { return t('srv.not_run', { n: m[1] }); }],
+    [/^relay node (\S+) is still running the request/, function (m) { return t('srv.still_running', { node: m[1] }); }],
+    [/^relay node (\S+) stopped while running this request/, function (m) { return t('srv.in_doubt', { node: m[1] }); }]
   ];
 
   function srvText(msg) {
@@ -580,6 +601,7 @@
     var o = opts || {};
     var headers = { Accept: 'application/json' };
     if (S.token) headers.Authorization = 'Bearer ' + S.token;
+    if (o.key) headers['Idempotency-Key'] = o.key;
     var init = { method: method, headers: headers, cache: 'no-store', credentials: 'omit' };
     if (o.body !== undefined) {
       headers['Content-Type'] = 'application/json';
@@ -601,6 +623,13 @@
     }, function (err) {
       throw new ApiError(0, String(err && err.message ? err.message : err));
     });
+  }
+
+  /** A fresh idempotency key (the relay runs a request once per key). */
+  function newKey() {
+    var bytes = new Uint8Array(12);
+    window.crypto.getRandomValues(bytes);
+    return 'console-' + Array.prototype.map.call(bytes, function (b) { return (b + 256).toString(16).slice(1); }).join('');
   }
 
   function errText(err) {
@@ -987,6 +1016,8 @@
             text: s.ended_at ? outcomeText(s.outcome) : t('running') }), s.error ? ' — ' + srvText(s.error) : '')) : null,
         s ? h('div', {}, h('dt', { text: t('updates_inout') }),
           h('dd', { text: fmtNum(s.updates_received) + ' / ' + fmtNum(s.updates_sent) })) : null,
+        r.nodes && r.nodes.length ? h('div', {}, h('dt', { text: t('on_nodes') }),
+          h('dd', { class: 'ident', 'data-nodes': r.nodes.join(' '), text: r.nodes.join(', ') })) : null,
         h('div', {}, h('dt', { text: t('config') }),
           h('dd', { text: (cfg.enabled === false ? '⏸ ' : '') + t('cfg.interval_s') + ' ' + cfg.interval_s +
             ' · ' + t('cfg.durability') + ' ' + t('dur.' + cfg.durability) })),
@@ -1339,6 +1370,9 @@
       });
     }
 
+    /* A resolution asked again after no answer (503, network) keeps its key: the relay
+       applies it at most once.  Any other answer ends it; the next one gets a new key. */
+    var asking = null;
     function resolve(action, params, button) {
       var body = { action: action };
       Object.keys(params).forEach(function (k) { body[k] = params[k]; });
@@ -1348,8 +1382,11 @@
       if (button) button.disabled = true;
       resultMsg.className = 'inline-msg';
       resultMsg.textContent = t('loading');
-      return api('POST', '/api/sync/queue/' + encodeURIComponent(id) + '/resolve/', { body: body })
+      var same = JSON.stringify(body);
+      if (!asking || asking.body !== same) asking = { body: same, key: newKey() };
+      return api('POST', '/api/sync/queue/' + encodeURIComponent(id) + '/resolve/', { body: body, key: asking.key })
         .then(function (res) {
+          asking = null;
           var partial = stateOf(res) === 'partial';
           resultMsg.className = 'inline-msg ' + (partial ? 'warn' : 'ok');
           resultMsg.textContent = partial
@@ -1359,6 +1396,7 @@
           selected = {};
           return Promise.all([refresh(), refreshOpenCount()]);
         }, function (e) {
+          if (e.status !== 503 && e.status !== 0) asking = null;
           resultMsg.className = 'inline-msg bad';
           resultMsg.textContent = errText(e);
           announce(resultMsg.textContent);
@@ -1704,6 +1742,55 @@
     return { refresh: refresh };
   }
 
+  /* --- relay nodes */
+
+  function nodesPage(main) {
+    var summary = h('p', { class: 'summary', id: 'nodes-summary' });
+    var table = h('div', { class: 'table-wrap', id: 'nodes-table' });
+    main.appendChild(pageHeader(t('nodes.title'), summary));
+    main.appendChild(h('p', { class: 'help', id: 'nodes-help', text: t('nodes.help') }));
+    main.appendChild(table);
+
+    function figure(n, name) {
+      var v = (n.metrics || {})[name];
+      return typeof v === 'number' ? fmtNum(v) : '—';
+    }
+
+    function rows(nodes) {
+      if (!nodes.length) return emptyState(t('nodes.none'));
+      return h('table', { class: 'data nodes', 'aria-describedby': 'nodes-help' },
+        h('caption', { class: 'sr-only', text: t('nodes.title') }),
+        h('thead', {}, h('tr', {}, [t('node'), t('node.reviews'), t('node.connections'), t('node.stores'),
+          t('node.updates'), t('node.queue'), t('node.beat'), t('node.started')].map(function (c) {
+          return h('th', { scope: 'col', text: c });
+        }))),
+        h('tbody', {}, nodes.map(function (n) {
+          var reviews = (n.metrics || {}).reviewer === 1;
+          return h('tr', { 'data-node': n.node },
+            h('th', { scope: 'row', 'data-label': t('node'), class: 'ident' }, n.node,
+              n['this'] ? [' ', h('span', { class: 'badge badge-active', text: t('node.this') })] : null),
+            h('td', { 'data-label': t('node.reviews'), 'data-reviews': String(reviews) },
+              reviews ? h('span', { class: 'badge badge-online', text: t('node.reviewer') }) : t('no')),
+            h('td', { 'data-label': t('node.connections'), class: 'num', text: figure(n, 'connections') }),
+            h('td', { 'data-label': t('node.stores'), class: 'num', text: fmtNum(n.stores_connected) }),
+            h('td', { 'data-label': t('node.updates'), class: 'num', text: figure(n, 'updates_total') }),
+            h('td', { 'data-label': t('node.queue'), class: 'num', text: figure(n, 'queue_depth') }),
+            h('td', { 'data-label': t('node.beat') }, h('time', {
+              datetime: new Date(n.seen_at * 1000).toISOString(), title: fmtTime(n.seen_at), text: ago(n.seen_at) })),
+            h('td', { 'data-label': t('node.started'), text: fmtTime(n.started_at) }));
+        })));
+    }
+
+    function refresh() {
+      return api('GET', '/api/sync/nodes/', { query: { tenant: null } }).then(function (data) {
+        var nodes = (data.results || []).slice().sort(function (a, b) { return a.node.localeCompare(b.node); });
+        summary.textContent = tn('nodes.count', nodes.length);
+        patch(table, [nodes, Math.floor(Date.now() / 5000)], function () { return rows(nodes); });
+      });
+    }
+    return { refresh: refresh };
+  }
+
   /* ------------------------------------------------------------------ router */
 
   function parseRoute() {
@@ -1729,6 +1816,7 @@
       if (r.name === 'stores') page = storesPage(main);
       else if (r.name === 'conflict' && r.arg) page = conflictPage(main, r.arg);
       else if (r.name === 'log') page = logPage(main);
+      else if (r.name === 'nodes') page = nodesPage(main);
       else { r.name = 'conflicts'; page = conflictsPage(main); }
     }
     S.page = page;
