@@ -19,9 +19,9 @@ document at an older generation than the relay's is told that generation's
 state vector in the WELCOME, gets the current generation as NEXT frames
 (catch-up and live, never UPDATE), and its updates to it are *late* updates,
 handed to ``on_late`` (the pump carries them into the current generation,
-:mod:`tiendasync.relay.generations`) instead of being applied.  A replica that does not tell its generations is refused
-once any document it may read has rolled over: it would merge the new
-generation into the old one.
+:mod:`tiendasync.relay.generations`) instead of being applied.  A replica
+that does not tell its generations is refused once any document it may
+read has rolled over: it would merge the new generation into the old one.
 """
 
 from __future__ import annotations
