@@ -26,8 +26,8 @@ HELLO's flags may carry ``"gens": {doc: generation}``: the generation of every
 document the replica holds, 0 included (docs/generations.md); a document left
 out is one it does not hold, caught up with the relay's current generation.  A
 replica that sends the key (even empty) understands GENERATIONS frames; the
-relay sends one, after its WELCOME, only to such a replica, and older relays
-ignore the key.  An older replica never sends it, so never receives one.  To
+relay sends one, after its WELCOME, only to such a replica and only if a
+document it may read is past generation 0, and older relays ignore the key.  An older replica never sends it, so never receives one.  To
 a replica one generation behind on a document, the relay sends that
 document's current generation as NEXT frames (catch-up and live), never as
 UPDATE: the replica builds it beside the one it holds and moves over once

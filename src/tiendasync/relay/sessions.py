@@ -276,7 +276,7 @@ class SyncSessions:
         # Only the keys set centrally: the store keeps its own value of the others.
         told = {} if config is None else _central_keys(facts.config)
         conn.accept(session.id, announced, {**told, GRANTS_KEY: grants.writes.to_wire()})
-        if hello.generations is not None:
+        if hello.generations is not None and relay_gens:  # none: every one is at 0
             conn.announce_generations(relay_gens)
         self.fanout.subscribe(session, hello.tenant)
         log.info(
