@@ -23,15 +23,16 @@ NEXT       10    doc, generation, update                                relay ->
 =========  ====  =====================================================  =========
 
 HELLO's flags may carry ``"gens": {doc: generation}``: the generation of every
-document the replica holds, 0 included (docs/generations.md); a document left
-out is one it does not hold, caught up with the relay's current generation.  A
-replica that sends the key (even empty) understands GENERATIONS frames; the
-relay sends one, after its WELCOME, only to such a replica and only if a
-document it may read is past generation 0, and older relays ignore the key.  An older replica never sends it, so never receives one.  To
-a replica one generation behind on a document, the relay sends that
-document's current generation as NEXT frames (catch-up and live), never as
-UPDATE: the replica builds it beside the one it holds and moves over once
-its writes to the old one are acknowledged.
+counter and LWW document the replica holds, 0 included (docs/generations.md);
+a document left out is one it does not hold, caught up with the relay's
+current generation.  A replica that sends the key (even empty) understands
+GENERATIONS and NEXT frames; the relay sends a GENERATIONS frame, after its
+WELCOME, only to such a replica and only if a document it may read is past
+generation 0.  Older relays ignore the key; an older replica never sends it,
+so never receives either frame.  To a replica one generation behind on a
+document, the relay sends that document's current generation as NEXT frames
+(catch-up and live), never as UPDATE: the replica builds it beside the one
+it holds and moves over once its writes to the old one are acknowledged.
 
 Each frame type is a frozen dataclass (:class:`HelloFrame` ... :class:`ByeFrame`):
 ``frame.encode()`` packs it, :func:`decode_frame` checks one unpacked msgpack
