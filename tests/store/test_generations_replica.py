@@ -33,7 +33,13 @@ class Relay:
 
     def __init__(self, path: Path, rollover: RolloverPolicy | None = None) -> None:
         self.store = SqliteRelayStore(str(path))
-        self.server = RelayServer(self.store, host="127.0.0.1", port=0, rollover=rollover)
+        self.server = RelayServer(
+            self.store,
+            host="127.0.0.1",
+            port=0,
+            rollover=rollover,
+            central_dir=path.parent / "central",  # kept across restarts, as in production
+        )
         self.loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
         started = threading.Event()
@@ -53,6 +59,19 @@ class Relay:
         self.thread.start()
         assert started.wait(10)
         self.url = f"ws://127.0.0.1:{self.server.port}"
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the relay's event loop (its central writers live there)."""
+
+        async def wrapped() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(wrapped(), self.loop).result(10)
+
+    def central_stock(self, sku: str, location: str = "t1") -> int:
+        """What the relay's own writer (the invariant review) counts."""
+        writer = self.call(lambda: self.server.core.central("acme"))
+        return int(self.call(lambda: writer.replica.inventory.stock(sku, location=location)))
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self._stop.set)
@@ -106,6 +125,7 @@ def test_stores_move_to_each_new_generation_and_count_every_sale_once(tmp_path: 
         def first(relay: Relay) -> None:
             assert t1.sync_now(relay.url, token=tokens["t1"]).outcome == "ok"
             assert t2.sync_now(relay.url, token=tokens["t2"]).outcome == "ok"
+            _wait(lambda: relay.central_stock("CAFE") == 98)
 
         _with_relay(relay_db, None, first)
         assert t2.inventory.stock("CAFE") == 98
@@ -121,6 +141,8 @@ def test_stores_move_to_each_new_generation_and_count_every_sale_once(tmp_path: 
             assert t1.sync_now(relay.url, token=tokens["t1"]).outcome == "ok"
             assert t2.sync_now(relay.url, token=tokens["t2"]).outcome == "ok"
             assert t1.sync_now(relay.url, token=tokens["t1"]).outcome == "ok"
+            # the review's own copy moved too: it counts what the stores count
+            _wait(lambda: relay.central_stock("CAFE") == 94)
 
         _with_relay(relay_db, roll, second)
         for r in (t1, t2):
@@ -147,6 +169,7 @@ def test_stores_move_to_each_new_generation_and_count_every_sale_once(tmp_path: 
         for r in (t1, t2):
             assert r.core.generations()[STOCK] == 2
             assert r.inventory.stock("CAFE") == 85
+        assert not t1.conflicts.list()  # no false negative stock from a double count
         assert _stock_at_relay(relay_db) == {"CAFE": 85}
         assert _slots(t1) <= seeded  # folded again: one seeded slot per SKU
         other.close()

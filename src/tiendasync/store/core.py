@@ -545,6 +545,17 @@ class ReplicaCore:
         log.info("%s: %s moved to generation %d", self.replica_id, doc, generation)
         return True
 
+    def adopt_generation(self, doc: str, generation: int, state: bytes) -> None:
+        """Replace ``doc`` by ``generation`` (whole state ``state``) whatever its queue
+        says: for the relay's own writer replica, whose writes the relay stores
+        directly (it carried what its store of record lacked before calling this)."""
+        with self.locked():
+            with self._durable():
+                self.storage.replace_generation(doc, state, generation)
+                self.storage.outbox.acknowledge_all(doc, self.now())
+            self.docs.drop_loaded(doc)
+            self._log_counts.pop(doc, None)
+
     def adopt_generations(self, generations: dict[str, int]) -> None:
         """Record the relay's generation of documents we do not hold yet, before their
         catch-up arrives (so later HELLOs tell it).  Held documents are left alone."""
