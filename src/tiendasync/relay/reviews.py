@@ -253,6 +253,18 @@ class CentralReviews:
             if w.fanout is not None and w.replica != CENTRAL_REPLICA_ID:
                 self._pending.setdefault((w.tenant, w.doc), []).append(w.fanout)
                 self._pending_count += 1
+        self._hand_over()
+
+    def review_carry(self, tenant: str, doc: str, carry: bytes) -> None:
+        """A late update's carry into the current generation is stored (written by the
+        relay's generations, not by a session): the writers merge and review it too."""
+        if not self.enabled:
+            return
+        self._pending.setdefault((tenant, doc), []).append(carry)
+        self._pending_count += 1
+        self._hand_over()
+
+    def _hand_over(self) -> None:
         if not self._pending:
             return
         if self.defer is None or self._pending_count >= self.max_pending:
