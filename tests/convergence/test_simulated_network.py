@@ -96,6 +96,8 @@ def test_handshake_and_catch_up_in_priority_order(net: SimNet) -> None:
         "past": [],
         "config": a.config.to_dict(),
         "sales_from": a.sales_floor(),
+        # every counter and LWW document held, at generation 0 (none rolled over)
+        "gens": {"catalog": 0, "locations": 0, "stock/tienda-1": 0},
     }
 
     net.deliver(link, UP)

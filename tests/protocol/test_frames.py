@@ -39,6 +39,7 @@ from tiendasync.protocol.frames import (
     FrameType,
     GenerationsFrame,
     HelloFrame,
+    NextUpdateFrame,
     SyncedFrame,
     SyncNowFrame,
     UpdateFrame,
@@ -164,6 +165,7 @@ FRAMES: st.SearchStrategy[Frame] = st.one_of(
     st.builds(SyncNowFrame, st.booleans()),
     st.builds(ByeFrame, reasons),
     st.builds(GenerationsFrame, st.dictionaries(names, uints, max_size=3)),
+    st.builds(NextUpdateFrame, doc_refs, uints, st.binary(max_size=50)),
 )
 
 
@@ -272,7 +274,7 @@ REFUSED: dict[str, tuple[Any, str]] = {
     "not an array": ({"a": 1}, "a frame must be a non-empty array"),
     "empty array": ([], "a frame must be a non-empty array"),
     "bool frame type": ([True], "a frame must start with an integer frame type"),
-    "unknown frame type": ([10], "unknown frame type 10"),
+    "unknown frame type": ([11], "unknown frame type 11"),
     "short HELLO": ([1, 1], "HELLO frame must have 7 fields"),
     "long SYNCED": ([5, 0], "SYNCED frame must have 0 fields"),
     "HELLO flags": (_hello(flags=[]), "HELLO flags must be a map"),
@@ -297,6 +299,8 @@ REFUSED: dict[str, tuple[Any, str]] = {
     "BYE reason": ([8, None], "reason must be a string of at most 1024"),
     "GENERATIONS map": ([9, []], "generations must be a map"),
     "GENERATIONS value": ([9, {"d": -1}], "generation must be a non-negative integer"),
+    "NEXT generation": ([10, "stock/t1", -1, b""], "generation must be a non-negative integer"),
+    "NEXT update": ([10, "stock/t1", 2, "x"], "update must be binary"),
     "HELLO generations": (
         [1, 1, "a", "r", "t", 1, {}, {"gens": {"d": "1"}}],
         "generation must be a non-negative integer",

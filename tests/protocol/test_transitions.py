@@ -28,7 +28,7 @@ from tiendasync.protocol import (
     UpdateReceived,
     Welcome,
 )
-from tiendasync.protocol.events import GenerationsAnnounced, Hello
+from tiendasync.protocol.events import GenerationsAnnounced, Hello, NextGenerationUpdate
 from tiendasync.protocol.frames import (
     AckFrame,
     ByeFrame,
@@ -38,6 +38,7 @@ from tiendasync.protocol.frames import (
     FrameType,
     GenerationsFrame,
     HelloFrame,
+    NextUpdateFrame,
     SyncedFrame,
     SyncNowFrame,
     UpdateFrame,
@@ -76,6 +77,10 @@ SAMPLES: dict[FrameType, tuple[Frame, Event]] = {
     FrameType.GENERATIONS: (
         GenerationsFrame({"stock/t1": 2}),
         GenerationsAnnounced({"stock/t1": 2}),
+    ),
+    FrameType.NEXT_UPDATE: (
+        NextUpdateFrame("stock/t1", 2, b"\x00\x00"),
+        NextGenerationUpdate("stock/t1", 2, b"\x00\x00"),
     ),
 }
 
@@ -208,6 +213,7 @@ def _senders(conn: Conn) -> dict[FrameType, Callable[[], None]]:
         FrameType.SYNCED: relay.synced,
         FrameType.SYNC_NOW: lambda: relay.request_sync(True),
         FrameType.GENERATIONS: lambda: relay.announce_generations({"stock/t1": 2}),
+        FrameType.NEXT_UPDATE: lambda: relay.send_next("stock/t1", 2, b"\x00\x00"),
     }
 
 

@@ -291,13 +291,26 @@ def test_a_till_a_generation_behind_has_its_late_sales_carried_once(tmp_path: Pa
             svs={STOCK: bytes(t3.doc.get_state())},
             generations={STOCK: 0},
         )
-        _, diffs = await c.until_synced()
+        welcome, diffs = await c.until_synced()
         assert c.generations == {STOCK: 1} and diffs == []  # nothing of g+1 into its g
+        # told g's state vector (what it re-sends is measured against g, not g+1):
+        # its own first sale is there, the one sold offline is not
+        told = decode_state_vector(welcome.state_vectors[STOCK])
+        assert told[33] == decode_state_vector(bytes(t3.doc.get_state()))[33] - 1
+        # g+1 comes beside it, as NEXT frames: the whole current generation
+        assert [(e.doc, e.generation) for e in c.next_updates] == [(STOCK, 1)]
+        staging: pycrdt.Doc[Any] = pycrdt.Doc()
+        staging.apply_update(c.next_updates[0].data)
+        assert values(staging) == {"CAFE": 48}
         for _ in range(2):  # re-sent (an ACK lost): carried once
             await c.send_update(STOCK, late[0])
             await c.wait_for(Ack)  # (one, then the other, each after its commit)
         await c.quiet(0.3)
-        assert c.received == []  # nothing of g+1 reaches its generation 0
+        assert c.received == []  # nothing of g+1 reaches its generation 0 as UPDATE
+        # the carry of its own late sale reached its g+1 before the ACK did
+        assert len(c.next_updates) == 2
+        staging.apply_update(c.next_updates[1].data)
+        assert values(staging) == {"CAFE": 44}
         clock = decode_state_vector(bytes(t3.doc.get_state()))[33]
         assert c.acked == [(STOCK, 33, clock)] * 2
         carried = [e for e in await b.quiet(0.5) if isinstance(e, UpdateReceived)]

@@ -29,6 +29,7 @@ from tiendasync.protocol import (
     Ack,
     Event,
     GenerationsAnnounced,
+    NextGenerationUpdate,
     ReplicaConnection,
     Synced,
     UpdateReceived,
@@ -138,6 +139,8 @@ class Client:
         #: every ACK and UPDATE received, whatever ``wait_for`` consumed
         self.acked: list[tuple[str, int, int]] = []
         self.received: list[UpdateReceived] = []
+        #: every update of a next generation received (docs the replica holds a generation behind)
+        self.next_updates: list[NextGenerationUpdate] = []
         #: what the relay's GENERATIONS frame said (None: it sent none)
         self.generations: dict[str, int] | None = None
 
@@ -178,6 +181,7 @@ class Client:
         self.events.extend(events)
         self.acked.extend((e.doc, e.client_id, e.clock) for e in events if isinstance(e, Ack))
         self.received.extend(e for e in events if isinstance(e, UpdateReceived))
+        self.next_updates.extend(e for e in events if isinstance(e, NextGenerationUpdate))
 
     async def wait_for(self, kind: type[E], timeout: float = 5.0) -> E:
         async def loop() -> E:
@@ -202,6 +206,8 @@ class Client:
             if isinstance(ev, GenerationsAnnounced):
                 self.generations = ev.generations
                 continue
+            if isinstance(ev, NextGenerationUpdate):
+                continue  # kept in ``next_updates``
             assert isinstance(ev, UpdateReceived), ev
             diffs.append(ev)
 

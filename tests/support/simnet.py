@@ -50,15 +50,18 @@ import pycrdt
 
 from tiendasync import Replica
 from tiendasync.crdt import ROOT, PNCounter
+from tiendasync.errors import InvalidArgument, RemoteProtocolError
 from tiendasync.model.docnames import stock_doc
-from tiendasync.protocol import FrameType
+from tiendasync.protocol import CLOSE_PROTOCOL, FrameType
 from tiendasync.protocol.frames import FrameDecoder
 from tiendasync.protocol.statevector import decode_state_vector
 from tiendasync.relay.auth import issue_token
 from tiendasync.relay.central import CentralWriter
 from tiendasync.relay.core import PendingWrite, RelayCore, RelaySession
 from tiendasync.relay.docs import DocCache, compact
+from tiendasync.relay.generations import Generations, RolloverPolicy, ownership_check
 from tiendasync.relay.lookups import answer_hello, log_session
+from tiendasync.relay.ownership import writer_of
 from tiendasync.relay.storage import SqliteRelayStore
 from tiendasync.store.sync_session import ReplicaSync
 from tiendasync.store.synclog import finish_session, start_session
@@ -212,6 +215,9 @@ class SimRelay:
         self.restarts = 0
         self.lost_writes = 0
         self.committed_writes = 0
+        #: late updates (docs/generations.md) waiting to be carried, in arrival order
+        self.late: list[tuple[RelaySession, str, int, bytes, list[int]]] = []
+        self.rollovers = 0
         self.store = SqliteRelayStore(str(self.db_path), durability=durability)
         self.core = self._build_core()
 
@@ -226,7 +232,49 @@ class SimRelay:
             max_docs=self.max_docs,
             on_output=self._on_output,
             on_write=self.pending.append,
+            on_late=lambda *late: self.late.append(late),
         )
+
+    def _generations(self, policy: RolloverPolicy | None = None) -> Generations:
+        draw = self.client_id_source
+        return Generations(
+            self.store, policy, writer_id=None if draw is None else lambda: draw(2**32)
+        )
+
+    def carry_late(self) -> int:
+        """Carry the late updates received so far, in order, as the server's pump does
+        (``RelayServer._on_late``): each stored with its carry, then acknowledged."""
+        done = 0
+        while self.late:
+            session, doc, generation, data, acks = self.late.pop(0)
+            if not session.open or session.tenant is None:
+                continue  # closed meanwhile: it re-sends on its next sync
+            check = ownership_check(doc, data, writer_of(session), int(self.clock() * 1000))
+            try:
+                carried = self._generations().carry_late(
+                    session.tenant,
+                    doc,
+                    generation,
+                    data,
+                    replica=session.writer_name,
+                    received_at=self.clock(),
+                    check=check,
+                )
+            except RemoteProtocolError as exc:
+                self.core.late_failed(session, exc.code, exc.reason)
+            except InvalidArgument as exc:
+                self.core.late_failed(session, CLOSE_PROTOCOL, str(exc))
+            else:
+                self.core.late_stored(session, doc, acks, carried.clocks, carried.carry)
+            done += 1
+        return done
+
+    def roll_over(self, policy: RolloverPolicy) -> list[tuple[str, str, int]]:
+        """Roll over every stored document past ``policy`` (only while stopped, as the
+        server does at start)."""
+        rolled = self._generations(policy).roll_over_due()
+        self.rollovers += bool(rolled)
+        return rolled
 
     def _on_output(self, session: RelaySession) -> None:
         self.dirty[session.id] = session
@@ -242,12 +290,14 @@ class SimRelay:
             result = self.store.append_many([w.entry() for w in batch])
             self.core.committed(batch, result)
             self.committed_writes += len(batch)
+        self.carry_late()
         return batch
 
     def crash(self) -> int:
         """The process dies: pending writes are lost.  Returns how many."""
-        lost = len(self.pending)
+        lost = len(self.pending) + len(self.late)
         self.pending.clear()
+        self.late.clear()
         self.dirty.clear()
         self.lost_writes += lost
         # Releases the central writers' SQLite handles; it stores nothing of ``pending``.
@@ -451,12 +501,18 @@ class SimNet:
 
     # -- the relay ------------------------------------------------------------------------
 
-    def restart_relay(self) -> int:
-        """Kill the relay (pending writes lost, every link broken) and start a new one."""
+    def restart_relay(self, rollover: RolloverPolicy | None = None) -> int:
+        """Kill the relay (pending writes lost, every link broken) and start a new one,
+        rolling documents past ``rollover`` over to new generations before it serves."""
         for link in list(self.links):
             self._break(link, "relay restarted", relay_alive=False)
         lost = self.relay.crash()
         self._by_session.clear()
+        if rollover is not None:
+            self.relay.store = SqliteRelayStore(str(self.relay.db_path), durability=self.durability)
+            rolled = self.relay.roll_over(rollover)
+            self.relay.store.close()
+            self._log(f"rollover: {len(rolled)} documents")
         self.relay.start()
         self._fault("relay_restart")
         self._log(f"relay restart: {lost} uncommitted writes lost")
@@ -596,7 +652,7 @@ class SimNet:
             if self.step():
                 steps += 1
                 continue
-            if flush and self.relay.pending:
+            if flush and (self.relay.pending or self.relay.late):
                 self.flush_storage()
                 steps += 1
                 continue
@@ -643,14 +699,24 @@ class SimNet:
         self.stale_acks = 0
         if self.relay.pending:
             problems.append(f"{len(self.relay.pending)} writes not stored")
+        if self.relay.late:
+            problems.append(f"{len(self.relay.late)} late updates not carried")
         if self.pending_messages():
             problems.append(f"{self.pending_messages()} messages in flight")
         relay = self.relay.doc_clocks()
+        relay_gens = self.relay.store.generations(self.tenant)
         for node in self._honest():
             r = node.replica
             link = node.link
             if link is None or link.sync.conn.state != "live":
                 problems.append(f"{node.name}: not live")
+            held = r.core.generations()
+            for doc in r.doc_names():
+                if held.get(doc, 0) != relay_gens.get(doc, 0):
+                    problems.append(
+                        f"{node.name}: holds generation {held.get(doc, 0)} of {doc}, "
+                        f"the relay {relay_gens.get(doc, 0)}"
+                    )
             for doc, clocks in relay.items():
                 mine = decode_state_vector(r.state_vector(doc)) if doc in r.doc_names() else {}
                 if mine != clocks:

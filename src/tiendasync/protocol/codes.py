@@ -62,6 +62,9 @@ class FrameType(enum.IntEnum):
     BYE = 8
     #: sent only to a replica whose HELLO told its generations (docs/generations.md)
     GENERATIONS = 9
+    #: an update of a document's next generation, for a replica still at the one
+    #: before (docs/generations.md); sent only to a replica that told its generations
+    NEXT_UPDATE = 10
 
 
 class CloseCode(enum.IntEnum):

@@ -20,6 +20,7 @@ from tiendasync.protocol.events import (
     Event,
     GenerationsAnnounced,
     Hello,
+    NextGenerationUpdate,
     ProtocolFailure,
     Synced,
     SyncRequested,
@@ -35,6 +36,7 @@ from tiendasync.protocol.frames import (
     FrameDecoder,
     GenerationsFrame,
     HelloFrame,
+    NextUpdateFrame,
     SyncNowFrame,
     UpdateFrame,
     WelcomeFrame,
@@ -290,6 +292,9 @@ class Connection:
     def _on_generations(self, frame: GenerationsFrame) -> GenerationsAnnounced:
         return GenerationsAnnounced(dict(frame.generations))
 
+    def _on_next_update(self, frame: NextUpdateFrame) -> NextGenerationUpdate:
+        return NextGenerationUpdate(self._doc_in(frame.doc), frame.generation, frame.data)
+
     def _on_error(self, frame: ErrorFrame) -> ProtocolFailure:
         return ProtocolFailure(frame.code, frame.reason, remote=True)
 
@@ -304,6 +309,7 @@ class Connection:
         Synced: _on_synced,
         SyncRequested: _on_sync_now,
         GenerationsAnnounced: _on_generations,
+        NextGenerationUpdate: _on_next_update,
         ProtocolFailure: _on_error,
         ConnectionClosed: _on_bye,
     }

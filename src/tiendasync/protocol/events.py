@@ -11,6 +11,7 @@ __all__ = [
     "Event",
     "GenerationsAnnounced",
     "Hello",
+    "NextGenerationUpdate",
     "ProtocolFailure",
     "SyncRequested",
     "Synced",
@@ -106,3 +107,14 @@ class GenerationsAnnounced(Event):
     """(replica side) The relay's generation of each document past generation 0."""
 
     generations: dict[str, int]
+
+
+@dataclass(frozen=True)
+class NextGenerationUpdate(Event):
+    """(replica side) An update of ``generation`` of ``doc``, the generation after the
+    one the replica holds: it builds the new generation beside the old one, and moves
+    over once every write to the old one is acknowledged (docs/generations.md)."""
+
+    doc: str
+    generation: int
+    data: bytes

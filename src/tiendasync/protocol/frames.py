@@ -19,14 +19,20 @@ ERROR      6     close_code, reason                                     both
 SYNC_NOW   7     full                                                   relay -> R
 BYE        8     reason                                                 both
 GENS       9     {doc: generation}                                      relay -> R
+NEXT       10    doc, generation, update                                relay -> R
 =========  ====  =====================================================  =========
 
 HELLO's flags may carry ``"gens": {doc: generation}``: the generation of every
-document the replica holds, 0 included (docs/generations.md); a document left
-out is one it does not hold, caught up with the relay's current generation.  A
-replica that sends the key (even empty) understands GENERATIONS frames; the
-relay sends one, after its WELCOME, only to such a replica, and older relays
-ignore the key.  An older replica never sends it, so never receives one.
+counter and LWW document the replica holds, 0 included (docs/generations.md);
+a document left out is one it does not hold, caught up with the relay's
+current generation.  A replica that sends the key (even empty) understands
+GENERATIONS and NEXT frames; the relay sends a GENERATIONS frame, after its
+WELCOME, only to such a replica and only if a document it may read is past
+generation 0.  Older relays ignore the key; an older replica never sends it,
+so never receives either frame.  To a replica one generation behind on a
+document, the relay sends that document's current generation as NEXT frames
+(catch-up and live), never as UPDATE: the replica builds it beside the one
+it holds and moves over once its writes to the old one are acknowledged.
 
 Each frame type is a frozen dataclass (:class:`HelloFrame` ... :class:`ByeFrame`):
 ``frame.encode()`` packs it, :func:`decode_frame` checks one unpacked msgpack
@@ -94,6 +100,7 @@ __all__ = [
     "FrameType",
     "GenerationsFrame",
     "HelloFrame",
+    "NextUpdateFrame",
     "SyncNowFrame",
     "SyncedFrame",
     "UpdateFrame",
@@ -422,6 +429,25 @@ class GenerationsFrame(Frame):
         return cls(_generations(f[0]))
 
 
+@dataclass(frozen=True, slots=True)
+class NextUpdateFrame(Frame):
+    """An update of ``generation`` of ``doc``, the generation after the replica's."""
+
+    TYPE: ClassVar[FrameType] = FrameType.NEXT_UPDATE
+    ARITY: ClassVar[int] = 3
+
+    doc: DocRef
+    generation: int
+    data: bytes
+
+    def fields(self) -> list[Any]:
+        return [self.doc, self.generation, self.data]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> Self:
+        return cls(_doc(f[0]), _uint(f[1], "generation"), _bin(f[2], "update"))
+
+
 #: The record class of each frame type.
 FRAME_CLASSES: dict[FrameType, type[Frame]] = {
     cls.TYPE: cls
@@ -435,6 +461,7 @@ FRAME_CLASSES: dict[FrameType, type[Frame]] = {
         SyncNowFrame,
         ByeFrame,
         GenerationsFrame,
+        NextUpdateFrame,
     )
 }
 

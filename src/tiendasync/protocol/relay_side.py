@@ -16,6 +16,7 @@ from tiendasync.protocol.connection import Connection
 from tiendasync.protocol.frames import (
     AckFrame,
     GenerationsFrame,
+    NextUpdateFrame,
     SyncedFrame,
     SyncNowFrame,
     UpdateFrame,
@@ -69,6 +70,11 @@ class RelayConnection(Connection):
         """Tell the replica each document's generation past 0 (only to a replica whose
         HELLO told its own: an older one does not know the frame)."""
         self._send(GenerationsFrame(dict(generations)))
+
+    def send_next(self, doc: str, generation: int, data: bytes) -> None:
+        """An update of ``generation`` of ``doc``, to a replica holding the one before."""
+        next_state = self._next_state_for_send(FrameType.NEXT_UPDATE)
+        self._send(NextUpdateFrame(self._doc_out(doc), generation, data), next_state)
 
     def request_sync(self, full: bool = False) -> None:
         self._send(SyncNowFrame(full))

@@ -31,6 +31,7 @@ from tiendasync.protocol.events import (
     Event,
     GenerationsAnnounced,
     Hello,
+    NextGenerationUpdate,
     ProtocolFailure,
     Synced,
     SyncRequested,
@@ -131,6 +132,8 @@ RECEIVE: Final[Mapping[tuple[Role, State, FrameType], Transition]] = {
     (_R, _RS.LIVE, _F.SYNC_NOW): Transition(_RS.LIVE, SyncRequested),
     (_R, _RS.CATCHING_UP, _F.GENERATIONS): Transition(_RS.CATCHING_UP, GenerationsAnnounced),
     (_R, _RS.LIVE, _F.GENERATIONS): Transition(_RS.LIVE, GenerationsAnnounced),
+    (_R, _RS.CATCHING_UP, _F.NEXT_UPDATE): Transition(_RS.CATCHING_UP, NextGenerationUpdate),
+    (_R, _RS.LIVE, _F.NEXT_UPDATE): Transition(_RS.LIVE, NextGenerationUpdate),
     **_closing(_R),
     # relay
     (_S, _LS.NEW, _F.HELLO): Transition(_LS.AUTHENTICATING, Hello),
@@ -155,13 +158,15 @@ SEND: Final[Mapping[tuple[Role, State, FrameType], State]] = {
     (_R, _RS.CATCHING_UP, _F.UPDATE): _RS.CATCHING_UP,
     (_R, _RS.LIVE, _F.UPDATE): _RS.LIVE,
     **_closing_sends(_R),
-    # relay: accept(), send_update(), ack(), synced(), request_sync(), announce_generations()
+    # relay: accept(), send_update(), ack(), synced(), request_sync(), announce_generations(),
+    # send_next()
     (_S, _LS.AUTHENTICATING, _F.WELCOME): _LS.OPEN,
     (_S, _LS.OPEN, _F.UPDATE): _LS.OPEN,
     (_S, _LS.OPEN, _F.ACK): _LS.OPEN,
     (_S, _LS.OPEN, _F.SYNCED): _LS.OPEN,
     (_S, _LS.OPEN, _F.SYNC_NOW): _LS.OPEN,
     (_S, _LS.OPEN, _F.GENERATIONS): _LS.OPEN,
+    (_S, _LS.OPEN, _F.NEXT_UPDATE): _LS.OPEN,
     **_closing_sends(_S),
 }
 

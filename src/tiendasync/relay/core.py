@@ -418,6 +418,8 @@ class RelayCore:
             self.docs.evict(tenant, doc)  # reloaded from storage, carry included
             self.fanout.updates_total += 1
             self.broker.publish(tenant, doc, carry, None)
+            if self.reviews is not None:
+                self.reviews.review_carry(tenant, doc, carry)
         conn = session.conn
         if conn is not None and conn.state == "open":
             for client in acks:

@@ -236,14 +236,13 @@ class Fanout:
                 return
             session.outbox.append(encode_update(update))
         else:
-            if (
-                not session.grants.can_read(doc)
-                or doc in session.behind  # it holds an older generation of ``doc``
-                or before_sales_floor(doc, session.sales_from)
-            ):
+            if not session.grants.can_read(doc) or before_sales_floor(doc, session.sales_from):
                 return
             assert session.conn is not None
-            session.conn.send_update(doc, update)
+            if doc in session.behind:  # it holds the generation before: builds this one
+                session.conn.send_next(doc, session.generations[doc], update)
+            else:
+                session.conn.send_update(doc, update)
             session.docs.add(doc)
         session.record.updates_sent += 1
         session.queued_bytes += len(update)

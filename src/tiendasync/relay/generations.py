@@ -46,7 +46,14 @@ from tiendasync.relay.docs import ends_of, replay
 from tiendasync.relay.ownership import Writer, check_update, deleted_in
 from tiendasync.relay.storage import RelayStore
 
-__all__ = ["Carried", "Generations", "RolloverPolicy", "crdt_of", "ownership_check"]
+__all__ = [
+    "Carried",
+    "Generations",
+    "RolloverPolicy",
+    "crdt_of",
+    "ownership_check",
+    "past_state_vector",
+]
 
 log = logging.getLogger("tiendasync.relay.generations")
 
@@ -126,6 +133,13 @@ def ownership_check(
             raise RemoteProtocolError(refusal.reason, refusal.code)
 
     return check
+
+
+def past_state_vector(store: RelayStore, tenant: str, doc: str, generation: int) -> bytes:
+    """The state vector of past ``generation`` of ``doc`` (its cut and late updates):
+    what the relay holds of it, so a replica still there re-sends only what is missing."""
+    past, _ = replay(store.load_generation(tenant, doc, generation), tenant, doc, origin="late")
+    return bytes(past.get_state())
 
 
 def _gapped(data: bytes, doc: pycrdt.Doc[Any]) -> bool:

@@ -16,6 +16,7 @@ from tiendasync.errors import TiendaSyncError
 from tiendasync.model.config import StoreConfig
 from tiendasync.protocol import Hello
 from tiendasync.relay.auth import authenticate, check_token
+from tiendasync.relay.generations import past_state_vector
 from tiendasync.relay.state import FollowerFacts, HelloFacts, RelaySession
 from tiendasync.relay.storage import RelayStore, SessionRecord
 
@@ -35,11 +36,17 @@ def lookup_hello(store: RelayStore, hello: Hello) -> HelloFacts:
     if foreign:
         return HelloFacts(foreign=tuple(foreign))
     _keep_reported_config(store, hello)
+    generations = store.generations(hello.tenant)
     return HelloFacts(
         config=store.get_replica_config(hello.tenant, hello.replica_id),
         owned=frozenset(store.client_ids_of(hello.tenant, hello.replica_id)),
         state_vectors=store.state_vectors(hello.tenant),
-        generations=store.generations(hello.tenant),
+        generations=generations,
+        past_state_vectors={
+            doc: past_state_vector(store, hello.tenant, doc, mine)
+            for doc, mine in (hello.generations or {}).items()
+            if generations.get(doc, 0) == mine + 1
+        },
     )
 
 

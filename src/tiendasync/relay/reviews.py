@@ -30,9 +30,10 @@ from typing import Any
 import pycrdt
 
 from tiendasync.errors import ConfigError, TiendaSyncError
-from tiendasync.protocol.statevector import decode_state_vector
+from tiendasync.protocol.statevector import decode_state_vector, encode_state_vector
 from tiendasync.relay.central import CENTRAL_REPLICA_ID, CentralWriter
 from tiendasync.relay.docs import DocCache
+from tiendasync.relay.generations import Generations, past_state_vector
 from tiendasync.relay.state import PendingWrite
 from tiendasync.relay.storage import RelayStore
 
@@ -155,6 +156,7 @@ class CentralReviews:
         self._writers[tenant] = writer
         self._unopened.discard(tenant)
         try:
+            self._follow_generations(tenant, writer)
             for (_, doc), diffs in self._offers(tenant, writer).items():
                 writer.merge(doc, diffs[0], review=False)
         except TiendaSyncError as exc:  # its storage: caught up again at retry
@@ -164,6 +166,56 @@ class CentralReviews:
         if self.review_invariants:
             writer.review()
         return writer
+
+    def _follow_generations(self, tenant: str, writer: CentralWriter) -> None:
+        """Move the writer's documents to the relay's current generations (the relay
+        rolls documents over at start, before any writer opens; docs/generations.md).
+
+        What the writer made that a past generation lacks (a write the relay did
+        not store before it stopped) is carried over first, as a store's late
+        update would be; then the writer's copy is replaced by the relay's.  Merging
+        the new generation into the old one instead would count everything twice.
+        """
+        relay = self.store.generations(tenant)
+        held = writer.replica.core.generations()
+        names = set(writer.replica.doc_names())
+        for doc, generation in sorted(relay.items()):
+            mine = held.get(doc, 0)
+            if doc not in names or mine == generation:
+                continue
+            if mine + 1 == generation:
+                self._carry_own(tenant, writer, doc, mine)
+            else:
+                log.warning(
+                    "central writer of %s holds generation %d of %s, the relay %d: "
+                    "replaced by the relay's",
+                    tenant,
+                    mine,
+                    doc,
+                    generation,
+                )
+            state = self.docs.get(tenant, doc).diff(None)
+            writer.replica.core.adopt_generation(doc, generation, state)
+
+    def _carry_own(self, tenant: str, writer: CentralWriter, doc: str, past: int) -> None:
+        """Carry into the current generation what the writer made that ``past`` lacks."""
+        stored = decode_state_vector(past_state_vector(self.store, tenant, doc, past))
+        own = writer.client_ids
+        mine = decode_state_vector(writer.replica.state_vector(doc))
+        if not any(c in own and k > stored.get(c, 0) for c, k in mine.items()):
+            return
+        target = {c: (stored.get(c, 0) if c in own else k) for c, k in mine.items()}
+        update = writer.replica.diff(doc, encode_state_vector(target))
+        carried = Generations(self.store).carry_late(
+            tenant,
+            doc,
+            past,
+            update,
+            replica=CENTRAL_REPLICA_ID,
+            received_at=writer.replica.core.now(),
+        )
+        if carried.carry is not None:
+            self.docs.evict(tenant, doc)  # reloaded from storage, carry included
 
     def _offers(self, tenant: str, writer: CentralWriter) -> dict[tuple[str, str], list[bytes]]:
         """What the relay has that the writer lacks, per doc (read on the core's thread)."""
@@ -205,6 +257,18 @@ class CentralReviews:
             if w.fanout is not None and theirs:
                 self._pending.setdefault((w.tenant, w.doc), []).append(w.fanout)
                 self._pending_count += 1
+        self._hand_over()
+
+    def review_carry(self, tenant: str, doc: str, carry: bytes) -> None:
+        """A late update's carry into the current generation is stored (written by the
+        relay's generations, not by a session): the writers merge and review it too."""
+        if not self.enabled:
+            return
+        self._pending.setdefault((tenant, doc), []).append(carry)
+        self._pending_count += 1
+        self._hand_over()
+
+    def _hand_over(self) -> None:
         if not self._pending:
             return
         if self.defer is None or self._pending_count >= self.max_pending:

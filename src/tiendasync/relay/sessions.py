@@ -15,12 +15,13 @@ ownership rule: a replica writes only its own client ids), applied to the
 relay doc and submitted to :class:`~tiendasync.relay.fanout.Fanout`.
 
 Document generations (docs/generations.md): a replica whose HELLO holds a
-document at an older generation than the relay's gets no catch-up of it, and
-its updates to it are *late* updates, handed to ``on_late`` (the pump carries
-them into the current generation, :mod:`tiendasync.relay.generations`) instead
-of being applied.  A replica that does not tell its generations is refused
-once any document it may read has rolled over: it would merge the new
-generation into the old one.
+document at an older generation than the relay's is told that generation's
+state vector in the WELCOME, gets the current generation as NEXT frames
+(catch-up and live, never UPDATE), and its updates to it are *late* updates,
+handed to ``on_late`` (the pump carries them into the current generation,
+:mod:`tiendasync.relay.generations`) instead of being applied.  A replica
+that does not tell its generations is refused once any document it may
+read has rolled over: it would merge the new generation into the old one.
 """
 
 from __future__ import annotations
@@ -263,14 +264,19 @@ class SyncSessions:
             if grants.can_read(doc)
             and (doc in hello.state_vectors or not before_sales_floor(doc, hello.sales_from))
         }
+        # A document the replica holds a generation behind: it re-sends what the past
+        # generation lacks of its writes (carried over), so it is told that one's.
+        past_svs = {d: sv for d, sv in facts.past_state_vectors.items() if d in session.behind}
         # Only what the replica may read, within the WELCOME's bounds (the
         # catch-up below still covers every readable document).
-        announced = self.policy.welcome_state_vectors(relay_svs, hello.state_vectors)
+        announced = self.policy.welcome_state_vectors(
+            {**relay_svs, **past_svs}, hello.state_vectors
+        )
         # The write grants ride along, so the replica sends only what it may write.
         # Only the keys set centrally: the store keeps its own value of the others.
         told = {} if config is None else _central_keys(facts.config)
         conn.accept(session.id, announced, {**told, GRANTS_KEY: grants.writes.to_wire()})
-        if hello.generations is not None:
+        if hello.generations is not None and relay_gens:  # none: every one is at 0
             conn.announce_generations(relay_gens)
         self.fanout.subscribe(session, hello.tenant)
         log.info(
@@ -313,7 +319,15 @@ class SyncSessions:
 
         for doc in sorted(relay_svs, key=order):
             if doc in session.behind:
-                continue  # the replica holds another generation: it moves over first
+                # It holds the generation before: it builds the current one beside it
+                # and moves over once its writes to the old one are acknowledged.
+                rdoc = self.docs.get(hello.tenant, doc)
+                if conn.state != "open":
+                    return
+                conn.send_next(doc, session.generations[doc], rdoc.diff(None))
+                session.record.updates_sent += 1
+                session.docs.add(doc)
+                continue
             have = replica_svs.get(doc)
             if not (
                 hello.full

@@ -119,6 +119,9 @@ class HelloFacts:
     state_vectors: Mapping[str, bytes] = field(default_factory=dict)
     #: the generation of each of the tenant's documents past generation 0
     generations: Mapping[str, int] = field(default_factory=dict)
+    #: for each document the HELLO holds one generation behind: that past
+    #: generation's state vector (what the WELCOME announces for it)
+    past_state_vectors: Mapping[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

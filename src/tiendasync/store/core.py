@@ -37,6 +37,7 @@ from tiendasync.errors import (
     ConfigError,
     InvalidArgument,
     ReplicaClosed,
+    StorageError,
     TiendaSyncError,
     UnknownLocation,
     UsageError,
@@ -57,6 +58,7 @@ from tiendasync.model.names import check_name
 from tiendasync.store.docset import DocSet
 from tiendasync.store.indexing import ChangeIndex
 from tiendasync.store.storage import ReplicaStore
+from tiendasync.store.storage.database import GENERATIONS_KEY
 from tiendasync.store.synclock import SyncLock, decode_state, encode_state
 
 __all__ = ["COMPACT_EVERY", "ConnectionState", "ReplicaCore", "UpdateListener", "WriteSpec"]
@@ -70,6 +72,16 @@ COMPACT_EVERY = 2000
 SYNC_REQUEST_KEY = "sync_request"
 
 T = TypeVar("T")
+
+#: How often a local write is redone because another process moved a document it
+#: wrote to to a new generation meanwhile (each move happens once per rollover).
+_MOVE_RETRIES = 4
+
+
+class _MovedMeanwhile(Exception):
+    """A document a write changed moved to its next generation before the commit."""
+
+
 UpdateListener = Callable[[list[tuple[str, bytes]]], None]
 
 #: What a replica reports as ``ReplicaStatus.state``: "offline", "connecting",
@@ -343,16 +355,36 @@ class ReplicaCore:
         *,
         index: Callable[[Any, int], None] | None = None,
     ) -> T:
-        """Run ``mutate`` on the docs and commit what it changed, durably (see module doc)."""
+        """Run ``mutate`` on the docs and commit what it changed, durably (see module doc).
+
+        If another process moved a document ``mutate`` wrote to to its next
+        generation between the mutation and the commit, nothing is committed and
+        ``mutate`` runs again on the new generation.
+        """
         self.check_writable()
+        for _ in range(_MOVE_RETRIES):
+            try:
+                return self._local_write_once(spec, mutate, index)
+            except _MovedMeanwhile:
+                continue
+        raise StorageError(
+            f"replica {self.replica_id}: documents kept moving to new generations during a write"
+        )
+
+    def _local_write_once(
+        self, spec: WriteSpec, mutate: Callable[[], T], index: Callable[[Any, int], None] | None
+    ) -> T:
         with self.locked():
             self.docs.drain()
+            self.docs.moved.clear()
             try:
                 result = mutate()
                 captured = self.docs.drain()
                 if not captured:
                     return result
                 with self._durable() as conn:
+                    if self.docs.moved & {d for d, _ in captured}:
+                        raise _MovedMeanwhile  # a write to the generation before: redo it
                     recorded = self._record_writer()
                     for doc, data in captured:
                         self.storage.log_update(doc, data, "local")
@@ -494,6 +526,50 @@ class ReplicaCore:
                 with self._durable():
                     self.storage.compact_doc(name, self.docs.diff(name))
                 self._log_counts[name] = 0
+
+    def move_generation(self, doc: str, generation: int, state: bytes) -> bool:
+        """Replace ``doc`` by its ``generation``, whose whole state is ``state``, in one
+        transaction (docs/generations.md); other processes on the file drop the old
+        one when they next look.  Refused (False) while a local write to ``doc`` is
+        not acknowledged: it belongs to the old generation and must reach the relay
+        there first.  Only the sync session calls this, with what the relay sent.
+        """
+        self.check_writable()
+        with self.locked():
+            with self._durable():
+                if self.storage.outbox.has_unacknowledged(doc):
+                    return False
+                self.storage.replace_generation(doc, state, generation)
+            self.docs.drop_loaded(doc)
+            self._log_counts.pop(doc, None)
+        log.info("%s: %s moved to generation %d", self.replica_id, doc, generation)
+        return True
+
+    def adopt_generation(self, doc: str, generation: int, state: bytes) -> None:
+        """Replace ``doc`` by ``generation`` (whole state ``state``) whatever its queue
+        says: for the relay's own writer replica, whose writes the relay stores
+        directly (it carried what its store of record lacked before calling this)."""
+        with self.locked():
+            with self._durable():
+                self.storage.replace_generation(doc, state, generation)
+                self.storage.outbox.acknowledge_all(doc, self.now())
+            self.docs.drop_loaded(doc)
+            self._log_counts.pop(doc, None)
+
+    def adopt_generations(self, generations: dict[str, int]) -> None:
+        """Record the relay's generation of documents we do not hold yet, before their
+        catch-up arrives (so later HELLOs tell it).  Held documents are left alone."""
+        with self.transaction():
+            held = set(self.docs.names())
+            stored = self.storage.doc_generations()
+            new = {d: g for d, g in generations.items() if d not in held and stored.get(d) != g}
+            if new:
+                self.storage.set_json(GENERATIONS_KEY, dict(sorted({**stored, **new}.items())))
+
+    def generations(self) -> dict[str, int]:
+        """``{doc: generation}`` of every document held past generation 0."""
+        with self.locked(), self.storage.read():
+            return self.storage.doc_generations()
 
     def reload(self) -> None:
         """Forget in-memory state; it is rebuilt from disk on next use."""

@@ -46,6 +46,11 @@ class DocSet:
         self._held: dict[str, list[tuple[int | None, bytes]]] = {}
         self._released: list[int] = []
         self._known: dict[str, str] = dict(store.doc_names())
+        #: The generation of each loaded doc (docs/generations.md): another process
+        #: moving one to its next generation makes this one drop and reload it.
+        self._generation: dict[str, int] = {}
+        #: Docs dropped because another process moved them (the writer clears it).
+        self.moved: set[str] = set()
         #: Every update with a log sequence number up to this one is in every
         #: loaded doc (other processes append to the same log; see :meth:`catch_up`).
         self._seen = store.max_seq()
@@ -70,6 +75,7 @@ class DocSet:
         doc = pycrdt.Doc(client_id=self.client_id)
         with self._store.read():
             snapshot, updates, _ = self._store.doc_history(name)
+            generation = self._store.doc_generations().get(name, 0)
         with doc.transaction(origin="load"):
             if snapshot is not None:
                 self._apply_stored(name, doc, snapshot, "snapshot")
@@ -80,6 +86,7 @@ class DocSet:
             self._check_stored(name, data, "held update")
         self._subscriptions.append(doc.observe(lambda event, n=name: self._capture(n, event)))
         self._docs[name] = doc
+        self._generation[name] = generation
         self._held[name] = [(i, d) for i, d in held]
         if name not in self._known and not self._read_only:
             self._known[name] = data_type
@@ -237,15 +244,40 @@ class DocSet:
         self._captured.clear()
         self._held.clear()
         self._released.clear()
+        self._generation.clear()
         self._known = dict(self._store.doc_names())
         self._seen = self._store.max_seq()
 
     def forget(self, name: str) -> None:
         """Drop ``name`` from memory and from :meth:`names` (its rows just left the file)."""
+        self.drop_loaded(name)
+        self._known.pop(name, None)
+
+    def drop_loaded(self, name: str) -> None:
+        """Drop ``name`` from memory only: it is read again from storage on next use."""
         self._docs.pop(name, None)
         self._views.pop(name, None)
         self._held.pop(name, None)
-        self._known.pop(name, None)
+        self._generation.pop(name, None)
+
+    def generation_of(self, name: str) -> int:
+        """The generation of ``name`` held (0 until its first move; see docs/generations.md)."""
+        if name in self._generation:
+            return self._generation[name]
+        with self._store.read():
+            return self._store.doc_generations().get(name, 0)
+
+    def _drop_moved(self) -> set[str]:
+        """Drop the loaded docs another process moved to a later generation since they
+        loaded (merging the new one into the old would count everything twice)."""
+        if not self._docs:
+            return set()
+        stored = self._store.doc_generations()
+        moved = {n for n in self._docs if stored.get(n, 0) != self._generation.get(n, 0)}
+        for name in moved:
+            self.drop_loaded(name)
+        self.moved |= moved
+        return moved
 
     def loaded(self) -> list[str]:
         return list(self._docs)
@@ -269,6 +301,7 @@ class DocSet:
         everything when they load.
         """
         self._known.update(self._store.doc_names())
+        self._drop_moved()  # (a move logs no update: checked before the early return)
         upto = self._store.max_seq()
         if upto <= self._seen:
             return []

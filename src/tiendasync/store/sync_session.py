@@ -5,7 +5,8 @@
 :class:`~tiendasync.Replica`: it builds the HELLO from the replica's state
 vectors, sends what the relay lacks of our own writes once per connection,
 applies what arrives, marks queue entries acknowledged, and streams new local
-writes in live mode.  It never touches sockets, threads or clocks: the
+writes in live mode, and moves documents the relay rolled over to their new
+generation (docs/generations.md).  It never touches sockets, threads or clocks: the
 websocket client (``tiendasync.store.client``) and the simulated-network tests feed
 it bytes, carry its bytes and pass in the clock its queue timestamps come from.
 """
@@ -15,8 +16,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import pycrdt
+
+from tiendasync.crdt.generations import ROLLABLE
 from tiendasync.errors import (
     AuthError,
     ClockAhead,
@@ -26,7 +30,7 @@ from tiendasync.errors import (
     TiendaSyncError,
     UnreachableRelay,
 )
-from tiendasync.model.docnames import data_type_of, location_of
+from tiendasync.model.docnames import DATA_TYPES, data_type_of, location_of
 from tiendasync.model.grants import GRANTS_KEY, WriteGrants
 from tiendasync.protocol import (
     CLOSE_AUTH,
@@ -37,6 +41,8 @@ from tiendasync.protocol import (
     Ack,
     CloseCode,
     ConnectionClosed,
+    GenerationsAnnounced,
+    NextGenerationUpdate,
     ProtocolFailure,
     ReplicaConnection,
     Synced,
@@ -142,6 +148,15 @@ class ReplicaSync:
         #: the pump gives up waiting (:meth:`end_review`).
         self.awaiting_review = False
         self.review_over = False
+        #: The generation the HELLO told of each rollable document we hold.
+        self.told_generations: dict[str, int] = {}
+        #: Documents the relay holds at the next generation: doc -> that generation.
+        self.behind: dict[str, int] = {}
+        #: The next generation of each of them, built from the relay's NEXT frames.
+        self.next_docs: dict[str, pycrdt.Doc[Any]] = {}
+        #: Documents this session moved to their next generation: their new writes wait
+        #: for the next session (this one's relay still takes them as the old one's).
+        self.moved: set[str] = set()
 
     @property
     def closed(self) -> bool:
@@ -150,7 +165,10 @@ class ReplicaSync:
     def start(self) -> None:
         """Queue the HELLO."""
         replica = self.replica
-        svs = {} if self.full else {d: replica.state_vector(d) for d in replica.doc_names()}
+        names = replica.doc_names()
+        svs = {} if self.full else {d: replica.state_vector(d) for d in names}
+        held = self.core.generations()
+        self.told_generations = {d: held.get(d, 0) for d in names if _rollable(d)}
         self.conn.hello(
             tenant=replica.tenant,
             replica_id=replica.replica_id,
@@ -162,6 +180,7 @@ class ReplicaSync:
             config=replica.config.to_dict(),
             # older sales months left (or leave, at the end of this sync) the file
             sales_from=replica.sales_floor(),
+            generations=self.told_generations,
         )
 
     def data_to_send(self) -> bytes:
@@ -181,6 +200,8 @@ class ReplicaSync:
         events = self.conn.events()
         i = 0
         while i < len(events):
+            if self.error is not None or self.resync is not None:
+                return
             if isinstance(events[i], UpdateReceived):  # a run of updates: one transaction
                 j = i
                 while j < len(events) and isinstance(events[j], UpdateReceived):
@@ -190,9 +211,8 @@ class ReplicaSync:
             else:
                 self._handle(events[i])
                 i += 1
-            if self.error is not None or self.resync is not None:
-                return
-        self._check_done()
+        if self.error is None and self.resync is None:
+            self._check_done()
 
     def _apply_updates(self, events: list[Any]) -> None:
         try:
@@ -214,6 +234,8 @@ class ReplicaSync:
         grants = self.grants
         withheld: set[str] = set()
         for doc, data in updates:
+            if doc in self.moved:
+                continue  # a write to its new generation: the next session sends it
             if grants is None or grants.can_write(doc):
                 self.conn.send_update(doc, data)
                 self.report.updates_sent += 1
@@ -244,30 +266,50 @@ class ReplicaSync:
     # -- events ------------------------------------------------------------------------------
 
     def _handle(self, event: Any) -> None:
-        if isinstance(event, Welcome):
-            self.report.session_id = event.session_id
-            central = dict(event.config or {})
-            self.grants = WriteGrants.from_wire(central.pop(GRANTS_KEY, None))
-            if event.config is not None:  # what is not there is no longer set centrally
-                self.core.adopt_central_config(central)
-            self._send_catch_up(event.state_vectors)
-            self.core.set_connection_state("syncing")
-        elif isinstance(event, Ack):
-            key = (event.doc, event.client_id)
-            self.acked[key] = max(self.acked.get(key, 0), event.clock)
-            self.report.acknowledged += self._acknowledge(event.doc, event.client_id, event.clock)
-        elif isinstance(event, Synced):
-            self.synced = True
-            if self.live:
-                self.core.set_connection_state("online")
-        elif isinstance(event, SyncRequested):
-            self.resync = event.full
-        elif isinstance(event, ProtocolFailure):
-            self.error = _failure_error(event)
-            if event.code in (CLOSE_FORBIDDEN, CLOSE_CLOCK_AHEAD):
-                self._mark_refused(f"relay refused: {event.reason}")
-        elif isinstance(event, ConnectionClosed):
-            self.error = UnreachableRelay(f"relay closed the session: {event.reason}")
+        handler = self._HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+
+    def _on_welcome(self, event: Welcome) -> None:
+        self.report.session_id = event.session_id
+        central = dict(event.config or {})
+        self.grants = WriteGrants.from_wire(central.pop(GRANTS_KEY, None))
+        if event.config is not None:  # what is not there is no longer set centrally
+            self.core.adopt_central_config(central)
+        self._send_catch_up(event.state_vectors)
+        self.core.set_connection_state("syncing")
+
+    def _on_ack(self, event: Ack) -> None:
+        key = (event.doc, event.client_id)
+        self.acked[key] = max(self.acked.get(key, 0), event.clock)
+        self.report.acknowledged += self._acknowledge(event.doc, event.client_id, event.clock)
+        if event.doc in self.behind:
+            self._move_generations()
+
+    def _on_synced(self, event: Synced) -> None:
+        self.synced = True
+        if self.live:
+            self.core.set_connection_state("online")
+        self._move_generations()
+
+    def _on_sync_requested(self, event: SyncRequested) -> None:
+        self.resync = event.full
+
+    def _on_failure(self, event: ProtocolFailure) -> None:
+        self.error = _failure_error(event)
+        if event.code in (CLOSE_FORBIDDEN, CLOSE_CLOCK_AHEAD):
+            self._mark_refused(f"relay refused: {event.reason}")
+
+    def _on_closed(self, event: ConnectionClosed) -> None:
+        self.error = UnreachableRelay(f"relay closed the session: {event.reason}")
+
+    def _on_generations_announced(self, event: GenerationsAnnounced) -> None:
+        self._on_generations(event.generations)
+
+    def _refuse(self, reason: str) -> None:
+        """The relay sent something we cannot take: close the session with ``reason``."""
+        self.conn.fail(CloseCode.PROTOCOL, reason[:300], remote=False)
+        self.error = ProtocolError(reason[:300], CloseCode.PROTOCOL)
 
     def _send_catch_up(self, relay_svs: dict[str, bytes]) -> None:
         """Send, in priority order, what the relay lacks of our own writes."""
@@ -307,6 +349,65 @@ class ReplicaSync:
                 self.expected[(doc, client)] = clock
         self._withhold(withheld)
         self._mark_sent()
+
+    # -- generations (docs/generations.md) ------------------------------------------------
+
+    def _on_generations(self, relay: dict[str, int]) -> None:
+        """The relay's generation of each document past 0: those we hold one behind get
+        built beside the old one; those we do not hold yet arrive at the relay's."""
+        unheld: dict[str, int] = {}
+        for doc, generation in relay.items():
+            mine = self.told_generations.get(doc)
+            if mine is None:
+                if _rollable(doc) and doc not in self.replica.doc_names():
+                    unheld[doc] = generation
+            elif generation == mine + 1:
+                self.behind[doc] = generation
+            elif generation != mine:  # the relay refuses that at the HELLO
+                self._refuse(f"the relay holds generation {generation} of {doc!r}, we {mine}")
+                return
+        if unheld:
+            self.core.adopt_generations(unheld)
+
+    def _on_next(self, event: NextGenerationUpdate) -> None:
+        """An update of the next generation of a document we hold one behind."""
+        if self.behind.get(event.doc) != event.generation:
+            reason = (
+                f"an update of generation {event.generation} of {event.doc!r} we did not expect"
+            )
+            self.conn.fail(CloseCode.PROTOCOL, reason[:300], remote=False)
+            self.error = ProtocolError(reason, CloseCode.PROTOCOL)
+            return
+        try:
+            parse_update(event.data)
+        except MalformedUpdate as exc:
+            reason = f"a malformed update of {event.doc!r}: {exc}"[:300]
+            self.conn.fail(CloseCode.PROTOCOL, reason, remote=False)
+            self.error = ProtocolError(reason, CloseCode.PROTOCOL)
+            return
+        doc = self.next_docs.setdefault(event.doc, pycrdt.Doc())
+        doc.apply_update(event.data)
+        self.report.updates_received += 1
+
+    def _move_generations(self) -> None:
+        """Move every document we hold a generation behind whose writes to the old one
+        are all acknowledged, once the relay's catch-up (its whole next generation) is in.
+        A live session then ends for a new one, held at the new generations."""
+        if not self.synced or not self.behind:
+            return
+        for doc, generation in sorted(self.behind.items()):
+            if doc in self.moved or any(
+                self.acked.get(key, 0) < clock
+                for key, clock in self.expected.items()
+                if key[0] == doc
+            ):
+                continue
+            nxt = self.next_docs.get(doc)  # none sent: nothing we may read of it
+            state = bytes(nxt.get_update()) if nxt is not None else bytes(pycrdt.Doc().get_update())
+            if self.core.move_generation(doc, generation, state):
+                self.moved.add(doc)
+        if self.moved and self.live:
+            self.resync = False
 
     # -- the outbox ------------------------------------------------------------------------
 
@@ -369,6 +470,25 @@ class ReplicaSync:
             return
         self.done = True
         self.conn.bye("synced")
+
+    _HANDLERS: ClassVar[dict[type[Any], Callable[[ReplicaSync, Any], None]]] = {
+        Welcome: _on_welcome,
+        Ack: _on_ack,
+        Synced: _on_synced,
+        GenerationsAnnounced: _on_generations_announced,
+        NextGenerationUpdate: _on_next,
+        SyncRequested: _on_sync_requested,
+        ProtocolFailure: _on_failure,
+        ConnectionClosed: _on_closed,
+    }
+
+
+def _rollable(doc: str) -> bool:
+    """Whether ``doc``'s data type rolls over to new generations (counters and LWW)."""
+    try:
+        return DATA_TYPES[data_type_of(doc)].crdt in ROLLABLE
+    except TiendaSyncError:
+        return False
 
 
 def _reviewed(doc: str) -> bool:

@@ -28,7 +28,10 @@ from tiendasync.store.storage.sales_index import SalesIndex
 from tiendasync.store.storage.schema import SCHEMA, SCHEMA_VERSION, migrate
 from tiendasync.store.storage.synclog import SyncLogTable
 
-__all__ = ["ReplicaStore"]
+__all__ = ["GENERATIONS_KEY", "ReplicaStore"]
+
+#: The ``meta`` key holding ``{doc: generation}`` of the documents past generation 0.
+GENERATIONS_KEY = "generations"
 
 
 class ReplicaStore:
@@ -247,6 +250,34 @@ class ReplicaStore:
             "UPDATE docs SET snapshot = ?, snapshot_seq = ? WHERE name = ?", (snapshot, upto, doc)
         )
         self.conn.execute("DELETE FROM updates WHERE doc = ? AND seq <= ?", (doc, upto))
+
+    def doc_generations(self) -> dict[str, int]:
+        """``{doc: generation}`` of every document past generation 0 (docs/generations.md);
+        CorruptData if the file holds something else there."""
+        raw = self.get_json(GENERATIONS_KEY)
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict) or not all(
+            isinstance(k, str) and type(v) is int and v >= 0 for k, v in raw.items()
+        ):
+            raise CorruptData(
+                f"{self.path} holds a garbage {GENERATIONS_KEY!r} setting; restore the file "
+                "from a backup, or move it aside and re-create the replica"
+            )
+        return raw
+
+    def replace_generation(self, doc: str, state: bytes, generation: int) -> None:
+        """Replace ``doc`` by its generation ``generation``, whose whole state is ``state``
+        (call inside ``write``): its log and held updates belong to the one before."""
+        self.conn.execute(
+            "UPDATE docs SET snapshot = ?, snapshot_seq = ? WHERE name = ?",
+            (state, self.max_seq(), doc),
+        )
+        self.conn.execute("DELETE FROM updates WHERE doc = ?", (doc,))
+        self.conn.execute("DELETE FROM held_updates WHERE doc = ?", (doc,))
+        generations = self.doc_generations()
+        generations[doc] = generation
+        self.set_json(GENERATIONS_KEY, dict(sorted(generations.items())))
 
     def drop_doc(self, doc: str) -> None:
         """Remove ``doc`` from this file: its log, snapshot, held updates and its sales'

@@ -163,6 +163,25 @@ class OutboxTable:
             (json.dumps(conflict_ids), status, now, entry_id),
         )
 
+    def acknowledge_all(self, doc: str, now: float) -> int:
+        """Every write to ``doc`` is acknowledged (see ``ReplicaCore.adopt_generation``)."""
+        marked = 0
+        rows = self.conn.execute(
+            "SELECT DISTINCT client_id, MAX(clock) FROM queue_clocks WHERE doc = ? AND acked = 0 "
+            "GROUP BY client_id",
+            (doc,),
+        ).fetchall()
+        for client_id, clock in rows:
+            marked += self.acknowledge(doc, int(client_id), int(clock), now)
+        return marked
+
+    def has_unacknowledged(self, doc: str) -> bool:
+        """Whether a local write to ``doc`` is not acknowledged yet (errors included)."""
+        row = self.conn.execute(
+            "SELECT 1 FROM queue_clocks WHERE doc = ? AND acked = 0 LIMIT 1", (doc,)
+        ).fetchone()
+        return row is not None
+
     def unacknowledged_docs(self) -> set[str]:
         """Documents with a local write the relay has not acknowledged yet."""
         rows = self.conn.execute("SELECT DISTINCT doc FROM queue_clocks WHERE acked = 0")
