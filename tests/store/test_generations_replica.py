@@ -272,7 +272,10 @@ def test_another_process_drops_the_old_generation_and_writes_to_the_new(tmp_path
             with a.core.transaction():
                 a.core.storage.outbox.acknowledge(STOCK, writer, 2**40, 0.0)
         # the relay folded 15 into one slot; another store's sale of 2 was carried
+        a.core.changes.drain_touched()
         assert a.core.move_generation(STOCK, 1, _seeded(15, 2))
+        # no CRDT event told of the -2: every SKU of the new generation counts as changed
+        assert a.core.changes.drain_touched() == {("t1", "CAFE")}
         assert a.inventory.stock("CAFE") == 13
         assert b.inventory.stock("CAFE") == 13  # not 28: the old one is dropped, not merged
         b.inventory.receive("CAFE", 1)  # lands in generation 1
@@ -316,3 +319,32 @@ def test_a_write_racing_a_move_is_redone_on_the_new_generation(tmp_path: Path) -
     finally:
         a.close()
         b.close()
+
+
+def test_a_conflict_the_relay_opens_in_the_new_generation_reaches_the_queue(
+    tmp_path: Path,
+) -> None:
+    """What the new generation brings arrives with no CRDT event at the move: the store
+    still sees every entity of it as changed (here: the conflict mirror on the queue)."""
+    relay_db = tmp_path / "relay.db"
+    tokens = _tokens(relay_db, ["t1"])
+    t1 = Replica.open(tmp_path / "t1.db", tenant="acme", replica_id="t1", location="t1")
+    try:
+        for sku in ("CAFE", "PAN"):
+            t1.catalog.put(sku, {"name": sku.title(), "price_cents": 100})
+        t1.inventory.receive("CAFE", 1)
+        t1.record_sale([("CAFE", 2)])  # negative: the relay opens a first conflict
+
+        def sync(relay: Relay) -> None:
+            assert t1.sync_now(relay.url, token=tokens["t1"]).outcome == "ok"
+
+        _with_relay(relay_db, None, sync)
+        assert len(t1.conflicts.list()) == 1
+        sale = t1.record_sale([("PAN", 1)])  # offline, and negative too
+        _with_relay(relay_db, RolloverPolicy(max_bytes=1), sync)
+        assert t1.core.generations()["conflicts"] == 1
+        assert len(t1.conflicts.list()) == 2  # the second one came in generation 1
+        [entry] = [e for e in t1.queue.list() if e.ref == sale.id]
+        assert entry.has_conflict and entry.status == "conflict"
+    finally:
+        t1.close()

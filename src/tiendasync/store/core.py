@@ -540,10 +540,17 @@ class ReplicaCore:
                 if self.storage.outbox.has_unacknowledged(doc):
                     return False
                 self.storage.replace_generation(doc, state, generation)
-            self.docs.drop_loaded(doc)
-            self._log_counts.pop(doc, None)
+            self._moved(doc)
         log.info("%s: %s moved to generation %d", self.replica_id, doc, generation)
         return True
+
+    def _moved(self, doc: str) -> None:
+        """After ``doc``'s move is committed: read it anew and report every entity in it
+        as changed (what the new generation brought came with no CRDT event)."""
+        self.docs.drop_loaded(doc)
+        self._log_counts.pop(doc, None)
+        self.changes.moved(doc)
+        self._after_commit([], local=False)
 
     def adopt_generation(self, doc: str, generation: int, state: bytes) -> None:
         """Replace ``doc`` by ``generation`` (whole state ``state``) whatever its queue
@@ -553,8 +560,7 @@ class ReplicaCore:
             with self._durable():
                 self.storage.replace_generation(doc, state, generation)
                 self.storage.outbox.acknowledge_all(doc, self.now())
-            self.docs.drop_loaded(doc)
-            self._log_counts.pop(doc, None)
+            self._moved(doc)
 
     def adopt_generations(self, generations: dict[str, int]) -> None:
         """Record the relay's generation of documents we do not hold yet, before their

@@ -61,6 +61,28 @@ class ChangeIndex:
             else:
                 self._docs.view(doc, LWWMap).drain_changed()
 
+    def moved(self, doc: str) -> None:
+        """``doc`` was replaced by its next generation (docs/generations.md), which no
+        CRDT event reports: count every entity it holds as changed, so the review,
+        the conflict mirror and the resolution requests look at all of them."""
+        name = parse_doc(doc)
+        if name.data_type == "stock" and name.location is not None:
+            counter = self._docs.view(doc, PNCounter)
+            counter.drain_changed()
+            self.touched.update((name.location, sku) for sku, _ in counter.items())
+            return
+        view = self._docs.view(doc, LWWMap)
+        view.drain_changed()
+        records = set(view.records())
+        if name.data_type == "catalog":
+            self.changed_products |= records
+            for sku in records:
+                self.touched.update((loc, sku) for loc in self._locations_of_sku(sku))
+        elif name.data_type == "conflicts":
+            self.changed_conflicts |= records
+        elif name.data_type == "resolutions" and name.location and self.collect_requests:
+            self.changed_requests.update((name.location, cid) for cid in records)
+
     def _index_ledger_key(self, doc: str, location: str, ledger: Ledger, key: str) -> set[Key]:
         sale_id, _, rest = key.partition(SEP)
         tag = rest.partition(SEP)[0]

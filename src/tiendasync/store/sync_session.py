@@ -372,22 +372,22 @@ class ReplicaSync:
     def _on_next(self, event: NextGenerationUpdate) -> None:
         """An update of the next generation of a document we hold one behind."""
         if self.behind.get(event.doc) != event.generation:
-            reason = (
-                f"an update of generation {event.generation} of {event.doc!r} we did not expect"
-            )
-            self.conn.fail(CloseCode.PROTOCOL, reason[:300], remote=False)
-            self.error = ProtocolError(reason, CloseCode.PROTOCOL)
+            self._refuse(f"an unexpected update of generation {event.generation} of {event.doc!r}")
             return
-        try:
-            parse_update(event.data)
-        except MalformedUpdate as exc:
-            reason = f"a malformed update of {event.doc!r}: {exc}"[:300]
-            self.conn.fail(CloseCode.PROTOCOL, reason, remote=False)
-            self.error = ProtocolError(reason, CloseCode.PROTOCOL)
-            return
-        doc = self.next_docs.setdefault(event.doc, pycrdt.Doc())
-        doc.apply_update(event.data)
-        self.report.updates_received += 1
+        if event.doc in self.moved:  # that generation is ours now: merged like any update
+            self._apply_updates([UpdateReceived(event.doc, event.data)])
+        else:
+            try:
+                parse_update(event.data)
+            except MalformedUpdate as exc:
+                self._refuse(f"a malformed update of {event.doc!r}: {exc}")
+                return
+            self.next_docs.setdefault(event.doc, pycrdt.Doc()).apply_update(event.data)
+            self.report.updates_received += 1
+        if self.synced and self.sent_reviewable and _is_conflicts(event.doc):
+            # the relay's review answered (in the next generation; the catch-up's whole
+            # next generation, before SYNCED, is no answer)
+            self.review_over = True
 
     def _move_generations(self) -> None:
         """Move every document we hold a generation behind whose writes to the old one
