@@ -338,10 +338,20 @@ def test_welcome_is_bounded_and_keeps_the_documents_the_replica_named() -> None:
     assert policy.welcome_state_vectors(small) == small
 
 
-def test_a_replica_hello_stays_within_what_the_relay_accepts() -> None:
+@pytest.mark.parametrize("with_generations", [False, True])
+def test_a_replica_hello_stays_within_what_the_relay_accepts(with_generations: bool) -> None:
     replica = ReplicaConnection()
     big = _svs(12_000, sv_len=400)  # ~5 MB of state vectors
-    replica.hello(tenant="acme", replica_id="t1", token="t", client_id=1, state_vectors=big)
+    # the generation of every counter/LWW document held, long names: ~0.6 MB, never cut
+    gens = {f"stock/{'l' * 50}-{i:05d}": 7 for i in range(MAX_DOCS_PER_HELLO)}
+    replica.hello(
+        tenant="acme",
+        replica_id="t1",
+        token="t",
+        client_id=1,
+        state_vectors=big,
+        generations=gens if with_generations else None,
+    )
     data = replica.data_to_send()
     assert len(data) <= MAX_HELLO_BYTES
     assert Policy().hello_refusal(len(data)) is None
@@ -350,6 +360,7 @@ def test_a_replica_hello_stays_within_what_the_relay_accepts() -> None:
     [hello] = relay.events()
     assert isinstance(hello, Hello)
     assert list(hello.state_vectors) == list(big)[: len(hello.state_vectors)]
+    assert hello.generations == (gens if with_generations else None)
     assert fit_state_vectors(big, 100) == {}
     refusal = Policy(RateLimits(max_hello_bytes=MAX_HELLO_BYTES)).hello_refusal(MAX_HELLO_BYTES + 1)
     assert refusal is not None and refusal[0] == CLOSE_TOO_BIG

@@ -406,3 +406,15 @@ def test_a_late_update_is_held_to_the_ownership_rule_of_its_generation(tmp_path:
             )
         assert store.load_generation(TENANT, STOCK, 0).updates == []
         assert _stock(_current(store, STOCK)) == {"CAFE": 10}
+
+
+def test_a_document_the_store_may_no_longer_read_is_not_taken_for_a_newer_one() -> None:
+    """A store that lost access to a document it holds at generation 1 is not refused
+    as ahead of the relay (the generation is compared with the stored one)."""
+    from tiendasync.protocol import Hello
+    from tiendasync.relay.sessions import _generation_refusal
+
+    hello = Hello("acme", "t3", "tok", 33, {}, generations={STOCK: 1})
+    assert _generation_refusal(hello, {}, {STOCK: 1}) is None
+    refused = _generation_refusal(hello, {}, {})
+    assert refused is not None and "newer than the relay's 0" in refused[1]

@@ -348,3 +348,31 @@ def test_a_conflict_the_relay_opens_in_the_new_generation_reaches_the_queue(
         assert entry.has_conflict and entry.status == "conflict"
     finally:
         t1.close()
+
+
+def test_a_store_two_generations_behind_with_nothing_to_send_moves_to_the_current(
+    tmp_path: Path,
+) -> None:
+    relay_db = tmp_path / "relay.db"
+    tokens = _tokens(relay_db, ["t1", "t2"])
+    roll = RolloverPolicy(max_bytes=1)
+    t1 = Replica.open(tmp_path / "t1.db", tenant="acme", replica_id="t1", location="t1")
+    t2 = Replica.open(tmp_path / "t2.db", tenant="acme", replica_id="t2", location="t1")
+    try:
+        t1.inventory.receive("CAFE", 20)
+
+        def both(relay: Relay) -> None:
+            for r, name in ((t1, "t1"), (t2, "t2")):
+                assert r.sync_now(relay.url, token=tokens[name]).outcome == "ok"
+
+        _with_relay(relay_db, None, both)
+        _with_relay(relay_db, roll, lambda relay: t1.sync_now(relay.url, token=tokens["t1"]))
+        t1.inventory.receive("CAFE", 1)  # generation 1
+        _with_relay(relay_db, None, lambda relay: t1.sync_now(relay.url, token=tokens["t1"]))
+        _with_relay(relay_db, roll, lambda relay: None)  # generation 2; t2 still holds 0
+        _with_relay(relay_db, None, both)
+        assert t2.core.generations()[STOCK] == 2
+        assert t2.inventory.stock("CAFE") == 21
+    finally:
+        t1.close()
+        t2.close()

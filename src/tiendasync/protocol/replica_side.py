@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import msgpack
+
 from tiendasync.protocol.codes import (
     MAX_DOCS_PER_HELLO,
     MAX_HELLO_BYTES,
@@ -62,9 +64,13 @@ class ReplicaConnection(Connection):
         The HELLO stays within :data:`~tiendasync.protocol.codes.MAX_HELLO_BYTES`
         and :data:`~tiendasync.protocol.codes.MAX_DOCS_PER_HELLO` documents:
         past them the last state vectors (in the map's order) are left out,
-        and the relay sends those documents whole.
+        and the relay sends those documents whole.  ``generations`` is sent
+        whole (at most that many documents); it takes its room from theirs.
         """
-        svs = fit_state_vectors(state_vectors, _HELLO_SV_BUDGET)
+        # The generations map takes its room from the state vectors' (it is never cut:
+        # a document left out of it would be caught up with the wrong generation).
+        gens_bytes = 0 if generations is None else len(msgpack.packb(generations))
+        svs = fit_state_vectors(state_vectors, _HELLO_SV_BUDGET - gens_bytes)
         self._send(
             HelloFrame(
                 PROTOCOL_VERSION,

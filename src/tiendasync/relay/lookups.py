@@ -45,7 +45,7 @@ def lookup_hello(store: RelayStore, hello: Hello) -> HelloFacts:
         past_state_vectors={
             doc: past_state_vector(store, hello.tenant, doc, mine)
             for doc, mine in (hello.generations or {}).items()
-            if generations.get(doc, 0) == mine + 1
+            if generations.get(doc, 0) > mine
         },
     )
 

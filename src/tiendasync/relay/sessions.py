@@ -228,7 +228,7 @@ class SyncSessions:
         relay_gens = {
             d: g for d, g in facts.generations.items() if grants.can_read(d) or grants.can_write(d)
         }
-        refused = _generation_refusal(hello, relay_gens)
+        refused = _generation_refusal(hello, relay_gens, facts.generations)
         if refused is not None:
             rec.outcome = "rejected"
             rec.error = refused[1]
@@ -415,8 +415,11 @@ class SyncSessions:
         self.on_late(session, doc, generation, data, acks)
 
 
-def _generation_refusal(hello: Hello, relay_gens: dict[str, int]) -> tuple[int, str] | None:
-    """Why a replica may not sync with documents at ``relay_gens`` (None: it may)."""
+def _generation_refusal(
+    hello: Hello, relay_gens: dict[str, int], stored: Mapping[str, int]
+) -> tuple[int, str] | None:
+    """Why a replica may not sync with documents at ``relay_gens`` (the generations of
+    the documents it may read or write; ``stored``: of all of them) (None: it may)."""
     if hello.generations is None:
         if not relay_gens:
             return None
@@ -427,11 +430,12 @@ def _generation_refusal(hello: Hello, relay_gens: dict[str, int]) -> tuple[int, 
             "tiendasync does not know generations: upgrade it",
         )
     for doc, mine in hello.generations.items():
-        if mine > relay_gens.get(doc, 0):
+        # (against every document: one the store may no longer read is still no newer)
+        if mine > stored.get(doc, 0):
             return (
                 CLOSE_PROTOCOL,
                 f"this store holds generation {mine} of {doc[:100]!r}, newer than the "
-                f"relay's {relay_gens.get(doc, 0)} (was the relay restored from an old backup?)",
+                f"relay's {stored.get(doc, 0)} (was the relay restored from an old backup?)",
             )
     return None
 

@@ -119,8 +119,8 @@ class HelloFacts:
     state_vectors: Mapping[str, bytes] = field(default_factory=dict)
     #: the generation of each of the tenant's documents past generation 0
     generations: Mapping[str, int] = field(default_factory=dict)
-    #: for each document the HELLO holds one generation behind: that past
-    #: generation's state vector (what the WELCOME announces for it)
+    #: for each document the HELLO holds at a past generation: that generation's
+    #: state vector (what the WELCOME announces for it)
     past_state_vectors: Mapping[str, bytes] = field(default_factory=dict)
 
 

@@ -361,9 +361,11 @@ class ReplicaSync:
             if mine is None:
                 if _rollable(doc) and doc not in self.replica.doc_names():
                     unheld[doc] = generation
-            elif generation == mine + 1:
+            elif generation > mine:
+                # One behind: its writes to the old one are carried.  Further behind:
+                # it moves only if it has none (else the relay refuses them, 4010).
                 self.behind[doc] = generation
-            elif generation != mine:  # the relay refuses that at the HELLO
+            elif generation < mine:  # the relay refuses that at the HELLO
                 self._refuse(f"the relay holds generation {generation} of {doc!r}, we {mine}")
                 return
         if unheld:
