@@ -36,6 +36,9 @@ class ChangeIndex:
         #: Collect the resolution requests that changed (the relay's writer does).
         self.collect_requests = False
         self.changed_requests: set[tuple[str, str]] = set()
+        #: Sales this process is writing, by id: indexed from here rather than read
+        #: back from the ledger and validated again (see :meth:`forget_pending`).
+        self.known_sales: dict[str, Sale] = {}
 
     def index(self, doc_names: Iterable[str]) -> None:
         """Index what changed in ``doc_names`` (call inside the write's transaction)."""
@@ -64,10 +67,12 @@ class ChangeIndex:
     def _index_ledger_key(self, doc: str, location: str, ledger: Ledger, key: str) -> set[Key]:
         sale_id, _, rest = key.partition(SEP)
         tag = rest.partition(SEP)[0]
-        record = ledger.get(sale_id)
-        if record is None or sale_record_problem(sale_id, record) is not None:
-            return set()  # not a sale (a foreign value): skipped
-        sale = Sale.from_record(sale_id, record, location=location)
+        sale = self.known_sales.pop(sale_id, None) if not tag else None
+        if sale is None or sale.location != location:
+            record = ledger.get(sale_id)
+            if record is None or sale_record_problem(sale_id, record) is not None:
+                return set()  # not a sale (a foreign value): skipped
+            sale = Sale.from_record(sale_id, record, location=location)
         sales = self._storage.sales
         if not tag:
             sales.add(
@@ -98,6 +103,10 @@ class ChangeIndex:
             ):
                 found.add(name.location)
         return found
+
+    def forget_pending(self) -> None:
+        """A write failed: the sales it was writing are not to be indexed from memory."""
+        self.known_sales.clear()
 
     def drain_touched(self) -> set[Key]:
         touched, self.touched = self.touched, set()
