@@ -12,12 +12,12 @@ below 2**53, a numeric writer) is skipped and counted in
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pycrdt
 
-from tiendasync.crdt.keys import MAX_SAFE_INTEGER, ROOT, SEP, check_safe_int
+from tiendasync.crdt.keys import MAX_SAFE_INTEGER, ROOT, SEP, bulk_setter, check_safe_int
 from tiendasync.errors import InvalidArgument
 
 __all__ = ["PNCounter", "decode_counter_slot"]
@@ -113,6 +113,49 @@ class PNCounter:
         if inc > MAX_SAFE_INTEGER or dec > MAX_SAFE_INTEGER:
             raise InvalidArgument(f"counter for {entity!r} would exceed 2**53 - 1")
         self._root[entity + SEP + self._writer] = [inc, dec]
+
+    def add_many(self, deltas: Mapping[str, int]) -> int:
+        """Add each ``{entity: delta}`` in ONE transaction of ``doc`` that this call opens.
+
+        The slots are those :meth:`add` writes entity by entity, but every
+        delta is checked before the first slot is written and the view indexes
+        what it wrote itself: no observer event is built and read back per key.
+        Must not run inside a transaction of ``doc``.  Returns how many slots
+        were written.
+        """
+        writes: list[tuple[str, int, int]] = []
+        unread, slots_of, writer = self._unread, self._slots, self._writer
+        for entity, delta in deltas.items():
+            check_safe_int(delta, "quantity")
+            if delta == 0:
+                continue
+            if entity in unread:
+                self._read(entity)
+            own = slots_of.get(entity)
+            inc, dec = (0, 0) if own is None else own.get(writer, (0, 0))
+            if delta > 0:
+                inc += delta
+            else:
+                dec -= delta
+            if inc > MAX_SAFE_INTEGER or dec > MAX_SAFE_INTEGER:
+                raise InvalidArgument(f"counter for {entity!r} would exceed 2**53 - 1")
+            writes.append((entity, inc, dec))
+        root = self._root
+        root.unobserve(self._subscription)
+        try:
+            with bulk_setter(root, "local") as put:
+                for entity, inc, dec in writes:
+                    put(entity + SEP + writer, [inc, dec])
+        finally:
+            self._subscription = root.observe(self._on_change)
+        totals = self._totals
+        for entity, inc, dec in writes:
+            slots = slots_of.setdefault(entity, {})
+            old_inc, old_dec = slots.get(writer, (0, 0))
+            slots[writer] = (inc, dec)
+            totals[entity] = totals.get(entity, 0) + (inc - dec) - (old_inc - old_dec)
+        self._changed.update(entity for entity, _, _ in writes)
+        return len(writes)
 
     def drain_changed(self) -> set[str]:
         """Entities whose value changed since the last drain."""

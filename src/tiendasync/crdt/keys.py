@@ -7,10 +7,43 @@ which is why names may not contain control characters
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pycrdt
+
 from tiendasync.model.names import MAX_NAME_LENGTH, MAX_SAFE_INTEGER, check_name, check_safe_int
 
-__all__ = ["MAX_NAME_LENGTH", "MAX_SAFE_INTEGER", "ROOT", "SEP", "check_name", "check_safe_int"]
+__all__ = [
+    "MAX_NAME_LENGTH",
+    "MAX_SAFE_INTEGER",
+    "ROOT",
+    "SEP",
+    "bulk_setter",
+    "check_name",
+    "check_safe_int",
+]
 
 #: Name of the root map in every document.  Short, because it is on the wire.
 ROOT = "t"
 SEP = "\x1f"
+
+
+@contextmanager
+def bulk_setter(
+    root: pycrdt.Map,  # type: ignore[type-arg]
+    origin: str,
+) -> Iterator[Callable[[str, Any], None]]:
+    """One transaction of ``root``'s doc and ``set(key, value)``: ``root[key] = value``
+    for a plain (JSON) value, inside that transaction.
+
+    ``set`` calls pycrdt's native insert, which item assignment reaches through a
+    transaction context of its own per key (most of the cost of writing many
+    keys).  It relies on pycrdt internals, which is why pycrdt is pinned to one
+    version; the bulk-import property tests compare the result with item
+    assignment.
+    """
+    with root.doc.transaction(origin=origin) as txn:
+        native, raw = root.integrated, txn._txn  # noqa: SLF001  (see above)
+        yield lambda key, value: native.insert(raw, key, value)

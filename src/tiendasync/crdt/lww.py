@@ -39,18 +39,21 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import pycrdt
 
-from tiendasync.crdt.keys import ROOT, SEP
+from tiendasync.crdt.keys import ROOT, SEP, bulk_setter
 from tiendasync.errors import InvalidArgument
 from tiendasync.model.hlc import Timestamp
 
 __all__ = ["TOMBSTONE", "FieldWrite", "LWWMap", "SortKey", "decode_slot", "slot_key"]
 
 TOMBSTONE = "\x00deleted"
+
+#: ``json.dumps`` of one string (ASCII-escaped), without building an encoder per call.
+_encode_str = json.encoder.encode_basestring_ascii
 
 
 #: ``(wall_ms, counter, replica_id, writer)``: what a slot sorts by.
@@ -93,6 +96,10 @@ class FieldWrite(NamedTuple):
 
 def encode_value(value: object, what: str) -> str:
     """Canonical JSON of a field value; refuses what JSON cannot carry exactly."""
+    if type(value) is str:  # the common cases, as json.dumps would spell them
+        return _encode_str(value)
+    if type(value) is int:
+        return repr(value)
     try:
         return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -252,6 +259,53 @@ class LWWMap:
         encoded = {name: encode_value(value, f"field {name!r}") for name, value in fields.items()}
         for name, json_value in encoded.items():
             self._write(record, name, json_value, timestamp)
+
+    def set_many(
+        self, records: Mapping[str, Mapping[str, object]], clock: Callable[[], Timestamp]
+    ) -> int:
+        """Write many records in ONE transaction of ``doc`` that this call opens.
+
+        The slots are those :meth:`set` writes for each record in turn (one
+        ``clock()`` timestamp per record), but every value is encoded before the
+        first is written, and the view indexes what it wrote itself: no observer
+        event is built and read back per key.  Must not run inside a transaction
+        of ``doc`` (its event would then reach the view).  Returns how many slots
+        were written.
+        """
+        encoded = [
+            (record, {name: encode_value(v, f"field {name!r}") for name, v in fields.items()})
+            for record, fields in records.items()
+        ]
+        writer, root = self._writer, self._root
+        tail = SEP + str(writer)
+        written: list[tuple[str, str, FieldWrite]] = []
+        newest = self.newest
+        root.unobserve(self._subscription)
+        try:
+            with bulk_setter(root, "local") as put:
+                for record, fields in encoded:
+                    ts = clock()
+                    wall, counter, replica = ts.wall_ms, ts.counter, ts.replica_id
+                    existing = self._fields(record) or {}
+                    for name, json_value in fields.items():
+                        slots = existing.get(name)
+                        seen = max(slots.values(), key=_latest).sort_key if slots else None
+                        put(
+                            record + SEP + name + tail,
+                            [wall, counter, replica, json_value, name, seen and list(seen)],
+                        )
+                        write = FieldWrite(wall, counter, replica, writer, json_value, seen)
+                        written.append((record, name, write))
+                    if newest is None or ts > newest:
+                        newest = ts
+        finally:
+            self._subscription = root.observe(self._on_change)
+        index = self._slots
+        for record, name, write in written:
+            index.setdefault(record, {}).setdefault(name, {})[writer] = write
+        self._changed.update(encoded_record for encoded_record, _ in encoded)
+        self.newest = newest
+        return len(written)
 
     def delete(self, record: str, timestamp: Timestamp) -> None:
         """Write a tombstone for ``record`` (fields written before it are hidden)."""

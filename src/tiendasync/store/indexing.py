@@ -52,9 +52,9 @@ class ChangeIndex:
                 for key in ledger.drain_added():
                     self.touched.update(self._index_ledger_key(doc, name.location, ledger, key))
             elif name.data_type == "catalog":
-                for sku in self._docs.view(CATALOG, LWWMap).drain_changed():
-                    self.changed_products.add(sku)
-                    self.touched.update((loc, sku) for loc in self._locations_of_sku(sku))
+                changed = self._docs.view(CATALOG, LWWMap).drain_changed()
+                self.changed_products |= changed
+                self.touched.update(self._stocked_or_sold(changed))
             elif name.data_type == "conflicts":
                 self.changed_conflicts.update(self._docs.view(CONFLICTS, LWWMap).drain_changed())
             elif name.data_type == "resolutions" and name.location is not None:
@@ -92,16 +92,19 @@ class ChangeIndex:
             return {(location, from_sku), (location, to_sku)}
         return {(location, ln.sku) for ln in sale.lines}
 
-    def _locations_of_sku(self, sku: str) -> set[str]:
-        found = self._storage.sales.locations_of_sku(sku)
+    def _stocked_or_sold(self, skus: set[str]) -> set[Key]:
+        """``(location, sku)`` of each of ``skus`` with stock or sales at a location.
+
+        One pass over each stock document's entities, not one per SKU: an
+        import changes thousands of products at once.
+        """
+        found = self._storage.sales.sold_keys(skus) if skus else set()
         for doc in self._docs.names():
             name = parse_doc(doc)
-            if (
-                name.data_type == "stock"
-                and name.location is not None
-                and sku in dict(self._docs.view(doc, PNCounter).items())
-            ):
-                found.add(name.location)
+            if name.data_type == "stock" and name.location is not None:
+                counter = self._docs.view(doc, PNCounter)
+                stocked = skus.intersection(counter.entities())
+                found.update((name.location, sku) for sku in stocked)
         return found
 
     def forget_pending(self) -> None:

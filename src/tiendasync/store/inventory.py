@@ -238,11 +238,8 @@ class Inventory:
 
         def mutate() -> None:
             for loc, deltas in changes:
-                doc = self._core.docs.doc(stock_doc(loc))
-                with doc.transaction(origin="local"):
-                    counter = self._counter(loc)
-                    for sku, delta in deltas.items():
-                        counter.add(sku, delta)
+                self._core.docs.doc(stock_doc(loc))
+                self._counter(loc).add_many(deltas)
 
         return mutate
 
