@@ -2,7 +2,8 @@
 
 ``catalog.put_many(products, stock=...)`` writes every catalog slot and stock
 slot in one pass, without per-key observer events; its views index what they
-wrote themselves.  Two replicas with the same writer id and clock, one fed
+wrote themselves (from ``bulk_min`` slots on; below it, through the observer:
+both are tested).  Two replicas with the same writer id and clock, one fed
 row by row (``catalog.put``, ``inventory.receive``) and one in one pass, must
 hold the same documents, the same values in memory and after reopening.
 """
@@ -14,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pycrdt
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tiendasync import InvalidArgument, Replica
+from tiendasync.crdt import LWWMap, PNCounter
 from tiendasync.model.docnames import CATALOG, stock_doc
 
 SKUS = st.sampled_from([f"SKU-{i}" for i in range(12)])
@@ -59,17 +62,22 @@ def _state(r: Replica) -> tuple[Any, ...]:
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
+@pytest.mark.parametrize("bulk_min", [0, 10**9], ids=["muted-observer", "observer"])
 @given(before=PRODUCTS, stock_before=STOCK, products=PRODUCTS, stock=STOCK, after=PRODUCTS)
 def test_one_pass_import_equals_the_per_row_path(
     tmp_path_factory: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    bulk_min: int,
     before: dict[str, dict[str, Any]],
     stock_before: dict[str, int],
     products: dict[str, dict[str, Any]],
     stock: dict[str, int],
     after: dict[str, dict[str, Any]],
 ) -> None:
+    monkeypatch.setattr(LWWMap, "bulk_min", bulk_min)  # 0: every write takes the bulk path
+    monkeypatch.setattr(PNCounter, "bulk_min", bulk_min)
     tmp = tmp_path_factory.mktemp("bulk")
     with _open(tmp / "rows.db") as rows, _open(tmp / "once.db") as once:
         for r in (rows, once):  # the same history before the import

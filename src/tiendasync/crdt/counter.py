@@ -49,6 +49,10 @@ def decode_counter_slot(key: str, value: object) -> tuple[int, int] | None:
 class PNCounter:
     """A map from entity name to an integer counter, over one pycrdt doc."""
 
+    #: A bulk write of fewer slots goes through the observer like any other write:
+    #: muting it (unsubscribing and subscribing again) costs more than one event.
+    bulk_min = 32
+
     def __init__(self, doc: pycrdt.Doc[Any]) -> None:
         self.doc = doc
         self._root: pycrdt.Map = doc.get(ROOT, type=pycrdt.Map)  # type: ignore[type-arg]
@@ -120,8 +124,9 @@ class PNCounter:
         The slots are those :meth:`add` writes entity by entity, but every
         delta is checked before the first slot is written and the view indexes
         what it wrote itself: no observer event is built and read back per key.
-        Must not run inside a transaction of ``doc``.  Returns how many slots
-        were written.
+        Must not run inside a transaction of ``doc``.  Fewer than
+        :attr:`bulk_min` slots are written through the observer instead.
+        Returns how many slots were written.
         """
         writes: list[tuple[str, int, int]] = []
         unread, slots_of, writer = self._unread, self._slots, self._writer
@@ -141,6 +146,11 @@ class PNCounter:
                 raise InvalidArgument(f"counter for {entity!r} would exceed 2**53 - 1")
             writes.append((entity, inc, dec))
         root = self._root
+        if len(writes) < self.bulk_min:
+            with self.doc.transaction(origin="local"):
+                for entity, inc, dec in writes:
+                    root[entity + SEP + writer] = [inc, dec]
+            return len(writes)
         root.unobserve(self._subscription)
         try:
             with bulk_setter(root, "local") as put:

@@ -173,6 +173,10 @@ def _latest(write: FieldWrite) -> SortKey:
 class LWWMap:
     """Records of named fields with field-level last-writer-wins, over one doc."""
 
+    #: A bulk write of fewer slots goes through the observer like any other write:
+    #: muting it (unsubscribing and subscribing again) costs more than one event.
+    bulk_min = 32
+
     def __init__(self, doc: pycrdt.Doc[Any]) -> None:
         self.doc = doc
         self._root: pycrdt.Map = doc.get(ROOT, type=pycrdt.Map)  # type: ignore[type-arg]
@@ -269,13 +273,21 @@ class LWWMap:
         ``clock()`` timestamp per record), but every value is encoded before the
         first is written, and the view indexes what it wrote itself: no observer
         event is built and read back per key.  Must not run inside a transaction
-        of ``doc`` (its event would then reach the view).  Returns how many slots
-        were written.
+        of ``doc`` (its event would then reach the view).  Fewer than
+        :attr:`bulk_min` slots are written through the observer instead.
+        Returns how many slots were written.
         """
         encoded = [
             (record, {name: encode_value(v, f"field {name!r}") for name, v in fields.items()})
             for record, fields in records.items()
         ]
+        if sum(len(fields) for _, fields in encoded) < self.bulk_min:
+            with self.doc.transaction(origin="local"):
+                for record, fields in encoded:
+                    ts = clock()
+                    for name, json_value in fields.items():
+                        self._write(record, name, json_value, ts)
+            return sum(len(fields) for _, fields in encoded)
         writer, root = self._writer, self._root
         tail = SEP + str(writer)
         written: list[tuple[str, str, FieldWrite]] = []
