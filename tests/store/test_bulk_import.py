@@ -130,3 +130,16 @@ def test_one_pass_import_is_one_queue_entry_and_survives_reopen(tmp_path: Path) 
     with _open(tmp_path / "a.db") as r:
         assert dict(r.catalog.items()) == products
         assert r.inventory.levels() == {sku: 5 for sku in products}
+
+
+def test_sold_keys_are_the_same_for_few_and_many_skus(tmp_path: Path) -> None:
+    with _open(tmp_path / "a.db") as r:
+        r.catalog.put_many({f"P{i}": {"name": "x"} for i in range(3)})
+        for sku in ("P0", "P2", "GONE"):
+            r.record_sale([(sku, 1)])
+        sales = r.core.storage.sales
+        few = {"P0", "P1", "P2", "GONE"}
+        many = few | {f"X{i}" for i in range(600)}  # past one query's worth of SKUs
+        expected = {("tienda-1", "P0"), ("tienda-1", "P2"), ("tienda-1", "GONE")}
+        assert sales.sold_keys(few) == sales.sold_keys(many) == expected
+        assert sales.sold_keys(set()) == set()

@@ -17,7 +17,14 @@ from typing import Any
 
 import pycrdt
 
-from tiendasync.crdt.keys import MAX_SAFE_INTEGER, ROOT, SEP, bulk_setter, check_safe_int
+from tiendasync.crdt.keys import (
+    MAX_SAFE_INTEGER,
+    ROOT,
+    SEP,
+    bulk_setter,
+    check_safe_int,
+    paused_gc,
+)
 from tiendasync.errors import InvalidArgument
 
 __all__ = ["PNCounter", "decode_counter_slot"]
@@ -88,6 +95,11 @@ class PNCounter:
         self._read_all()
         return iter(self._totals)
 
+    def keyed(self) -> set[str]:
+        """Entities with at least one slot key, valid or not, read or not: a superset of
+        :meth:`entities` that reads no slot (what an import asks of a big document)."""
+        return {*self._totals, *self._unread}
+
     def items(self) -> Iterator[tuple[str, int]]:
         """``(entity, value)`` pairs."""
         self._read_all()
@@ -122,8 +134,9 @@ class PNCounter:
         """Add each ``{entity: delta}`` in ONE transaction of ``doc`` that this call opens.
 
         The slots are those :meth:`add` writes entity by entity, but every
-        delta is checked before the first slot is written and the view indexes
-        what it wrote itself: no observer event is built and read back per key.
+        delta is checked before the first slot is written, and no observer event
+        is built and read back per key: the view reads the written slots on
+        first use, as it reads the slots of a document just opened.
         Must not run inside a transaction of ``doc``.  Fewer than
         :attr:`bulk_min` slots are written through the observer instead.
         Returns how many slots were written.
@@ -153,17 +166,14 @@ class PNCounter:
             return len(writes)
         root.unobserve(self._subscription)
         try:
-            with bulk_setter(root, "local") as put:
+            with paused_gc(), bulk_setter(root, "local") as put:
                 for entity, inc, dec in writes:
-                    put(entity + SEP + writer, [inc, dec])
+                    key = entity + SEP + writer
+                    put(key, [inc, dec])
+                    # Read back on first use, as the slots of a document just opened are.
+                    unread.setdefault(entity, []).append(key)
         finally:
             self._subscription = root.observe(self._on_change)
-        totals = self._totals
-        for entity, inc, dec in writes:
-            slots = slots_of.setdefault(entity, {})
-            old_inc, old_dec = slots.get(writer, (0, 0))
-            slots[writer] = (inc, dec)
-            totals[entity] = totals.get(entity, 0) + (inc - dec) - (old_inc - old_dec)
         self._changed.update(entity for entity, _, _ in writes)
         return len(writes)
 

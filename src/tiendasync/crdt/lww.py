@@ -44,7 +44,7 @@ from typing import Any, NamedTuple
 
 import pycrdt
 
-from tiendasync.crdt.keys import ROOT, SEP, bulk_setter
+from tiendasync.crdt.keys import ROOT, SEP, bulk_setter, paused_gc
 from tiendasync.errors import InvalidArgument
 from tiendasync.model.hlc import Timestamp
 
@@ -166,6 +166,15 @@ def decode_slot(field: str, writer: int, value: object) -> FieldWrite | None:
     return FieldWrite(wall, counter, replica_id, writer, json_value, seen, origin)
 
 
+def _encode_field(name: str, value: object) -> str:
+    """:func:`encode_value` of a field's value (its message built only on failure)."""
+    if type(value) is str:
+        return _encode_str(value)
+    if type(value) is int:
+        return repr(value)
+    return encode_value(value, f"field {name!r}")
+
+
 def _latest(write: FieldWrite) -> SortKey:
     return write.sort_key
 
@@ -271,14 +280,15 @@ class LWWMap:
 
         The slots are those :meth:`set` writes for each record in turn (one
         ``clock()`` timestamp per record), but every value is encoded before the
-        first is written, and the view indexes what it wrote itself: no observer
-        event is built and read back per key.  Must not run inside a transaction
+        first is written, and no observer event is built and read back per
+        key: the view reads the written slots on first use, as it reads the
+        slots of a document just opened.  Must not run inside a transaction
         of ``doc`` (its event would then reach the view).  Fewer than
         :attr:`bulk_min` slots are written through the observer instead.
         Returns how many slots were written.
         """
         encoded = [
-            (record, {name: encode_value(v, f"field {name!r}") for name, v in fields.items()})
+            (record, {name: _encode_field(name, v) for name, v in fields.items()})
             for record, fields in records.items()
         ]
         if sum(len(fields) for _, fields in encoded) < self.bulk_min:
@@ -288,36 +298,38 @@ class LWWMap:
                     for name, json_value in fields.items():
                         self._write(record, name, json_value, ts)
             return sum(len(fields) for _, fields in encoded)
-        writer, root = self._writer, self._root
+        writer, root, raw = self._writer, self._root, self._raw
         tail = SEP + str(writer)
-        written: list[tuple[str, str, FieldWrite]] = []
+        written = 0
         newest = self.newest
         root.unobserve(self._subscription)
         try:
-            with bulk_setter(root, "local") as put:
+            with paused_gc(), bulk_setter(root, "local") as put:
                 for record, fields in encoded:
                     ts = clock()
                     wall, counter, replica = ts.wall_ms, ts.counter, ts.replica_id
                     existing = self._fields(record) or {}
+                    keys = []
                     for name, json_value in fields.items():
                         slots = existing.get(name)
                         seen = max(slots.values(), key=_latest).sort_key if slots else None
-                        put(
-                            record + SEP + name + tail,
-                            [wall, counter, replica, json_value, name, seen and list(seen)],
-                        )
-                        write = FieldWrite(wall, counter, replica, writer, json_value, seen)
-                        written.append((record, name, write))
+                        key = record + SEP + name + tail
+                        put(key, [wall, counter, replica, json_value, name, seen and list(seen)])
+                        keys.append(key)
+                    # Read back on first use, as the slots of a document just opened are.
+                    pending = raw.get(record)
+                    if pending is None:
+                        raw[record] = keys
+                    else:
+                        pending.extend(keys)
+                    written += len(keys)
                     if newest is None or ts > newest:
                         newest = ts
         finally:
             self._subscription = root.observe(self._on_change)
-        index = self._slots
-        for record, name, write in written:
-            index.setdefault(record, {}).setdefault(name, {})[writer] = write
-        self._changed.update(encoded_record for encoded_record, _ in encoded)
+        self._changed.update(record for record, _ in encoded)
         self.newest = newest
-        return len(written)
+        return written
 
     def delete(self, record: str, timestamp: Timestamp) -> None:
         """Write a tombstone for ``record`` (fields written before it are hidden)."""

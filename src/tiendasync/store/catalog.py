@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from tiendasync.crdt.keys import paused_gc
 from tiendasync.errors import InvalidArgument
 from tiendasync.model.docnames import CATALOG, PRODUCT_INTEGER_FIELDS, stock_doc
 from tiendasync.model.names import check_name, check_safe_int
@@ -19,15 +20,21 @@ from tiendasync.store.core import ReplicaCore, WriteSpec
 __all__ = ["Catalog"]
 
 
-def validate_product(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Check a product dict; raise InvalidArgument with a clear message."""
+def validate_product(fields: Mapping[str, Any], names_ok: set[str] | None = None) -> dict[str, Any]:
+    """Check a product dict; raise InvalidArgument with a clear message.
+
+    ``names_ok``: field names already checked (a bulk import checks each once).
+    """
     if not isinstance(fields, Mapping):
         raise InvalidArgument(f"product fields must be a dict, got {type(fields).__name__}")
     if not fields:
         raise InvalidArgument("a product needs at least one field (e.g. name, price_cents)")
     out: dict[str, Any] = {}
     for name, value in fields.items():
-        check_name(name, "field name")
+        if names_ok is None or name not in names_ok:
+            check_name(name, "field name")
+            if names_ok is not None:
+                names_ok.add(name)
         if name in PRODUCT_INTEGER_FIELDS:
             check_safe_int(value, name)
             if value < 0:
@@ -100,12 +107,26 @@ class Catalog:
         """
         if not isinstance(products, Mapping):
             raise InvalidArgument(f"products must be a dict of SKU to fields, got {products!r}")
-        checked = {check_name(sku, "SKU"): validate_product(f) for sku, f in products.items()}
         if stock is not None and not isinstance(stock, Mapping):
             raise InvalidArgument(f"stock must be a dict of SKU to units, got {stock!r}")
+        with paused_gc():
+            return self._put_many(products, stock or {}, location)
+
+    def _put_many(
+        self,
+        products: Mapping[str, Mapping[str, Any]],
+        stock: Mapping[str, int],
+        location: str | None,
+    ) -> int:
+        names_ok: set[str] = set()
+        checked = {
+            check_name(sku, "SKU"): validate_product(f, names_ok) for sku, f in products.items()
+        }
         units = {
-            check_name(sku, "SKU"): check_safe_int(n, f"stock of {sku}", positive=True)
-            for sku, n in (stock or {}).items()
+            (sku if sku in checked else check_name(sku, "SKU")): check_safe_int(
+                n, f"stock of {sku}", positive=True
+            )
+            for sku, n in stock.items()
         }
         if not checked and not units:
             return 0

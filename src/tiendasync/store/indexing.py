@@ -96,14 +96,14 @@ class ChangeIndex:
         """``(location, sku)`` of each of ``skus`` with stock or sales at a location.
 
         One pass over each stock document's entities, not one per SKU: an
-        import changes thousands of products at once.
+        import changes thousands of products at once.  An entity whose only slots
+        are not valid counts as stocked (it gets reviewed, which is harmless).
         """
         found = self._storage.sales.sold_keys(skus) if skus else set()
         for doc in self._docs.names():
             name = parse_doc(doc)
             if name.data_type == "stock" and name.location is not None:
-                counter = self._docs.view(doc, PNCounter)
-                stocked = skus.intersection(counter.entities())
+                stocked = skus.intersection(self._docs.view(doc, PNCounter).keyed())
                 found.update((name.location, sku) for sku in stocked)
         return found
 
