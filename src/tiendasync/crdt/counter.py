@@ -144,7 +144,8 @@ class PNCounter:
         writes: list[tuple[str, int, int]] = []
         unread, slots_of, writer = self._unread, self._slots, self._writer
         for entity, delta in deltas.items():
-            check_safe_int(delta, "quantity")
+            if type(delta) is not int or abs(delta) > MAX_SAFE_INTEGER:
+                check_safe_int(delta, "quantity")  # raises
             if delta == 0:
                 continue
             if entity in unread:

@@ -13,7 +13,7 @@ from typing import Any
 from tiendasync.crdt.keys import paused_gc
 from tiendasync.errors import InvalidArgument
 from tiendasync.model.docnames import CATALOG, PRODUCT_INTEGER_FIELDS, stock_doc
-from tiendasync.model.names import check_name, check_safe_int
+from tiendasync.model.names import MAX_SAFE_INTEGER, check_name, check_safe_int
 from tiendasync.store.boundary import public_api
 from tiendasync.store.core import ReplicaCore, WriteSpec
 
@@ -123,8 +123,10 @@ class Catalog:
             check_name(sku, "SKU"): validate_product(f, names_ok) for sku, f in products.items()
         }
         units = {
-            (sku if sku in checked else check_name(sku, "SKU")): check_safe_int(
-                n, f"stock of {sku}", positive=True
+            (sku if sku in checked else check_name(sku, "SKU")): (
+                n  # the common case, without building the message of a refusal
+                if type(n) is int and 0 < n <= MAX_SAFE_INTEGER
+                else check_safe_int(n, f"stock of {sku}", positive=True)
             )
             for sku, n in stock.items()
         }
