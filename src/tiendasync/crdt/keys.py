@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import pycrdt
@@ -47,8 +48,8 @@ def bulk_setter(
     assignment.
     """
     with root.doc.transaction(origin=origin) as txn:
-        native, raw = root.integrated, txn._txn  # noqa: SLF001  (see above)
-        yield lambda key, value: native.insert(raw, key, value)
+        raw = txn._txn  # noqa: SLF001  (see above)
+        yield partial(root.integrated.insert, raw)  # a C-level call: no Python frame per key
 
 
 @contextmanager

@@ -327,7 +327,7 @@ class LWWMap:
                         newest = ts
         finally:
             self._subscription = root.observe(self._on_change)
-        self._changed.update(record for record, _ in encoded)
+        self._changed.update(records)
         self.newest = newest
         return written
 

@@ -29,7 +29,6 @@ def validate_product(fields: Mapping[str, Any], names_ok: set[str] | None = None
         raise InvalidArgument(f"product fields must be a dict, got {type(fields).__name__}")
     if not fields:
         raise InvalidArgument("a product needs at least one field (e.g. name, price_cents)")
-    out: dict[str, Any] = {}
     for name, value in fields.items():
         if names_ok is None or name not in names_ok:
             check_name(name, "field name")
@@ -39,8 +38,7 @@ def validate_product(fields: Mapping[str, Any], names_ok: set[str] | None = None
             check_safe_int(value, name)
             if value < 0:
                 raise InvalidArgument(f"{name} must not be negative, got {value}")
-        out[name] = value
-    return out
+    return dict(fields)
 
 
 @public_api
