@@ -1,7 +1,7 @@
 """The durable sale and the bulk import, this tree against a baseline revision (A/B).
 
 ``python -m benchmarks.ab_store --baseline REV [--rounds 3] [--sales 300] [--products 100000]
-[--only sale,import] [--json F]``
+[--only sale,import] [--json F] [--svg F]``; ``--from-json F`` reports (and plots) a saved run.
 
 Issue 19 parts 3 and 4.  The baseline's ``src/`` is exported with ``git archive``
 (as :mod:`benchmarks.ab_paced` does); each measurement runs in a subprocess
@@ -174,6 +174,63 @@ def report(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+#: ``(label, keys into one worker's result, target)`` of each plotted ratio.
+_PLOTTED = (
+    ("record_sale / raw FULL commit", ("sale", "ratio"), 0.8),
+    ("import, one call / sqlite-utils", ("import", "one_call", "ratio"), 0.3),
+    ("import, batches / sqlite-utils", ("import", "batches", "ratio"), 0.3),
+)
+
+
+def svg(result: dict[str, Any]) -> str:
+    """Each ratio for both revisions: median bars, rounds as dots, the target as a line."""
+    left, width, row = 230, 420, 18
+    shown = [p for p in _PLOTTED if p[1][0] in result]
+    height = 50 + len(shown) * (2 * row + 16) + 30
+
+    def x(v: float) -> float:
+        return left + width * min(max(v, 0.0), 1.0)
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 40}" height="{height}" '
+        'font-family="sans-serif" font-size="11">',
+        f'<text x="10" y="16" font-size="13">Ratio to raw SQLite in the same run, baseline '
+        f"{result['baseline_rev']} (grey) and this tree (blue); dots: rounds; red: target</text>",
+    ]
+    top = 36
+    for tick in (0, 0.2, 0.4, 0.6, 0.8, 1.0):
+        out.append(
+            f'<line x1="{x(tick):.1f}" y1="{top - 4}" x2="{x(tick):.1f}" y2="{height - 30}" '
+            'stroke="#ddd"/>'
+        )
+        out.append(f'<text x="{x(tick):.1f}" y="{top - 7}" text-anchor="middle">{tick:g}</text>')
+    y = top
+    for label, keys, target in shown:
+        out.append(f'<text x="{left - 8}" y="{y + row + 4}" text-anchor="end">{label}</text>')
+        for side, colour in (("baseline", "#aaa"), ("candidate", "#4c78a8")):
+            values = []
+            for run in result[keys[0]][side]:
+                value: Any = run
+                for key in keys[1:]:
+                    value = value[key]
+                values.append(float(value))
+            med = statistics.median(values)
+            out.append(
+                f'<rect x="{left}" y="{y + 2}" width="{x(med) - left:.1f}" height="{row - 4}" '
+                f'fill="{colour}"/>'
+            )
+            out.append(f'<text x="{x(med) + 4:.1f}" y="{y + row - 5}">{med:.3f}</text>')
+            out += [f'<circle cx="{x(v):.1f}" cy="{y + row / 2}" r="2"/>' for v in values]
+            y += row
+        out.append(
+            f'<line x1="{x(target):.1f}" y1="{y - 2 * row}" x2="{x(target):.1f}" y2="{y}" '
+            'stroke="#d62728" stroke-width="2"/>'
+        )
+        y += 16
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--baseline", help="git revision to compare with")
@@ -182,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--products", type=int, default=100_000)
     ap.add_argument("--only", default="sale,import")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--svg", type=Path, help="plot the ratios (see docs/benchmarks.md)")
+    ap.add_argument("--from-json", type=Path, help="report (and plot) a saved run instead")
     ap.add_argument("--worker", choices=["sale", "import"], help=argparse.SUPPRESS)
     ap.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -192,17 +251,22 @@ def main(argv: list[str] | None = None) -> int:
             result = import_worker(args.dir, args.products, 1000)
         print(json.dumps(result))
         return 0
-    if not args.baseline:
+    if args.from_json:
+        result = json.loads(args.from_json.read_text())
+    elif not args.baseline:
         ap.error("--baseline is required")
-    result = compare(
-        args.baseline,
-        rounds=args.rounds,
-        sales=args.sales,
-        products=args.products,
-        only=args.only.split(","),
-    )
+    else:
+        result = compare(
+            args.baseline,
+            rounds=args.rounds,
+            sales=args.sales,
+            products=args.products,
+            only=args.only.split(","),
+        )
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    if args.svg:
+        args.svg.write_text(svg(result))
     print("\n".join(report(result)))
     return 0
 

@@ -31,6 +31,8 @@ def test_a_tiny_ab_run_measures_both_revisions() -> None:
     assert lines[0].startswith("baseline HEAD, 1 round(s)")
     assert sum("record_sale / raw FULL commit" in line for line in lines) == 1
     assert sum(line.lstrip().startswith("import") for line in lines) == 2
+    plot = ab_store.svg(result)
+    assert plot.startswith("<svg") and plot.count("<rect") == 6 and plot.rstrip().endswith("</svg>")
 
 
 def test_a_failing_worker_is_reported_with_its_error() -> None:
