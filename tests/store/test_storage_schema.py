@@ -68,3 +68,47 @@ def test_a_missing_step_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(schema, "MIGRATIONS", {2: lambda conn: None})
     with pytest.raises(StorageError, match="cannot be upgraded"):
         migrate(sqlite3.connect(":memory:"), 1, "x.db")
+
+
+def _layout(path: Path) -> tuple[int, dict[str, bool]]:
+    """The file's page size and, per table of a sale, whether it is WITHOUT ROWID."""
+    conn = sqlite3.connect(path)
+    (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+    tables = {
+        name: "WITHOUT ROWID" in sql
+        for name, sql in conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'")
+        if name in ("queue_clocks", "sales", "sale_lines")
+    }
+    conn.close()
+    return int(page_size), tables
+
+
+def test_a_new_file_gets_the_small_sale_layout(tmp_path: Path) -> None:
+    Replica.open(tmp_path / "a.db", tenant="acme", replica_id="a", location="t1").close()
+    assert _layout(tmp_path / "a.db") == (
+        1024,
+        {"queue_clocks": True, "sales": True, "sale_lines": True},
+    )
+
+
+def test_a_file_of_the_earlier_layout_keeps_it_and_works(tmp_path: Path) -> None:
+    """A file made before the layout change (rowid tables, 4 KiB pages) is read and
+    written by the same SQL, and keeps its layout."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA page_size=4096")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.executescript(schema.SCHEMA.replace(") WITHOUT ROWID;", ");"))
+    conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+    conn.commit()
+    conn.close()
+    with Replica.open(path, tenant="acme", replica_id="a", location="t1") as r:
+        r.catalog.put("CAFE", {"name": "Café", "price_cents": 450})
+        sales = [r.record_sale([("CAFE", 2)]) for _ in range(3)]
+        r.sales.void(sales[0].id)
+    with Replica.open(path) as r:
+        assert r.sales.count() == 3 and r.inventory.stock("CAFE") == -4
+        assert [s.id for s in r.sales.list()] == [s.id for s in reversed(sales)]
+        voided = r.sales.get(sales[0].id)
+        assert voided is not None and voided.voided
+    assert _layout(path) == (4096, {"queue_clocks": False, "sales": False, "sale_lines": False})

@@ -12,12 +12,19 @@ below 2**53, a numeric writer) is skipped and counted in
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pycrdt
 
-from tiendasync.crdt.keys import MAX_SAFE_INTEGER, ROOT, SEP, check_safe_int
+from tiendasync.crdt.keys import (
+    MAX_SAFE_INTEGER,
+    ROOT,
+    SEP,
+    bulk_setter,
+    check_safe_int,
+    paused_gc,
+)
 from tiendasync.errors import InvalidArgument
 
 __all__ = ["PNCounter", "decode_counter_slot"]
@@ -48,6 +55,10 @@ def decode_counter_slot(key: str, value: object) -> tuple[int, int] | None:
 
 class PNCounter:
     """A map from entity name to an integer counter, over one pycrdt doc."""
+
+    #: A bulk write of fewer slots goes through the observer like any other write:
+    #: muting it (unsubscribing and subscribing again) costs more than one event.
+    bulk_min = 32
 
     def __init__(self, doc: pycrdt.Doc[Any]) -> None:
         self.doc = doc
@@ -84,6 +95,11 @@ class PNCounter:
         self._read_all()
         return iter(self._totals)
 
+    def keyed(self) -> set[str]:
+        """Entities with at least one slot key, valid or not, read or not: a superset of
+        :meth:`entities` that reads no slot (what an import asks of a big document)."""
+        return {*self._totals, *self._unread}
+
     def items(self) -> Iterator[tuple[str, int]]:
         """``(entity, value)`` pairs."""
         self._read_all()
@@ -113,6 +129,54 @@ class PNCounter:
         if inc > MAX_SAFE_INTEGER or dec > MAX_SAFE_INTEGER:
             raise InvalidArgument(f"counter for {entity!r} would exceed 2**53 - 1")
         self._root[entity + SEP + self._writer] = [inc, dec]
+
+    def add_many(self, deltas: Mapping[str, int]) -> int:
+        """Add each ``{entity: delta}`` in ONE transaction of ``doc`` that this call opens.
+
+        The slots are those :meth:`add` writes entity by entity, but every
+        delta is checked before the first slot is written, and no observer event
+        is built and read back per key: the view reads the written slots on
+        first use, as it reads the slots of a document just opened.
+        Must not run inside a transaction of ``doc``.  Fewer than
+        :attr:`bulk_min` slots are written through the observer instead.
+        Returns how many slots were written.
+        """
+        writes: list[tuple[str, int, int]] = []
+        unread, slots_of, writer = self._unread, self._slots, self._writer
+        for entity, delta in deltas.items():
+            if type(delta) is not int or abs(delta) > MAX_SAFE_INTEGER:
+                check_safe_int(delta, "quantity")  # raises
+            if delta == 0:
+                continue
+            if entity in unread:
+                self._read(entity)
+            own = slots_of.get(entity)
+            inc, dec = (0, 0) if own is None else own.get(writer, (0, 0))
+            if delta > 0:
+                inc += delta
+            else:
+                dec -= delta
+            if inc > MAX_SAFE_INTEGER or dec > MAX_SAFE_INTEGER:
+                raise InvalidArgument(f"counter for {entity!r} would exceed 2**53 - 1")
+            writes.append((entity, inc, dec))
+        root = self._root
+        if len(writes) < self.bulk_min:
+            with self.doc.transaction(origin="local"):
+                for entity, inc, dec in writes:
+                    root[entity + SEP + writer] = [inc, dec]
+            return len(writes)
+        root.unobserve(self._subscription)
+        try:
+            with paused_gc(), bulk_setter(root, "local") as put:
+                for entity, inc, dec in writes:
+                    key = entity + SEP + writer
+                    put(key, [inc, dec])
+                    # Read back on first use, as the slots of a document just opened are.
+                    unread.setdefault(entity, []).append(key)
+        finally:
+            self._subscription = root.observe(self._on_change)
+        self._changed.update(entity for entity, _, _ in writes)
+        return len(writes)
 
     def drain_changed(self) -> set[str]:
         """Entities whose value changed since the last drain."""

@@ -39,18 +39,21 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import pycrdt
 
-from tiendasync.crdt.keys import ROOT, SEP
+from tiendasync.crdt.keys import ROOT, SEP, bulk_setter, paused_gc
 from tiendasync.errors import InvalidArgument
 from tiendasync.model.hlc import Timestamp
 
 __all__ = ["TOMBSTONE", "FieldWrite", "LWWMap", "SortKey", "decode_slot", "slot_key"]
 
 TOMBSTONE = "\x00deleted"
+
+#: ``json.dumps`` of one string (ASCII-escaped), without building an encoder per call.
+_encode_str = json.encoder.encode_basestring_ascii
 
 
 #: ``(wall_ms, counter, replica_id, writer)``: what a slot sorts by.
@@ -93,6 +96,10 @@ class FieldWrite(NamedTuple):
 
 def encode_value(value: object, what: str) -> str:
     """Canonical JSON of a field value; refuses what JSON cannot carry exactly."""
+    if type(value) is str:  # the common cases, as json.dumps would spell them
+        return _encode_str(value)
+    if type(value) is int:
+        return repr(value)
     try:
         return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -159,12 +166,25 @@ def decode_slot(field: str, writer: int, value: object) -> FieldWrite | None:
     return FieldWrite(wall, counter, replica_id, writer, json_value, seen, origin)
 
 
+def _encode_field(name: str, value: object) -> str:
+    """:func:`encode_value` of a field's value (its message built only on failure)."""
+    if type(value) is str:
+        return _encode_str(value)
+    if type(value) is int:
+        return repr(value)
+    return encode_value(value, f"field {name!r}")
+
+
 def _latest(write: FieldWrite) -> SortKey:
     return write.sort_key
 
 
 class LWWMap:
     """Records of named fields with field-level last-writer-wins, over one doc."""
+
+    #: A bulk write of fewer slots goes through the observer like any other write:
+    #: muting it (unsubscribing and subscribing again) costs more than one event.
+    bulk_min = 32
 
     def __init__(self, doc: pycrdt.Doc[Any]) -> None:
         self.doc = doc
@@ -252,6 +272,64 @@ class LWWMap:
         encoded = {name: encode_value(value, f"field {name!r}") for name, value in fields.items()}
         for name, json_value in encoded.items():
             self._write(record, name, json_value, timestamp)
+
+    def set_many(
+        self, records: Mapping[str, Mapping[str, object]], clock: Callable[[], Timestamp]
+    ) -> int:
+        """Write many records in ONE transaction of ``doc`` that this call opens.
+
+        The slots are those :meth:`set` writes for each record in turn (one
+        ``clock()`` timestamp per record), but every value is encoded before the
+        first is written, and no observer event is built and read back per
+        key: the view reads the written slots on first use, as it reads the
+        slots of a document just opened.  Must not run inside a transaction
+        of ``doc`` (its event would then reach the view).  Fewer than
+        :attr:`bulk_min` slots are written through the observer instead.
+        Returns how many slots were written.
+        """
+        encoded = [
+            (record, {name: _encode_field(name, v) for name, v in fields.items()})
+            for record, fields in records.items()
+        ]
+        if sum(len(fields) for _, fields in encoded) < self.bulk_min:
+            with self.doc.transaction(origin="local"):
+                for record, fields in encoded:
+                    ts = clock()
+                    for name, json_value in fields.items():
+                        self._write(record, name, json_value, ts)
+            return sum(len(fields) for _, fields in encoded)
+        writer, root, raw = self._writer, self._root, self._raw
+        tail = SEP + str(writer)
+        written = 0
+        newest = self.newest
+        root.unobserve(self._subscription)
+        try:
+            with paused_gc(), bulk_setter(root, "local") as put:
+                for record, fields in encoded:
+                    ts = clock()
+                    wall, counter, replica = ts.wall_ms, ts.counter, ts.replica_id
+                    existing = self._fields(record) or {}
+                    keys = []
+                    for name, json_value in fields.items():
+                        slots = existing.get(name)
+                        seen = max(slots.values(), key=_latest).sort_key if slots else None
+                        key = record + SEP + name + tail
+                        put(key, [wall, counter, replica, json_value, name, seen and list(seen)])
+                        keys.append(key)
+                    # Read back on first use, as the slots of a document just opened are.
+                    pending = raw.get(record)
+                    if pending is None:
+                        raw[record] = keys
+                    else:
+                        pending.extend(keys)
+                    written += len(keys)
+                    if newest is None or ts > newest:
+                        newest = ts
+        finally:
+            self._subscription = root.observe(self._on_change)
+        self._changed.update(records)
+        self.newest = newest
+        return written
 
     def delete(self, record: str, timestamp: Timestamp) -> None:
         """Write a tombstone for ``record`` (fields written before it are hidden)."""

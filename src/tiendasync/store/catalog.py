@@ -10,30 +10,35 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from tiendasync.crdt.keys import paused_gc
 from tiendasync.errors import InvalidArgument
-from tiendasync.model.docnames import CATALOG, PRODUCT_INTEGER_FIELDS
-from tiendasync.model.names import check_name, check_safe_int
+from tiendasync.model.docnames import CATALOG, PRODUCT_INTEGER_FIELDS, stock_doc
+from tiendasync.model.names import MAX_SAFE_INTEGER, check_name, check_safe_int
 from tiendasync.store.boundary import public_api
 from tiendasync.store.core import ReplicaCore, WriteSpec
 
 __all__ = ["Catalog"]
 
 
-def validate_product(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Check a product dict; raise InvalidArgument with a clear message."""
+def validate_product(fields: Mapping[str, Any], names_ok: set[str] | None = None) -> dict[str, Any]:
+    """Check a product dict; raise InvalidArgument with a clear message.
+
+    ``names_ok``: field names already checked (a bulk import checks each once).
+    """
     if not isinstance(fields, Mapping):
         raise InvalidArgument(f"product fields must be a dict, got {type(fields).__name__}")
     if not fields:
         raise InvalidArgument("a product needs at least one field (e.g. name, price_cents)")
-    out: dict[str, Any] = {}
     for name, value in fields.items():
-        check_name(name, "field name")
+        if names_ok is None or name not in names_ok:
+            check_name(name, "field name")
+            if names_ok is not None:
+                names_ok.add(name)
         if name in PRODUCT_INTEGER_FIELDS:
             check_safe_int(value, name)
             if value < 0:
                 raise InvalidArgument(f"{name} must not be negative, got {value}")
-        out[name] = value
-    return out
+    return dict(fields)
 
 
 @public_api
@@ -83,25 +88,64 @@ class Catalog:
             mutate,
         )
 
-    def put_many(self, products: Mapping[str, Mapping[str, Any]]) -> int:
-        """Create or update many products in one durable transaction (bulk import)."""
+    def put_many(
+        self,
+        products: Mapping[str, Mapping[str, Any]],
+        *,
+        stock: Mapping[str, int] | None = None,
+        location: str | None = None,
+    ) -> int:
+        """Create or update many products in one durable transaction (bulk import).
+
+        ``stock``: ``{sku: units > 0}`` received at ``location`` (default: this
+        replica's) in the same write, so a catalog with its opening stock is one
+        commit.  Everything is checked before anything is written; the slots of
+        each document are written in one pass (see :meth:`LWWMap.set_many`).
+        Returns the number of products written.
+        """
         if not isinstance(products, Mapping):
             raise InvalidArgument(f"products must be a dict of SKU to fields, got {products!r}")
-        checked = {check_name(sku, "SKU"): validate_product(f) for sku, f in products.items()}
-        if not checked:
+        if stock is not None and not isinstance(stock, Mapping):
+            raise InvalidArgument(f"stock must be a dict of SKU to units, got {stock!r}")
+        with paused_gc():
+            return self._put_many(products, stock or {}, location)
+
+    def _put_many(
+        self,
+        products: Mapping[str, Mapping[str, Any]],
+        stock: Mapping[str, int],
+        location: str | None,
+    ) -> int:
+        names_ok: set[str] = set()
+        checked = {
+            check_name(sku, "SKU"): validate_product(f, names_ok) for sku, f in products.items()
+        }
+        units = {
+            (sku if sku in checked else check_name(sku, "SKU")): (
+                n  # the common case, without building the message of a refusal
+                if type(n) is int and 0 < n <= MAX_SAFE_INTEGER
+                else check_safe_int(n, f"stock of {sku}", positive=True)
+            )
+            for sku, n in stock.items()
+        }
+        if not checked and not units:
             return 0
 
         core = self._core
+        with core.locked():
+            loc = core.resolve_location(location) if units else None
 
-        def mutate() -> None:
-            with core.docs.doc(CATALOG).transaction(origin="local"):
-                m = core.catalog()
-                for sku, values in checked.items():
-                    m.set(sku, values, core.hlc.now())
+            def mutate() -> None:
+                if checked:
+                    core.catalog().set_many(checked, core.hlc.now)
+                if loc is not None:
+                    core.docs.doc(stock_doc(loc))
+                    core.counter(loc).add_many(units)
 
-        self._core.local_write(
-            WriteSpec("product_import", "catalog", f"import of {len(checked)} products"), mutate
-        )
+            summary = f"import of {len(checked)} products"
+            if loc is not None:
+                summary += f", {len(units)} SKU(s) received at {loc}"
+            core.local_write(WriteSpec("product_import", "catalog", summary), mutate)
         return len(checked)
 
     def delete(self, sku: str) -> None:

@@ -581,6 +581,7 @@ class ReplicaCore:
         """Forget in-memory state; it is rebuilt from disk on next use."""
         self.docs.unload()
         self._log_counts.clear()
+        self.changes.forget_pending()
 
     # -- listeners and connection state ----------------------------------------------------
 

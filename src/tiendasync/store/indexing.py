@@ -36,6 +36,9 @@ class ChangeIndex:
         #: Collect the resolution requests that changed (the relay's writer does).
         self.collect_requests = False
         self.changed_requests: set[tuple[str, str]] = set()
+        #: Sales this process is writing, by id: indexed from here rather than read
+        #: back from the ledger and validated again (see :meth:`forget_pending`).
+        self.known_sales: dict[str, Sale] = {}
 
     def index(self, doc_names: Iterable[str]) -> None:
         """Index what changed in ``doc_names`` (call inside the write's transaction)."""
@@ -49,9 +52,9 @@ class ChangeIndex:
                 for key in ledger.drain_added():
                     self.touched.update(self._index_ledger_key(doc, name.location, ledger, key))
             elif name.data_type == "catalog":
-                for sku in self._docs.view(CATALOG, LWWMap).drain_changed():
-                    self.changed_products.add(sku)
-                    self.touched.update((loc, sku) for loc in self._locations_of_sku(sku))
+                changed = self._docs.view(CATALOG, LWWMap).drain_changed()
+                self.changed_products |= changed
+                self.touched.update(self._stocked_or_sold(changed))
             elif name.data_type == "conflicts":
                 self.changed_conflicts.update(self._docs.view(CONFLICTS, LWWMap).drain_changed())
             elif name.data_type == "resolutions" and name.location is not None:
@@ -86,10 +89,12 @@ class ChangeIndex:
     def _index_ledger_key(self, doc: str, location: str, ledger: Ledger, key: str) -> set[Key]:
         sale_id, _, rest = key.partition(SEP)
         tag = rest.partition(SEP)[0]
-        record = ledger.get(sale_id)
-        if record is None or sale_record_problem(sale_id, record) is not None:
-            return set()  # not a sale (a foreign value): skipped
-        sale = Sale.from_record(sale_id, record, location=location)
+        sale = self.known_sales.pop(sale_id, None) if not tag else None
+        if sale is None or sale.location != location:
+            record = ledger.get(sale_id)
+            if record is None or sale_record_problem(sale_id, record) is not None:
+                return set()  # not a sale (a foreign value): skipped
+            sale = Sale.from_record(sale_id, record, location=location)
         sales = self._storage.sales
         if not tag:
             sales.add(
@@ -109,17 +114,24 @@ class ChangeIndex:
             return {(location, from_sku), (location, to_sku)}
         return {(location, ln.sku) for ln in sale.lines}
 
-    def _locations_of_sku(self, sku: str) -> set[str]:
-        found = self._storage.sales.locations_of_sku(sku)
+    def _stocked_or_sold(self, skus: set[str]) -> set[Key]:
+        """``(location, sku)`` of each of ``skus`` with stock or sales at a location.
+
+        One pass over each stock document's entities, not one per SKU: an
+        import changes thousands of products at once.  An entity whose only slots
+        are not valid counts as stocked (it gets reviewed, which is harmless).
+        """
+        found = self._storage.sales.sold_keys(skus) if skus else set()
         for doc in self._docs.names():
             name = parse_doc(doc)
-            if (
-                name.data_type == "stock"
-                and name.location is not None
-                and sku in dict(self._docs.view(doc, PNCounter).items())
-            ):
-                found.add(name.location)
+            if name.data_type == "stock" and name.location is not None:
+                stocked = skus.intersection(self._docs.view(doc, PNCounter).keyed())
+                found.update((name.location, sku) for sku in stocked)
         return found
+
+    def forget_pending(self) -> None:
+        """A write failed: the sales it was writing are not to be indexed from memory."""
+        self.known_sales.clear()
 
     def drain_touched(self) -> set[Key]:
         touched, self.touched = self.touched, set()

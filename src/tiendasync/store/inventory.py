@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from tiendasync.crdt import PNCounter
+from tiendasync.crdt.keys import paused_gc
 from tiendasync.errors import InvalidArgument
 from tiendasync.model.docnames import stock_doc
 from tiendasync.model.names import check_name, check_safe_int
@@ -82,6 +83,15 @@ class Inventory:
         """
         if isinstance(quantities, (str, bytes)) or not isinstance(quantities, Iterable):
             raise InvalidArgument(f"quantities must be {{sku: units}} or pairs, got {quantities!r}")
+        with paused_gc():
+            return self._receive_many(quantities, location, reason)
+
+    def _receive_many(
+        self,
+        quantities: Mapping[str, int] | Iterable[tuple[str, int]],
+        location: str | None,
+        reason: str | None,
+    ) -> int:
         items = list(quantities.items() if isinstance(quantities, Mapping) else quantities)
         totals: dict[str, int] = {}
         for n, item in enumerate(items, start=1):
@@ -238,11 +248,8 @@ class Inventory:
 
         def mutate() -> None:
             for loc, deltas in changes:
-                doc = self._core.docs.doc(stock_doc(loc))
-                with doc.transaction(origin="local"):
-                    counter = self._counter(loc)
-                    for sku, delta in deltas.items():
-                        counter.add(sku, delta)
+                self._core.docs.doc(stock_doc(loc))
+                self._counter(loc).add_many(deltas)
 
         return mutate
 

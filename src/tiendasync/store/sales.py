@@ -58,9 +58,16 @@ class Sales:
         core = self._core
         with core.locked():
             loc = core.resolve_location(location)
-            parsed = parse_lines(lines, self._catalog_price)
             catalog = core.catalog()
-            unknown = tuple(sorted({ln.sku for ln in parsed if catalog.get(ln.sku) is None}))
+            products: dict[str, dict[str, Any] | None] = {}
+
+            def product(sku: str) -> dict[str, Any] | None:
+                if sku not in products:  # one catalog read per SKU and sale
+                    products[sku] = catalog.get(sku)
+                return products[sku]
+
+            parsed = parse_lines(lines, lambda sku: _price_of(product(sku)))
+            unknown = tuple(sorted({ln.sku for ln in parsed if product(ln.sku) is None}))
             ts = core.hlc.now()
             sale = Sale(
                 new_sale_id(ts.wall_ms, ts.counter, core.client_id),
@@ -83,7 +90,11 @@ class Sales:
                         counter.add(sku, -qty)
 
             summary = f"sale {sale.id}: {len(parsed)} line(s), {sale.total_cents} cents at {loc}"
-            core.local_write(WriteSpec("sale", "sales", summary, ref=sale.id), mutate)
+            core.changes.known_sales[sale.id] = sale  # indexed without reading it back
+            try:
+                core.local_write(WriteSpec("sale", "sales", summary, ref=sale.id), mutate)
+            finally:
+                core.changes.known_sales.pop(sale.id, None)
             counter = core.counter(loc)
             negative = (
                 ()
@@ -92,11 +103,6 @@ class Sales:
             )
             notes = self._rules.app_notes((loc, sku) for sku in per_sku)
             return replace(sale, negative_stock=negative, unknown_skus=unknown, notes=notes)
-
-    def _catalog_price(self, sku: str) -> int:
-        """Price of ``sku`` from the catalog, 0 when unknown (the sale gets flagged)."""
-        price = (self._core.catalog().get(sku) or {}).get("price_cents", 0)
-        return price if isinstance(price, int) and not isinstance(price, bool) else 0
 
     def get(self, sale_id: str) -> Sale | None:
         """The sale with this id, or ``None``."""
@@ -202,3 +208,9 @@ class Sales:
         if doc is None:
             raise InvalidArgument(f"no sale {sale_id!r}")
         return doc
+
+
+def _price_of(product: dict[str, Any] | None) -> int:
+    """The catalog price of a product, 0 when unknown (the sale gets flagged)."""
+    price = (product or {}).get("price_cents", 0)
+    return price if isinstance(price, int) and not isinstance(price, bool) else 0

@@ -120,3 +120,20 @@ class SalesIndex:
             "SELECT DISTINCT location FROM sale_lines WHERE sku = ?", (sku,)
         ).fetchall()
         return {str(r[0]) for r in rows}
+
+    def sold_keys(self, skus: set[str]) -> set[tuple[str, str]]:
+        """``(location, sku)`` of each of ``skus`` ever sold there (few statements for many
+        SKUs: an import asks for thousands)."""
+        found: set[tuple[str, str]] = set()
+        if len(skus) > 500:  # one pass over the (location, sku) index, not one per chunk
+            rows = self.conn.execute("SELECT DISTINCT location, sku FROM sale_lines").fetchall()
+            return {(str(loc), str(sku)) for loc, sku in rows if sku in skus}
+        ordered = sorted(skus)
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT DISTINCT location, sku FROM sale_lines WHERE sku IN ({marks})", chunk
+            ).fetchall()
+            found.update((str(loc), str(sku)) for loc, sku in rows)
+        return found

@@ -18,6 +18,12 @@ __all__ = ["MIGRATIONS", "SCHEMA", "SCHEMA_VERSION", "Migration", "migrate", "ru
 SCHEMA_VERSION = 1
 
 #: Every table and index of a current database (idempotent DDL).
+#:
+#: What one sale writes is kept to few B-trees: ``queue_clocks``, ``sales`` and
+#: ``sale_lines`` are clustered on their primary key (``WITHOUT ROWID``), so a
+#: row costs one B-tree, not a table and its key's index.  A file created before
+#: that keeps its rowid tables: every statement reads and writes both layouts
+#: alike, so the layout is not a schema version.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS docs (
@@ -65,7 +71,7 @@ CREATE TABLE IF NOT EXISTS queue_clocks (
     clock INTEGER NOT NULL,
     acked INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (entry_id, doc)
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS queue_clocks_pending ON queue_clocks (doc, client_id, acked, clock);
 CREATE TABLE IF NOT EXISTS sales (
     id TEXT PRIMARY KEY,
@@ -74,7 +80,7 @@ CREATE TABLE IF NOT EXISTS sales (
     replica TEXT NOT NULL,
     created_at REAL NOT NULL,
     total_cents INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sales_location ON sales (location, created_at);
 CREATE TABLE IF NOT EXISTS sale_lines (
     sale_id TEXT NOT NULL,
@@ -88,7 +94,7 @@ CREATE TABLE IF NOT EXISTS sale_lines (
     voided INTEGER NOT NULL DEFAULT 0,
     remapped_to TEXT,
     PRIMARY KEY (sale_id, line)
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sale_lines_key ON sale_lines (location, sku);
 CREATE TABLE IF NOT EXISTS sync_log (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -1,0 +1,145 @@
+"""The one-pass bulk import writes the same document as the per-row path.
+
+``catalog.put_many(products, stock=...)`` writes every catalog slot and stock
+slot in one pass, without per-key observer events; its views index what they
+wrote themselves (from ``bulk_min`` slots on; below it, through the observer:
+both are tested).  Two replicas with the same writer id and clock, one fed
+row by row (``catalog.put``, ``inventory.receive``) and one in one pass, must
+hold the same documents, the same values in memory and after reopening.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pycrdt
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tiendasync import InvalidArgument, Replica
+from tiendasync.crdt import LWWMap, PNCounter
+from tiendasync.model.docnames import CATALOG, stock_doc
+
+SKUS = st.sampled_from([f"SKU-{i}" for i in range(12)])
+FIELDS = st.dictionaries(
+    st.sampled_from(["name", "price_cents", "brand", "cost_cents"]),
+    st.one_of(st.integers(0, 10_000), st.text(max_size=6), st.booleans(), st.none()),
+    min_size=1,
+    max_size=3,
+).map(
+    lambda d: {
+        k: (v if k not in ("price_cents", "cost_cents") or type(v) is int else 1)
+        for k, v in d.items()
+    }
+)
+PRODUCTS = st.dictionaries(SKUS, FIELDS, max_size=8)
+STOCK = st.dictionaries(SKUS, st.integers(1, 500), max_size=8)
+
+
+def _open(path: Path) -> Replica:
+    return Replica.open(
+        path,
+        tenant="acme",
+        replica_id="caja-1",
+        location="tienda-1",
+        wall_clock=lambda: 1_700_000_000_000,
+        client_id_source=random.Random(7).randrange,
+    )
+
+
+def _state(r: Replica) -> tuple[Any, ...]:
+    docs = r.core.docs
+    stock = stock_doc("tienda-1")
+    return (  # a document never written reads as empty, whether it is loaded or not
+        docs.doc(CATALOG).get("t", type=pycrdt.Map).to_py(),
+        docs.doc(stock).get("t", type=pycrdt.Map).to_py() if stock in docs else {},
+        dict(r.catalog.items()),
+        r.inventory.levels(),
+    )
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@pytest.mark.parametrize("bulk_min", [0, 10**9], ids=["muted-observer", "observer"])
+@given(before=PRODUCTS, stock_before=STOCK, products=PRODUCTS, stock=STOCK, after=PRODUCTS)
+def test_one_pass_import_equals_the_per_row_path(
+    tmp_path_factory: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    bulk_min: int,
+    before: dict[str, dict[str, Any]],
+    stock_before: dict[str, int],
+    products: dict[str, dict[str, Any]],
+    stock: dict[str, int],
+    after: dict[str, dict[str, Any]],
+) -> None:
+    monkeypatch.setattr(LWWMap, "bulk_min", bulk_min)  # 0: every write takes the bulk path
+    monkeypatch.setattr(PNCounter, "bulk_min", bulk_min)
+    tmp = tmp_path_factory.mktemp("bulk")
+    with _open(tmp / "rows.db") as rows, _open(tmp / "once.db") as once:
+        for r in (rows, once):  # the same history before the import
+            for sku, fields in before.items():
+                r.catalog.put(sku, fields)
+            for sku, units in stock_before.items():
+                r.inventory.receive(sku, units)
+        for sku, fields in products.items():
+            rows.catalog.put(sku, fields)
+        for sku, units in stock.items():
+            rows.inventory.receive(sku, units)
+        assert once.catalog.put_many(products, stock=stock) == len(products)
+        assert _state(once) == _state(rows)
+        for r in (rows, once):  # the views still hear later writes
+            for sku, fields in after.items():
+                r.catalog.put(sku, fields)
+        assert _state(once) == _state(rows)
+        expected = _state(rows)
+    with _open(tmp / "once.db") as reopened:  # what memory held is what the file holds
+        assert _state(reopened) == expected
+
+
+def test_a_bad_row_leaves_nothing_written(tmp_path: Path) -> None:
+    with _open(tmp_path / "a.db") as r:
+        before = len(r.queue.list(limit=100))
+        cases: list[tuple[dict[str, dict[str, Any]], dict[str, int]]] = [
+            ({"A": {"name": "x"}, "B": {"price_cents": -1}}, {}),
+            ({"A": {"name": "x"}}, {"A": 0}),
+            ({"A": {"name": "x"}}, {"": 3}),
+            ({"A": {"name": float("nan")}}, {}),
+        ]
+        for products, stock in cases:
+            try:
+                r.catalog.put_many(products, stock=stock)
+            except InvalidArgument:
+                pass
+            else:
+                raise AssertionError(f"{products}, {stock} was accepted")
+        assert r.catalog.get("A") is None and r.inventory.levels() == {}
+        assert len(r.queue.list(limit=100)) == before
+
+
+def test_one_pass_import_is_one_queue_entry_and_survives_reopen(tmp_path: Path) -> None:
+    products = {f"P{i}": {"name": f"Producto {i}", "price_cents": i} for i in range(300)}
+    with _open(tmp_path / "a.db") as r:
+        before = len(r.queue.list(limit=100))
+        r.catalog.put_many(products, stock={sku: 5 for sku in products})
+        entries = r.queue.list(limit=100)
+        assert len(entries) == before + 1 and entries[0].kind == "product_import"
+    with _open(tmp_path / "a.db") as r:
+        assert dict(r.catalog.items()) == products
+        assert r.inventory.levels() == {sku: 5 for sku in products}
+
+
+def test_sold_keys_are_the_same_for_few_and_many_skus(tmp_path: Path) -> None:
+    with _open(tmp_path / "a.db") as r:
+        r.catalog.put_many({f"P{i}": {"name": "x"} for i in range(3)})
+        for sku in ("P0", "P2", "GONE"):
+            r.record_sale([(sku, 1)])
+        sales = r.core.storage.sales
+        few = {"P0", "P1", "P2", "GONE"}
+        many = few | {f"X{i}" for i in range(600)}  # past one query's worth of SKUs
+        expected = {("tienda-1", "P0"), ("tienda-1", "P2"), ("tienda-1", "GONE")}
+        assert sales.sold_keys(few) == sales.sold_keys(many) == expected
+        assert sales.sold_keys(set()) == set()
