@@ -79,8 +79,7 @@ class ChangeIndex:
         records = set(view.records())
         if name.data_type == "catalog":
             self.changed_products |= records
-            for sku in records:
-                self.touched.update((loc, sku) for loc in self._locations_of_sku(sku))
+            self.touched.update(self._stocked_or_sold(records))
         elif name.data_type == "conflicts":
             self.changed_conflicts |= records
         elif name.data_type == "resolutions" and name.location and self.collect_requests:
