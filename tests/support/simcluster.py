@@ -276,6 +276,10 @@ class ClusterNet(SimNet):
     def cluster_nodes(self) -> list[SimNodeRelay]:
         return [r for r in self.relays if isinstance(r, SimNodeRelay)]
 
+    @property
+    def all_listening(self) -> bool:
+        return all(n.listening for n in self.cluster_nodes)
+
     def node(self, i: int) -> SimNodeRelay:
         return self.cluster_nodes[i % self.node_count]
 
@@ -476,6 +480,17 @@ class ClusterNet(SimNet):
                 out[name] = content
         cache.clear()
         return out
+
+    def stored_clocks(self) -> dict[str, dict[int, int]]:
+        """Per doc, the clocks its stored rows hold (rebuilt, not the state-vector rows)."""
+        cache = DocCache(self.relay.store)
+        try:
+            return {
+                name: cache.get(self.tenant, name).clocks()
+                for name in self.relay.store.state_vectors(self.tenant)
+            }
+        finally:
+            cache.clear()
 
     def node_divergences(self) -> list[str]:
         """Docs a node holds in memory that differ from the store of record, and replicas
