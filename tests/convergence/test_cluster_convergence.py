@@ -280,7 +280,13 @@ class ClusterConvergence(SyncConvergence):
                     FIGURES[k.removeprefix("cluster_").removesuffix("_total")] += int(v)
         FIGURES["writes"] += self.write_count
 
-        assert not net.duplicates, "updates stored twice:\n" + "\n".join(net.duplicates[:10])
+        assert not net.duplicates, (
+            "updates stored twice:\n"
+            + "\n".join(net.duplicates[:10])
+            + "\n"
+            + " | ".join(net.trace)
+        )
+        FIGURES["rows_stored_by_two_nodes_concurrently"] += net.concurrent_duplicates
         lost = net.acknowledged_not_stored()
         assert not lost, "acknowledged but not stored:\n" + "\n".join(lost[:10])
 

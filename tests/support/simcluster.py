@@ -119,6 +119,8 @@ class SimNodeRelay(SimRelay):
         self.cluster_net = net
         #: notifications delivered to this node's LISTEN connection, not read yet
         self.inbox: list[str] = []
+        #: per pending write (by id), :attr:`ClusterNet.rows_stored` when it was accepted
+        self.accepted_at: dict[int, int] = {}
         self.listening = False
         self.crashes = 0
         super().__init__(directory, **kw)
@@ -126,6 +128,12 @@ class SimNodeRelay(SimRelay):
 
     def _open_store(self) -> RelayStore:
         return PostgresRelayStore(self.url, node_id=self.node_id)
+
+    def _on_write(self, write: PendingWrite) -> None:
+        """The core applied an update (pending storage): note how many rows the cluster
+        had stored by then (see :meth:`ClusterNet.stored`)."""
+        self.accepted_at[id(write)] = self.cluster_net.rows_stored
+        super()._on_write(write)
 
     def _build_core(self) -> RelayCore:
         core = super()._build_core()
@@ -197,6 +205,7 @@ class SimNodeRelay(SimRelay):
 
     def crash(self) -> int:
         lost = super().crash()
+        self.accepted_at.clear()
         self.cluster.feed.close()
         self.listen_drop()
         self.crashes += 1
@@ -242,10 +251,17 @@ class ClusterNet(SimNet):
         self.lock_holder: SimNodeRelay | None = None
         #: where each replica's next connection goes (the load balancer)
         self.assignment: dict[str, int] = {}
-        #: per (doc, writer client), the struct clocks stored, and by which row
-        self.stored_items: dict[tuple[str, int], list[tuple[int, int, str, int]]] = {}
-        #: (doc, client, clock range, node, seq) of rows holding items another row holds
+        #: rows stored so far (every node), the cluster's logical commit clock
+        self.rows_stored = 0
+        #: per (doc, writer client), the clock ranges stored: ``(start, end, node, seq, n)``
+        #: (``n``: :attr:`rows_stored` after that row)
+        self.stored_items: dict[tuple[str, int], list[tuple[int, int, str, int, int]]] = {}
+        #: rows holding items a row stored before the node accepted them (a bug: it
+        #: should have known them), as text
         self.duplicates: list[str] = []
+        #: rows holding items another node stored after this node accepted them (two
+        #: nodes held the same upload uncommitted: at-least-once storage, harmless)
+        self.concurrent_duplicates = 0
         super().__init__(directory, seed=seed, clock=clock, max_docs=max_docs, **kw)
         for node in self.cluster_nodes:
             node.listen_connect()
@@ -305,21 +321,30 @@ class ClusterNet(SimNet):
                 node.inbox.append(payload)
 
     def stored(self, node: SimNodeRelay, batch: list[PendingWrite], seqs: list[int | None]) -> None:
-        """``node`` committed ``batch``: note which items each row holds (to find an
-        update stored twice), then the commit's notifications."""
+        """``node`` committed ``batch``: note which items each row holds (an update
+        stored twice, see :attr:`duplicates`), then the commit's notifications."""
         for write, seq in zip(batch, seqs, strict=False):
+            accepted = node.accepted_at.pop(id(write), 0)
             if seq is None or write.data is None:
                 continue
+            self.rows_stored += 1
+            concurrent = False
             for struct in parse_update(write.data).structs:
                 held = self.stored_items.setdefault((write.doc, struct.client), [])
                 lo, hi = struct.clock, struct.clock + struct.length
-                for a, b, who, other in held:
-                    if a < hi and lo < b:
+                for a, b, who, other, when in held:
+                    if not (a < hi and lo < b):
+                        continue
+                    if when <= accepted or who == node.node_id:
                         self.duplicates.append(
                             f"{write.doc} {struct.client}:{max(a, lo)}..{min(b, hi) - 1} in "
-                            f"row {other} ({who}) and row {seq} ({node.node_id})"
+                            f"row {other} ({who}) and row {seq} ({node.node_id}, accepted "
+                            f"after {accepted} rows, the first was row #{when})"
                         )
-                held.append((lo, hi, node.node_id, seq))
+                    else:
+                        concurrent = True
+                held.append((lo, hi, node.node_id, seq, self.rows_stored))
+            self.concurrent_duplicates += concurrent
             self.notify(update_notice(node.node_id, write.tenant, write.doc, seq))
 
     def review_lock(self, node: SimNodeRelay) -> bool:

@@ -231,8 +231,11 @@ class SimRelay:
             invariants=self.invariants,
             max_docs=self.max_docs,
             on_output=self._on_output,
-            on_write=self.pending.append,
+            on_write=self._on_write,
         )
+
+    def _on_write(self, write: PendingWrite) -> None:
+        self.pending.append(write)
 
     def _on_output(self, session: RelaySession) -> None:
         self.dirty[session.id] = session
