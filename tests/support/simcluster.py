@@ -284,6 +284,8 @@ class ClusterNet(SimNet):
                 max_docs=max_docs,
                 clock=self.clock.seconds,
                 client_id_source=self.rng.randrange,
+                # the central writers stamp with the simulation's clock: replays are exact
+                central_wall_clock=self.clock,
             )
             for i in range(self.node_count)
         ]

@@ -194,6 +194,7 @@ class SimRelay:
         max_docs: int = 1000,
         clock: Callable[[], float] = time.time,
         client_id_source: Callable[[int], int] | None = None,
+        central_wall_clock: Callable[[], int] | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -202,6 +203,8 @@ class SimRelay:
         self._session_ids = itertools.count(1)
         #: session ids are ``<prefix>-<n>`` (a cluster's nodes: one prefix each)
         self.session_prefix = "sim"
+        #: the central writers' wall clock in ms (None: the system clock)
+        self.central_wall_clock = central_wall_clock
         self.max_docs = max_docs
         self.db_path = self.directory / "relay.db"
         self.central_dir = self.directory / "central" if central else None
@@ -232,6 +235,7 @@ class SimRelay:
             max_docs=self.max_docs,
             on_output=self._on_output,
             on_write=self._on_write,
+            central_wall_clock=self.central_wall_clock,
         )
 
     def _on_write(self, write: PendingWrite) -> None:
