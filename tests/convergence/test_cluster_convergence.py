@@ -32,7 +32,7 @@ Checked:
   when it dies; at the end each (invariant, key) has at most one open
   conflict, and the open ones are exactly the invariants' verdict.
 
-Profiles: CI ``max_examples=8, stateful_step_count=30``; ``TIENDASYNC_SOAK=1``
+Profiles: CI ``max_examples=15, stateful_step_count=30``; ``TIENDASYNC_SOAK=1``
 (``make soak``) 300 cases of up to 80 steps.  A failure prints its steps and a
 ``@reproduce_failure`` blob, as the single-relay machine does.
 """
@@ -63,7 +63,7 @@ from tests.support.simnet import SimClock, replica_snapshot
 from tiendasync.store.invariants import evaluate
 
 CI_SETTINGS = settings(
-    max_examples=8,
+    max_examples=15,
     stateful_step_count=30,
     deadline=None,
     print_blob=True,
@@ -209,13 +209,16 @@ class ClusterConvergence(SyncConvergence):
             max_size=4,
         ),
         flush=st.booleans(),
+        compact=st.booleans(),
     )
     def listen_outage(
-        self, i: int, batch: list[tuple[str, int, str, int, bool]], flush: bool
+        self, i: int, batch: list[tuple[str, int, str, int, bool]], flush: bool, compact: bool
     ) -> None:
         """A LISTEN outage while the others work: the node's connection drops, replicas
-        of the other nodes write and sync (stored with ``flush``) while it is deaf, then
-        it comes back and catches up (checked at once)."""
+        of the other nodes write and sync (stored with ``flush``) while it is deaf, the
+        updates table is compacted (``compact``: rows the node never read are folded
+        into snapshots, so it must reload those docs), then it comes back and catches
+        up (checked at once)."""
         net = self.c
         self._listen_drop(i)
         deaf = net.node(i)
@@ -225,6 +228,8 @@ class ClusterConvergence(SyncConvergence):
                 self._write(kind, j, sku, qty, flag)
                 net.connect(name)
         net.run(flush=flush)
+        if compact:
+            net.relay_compact()
         self._listen_reconnect(i)
 
     def _assert_node_current(self, i: int, when: str) -> None:
@@ -377,7 +382,7 @@ def _run(profile: settings, title: str, pg_server: PgServer) -> None:
 
 
 def test_cluster_convergence_under_faults(pg_server: PgServer) -> None:
-    """CI profile: 8 cases of up to 30 steps on 2-3 relay nodes."""
+    """CI profile: 15 cases of up to 30 steps on 2-3 relay nodes."""
     _run(CI_SETTINGS, "cluster convergence (CI profile)", pg_server)
 
 
