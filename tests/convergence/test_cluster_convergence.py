@@ -105,7 +105,6 @@ class ClusterConvergence(SyncConvergence):
         super().__init__()
         self.url: str | None = None
         self.node_crashes = 0
-        self.listen_drops = 0
 
     @property
     def c(self) -> ClusterNet:
