@@ -246,9 +246,13 @@ class ClusterConvergence(SyncConvergence):
             )
 
     @precondition(lambda self: self.net is not None and self.node_crashes < 3)
-    @rule(i=node_index)
-    def kill_node(self, i: int) -> None:
+    @rule(i=node_index, mid_stream=st.booleans())
+    def kill_node(self, i: int, mid_stream: bool) -> None:
+        """The node is SIGKILLed (``mid_stream``: right after every message in flight was
+        applied and before its group commit, so its pending writes are lost)."""
         self.node_crashes += 1
+        if mid_stream:
+            self.c.run(flush=False)
         FIGURES["node_writes_lost_uncommitted"] += self.c.crash_node(i)
 
     @rule(i=node_index)
