@@ -139,6 +139,16 @@ class PgServer:
             conn.execute(f"CREATE DATABASE {name}")  # the name is ours: t + a number
         return self.url(name)
 
+    def drop_database(self, url: str) -> None:
+        """Drop the database of ``url`` (one :meth:`new_database` made), connections and all."""
+        import psycopg
+
+        name = urllib.parse.urlsplit(url).path.lstrip("/")
+        if not name.startswith("t") or not name[1:].isdigit():
+            raise ValueError(f"not a database of this server's: {name!r}")
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
     def stop(self) -> None:
         try:
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")

@@ -52,7 +52,7 @@ from tiendasync import Replica
 from tiendasync.crdt import ROOT, PNCounter
 from tiendasync.errors import InvalidArgument, RemoteProtocolError
 from tiendasync.model.docnames import stock_doc
-from tiendasync.protocol import CLOSE_PROTOCOL, FrameType
+from tiendasync.protocol import CLOSE_PROTOCOL, FrameType, Hello
 from tiendasync.protocol.frames import FrameDecoder
 from tiendasync.protocol.statevector import decode_state_vector
 from tiendasync.relay.auth import issue_token
@@ -62,7 +62,7 @@ from tiendasync.relay.docs import DocCache, compact
 from tiendasync.relay.generations import Generations, RolloverPolicy, ownership_check
 from tiendasync.relay.lookups import answer_hello, log_session
 from tiendasync.relay.ownership import writer_of
-from tiendasync.relay.storage import SqliteRelayStore
+from tiendasync.relay.storage import RelayStore, SqliteRelayStore
 from tiendasync.store.sync_session import ReplicaSync
 from tiendasync.store.synclog import finish_session, start_session
 
@@ -197,12 +197,17 @@ class SimRelay:
         max_docs: int = 1000,
         clock: Callable[[], float] = time.time,
         client_id_source: Callable[[int], int] | None = None,
+        central_wall_clock: Callable[[], int] | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.clock = clock
         self.client_id_source = client_id_source
         self._session_ids = itertools.count(1)
+        #: session ids are ``<prefix>-<n>`` (a cluster's nodes: one prefix each)
+        self.session_prefix = "sim"
+        #: the central writers' wall clock in ms (None: the system clock)
+        self.central_wall_clock = central_wall_clock
         self.max_docs = max_docs
         self.db_path = self.directory / "relay.db"
         self.central_dir = self.directory / "central" if central else None
@@ -218,22 +223,30 @@ class SimRelay:
         #: late updates (docs/generations.md) waiting to be carried, in arrival order
         self.late: list[tuple[RelaySession, str, int, bytes, list[int]]] = []
         self.rollovers = 0
-        self.store = SqliteRelayStore(str(self.db_path), durability=durability)
+        self.store: RelayStore = self._open_store()
         self.core = self._build_core()
+
+    def _open_store(self) -> RelayStore:
+        """The store of record (a cluster's nodes share one, ``tests/support/simcluster.py``)."""
+        return SqliteRelayStore(str(self.db_path), durability=self.durability)
 
     def _build_core(self) -> RelayCore:
         return RelayCore(
             self.store,
             clock=self.clock,
-            random_id=lambda: f"sim-{next(self._session_ids):06d}",
+            random_id=lambda: f"{self.session_prefix}-{next(self._session_ids):06d}",
             client_id_source=self.client_id_source,
             central_dir=self.central_dir,
             invariants=self.invariants,
             max_docs=self.max_docs,
             on_output=self._on_output,
-            on_write=self.pending.append,
+            on_write=self._on_write,
             on_late=lambda *late: self.late.append(late),
+            central_wall_clock=self.central_wall_clock,
         )
+
+    def _on_write(self, write: PendingWrite) -> None:
+        self.pending.append(write)
 
     def _generations(self, policy: RolloverPolicy | None = None) -> Generations:
         draw = self.client_id_source
@@ -306,9 +319,13 @@ class SimRelay:
         return lost
 
     def start(self) -> None:
-        self.store = SqliteRelayStore(str(self.db_path), durability=self.durability)
+        self.store = self._open_store()
         self.core = self._build_core()
         self.restarts += 1
+
+    def answer_hello(self, session: RelaySession, hello: Hello) -> None:
+        """The server's lookups for a HELLO, inline."""
+        answer_hello(self.core, self.store, session, hello)
 
     def central(self) -> CentralWriter:
         return self.core.central(self.tenant)
@@ -361,6 +378,8 @@ class Link:
     sync: ReplicaSync
     session: RelaySession
     live: bool
+    #: the relay (a cluster: the relay node) the connection reached
+    relay: SimRelay
     up: list[bytes] = field(default_factory=list)
     down: list[bytes] = field(default_factory=list)
     replica_closed: bool = False
@@ -429,17 +448,29 @@ class SimNet:
         self._link_ids = 0
         self.faults: dict[str, int] = {}
         self.trace: list[str] = []
-        self.relay = SimRelay(
-            self.directory / "relay",
-            tenant=tenant,
-            central=central,
-            invariants=invariants,
-            durability=durability,
-            max_docs=max_docs,
-            clock=self.clock.seconds,
-            client_id_source=self.rng.randrange,
+        #: every relay process (one here; a cluster's nodes, ``tests/support/simcluster.py``)
+        self.relays: list[SimRelay] = self._make_relays(
+            central=central, invariants=invariants, durability=durability, max_docs=max_docs
         )
+        #: the relay (a cluster: its first node, which the tokens are issued through)
+        self.relay = self.relays[0]
         self._by_session: dict[str, Link] = {}
+
+    def _make_relays(
+        self, *, central: bool, invariants: tuple[Any, ...], durability: str, max_docs: int
+    ) -> list[SimRelay]:
+        return [
+            SimRelay(
+                self.directory / "relay",
+                tenant=self.tenant,
+                central=central,
+                invariants=invariants,
+                durability=durability,
+                max_docs=max_docs,
+                clock=self.clock.seconds,
+                client_id_source=self.rng.randrange,
+            )
+        ]
 
     # -- determinism -------------------------------------------------------------------
 
@@ -509,7 +540,7 @@ class SimNet:
         lost = self.relay.crash()
         self._by_session.clear()
         if rollover is not None:
-            self.relay.store = SqliteRelayStore(str(self.relay.db_path), durability=self.durability)
+            self.relay.store = self.relay._open_store()
             rolled = self.relay.roll_over(rollover)
             self.relay.store.close()
             self._log(f"rollover: {len(rolled)} documents")
@@ -554,8 +585,20 @@ class SimNet:
     def links_of(self, name: str) -> list[Link]:
         return [link for link in self.links if link.node.name == name]
 
-    def connect(self, name: str, *, live: bool = True, full: bool | None = None) -> Link | None:
-        """Open a connection (the client's ``_run_session``); None if partitioned."""
+    def relay_for(self, name: str) -> SimRelay:
+        """The relay a new connection of replica ``name`` reaches."""
+        return self.relay
+
+    def connect(
+        self,
+        name: str,
+        *,
+        live: bool = True,
+        full: bool | None = None,
+        relay: SimRelay | None = None,
+    ) -> Link | None:
+        """Open a connection (the client's ``_run_session``) to ``relay`` (default:
+        :meth:`relay_for`); None if partitioned."""
         node = self.nodes[name]
         if node.partitioned:
             return None
@@ -568,8 +611,9 @@ class SimNet:
         sync = ReplicaSync(
             r, node.token, relay=RELAY_URL, full=full, live=live, clock=self.clock.seconds
         )
-        session = self.relay.core.new_session()
-        link = Link(self._link_ids, node, sync, session, live)
+        relay = relay if relay is not None else self.relay_for(name)
+        session = relay.core.new_session()
+        link = Link(self._link_ids, node, sync, session, live, relay)
         self.links.append(link)
         self._by_session[session.id] = link
         node.link = link
@@ -609,9 +653,9 @@ class SimNet:
             self._fault("reorder")
         if direction == UP:
             assert not link.relay_closed
-            hello = self.relay.core.receive(link.session, message)
+            hello = link.relay.core.receive(link.session, message)
             if hello is not None:  # the server's lookups, inline
-                answer_hello(self.relay.core, self.relay.store, link.session, hello)
+                link.relay.answer_hello(link.session, hello)
         else:
             assert not link.replica_closed
             link.sync.receive_data(message)
@@ -697,10 +741,12 @@ class SimNet:
         strict = self.strict_acks if strict_acks is None else strict_acks
         problems: list[str] = []
         self.stale_acks = 0
-        if self.relay.pending:
-            problems.append(f"{len(self.relay.pending)} writes not stored")
-        if self.relay.late:
-            problems.append(f"{len(self.relay.late)} late updates not carried")
+        unstored = sum(len(relay.pending) for relay in self.relays)
+        if unstored:
+            problems.append(f"{unstored} writes not stored")
+        late = sum(len(relay.late) for relay in self.relays)
+        if late:
+            problems.append(f"{late} late updates not carried")
         if self.pending_messages():
             problems.append(f"{self.pending_messages()} messages in flight")
         relay = self.relay.doc_clocks()
@@ -837,22 +883,23 @@ class SimNet:
 
     def _settle(self) -> None:
         """Move the relay's output to links and end the connections that are over."""
-        while self.relay.dirty:
-            _, session = self.relay.dirty.popitem()
-            link = self._by_session.get(session.id)
-            if session.conn is None:
-                continue
-            data = session.conn.data_to_send()
-            session.queued_bytes = 0
-            if link is None:
-                continue  # the session ended; its socket is gone
-            if data:
-                link.received.append(data)
-                if not link.relay_closed and not link.replica_closed:
-                    link.down.append(data)  # (a closed client reads no more)
-            if session.conn.closed and not link.relay_closed:
-                link.relay_closed = True
-                link.up.clear()  # the server stops reading
+        for relay in self.relays:
+            while relay.dirty:
+                _, session = relay.dirty.popitem()
+                link = self._by_session.get(session.id)
+                if session.conn is None:
+                    continue
+                data = session.conn.data_to_send()
+                session.queued_bytes = 0
+                if link is None:
+                    continue  # the session ended; its socket is gone
+                if data:
+                    link.received.append(data)
+                    if not link.relay_closed and not link.replica_closed:
+                        link.down.append(data)  # (a closed client reads no more)
+                if session.conn.closed and not link.relay_closed:
+                    link.relay_closed = True
+                    link.up.clear()  # the server stops reading
         for link in list(self.links):
             if (link.replica_closed and not link.up) or (link.relay_closed and not link.down):
                 self._end(link)
@@ -863,8 +910,8 @@ class SimNet:
             return
         self.links.remove(link)
         self._by_session.pop(link.session.id, None)
-        if link.session.id in self.relay.core.sessions:
-            log_session(self.relay.store, self.relay.core.end_session(link.session))
+        if link.session.id in link.relay.core.sessions:
+            log_session(link.relay.store, link.relay.core.end_session(link.session))
         if link.current:
             # closed by the relay (or the network) while the replica was still in it
             link.outcome = link.outcome or "closed by the relay"

@@ -62,10 +62,12 @@ class CentralWriter:
         invariants: Iterable[Invariant] = (),
         *,
         client_id_source: Callable[[int], int] | None = None,
+        wall_clock: Callable[[], int] | None = None,
     ) -> CentralWriter:
         """Open (or create) the writer of ``tenant`` under ``directory``.
 
-        ``client_id_source``: see :meth:`tiendasync.Replica.open` (deterministic tests).
+        ``client_id_source``, ``wall_clock``: see :meth:`tiendasync.Replica.open`
+        (deterministic tests).
         """
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
@@ -76,6 +78,7 @@ class CentralWriter:
             location=CENTRAL_LOCATION,
             durability="normal",
             client_id_source=client_id_source,
+            wall_clock=wall_clock,
         )
         writer = cls(replica, publish)
         for inv in invariants:

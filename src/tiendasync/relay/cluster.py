@@ -31,6 +31,14 @@ Its own commits a node remembers by seq (``committed``) and leaves out of its
 reads.  Deliveries to sessions are at least once (a CRDT update applies once
 however often it arrives).
 
+The decisions are sans I/O, so a simulated network drives the same code
+(``tests/support/simcluster.py``): :meth:`ClusterNode.connected` (the catch-up
+after LISTEN (re)connects), :meth:`ClusterNode.notice`, :meth:`ClusterNode.due`,
+:meth:`ClusterNode.plan` / :meth:`ClusterNode.handle` (what to read, cursor
+moves, when to reload), :meth:`ClusterNode.serving` and
+:meth:`ClusterNode.review_lock_checked`; the asyncio tasks only read the
+feed in threads and call them (:meth:`ClusterNode.pull_now` does it inline).
+
 Node-to-node messages ride the same channel: :meth:`ClusterNode.on` registers
 a handler for a kind, :meth:`ClusterNode.send` sends one (kind ``u`` is the
 update pointer, reserved).
@@ -54,7 +62,15 @@ from tiendasync.relay.state import PendingWrite
 if TYPE_CHECKING:
     from tiendasync.relay.core import RelayCore
 
-__all__ = ["MAX_NOTICE_BYTES", "ClusterNode", "Feed", "Notice", "Pulled", "parse_notice"]
+__all__ = [
+    "MAX_NOTICE_BYTES",
+    "ClusterNode",
+    "Feed",
+    "Notice",
+    "PullPlan",
+    "Pulled",
+    "parse_notice",
+]
 
 log = logging.getLogger("tiendasync.relay.cluster")
 
@@ -109,6 +125,20 @@ class Pulled:
     snapshots: dict[Key, int] = field(default_factory=dict)
     #: ``(tenant, doc, seq)`` of rows whose checksum failed: left out
     damaged: list[tuple[str, str, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PullPlan:
+    """One read of the others' rows, as :meth:`ClusterNode.plan` decided it."""
+
+    #: per document, the cursor the read starts after
+    cursors: dict[Key, int]
+    #: per document, this node's own seqs above the cursor (left out of the read)
+    own: dict[Key, frozenset[int]]
+    #: per document, the highest seq announced (popped: restored if the read fails)
+    announced: dict[Key, int]
+    #: every own seq of ``own``, for :meth:`Feed.rows_after`
+    exclude: list[int]
 
 
 class Feed(Protocol):
@@ -261,12 +291,22 @@ class ClusterNode:
 
     async def _connected(self) -> None:
         """LISTEN is active (again): every document's cursor, from the table."""
-        latest = await asyncio.to_thread(self.feed.latest_seqs)
+        self.connected(await asyncio.to_thread(self.feed.latest_seqs))
+
+    def connected(self, latest: Mapping[Key, int]) -> int:
+        """The LISTEN connection is active (again) and ``latest`` (every document's
+        highest seq, :meth:`Feed.latest_seqs`) was read after it became so.
+
+        The first time, the cursors start there (this node has loaded nothing yet:
+        a load reads storage).  After a reconnection, every document above its
+        cursor is due for a pull (notifications sent while deaf were lost); returns
+        how many.  No I/O: the pump reads ``latest``, the simulation too.
+        """
         if not self._started:
             self._started = True
             for key, seq in latest.items():
                 self.seen.setdefault(key, seq)
-            return
+            return 0
         self.catch_ups += 1
         behind = 0
         for key, seq in latest.items():
@@ -275,12 +315,17 @@ class ClusterNode:
                 behind += 1
         log.info("relay node %s: reconnected; %d document(s) to catch up", self.node_id, behind)
         self._kick()
+        return behind
 
     def _kick(self) -> None:
         if self._wake is not None:
             self._wake.set()
 
     def _notice(self, payload: str) -> None:
+        self.notice(payload)
+
+    def notice(self, payload: str) -> None:
+        """One notification's payload, as the LISTEN connection delivered it (no I/O)."""
         notice = parse_notice(payload)
         if notice is None:
             self.bad_notices += 1
@@ -321,7 +366,7 @@ class ClusterNode:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.tick_seconds)
             self._wake.clear()
-            keys = set(self.notified) | set(self.own)
+            keys = self.due()
             if not keys:
                 continue
             try:
@@ -330,6 +375,11 @@ class ClusterNode:
                 log.exception(
                     "relay node %s: reading the other nodes' updates failed", self.node_id
                 )
+
+    def due(self) -> set[Key]:
+        """The documents a pull must look at: announced by others, or with own commits
+        above the cursor (which move it on)."""
+        return set(self.notified) | set(self.own)
 
     async def serve_current(
         self, tenant: str, docs: Iterable[str] | None, serve: Callable[[], Awaitable[None]]
@@ -345,12 +395,17 @@ class ClusterNode:
         announced, would never reach it.
         """
         assert self._pull_lock is not None
-        names = docs if docs is not None else [d for t, d in self.core.docs.loaded() if t == tenant]
         async with self._pull_lock:
-            keys = {(tenant, d) for d in names if self.core.docs.current(tenant, d) is not None}
+            keys = self.serving(tenant, docs)
             if keys:
                 await self._pull_locked(keys, force=True)
             await serve()
+
+    def serving(self, tenant: str, docs: Iterable[str] | None) -> set[Key]:
+        """What :meth:`serve_current` pulls first: the docs (default: every loaded doc
+        of ``tenant``) this node holds in memory."""
+        names = docs if docs is not None else [d for t, d in self.core.docs.loaded() if t == tenant]
+        return {(tenant, d) for d in names if self.core.docs.current(tenant, d) is not None}
 
     def _wanted(self, key: Key) -> bool:
         """Whether this node needs ``key``'s rows: loaded, followed here, or reviewed here."""
@@ -366,29 +421,60 @@ class ClusterNode:
             await self._pull_locked(keys, force=force)
 
     async def _pull_locked(self, keys: Iterable[Key], *, force: bool) -> None:
+        plan = self.plan(keys, force=force)
+        if plan is None:
+            return
+        try:
+            pulled = await asyncio.to_thread(self.feed.rows_after, plan.cursors, plan.exclude)
+        except BaseException:
+            self.read_failed(plan)
+            raise
+        self.handle(plan, pulled)
+
+    def pull_now(self, keys: Iterable[Key], *, force: bool = False) -> None:
+        """:meth:`pull` without asyncio: the feed's read in this thread (the simulation)."""
+        plan = self.plan(keys, force=force)
+        if plan is None:
+            return
+        try:
+            pulled = self.feed.rows_after(plan.cursors, plan.exclude)
+        except BaseException:
+            self.read_failed(plan)
+            raise
+        self.handle(plan, pulled)
+
+    def plan(self, keys: Iterable[Key], *, force: bool) -> PullPlan | None:
+        """What to read of ``keys`` (None: nothing).  A key nobody here needs (not
+        loaded, not followed, not reviewed; ``force`` needs them all) has its cursor
+        moved on unread: a later load or session reads storage."""
         wanted: set[Key] = set()
         for key in keys:
             if force or self._wanted(key):
                 wanted.add(key)
                 continue
-            # Nobody here needs its rows: a later load or session reads storage.
             top = max([self.notified.pop(key, 0), *self.own.pop(key, ())])
             self.seen[key] = max(self.seen.get(key, 0), top)
         if not wanted:
-            return
-        cursors = {k: self.seen.get(k, 0) for k in wanted}
+            return None
         own = {k: frozenset(self.own.get(k, ())) for k in wanted}
-        announced = {k: self.notified.pop(k, 0) for k in wanted}
-        exclude = [s for seqs in own.values() for s in seqs]
-        try:
-            pulled = await asyncio.to_thread(self.feed.rows_after, cursors, exclude)
-        except BaseException:
-            for k, seq in announced.items():  # read again next time
-                if seq:
-                    self.notified[k] = max(seq, self.notified.get(k, 0))
-            raise
+        return PullPlan(
+            cursors={k: self.seen.get(k, 0) for k in wanted},
+            own=own,
+            announced={k: self.notified.pop(k, 0) for k in wanted},
+            exclude=[s for seqs in own.values() for s in seqs],
+        )
+
+    def read_failed(self, plan: PullPlan) -> None:
+        """The read of ``plan`` failed: what was announced is read again next time."""
+        for k, seq in plan.announced.items():
+            if seq:
+                self.notified[k] = max(seq, self.notified.get(k, 0))
+
+    def handle(self, plan: PullPlan, pulled: Pulled) -> None:
+        """Apply what the read of ``plan`` returned and move the cursors (no I/O but
+        a reload from storage when rows were folded into a snapshot unread)."""
         self.pulls += 1
-        self._handle(pulled, cursors, own)
+        self._handle(pulled, plan.cursors, plan.own)
 
     def _handle(
         self, pulled: Pulled, cursors: dict[Key, int], own: dict[Key, frozenset[int]]
@@ -444,11 +530,15 @@ class ClusterNode:
             except Exception:
                 log.exception("relay node %s: checking the review lock failed", self.node_id)
                 held = False
-            if held and not self.reviewer:
-                self._start_reviewing()
-            elif not held and self.reviewer:
-                self._stop_reviewing()
+            self.review_lock_checked(held)
             await asyncio.sleep(self.review_check_seconds)
+
+    def review_lock_checked(self, held: bool) -> None:
+        """The review lock was checked: this node holds it (``held``) or not."""
+        if held and not self.reviewer:
+            self._start_reviewing()
+        elif not held and self.reviewer:
+            self._stop_reviewing()
 
     def _start_reviewing(self) -> None:
         self.reviewer = True

@@ -81,7 +81,8 @@ class RelayCore:
     ``clock()`` is the wall clock (seconds since the epoch) stamped on the
     sync log; ``random_id()`` draws a session id (unique among live
     sessions).  ``store`` only backs the doc cache and the central writers.
-    ``client_id_source`` is passed to the central writers' replicas.
+    ``client_id_source`` and ``central_wall_clock`` (milliseconds since the epoch)
+    are passed to the central writers' replicas (default: the system's).
     """
 
     def __init__(
@@ -103,6 +104,7 @@ class RelayCore:
         limits: RateLimits | None = None,
         client_id_source: Callable[[int], int] | None = None,
         on_late: LateHandler | None = None,
+        central_wall_clock: Callable[[], int] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -162,6 +164,7 @@ class RelayCore:
                 self.fanout.ingest_central,
                 invariants=invariants,
                 client_id_source=client_id_source,
+                wall_clock=central_wall_clock,
             )
         )
 

@@ -94,7 +94,8 @@ class CentralReviews:
     """The tenants' central writers under ``directory``, and the reviews they run.
 
     ``client_id_source`` (a number in ``range(n)``) replaces the system's
-    randomness for the writers' Yjs client ids (deterministic simulations).
+    randomness for the writers' Yjs client ids and ``wall_clock`` (milliseconds)
+    the system clock of their timestamps (deterministic simulations).
     """
 
     def __init__(
@@ -106,12 +107,14 @@ class CentralReviews:
         *,
         invariants: Iterable[Any] = (),
         client_id_source: Callable[[int], int] | None = None,
+        wall_clock: Callable[[], int] | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.store = store
         self.docs = docs
         self.invariants = list(invariants)
         self.client_id_source = client_id_source
+        self.wall_clock = wall_clock
         self._ingest = ingest
         self._writers: dict[str, CentralWriter] = {}
         #: tenants whose writer could not be opened: opened again at :meth:`retry`
@@ -148,6 +151,7 @@ class CentralReviews:
             lambda doc, data: self.call_soon(self._ingest, tenant, doc, data),
             self.invariants,
             client_id_source=self.client_id_source,
+            wall_clock=self.wall_clock,
         )
         foreign = self.store.claim_client_ids(tenant, CENTRAL_REPLICA_ID, sorted(writer.client_ids))
         if foreign:
