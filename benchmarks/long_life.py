@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import json
 import random
+import statistics
 import tempfile
 import threading
 import time
@@ -51,13 +52,20 @@ DAY_S = 86_400
 MONTH_DAYS = 30
 
 
-def _sell_day(r: Replica, skus: list[str], sales: int, rng: random.Random) -> float:
-    """Record ``sales`` sales; seconds per sale."""
-    t0 = time.perf_counter()
+def _sell_day(r: Replica, skus: list[str], sales: int, rng: random.Random) -> tuple[float, float]:
+    """Record ``sales`` sales; (median, mean) seconds per sale.
+
+    The median is the figure: the day's first sale also loads the month's sales
+    document (a cost of opening, which grows through the month and starts
+    again with the next), and the mean carries it.
+    """
+    times: list[float] = []
     for _ in range(sales):
         lines = [(rng.choice(skus), rng.randint(1, 3)) for _ in range(rng.randint(1, 2))]
+        t0 = time.perf_counter()
         r.record_sale(lines)
-    return (time.perf_counter() - t0) / sales
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), sum(times) / sales
 
 
 def _stock_state(r: Replica, skus: list[str]) -> dict[str, float]:
@@ -131,7 +139,7 @@ def _till_figures(
         ),
         Figure(
             "long_life",
-            f"time per sale, {label}day {day}",
+            f"time per sale (median), {label}day {day}",
             row["sale_s"] * 1000,
             "ms",
             base["sale_s"] * 1000,
@@ -139,7 +147,11 @@ def _till_figures(
             row["sale_s"] / base["sale_s"],
             "<= 1.2x",
             row["sale_s"] <= 1.2 * base["sale_s"],
-            extra,
+            {
+                **extra,
+                "mean_ms": row["mean_sale_s"] * 1000,
+                "mean_day1_ms": base["mean_sale_s"] * 1000,
+            },
         ),
         Figure(
             "long_life",
@@ -187,13 +199,19 @@ def till_year(
         r.inventory.stock(names[0])
         open_s = time.perf_counter() - t0
         try:
-            per_sale = _sell_day(r, names, sales_per_day, rng)
+            per_sale, mean_sale = _sell_day(r, names, sales_per_day, rng)
             if day != 1 and day % MONTH_DAYS != 0 and day != days:
                 continue
             state = _stock_state(r, names)
         finally:
             r.close()
-        row = {**state, "open_s": open_s, "sale_s": per_sale, "file_bytes": _db_bytes(path)}
+        row = {
+            **state,
+            "open_s": open_s,
+            "sale_s": per_sale,
+            "mean_sale_s": mean_sale,
+            "file_bytes": _db_bytes(path),
+        }
         if not base:
             base = row
         _till_figures(figs, row, base, day, {"mode": "no relay"})
@@ -209,7 +227,7 @@ class ThreadRelay:
         self.rollover = rollover
         self.url = ""
         self.restarts = 0
-        self._stop: Callable[[], None] | None = None
+        self._stop: Callable[[], object] | None = None
         self._thread: threading.Thread | None = None
 
     def tokens(self, replica_ids: list[str]) -> dict[str, str]:
@@ -321,7 +339,7 @@ def till_generations(
             open_s = time.perf_counter() - t0
             try:
                 _synced(r, relay, token)
-                per_sale = _sell_day(r, names, sales_per_day, rng)
+                per_sale, mean_sale = _sell_day(r, names, sales_per_day, rng)
                 _synced(r, relay, token)
                 report = day == 1 or day % MONTH_DAYS == 0 or day == days
                 state = _stock_state(r, names) if report else {}
@@ -333,6 +351,7 @@ def till_generations(
                     **state,
                     "open_s": open_s,
                     "sale_s": per_sale,
+                    "mean_sale_s": mean_sale,
                     "file_bytes": _db_bytes(path),
                 }
                 base = base or row
@@ -355,21 +374,28 @@ class Arm:
     restart_every: int = 0  # days; 0: never
 
 
-def chain_arms(skus: int, restart_every: int) -> list[Arm]:
+def chain_arms(skus: int, restart_every: int, doc_idle_s: float = 10.0) -> list[Arm]:
     """The chain's relays, run side by side on the same sales: before issue 14 part 4
     (the central writer keeps every sales document loaded), after it, and after it
-    with rollover at a restart every ``restart_every`` days."""
+    with rollover at a restart every ``restart_every`` days (0: no such arm).
+
+    Every arm's document cache unloads what is idle for ``doc_idle_s`` seconds
+    (``benchmarks.chain_relay``): a simulated day lasts about a second here.
+    """
     slots = str(max(200, skus) + max(200, skus) // 10)
+    idle = ("--doc-idle-s", str(doc_idle_s))
+    module = "benchmarks.chain_relay"
     arms = [
-        Arm("sales docs kept (before part 4)", module="benchmarks.untrimmed_relay"),
-        Arm("sales docs unloaded"),
+        Arm("sales docs kept (before part 4)", module, (*idle, "--keep-sales-docs")),
+        Arm("sales docs unloaded", module, idle),
     ]
     if restart_every:
         arms.append(
             Arm(
                 f"unloaded + rollover, restart every {restart_every} d",
-                extra_args=("--rollover-slots", slots),
-                restart_every=restart_every,
+                module,
+                (*idle, "--rollover-slots", slots),
+                restart_every,
             )
         )
     return arms
