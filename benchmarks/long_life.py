@@ -49,6 +49,7 @@ from .b6_state import _db_bytes, _rollover_bytes
 from .common import TENANT, Figure, Relay, emit, table
 
 DAY_S = 86_400
+DOCS_IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
 MONTH_DAYS = 30
 
 
@@ -509,7 +510,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-till", action="store_true", help="only the chain")
     parser.add_argument("--no-chain", action="store_true", help="only the till")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="only draw docs/img/long-life.png from --json files of earlier runs",
+    )
     args = parser.parse_args(argv)
+    if args.plot:
+        from . import plots
+
+        why = plots.available()
+        if why is not None:
+            raise SystemExit(why)
+        runs = [json.loads(p.read_text()) for p in args.plot]
+        for path in plots.render_long_life([f for run in runs for f in run], DOCS_IMG):
+            print(f"wrote {path}")
+        return 0
     figs: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="long_life-") as tmp:
         wd = Path(tmp)
