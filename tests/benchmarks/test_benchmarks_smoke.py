@@ -97,9 +97,7 @@ def test_long_life(tmp_path: Path) -> None:
     assert {f.extra["day"] for f in till} == {1, 3}
     svs = [f.value for f in till if f.name.startswith("state-vector")]
     assert svs == [2.0, 4.0]  # the seeding incarnation, then one per day that sold
-    gens = long_life.till_generations(
-        tmp_path, days=3, sales_per_day=5, skus=60, rollover_slots=1
-    )
+    gens = long_life.till_generations(tmp_path, days=3, sales_per_day=5, skus=60, rollover_slots=1)
     _check(gens, "long_life")
     assert {f.extra["mode"] for f in gens} == {"generations"}
     # the relay restarted (with rollover) after days 1 and 2: the till moved twice
