@@ -103,3 +103,47 @@ def render(results: dict[str, Any], outdir: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def render_long_life(figs: list[dict[str, Any]], outdir: Path) -> list[Path]:
+    """``docs/img/long-life.png`` from the long-life benchmark's figures (``--json``):
+    per simulated day, the till's ratios with and without generations, and each
+    chain relay's RSS against its day 1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    till = [f for f in figs if f["bench"] == "long_life" and "mode" in f.get("extra", {})]
+    chain = [f for f in figs if f["bench"] == "long_life" and "arm" in f.get("extra", {})]
+    panels = [
+        ("stock doc bytes", "stock document / freshly seeded", 2.0),
+        ("time per sale", "time per sale (median) / day 1", 1.2),
+        ("state-vector entries", "state-vector entries", None),
+    ]
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(16, 4))
+    for ax, (prefix, title, target) in zip(axes, panels, strict=False):
+        for mode in ("no relay", "generations"):
+            rows = [f for f in till if f["name"].startswith(prefix) and f["extra"]["mode"] == mode]
+            value = "value" if prefix.startswith("state") else "ratio"
+            ax.plot([f["extra"]["day"] for f in rows], [f[value] for f in rows], "o-", label=mode)
+        if target is not None:
+            ax.axhline(target, color="red", linestyle="--", label=f"target {target}x")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("simulated day")
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=7)
+    ax = axes[-1]
+    for arm in dict.fromkeys(f["extra"]["arm"] for f in chain):
+        rows = [f for f in chain if f["extra"]["arm"] == arm]
+        ax.plot([f["extra"]["day"] for f in rows], [f["value"] for f in rows], "o-", label=arm)
+    ax.set_title("relay RSS (MiB), chain", fontsize=9)
+    ax.set_xlabel("simulated day")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = outdir / "long-life.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return [path]

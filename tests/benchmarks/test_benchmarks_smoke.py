@@ -97,10 +97,18 @@ def test_long_life(tmp_path: Path) -> None:
     assert {f.extra["day"] for f in till} == {1, 3}
     svs = [f.value for f in till if f.name.startswith("state-vector")]
     assert svs == [2.0, 4.0]  # the seeding incarnation, then one per day that sold
-    (tmp_path / "chain").mkdir()
-    chain = long_life.chain_year(tmp_path, days=2, stores=2, sales_per_day=2, skus=60)
+    gens = long_life.till_generations(tmp_path, days=3, sales_per_day=5, skus=60, rollover_slots=1)
+    _check(gens, "long_life")
+    assert {f.extra["mode"] for f in gens} == {"generations"}
+    # the relay restarted (with rollover) after days 1 and 2: the till moved twice
+    assert [f.extra["generation"] for f in gens if f.name.startswith("state-vector")] == [0, 2]
+    assert [f.value for f in gens if f.name.startswith("state-vector")][-1] <= svs[-1]
+    arms = long_life.chain_arms(60, restart_every=1)[1:]
+    chain = long_life.chain_year(tmp_path, days=2, stores=2, sales_per_day=2, skus=60, arms=arms)
     _check(chain, "long_life")
-    assert [f.extra["day"] for f in chain] == [1, 2]
+    assert [(f.extra["day"], f.extra["arm"]) for f in chain] == [
+        (day, arm.label) for day in (1, 2) for arm in arms
+    ]
 
 
 def test_gate(tmp_path: Path) -> None:

@@ -77,6 +77,11 @@ class PNCounter:
             self._unread.setdefault(key.rpartition(SEP)[0], []).append(key)
         self._subscription = self._root.observe(self._on_change)
 
+    def detach(self) -> None:
+        """Stop observing the document (it is being unloaded): a pycrdt observer keeps
+        its document alive until it is removed.  The view must not be used after."""
+        self._root.unobserve(self._subscription)
+
     def _read(self, entity: str) -> None:
         for key in self._unread.pop(entity, ()):
             self._index(key, self._root.get(key))

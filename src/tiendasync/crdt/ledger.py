@@ -45,6 +45,11 @@ class Ledger:
         self._skipped_keys: set[str] = set()
         self._subscription = self._root.observe(self._on_change)
 
+    def detach(self) -> None:
+        """Stop observing the document (it is being unloaded): a pycrdt observer keeps
+        its document alive until it is removed.  The view must not be used after."""
+        self._root.unobserve(self._subscription)
+
     def _on_change(self, event: Any) -> None:
         for key, change in event.keys.items():
             if change["action"] == "add":

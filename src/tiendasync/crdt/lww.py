@@ -204,6 +204,11 @@ class LWWMap:
 
     # -- reading -----------------------------------------------------------
 
+    def detach(self) -> None:
+        """Stop observing the document (it is being unloaded): a pycrdt observer keeps
+        its document alive until it is removed.  The view must not be used after."""
+        self._root.unobserve(self._subscription)
+
     def get(self, record: str) -> dict[str, Any] | None:
         """The visible fields of ``record``, or ``None`` if absent or deleted."""
         fields = self._fields(record)

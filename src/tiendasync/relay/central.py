@@ -12,11 +12,13 @@ stores and fans them out like any replica's.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from tiendasync.errors import TiendaSyncError
+from tiendasync.model.docnames import parse_doc, sales_doc
 from tiendasync.store.conflicts import Conflict
 from tiendasync.store.invariants import Invariant
 from tiendasync.store.replica import Replica
@@ -27,6 +29,9 @@ log = logging.getLogger("tiendasync.relay.central")
 
 CENTRAL_REPLICA_ID = "relay"
 CENTRAL_LOCATION = "central"
+#: Sales documents a writer keeps loaded between merges, at most (see
+#: :meth:`CentralWriter.trim`).
+MAX_SALES_DOCS = 16
 
 Publish = Callable[[str, bytes], None]
 
@@ -45,6 +50,10 @@ class CentralWriter:
         self.behind = False
         #: a retry is queued and has not run yet
         self.retry_queued = False
+        #: Sales documents kept loaded after a merge, at most: the ones merged most
+        #: recently, of the current month (:meth:`trim`).
+        self.max_sales_docs = MAX_SALES_DOCS
+        self._sales_used: OrderedDict[str, None] = OrderedDict()
         replica.conflicts.make_authoritative()
         replica.on_local_update(self._on_local)
 
@@ -105,7 +114,9 @@ class CentralWriter:
         Returns ``(opened, updated, healed)`` conflicts.
         """
         self.replica.apply_remote(doc, update)
+        self._used([doc])
         if not review:
+            self.trim()
             return 0, 0, 0
         return self.review()
 
@@ -113,6 +124,42 @@ class CentralWriter:
         """Merge updates the relay stored (several documents) in one local transaction,
         all or nothing; no review (see :meth:`review`)."""
         self.replica.apply_remote_many(updates)
+        self._used(doc for doc, _ in updates)
+        self.trim()
+
+    def _used(self, docs: Iterable[str]) -> None:
+        for doc in docs:
+            if parse_doc(doc).data_type == "sales":
+                self._sales_used[doc] = None
+                self._sales_used.move_to_end(doc)
+
+    def trim(self) -> list[str]:
+        """Unload the sales documents the review does not need; returns them.
+
+        The invariant review reads stock counters, the catalog, the locations
+        and the conflicts, loaded as it needs them, and sale lines from the
+        replica's file (its sales index), never a sales document.  A sales
+        document is loaded only to merge into it (or to compensate a sale), so
+        after each merge and review the writer keeps at most
+        :attr:`max_sales_docs` of them, the most recently merged, and none of a
+        month before the current one: its memory follows the stores that are
+        selling, not the tenant's history.  An unloaded document is read from
+        the file again when the next update to it arrives.
+        """
+        core = self.replica.core
+        current = sales_doc("x", int(core.now() * 1000)).rpartition("/")[2]
+        loaded = [d for d in core.loaded_docs() if parse_doc(d).data_type == "sales"]
+        keep = [
+            d
+            for d in reversed(self._sales_used)
+            if d in loaded and (parse_doc(d).period or "") >= current
+        ][: self.max_sales_docs]
+        drop = [d for d in loaded if d not in keep]
+        for doc in [d for d in self._sales_used if d not in keep]:
+            del self._sales_used[doc]
+        if drop:
+            core.unload_docs(drop)
+        return drop
 
     def review(self) -> tuple[int, int, int]:
         """Review what changed since the last review that succeeded.
@@ -137,6 +184,7 @@ class CentralWriter:
             return 0, 0, 0
         self._keys, self._products = set(), set()
         self.apply_requests()
+        self.trim()
         return result
 
     def apply_requests(self) -> int:

@@ -577,6 +577,20 @@ class ReplicaCore:
         with self.locked(), self.storage.read():
             return self.storage.doc_generations()
 
+    def loaded_docs(self) -> list[str]:
+        """The documents held in memory now (the others are read from the file on use)."""
+        with self.lock:
+            return self.docs.loaded()
+
+    def unload_docs(self, names: Iterable[str]) -> None:
+        """Drop these documents from memory; each is read from the file on next use.
+
+        Nothing is lost: every write and merge is in the file when it returns.
+        """
+        with self.locked():
+            for name in names:
+                self.docs.drop_loaded(name)
+
     def reload(self) -> None:
         """Forget in-memory state; it is rebuilt from disk on next use."""
         self.docs.unload()

@@ -39,7 +39,9 @@ class DocSet:
         self.client_id = client_id
         self._docs: dict[str, pycrdt.Doc[Any]] = {}
         self._views: dict[str, Any] = {}
-        self._subscriptions: list[Any] = []
+        #: Per loaded doc, its observer: a pycrdt observer keeps its document alive,
+        #: so unloading one removes it (:meth:`drop_loaded`).
+        self._subscriptions: dict[str, Any] = {}
         self._captured: list[tuple[str, bytes]] = []
         #: Per doc: remote updates waiting for an earlier update of the same writer
         #: (id in storage, or None until persisted; the update).
@@ -84,7 +86,7 @@ class DocSet:
         held = self._store.held_updates(name)
         for _, data in held:
             self._check_stored(name, data, "held update")
-        self._subscriptions.append(doc.observe(lambda event, n=name: self._capture(n, event)))
+        self._subscriptions[name] = doc.observe(lambda event, n=name: self._capture(n, event))
         self._docs[name] = doc
         self._generation[name] = generation
         self._held[name] = [(i, d) for i, d in held]
@@ -236,11 +238,8 @@ class DocSet:
 
     def unload(self) -> None:
         """Drop every in-memory doc (they reload from storage on next use)."""
-        for doc in self._docs.values():
-            del doc
-        self._docs.clear()
-        self._views.clear()
-        self._subscriptions.clear()
+        for name in list(self._docs):
+            self._release(name)
         self._captured.clear()
         self._held.clear()
         self._released.clear()
@@ -254,11 +253,25 @@ class DocSet:
         self._known.pop(name, None)
 
     def drop_loaded(self, name: str) -> None:
-        """Drop ``name`` from memory only: it is read again from storage on next use."""
-        self._docs.pop(name, None)
-        self._views.pop(name, None)
+        """Drop ``name`` from memory only: it is read again from storage on next use.
+
+        Call outside a write (what it holds is then in storage: its held updates
+        are persisted by the write that held them).  Its memory is freed once no
+        caller keeps the doc or a view of it.
+        """
+        self._release(name)
         self._held.pop(name, None)
         self._generation.pop(name, None)
+
+    def _release(self, name: str) -> None:
+        """Forget the loaded doc ``name`` and remove its observers (theirs and its views')."""
+        doc = self._docs.pop(name, None)
+        view = self._views.pop(name, None)
+        if view is not None:
+            view.detach()
+        subscription = self._subscriptions.pop(name, None)
+        if doc is not None and subscription is not None:
+            doc.unobserve(subscription)
 
     def generation_of(self, name: str) -> int:
         """The generation of ``name`` held (0 until its first move; see docs/generations.md)."""
