@@ -14,14 +14,17 @@ import pytest
 from tiendasync import AuthError, Replica, ReplicaStatus, UnreachableRelay
 from tiendasync.relay import RelayServer, SqliteRelayStore
 from tiendasync.relay.auth import issue_token
+from tiendasync.relay.generations import RolloverPolicy
 
 
 class RelayThread:
     """A RelayServer running in its own event loop thread."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *, rollover: RolloverPolicy | None = None) -> None:
         self.store = SqliteRelayStore(str(tmp / "relay.db"))
-        self.server = RelayServer(self.store, host="127.0.0.1", port=0, central_dir=tmp / "central")
+        self.server = RelayServer(
+            self.store, host="127.0.0.1", port=0, central_dir=tmp / "central", rollover=rollover
+        )
         self.loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
         started = threading.Event()

@@ -9,18 +9,17 @@ acknowledged, and other processes sharing a file see the new one, not both.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pycrdt
 
+from tests.store.test_client import RelayThread
 from tiendasync import Replica
 from tiendasync.crdt.counter import PNCounter
 from tiendasync.crdt.generations import slot_count
-from tiendasync.relay import RelayServer, SqliteRelayStore
+from tiendasync.relay import SqliteRelayStore
 from tiendasync.relay.auth import issue_token
 from tiendasync.relay.docs import replay
 from tiendasync.relay.generations import RolloverPolicy
@@ -28,55 +27,17 @@ from tiendasync.relay.generations import RolloverPolicy
 STOCK = "stock/t1"
 
 
-class Relay:
-    """A RelayServer on ``path`` in its own event-loop thread (``rollover``: at start)."""
+class Relay(RelayThread):
+    """The relay of ``tests/store/test_client.py`` on ``path`` (``rollover``: at start),
+    its central writer kept across restarts, as in production."""
 
     def __init__(self, path: Path, rollover: RolloverPolicy | None = None) -> None:
-        self.store = SqliteRelayStore(str(path))
-        self.server = RelayServer(
-            self.store,
-            host="127.0.0.1",
-            port=0,
-            rollover=rollover,
-            central_dir=path.parent / "central",  # kept across restarts, as in production
-        )
-        self.loop = asyncio.new_event_loop()
-        self._stop = asyncio.Event()
-        started = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-
-            async def main() -> None:
-                await self.server.start()
-                started.set()
-                await self._stop.wait()
-                await self.server.stop()
-
-            self.loop.run_until_complete(main())
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        assert started.wait(10)
-        self.url = f"ws://127.0.0.1:{self.server.port}"
-
-    def call(self, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` on the relay's event loop (its central writers live there)."""
-
-        async def wrapped() -> Any:
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(wrapped(), self.loop).result(10)
+        super().__init__(path.parent, rollover=rollover)
 
     def central_stock(self, sku: str, location: str = "t1") -> int:
         """What the relay's own writer (the invariant review) counts."""
         writer = self.call(lambda: self.server.core.central("acme"))
         return int(self.call(lambda: writer.replica.inventory.stock(sku, location=location)))
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self._stop.set)
-        self.thread.join(10)
-        self.store.close()
 
 
 def _stock_at_relay(relay_db: Path, doc: str = STOCK) -> dict[str, int]:
