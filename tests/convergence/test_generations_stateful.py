@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from pathlib import Path
 
 import pytest
 from hypothesis.stateful import precondition, rule, run_state_machine_as_test
@@ -31,9 +32,12 @@ from hypothesis.stateful import precondition, rule, run_state_machine_as_test
 from tests.convergence.test_convergence_stateful import (
     CI_SETTINGS,
     FIGURES,
+    LOCS,
     SOAK_SETTINGS,
+    START_MS,
     SyncConvergence,
 )
+from tests.support.simnet import SimClock, SimNet
 from tiendasync.relay.generations import RolloverPolicy
 
 #: Every document past one byte rolls over: all of them, at each rollover.
@@ -97,3 +101,33 @@ def test_convergence_with_rollovers_soak() -> None:
     run_state_machine_as_test(RolloverConvergence, settings=SOAK_SETTINGS)
     print(f"\nrollover convergence (soak): {dict(sorted(FIGURES.items()))}")
     assert FIGURES["rollovers"] > 0
+
+
+def test_a_document_created_after_the_hello_is_recorded_at_the_relays_generation(
+    tmp_path: Path,
+) -> None:
+    """Found by the soak profile: a transfer into a location's stock document the store
+    did not hold when it sent its HELLO reaches the relay's current generation; the
+    file must record that generation, or the next HELLO (telling 0) has it carried
+    over a second time."""
+    net = SimNet(tmp_path, seed=7, clock=SimClock(START_MS))
+    try:
+        a = net.add_replica("a", LOCS[0]).replica
+        b = net.add_replica("b", LOCS[1]).replica
+        b.locations.put(LOCS[0])
+        a.inventory.receive("LECHE", 10)
+        net.connect("a")
+        net.run()  # b has not synced yet: it holds no stock of tienda-1
+        net.restart_relay(rollover=EVERYTHING)  # stock/tienda-1 is at generation 1
+        assert f"stock/{LOCS[0]}" not in b.doc_names()
+        assert net.connect("b") is not None  # its HELLO is on its way, without the doc
+        b.inventory.transfer("LECHE", 4, from_location=LOCS[0], to_location=LOCS[1])
+        net.run()
+        assert b.core.generations()[f"stock/{LOCS[0]}"] == 1
+        net.heal()
+        net.heal()  # (a second session: its HELLO tells generation 1, nothing is carried)
+        for r in (a, b):
+            assert r.inventory.stock("LECHE", location=LOCS[0]) == 6
+            assert r.inventory.stock("LECHE", location=LOCS[1]) == 4
+    finally:
+        net.close()

@@ -563,12 +563,12 @@ class ReplicaCore:
             self._moved(doc)
 
     def adopt_generations(self, generations: dict[str, int]) -> None:
-        """Record the relay's generation of documents we do not hold yet, before their
-        catch-up arrives (so later HELLOs tell it).  Held documents are left alone."""
+        """Record the relay's generation of documents this session's HELLO did not tell
+        (not held then: created since by a local write, or not held at all), before
+        their catch-up arrives, so later HELLOs tell it."""
         with self.transaction():
-            held = set(self.docs.names())
             stored = self.storage.doc_generations()
-            new = {d: g for d, g in generations.items() if d not in held and stored.get(d) != g}
+            new = {d: g for d, g in generations.items() if stored.get(d) != g}
             if new:
                 self.storage.set_json(GENERATIONS_KEY, dict(sorted({**stored, **new}.items())))
 

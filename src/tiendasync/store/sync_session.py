@@ -354,12 +354,17 @@ class ReplicaSync:
 
     def _on_generations(self, relay: dict[str, int]) -> None:
         """The relay's generation of each document past 0: those we hold one behind get
-        built beside the old one; those we do not hold yet arrive at the relay's."""
+        built beside the old one; those the HELLO did not tell are at the relay's.
+
+        A document left out of the HELLO is one we did not hold then; if a local
+        write created it since, that write is streamed in this session and the
+        relay takes it as one to its current generation, so the file must say so
+        (a later HELLO telling generation 0 would have it carried over again)."""
         unheld: dict[str, int] = {}
         for doc, generation in relay.items():
             mine = self.told_generations.get(doc)
             if mine is None:
-                if _rollable(doc) and doc not in self.replica.doc_names():
+                if _rollable(doc):
                     unheld[doc] = generation
             elif generation > mine:
                 # One behind: its writes to the old one are carried.  Further behind:
