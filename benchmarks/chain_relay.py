@@ -12,12 +12,24 @@ arguments before the command reads them:
   writer keeps every sales document it merged loaded, as before issue 14
   part 4: the baseline of the relay's memory in the same run.
 
+* ``--tracemalloc FILE [--tracemalloc-every S]``: traces allocations and,
+  every ``S`` seconds (30 by default, about a simulated month), appends to
+  ``FILE`` the traced size, the top growth by traceback since the last dump,
+  the count of live pycrdt documents and the size of every container
+  attribute of the relay's long-lived objects (doc cache, doc sets, sessions,
+  policy, ownership gate, fanout...): what grows with time shows there.
+
 Everything else is the product's own code; nothing in ``src/`` turns either on.
 """
 
 from __future__ import annotations
 
+import gc
 import sys
+import threading
+import time
+import tracemalloc
+from pathlib import Path
 from typing import Any
 
 from tiendasync.cli import main
@@ -29,10 +41,120 @@ def _keep_all(self: CentralWriter) -> list[str]:
     return []
 
 
+# Classes whose container attributes are counted at each dump (by class name,
+# so that the profiler imports nothing it does not need).
+WATCHED = (
+    "DocCache",
+    "DocSet",
+    "ReplicaCore",
+    "CentralWriter",
+    "SyncSessions",
+    "RelayCore",
+    "RelayServer",
+    "Policy",
+    "Grants",
+    "RateLimits",
+    "OwnershipGate",
+    "Fanout",
+    "Broker",
+)
+
+
+def _containers(obj: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for key, value in getattr(obj, "__dict__", {}).items():
+        if isinstance(value, (dict, list, set, tuple, frozenset)):
+            out[key] = len(value)
+    return out
+
+
+def _counts() -> list[str]:
+    lines: list[str] = []
+    docs = 0
+    for obj in gc.get_objects():
+        cls = type(obj)
+        if cls.__name__ == "Doc" and cls.__module__.startswith("pycrdt"):
+            docs += 1
+        elif cls.__name__ in WATCHED:
+            sizes = {k: v for k, v in _containers(obj).items() if v}
+            lines.append(f"  {cls.__name__}@{id(obj):x} {sizes}")
+    return [f"  pycrdt.Doc alive: {docs}", *sorted(lines)]
+
+
+def _malloc() -> str:
+    """glibc's view of the heap: what native code (pycrdt's Rust) holds shows
+    here and not in tracemalloc; "free" is heap kept by the allocator."""
+    try:
+        import ctypes
+
+        class MallInfo2(ctypes.Structure):
+            _fields_ = [
+                (n, ctypes.c_size_t)
+                for n in (
+                    "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                    "fsmblks", "uordblks", "fordblks", "keepcost",
+                )
+            ]  # fmt: skip
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = MallInfo2
+        m = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return "  malloc: unavailable"
+    mib = 2**20
+    return (
+        f"  malloc: in use {(m.uordblks + m.hblkhd) / mib:.1f} MiB, "
+        f"free in heap {m.fordblks / mib:.1f} MiB, arena {m.arena / mib:.1f} MiB"
+    )
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def start_profiler(path: Path, every_s: float) -> None:
+    """Trace allocations and dump their growth to ``path`` every ``every_s`` s."""
+    tracemalloc.start(12)
+    t0 = time.monotonic()
+
+    def run() -> None:
+        last = tracemalloc.take_snapshot()
+        n = 0
+        while True:
+            time.sleep(every_s)
+            n += 1
+            gc.collect()
+            snap = tracemalloc.take_snapshot()
+            current, peak = tracemalloc.get_traced_memory()
+            top = snap.compare_to(last, "traceback")[:12]
+            with path.open("a") as f:
+                f.write(
+                    f"=== dump {n} t={time.monotonic() - t0:.0f}s traced "
+                    f"{current / 2**20:.1f} MiB (peak {peak / 2**20:.1f})\n"
+                )
+                f.write(f"  rss {_rss_mib():.1f} MiB\n{_malloc()}\n")
+                f.write("\n".join(_counts()) + "\n")
+                for stat in top:
+                    f.write(
+                        f"-- {stat.size_diff / 1024:+.0f} KiB ({stat.count_diff:+d} blocks),"
+                        f" now {stat.size / 1024:.0f} KiB\n"
+                    )
+                    for line in stat.traceback.format(limit=6, most_recent_first=True):
+                        f.write(f"   {line}\n")
+            last = snap
+
+    threading.Thread(target=run, name="tracemalloc-dump", daemon=True).start()
+
+
 def configure(argv: list[str]) -> list[str]:
     """Apply the benchmark's options in ``argv``; the arguments left for the command."""
     rest: list[str] = []
     args = iter(argv)
+    trace: Path | None = None
+    every = 30.0
     for arg in args:
         if arg == "--keep-sales-docs":
             CentralWriter.trim = _keep_all  # type: ignore[method-assign]
@@ -47,8 +169,14 @@ def configure(argv: list[str]) -> list[str]:
                 _init(self, *a, **kw)
 
             DocCache.__init__ = patched  # type: ignore[method-assign]
+        elif arg == "--tracemalloc":
+            trace = Path(next(args))
+        elif arg == "--tracemalloc-every":
+            every = float(next(args))
         else:
             rest.append(arg)
+    if trace is not None:
+        start_profiler(trace, every)
     return rest
 
 

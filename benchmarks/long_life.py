@@ -41,7 +41,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -516,6 +516,13 @@ def main(argv: list[str] | None = None) -> int:
         default=30,
         help="days between restarts of the chain's rollover relay (0: no rollover arm)",
     )
+    parser.add_argument(
+        "--chain-trace",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="profile: only the 'sales docs unloaded' relay, its tracemalloc dumps to FILE",
+    )
     parser.add_argument("--no-till", action="store_true", help="only the chain")
     parser.add_argument("--no-chain", action="store_true", help="only the till")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
@@ -558,13 +565,17 @@ def main(argv: list[str] | None = None) -> int:
             )
         if not args.no_chain:
             t0 = time.perf_counter()
+            arms = chain_arms(args.skus, args.chain_restart_every)
+            if args.chain_trace is not None:
+                trace = ("--tracemalloc", str(args.chain_trace.resolve()))
+                arms = [replace(arms[1], extra_args=(*arms[1].extra_args, *trace))]
             figs += chain_year(
                 wd,
                 days=args.days,
                 stores=args.stores,
                 sales_per_day=args.chain_sales_per_day,
                 skus=args.skus,
-                arms=chain_arms(args.skus, args.chain_restart_every),
+                arms=arms,
             )
             print(f"chain: {time.perf_counter() - t0:.0f} s", flush=True)
     print(table(figs, "long life"))
