@@ -24,7 +24,9 @@ Everything else is the product's own code; nothing in ``src/`` turns either on.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import sqlite3
 import sys
 import threading
 import time
@@ -70,15 +72,25 @@ def _containers(obj: Any) -> dict[str, int]:
 
 def _counts() -> list[str]:
     lines: list[str] = []
-    docs = 0
+    docs = doc_bytes = conns = 0
     for obj in gc.get_objects():
         cls = type(obj)
         if cls.__name__ == "Doc" and cls.__module__.startswith("pycrdt"):
             docs += 1
+            # The document's whole state, encoded: a proxy of its native size (it
+            # may be mid-transaction in the relay's thread: then it is not counted).
+            with contextlib.suppress(Exception):
+                doc_bytes += len(obj.get_update())
+        elif isinstance(obj, sqlite3.Connection):
+            conns += 1
         elif cls.__name__ in WATCHED:
             sizes = {k: v for k, v in _containers(obj).items() if v}
             lines.append(f"  {cls.__name__}@{id(obj):x} {sizes}")
-    return [f"  pycrdt.Doc alive: {docs}", *sorted(lines)]
+    return [
+        f"  pycrdt.Doc alive: {docs}, their state {doc_bytes / 1024:.0f} KiB encoded",
+        f"  sqlite3 connections: {conns}",
+        *sorted(lines),
+    ]
 
 
 def _malloc() -> str:
