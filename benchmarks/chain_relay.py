@@ -18,6 +18,8 @@ arguments before the command reads them:
   the count of live pycrdt documents and the size of every container
   attribute of the relay's long-lived objects (doc cache, doc sets, sessions,
   policy, ownership gate, fanout...): what grows with time shows there.
+  Each dump also gives the RSS before and after glibc's ``malloc_trim`` (so
+  the relay's heap is trimmed once a dump: a profile, not a memory figure).
 
 Everything else is the product's own code; nothing in ``src/`` turns either on.
 """
@@ -127,6 +129,18 @@ def _rss_mib() -> float:
     return 0.0
 
 
+def _trim(rss: float) -> float:
+    """RSS once glibc returned the free heap of all its arenas (``malloc_trim``):
+    what the allocator kept of freed memory is the difference."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        return rss
+    return _rss_mib()
+
+
 def start_profiler(path: Path, every_s: float) -> None:
     """Trace allocations and dump their growth to ``path`` every ``every_s`` s."""
     tracemalloc.start(12)
@@ -147,7 +161,9 @@ def start_profiler(path: Path, every_s: float) -> None:
                     f"=== dump {n} t={time.monotonic() - t0:.0f}s traced "
                     f"{current / 2**20:.1f} MiB (peak {peak / 2**20:.1f})\n"
                 )
-                f.write(f"  rss {_rss_mib():.1f} MiB\n{_malloc()}\n")
+                rss = _rss_mib()
+                f.write(f"  rss {rss:.1f} MiB, after malloc_trim {_trim(rss):.1f} MiB\n")
+                f.write(f"{_malloc()}\n")
                 f.write("\n".join(_counts()) + "\n")
                 for stat in top:
                     f.write(
