@@ -65,7 +65,8 @@ WATCHED = (
 
 def _containers(obj: Any) -> dict[str, int]:
     out: dict[str, int] = {}
-    for key, value in getattr(obj, "__dict__", {}).items():
+    # list() copies the items under the GIL: the relay's loop mutates them meanwhile.
+    for key, value in list(getattr(obj, "__dict__", {}).items()):
         if isinstance(value, (dict, list, set, tuple, frozenset)):
             out[key] = len(value)
     return out
@@ -138,6 +139,31 @@ def _trim(rss: float) -> float:
     return _rss_mib()
 
 
+def _dump(path: Path, n: int, last: tracemalloc.Snapshot, t0: float) -> tracemalloc.Snapshot:
+    """Append dump ``n`` to ``path``: growth since ``last``; the new snapshot."""
+    gc.collect()
+    snap = tracemalloc.take_snapshot()
+    current, peak = tracemalloc.get_traced_memory()
+    top = snap.compare_to(last, "traceback")[:12]
+    with path.open("a") as f:
+        f.write(
+            f"=== dump {n} t={time.monotonic() - t0:.0f}s traced "
+            f"{current / 2**20:.1f} MiB (peak {peak / 2**20:.1f})\n"
+        )
+        rss = _rss_mib()
+        f.write(f"  rss {rss:.1f} MiB, after malloc_trim {_trim(rss):.1f} MiB\n")
+        f.write(f"{_malloc()}\n")
+        f.write("\n".join(_counts()) + "\n")
+        for stat in top:
+            f.write(
+                f"-- {stat.size_diff / 1024:+.0f} KiB ({stat.count_diff:+d} blocks),"
+                f" now {stat.size / 1024:.0f} KiB\n"
+            )
+            for line in stat.traceback.format(limit=6, most_recent_first=True):
+                f.write(f"   {line}\n")
+    return snap
+
+
 def start_profiler(path: Path, every_s: float) -> None:
     """Trace allocations and dump their growth to ``path`` every ``every_s`` s."""
     tracemalloc.start(12)
@@ -149,27 +175,11 @@ def start_profiler(path: Path, every_s: float) -> None:
         while True:
             time.sleep(every_s)
             n += 1
-            gc.collect()
-            snap = tracemalloc.take_snapshot()
-            current, peak = tracemalloc.get_traced_memory()
-            top = snap.compare_to(last, "traceback")[:12]
-            with path.open("a") as f:
-                f.write(
-                    f"=== dump {n} t={time.monotonic() - t0:.0f}s traced "
-                    f"{current / 2**20:.1f} MiB (peak {peak / 2**20:.1f})\n"
-                )
-                rss = _rss_mib()
-                f.write(f"  rss {rss:.1f} MiB, after malloc_trim {_trim(rss):.1f} MiB\n")
-                f.write(f"{_malloc()}\n")
-                f.write("\n".join(_counts()) + "\n")
-                for stat in top:
-                    f.write(
-                        f"-- {stat.size_diff / 1024:+.0f} KiB ({stat.count_diff:+d} blocks),"
-                        f" now {stat.size / 1024:.0f} KiB\n"
-                    )
-                    for line in stat.traceback.format(limit=6, most_recent_first=True):
-                        f.write(f"   {line}\n")
-            last = snap
+            try:
+                last = _dump(path, n, last, t0)
+            except Exception as exc:  # a profile must not end silently: say it and go on
+                with path.open("a") as f:
+                    f.write(f"=== dump {n} failed: {exc!r}\n")
 
     threading.Thread(target=run, name="tracemalloc-dump", daemon=True).start()
 
