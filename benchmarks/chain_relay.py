@@ -76,10 +76,10 @@ def _counts() -> list[str]:
     lines: list[str] = []
     docs = conns = 0
     for obj in gc.get_objects():
-        cls = type(obj)
+        cls = type(obj)  # a weakref proxy's own type: asking it nothing of its referent
         if cls.__name__ == "Doc" and cls.__module__.startswith("pycrdt"):
             docs += 1
-        elif isinstance(obj, sqlite3.Connection):
+        elif cls is sqlite3.Connection:
             conns += 1
         elif cls.__name__ in WATCHED:
             sizes = {k: v for k, v in _containers(obj).items() if v}
