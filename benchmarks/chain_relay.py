@@ -12,12 +12,27 @@ arguments before the command reads them:
   writer keeps every sales document it merged loaded, as before issue 14
   part 4: the baseline of the relay's memory in the same run.
 
+* ``--tracemalloc FILE [--tracemalloc-every S]``: traces allocations and,
+  every ``S`` seconds (30 by default, about a simulated month), appends to
+  ``FILE`` the traced size, the top growth by traceback since the last dump,
+  the count of live pycrdt documents and the size of every container
+  attribute of the relay's long-lived objects (doc cache, doc sets, sessions,
+  policy, ownership gate, fanout...): what grows with time shows there.
+  Each dump also gives the RSS before and after glibc's ``malloc_trim`` (so
+  the relay's heap is trimmed once a dump: a profile, not a memory figure).
+
 Everything else is the product's own code; nothing in ``src/`` turns either on.
 """
 
 from __future__ import annotations
 
+import gc
+import sqlite3
 import sys
+import threading
+import time
+import tracemalloc
+from pathlib import Path
 from typing import Any
 
 from tiendasync.cli import main
@@ -29,10 +44,152 @@ def _keep_all(self: CentralWriter) -> list[str]:
     return []
 
 
+# Classes whose container attributes are counted at each dump (by class name,
+# so that the profiler imports nothing it does not need).
+WATCHED = (
+    "DocCache",
+    "DocSet",
+    "ReplicaCore",
+    "CentralWriter",
+    "SyncSessions",
+    "RelayCore",
+    "RelayServer",
+    "Policy",
+    "Grants",
+    "RateLimits",
+    "OwnershipGate",
+    "Fanout",
+    "Broker",
+)
+
+
+def _containers(obj: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    # list() copies the items under the GIL: the relay's loop mutates them meanwhile.
+    for key, value in list(getattr(obj, "__dict__", {}).items()):
+        if isinstance(value, (dict, list, set, tuple, frozenset)):
+            out[key] = len(value)
+    return out
+
+
+def _counts() -> list[str]:
+    lines: list[str] = []
+    docs = conns = 0
+    for obj in gc.get_objects():
+        cls = type(obj)  # a weakref proxy's own type: asking it nothing of its referent
+        if cls.__name__ == "Doc" and cls.__module__.startswith("pycrdt"):
+            docs += 1
+        elif cls is sqlite3.Connection:
+            conns += 1
+        elif cls.__name__ in WATCHED:
+            sizes = {k: v for k, v in _containers(obj).items() if v}
+            lines.append(f"  {cls.__name__}@{id(obj):x} {sizes}")
+    return [
+        # Only counts: touching a pycrdt document from this thread (get_update)
+        # while the relay's loop writes to it failed a sync with an internal error.
+        f"  pycrdt.Doc alive: {docs}",
+        f"  sqlite3 connections: {conns}",
+        *sorted(lines),
+    ]
+
+
+def _malloc() -> str:
+    """glibc's view of the heap: what native code (pycrdt's Rust) holds shows
+    here and not in tracemalloc; "free" is heap kept by the allocator."""
+    try:
+        import ctypes
+
+        class MallInfo2(ctypes.Structure):
+            _fields_ = [
+                (n, ctypes.c_size_t)
+                for n in (
+                    "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                    "fsmblks", "uordblks", "fordblks", "keepcost",
+                )
+            ]  # fmt: skip
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = MallInfo2
+        m = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return "  malloc: unavailable"
+    mib = 2**20
+    return (
+        f"  malloc: in use {(m.uordblks + m.hblkhd) / mib:.1f} MiB, "
+        f"free in heap {m.fordblks / mib:.1f} MiB, arena {m.arena / mib:.1f} MiB"
+    )
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _trim(rss: float) -> float:
+    """RSS once glibc returned the free heap of all its arenas (``malloc_trim``):
+    what the allocator kept of freed memory is the difference."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        return rss
+    return _rss_mib()
+
+
+def _dump(path: Path, n: int, last: tracemalloc.Snapshot, t0: float) -> tracemalloc.Snapshot:
+    """Append dump ``n`` to ``path``: growth since ``last``; the new snapshot."""
+    gc.collect()
+    snap = tracemalloc.take_snapshot()
+    current, peak = tracemalloc.get_traced_memory()
+    top = snap.compare_to(last, "traceback")[:12]
+    with path.open("a") as f:
+        f.write(
+            f"=== dump {n} t={time.monotonic() - t0:.0f}s traced "
+            f"{current / 2**20:.1f} MiB (peak {peak / 2**20:.1f})\n"
+        )
+        rss = _rss_mib()
+        f.write(f"  rss {rss:.1f} MiB, after malloc_trim {_trim(rss):.1f} MiB\n")
+        f.write(f"{_malloc()}\n")
+        f.write("\n".join(_counts()) + "\n")
+        for stat in top:
+            f.write(
+                f"-- {stat.size_diff / 1024:+.0f} KiB ({stat.count_diff:+d} blocks),"
+                f" now {stat.size / 1024:.0f} KiB\n"
+            )
+            for line in stat.traceback.format(limit=6, most_recent_first=True):
+                f.write(f"   {line}\n")
+    return snap
+
+
+def start_profiler(path: Path, every_s: float) -> None:
+    """Trace allocations and dump their growth to ``path`` every ``every_s`` s."""
+    tracemalloc.start(12)
+    t0 = time.monotonic()
+
+    def run() -> None:
+        last = tracemalloc.take_snapshot()
+        n = 0
+        while True:
+            time.sleep(every_s)
+            n += 1
+            try:
+                last = _dump(path, n, last, t0)
+            except Exception as exc:  # a profile must not end silently: say it and go on
+                with path.open("a") as f:
+                    f.write(f"=== dump {n} failed: {exc!r}\n")
+
+    threading.Thread(target=run, name="tracemalloc-dump", daemon=True).start()
+
+
 def configure(argv: list[str]) -> list[str]:
     """Apply the benchmark's options in ``argv``; the arguments left for the command."""
     rest: list[str] = []
     args = iter(argv)
+    trace: Path | None = None
+    every = 30.0
     for arg in args:
         if arg == "--keep-sales-docs":
             CentralWriter.trim = _keep_all  # type: ignore[method-assign]
@@ -47,8 +204,14 @@ def configure(argv: list[str]) -> list[str]:
                 _init(self, *a, **kw)
 
             DocCache.__init__ = patched  # type: ignore[method-assign]
+        elif arg == "--tracemalloc":
+            trace = Path(next(args))
+        elif arg == "--tracemalloc-every":
+            every = float(next(args))
         else:
             rest.append(arg)
+    if trace is not None:
+        start_profiler(trace, every)
     return rest
 
 

@@ -2,7 +2,8 @@
 
 ``python -m benchmarks.long_life [--days 365] [--sales-per-day 300] [--skus 2000]
 [--restart-every 1] [--rollover-slots N] [--stores 5] [--chain-sales-per-day 20]
-[--chain-restart-every 30] [--no-till] [--no-chain] [--json out.json]``, and
+[--chain-restart-every 30] [--no-kept-arm] [--chain-trace FILE] [--no-till]
+[--no-chain] [--json out.json]``, and
 ``--plot run.json ...`` to draw ``docs/img/long-life.png``.  The fast default
 (``--days 30``) runs in about 1.5 minutes; ``--days 365`` is the year of issue 14.
 
@@ -23,7 +24,9 @@
   closes; at each month's end each relay's RSS vs its RSS after day 1.  Arms:
   the central writer keeping every sales document (before issue 14 part 4),
   unloading them (after), and unloading with rollover at a restart every
-  ``--chain-restart-every`` days.
+  ``--chain-restart-every`` days.  ``--chain-trace FILE`` runs only the
+  unloading relay, with ``benchmarks.chain_relay --tracemalloc FILE``: what its
+  memory holds, dumped every simulated month or so.
 
 Targets (issue 14, "Done when"): stock bytes within 2x of fresh, time per
 sale within 1.2x of day one, the state vector bounded, the relay's memory
@@ -41,7 +44,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -516,6 +519,18 @@ def main(argv: list[str] | None = None) -> int:
         default=30,
         help="days between restarts of the chain's rollover relay (0: no rollover arm)",
     )
+    parser.add_argument(
+        "--chain-trace",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="profile: only the 'sales docs unloaded' relay, its tracemalloc dumps to FILE",
+    )
+    parser.add_argument(
+        "--no-kept-arm",
+        action="store_true",
+        help="leave out the chain's 'sales docs kept' baseline relay (a shorter run)",
+    )
     parser.add_argument("--no-till", action="store_true", help="only the chain")
     parser.add_argument("--no-chain", action="store_true", help="only the till")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
@@ -558,13 +573,19 @@ def main(argv: list[str] | None = None) -> int:
             )
         if not args.no_chain:
             t0 = time.perf_counter()
+            arms = chain_arms(args.skus, args.chain_restart_every)
+            if args.no_kept_arm:
+                arms = arms[1:]
+            if args.chain_trace is not None:
+                trace = ("--tracemalloc", str(args.chain_trace.resolve()))
+                arms = [replace(arms[1], extra_args=(*arms[1].extra_args, *trace))]
             figs += chain_year(
                 wd,
                 days=args.days,
                 stores=args.stores,
                 sales_per_day=args.chain_sales_per_day,
                 skus=args.skus,
-                arms=chain_arms(args.skus, args.chain_restart_every),
+                arms=arms,
             )
             print(f"chain: {time.perf_counter() - t0:.0f} s", flush=True)
     print(table(figs, "long life"))

@@ -69,6 +69,10 @@ def test_the_writer_unloads_sales_documents_after_each_review(tmp_path: Path) ->
             period = f"2026-{month + 1:02d}"
             # only the current month's sales document stays (the bound is 2)
             assert loaded == [f"sales/shop/{period}"], loaded
+            # per-document state of the core goes with the document: bounded by
+            # what is loaded, not by the months gone by
+            core = writer.replica.core
+            assert set(core._log_counts) <= set(core.loaded_docs()), core._log_counts
             held.append(weakref.ref(writer.replica.core.docs.doc(loaded[0])))
         # Past months' documents are freed, not only forgotten (pycrdt observers
         # keep a document alive until they are removed).

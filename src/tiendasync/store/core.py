@@ -586,10 +586,13 @@ class ReplicaCore:
         """Drop these documents from memory; each is read from the file on next use.
 
         Nothing is lost: every write and merge is in the file when it returns.
+        Their compaction counters go too (re-read from the file on next use), so
+        what is kept per document is bounded by the loaded documents.
         """
         with self.locked():
             for name in names:
                 self.docs.drop_loaded(name)
+                self._log_counts.pop(name, None)
 
     def reload(self) -> None:
         """Forget in-memory state; it is rebuilt from disk on next use."""
