@@ -42,11 +42,12 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from hypothesis import HealthCheck, event, note, settings
+from hypothesis import event, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import initialize, precondition, rule, run_state_machine_as_test
 
 from tests.convergence.test_convergence_stateful import (
+    CI_SETTINGS,
     LOCS,
     MALLORY,
     RELAY_MAX_DOCS,
@@ -57,25 +58,14 @@ from tests.convergence.test_convergence_stateful import (
     replica_index,
     skus,
 )
+from tests.convergence.test_convergence_stateful import SOAK_SETTINGS as BASE_SOAK_SETTINGS
 from tests.support.postgres import PgServer
 from tests.support.simcluster import ClusterNet
 from tests.support.simnet import SimClock, replica_snapshot
 from tiendasync.store.invariants import evaluate
 
-CI_SETTINGS = settings(
-    max_examples=15,
-    stateful_step_count=30,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-SOAK_SETTINGS = settings(
-    max_examples=300,
-    stateful_step_count=80,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+#: The single-relay machine's bounds; the soak runs fewer cases (each starts PostgreSQL work).
+SOAK_SETTINGS = settings(BASE_SOAK_SETTINGS, max_examples=300)
 
 #: Figures over every case run in this process (printed by the tests; ``-s`` shows them).
 FIGURES: Counter[str] = Counter()
