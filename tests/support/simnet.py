@@ -50,16 +50,20 @@ import pycrdt
 
 from tiendasync import Replica
 from tiendasync.crdt import ROOT, PNCounter
-from tiendasync.errors import InvalidArgument, RemoteProtocolError
 from tiendasync.model.docnames import stock_doc
-from tiendasync.protocol import CLOSE_PROTOCOL, FrameType, Hello
+from tiendasync.protocol import FrameType, Hello
 from tiendasync.protocol.frames import FrameDecoder
 from tiendasync.protocol.statevector import decode_state_vector
 from tiendasync.relay.auth import issue_token
 from tiendasync.relay.central import CentralWriter
 from tiendasync.relay.core import PendingWrite, RelayCore, RelaySession
 from tiendasync.relay.docs import DocCache, compact
-from tiendasync.relay.generations import Generations, RolloverPolicy, ownership_check
+from tiendasync.relay.generations import (
+    Generations,
+    RolloverPolicy,
+    carry_outcome,
+    ownership_check,
+)
 from tiendasync.relay.lookups import answer_hello, log_session
 from tiendasync.relay.ownership import writer_of
 from tiendasync.relay.storage import RelayStore, SqliteRelayStore
@@ -263,22 +267,17 @@ class SimRelay:
             if not session.open or session.tenant is None:
                 continue  # closed meanwhile: it re-sends on its next sync
             check = ownership_check(doc, data, writer_of(session), int(self.clock() * 1000))
-            try:
-                carried = self._generations().carry_late(
-                    session.tenant,
-                    doc,
-                    generation,
-                    data,
-                    replica=session.writer_name,
-                    received_at=self.clock(),
-                    check=check,
-                )
-            except RemoteProtocolError as exc:
-                self.core.late_failed(session, exc.code, exc.reason)
-            except InvalidArgument as exc:
-                self.core.late_failed(session, CLOSE_PROTOCOL, str(exc))
-            else:
-                self.core.late_stored(session, doc, acks, carried.clocks, carried.carry)
+            outcome = carry_outcome(
+                self._generations(),
+                session.tenant,
+                doc,
+                generation,
+                data,
+                replica=session.writer_name,
+                received_at=self.clock(),
+                check=check,
+            )
+            self.core.late_done(session, doc, acks, outcome)
             done += 1
         return done
 

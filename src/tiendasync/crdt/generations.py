@@ -36,6 +36,7 @@ from tiendasync.crdt.counter import decode_counter_slot
 from tiendasync.crdt.keys import MAX_SAFE_INTEGER, ROOT, SEP
 from tiendasync.crdt.lww import FieldWrite, decode_slot, slot_key
 from tiendasync.errors import InvalidArgument
+from tiendasync.model.docnames import DATA_TYPES, data_type_of
 
 __all__ = [
     "ROLLABLE",
@@ -46,6 +47,7 @@ __all__ = [
     "carry_lww",
     "carry_update",
     "counter_slots",
+    "crdt_of",
     "lww_slots",
     "lww_winners",
     "seed_counter",
@@ -56,6 +58,14 @@ __all__ = [
 
 #: The CRDTs (``crdt`` of :data:`tiendasync.model.docnames.DATA_TYPES`) that roll over.
 ROLLABLE = frozenset({"counter", "lww"})
+
+
+def crdt_of(doc: str) -> str | None:
+    """The CRDT of ``doc`` if its documents roll over (``"counter"``, ``"lww"``), else None
+    (InvalidArgument for a name no data type has)."""
+    crdt = DATA_TYPES[data_type_of(doc)].crdt
+    return crdt if crdt in ROLLABLE else None
+
 
 #: ``{(record, field): {writer: FieldWrite}}`` (the tombstone is a field too).
 LWWSlots = Mapping[tuple[str, str], Mapping[int, FieldWrite]]

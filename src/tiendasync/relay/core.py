@@ -55,6 +55,7 @@ from tiendasync.relay.central import CentralWriter
 from tiendasync.relay.docs import DocCache
 from tiendasync.relay.fanout import Fanout
 from tiendasync.relay.followers import Followers
+from tiendasync.relay.generations import Carried
 from tiendasync.relay.ownership import OwnershipGate
 from tiendasync.relay.policy import Grants, Policy, RateLimits, TokenBucket
 from tiendasync.relay.reviews import CentralReviews, ReviewWork
@@ -428,6 +429,15 @@ class RelayCore:
             for client in acks:
                 conn.ack(doc, client, clocks.get(client, 0))
             self.on_output(session)
+
+    def late_done(
+        self, session: RelaySession, doc: str, acks: list[int], outcome: Carried | tuple[int, str]
+    ) -> None:
+        """What ``carry_outcome`` said of a late update of ``session``: stored, or not."""
+        if isinstance(outcome, tuple):
+            self.late_failed(session, *outcome)
+        else:
+            self.late_stored(session, doc, acks, outcome.clocks, outcome.carry)
 
     def late_failed(self, session: RelaySession, code: int, reason: str) -> None:
         """A late update could not be carried: nothing of it was stored; close."""

@@ -35,10 +35,10 @@ from typing import Any
 
 import pycrdt
 
-from tiendasync.crdt.generations import ROLLABLE, carry_update, seed_update, slot_count
-from tiendasync.errors import InvalidArgument, RemoteProtocolError, StorageError
-from tiendasync.model.docnames import DATA_TYPES, data_type_of, parse_doc
-from tiendasync.protocol import CLOSE_PROTOCOL
+from tiendasync.crdt.generations import carry_update, crdt_of, seed_update, slot_count
+from tiendasync.errors import InvalidArgument, RemoteProtocolError, StorageError, TiendaSyncError
+from tiendasync.model.docnames import parse_doc
+from tiendasync.protocol import CLOSE_INTERNAL, CLOSE_PROTOCOL
 from tiendasync.protocol.statevector import decode_state_vector
 from tiendasync.protocol.yjs_update import MalformedUpdate, parse_update
 from tiendasync.relay.central import CENTRAL_REPLICA_ID
@@ -50,6 +50,7 @@ __all__ = [
     "Carried",
     "Generations",
     "RolloverPolicy",
+    "carry_outcome",
     "crdt_of",
     "ownership_check",
     "past_state_vector",
@@ -96,12 +97,6 @@ class Carried:
     carry: bytes | None
 
 
-def crdt_of(doc: str) -> str | None:
-    """The CRDT of ``doc`` if its documents roll over (``"counter"``, ``"lww"``), else None."""
-    crdt = DATA_TYPES[data_type_of(doc)].crdt
-    return crdt if crdt in ROLLABLE else None
-
-
 def _doc(*updates: bytes) -> pycrdt.Doc[Any]:
     doc: pycrdt.Doc[Any] = pycrdt.Doc()
     with doc.transaction(origin="generations"):
@@ -133,6 +128,33 @@ def ownership_check(
             raise RemoteProtocolError(refusal.reason, refusal.code)
 
     return check
+
+
+def carry_outcome(
+    generations: Generations,
+    tenant: str,
+    doc: str,
+    generation: int,
+    data: bytes,
+    *,
+    replica: str,
+    received_at: float,
+    check: Callable[[pycrdt.Doc[Any]], None],
+) -> Carried | tuple[int, str]:
+    """:meth:`Generations.carry_late` for a session's late update: what was stored, or
+    the close code and reason the session ends with (nothing of it was stored).  The
+    server's pump (in a worker thread) and the simulated relay both call this."""
+    try:
+        return generations.carry_late(
+            tenant, doc, generation, data, replica=replica, received_at=received_at, check=check
+        )
+    except RemoteProtocolError as exc:
+        return exc.code, exc.reason
+    except InvalidArgument as exc:
+        return CLOSE_PROTOCOL, str(exc)
+    except TiendaSyncError as exc:
+        log.error("%s/%s: a late update of %s failed: %s", tenant, doc, replica, exc)
+        return CLOSE_INTERNAL, "storage failure"
 
 
 def past_state_vector(store: RelayStore, tenant: str, doc: str, generation: int) -> bytes:

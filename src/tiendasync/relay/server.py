@@ -33,7 +33,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.http11 import Request, Response
 
-from tiendasync.errors import ConfigError, InvalidArgument, RemoteProtocolError, TiendaSyncError
+from tiendasync.errors import ConfigError, TiendaSyncError
 from tiendasync.protocol import (
     CLOSE_INTERNAL,
     CLOSE_NORMAL,
@@ -51,7 +51,7 @@ from tiendasync.relay.cluster import ClusterNode, Notice
 from tiendasync.relay.core import RelayCore
 from tiendasync.relay.docs import DocCache
 from tiendasync.relay.forward import Forwarder, RequestBook
-from tiendasync.relay.generations import Generations, RolloverPolicy, ownership_check
+from tiendasync.relay.generations import Generations, RolloverPolicy, carry_outcome, ownership_check
 from tiendasync.relay.integrity import VerifyReport, verify_store
 from tiendasync.relay.lookups import log_session, lookup_follower, lookup_hello
 from tiendasync.relay.nodes import WAKE, NodeBoard
@@ -764,26 +764,18 @@ class RelayServer:
             async with lock:
                 if not session.open:
                     return  # closed meanwhile: it re-sends on its next sync
-                try:
-                    carried = await asyncio.to_thread(
-                        self.generations.carry_late,
-                        tenant,
-                        doc,
-                        generation,
-                        data,
-                        replica=session.writer_name,
-                        received_at=time.time(),
-                        check=check,
-                    )
-                except RemoteProtocolError as exc:
-                    self.core.late_failed(session, exc.code, exc.reason)
-                except InvalidArgument as exc:
-                    self.core.late_failed(session, CLOSE_PROTOCOL, str(exc))
-                except TiendaSyncError as exc:
-                    log.error("session %s: a late update of %s failed: %s", session.id, doc, exc)
-                    self.core.late_failed(session, CLOSE_INTERNAL, "storage failure")
-                else:
-                    self.core.late_stored(session, doc, acks, carried.clocks, carried.carry)
+                outcome = await asyncio.to_thread(
+                    carry_outcome,
+                    self.generations,
+                    tenant,
+                    doc,
+                    generation,
+                    data,
+                    replica=session.writer_name,
+                    received_at=time.time(),
+                    check=check,
+                )
+                self.core.late_done(session, doc, acks, outcome)
 
         self._spawn(carry())
 

@@ -58,7 +58,6 @@ from tiendasync.model.names import check_name
 from tiendasync.store.docset import DocSet
 from tiendasync.store.indexing import ChangeIndex
 from tiendasync.store.storage import ReplicaStore
-from tiendasync.store.storage.database import GENERATIONS_KEY
 from tiendasync.store.synclock import SyncLock, decode_state, encode_state
 
 __all__ = ["COMPACT_EVERY", "ConnectionState", "ReplicaCore", "UpdateListener", "WriteSpec"]
@@ -547,8 +546,7 @@ class ReplicaCore:
     def _moved(self, doc: str) -> None:
         """After ``doc``'s move is committed: read it anew and report every entity in it
         as changed (what the new generation brought came with no CRDT event)."""
-        self.docs.drop_loaded(doc)
-        self._log_counts.pop(doc, None)
+        self.unload_docs([doc])
         self.changes.moved(doc)
         self._after_commit([], local=False)
 
@@ -567,10 +565,7 @@ class ReplicaCore:
         (not held then: created since by a local write, or not held at all), before
         their catch-up arrives, so later HELLOs tell it."""
         with self.transaction():
-            stored = self.storage.doc_generations()
-            new = {d: g for d, g in generations.items() if stored.get(d) != g}
-            if new:
-                self.storage.set_json(GENERATIONS_KEY, dict(sorted({**stored, **new}.items())))
+            self.storage.record_generations(generations)
 
     def generations(self) -> dict[str, int]:
         """``{doc: generation}`` of every document held past generation 0."""

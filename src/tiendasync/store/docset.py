@@ -273,24 +273,17 @@ class DocSet:
         if doc is not None and subscription is not None:
             doc.unobserve(subscription)
 
-    def generation_of(self, name: str) -> int:
-        """The generation of ``name`` held (0 until its first move; see docs/generations.md)."""
-        if name in self._generation:
-            return self._generation[name]
-        with self._store.read():
-            return self._store.doc_generations().get(name, 0)
-
-    def _drop_moved(self) -> set[str]:
+    def _drop_moved(self) -> None:
         """Drop the loaded docs another process moved to a later generation since they
-        loaded (merging the new one into the old would count everything twice)."""
+        loaded (merging the new one into the old would count everything twice); they
+        are added to :attr:`moved`."""
         if not self._docs:
-            return set()
+            return
         stored = self._store.doc_generations()
         moved = {n for n in self._docs if stored.get(n, 0) != self._generation.get(n, 0)}
         for name in moved:
             self.drop_loaded(name)
         self.moved |= moved
-        return moved
 
     def loaded(self) -> list[str]:
         return list(self._docs)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pycrdt
 
-from tiendasync.crdt.generations import ROLLABLE
+from tiendasync.crdt.generations import crdt_of
 from tiendasync.errors import (
     AuthError,
     ClockAhead,
@@ -30,7 +30,7 @@ from tiendasync.errors import (
     TiendaSyncError,
     UnreachableRelay,
 )
-from tiendasync.model.docnames import DATA_TYPES, data_type_of, location_of
+from tiendasync.model.docnames import data_type_of, location_of
 from tiendasync.model.grants import GRANTS_KEY, WriteGrants
 from tiendasync.protocol import (
     CLOSE_AUTH,
@@ -493,7 +493,7 @@ class ReplicaSync:
 def _rollable(doc: str) -> bool:
     """Whether ``doc``'s data type rolls over to new generations (counters and LWW)."""
     try:
-        return DATA_TYPES[data_type_of(doc)].crdt in ROLLABLE
+        return crdt_of(doc) is not None
     except TiendaSyncError:
         return False
 

@@ -278,9 +278,13 @@ class ReplicaStore:
         )
         self.conn.execute("DELETE FROM updates WHERE doc = ?", (doc,))
         self.conn.execute("DELETE FROM held_updates WHERE doc = ?", (doc,))
-        generations = self.doc_generations()
-        generations[doc] = generation
-        self.set_json(GENERATIONS_KEY, dict(sorted(generations.items())))
+        self.record_generations({doc: generation})
+
+    def record_generations(self, generations: dict[str, int]) -> None:
+        """Record each document's generation (call inside ``write``)."""
+        stored = self.doc_generations()
+        if any(stored.get(d) != g for d, g in generations.items()):
+            self.set_json(GENERATIONS_KEY, dict(sorted({**stored, **generations}.items())))
 
     def drop_doc(self, doc: str) -> None:
         """Remove ``doc`` from this file: its log, snapshot, held updates and its sales'
