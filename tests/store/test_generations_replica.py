@@ -9,11 +9,13 @@ acknowledged, and other processes sharing a file see the new one, not both.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pycrdt
+import pytest
 
 from tests.store.test_client import RelayThread
 from tiendasync import Replica
@@ -337,3 +339,47 @@ def test_a_store_two_generations_behind_with_nothing_to_send_moves_to_the_curren
     finally:
         t1.close()
         t2.close()
+
+
+def test_a_relay_that_sends_an_unexpected_next_generation_is_refused(tmp_path: Path) -> None:
+    """A NEXT frame for a document the store does not hold a generation behind (or of
+    another generation, or malformed) ends the session as a protocol error; the file
+    keeps its generation."""
+    from tiendasync.errors import ProtocolError
+    from tiendasync.protocol import RelayConnection
+    from tiendasync.store.sync_session import ReplicaSync
+
+    with Replica.open(tmp_path / "t1.db", tenant="acme", replica_id="t1", location="t1") as r:
+        r.inventory.receive("CAFE", 3)
+        # (told it is behind on the stock document?, generation sent, update sent)
+        cases = [(False, 1, _seeded(3, 0)), (True, 2, _seeded(3, 0)), (True, 1, b"\xff\xff")]
+        for behind, generation, data in cases:
+            sync = ReplicaSync(r, "tok", clock=lambda: 0.0)
+            sync.start()
+            relay = RelayConnection()
+            relay.receive_data(sync.data_to_send())
+            relay.events()
+            relay.accept("s1", {}, None)
+            if behind:
+                relay.announce_generations({STOCK: 1})
+            relay.send_next(STOCK, generation, data)
+            sync.receive_data(relay.data_to_send())
+            assert isinstance(sync.error, ProtocolError), (behind, generation)
+            assert sync.closed
+        assert r.core.generations() == {}
+        assert r.inventory.stock("CAFE") == 3
+
+
+def test_a_garbage_generations_record_in_the_file_is_corrupt_data(tmp_path: Path) -> None:
+    import sqlite3
+
+    from tiendasync import CorruptData
+
+    path = tmp_path / "t1.db"
+    Replica.open(path, tenant="acme", replica_id="t1", location="t1").close()
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('generations', ?)", ('{"stock/t1": -1}',)
+        )
+    with pytest.raises(CorruptData, match="garbage 'generations'"):
+        Replica.open(path).close()  # refused at open, with what to do
