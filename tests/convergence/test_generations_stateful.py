@@ -71,6 +71,18 @@ class RolloverConvergence(SyncConvergence):
         FIGURES["rollovers"] += 1
         FIGURES["relay_writes_lost_uncommitted"] += lost
 
+    @precondition(
+        lambda self: self.net is not None and self.rollovers < 3 and self._everyone_current()
+    )
+    @rule()
+    def rollover_live(self) -> None:
+        """Roll every document over while the relay runs: live sessions are sent to a new
+        session, queued writes are committed first, the relay's writer is reopened."""
+        self.rollovers += 1
+        self.n.roll_over_live(EVERYTHING)
+        FIGURES["rollovers"] += 1
+        FIGURES["live_rollovers"] += 1
+
     def _heal_and_check(self) -> None:
         super()._heal_and_check()
         FIGURES["rollover_cases"] += bool(self.rollovers)
@@ -90,6 +102,7 @@ def test_convergence_with_rollovers() -> None:
     run_state_machine_as_test(RolloverConvergence, settings=CI_SETTINGS)
     print(f"\nrollover convergence: {dict(sorted(FIGURES.items()))}")
     assert FIGURES["rollovers"] > 0  # the rule ran: this was not the base machine again
+    assert FIGURES["live_rollovers"] > 0
     assert FIGURES["cases_converged"] == FIGURES["cases"]
 
 

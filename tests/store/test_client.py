@@ -20,10 +20,21 @@ from tiendasync.relay.generations import RolloverPolicy
 class RelayThread:
     """A RelayServer running in its own event loop thread."""
 
-    def __init__(self, tmp: Path, *, rollover: RolloverPolicy | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        *,
+        rollover: RolloverPolicy | None = None,
+        rollover_interval: float = 86_400.0,
+    ) -> None:
         self.store = SqliteRelayStore(str(tmp / "relay.db"))
         self.server = RelayServer(
-            self.store, host="127.0.0.1", port=0, central_dir=tmp / "central", rollover=rollover
+            self.store,
+            host="127.0.0.1",
+            port=0,
+            central_dir=tmp / "central",
+            rollover=rollover,
+            rollover_interval=rollover_interval,
         )
         self.loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
@@ -53,6 +64,10 @@ class RelayThread:
             return fn()
 
         return asyncio.run_coroutine_threadsafe(wrapped(), self.loop).result(10)
+
+    def run(self, coro: Any, timeout: float = 30.0) -> Any:
+        """Await ``coro`` on the relay's loop; its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self._stop.set)

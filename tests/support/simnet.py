@@ -50,6 +50,7 @@ import pycrdt
 
 from tiendasync import Replica
 from tiendasync.crdt import ROOT, PNCounter
+from tiendasync.crdt.generations import crdt_of
 from tiendasync.model.docnames import stock_doc
 from tiendasync.protocol import FrameType, Hello
 from tiendasync.protocol.frames import FrameDecoder
@@ -547,6 +548,27 @@ class SimNet:
         self._fault("relay_restart")
         self._log(f"relay restart: {lost} uncommitted writes lost")
         return lost
+
+    def roll_over_live(self, policy: RolloverPolicy) -> list[tuple[str, str, int]]:
+        """Roll every stored document past ``policy`` over while the relay runs, in the
+        steps the server takes (``relay.rollover.LiveRollover``), one document at a time."""
+        relay, rolled = self.relay, []
+        generations = relay._generations(policy)
+        for tenant, doc in sorted(relay.store.all_state_vectors()):
+            if crdt_of(doc) is None or not generations.due(tenant, doc):
+                continue
+            relay.core.begin_rollover(tenant, doc)
+            self._settle()  # SYNC_NOW and BYE go out; what the stores send is not read
+            self.flush_storage()  # every queued write committed, late updates carried
+            writer = relay.core.retire_central(tenant)
+            if writer is not None:
+                writer.close()
+            rolled.append((tenant, doc, generations.roll_over(tenant, doc)))
+            relay.core.end_rollover(tenant, doc)
+            self._settle()
+        relay.rollovers += bool(rolled)
+        self._log(f"live rollover: {len(rolled)} documents")
+        return rolled
 
     def flush_storage(self, limit: int | None = None) -> int:
         batch = self.relay.flush_storage(limit)  # the central writer may open here

@@ -124,6 +124,9 @@ class RelayCore:
         self.on_output: Callable[[RelaySession], None] = on_output or (lambda s: None)
         self.on_write: Callable[[PendingWrite], None] = on_write or (lambda w: None)
         self.sessions: dict[str, RelaySession] = {}
+        #: documents being rolled over while the relay runs (see :meth:`begin_rollover`)
+        self._rolling: set[tuple[str, str]] = set()
+        self._rollover_epochs: dict[str, int] = {}
         self.fanout = Fanout(
             self.docs,
             self.broker,
@@ -162,7 +165,7 @@ class RelayCore:
                 central_dir,
                 store,
                 self.docs,
-                self.fanout.ingest_central,
+                self._ingest_central,
                 invariants=invariants,
                 client_id_source=client_id_source,
                 wall_clock=central_wall_clock,
@@ -296,6 +299,82 @@ class RelayCore:
 
     def connection_count(self) -> int:
         return sum(1 for s in self.sessions.values() if s.open)
+
+    # -- a rollover while the relay runs (relay.generations, docs/generations.md) -------------
+
+    def begin_rollover(self, tenant: str, doc: str) -> int:
+        """Stop every use of ``doc`` that its cut would break; returns how many
+        sessions were closed.  The steps, which the pump drives::
+
+            core.begin_rollover(tenant, doc)
+            ...                                 # every queued write committed, late
+                                                # updates of ``doc`` carried
+            writer = core.retire_central(tenant)
+            ...                                 # writer.close(), after its reviews
+            generations.roll_over(tenant, doc)  # the cut, in storage
+            core.end_rollover(tenant, doc)
+
+        Every sync session of ``tenant`` that may read or write ``doc`` is asked
+        for a new session (SYNC_NOW, then BYE): what it sends after this is not
+        read, and it comes back at once with a HELLO that tells ``doc``'s old
+        generation, so it moves over like a store that was offline.  Followers of
+        ``doc`` are closed for good (4410: their copy is the old generation; they
+        reload).  Until :meth:`end_rollover` the central writer's writes to ``doc``
+        are not taken (it carries them over when it reopens), and the pump must
+        not welcome a HELLO of ``tenant`` looked up before (:meth:`rollover_epoch`)
+        or during (:meth:`rolling`) the rollover.
+        """
+        self._rolling.add((tenant, doc))
+        self._rollover_epochs[tenant] = self._rollover_epochs.get(tenant, 0) + 1
+        reason = f"{doc[:100]} moved to a new generation: reconnect"
+        closed = 0
+        for session in list(self.sessions.values()):
+            if session.tenant != tenant or not session.open:
+                continue
+            if session.kind == "yjs":
+                if session.yjs_doc == doc:
+                    self.followers.moved(session, f"{doc[:100]} moved to a new generation: reload")
+                    closed += 1
+            elif session.conn is not None and (
+                session.grants.can_read(doc) or session.grants.can_write(doc)
+            ):
+                session.conn.request_sync(False)
+                session.conn.bye(reason)
+                self.on_output(session)
+                closed += 1
+        return closed
+
+    def retire_central(self, tenant: str) -> CentralWriter | None:
+        """Hand what was committed so far to ``tenant``'s central writer and retire it:
+        the pump closes it once those reviews ran (the writer it returns, if open).
+        Its next use, after :meth:`end_rollover`, opens it again and moves it over."""
+        if self.reviews is None:
+            return None
+        self.reviews.flush()
+        return self.reviews.retire(tenant)
+
+    def end_rollover(self, tenant: str, doc: str) -> None:
+        """The cut of ``doc`` is stored (or failed): serve it again, from storage."""
+        self._rolling.discard((tenant, doc))
+        self.docs.evict(tenant, doc)
+        if self.reviews is not None and not self.rolling(tenant):
+            self.reviews.release(tenant)
+
+    def rolling(self, tenant: str) -> bool:
+        """Whether a document of ``tenant`` is being rolled over now."""
+        return any(t == tenant for t, _ in self._rolling)
+
+    def rollover_epoch(self, tenant: str) -> int:
+        """How many rollovers of ``tenant`` began here: a HELLO looked up before a
+        change of it is looked up again (its facts may tell the old generation)."""
+        return self._rollover_epochs.get(tenant, 0)
+
+    def _ingest_central(self, tenant: str, doc: str, data: bytes) -> None:
+        if (tenant, doc) in self._rolling:
+            # Made on the generation being cut: the writer carries it when it reopens.
+            log.info("%s/%s: a central write during its rollover is carried later", tenant, doc)
+            return
+        self.fanout.ingest_central(tenant, doc, data)
 
     def admit(self, peer: str, now: float) -> str | None:
         """A new connection from address ``peer`` at ``now`` (seconds, any epoch).

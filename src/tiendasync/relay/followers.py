@@ -38,6 +38,7 @@ from tiendasync.protocol import (
     CLOSE_PROTOCOL,
     CLOSE_RATE_LIMIT,
     CLOSE_TOO_BIG,
+    CLOSE_VERSION,
 )
 from tiendasync.protocol.statevector import decode_state_vector
 from tiendasync.protocol.yjs_update import MalformedUpdate, ParsedUpdate, parse_update
@@ -129,6 +130,11 @@ class Followers:
         """Close ``session`` with ``code`` in its y-websocket form (``follower_close_code``)."""
         fail(session, follower_close_code(code), reason)
         self._on_output(session)
+
+    def moved(self, session: RelaySession, reason: str) -> None:
+        """Close ``session`` for good (4410): its document moved to a new generation,
+        and the copy the follower holds is the old one (merged, it would count twice)."""
+        self._fail(session, CLOSE_VERSION, reason)
 
     def revoke(self, session: RelaySession) -> None:
         """Close ``session``: its token was revoked while it was open."""

@@ -29,7 +29,7 @@ from typing import Any
 
 import pycrdt
 
-from tiendasync.errors import ConfigError, TiendaSyncError
+from tiendasync.errors import ConfigError, RetryLater, TiendaSyncError
 from tiendasync.protocol.statevector import decode_state_vector, encode_state_vector
 from tiendasync.relay.central import CENTRAL_REPLICA_ID, CentralWriter
 from tiendasync.relay.docs import DocCache
@@ -133,6 +133,8 @@ class CentralReviews:
         self._pending: dict[tuple[str, str], list[bytes]] = {}
         self._pending_count = 0
         self._flush_deferred = False
+        #: tenants whose writer is retired during a rollover: their reviews wait
+        self._held: set[str] = set()
         #: Whether this process reviews (a relay cluster: only the review lock's holder).
         self.enabled = True
         #: False when review workers review (:mod:`tiendasync.relay.workers`, on a
@@ -145,6 +147,8 @@ class CentralReviews:
         writer = self._writers.get(tenant)
         if writer is not None:
             return writer
+        if tenant in self._held:
+            raise RetryLater(f"a document of {tenant} is rolling over: try again in a moment")
         writer = CentralWriter.open(
             self.directory,
             tenant,
@@ -281,10 +285,26 @@ class CentralReviews:
             self._flush_deferred = True
             self.defer(self.flush)
 
+    def retire(self, tenant: str) -> CentralWriter | None:
+        """Forget ``tenant``'s writer (the caller closes it once the reviews handed over
+        so far ran) and hold its reviews until :meth:`release` (a rollover)."""
+        self._held.add(tenant)
+        return self._writers.pop(tenant, None)
+
+    def release(self, tenant: str) -> None:
+        """Hand over what was gathered for ``tenant`` while it was held."""
+        self._held.discard(tenant)
+        self._hand_over()
+
     def flush(self) -> None:
-        """Hand what :meth:`review` gathered to the writers (see :class:`ReviewWork`)."""
+        """Hand what :meth:`review` gathered to the writers (see :class:`ReviewWork`);
+        a held tenant's stays gathered."""
         self._flush_deferred = False
-        grouped, self._pending, self._pending_count = self._pending, {}, 0
+        grouped, self._pending = self._pending, {}
+        if self._held:
+            self._pending = {k: v for k, v in grouped.items() if k[0] in self._held}
+            grouped = {k: v for k, v in grouped.items() if k[0] not in self._held}
+        self._pending_count = sum(len(v) for v in self._pending.values())
         if not grouped:
             return
         writers: dict[str, CentralWriter] = {}
@@ -309,7 +329,7 @@ class CentralReviews:
         reviews run through :attr:`run`, like a batch's."""
         if not self.enabled:
             return
-        for tenant in sorted(self._unopened):
+        for tenant in sorted(self._unopened - self._held):
             try:
                 self.writer(tenant)
             except (TiendaSyncError, OSError) as exc:

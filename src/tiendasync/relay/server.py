@@ -59,8 +59,9 @@ from tiendasync.relay.ownership import writer_of
 from tiendasync.relay.policy import Grants, RateLimits
 from tiendasync.relay.records import SyncRequest
 from tiendasync.relay.reviews import ReviewWork
+from tiendasync.relay.rollover import LiveRollover, RolloverSchedule
 from tiendasync.relay.state import HelloFacts, PendingWrite, RelaySession
-from tiendasync.relay.storage import RelayStore, TokenRecord
+from tiendasync.relay.storage import AppendResult, RelayStore, TokenRecord
 from tiendasync.relay.writer import GroupCommit
 
 __all__ = ["Grants", "RateLimits", "RelayServer", "check_node_id"]
@@ -144,6 +145,10 @@ class _Link:
 
 #: How often (seconds) a session's end may also prune the sync log.
 SYNC_LOG_PRUNE_EVERY_S = 3600.0
+#: How often documents committed to are checked for a rollover while running (at most).
+LIVE_ROLLOVER_CHECK_S = 60.0
+#: How often a HELLO held by a rollover of its tenant looks again.
+ROLLOVER_HELLO_POLL_S = 0.01
 
 
 class RelayServer:
@@ -180,6 +185,7 @@ class RelayServer:
         node_id: str | None = None,
         review_delay: float = 0.2,
         rollover: RolloverPolicy | None = None,
+        rollover_interval: float = 86_400.0,
     ) -> None:
         if not sync_log_days > 0:
             raise ConfigError(f"sync_log_days must be positive, got {sync_log_days!r}")
@@ -205,6 +211,13 @@ class RelayServer:
         #: default); late updates of sessions a generation behind are carried.
         self.generations = Generations(store, rollover)
         self._late_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        if not rollover_interval >= 0:
+            raise ConfigError(f"rollover_interval must be 0 or more, got {rollover_interval!r}")
+        #: While running, a document past ``rollover`` rolls over at most once per this
+        #: many seconds (the start counts as one); 0, or on a cluster: only at start.
+        self.rollover_interval = rollover_interval
+        #: Rollovers while running (None: off, see :attr:`rollover_interval`).
+        self.live_rollover: LiveRollover | None = None
         self.core = RelayCore(
             store,
             clock=time.time,
@@ -364,13 +377,26 @@ class RelayServer:
         # Before anyone is served: no write can be on its way to a document cut here.
         for tenant, doc, generation in await asyncio.to_thread(self.generations.roll_over_due):
             log.info("%s/%s rolled over to generation %d", tenant, doc, generation)
+        if self.cluster is None and self.rollover_interval and self.generations.policy.enabled:
+            self.live_rollover = self._rollovers(
+                RolloverSchedule(
+                    self.rollover_interval,
+                    time.monotonic(),
+                    check_s=min(LIVE_ROLLOVER_CHECK_S, self.rollover_interval),
+                )
+            )
+        after_commit: Callable[[list[PendingWrite], AppendResult], None] | None = None
+        if self.cluster is not None:
+            after_commit = self.cluster.committed
+        elif self.live_rollover is not None:
+            after_commit = self.live_rollover.committed
         self._writes = GroupCommit(
             self.core,
             self.store,
             max_batch=self.max_batch,
             compact_threshold=self.compact_threshold,
             spawn=self._spawn,
-            after_commit=None if self.cluster is None else self.cluster.committed,
+            after_commit=after_commit,
         )
         # Invariant reviews run on one worker thread (in order): a big catch-up
         # must not stall pings and other stores; the central writers' writes come
@@ -426,6 +452,35 @@ class RelayServer:
         scheme = "wss" if self.ssl_context else "ws"
         log.info("relay listening on %s://%s:%s/sync", scheme, self.host, self.port)
 
+    def _rollovers(self, schedule: RolloverSchedule) -> LiveRollover:
+        return LiveRollover(
+            self.core,
+            self.generations,
+            schedule,
+            settle=self.settle_writes,
+            late_lock=lambda key: self._late_locks.setdefault(key, asyncio.Lock()),
+            in_reviews=self._in_reviews,
+        )
+
+    async def _in_reviews(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the review thread, after the reviews handed to it so far."""
+        pool = self._review_pool
+        if pool is None:
+            fn()
+        else:
+            await asyncio.wrap_future(pool.submit(fn))
+
+    async def roll_over(self, tenant: str, doc: str) -> int | None:
+        """Roll ``doc`` over now, while serving (docs/generations.md): its new
+        generation, or None if it could not be cut now.  ConfigError on a cluster
+        (there, documents roll over at a relay's start only) or when not running."""
+        if self.cluster is not None:
+            raise ConfigError("on a relay cluster, documents roll over at start only")
+        if self._server is None:
+            raise ConfigError("the relay is not running")
+        live = self.live_rollover or self._rollovers(RolloverSchedule(1.0, time.monotonic()))
+        return await live.roll_over(tenant, doc)
+
     async def stop(self) -> None:
         """Close every connection, commit what is queued, stop.  Idempotent."""
         server, self._server = self._server, None
@@ -433,6 +488,8 @@ class RelayServer:
             return
         server.close()
         await server.wait_closed()
+        if self.live_rollover is not None:
+            await self.live_rollover.wait()
         if self.forwarder is not None:  # nothing more run here (asked: the next reviewer's)
             await self.forwarder.stop()
         if self._writes is not None and self._writer_task is not None:
@@ -445,6 +502,17 @@ class RelayServer:
             await asyncio.to_thread(self._review_pool.shutdown, True)
             self._review_pool = None
             await asyncio.sleep(0)  # let the writers' last writes reach the queue
+        await self._stop_background()
+        if self._writes is not None:  # writes the central writer made while closing
+            await self._writes.drain()
+        if self.nodes is not None:
+            await asyncio.to_thread(self.nodes.forget)
+        if self.cluster is not None:
+            await self.cluster.stop()
+        self.core.close()
+
+    async def _stop_background(self) -> None:
+        """Cancel the periodic tasks; wait for the spawned ones."""
         for background in (self._sweeper_task, self._revocation_task, self._beat_task):
             if background is not None:
                 background.cancel()
@@ -453,13 +521,6 @@ class RelayServer:
         for task in list(self._tasks):
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
-        if self._writes is not None:  # writes the central writer made while closing
-            await self._writes.drain()
-        if self.nodes is not None:
-            await asyncio.to_thread(self.nodes.forget)
-        if self.cluster is not None:
-            await self.cluster.stop()
-        self.core.close()
 
     async def __aenter__(self) -> RelayServer:
         await self.start()
@@ -683,7 +744,7 @@ class RelayServer:
             if not self.core.authenticated(session, hello, token, refused):
                 return
             assert token is not None
-            facts = await asyncio.to_thread(lookup_hello, self.store, hello)
+            facts = await self._lookup_hello(hello)
             if self.cluster is not None:  # serve what every node stored, not only ours
                 await self.cluster.serve_current(
                     hello.tenant, None, lambda: self._welcome_current(session, hello, token, facts)
@@ -693,6 +754,18 @@ class RelayServer:
             self.core.lookup_failed(session, exc)
             return
         self.core.welcome(session, hello, token, facts)
+
+    async def _lookup_hello(self, hello: Hello) -> HelloFacts:
+        """What storage says of ``hello``, read after any rollover of its tenant under
+        way: facts read before a cut would welcome the store to the old generation."""
+        core = self.core
+        while True:
+            while core.rolling(hello.tenant):
+                await asyncio.sleep(ROLLOVER_HELLO_POLL_S)
+            epoch = core.rollover_epoch(hello.tenant)
+            facts = await asyncio.to_thread(lookup_hello, self.store, hello)
+            if not core.rolling(hello.tenant) and core.rollover_epoch(hello.tenant) == epoch:
+                return facts
 
     async def _welcome_current(
         self, session: RelaySession, hello: Hello, token: TokenRecord, facts: HelloFacts
@@ -798,6 +871,8 @@ class RelayServer:
                 self.docs.expire_gaps()
                 self.core.yjs_tick(loop.time())
                 self.core.retry_reviews()
+                if self.live_rollover is not None:
+                    self.live_rollover.tick(time.monotonic())
             except Exception:  # a bug must not stop the sweeps
                 log.exception("expiring gapped updates or retrying central reviews failed")
 

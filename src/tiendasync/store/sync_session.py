@@ -301,6 +301,8 @@ class ReplicaSync:
             self._mark_refused(f"relay refused: {event.reason}")
 
     def _on_closed(self, event: ConnectionClosed) -> None:
+        if self.resync is not None:
+            return  # the relay asked for a new session, then ended this one: no error
         self.error = UnreachableRelay(f"relay closed the session: {event.reason}")
 
     def _on_generations_announced(self, event: GenerationsAnnounced) -> None:

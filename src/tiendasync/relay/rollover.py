@@ -1,0 +1,180 @@
+"""Rolling documents over while the relay runs (docs/generations.md).
+
+At start the relay rolls over every document past its
+:class:`~tiendasync.relay.generations.RolloverPolicy` before it serves
+anyone.  A relay that runs for months must fold its documents without a
+restart too, or its memory grows with every incarnation of every till.
+Two parts:
+
+* :class:`RolloverSchedule` decides *which* documents to look at and *when*
+  (sans I/O: the pump passes the time in): those committed to since the last
+  look, every ``check_s`` seconds, and never one rolled over (or the relay
+  started) less than ``min_interval_s`` ago, so a till offline for less than
+  that is never two generations behind;
+* :class:`LiveRollover` runs one rollover on the event loop, in the steps of
+  :meth:`~tiendasync.relay.core.RelayCore.begin_rollover`: the sessions that
+  may use the document are sent to a new session, every queued write is
+  committed, the late updates of the document are carried, the central
+  writer is retired after its reviews, the cut is stored (in a worker
+  thread), and the document is served again from storage.  Stores come back
+  at once, a generation behind, and move over as after a restart.
+
+Not on a relay cluster: every node holds the document in memory, so a cut
+needs all of them; rollover there happens at start only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+
+from tiendasync.errors import ConfigError, TiendaSyncError
+from tiendasync.relay.core import RelayCore
+from tiendasync.relay.generations import Generations, crdt_of
+from tiendasync.relay.state import PendingWrite
+from tiendasync.relay.storage import AppendResult
+
+__all__ = ["LiveRollover", "RolloverSchedule"]
+
+log = logging.getLogger("tiendasync.relay.generations")
+
+#: How long a rollover waits for the queued writes to be committed before it gives up
+#: (and serves the document on, uncut: it is tried again at the next check).
+SETTLE_TIMEOUT_S = 30.0
+
+DocKey = tuple[str, str]
+
+
+@dataclass
+class RolloverSchedule:
+    """Which documents to check for a rollover while the relay runs, and when.
+
+    ``started_at`` counts as every document's last rollover (the relay rolls
+    documents over at start).  Times are seconds on one clock (the pump's).
+    """
+
+    min_interval_s: float
+    started_at: float
+    check_s: float = 60.0
+    _changed: set[DocKey] = field(default_factory=set)
+    _last: dict[DocKey, float] = field(default_factory=dict)
+    _next_check: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.min_interval_s > 0 or not self.check_s > 0:
+            raise ConfigError("a rollover interval and its check period must be positive")
+        self._next_check = self.started_at + min(self.check_s, self.min_interval_s)
+
+    def noted(self, keys: Iterable[DocKey]) -> None:
+        """These documents were committed to (only counter and LWW ones are kept)."""
+        for key in keys:
+            if key not in self._changed and crdt_of(key[1]) is not None:
+                self._changed.add(key)
+
+    def candidates(self, now: float) -> list[DocKey]:
+        """The documents to check now: committed to since their last check and not
+        rolled over within ``min_interval_s`` (none until the next check is due)."""
+        if now < self._next_check:
+            return []
+        self._next_check = now + self.check_s
+        ready = sorted(
+            key
+            for key in self._changed
+            if now - self._last.get(key, self.started_at) >= self.min_interval_s
+        )
+        self._changed.difference_update(ready)
+        return ready
+
+    def rolled(self, key: DocKey, now: float) -> None:
+        self._last[key] = now
+
+
+class LiveRollover:
+    """One relay's rollovers while it runs (see the module docstring).
+
+    ``settle(timeout)``: wait until the writes queued now are committed
+    (whether they were); ``late_lock(key)``: the lock late updates of a
+    document are carried under; ``in_reviews(fn)``: run ``fn`` where the central
+    writers' reviews run, after those handed over so far.
+    """
+
+    def __init__(
+        self,
+        core: RelayCore,
+        generations: Generations,
+        schedule: RolloverSchedule,
+        *,
+        settle: Callable[[float], Awaitable[bool]],
+        late_lock: Callable[[DocKey], AbstractAsyncContextManager[object]],
+        in_reviews: Callable[[Callable[[], None]], Awaitable[None]],
+    ) -> None:
+        self.core = core
+        self.generations = generations
+        self.schedule = schedule
+        self._settle = settle
+        self._late_lock = late_lock
+        self._in_reviews = in_reviews
+        self._checking: asyncio.Task[None] | None = None
+        #: rollovers done while running (``/metrics``-style figure, and the tests')
+        self.count = 0
+
+    def committed(self, batch: list[PendingWrite], _result: AppendResult) -> None:
+        """``GroupCommit.after_commit``: note the documents written to."""
+        self.schedule.noted((w.tenant, w.doc) for w in batch)
+
+    def tick(self, now: float) -> None:
+        """Start a check if one is due (the sweeper calls this every few seconds)."""
+        if self._checking is not None and not self._checking.done():
+            return
+        keys = self.schedule.candidates(now)
+        if keys:
+            self._checking = asyncio.ensure_future(self._check(keys, now))
+
+    async def wait(self) -> None:
+        """Wait for the check under way, if any (the server's stop)."""
+        if self._checking is not None:
+            await asyncio.gather(self._checking, return_exceptions=True)
+
+    async def _check(self, keys: list[DocKey], now: float) -> None:
+        for tenant, doc in keys:
+            try:
+                due = self._due(tenant, doc)
+                if due is None:
+                    due = await asyncio.to_thread(self.generations.due, tenant, doc)
+                if due and await self.roll_over(tenant, doc) is not None:
+                    self.schedule.rolled((tenant, doc), now)
+            except TiendaSyncError as exc:
+                log.error("%s/%s: rollover check failed (tried again later): %s", tenant, doc, exc)
+            except Exception:  # a bug must not stop the checks
+                log.exception("%s/%s: rollover check failed", tenant, doc)
+
+    def _due(self, tenant: str, doc: str) -> bool | None:
+        """Whether the loaded document is past the policy (None: not loaded here)."""
+        rdoc = self.core.docs.current(tenant, doc)
+        return None if rdoc is None else self.generations.due(tenant, doc, rdoc.doc)
+
+    async def roll_over(self, tenant: str, doc: str) -> int | None:
+        """Roll ``doc`` over now; its new generation, or None if it could not be cut
+        (the queued writes did not settle, or storage failed: it is served on, uncut)."""
+        self.core.begin_rollover(tenant, doc)
+        try:
+            async with self._late_lock((tenant, doc)):
+                if not await self._settle(SETTLE_TIMEOUT_S):
+                    log.warning("%s/%s: writes did not settle; rollover put off", tenant, doc)
+                    return None
+                writer = self.core.retire_central(tenant)
+                if writer is not None:
+                    await self._in_reviews(writer.close)
+                await asyncio.sleep(0)  # the writer's last writes, if any, were dropped
+                generation = await asyncio.to_thread(self.generations.roll_over, tenant, doc)
+        except TiendaSyncError as exc:
+            log.error("%s/%s: rollover failed: %s", tenant, doc, exc)
+            return None
+        finally:
+            self.core.end_rollover(tenant, doc)
+        self.count += 1
+        log.info("%s/%s rolled over to generation %d while running", tenant, doc, generation)
+        return generation

@@ -1,0 +1,119 @@
+"""A document rolls over while the relay runs and stores sell (docs/generations.md).
+
+A real relay (websockets on 127.0.0.1, a SQLite store of record, its central
+writer) cuts the stock document while two stores sync live and keep
+selling from other threads: the stores are sent to a new session, come back
+a generation behind, move over, and every sale counts once everywhere: in
+both stores, in the relay's store of record and in the relay's own review.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from tests.store.test_client import RelayThread
+from tests.store.test_generations_replica import STOCK, _stock_at_relay, _wait
+from tiendasync import Replica
+from tiendasync.crdt.counter import PNCounter
+from tiendasync.relay.generations import RolloverPolicy
+
+
+def _central_stock(relay: RelayThread, sku: str) -> int:
+    writer = relay.call(lambda: relay.server.core.central("acme"))
+    return int(relay.call(lambda: writer.replica.inventory.stock(sku, location="t1")))
+
+
+def _open(tmp: Path, name: str) -> Replica:
+    return Replica.open(tmp / f"{name}.db", tenant="acme", replica_id=name, location="t1")
+
+
+def _sell(r: Replica, stop: threading.Event, sold: list[int]) -> None:
+    while not stop.is_set():
+        r.record_sale([("CAFE", 1)])
+        sold.append(1)
+        time.sleep(0.02)
+
+
+def _watch(r: Replica, stop: threading.Event, seen: list[int]) -> None:
+    while not stop.is_set():
+        seen.append(r.inventory.stock("CAFE"))
+        time.sleep(0.005)
+
+
+def test_rolling_over_while_stores_sell_counts_every_sale_once(tmp_path: Path) -> None:
+    relay = RelayThread(tmp_path, rollover=RolloverPolicy(max_bytes=1))
+    t1, t2 = _open(tmp_path, "t1"), _open(tmp_path, "t2")
+    stop = threading.Event()
+    sold: dict[str, list[int]] = {"t1": [], "t2": []}
+    seen: list[int] = []  # what another process of t2's file reads, all along
+    sellers = [threading.Thread(target=_sell, args=(r, stop, sold[r.replica_id])) for r in (t1, t2)]
+    try:
+        t1.catalog.put("CAFE", {"name": "Café", "price_cents": 450})
+        t1.inventory.receive("CAFE", 100_000)
+        for r in (t1, t2):
+            r.start_sync(relay.url, token=relay.token(r.replica_id))
+        _wait(lambda: t2.inventory.stock("CAFE") == 100_000)
+        watcher = _open(tmp_path, "t2")
+        sellers.append(threading.Thread(target=_watch, args=(watcher, stop, seen)))
+        for seller in sellers:
+            seller.start()
+        generations = []
+        for _ in range(3):
+            time.sleep(0.3)
+            generations.append(relay.run(relay.server.roll_over("acme", STOCK)))
+            # Both move over before the next cut: a store two generations behind with
+            # sales to send is refused (docs/generations.md), hence the interval.
+            _wait(lambda: all(r.core.generations().get(STOCK) == generations[-1] for r in (t1, t2)))
+        time.sleep(0.3)
+        stop.set()
+        for seller in sellers:
+            seller.join(10)
+        watcher.close()
+        assert generations == [1, 2, 3]
+        # Never both generations at once: only sales happen, so the stock only falls.
+        assert len(seen) > 50 and max(seen) <= 100_000
+        total = 100_000 - len(sold["t1"]) - len(sold["t2"])
+        assert len(sold["t1"]) > 10 and len(sold["t2"]) > 10
+
+        def settled() -> bool:
+            return all(
+                r.core.generations().get(STOCK) == 3 and r.inventory.stock("CAFE") == total
+                for r in (t1, t2)
+            )
+
+        _wait(settled, timeout=30)
+        _wait(lambda: _stock_at_relay(tmp_path / "relay.db") == {"CAFE": total})
+        _wait(lambda: _central_stock(relay, "CAFE") == total)
+        assert relay.server.live_rollover is not None
+        # The relay's copy in memory is the last generation, not the three merged.
+        rdoc = relay.call(lambda: relay.server.docs.get("acme", STOCK))
+        assert relay.call(lambda: dict(PNCounter(rdoc.doc).items())) == {"CAFE": total}
+        assert relay.server.live_rollover.count == 3
+    finally:
+        stop.set()
+        for r in (t1, t2):
+            r.stop_sync()
+            r.close()
+        relay.close()
+
+
+def test_the_relay_rolls_a_document_over_by_itself_while_running(tmp_path: Path) -> None:
+    relay = RelayThread(tmp_path, rollover=RolloverPolicy(max_slots=3), rollover_interval=0.5)
+    t1 = _open(tmp_path, "t1")
+    try:
+        t1.inventory.receive("CAFE", 50)
+        t1.start_sync(relay.url, token=relay.token("t1"))
+        for sku in ("TE", "PAN", "LECHE", "AZUCAR"):  # four slots: past the bound
+            t1.inventory.receive(sku, 5)
+        _wait(lambda: relay.store.generations("acme").get(STOCK, 0) >= 1, timeout=20)
+        _wait(lambda: t1.core.generations().get(STOCK, 0) >= 1, timeout=20)
+        t1.record_sale([("CAFE", 2)])
+        _wait(lambda: _stock_at_relay(tmp_path / "relay.db").get("CAFE") == 48)
+        assert t1.inventory.stock("CAFE") == 48
+        assert t1.inventory.stock("PAN") == 5
+    finally:
+        t1.stop_sync()
+        t1.close()
+        relay.close()
