@@ -9,6 +9,7 @@ both stores, in the relay's store of record and in the relay's own review.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
@@ -117,3 +118,51 @@ def test_the_relay_rolls_a_document_over_by_itself_while_running(tmp_path: Path)
         t1.stop_sync()
         t1.close()
         relay.close()
+
+
+def test_a_hello_that_arrives_during_the_cut_waits_for_it(tmp_path: Path) -> None:
+    """A store connecting while the cut is being stored is welcomed after it, at the
+    new generation's facts: welcomed before, it would merge the new one into its old."""
+    relay = RelayThread(tmp_path, rollover=RolloverPolicy(max_bytes=1))
+    t1 = _open(tmp_path, "t1")
+    token = relay.token("t1")
+    entered, release = threading.Event(), threading.Event()
+    real = relay.server.generations.roll_over
+
+    def slow_cut(tenant: str, doc: str) -> int:
+        entered.set()
+        assert release.wait(10)
+        return real(tenant, doc)
+
+    try:
+        t1.inventory.receive("CAFE", 10)
+        assert t1.sync_now(relay.url, token=token).outcome == "ok"
+        relay.server.generations.roll_over = slow_cut  # type: ignore[method-assign]
+        rolled = asyncio.run_coroutine_threadsafe(
+            relay.server.roll_over("acme", STOCK), relay.loop
+        )
+        assert entered.wait(10)
+        t1.inventory.receive("CAFE", 5)  # generation 0, sent during the cut
+        outcomes: list[str] = []
+        syncing = threading.Thread(
+            target=lambda: outcomes.append(t1.sync_now(relay.url, token=token).outcome)
+        )
+        syncing.start()
+        time.sleep(0.5)
+        assert syncing.is_alive()  # its HELLO waits for the cut
+        release.set()
+        assert rolled.result(10) == 1
+        syncing.join(20)
+        assert outcomes == ["ok"]
+        _wait(lambda: t1.sync_now(relay.url, token=token).outcome == "ok" and _moved(t1))
+        assert t1.inventory.stock("CAFE") == 15
+        assert _stock_at_relay(tmp_path / "relay.db") == {"CAFE": 15}
+        _wait(lambda: _central_stock(relay, "CAFE") == 15)
+    finally:
+        release.set()
+        t1.close()
+        relay.close()
+
+
+def _moved(r: Replica) -> bool:
+    return r.core.generations().get(STOCK) == 1

@@ -286,16 +286,25 @@ def _add_rollover(relay: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="at start, roll a counter or LWW document with more than N slots over to a "
-        "new generation (docs/generations.md); default: never",
+        help="roll a counter or LWW document with more than N slots over to a new "
+        "generation, at start and while running (docs/generations.md); default: never",
     )
     relay.add_argument(
         "--rollover-bytes",
         type=int,
         default=None,
         metavar="N",
-        help="at start, roll a counter or LWW document over when its state passes N bytes; "
+        help="roll a counter or LWW document over when its state passes N bytes; "
         "default: never",
+    )
+    relay.add_argument(
+        "--rollover-interval",
+        type=float,
+        default=86_400.0,
+        metavar="SECONDS",
+        help="while running, roll a document over at most once per SECONDS (a start counts "
+        "as one); keep it above your longest offline period; 0: only at start "
+        "(default: 86400)",
     )
 
 
@@ -584,6 +593,7 @@ async def _serve(
         node_id=check_node_id(args.node_id) if args.node_id else None,
         review_delay=args.review_delay_s,
         rollover=RolloverPolicy(args.rollover_slots, args.rollover_bytes),
+        rollover_interval=args.rollover_interval,
         limits=RateLimits(
             args.max_conns_per_token,
             args.max_msgs_per_s,
