@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.long_life [--days 365] [--sales-per-day 300] [--skus 2000]
 [--restart-every 1] [--rollover-slots N] [--stores 5] [--chain-sales-per-day 20]
-[--chain-restart-every 30] [--no-kept-arm] [--chain-trace FILE] [--no-till]
+[--chain-restart-every 30] [--chain-live-every 5] [--no-kept-arm] [--chain-trace FILE] [--no-till]
 [--no-chain] [--json out.json]``, and
 ``--plot run.json ...`` to draw ``docs/img/long-life.png``.  The fast default
 (``--days 30``) runs in about 1.5 minutes; ``--days 365`` is the year of issue 14.
@@ -23,10 +23,13 @@
   every arm): each simulated day every till opens, sells, syncs once and
   closes; at each month's end each relay's RSS vs its RSS after day 1.  Arms:
   the central writer keeping every sales document (before issue 14 part 4),
-  unloading them (after), and unloading with rollover at a restart every
-  ``--chain-restart-every`` days.  ``--chain-trace FILE`` runs only the
-  unloading relay, with ``benchmarks.chain_relay --tracemalloc FILE``: what its
-  memory holds, dumped every simulated month or so.
+  unloading them (after), unloading with rollover at a restart every
+  ``--chain-restart-every`` days, and unloading with rollover while running
+  (``--chain-live-every`` real seconds at least between two rollovers of a
+  document, about as many simulated days), never restarted.
+  ``--chain-trace FILE`` runs only the unloading relay, with
+  ``benchmarks.chain_relay --tracemalloc FILE``: what its memory holds, dumped
+  every simulated month or so.
 
 Targets (issue 14, "Done when"): stock bytes within 2x of fresh, time per
 sale within 1.2x of day one, the state vector bounded, the relay's memory
@@ -387,10 +390,14 @@ class Arm:
     restart_every: int = 0  # days; 0: never
 
 
-def chain_arms(skus: int, restart_every: int, doc_idle_s: float = 10.0) -> list[Arm]:
+def chain_arms(
+    skus: int, restart_every: int, doc_idle_s: float = 10.0, live_every_s: float = 0.0
+) -> list[Arm]:
     """The chain's relays, run side by side on the same sales: before issue 14 part 4
-    (the central writer keeps every sales document loaded), after it, and after it
-    with rollover at a restart every ``restart_every`` days (0: no such arm).
+    (the central writer keeps every sales document loaded), after it, after it
+    with rollover at a restart every ``restart_every`` days (0: no such arm), and
+    after it with rollover while running, at most once per ``live_every_s`` real
+    seconds per document (``--rollover-interval``; 0: no such arm), never restarted.
 
     Every arm's document cache unloads what is idle for ``doc_idle_s`` seconds
     (``benchmarks.chain_relay``): a simulated day lasts about a second here.
@@ -411,7 +418,21 @@ def chain_arms(skus: int, restart_every: int, doc_idle_s: float = 10.0) -> list[
                 restart_every,
             )
         )
+    if live_every_s:
+        arms.append(
+            Arm(
+                f"unloaded + rollover while running, every {live_every_s:g} s",
+                module,
+                (*idle, "--rollover-slots", slots, "--rollover-interval", str(live_every_s)),
+            )
+        )
     return arms
+
+
+def _top_generation(db: Path) -> int:
+    """The highest generation of any document in a relay's store (0: none rolled)."""
+    with SqliteRelayStore(str(db)) as store:
+        return max(store.generations(TENANT).values(), default=0)
 
 
 def chain_year(
@@ -491,7 +512,12 @@ def chain_year(
                             "day 1",
                             rss / base_kb[n],
                             "flat",
-                            extra={"day": day, "month": day // MONTH_DAYS, "arm": arm.label},
+                            extra={
+                                "day": day,
+                                "month": day // MONTH_DAYS,
+                                "arm": arm.label,
+                                "generation": _top_generation(relay.db),
+                            },
                         ),
                         figs,
                     )
@@ -518,6 +544,14 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=30,
         help="days between restarts of the chain's rollover relay (0: no rollover arm)",
+    )
+    parser.add_argument(
+        "--chain-live-every",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="the chain's relay that rolls over while running, at most once per SECONDS per "
+        "document (a simulated day lasts about a second; 0: no such arm)",
     )
     parser.add_argument(
         "--chain-trace",
@@ -573,7 +607,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         if not args.no_chain:
             t0 = time.perf_counter()
-            arms = chain_arms(args.skus, args.chain_restart_every)
+            arms = chain_arms(
+                args.skus, args.chain_restart_every, live_every_s=args.chain_live_every
+            )
             if args.no_kept_arm:
                 arms = arms[1:]
             if args.chain_trace is not None:

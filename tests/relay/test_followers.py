@@ -316,3 +316,18 @@ def test_a_flood_is_closed_promptly(tmp_path: Path) -> None:
         assert (await follower_closed(url.replace(tokens["t2"], "nope")))[0] == 4401
 
     with_relay(tmp_path, scenario, limits=RateLimits(max_messages_per_s=100, message_burst=200))
+
+
+def test_a_rollover_closes_the_documents_followers_for_good(store: SqliteRelayStore) -> None:
+    """Their copy is the old generation: they must reload it, not merge the new one in."""
+    c = Core(store, limits=NO_LIMITS)
+    token = _token(store)
+    stock, catalog = c.follow("stock/tienda-1", token), c.follow("catalog", token)
+    assert c.core.begin_rollover("acme", "stock/tienda-1") == 1
+    assert stock.close_code == FollowerClose.VERSION == 4410
+    assert "moved to a new generation: reload" in stock.close_reason
+    assert catalog.open  # another document's followers are left alone
+    c.core.end_rollover("acme", "stock/tienda-1")
+    assert not c.core.rolling("acme")
+    row = c.core.end_session(stock)
+    assert row.outcome == "error" and row.error is not None and row.error.startswith("4410")
