@@ -294,8 +294,7 @@ def _add_rollover(relay: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="roll a counter or LWW document over when its state passes N bytes; "
-        "default: never",
+        help="roll a counter or LWW document over when its state passes N bytes; default: never",
     )
     relay.add_argument(
         "--rollover-interval",

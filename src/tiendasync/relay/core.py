@@ -498,9 +498,11 @@ class RelayCore:
         tenant = session.tenant
         assert tenant is not None
         if carry is not None:
-            self.docs.evict(tenant, doc)  # reloaded from storage, carry included
+            # Stored already: into the loaded doc and out to the others, like another
+            # node's update (evicting the doc instead would fail the writes of the
+            # stores already at this generation that wait for storage meanwhile).
             self.fanout.updates_total += 1
-            self.broker.publish(tenant, doc, carry, None)
+            self.fanout.foreign(tenant, doc, carry)
             if self.reviews is not None:
                 self.reviews.review_carry(tenant, doc, carry)
         conn = session.conn

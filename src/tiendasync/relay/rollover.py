@@ -26,6 +26,7 @@ needs all of them; rollover there happens at start only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
@@ -139,42 +140,62 @@ class LiveRollover:
             await asyncio.gather(self._checking, return_exceptions=True)
 
     async def _check(self, keys: list[DocKey], now: float) -> None:
+        due: dict[str, list[str]] = {}
         for tenant, doc in keys:
             try:
-                due = self._due(tenant, doc)
-                if due is None:
-                    due = await asyncio.to_thread(self.generations.due, tenant, doc)
-                if due and await self.roll_over(tenant, doc) is not None:
-                    self.schedule.rolled((tenant, doc), now)
+                past = self._due(tenant, doc)
+                if past is None:
+                    past = await asyncio.to_thread(self.generations.due, tenant, doc)
             except TiendaSyncError as exc:
                 log.error("%s/%s: rollover check failed (tried again later): %s", tenant, doc, exc)
+                continue
             except Exception:  # a bug must not stop the checks
                 log.exception("%s/%s: rollover check failed", tenant, doc)
+                continue
+            if past:
+                due.setdefault(tenant, []).append(doc)
+        for tenant, docs in sorted(due.items()):
+            for doc in await self.roll_over(tenant, docs):
+                self.schedule.rolled((tenant, doc), now)
 
     def _due(self, tenant: str, doc: str) -> bool | None:
         """Whether the loaded document is past the policy (None: not loaded here)."""
         rdoc = self.core.docs.current(tenant, doc)
         return None if rdoc is None else self.generations.due(tenant, doc, rdoc.doc)
 
-    async def roll_over(self, tenant: str, doc: str) -> int | None:
-        """Roll ``doc`` over now; its new generation, or None if it could not be cut
-        (the queued writes did not settle, or storage failed: it is served on, uncut)."""
-        self.core.begin_rollover(tenant, doc)
+    async def roll_over(self, tenant: str, docs: list[str]) -> dict[str, int]:
+        """Roll ``docs`` of ``tenant`` over now, together (the stores reconnect once):
+        the new generation of each one cut.  One left out was not cut (the queued writes
+        did not settle, or storage failed): it is served on as it was."""
+        docs = sorted(set(docs))
+        for doc in docs:
+            self.core.begin_rollover(tenant, doc)
+        rolled: dict[str, int] = {}
         try:
-            async with self._late_lock((tenant, doc)):
-                if not await self._settle(SETTLE_TIMEOUT_S):
-                    log.warning("%s/%s: writes did not settle; rollover put off", tenant, doc)
-                    return None
+            async with contextlib.AsyncExitStack() as locks:
+                for doc in docs:  # (always in this order: no two rollovers deadlock)
+                    await locks.enter_async_context(self._late_lock((tenant, doc)))
+                settled = await self._settle(SETTLE_TIMEOUT_S)
+                # Retired either way: a write of it to these was not taken meanwhile,
+                # and its reopening offers (or carries over) what the relay lacks.
                 writer = self.core.retire_central(tenant)
                 if writer is not None:
                     await self._in_reviews(writer.close)
-                await asyncio.sleep(0)  # the writer's last writes, if any, were dropped
-                generation = await asyncio.to_thread(self.generations.roll_over, tenant, doc)
-        except TiendaSyncError as exc:
-            log.error("%s/%s: rollover failed: %s", tenant, doc, exc)
-            return None
+                await asyncio.sleep(0)  # its last writes' callbacks ran (and were dropped)
+                if not settled:
+                    log.warning("%s: writes did not settle; rollover of %s put off", tenant, docs)
+                    return rolled
+                for doc in docs:
+                    try:
+                        rolled[doc] = await asyncio.to_thread(
+                            self.generations.roll_over, tenant, doc
+                        )
+                    except TiendaSyncError as exc:
+                        log.error("%s/%s: rollover failed: %s", tenant, doc, exc)
         finally:
-            self.core.end_rollover(tenant, doc)
-        self.count += 1
-        log.info("%s/%s rolled over to generation %d while running", tenant, doc, generation)
-        return generation
+            for doc in docs:
+                self.core.end_rollover(tenant, doc)
+        self.count += len(rolled)
+        for doc, generation in rolled.items():
+            log.info("%s/%s rolled over to generation %d while running", tenant, doc, generation)
+        return rolled

@@ -479,7 +479,7 @@ class RelayServer:
         if self._server is None:
             raise ConfigError("the relay is not running")
         live = self.live_rollover or self._rollovers(RolloverSchedule(1.0, time.monotonic()))
-        return await live.roll_over(tenant, doc)
+        return (await live.roll_over(tenant, [doc])).get(doc)
 
     async def stop(self) -> None:
         """Close every connection, commit what is queued, stop.  Idempotent."""

@@ -56,6 +56,10 @@ REVIEW_WAIT_S = 2.0
 OTHER_PROCESSES_POLL_S = 0.5
 
 
+#: How many new sessions in a row a one-shot sync starts when the relay asks for one.
+MAX_RESYNCS = 5
+
+
 class _Resync(Exception):
     """The relay asked for a (full) sync: end this session and start another."""
 
@@ -312,19 +316,16 @@ def sync_once(
 async def _run_once(
     replica: Replica, url: str, token: str, *, full: bool, timeout: float
 ) -> SyncReport:
-    async def run() -> SyncReport:
+    for _ in range(MAX_RESYNCS):
         try:
             return await asyncio.wait_for(
                 _run_session(replica, url, token, full=full, live=False), timeout
             )
         except TimeoutError as exc:
             raise SyncError(f"sync with {url} did not finish within {timeout} s") from exc
-        except _Resync:
-            return await asyncio.wait_for(
-                _run_session(replica, url, token, full=full, live=False), timeout
-            )
-
-    return await run()
+        except _Resync as again:  # the relay asked for a new session: at once
+            full = full or again.full
+    raise SyncError(f"the relay at {url} asked for a new session {MAX_RESYNCS} times in a row")
 
 
 class BackgroundSync:
