@@ -43,6 +43,7 @@ from tiendasync.protocol import (
     CloseCode,
     Hello,
 )
+from tiendasync.protocol.codes import MAX_HELLO_BYTES
 from tiendasync.protocol.yprotocols import FollowerClose, follower_close_code
 from tiendasync.relay.auth import check_token
 from tiendasync.relay.broker import Broker
@@ -722,11 +723,19 @@ class RelayServer:
                 self.core.fail(session, CLOSE_PROTOCOL, f"no HELLO within {self.hello_timeout:g} s")
 
         watchdog = asyncio.get_running_loop().call_later(self.hello_timeout, no_hello)
+        # Until its HELLO is accepted a connection is nobody's: its messages are held to
+        # the HELLO's bound, inflated (a compressed message of a few KiB could inflate to
+        # the whole message limit otherwise).
+        protocol = link.ws.protocol
+        hello_cap = self.core.limits.max_hello_bytes or MAX_HELLO_BYTES
+        protocol.max_message_size = min(self.max_message_bytes, max(hello_cap, MAX_HELLO_BYTES))
         try:
             async for message in link.ws:
                 hello = self.core.receive(session, message, time.monotonic())
                 if hello is not None:
                     await self._answer_hello(session, hello)
+                    if session.conn.state == "open":
+                        protocol.max_message_size = self.max_message_bytes
                 if session.conn.pending_bytes or session.conn.closed:
                     await self._flush(link)
                 if session.conn.closed:
