@@ -2,7 +2,8 @@
 
 ``python -m benchmarks.long_life [--days 365] [--sales-per-day 300] [--skus 2000]
 [--restart-every 1] [--rollover-slots N] [--stores 5] [--chain-sales-per-day 20]
-[--chain-restart-every 30] [--chain-live-every 5] [--no-kept-arm] [--chain-trace FILE] [--no-till]
+[--chain-restart-every 30] [--chain-live-every 5] [--chain-live-slots N] [--no-kept-arm]
+[--chain-trace FILE] [--no-till]
 [--no-chain] [--json out.json]``, and
 ``--plot run.json ...`` to draw ``docs/img/long-life.png``.  The fast default
 (``--days 30``) runs in about 1.5 minutes; ``--days 365`` is the year of issue 14.
@@ -391,13 +392,18 @@ class Arm:
 
 
 def chain_arms(
-    skus: int, restart_every: int, doc_idle_s: float = 10.0, live_every_s: float = 0.0
+    skus: int,
+    restart_every: int,
+    doc_idle_s: float = 10.0,
+    live_every_s: float = 0.0,
+    live_slots: int | None = None,
 ) -> list[Arm]:
     """The chain's relays, run side by side on the same sales: before issue 14 part 4
     (the central writer keeps every sales document loaded), after it, after it
     with rollover at a restart every ``restart_every`` days (0: no such arm), and
     after it with rollover while running, at most once per ``live_every_s`` real
-    seconds per document (``--rollover-interval``; 0: no such arm), never restarted.
+    seconds per document (``--rollover-interval``; 0: no such arm), never restarted,
+    past ``live_slots`` slots (default: as the restarted arm).
 
     Every arm's document cache unloads what is idle for ``doc_idle_s`` seconds
     (``benchmarks.chain_relay``): a simulated day lasts about a second here.
@@ -421,9 +427,16 @@ def chain_arms(
     if live_every_s:
         arms.append(
             Arm(
-                f"unloaded + rollover while running, every {live_every_s:g} s",
+                f"unloaded + rollover while running, every {live_every_s:g} s"
+                + ("" if live_slots is None else f", past {live_slots} slots"),
                 module,
-                (*idle, "--rollover-slots", slots, "--rollover-interval", str(live_every_s)),
+                (
+                    *idle,
+                    "--rollover-slots",
+                    slots if live_slots is None else str(live_slots),
+                    "--rollover-interval",
+                    str(live_every_s),
+                ),
             )
         )
     return arms
@@ -554,6 +567,13 @@ def main(argv: list[str] | None = None) -> int:
         "document (a simulated day lasts about a second; 0: no such arm)",
     )
     parser.add_argument(
+        "--chain-live-slots",
+        type=int,
+        default=None,
+        metavar="N",
+        help="that relay's --rollover-slots (default: as the restarted arm's)",
+    )
+    parser.add_argument(
         "--chain-trace",
         type=Path,
         default=None,
@@ -608,7 +628,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_chain:
             t0 = time.perf_counter()
             arms = chain_arms(
-                args.skus, args.chain_restart_every, live_every_s=args.chain_live_every
+                args.skus,
+                args.chain_restart_every,
+                live_every_s=args.chain_live_every,
+                live_slots=args.chain_live_slots,
             )
             if args.no_kept_arm:
                 arms = arms[1:]
