@@ -469,6 +469,10 @@ class SimNet:
                 max_docs=max_docs,
                 clock=self.clock.seconds,
                 client_id_source=self.rng.randrange,
+                # (the system clock would stamp the relay's conflict records in real time:
+                # a run longer than the relay's clock bound then refuses the replicas'
+                # writes as ahead of its simulated clock)
+                central_wall_clock=self.clock,
             )
         ]
 
