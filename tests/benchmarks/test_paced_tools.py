@@ -46,3 +46,7 @@ def test_wire_breakdown_adds_up(tmp_path: Path) -> None:
         parts += part["envelope"] + part["update"]
     assert parts == result["total"] and 64 < result["total"] < 200
     assert result["docs"]["sales"]["content"] > 0  # the sale record's JSON text
+    deflated = wire_breakdown.compressed(tmp_path, lines=1, sales=40)
+    assert deflated["total"] == deflated["deflated_payload"] + deflated["websocket_header"]
+    # the window kept across messages: a streamed sale deflates to a fraction of itself
+    assert deflated["total"] <= 64 < deflated["uncompressed_payload"]
