@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from benchmarks.common import CountingProxy
+from hypothesis import given
+from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -122,6 +124,29 @@ def test_compression_on_values(monkeypatch: pytest.MonkeyPatch, value: str) -> N
 def test_compression_off_values(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv(WIRE_COMPRESSION_ENV, value)
     assert wire_compression() is False
+
+
+_ENV_TEXT = st.text(
+    st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=12
+)
+
+
+@given(value=st.one_of(_ENV_TEXT, st.sampled_from(["on", " OFF", "Yes ", "0", "1 ", "n0"])))
+def test_any_setting_is_on_off_or_a_config_error(value: str) -> None:
+    """Whatever the environment holds: on, off, or ConfigError naming the variable."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv(WIRE_COMPRESSION_ENV, value)
+    try:
+        word = value.strip().lower()
+        if word in ("", "1", "on", "true", "yes"):
+            assert wire_compression() is True
+        elif word in ("0", "off", "false", "no"):
+            assert wire_compression() is False
+        else:
+            with pytest.raises(ConfigError, match=WIRE_COMPRESSION_ENV):
+                wire_compression()
+    finally:
+        mp.undo()
 
 
 def test_a_bad_compression_setting_is_a_config_error_and_loses_nothing(
