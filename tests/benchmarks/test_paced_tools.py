@@ -28,6 +28,32 @@ def test_ab_paced_runs_both_trees(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "2x20/s       cpu_ms_per_sale" in capsys.readouterr().out
 
 
+def test_ab_paced_compression_arms(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--compression``: the same tree, light stores plain (baseline) then compressing."""
+    from benchmarks import b3_light
+
+    seen: list[tuple[str | None, bool]] = []
+    connect = b3_light.LightStore.connect
+
+    async def recording(self: b3_light.LightStore, url: str) -> None:
+        await connect(self, url)
+        seen.append((b3_light.COMPRESSION, self.compressed))
+
+    monkeypatch.setattr(b3_light.LightStore, "connect", recording)
+    out = tmp_path / "ab.json"
+    argv = ["--compression", "--k", "2", "--rates", "20", "--seconds", "0.5"]
+    assert ab_paced.main([*argv, "--bulk-sales", "0", "--rounds", "1", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["2x20/s"]
+    for who in ("baseline", "candidate"):
+        assert row[who]["complete"] and row[who]["sales"] == 20
+    # each arm's stores (and follower, and headquarters) connected as configured
+    assert {(None, False), ("deflate", True)} == set(seen)
+    assert b3_light.COMPRESSION is None
+    assert "2x20/s       cpu_ms_per_sale" in capsys.readouterr().out
+
+
 def test_paced_floor_reports_bulk_and_paced(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--k", "2", "--rates", "50", "--seconds", "0.3", "--bulk", "500"]
     assert paced_floor.main(argv) == 0
