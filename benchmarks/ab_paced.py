@@ -11,6 +11,11 @@ order (A/B, then B/A), and the ratio candidate/baseline is taken per round;
 the report gives medians.  Figures per run: relay CPU per sale (``/proc``),
 write-to-follower p50/p99; a bulk run (``--bulk-sales``, rate 0) gives the
 bulk CPU per sale the paced figures are compared with.
+
+``--compression`` instead of ``--baseline``: one tree (this one), and the arms
+are the light stores without websocket compression (baseline) and with it
+(candidate: permessage-deflate, as a real replica offers): what compression
+costs the relay per sale.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import b8_hocuspocus
+from . import b3_light, b8_hocuspocus
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,12 +45,16 @@ def export(rev: str, into: Path) -> Path:
     return into / "src"
 
 
-def _run(src: Path, workdir: Path, k: int, per_store: int, rate: float) -> dict[str, Any]:
+def _run(
+    src: Path, workdir: Path, k: int, per_store: int, rate: float, compression: str | None = None
+) -> dict[str, Any]:
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(src)
+    b3_light.COMPRESSION = compression
     try:
         return b8_hocuspocus.ours_run(workdir, k, per_store, rate, 120.0)
     finally:
+        b3_light.COMPRESSION = None
         if old is None:
             del os.environ["PYTHONPATH"]
         else:
@@ -57,7 +66,11 @@ KEYS = ("cpu_ms_per_sale", "lat_p50_ms", "lat_p99_ms", "sales_per_s")
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--baseline", required=True, help="git revision to compare with")
+    arms = ap.add_mutually_exclusive_group(required=True)
+    arms.add_argument("--baseline", help="git revision to compare with")
+    arms.add_argument(
+        "--compression", action="store_true", help="this tree, light stores plain vs compressing"
+    )
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--rates", default="5,50", help="sales/s per store")
     ap.add_argument("--seconds", type=float, default=5.0, help="length of a paced run")
@@ -67,7 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="tiendasync-ab-"))
     try:
-        trees = {"baseline": export(args.baseline, tmp), "candidate": ROOT / "src"}
+        if args.compression:
+            trees = {"baseline": ROOT / "src", "candidate": ROOT / "src"}
+        else:
+            trees = {"baseline": export(args.baseline, tmp), "candidate": ROOT / "src"}
+        compress = {"baseline": None, "candidate": "deflate" if args.compression else None}
         points: list[tuple[str, int, float]] = []
         if args.bulk_sales:
             points.append(("bulk", args.bulk_sales // args.k, 0.0))
@@ -80,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 row: dict[str, Any] = {}
                 for who in order:
                     print(f"# {name} round {r}: {who}", file=sys.stderr, flush=True)
-                    row[who] = _run(trees[who], tmp, args.k, per_store, rate)
+                    row[who] = _run(trees[who], tmp, args.k, per_store, rate, compress[who])
                 raw[name].append(row)
         print(f"{'point':<12} {'figure':<16} {'baseline':>10} {'candidate':>10} {'ratio':>7}")
         for name, rows in raw.items():

@@ -30,6 +30,10 @@ from .common import TENANT, Relay
 
 SKUS = 20
 
+#: What light stores offer the relay: ``None`` (no compression, the default, as
+#: the peers' clients), or ``"deflate"`` (what a real replica offers).
+COMPRESSION: str | None = None
+
 
 class LightStore:
     """A store without storage: pycrdt docs + the protocol state machine."""
@@ -49,6 +53,8 @@ class LightStore:
         #: called with (document, clock) for every ACK of this store's own writes
         self.on_ack: Callable[[str, int], None] | None = None
         self.ws: ClientConnection | None = None
+        #: whether the relay took the websocket compression this store offered
+        self.compressed = False
 
     def doc(self, name: str) -> pycrdt.Doc[Any]:
         doc = self.docs.get(name)
@@ -58,7 +64,10 @@ class LightStore:
         return doc
 
     async def connect(self, url: str) -> None:
-        self.ws = await connect(url, max_size=None, compression=None)
+        self.ws = await connect(url, max_size=None, compression=COMPRESSION)
+        self.compressed = any(
+            ext.name == "permessage-deflate" for ext in self.ws.protocol.extensions
+        )
         self.conn.hello(
             tenant=TENANT,
             replica_id=self.name,

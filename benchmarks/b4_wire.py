@@ -12,16 +12,26 @@ messages) and every protocol byte, but not TCP/IP headers.
   fan-out = relay to a follower.
 * reconnect: a store records N sales offline, then ``sync_now``; all bytes
   of the session both ways, per sale, next to the streaming cost per sale.
+
+Each is measured twice in the same run against the same relay: with the
+websocket compression replicas offer by default (permessage-deflate, the
+window kept across messages), and without it (``TIENDASYNC_WIRE_COMPRESSION=0``,
+what every replica sent before); the uncompressed figures are the baselines.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from tiendasync import Replica
+from tiendasync.store.client import WIRE_COMPRESSION_ENV
 
+from .b8_hocuspocus import cpu_seconds
 from .common import (
     TENANT,
     Figure,
@@ -35,6 +45,25 @@ from .common import (
 
 SKUS = 100
 TARGET = 64
+
+
+@contextlib.contextmanager
+def _compression(on: bool) -> Iterator[None]:
+    """Replicas of this process offer websocket compression (``on``) or not."""
+    before = os.environ.get(WIRE_COMPRESSION_ENV)
+    os.environ[WIRE_COMPRESSION_ENV] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[WIRE_COMPRESSION_ENV]
+        else:
+            os.environ[WIRE_COMPRESSION_ENV] = before
+
+
+def _suffix(compress: bool) -> str:
+    """Same length both ways: a replica id's length shows in every sale record."""
+    return "-z" if compress else "-r"
 
 
 def _open(workdir: Path, name: str, durability: str = "normal") -> Replica:
@@ -64,9 +93,26 @@ def streaming(
     sales: int,
     lines: int,
     pace_s: float = 0.004,
+    *,
+    compress: bool = True,
 ) -> dict[str, Any]:
-    store = _open(workdir, f"wire-store-{lines}")
-    follower = _open(workdir, f"wire-follower-{lines}")
+    store = _open(workdir, f"wire-store-{lines}{_suffix(compress)}")
+    follower = _open(workdir, f"wire-follower-{lines}{_suffix(compress)}")
+    with _compression(compress):
+        return _stream(relay, store, follower, tokens, sales, lines, pace_s) | {
+            "compressed": compress
+        }
+
+
+def _stream(
+    relay: Relay,
+    store: Replica,
+    follower: Replica,
+    tokens: dict[str, str],
+    sales: int,
+    lines: int,
+    pace_s: float,
+) -> dict[str, Any]:
     try:
         store.catalog.put_many(
             {f"SKU-{i:05d}": {"name": f"P{i}", "price_cents": 450} for i in range(SKUS)}
@@ -85,6 +131,7 @@ def streaming(
             )
             _settle(ps)
             _settle(pf)
+            cpu0 = cpu_seconds(relay.pid)
             s_up0, s_down0 = ps.counts()
             f_up0, f_down0 = pf.counts()
             before = follower.sales.count()
@@ -114,6 +161,7 @@ def streaming(
             _settle(pf)
             s_up, s_down = ps.counts()
             f_up, f_down = pf.counts()
+            cpu1 = cpu_seconds(relay.pid)
             store.stop_sync()
             follower.stop_sync()
         n_lines = sales * lines
@@ -125,6 +173,8 @@ def streaming(
             "fanout_per_line": (f_down - f_down0) / n_lines,
             "follower_up_per_line": (f_up - f_up0) / n_lines,
             "yjs_update_bytes_per_line": {k: v / n_lines for k, v in yjs.items()},
+            # the relay's CPU over the whole window, settling included: compare arms
+            "relay_cpu_ms_per_sale": (cpu1 - cpu0) * 1000 / sales,
             "sale_retries": len(errors),
             "sync_sessions": sessions([store]),
         }
@@ -133,8 +183,15 @@ def streaming(
         follower.close()
 
 
-def reconnect(relay: Relay, workdir: Path, tokens: dict[str, str], sales: int) -> dict[str, Any]:
-    store = _open(workdir, "wire-offline")
+def reconnect(
+    relay: Relay, workdir: Path, tokens: dict[str, str], sales: int, *, compress: bool = True
+) -> dict[str, Any]:
+    store = _open(workdir, f"wire-offline{_suffix(compress)}")
+    with _compression(compress):
+        return _reconnect(relay, store, tokens, sales) | {"compressed": compress}
+
+
+def _reconnect(relay: Relay, store: Replica, tokens: dict[str, str], sales: int) -> dict[str, Any]:
     try:
         store.catalog.put_many(
             {f"SKU-{i:05d}": {"name": f"P{i}", "price_cents": 450} for i in range(SKUS)}
@@ -163,44 +220,59 @@ def reconnect(relay: Relay, workdir: Path, tokens: dict[str, str], sales: int) -
         store.close()
 
 
+def _streaming_figure(result: dict[str, Any], raw: dict[str, Any]) -> Figure:
+    lines = result["lines_per_sale"]
+    value = result["up_per_line"]
+    return Figure(
+        "4-wire",
+        f"streaming, {lines}-line sales: bytes up per sale line",
+        value,
+        "B/line",
+        baseline=TARGET,
+        baseline_name="target 64 B",
+        ratio=value / TARGET,
+        target="<= 64 B",
+        met=value <= TARGET,
+        extra=result | {"uncompressed": raw},
+    )
+
+
+def _both_ways(result: dict[str, Any]) -> float:
+    return float(result["up_per_line"] + result["ack_per_line"] + result["fanout_per_line"])
+
+
 def run(workdir: Path, *, sales: int = 200, offline_sales: int = 10_000) -> list[Figure]:
+    """Benchmark 4; each measurement with compression (the default), then without."""
     figs: list[Figure] = []
     wd = workdir / "b4"
     wd.mkdir(parents=True, exist_ok=True)
+    names = [
+        f"{kind}-{n}{suffix}"
+        for kind in ("wire-store", "wire-follower")
+        for n in (1, 5)
+        for suffix in ("-z", "-r")
+    ]
     with Relay(wd) as relay:
-        tokens = relay.tokens(
-            ["wire-store-1", "wire-follower-1", "wire-store-5", "wire-follower-5", "wire-offline"]
+        tokens = relay.tokens([*names, "wire-offline-z", "wire-offline-r"])
+        one, one_raw = (streaming(relay, wd, tokens, sales, 1, compress=c) for c in (True, False))
+        five, five_raw = (
+            streaming(relay, wd, tokens, max(1, sales // 5), 5, compress=c) for c in (True, False)
         )
-        one = streaming(relay, wd, tokens, sales, 1)
-        five = streaming(relay, wd, tokens, max(1, sales // 5), 5)
-        off = reconnect(relay, wd, tokens, offline_sales)
+        off, off_raw = (
+            reconnect(relay, wd, tokens, offline_sales, compress=c) for c in (True, False)
+        )
+    emit(_streaming_figure(one, one_raw), figs)
+    emit(_streaming_figure(five, five_raw), figs)
     emit(
         Figure(
             "4-wire",
-            "streaming, 1-line sales: bytes up per sale line",
-            one["up_per_line"],
-            "B/line",
-            baseline=TARGET,
-            baseline_name="target 64 B",
-            ratio=one["up_per_line"] / TARGET,
-            target="<= 64 B",
-            met=one["up_per_line"] <= TARGET,
-            extra=one,
-        ),
-        figs,
-    )
-    emit(
-        Figure(
-            "4-wire",
-            "streaming, 5-line sales: bytes up per sale line",
-            five["up_per_line"],
-            "B/line",
-            baseline=TARGET,
-            baseline_name="target 64 B",
-            ratio=five["up_per_line"] / TARGET,
-            target="<= 64 B",
-            met=five["up_per_line"] <= TARGET,
-            extra=five,
+            "streaming, 1-line sales: bytes up + ACK + fan-out per sale, compressed",
+            _both_ways(one),
+            "B/sale",
+            baseline=_both_ways(one_raw),
+            baseline_name="the same, uncompressed (before)",
+            ratio=_both_ways(one) / _both_ways(one_raw),
+            extra={"compressed": one, "uncompressed": one_raw},
         ),
         figs,
     )
@@ -215,7 +287,7 @@ def run(workdir: Path, *, sales: int = 200, offline_sales: int = 10_000) -> list
             baseline_name="streaming 1-line sale (up + ack)",
             ratio=off["bytes_per_sale"] / per_sale_stream,
             target="not dominated by the delete set",
-            extra=off,
+            extra=off | {"uncompressed": off_raw},
         ),
         figs,
     )

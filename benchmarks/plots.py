@@ -80,19 +80,29 @@ def render(results: dict[str, Any], outdir: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
 
-    wire = [f for f in figs if f["bench"] == "4-wire" and "streaming" in f["name"]]
+    wire = [
+        f
+        for f in figs
+        if f["bench"] == "4-wire" and "per sale line" in f["name"] and "streaming" in f["name"]
+    ]
     if wire:
         fig, ax = plt.subplots(figsize=(7, 4))
         labels = [f"{f['extra']['lines_per_sale']}-line sales" for f in wire]
         up = [f["value"] for f in wire]
+        raw = [f["extra"].get("uncompressed", {}).get("up_per_line", 0.0) for f in wire]
         yjs = [sum(f["extra"].get("yjs_update_bytes_per_line", {}).values()) for f in wire]
-        ax.bar(labels, yjs, label="Yjs update bytes")
+        xs = range(len(wire))
+        width = 0.38
+        ax.bar([x - width / 2 for x in xs], yjs, width, label="uncompressed: Yjs update bytes")
         ax.bar(
-            labels,
-            [u - y for u, y in zip(up, yjs, strict=True)],
+            [x - width / 2 for x in xs],
+            [r - y for r, y in zip(raw, yjs, strict=True)],
+            width,
             bottom=yjs,
-            label="doc name + msgpack + websocket framing",
+            label="uncompressed: frames + websocket framing",
         )
+        ax.bar([x + width / 2 for x in xs], up, width, label="compressed (default): everything")
+        ax.set_xticks(list(xs), labels)
         ax.axhline(64, color="red", linestyle="--", label="target 64 B")
         ax.set_ylabel("bytes up per sale line")
         ax.legend(fontsize=8)

@@ -140,7 +140,11 @@ def test_table_and_plots(tmp_path: Path) -> None:
             ratio=1.5,
             target="<= 64 B",
             met=False,
-            extra={"lines_per_sale": 1, "yjs_update_bytes_per_line": {"sales": 50}},
+            extra={
+                "lines_per_sale": 1,
+                "yjs_update_bytes_per_line": {"sales": 50},
+                "uncompressed": {"up_per_line": 140.0},
+            },
         ),
     ]
     text = table(figs)

@@ -28,6 +28,32 @@ def test_ab_paced_runs_both_trees(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "2x20/s       cpu_ms_per_sale" in capsys.readouterr().out
 
 
+def test_ab_paced_compression_arms(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--compression``: the same tree, light stores plain (baseline) then compressing."""
+    from benchmarks import b3_light
+
+    seen: list[tuple[str | None, bool]] = []
+    connect = b3_light.LightStore.connect
+
+    async def recording(self: b3_light.LightStore, url: str) -> None:
+        await connect(self, url)
+        seen.append((b3_light.COMPRESSION, self.compressed))
+
+    monkeypatch.setattr(b3_light.LightStore, "connect", recording)
+    out = tmp_path / "ab.json"
+    argv = ["--compression", "--k", "2", "--rates", "20", "--seconds", "0.5"]
+    assert ab_paced.main([*argv, "--bulk-sales", "0", "--rounds", "1", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["2x20/s"]
+    for who in ("baseline", "candidate"):
+        assert row[who]["complete"] and row[who]["sales"] == 20
+    # each arm's stores (and follower, and headquarters) connected as configured
+    assert {(None, False), ("deflate", True)} == set(seen)
+    assert b3_light.COMPRESSION is None
+    assert "2x20/s       cpu_ms_per_sale" in capsys.readouterr().out
+
+
 def test_paced_floor_reports_bulk_and_paced(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--k", "2", "--rates", "50", "--seconds", "0.3", "--bulk", "500"]
     assert paced_floor.main(argv) == 0
@@ -46,3 +72,7 @@ def test_wire_breakdown_adds_up(tmp_path: Path) -> None:
         parts += part["envelope"] + part["update"]
     assert parts == result["total"] and 64 < result["total"] < 200
     assert result["docs"]["sales"]["content"] > 0  # the sale record's JSON text
+    deflated = wire_breakdown.compressed(tmp_path, lines=1, sales=40)
+    assert deflated["total"] == deflated["deflated_payload"] + deflated["websocket_header"]
+    # the window kept across messages: a streamed sale deflates to a fraction of itself
+    assert deflated["total"] <= 64 < deflated["uncompressed_payload"]

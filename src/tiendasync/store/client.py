@@ -36,7 +36,13 @@ from tiendasync.store.synclog import finish_session, start_session
 if TYPE_CHECKING:
     from tiendasync.store.replica import Replica
 
-__all__ = ["BackgroundSync", "SyncReport", "sync_once"]
+__all__ = [
+    "WIRE_COMPRESSION_ENV",
+    "BackgroundSync",
+    "SyncReport",
+    "sync_once",
+    "wire_compression",
+]
 
 log = logging.getLogger("tiendasync.store.client")
 
@@ -76,6 +82,33 @@ def _credentials(replica: Replica, url: str | None, token: str | None) -> tuple[
     if not token:
         raise ConfigError("no relay token: pass token= or save one with set_relay_token()")
     return url, token
+
+
+#: The environment variable that turns websocket compression off (``0``, ``off``,
+#: ``false``, ``no``); on by default (``1``, ``on``, ``true``, ``yes``, or unset).
+WIRE_COMPRESSION_ENV = "TIENDASYNC_WIRE_COMPRESSION"
+
+_ON = frozenset({"", "1", "on", "true", "yes"})
+_OFF = frozenset({"0", "off", "false", "no"})
+
+
+def wire_compression() -> bool:
+    """Whether this process offers the relay permessage-deflate (RFC 7692).
+
+    Negotiated in the websocket handshake: a relay that does not accept the
+    extension talks uncompressed, and the relay (which accepts it) talks
+    uncompressed to replicas that do not offer it, so old and new peers mix.
+    With the window kept across messages, a streamed 1-line sale costs about
+    a fifth of its uncompressed bytes (docs/protocol.md#compression).
+    Raises :class:`ConfigError` for a value of :data:`WIRE_COMPRESSION_ENV`
+    that is neither on nor off.
+    """
+    value = os.environ.get(WIRE_COMPRESSION_ENV, "").strip().lower()
+    if value in _ON:
+        return True
+    if value in _OFF:
+        return False
+    raise ConfigError(f"{WIRE_COMPRESSION_ENV}={value[:20]!r}: use 1/on/true/yes or 0/off/false/no")
 
 
 def _ssl_for(url: str) -> ssl.SSLContext | None:
@@ -123,6 +156,7 @@ async def _run_session(
     replica.core.set_connection_state("connecting")
     report = sync.report
     try:
+        compress = wire_compression()
         try:
             ws = await connect(
                 url,
@@ -130,7 +164,7 @@ async def _run_session(
                 open_timeout=10,
                 ping_interval=replica.config.interval_s,  # (what interval_s means)
                 ping_timeout=KEEPALIVE_TIMEOUT_S,
-                compression=None,
+                compression="deflate" if compress else None,
                 ssl=_ssl_for(url),
             )
         except (TimeoutError, OSError, websockets.InvalidURI, websockets.InvalidHandshake) as exc:
