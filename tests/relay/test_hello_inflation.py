@@ -40,3 +40,18 @@ def test_a_message_inflating_past_the_hello_bound_is_refused_before_hello(
     # the limit") never saw it, so it never held the whole message.
     assert code == 1009
     assert "HELLO" not in reason
+
+
+def test_a_relay_can_refuse_compression(tmp_path: Path) -> None:
+    """``RelayServer(compression=False)`` (``--no-compression``): a replica offering
+    permessage-deflate talks uncompressed; the default negotiates it."""
+
+    async def negotiated(compression: bool) -> list[str]:
+        with SqliteRelayStore(str(tmp_path / f"relay-{compression}.db")) as store:
+            async with RelayServer(store, port=0, compression=compression) as relay:
+                url = f"ws://127.0.0.1:{relay.port}/sync"
+                async with connect(url, compression="deflate") as ws:
+                    return [e.name for e in ws.protocol.extensions]
+
+    assert asyncio.run(negotiated(True)) == ["permessage-deflate"]
+    assert asyncio.run(negotiated(False)) == []

@@ -102,13 +102,7 @@ def register(commands: Commands) -> None:
         help="where the relay's own per-tenant replicas live (invariants, "
         "conflicts); default DB.central next to --db",
     )
-    relay.add_argument(
-        "--tls-cert",
-        default=None,
-        help="PEM certificate: serve wss:// (and https:// for the admin API)",
-    )
-    relay.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
-    relay.add_argument("--no-admin", action="store_true", help="do not serve the admin HTTP API")
+    _add_transport(relay)
     relay.add_argument(
         "--node-id",
         default=None,
@@ -278,6 +272,22 @@ def register(commands: Commands) -> None:
     )
     rev.add_argument("id", help="token id (as shown by token list)")
     rev.set_defaults(handler=guard(_token_revoke))
+
+
+def _add_transport(relay: argparse.ArgumentParser) -> None:
+    relay.add_argument(
+        "--tls-cert",
+        default=None,
+        help="PEM certificate: serve wss:// (and https:// for the admin API)",
+    )
+    relay.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
+    relay.add_argument("--no-admin", action="store_true", help="do not serve the admin HTTP API")
+    relay.add_argument(
+        "--no-compression",
+        action="store_true",
+        help="refuse websocket compression (permessage-deflate): more bytes on the wire, "
+        "less CPU and memory per connection",
+    )
 
 
 def _add_rollover(relay: argparse.ArgumentParser) -> None:
@@ -585,6 +595,7 @@ async def _serve(
         port=args.port,
         yjs_writable=args.yjs_writable,
         ssl_context=ssl_context,
+        compression=not args.no_compression,
         central_dir=central_dir,
         invariants=_load_invariants(args.invariants),
         sync_log_days=args.sync_log_days,
