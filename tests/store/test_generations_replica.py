@@ -17,7 +17,7 @@ from typing import Any
 import pycrdt
 import pytest
 
-from tests.store.test_client import RelayThread
+from tests.store.test_client import RelayThread, wait_until
 from tiendasync import Replica
 from tiendasync.crdt.counter import PNCounter
 from tiendasync.crdt.generations import slot_count
@@ -203,15 +203,7 @@ def _refresh(r: Replica, relay: Relay, token: str) -> int:
     return r.inventory.stock("CAFE")
 
 
-def _wait(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
+_wait = wait_until
 
 
 def _seeded(total_in: int, total_out: int, writer: int = 900) -> bytes:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.store.test_client import RelayThread, relay  # noqa: F401  (fixture)
+from tests.store.test_client import RelayThread, relay, wait_until  # noqa: F401  (fixture)
 from tiendasync import ConfigError, Replica
 from tiendasync.protocol.frames import HelloFrame
 from tiendasync.relay import RelayServer, SqliteRelayStore
@@ -35,26 +34,17 @@ def _till(tmp: Path, name: str) -> Replica:
     return r
 
 
-def _wait(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")
-
-
 def _bytes_up_per_sale(r: Replica, relay_port: int, token: str) -> float:
     """Stream SALES 1-line sales one at a time (each ACKed before the next)."""
     p = CountingProxy(relay_port)
     try:
         r.start_sync(p.url(), token=token)
-        _wait(lambda: r.status.state == "online" and r.status.pending == 0)
+        wait_until(lambda: r.status.state == "online" and r.status.pending == 0)
         time.sleep(0.2)
         up0 = p.up
         for n in range(SALES):
             r.record_sale([(f"SKU-{n % 20:05d}", 1)])
-            _wait(lambda: r.status.pending == 0)
+            wait_until(lambda: r.status.pending == 0)
         time.sleep(0.2)
         per_sale = (p.up - up0) / SALES
         r.stop_sync()
@@ -100,13 +90,13 @@ def test_compressing_and_plain_replicas_share_a_relay_live(
     a, b = _till(tmp_path, "a"), _till(tmp_path, "b")
     monkeypatch.setenv(WIRE_COMPRESSION_ENV, "0")
     b.start_sync(relay.url, token=relay.token("b"))  # reads the setting as it connects
-    _wait(lambda: b.status.state == "online")
+    wait_until(lambda: b.status.state == "online")
     monkeypatch.setenv(WIRE_COMPRESSION_ENV, "1")
     a.start_sync(relay.url, token=relay.token("a"))
-    _wait(lambda: a.status.state == "online")
+    wait_until(lambda: a.status.state == "online")
     sale_a = a.record_sale([("SKU-00001", 2)])
     sale_b = b.record_sale([("SKU-00002", 3)])
-    _wait(lambda: b.sales.get(sale_a.id) is not None and a.sales.get(sale_b.id) is not None)
+    wait_until(lambda: b.sales.get(sale_a.id) is not None and a.sales.get(sale_b.id) is not None)
     assert b.sales.get(sale_a.id) == sale_a and a.sales.get(sale_b.id) == sale_b
     a.stop_sync()
     b.stop_sync()
