@@ -564,9 +564,7 @@ class SimNet:
             relay.core.begin_rollover(tenant, doc)
             self._settle()  # SYNC_NOW and BYE go out; what the stores send is not read
             self.flush_storage()  # every queued write committed, late updates carried
-            writer = relay.core.retire_central(tenant)
-            if writer is not None:
-                writer.close()
+            relay.core.hold_central(tenant)  # (its reviews run at once here)
             rolled.append((tenant, doc, generations.roll_over(tenant, doc)))
             relay.core.end_rollover(tenant, doc)
             self._settle()

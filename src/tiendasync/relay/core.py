@@ -309,8 +309,8 @@ class RelayCore:
             core.begin_rollover(tenant, doc)
             ...                                 # every queued write committed, late
                                                 # updates of ``doc`` carried
-            writer = core.retire_central(tenant)
-            ...                                 # writer.close(), after its reviews
+            core.hold_central(tenant)
+            ...                                 # the reviews handed over so far run
             generations.roll_over(tenant, doc)  # the cut, in storage
             core.end_rollover(tenant, doc)
 
@@ -320,7 +320,7 @@ class RelayCore:
         generation, so it moves over like a store that was offline.  Followers of
         ``doc`` are closed for good (4410: their copy is the old generation; they
         reload).  Until :meth:`end_rollover` the central writer's writes to ``doc``
-        are not taken (it carries them over when it reopens), and the pump must
+        are not taken (it carries them over when it follows the cut), and the pump must
         not welcome a HELLO of ``tenant`` looked up before (:meth:`rollover_epoch`)
         or during (:meth:`rolling`) the rollover.
         """
@@ -344,21 +344,23 @@ class RelayCore:
                 closed += 1
         return closed
 
-    def retire_central(self, tenant: str) -> CentralWriter | None:
-        """Hand what was committed so far to ``tenant``'s central writer and retire it:
-        the pump closes it once those reviews ran (the writer it returns, if open).
-        Its next use, after :meth:`end_rollover`, opens it again and moves it over."""
+    def hold_central(self, tenant: str) -> bool:
+        """Hand what was committed so far to ``tenant``'s central writer, then hold its
+        reviews until :meth:`end_rollover`; whether there is a writer to wait for (the
+        pump lets the reviews handed over run before the cut)."""
         if self.reviews is None:
-            return None
+            return False
         self.reviews.flush()
-        return self.reviews.retire(tenant)
+        self.reviews.hold(tenant)
+        return True
 
     def end_rollover(self, tenant: str, doc: str) -> None:
-        """The cut of ``doc`` is stored (or failed): serve it again, from storage."""
+        """The cut of ``doc`` is stored (or failed): serve it again, from storage; once
+        no document of ``tenant`` is being cut, its central writer moves over in place."""
         self._rolling.discard((tenant, doc))
         self.docs.evict(tenant, doc)
         if self.reviews is not None and not self.rolling(tenant):
-            self.reviews.release(tenant)
+            self.reviews.follow(tenant)
 
     def rolling(self, tenant: str) -> bool:
         """Whether a document of ``tenant`` is being rolled over now."""
@@ -371,7 +373,7 @@ class RelayCore:
 
     def _ingest_central(self, tenant: str, doc: str, data: bytes) -> None:
         if (tenant, doc) in self._rolling:
-            # Made on the generation being cut: the writer carries it when it reopens.
+            # Made on the generation being cut: the writer carries it when it follows.
             log.info("%s/%s: a central write during its rollover is carried later", tenant, doc)
             return
         self.fanout.ingest_central(tenant, doc, data)

@@ -133,7 +133,7 @@ class CentralReviews:
         self._pending: dict[tuple[str, str], list[bytes]] = {}
         self._pending_count = 0
         self._flush_deferred = False
-        #: tenants whose writer is retired during a rollover: their reviews wait
+        #: tenants with a document being rolled over: their reviews wait
         self._held: set[str] = set()
         #: Whether this process reviews (a relay cluster: only the review lock's holder).
         self.enabled = True
@@ -147,7 +147,7 @@ class CentralReviews:
         writer = self._writers.get(tenant)
         if writer is not None:
             return writer
-        if tenant in self._held:
+        if tenant in self._held:  # (opened now, it would not follow the cut under way)
             raise RetryLater(f"a document of {tenant} is rolling over: try again in a moment")
         writer = CentralWriter.open(
             self.directory,
@@ -285,15 +285,28 @@ class CentralReviews:
             self._flush_deferred = True
             self.defer(self.flush)
 
-    def retire(self, tenant: str) -> CentralWriter | None:
-        """Forget ``tenant``'s writer (the caller closes it once the reviews handed over
-        so far ran) and hold its reviews until :meth:`release` (a rollover)."""
+    def hold(self, tenant: str) -> None:
+        """Keep ``tenant``'s reviews gathered (not handed over) until :meth:`follow`: a
+        document of it is being cut, and its writer must not merge what comes next
+        into the generation it holds."""
         self._held.add(tenant)
-        return self._writers.pop(tenant, None)
 
-    def release(self, tenant: str) -> None:
-        """Hand over what was gathered for ``tenant`` while it was held."""
+    def follow(self, tenant: str) -> None:
+        """The cut is stored: move ``tenant``'s writer, if open, to the relay's current
+        generations (carrying what it made that the past one lacks, as when it opens),
+        then hand over what was gathered meanwhile.  On the core's thread, once the
+        reviews handed over before :meth:`hold` ran."""
         self._held.discard(tenant)
+        writer = self._writers.get(tenant)
+        if writer is not None:
+            try:
+                self._follow_generations(tenant, writer)
+                self._offer_own(tenant, writer)  # (what was not taken, if nothing was cut)
+            except TiendaSyncError as exc:  # its storage: reopened (and moved) at retry
+                log.error("central writer of %s could not follow a rollover: %s", tenant, exc)
+                del self._writers[tenant]
+                self._unopened.add(tenant)
+                writer.close()
         self._hand_over()
 
     def flush(self) -> None:
@@ -335,7 +348,7 @@ class CentralReviews:
             except (TiendaSyncError, OSError) as exc:
                 log.error("central writer of %s still unavailable: %s", tenant, exc)
         for tenant, writer in sorted(self._writers.items()):
-            if not writer.needs_retry or writer.retry_queued:
+            if not writer.needs_retry or writer.retry_queued or tenant in self._held:
                 continue
             updates: dict[tuple[str, str], list[bytes]] = {}
             if writer.behind:

@@ -15,8 +15,9 @@ Two parts:
   :meth:`~tiendasync.relay.core.RelayCore.begin_rollover`: the sessions that
   may use the document are sent to a new session, every queued write is
   committed, the late updates of the document are carried, the central
-  writer is retired after its reviews, the cut is stored (in a worker
-  thread), and the document is served again from storage.  Stores come back
+  writer's reviews handed over so far run (later ones wait), the cut is
+  stored (in a worker thread), the document is served again from storage
+  and the central writer moves over in place.  Stores come back
   at once, a generation behind, and move over as after a restart.
 
 Not on a relay cluster: every node holds the document in memory, so a cut
@@ -91,6 +92,10 @@ class RolloverSchedule:
 
     def rolled(self, key: DocKey, now: float) -> None:
         self._last[key] = now
+
+
+def _nothing() -> None:
+    """A review-thread barrier: runs after everything handed to it before."""
 
 
 class LiveRollover:
@@ -176,11 +181,10 @@ class LiveRollover:
                 for doc in docs:  # (always in this order: no two rollovers deadlock)
                     await locks.enter_async_context(self._late_lock((tenant, doc)))
                 settled = await self._settle(SETTLE_TIMEOUT_S)
-                # Retired either way: a write of it to these was not taken meanwhile,
-                # and its reopening offers (or carries over) what the relay lacks.
-                writer = self.core.retire_central(tenant)
-                if writer is not None:
-                    await self._in_reviews(writer.close)
+                # Held either way: a write of it to these was not taken meanwhile, and
+                # following the cut (or finding none) offers or carries what we lack.
+                if self.core.hold_central(tenant):
+                    await self._in_reviews(_nothing)  # what it was handed has run
                 await asyncio.sleep(0)  # its last writes' callbacks ran (and were dropped)
                 if not settled:
                     log.warning("%s: writes did not settle; rollover of %s put off", tenant, docs)
