@@ -16,7 +16,7 @@ import pycrdt
 from tiendasync.crdt import VIEW_OF_CRDT, Ledger, LWWMap, PNCounter
 from tiendasync.errors import CorruptData, InternalError, RemoteProtocolError
 from tiendasync.model.docnames import DATA_TYPES, data_type_of
-from tiendasync.protocol.statevector import decode_state_vector
+from tiendasync.protocol.statevector import clock_in_state_vector, decode_state_vector
 from tiendasync.protocol.yjs_update import MalformedUpdate, ParsedUpdate, parse_update
 from tiendasync.store.storage import ReplicaStore
 
@@ -123,8 +123,12 @@ class DocSet:
         return bytes(self.doc(name).get_state())
 
     def clock_of(self, name: str, client_id: int) -> int:
-        """Next clock of ``client_id`` in ``name`` (0 if it never wrote there)."""
-        return decode_state_vector(self.state_vector(name)).get(client_id, 0)
+        """Next clock of ``client_id`` in ``name`` (0 if it never wrote there).
+
+        Every local write asks it of each document it wrote: its cost must not
+        grow with the document's writers (``clock_in_state_vector``).
+        """
+        return clock_in_state_vector(self.state_vector(name), client_id)
 
     def diff(self, name: str, state_vector: bytes | None = None) -> bytes:
         """What a peer with ``state_vector`` lacks of ``name`` (everything if None)."""
