@@ -27,10 +27,12 @@ def test_a_tiny_ab_run_measures_both_revisions() -> None:
         assert imp["one_pass_api"] is True
         for how in ("one_call", "batches"):
             assert imp[how]["s"] > 0 and imp[how]["ratio"] == imp[how]["raw_s"] / imp[how]["s"]
+            cpu, raw_cpu = imp[how]["cpu_s"], imp[how]["raw_cpu_s"]
+            assert cpu > 0 and imp[how]["cpu_ratio"] == raw_cpu / cpu
     lines = ab_store.report(result)
     assert lines[0].startswith("baseline HEAD, 1 round(s)")
     assert sum("record_sale / raw FULL commit" in line for line in lines) == 1
-    assert sum(line.lstrip().startswith("import") for line in lines) == 2
+    assert sum(line.lstrip().startswith("import") for line in lines) == 4  # wall and CPU
     plot = ab_store.svg(result)
     assert plot.startswith("<svg") and plot.count("<rect") == 6 and plot.rstrip().endswith("</svg>")
 

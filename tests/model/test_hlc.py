@@ -69,6 +69,56 @@ def test_counter_overflow_rolls_into_next_millisecond() -> None:
     assert a.encode() < b.encode()
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(-10_000, 10_000), st.integers(1, 50), st.booleans()), max_size=30
+    ),
+    start=st.one_of(counters, st.integers(MAX_COUNTER - 60, MAX_COUNTER)),
+)
+def test_now_many_issues_what_as_many_calls_of_now_issue_while_the_wall_stands_still(
+    steps: list[tuple[int, int, bool]], start: int
+) -> None:
+    wall = FakeWall()
+    bulk = HLC("r1", wall=wall, last=Timestamp(wall.ms, start, "r1"))
+    one_by_one = HLC("r1", wall=wall, last=Timestamp(wall.ms, start, "r1"))
+    previous = bulk.last
+    for step, n, many in steps:
+        wall.ms += step
+        if many:
+            first = bulk.now_many(n)
+            issued = [first._replace(counter=first.counter + i) for i in range(n)]
+            assert issued[-1].counter <= MAX_COUNTER
+            assert bulk.last == issued[-1]
+            expected = [one_by_one.now() for _ in range(n)]
+            if len({t.wall_ms for t in expected}) == 1:
+                # room in this millisecond: exactly the timestamps n calls of now() give
+                assert issued == expected
+            else:  # the calls would roll over mid-way: all of them in the next millisecond
+                assert first == Timestamp(expected[0].wall_ms + 1, 0, "r1")
+            one_by_one = HLC("r1", wall=wall, last=bulk.last)
+        else:
+            issued = [bulk.now()]
+            one_by_one.now()
+        assert issued[0] > previous
+        assert all(a < b for a, b in itertools.pairwise(issued))
+        assert issued[0].wall_ms >= wall.ms  # never behind the physical clock
+        previous = issued[-1]
+
+
+def test_now_many_without_room_in_the_millisecond_moves_to_the_next() -> None:
+    wall = FakeWall()
+    clock = HLC("r1", wall=wall, last=Timestamp(wall.ms, MAX_COUNTER - 5, "r1"))
+    first = clock.now_many(10)
+    assert first == Timestamp(wall.ms + 1, 0, "r1")
+    assert clock.last == Timestamp(wall.ms + 1, 9, "r1")
+    assert clock.now() == Timestamp(wall.ms + 1, 10, "r1")
+    for bad in (0, -1, MAX_COUNTER + 1):
+        with pytest.raises(InvalidArgument):
+            clock.now_many(bad)
+    assert clock.last == Timestamp(wall.ms + 1, 10, "r1")
+
+
 def test_restart_from_last_continues_above() -> None:
     wall = FakeWall()
     clock = HLC("r1", wall=wall)

@@ -81,6 +81,20 @@ def _oversell(tmp_path: Path, store: PostgresRelayStore, location: str) -> int:
     return len(made)
 
 
+def _add_product(tmp_path: Path, store: PostgresRelayStore) -> None:
+    """A third till at t1 adds a product and its update is logged: every partition has
+    the catalog to review again; no stock moves, no conflict opens or heals."""
+    made: list[tuple[str, bytes]] = []
+    till = Replica.open(tmp_path / "t1-3.db", tenant="acme", replica_id="t1-3", location="t1")
+    try:
+        till.on_local_update(made.extend)
+        till.catalog.put("NEW", {"name": "new", "price_cents": 150})
+    finally:
+        till.close()
+    assert made
+    store.append_many([AppendEntry("acme", d, u, "t1-3", b"\x00") for d, u in made])
+
+
 def _max_seqs(url: str) -> dict[str, int]:
     with psycopg.connect(url) as conn:
         rows = conn.execute("SELECT doc, MAX(seq) FROM updates GROUP BY doc").fetchall()
@@ -338,11 +352,20 @@ def test_sigkilled_worker_process_hands_its_partitions_over(
     log = tmp_path / "workers.log"
     first = _worker(pg_url, "first", log, "--lease-seconds", "1.5", "--review-batch", "2")
     try:
-        wait_until(lambda: len(_review_log(pg_url)) >= 1, "the first worker committing", 30)
+
+        def holds_all() -> bool:
+            leases = [store.read_lease("acme", loc) for loc in ("-", "t1", "t2")]
+            held = all(lease is not None and lease.owner == "first" for lease in leases)
+            return held and len(_review_log(pg_url)) >= 1
+
+        wait_until(holds_all, "the first worker holding every partition, having committed", 30)
         with psycopg.connect(pg_url) as blocker:
             # Hold the worker inside its next commit: its last insert (review_log) waits
-            # on this lock, after its conflicts, updates and cursor rows are written.
+            # on this lock, after its conflicts, updates and cursor rows are written.  The
+            # update logged after the lock is taken leaves it a commit to make even if it
+            # had reviewed everything before (its first batches take all there is).
             blocker.execute("LOCK TABLE review_log IN SHARE MODE")
+            _add_product(tmp_path, store)
             wait_until(lambda: _waiting_on_a_lock(pg_url), "the first worker mid-commit", 20)
             done_by_first = _review_log(pg_url)
             cursors = {loc: store.review_cursor("acme", loc) for loc in ("t1", "t2")}

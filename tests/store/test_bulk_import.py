@@ -100,6 +100,61 @@ def test_one_pass_import_equals_the_per_row_path(
         assert _state(reopened) == expected
 
 
+# Products as an import file gives them: every one with the same fields, in the same
+# order, each field all strings or all integers (the column-at-a-time path).
+COLUMNS = (
+    st.lists(SKUS, unique=True, max_size=10)
+    .flatmap(
+        lambda skus: st.tuples(
+            st.just(skus),
+            st.lists(st.text(max_size=6), min_size=len(skus), max_size=len(skus)),
+            st.lists(st.integers(0, 10_000), min_size=len(skus), max_size=len(skus)),
+            st.booleans(),
+        )
+    )
+    .map(
+        lambda t: {
+            sku: ({"price_cents": p, "name": n} if t[3] else {"name": n, "price_cents": p})
+            for sku, n, p in zip(t[0], t[1], t[2], strict=True)
+        }
+    )
+)
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@pytest.mark.parametrize("bulk_min", [0, 10**9], ids=["muted-observer", "observer"])
+@given(before=PRODUCTS, stock_before=STOCK, products=COLUMNS, stock=STOCK)
+def test_a_uniform_import_written_by_columns_equals_the_per_row_path(
+    tmp_path_factory: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    bulk_min: int,
+    before: dict[str, dict[str, Any]],
+    stock_before: dict[str, int],
+    products: dict[str, dict[str, Any]],
+    stock: dict[str, int],
+) -> None:
+    monkeypatch.setattr(LWWMap, "bulk_min", bulk_min)
+    monkeypatch.setattr(PNCounter, "bulk_min", bulk_min)
+    tmp = tmp_path_factory.mktemp("columns")
+    with _open(tmp / "rows.db") as rows, _open(tmp / "once.db") as once:
+        for r in (rows, once):  # products and stock there already: slots to supersede
+            for sku, fields in before.items():
+                r.catalog.put(sku, fields)
+            for sku, units in stock_before.items():
+                r.inventory.receive(sku, units)
+        for sku, fields in products.items():
+            rows.catalog.put(sku, fields)
+        for sku, units in stock.items():
+            rows.inventory.receive(sku, units)
+        assert once.catalog.put_many(products, stock=stock) == len(products)
+        assert _state(once) == _state(rows)
+        expected = _state(rows)
+    with _open(tmp / "once.db") as reopened:
+        assert _state(reopened) == expected
+
+
 def test_a_bad_row_leaves_nothing_written(tmp_path: Path) -> None:
     with _open(tmp_path / "a.db") as r:
         before = len(r.queue.list(limit=100))
@@ -108,6 +163,14 @@ def test_a_bad_row_leaves_nothing_written(tmp_path: Path) -> None:
             ({"A": {"name": "x"}}, {"A": 0}),
             ({"A": {"name": "x"}}, {"": 3}),
             ({"A": {"name": float("nan")}}, {}),
+            ({f"P{i}": {"name": "x", "price_cents": i - 1} for i in range(100)}, {}),
+            ({f"P{i}": {"name": "x", "price_cents": True} for i in range(100)}, {}),
+            ({f"P{i}": {"name": "x"} for i in range(100)}, {f"P{i}": i for i in range(100)}),
+            ({f"P{i}": {"name": "x"} for i in range(100)}, {"P1": 2**53}),
+            ({f"P{i}": {"name": "x"} for i in range(99)} | {"P\n": {"name": "x"}}, {}),
+            ({f"P{i}": {"name": "x"} for i in range(100)}, {" ": 1}),
+            ({f"P{i}": {"bad\x00": "x"} for i in range(100)}, {}),
+            ({f"P{i}": {"name": float("inf")} for i in range(100)}, {}),
         ]
         for products, stock in cases:
             try:

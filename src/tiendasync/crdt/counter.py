@@ -12,7 +12,10 @@ below 2**53, a numeric writer) is skipped and counted in
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Mapping
+from itertools import repeat
+from operator import add
 from typing import Any
 
 import pycrdt
@@ -26,6 +29,7 @@ from tiendasync.crdt.keys import (
     paused_gc,
 )
 from tiendasync.errors import InvalidArgument
+from tiendasync.model.names import all_safe_ints
 
 __all__ = ["PNCounter", "decode_counter_slot"]
 
@@ -146,8 +150,15 @@ class PNCounter:
         :attr:`bulk_min` slots are written through the observer instead.
         Returns how many slots were written.
         """
-        writes: list[tuple[str, int, int]] = []
         unread, slots_of, writer = self._unread, self._slots, self._writer
+        if (
+            len(deltas) >= self.bulk_min
+            and all_safe_ints(deltas.values(), 1)
+            and unread.keys().isdisjoint(deltas)
+            and slots_of.keys().isdisjoint(deltas)
+        ):
+            return self._add_new(deltas)
+        writes: list[tuple[str, int, int]] = []
         for entity, delta in deltas.items():
             if type(delta) is not int or abs(delta) > MAX_SAFE_INTEGER:
                 check_safe_int(delta, "quantity")  # raises
@@ -182,6 +193,25 @@ class PNCounter:
             self._subscription = root.observe(self._on_change)
         self._changed.update(entity for entity, _, _ in writes)
         return len(writes)
+
+    def _add_new(self, deltas: Mapping[str, int]) -> int:
+        """:meth:`add_many` of positive deltas to entities without a slot yet (the
+        opening stock of an import): slots ``[delta, 0]`` (tuples, which pycrdt encodes
+        as the lists they equal), keys and native inserts built by ``map``/``zip``, no
+        Python code per slot."""
+        entities = list(deltas)
+        keys: list[str] = list(map(add, entities, repeat(SEP + self._writer)))
+        root = self._root
+        root.unobserve(self._subscription)
+        try:
+            with paused_gc(), bulk_setter(root, "local") as put:
+                deque(map(put, keys, zip(deltas.values(), repeat(0), strict=False)), maxlen=0)
+        finally:
+            self._subscription = root.observe(self._on_change)
+        # Read back on first use, as the slots of a document just opened are.
+        self._unread.update(zip(entities, map(list, zip(keys, strict=True)), strict=True))
+        self._changed.update(entities)
+        return len(entities)
 
     def drain_changed(self) -> set[str]:
         """Entities whose value changed since the last drain."""

@@ -39,7 +39,10 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from itertools import chain, repeat
+from operator import add, itemgetter
 from typing import Any, NamedTuple
 
 import pycrdt
@@ -48,7 +51,15 @@ from tiendasync.crdt.keys import ROOT, SEP, bulk_setter, paused_gc
 from tiendasync.errors import InvalidArgument
 from tiendasync.model.hlc import Timestamp
 
-__all__ = ["TOMBSTONE", "FieldWrite", "LWWMap", "SortKey", "decode_slot", "slot_key"]
+__all__ = [
+    "TOMBSTONE",
+    "FieldWrite",
+    "LWWMap",
+    "SortKey",
+    "columns",
+    "decode_slot",
+    "slot_key",
+]
 
 TOMBSTONE = "\x00deleted"
 
@@ -175,6 +186,34 @@ def _encode_field(name: str, value: object) -> str:
     return encode_value(value, f"field {name!r}")
 
 
+def _encode_column(name: str, values: list[Any]) -> list[str]:
+    """:func:`_encode_field` of each of one field's ``values``: at C speed when they are
+    all strings or all exact ints (how a bulk import's columns look)."""
+    kinds = set(map(type, values))
+    if kinds == {str}:
+        return list(map(_encode_str, values))
+    if kinds == {int}:
+        return list(map(int.__repr__, values))
+    return [_encode_field(name, v) for v in values]
+
+
+def columns(
+    records: Mapping[str, Mapping[str, object]],
+) -> tuple[tuple[str, ...], list[list[object]]] | None:
+    """``(field names, one list of values per field)`` when every record is a ``dict``
+    with the same field names in the same order (a bulk import); else ``None``."""
+    rows = list(records.values())
+    if not rows or set(map(type, rows)) != {dict}:
+        return None
+    shapes = set(map(tuple, rows))
+    if len(shapes) != 1:
+        return None
+    (names,) = shapes
+    if not names:
+        return None
+    return names, [list(map(itemgetter(name), rows)) for name in names]
+
+
 def _latest(write: FieldWrite) -> SortKey:
     return write.sort_key
 
@@ -279,40 +318,66 @@ class LWWMap:
             self._write(record, name, json_value, timestamp)
 
     def set_many(
-        self, records: Mapping[str, Mapping[str, object]], clock: Callable[[], Timestamp]
+        self,
+        records: Mapping[str, Mapping[str, object]],
+        clock: Callable[[int], Timestamp],
+        *,
+        table: tuple[tuple[str, ...], list[list[Any]]] | None = None,
     ) -> int:
         """Write many records in ONE transaction of ``doc`` that this call opens.
 
-        The slots are those :meth:`set` writes for each record in turn (one
-        ``clock()`` timestamp per record), but every value is encoded before the
-        first is written, and no observer event is built and read back per
-        key: the view reads the written slots on first use, as it reads the
-        slots of a document just opened.  Must not run inside a transaction
-        of ``doc`` (its event would then reach the view).  Fewer than
+        The slots are those :meth:`set` writes for each record in turn, the
+        i-th record stamped with the i-th of ``clock(len(records))``'s
+        consecutive timestamps (``clock`` returns the first:
+        :meth:`~tiendasync.model.hlc.HLC.now_many`).  Every value is encoded
+        before the first is written, and no observer event is built and read
+        back per key: the view reads the written slots on first use, as it reads
+        the slots of a document just opened.  Records that all have the same
+        field names (a bulk import) are encoded and written a column at a time,
+        without Python code per slot.  Must not run inside a transaction of
+        ``doc`` (its event would then reach the view).  Fewer than
         :attr:`bulk_min` slots are written through the observer instead.
+        ``table``: :func:`columns` of ``records``, when the caller has it already.
         Returns how many slots were written.
         """
-        encoded = [
-            (record, {name: _encode_field(name, v) for name, v in fields.items()})
-            for record, fields in records.items()
-        ]
-        if sum(len(fields) for _, fields in encoded) < self.bulk_min:
+        if not records:
+            return 0
+        if table is None:
+            table = columns(records)
+        if table is None:
+            rows = [
+                (record, {name: _encode_field(name, v) for name, v in fields.items()})
+                for record, fields in records.items()
+            ]
+        else:
+            names, values = table
+            encoded = [_encode_column(name, col) for name, col in zip(names, values, strict=True)]
+            if len(records) * len(names) >= self.bulk_min:
+                return self._put_columns(list(records), names, encoded, clock(len(records)))
+            rows = [
+                (r, dict(zip(names, v, strict=True)))
+                for r, v in zip(records, zip(*encoded, strict=True), strict=True)
+            ]
+        first = clock(len(rows))
+        if sum(len(fields) for _, fields in rows) < self.bulk_min:
             with self.doc.transaction(origin="local"):
-                for record, fields in encoded:
-                    ts = clock()
+                for n, (record, fields) in enumerate(rows):
+                    ts = Timestamp(first.wall_ms, first.counter + n, first.replica_id)
                     for name, json_value in fields.items():
                         self._write(record, name, json_value, ts)
-            return sum(len(fields) for _, fields in encoded)
+            return sum(len(fields) for _, fields in rows)
+        return self._put_rows(rows, first)
+
+    def _put_rows(self, rows: list[tuple[str, dict[str, str]]], first: Timestamp) -> int:
+        """:meth:`set_many`'s bulk write, record by record."""
         writer, root, raw = self._writer, self._root, self._raw
         tail = SEP + str(writer)
+        wall, counter, replica = first
         written = 0
-        newest = self.newest
         root.unobserve(self._subscription)
         try:
             with paused_gc(), bulk_setter(root, "local") as put:
-                for record, fields in encoded:
-                    ts = clock()
-                    wall, counter, replica = ts.wall_ms, ts.counter, ts.replica_id
+                for record, fields in rows:
                     existing = self._fields(record) or {}
                     keys = []
                     for name, json_value in fields.items():
@@ -328,13 +393,61 @@ class LWWMap:
                     else:
                         pending.extend(keys)
                     written += len(keys)
-                    if newest is None or ts > newest:
-                        newest = ts
+                    counter += 1
         finally:
             self._subscription = root.observe(self._on_change)
-        self._changed.update(records)
-        self.newest = newest
+        self._written([r for r, _ in rows], first, len(rows))
         return written
+
+    def _put_columns(
+        self, records: list[str], names: tuple[str, ...], encoded: list[list[str]], first: Timestamp
+    ) -> int:
+        """:meth:`set_many`'s bulk write, a field at a time: the keys, the slot values and
+        the native inserts are built by ``map``/``zip`` (record-major order, as
+        :meth:`_put_rows` writes them)."""
+        n = len(records)
+        raw, slots = self._raw, self._slots
+        known = []  # records with slots already: their writes name the winner they saw
+        if not (raw.keys().isdisjoint(records) and slots.keys().isdisjoint(records)):
+            known = [i for i, r in enumerate(records) if r in raw or r in slots]
+        wall, replica = first.wall_ms, first.replica_id
+        stamps = range(first.counter, first.counter + n)
+        tail = SEP + str(self._writer)
+        key_columns: list[list[str]] = []
+        # Slot values as tuples: pycrdt encodes a tuple as the list it equals.
+        value_columns: list[Iterator[tuple[object, ...]]] = []
+        for name, jsons in zip(names, encoded, strict=True):
+            seen: Iterable[list[object] | None] = repeat(None)
+            if known:
+                seen = [None] * n
+                for i in known:
+                    field = (self._fields(records[i]) or {}).get(name)
+                    if field:
+                        seen[i] = list(max(field.values(), key=_latest).sort_key)
+            key_columns.append(list(map(add, records, repeat(SEP + name + tail))))
+            value_columns.append(
+                zip(repeat(wall), stamps, repeat(replica), jsons, repeat(name), seen, strict=False)
+            )
+        root = self._root
+        root.unobserve(self._subscription)
+        try:
+            with paused_gc(), bulk_setter(root, "local") as put:
+                keys = chain.from_iterable(zip(*key_columns, strict=True))
+                values = chain.from_iterable(zip(*value_columns, strict=True))
+                deque(map(put, keys, values), maxlen=0)
+        finally:
+            self._subscription = root.observe(self._on_change)
+        # Read back on first use, as the slots of a document just opened are (none of
+        # these records has keys pending: known ones were read above).
+        raw.update(zip(records, map(list, zip(*key_columns, strict=True)), strict=True))
+        self._written(records, first, n)
+        return n * len(names)
+
+    def _written(self, records: Iterable[str], first: Timestamp, n: int) -> None:
+        self._changed.update(records)
+        last = Timestamp(first.wall_ms, first.counter + n - 1, first.replica_id)
+        if self.newest is None or last > self.newest:
+            self.newest = last
 
     def delete(self, record: str, timestamp: Timestamp) -> None:
         """Write a tombstone for ``record`` (fields written before it are hidden)."""

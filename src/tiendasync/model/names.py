@@ -9,10 +9,19 @@ not contain control characters.  Quantities and cents travel as Yjs numbers
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
+from typing import Any
 
 from tiendasync.errors import InvalidArgument
 
-__all__ = ["MAX_NAME_LENGTH", "MAX_SAFE_INTEGER", "check_name", "check_safe_int"]
+__all__ = [
+    "MAX_NAME_LENGTH",
+    "MAX_SAFE_INTEGER",
+    "all_safe_ints",
+    "check_name",
+    "check_names",
+    "check_safe_int",
+]
 
 #: Yjs stores numbers as IEEE doubles: integers are exact only below 2**53.
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -35,6 +44,36 @@ def check_name(value: object, what: str) -> str:
     if _CONTROL.search(value):
         raise InvalidArgument(f"{what} {value!r} contains control characters")
     return value
+
+
+def check_names(values: Collection[Any], what: str) -> None:
+    """:func:`check_name` of every one of ``values`` (a bulk import's SKUs).
+
+    The common case (all valid) is a few passes at C speed over the whole
+    collection; the per-value check runs only to name the first refusal.
+    """
+    if not values:
+        return
+    if (
+        set(map(type, values)) == {str}
+        and min(map(len, map(str.strip, values))) > 0
+        and max(map(len, values)) <= MAX_NAME_LENGTH
+        and _CONTROL.search("".join(values)) is None
+    ):
+        return
+    for value in values:
+        check_name(value, what)
+
+
+def all_safe_ints(values: Collection[Any], minimum: int) -> bool:
+    """Whether every one of ``values`` is an exact ``int`` (not a bool, not a subclass)
+    from ``minimum`` (>= 0) to 2**53 - 1, in passes at C speed (a bulk import's
+    quantities).  ``False`` says only "look at them one by one" (:func:`check_safe_int`)."""
+    return (
+        set(map(type, values)) <= {int}
+        and (not values or min(values) >= minimum)
+        and (not values or max(values) <= MAX_SAFE_INTEGER)
+    )
 
 
 def check_safe_int(value: object, what: str, *, positive: bool = False) -> int:

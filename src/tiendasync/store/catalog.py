@@ -11,9 +11,10 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from tiendasync.crdt.keys import paused_gc
+from tiendasync.crdt.lww import columns
 from tiendasync.errors import InvalidArgument
 from tiendasync.model.docnames import CATALOG, PRODUCT_INTEGER_FIELDS, stock_doc
-from tiendasync.model.names import MAX_SAFE_INTEGER, check_name, check_safe_int
+from tiendasync.model.names import all_safe_ints, check_name, check_names, check_safe_int
 from tiendasync.store.boundary import public_api
 from tiendasync.store.core import ReplicaCore, WriteSpec
 
@@ -39,6 +40,18 @@ def validate_product(fields: Mapping[str, Any], names_ok: set[str] | None = None
             if value < 0:
                 raise InvalidArgument(f"{name} must not be negative, got {value}")
     return dict(fields)
+
+
+def _valid_columns(names: tuple[str, ...], values: list[list[Any]]) -> bool:
+    """Whether products given as columns (:func:`~tiendasync.crdt.lww.columns`) pass
+    :func:`validate_product`, checked a column at a time; ``False`` also when a column
+    needs the row-by-row check to say what is wrong (or to accept an ``int`` subclass)."""
+    check_names(names, "field name")
+    return all(
+        all_safe_ints(col, 0)
+        for name, col in zip(names, values, strict=True)
+        if name in PRODUCT_INTEGER_FIELDS
+    )
 
 
 @public_api
@@ -116,19 +129,19 @@ class Catalog:
         stock: Mapping[str, int],
         location: str | None,
     ) -> int:
-        names_ok: set[str] = set()
-        checked = {
-            check_name(sku, "SKU"): validate_product(f, names_ok) for sku, f in products.items()
-        }
-        units = {
-            (sku if sku in checked else check_name(sku, "SKU")): (
-                n  # the common case, without building the message of a refusal
-                if type(n) is int and 0 < n <= MAX_SAFE_INTEGER
-                else check_safe_int(n, f"stock of {sku}", positive=True)
-            )
-            for sku, n in stock.items()
-        }
-        if not checked and not units:
+        check_names(products.keys(), "SKU")
+        table = columns(products)
+        if table is None or not _valid_columns(*table):
+            names_ok: set[str] = set()
+            for fields in products.values():  # raises naming the product's refusal
+                validate_product(fields, names_ok)
+        if not stock.keys() <= products.keys():
+            check_names(stock.keys() - products.keys(), "SKU")
+        if not all_safe_ints(stock.values(), 1):
+            for sku, n in stock.items():  # raises naming the SKU
+                check_safe_int(n, f"stock of {sku}", positive=True)
+        units = dict(stock)
+        if not products and not units:
             return 0
 
         core = self._core
@@ -136,17 +149,17 @@ class Catalog:
             loc = core.resolve_location(location) if units else None
 
             def mutate() -> None:
-                if checked:
-                    core.catalog().set_many(checked, core.hlc.now)
+                if products:
+                    core.catalog().set_many(products, core.hlc.now_many, table=table)
                 if loc is not None:
                     core.docs.doc(stock_doc(loc))
                     core.counter(loc).add_many(units)
 
-            summary = f"import of {len(checked)} products"
+            summary = f"import of {len(products)} products"
             if loc is not None:
                 summary += f", {len(units)} SKU(s) received at {loc}"
             core.local_write(WriteSpec("product_import", "catalog", summary), mutate)
-        return len(checked)
+        return len(products)
 
     def delete(self, sku: str) -> None:
         """Delete a product (an LWW tombstone: a later edit anywhere revives it)."""

@@ -10,6 +10,7 @@ conflict mirror on the queue).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import repeat
 
 from tiendasync.crdt import Ledger, LWWMap, PNCounter
 from tiendasync.crdt.keys import SEP
@@ -46,7 +47,8 @@ class ChangeIndex:
             name = parse_doc(doc)
             if name.data_type == "stock" and name.location is not None:
                 counter = self._docs.view(doc, PNCounter)
-                self.touched.update((name.location, sku) for sku in counter.drain_changed())
+                changed = counter.drain_changed()
+                self.touched.update(zip(repeat(name.location), changed, strict=False))
             elif name.data_type == "sales" and name.location is not None:
                 ledger = self._docs.view(doc, Ledger)
                 for key in ledger.drain_added():
@@ -125,7 +127,7 @@ class ChangeIndex:
             name = parse_doc(doc)
             if name.data_type == "stock" and name.location is not None:
                 stocked = skus.intersection(self._docs.view(doc, PNCounter).keyed())
-                found.update((name.location, sku) for sku in stocked)
+                found.update(zip(repeat(name.location), stocked, strict=False))
         return found
 
     def forget_pending(self) -> None:
