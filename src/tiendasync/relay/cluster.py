@@ -77,6 +77,10 @@ log = logging.getLogger("tiendasync.relay.cluster")
 #: Longest accepted payload (PostgreSQL's own limit is 8000 bytes).
 MAX_NOTICE_BYTES = 8000
 
+#: The kind of the notice a cut sends with its commit (``relay.pgstore.generation_notice``):
+#: tenant ``t``, doc ``d``, new generation ``g``.
+GENERATION = "g"
+
 Key = tuple[str, str]
 
 
@@ -93,7 +97,7 @@ def parse_notice(payload: str) -> Notice | None:
     """A payload as a :class:`Notice`; None for anything malformed.
 
     Kind ``u`` must carry a non-empty string tenant ``t`` and doc ``d`` and a
-    positive integer ``s``."""
+    positive integer ``s``; kind ``g`` the same with ``g`` (the new generation)."""
     if len(payload) > MAX_NOTICE_BYTES:
         return None
     try:
@@ -105,7 +109,8 @@ def parse_notice(payload: str) -> Notice | None:
     kind, node = raw.get("k"), raw.get("n")
     if not isinstance(kind, str) or not kind or not isinstance(node, str):
         return None
-    if kind == "u" and not _pointer(raw.get("t"), raw.get("d"), raw.get("s")):
+    number = {"u": "s", GENERATION: "g"}.get(kind)
+    if number is not None and not _pointer(raw.get("t"), raw.get("d"), raw.get(number)):
         return None
     return Notice(kind, node, {k: v for k, v in raw.items() if k not in ("k", "n")})
 
@@ -125,6 +130,8 @@ class Pulled:
     snapshots: dict[Key, int] = field(default_factory=dict)
     #: ``(tenant, doc, seq)`` of rows whose checksum failed: left out
     damaged: list[tuple[str, str, int]] = field(default_factory=list)
+    #: per document, its generation as the rows were read (absent: not told)
+    generations: dict[Key, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -199,6 +206,8 @@ class ClusterNode:
         #: per document, the highest seq another node announced and not read yet
         self.notified: dict[Key, int] = {}
         self.handlers: dict[str, Callable[[Notice], None]] = {}
+        #: told of the documents whose rows of other nodes were read (the rollover schedule)
+        self.on_rows: Callable[[Iterable[Key]], None] = lambda keys: None
         #: this node holds the review lock (runs the invariant review)
         self.reviewer = False
         self._wake: asyncio.Event | None = None
@@ -230,8 +239,8 @@ class ClusterNode:
 
     def on(self, kind: str, handler: Callable[[Notice], None]) -> None:
         """Call ``handler`` (on the loop) for each message of ``kind`` any node sends."""
-        if kind == "u":
-            raise ValueError("kind 'u' is the update pointer")
+        if kind in ("u", GENERATION):
+            raise ValueError(f"kind {kind!r} is reserved (update pointer, new generation)")
         self.handlers[kind] = handler
 
     async def send(self, kind: str, fields: Mapping[str, Any]) -> None:
@@ -313,6 +322,10 @@ class ClusterNode:
             if seq > self.seen.get(key, 0):
                 self.notified[key] = max(seq, self.notified.get(key, 0))
                 behind += 1
+        if self._core is not None:
+            # A cut adds no row: each loaded doc is read once, with its generation.
+            for key in self.core.docs.loaded():
+                self.notified.setdefault(key, self.seen.get(key, 0))
         log.info("relay node %s: reconnected; %d document(s) to catch up", self.node_id, behind)
         self._kick()
         return behind
@@ -332,6 +345,13 @@ class ClusterNode:
             log.warning("relay node %s: ignored a malformed notification", self.node_id)
             return
         self.notices += 1
+        if notice.kind == GENERATION:
+            # A cut committed (this node's or another's): drop the older generation
+            # now, and send away the sessions that use it (relay.generations).
+            self.core.docs.saw_generation(
+                str(notice.fields["t"]), str(notice.fields["d"]), int(notice.fields["g"])
+            )
+            return
         if notice.kind != "u":
             handler = self.handlers.get(notice.kind)
             if handler is None:
@@ -486,29 +506,11 @@ class ClusterNode:
             )
         review: list[PendingWrite] = []
         for key in sorted(cursors):
-            tenant, doc = key
             after = cursors[key]
-            upto = pulled.snapshots.get(key, 0)
             read = pulled.rows.get(key, [])
-            mine = self.own.get(key, set())
+            upto = pulled.snapshots.get(key, 0)
             top = max([after, upto, *(r[0] for r in read), *own[key]])
-            if upto > after:
-                # Rows this node never read were folded into a snapshot: reload.
-                self.reloads += 1
-                update = core.docs.reload_stored(tenant, doc)
-                if update is None:
-                    rebuilt, _ = replay(core.store.load_doc(tenant, doc), tenant, doc)
-                    update = bytes(rebuilt.get_update())
-                core.policy.stored(tenant, doc)
-                core.broker.publish(tenant, doc, update, None)
-                review.append(PendingWrite(None, tenant, doc, None, b"", update, [], None))
-            else:
-                for seq, data, replica in read:
-                    if seq in mine:
-                        continue
-                    core.fanout.foreign(tenant, doc, data)
-                    review.append(PendingWrite(None, tenant, doc, None, b"", data, [], replica))
-                self.pulled_rows += len(read)
+            review.extend(self._apply(key, after, upto, read, pulled.generations.get(key)))
             self.seen[key] = max(self.seen.get(key, 0), top)
             if key in self.own:
                 left = {s for s in self.own[key] if s > self.seen[key]}
@@ -518,8 +520,47 @@ class ClusterNode:
                     del self.own[key]
             if self.notified.get(key, 0) <= self.seen[key]:
                 self.notified.pop(key, None)
+        if review:
+            self.on_rows({(w.tenant, w.doc) for w in review})
         if self.reviewer and core.reviews is not None and review:
             core.reviews.review(review)
+
+    def _apply(
+        self,
+        key: Key,
+        after: int,
+        upto: int,
+        read: list[tuple[int, bytes, str | None]],
+        generation: int | None,
+    ) -> list[PendingWrite]:
+        """One document's read: into the loaded doc and out to the sessions; what the
+        review is handed."""
+        core = self.core
+        tenant, doc = key
+        if generation is not None:
+            # Cut since this node loaded it: the older copy goes, its sessions too.
+            core.docs.saw_generation(tenant, doc, generation)
+            if generation < core.docs.generation(tenant, doc):
+                return []  # read before a cut this node knows of: that generation is gone
+        if upto > after:
+            # Rows this node never read were folded into a snapshot (or a cut): reload.
+            self.reloads += 1
+            update = core.docs.reload_stored(tenant, doc)
+            if update is None:
+                rebuilt, _ = replay(core.store.load_doc(tenant, doc), tenant, doc)
+                update = bytes(rebuilt.get_update())
+            core.policy.stored(tenant, doc)
+            core.broker.publish(tenant, doc, update, None)
+            return [PendingWrite(None, tenant, doc, None, b"", update, [], None)]
+        mine = self.own.get(key, set())
+        review = []
+        for seq, data, replica in read:
+            if seq in mine:
+                continue
+            core.fanout.foreign(tenant, doc, data, generation)
+            review.append(PendingWrite(None, tenant, doc, None, b"", data, [], replica))
+        self.pulled_rows += len(read)
+        return review
 
     # -- the review lock -------------------------------------------------------------------------
 

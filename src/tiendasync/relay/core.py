@@ -59,7 +59,7 @@ from tiendasync.relay.generations import Carried
 from tiendasync.relay.ownership import OwnershipGate
 from tiendasync.relay.policy import Grants, Policy, RateLimits, TokenBucket
 from tiendasync.relay.reviews import CentralReviews, ReviewWork
-from tiendasync.relay.sessions import LateHandler, SyncSessions
+from tiendasync.relay.sessions import LateHandler, SyncSessions, send_away
 from tiendasync.relay.state import FollowerFacts, HelloFacts, PendingWrite, RelaySession, fail
 from tiendasync.relay.storage import AppendResult, RelayStore, SessionRecord, TokenRecord
 
@@ -157,6 +157,11 @@ class RelayCore:
             gate=self.gate,
             claim=store.claim_client_ids,
         )
+        #: Told ``(tenant, doc, generation)`` when storage shows ``doc`` at a newer
+        #: generation than this relay served (another relay node cut it): the pump
+        #: moves the central writer over (:meth:`generation_seen` did the rest).
+        self.on_moved: Callable[[str, str, int], None] = lambda tenant, doc, gen: None
+        self.docs.on_generation = self.generation_seen
         #: The tenants' central writers (None: no invariants, no conflicts).
         self.reviews = (
             None
@@ -343,6 +348,46 @@ class RelayCore:
                 self.on_output(session)
                 closed += 1
         return closed
+
+    def generation_seen(self, tenant: str, doc: str, generation: int) -> None:
+        """Storage holds ``doc`` at ``generation``, newer than this relay knew (the
+        doc cache dropped its older copy): every session of ``tenant`` that may use an
+        older one is sent to a new session, as :meth:`begin_rollover` does (a follower:
+        closed, 4410), and :attr:`on_moved` is told.
+
+        On a cluster another node's cut reaches this one so (its notice, a read of
+        the others' rows, a refused commit, a load, a HELLO's facts); a lone relay
+        sees here the cuts it made itself, whose sessions it sent away before.
+        """
+        reason = f"{doc[:100]} moved to a new generation: reconnect"
+        closed = 0
+        for session in list(self.sessions.values()):
+            if (
+                session.tenant != tenant
+                or not session.open
+                or session.generations.get(doc, 0) >= generation
+            ):
+                continue
+            if session.kind == "yjs":
+                if session.yjs_doc == doc:
+                    self.followers.moved(session, f"{doc[:100]} moved to a new generation: reload")
+                    closed += 1
+            elif session.conn is not None and (
+                session.grants.can_read(doc) or session.grants.can_write(doc)
+            ):
+                send_away(session, reason)
+                self.on_output(session)
+                closed += 1
+        if closed:
+            log.info(
+                "%s/%s is at generation %d: %d session(s) sent to a new one",
+                tenant,
+                doc,
+                generation,
+                closed,
+            )
+        if (tenant, doc) not in self._rolling:
+            self.on_moved(tenant, doc, generation)
 
     def hold_central(self, tenant: str) -> bool:
         """Hand what was committed so far to ``tenant``'s central writer, then hold its

@@ -230,6 +230,8 @@ class RelayDoc:
     subscription: Any = None
     #: what was applied to it and is not stored yet (replayed over storage by a rebuild)
     unstored: list[bytes] = field(default_factory=list)
+    #: the document's generation it holds (read with it from storage)
+    generation: int = 0
 
     def state_vector(self) -> bytes:
         return bytes(self.doc.get_state())
@@ -336,6 +338,11 @@ class DocCache:
         self.gap_updates = gap_updates
         #: told of every held update dropped (the fan-out notes it in the sync log)
         self.on_gap_dropped: GapDropped = lambda holder, tenant, docs, reason: None
+        #: told when a document is found at a newer generation than this cache knew
+        #: (:meth:`saw_generation`): the core sends away what serves an older one
+        self.on_generation: Callable[[str, str, int], None] = lambda tenant, doc, gen: None
+        #: per document past generation 0, the newest generation seen in storage
+        self._generations: dict[tuple[str, str], int] = {}
         self._held: dict[tuple[str, str], list[HeldUpdate]] = {}
         self._by_holder: dict[int, list[HeldUpdate]] = {}
 
@@ -365,10 +372,33 @@ class DocCache:
         return rdoc
 
     def _load(self, tenant: str, name: str) -> RelayDoc:
-        doc, _ = replay(self.store.load_doc(tenant, name), tenant, name)
-        rdoc = RelayDoc(tenant, name, doc, self._clock())
+        history = self.store.load_doc(tenant, name)
+        doc, _ = replay(history, tenant, name)
+        rdoc = RelayDoc(tenant, name, doc, self._clock(), generation=history.generation)
         self._observe(rdoc)
+        self.saw_generation(tenant, name, history.generation)
         return rdoc
+
+    # -- generations (relay.generations: another relay node may cut a document) --------------
+
+    def generation(self, tenant: str, name: str) -> int:
+        """The newest generation of ``name`` seen in storage (0: never rolled over)."""
+        return self._generations.get((tenant, name), 0)
+
+    def saw_generation(self, tenant: str, name: str, generation: int) -> bool:
+        """Storage holds ``name`` at ``generation`` (a load, a pull, a notice, a refused
+        commit, a HELLO's facts).  Newer than seen before: the loaded doc, if older, is
+        dropped (reloaded at next use) and :attr:`on_generation` is told; returns
+        whether it was newer.  Nothing of an older generation is served after this."""
+        key = (tenant, name)
+        if generation <= self._generations.get(key, 0):
+            return False
+        self._generations[key] = generation
+        rdoc = self._docs.get(key)
+        if rdoc is not None and rdoc.generation < generation:
+            self.discard(tenant, name)  # its pinned writes go stale: never stored
+        self.on_generation(tenant, name, generation)
+        return True
 
     @staticmethod
     def _observe(rdoc: RelayDoc) -> None:
@@ -449,7 +479,14 @@ class DocCache:
         Its pinned writes stay valid: the new doc holds everything they were
         applied on (updates both stored and unstored apply twice, harmlessly).
         """
-        doc, _ = replay(self.store.load_doc(rdoc.tenant, rdoc.name), rdoc.tenant, rdoc.name)
+        history = self.store.load_doc(rdoc.tenant, rdoc.name)
+        if history.generation != rdoc.generation:
+            # Cut meanwhile (another relay node): the next use loads the new generation;
+            # the writes pinned on this one go stale (never stored, never acknowledged).
+            rdoc.broken = True
+            self.saw_generation(rdoc.tenant, rdoc.name, history.generation)
+            return
+        doc, _ = replay(history, rdoc.tenant, rdoc.name)
         try:
             with doc.transaction(origin="rebuild"):
                 for update in rdoc.unstored:

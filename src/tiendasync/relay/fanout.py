@@ -163,9 +163,14 @@ class Fanout:
                 for client in w.acks:
                     s.conn.ack(w.doc, client, clocks.get(client, 0))
                 self._on_output(s)
-            if w.fanout is not None:
+            if w.fanout is not None and self._current(w):
                 self.updates_total += 1
                 self.broker.publish(w.tenant, w.doc, w.fanout, None if s is None else s.id)
+
+    def _current(self, w: PendingWrite) -> bool:
+        """Whether ``w`` was made on the newest generation seen of its document (one
+        stored just before another node's cut is in the cut: never sent to the next)."""
+        return w.rdoc is None or w.rdoc.generation >= self.docs.generation(w.tenant, w.doc)
 
     def commit_failed(self, batch: list[PendingWrite], exc: BaseException) -> None:
         """Storing ``batch`` failed: memory must not hold what disk lacks.
@@ -186,10 +191,14 @@ class Fanout:
 
     # -- what other relay nodes committed ----------------------------------------------------
 
-    def foreign(self, tenant: str, doc: str, data: bytes) -> None:
+    def foreign(self, tenant: str, doc: str, data: bytes, generation: int | None = None) -> None:
         """An update another relay node stored (read from storage): into this node's
         loaded doc, then to this node's sessions of ``tenant`` (never acknowledged
-        here: its own node did).  Held updates it fills are submitted as their writers'."""
+        here: its own node did).  Held updates it fills are submitted as their writers'.
+        ``generation``: the one it was stored to; older than the newest seen, it is
+        dropped (the newest holds it or its carry)."""
+        if generation is not None and generation < self.docs.generation(tenant, doc):
+            return
         for released in self.docs.apply_committed(tenant, doc, data):
             self._submit_released(tenant, doc, released)
         self.policy.stored(tenant, doc)
@@ -231,6 +240,10 @@ class Fanout:
         """A published update, for one subscribed session (if it may and does follow ``doc``)."""
         if origin == session.id or not session.open:
             return
+        if session.tenant is not None and session.generations.get(doc, 0) != self.docs.generation(
+            session.tenant, doc
+        ):
+            return  # it holds another generation (it is being sent to a new session)
         if session.kind == "yjs":
             if doc != session.yjs_doc:
                 return

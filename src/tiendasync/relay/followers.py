@@ -209,7 +209,9 @@ class Followers:
         session.docs.add(doc)
         self.fanout.subscribe(session, tenant)
         self._rooms.setdefault((tenant, doc), set()).add(session.id)
-        session.outbox.append(encode_sync_step1(self.docs.get(tenant, doc).state_vector()))
+        rdoc = self.docs.get(tenant, doc)
+        session.generations = {doc: rdoc.generation}  # what it is sent (relay.fanout)
+        session.outbox.append(encode_sync_step1(rdoc.state_vector()))
         present = self._presence.get((tenant, doc))
         if present:
             session.outbox.append(self._states(present))
@@ -330,6 +332,8 @@ class Followers:
                     session.outbox.append(self._states(present or {}))
                     self._on_output(session)
                 return  # other message types (auth, unknown) are ignored
+            if not self._at_generation(session):
+                return
             if sync.sync_type == SyncType.STEP1:
                 self._step1(session, sync)
             elif sync.carries_update:
@@ -338,6 +342,18 @@ class Followers:
                 self._fail(session, CLOSE_PROTOCOL, f"unknown sync message type {sync.sync_type}")
         except RemoteProtocolError as exc:
             self._fail(session, exc.code, exc.reason)
+
+    def _at_generation(self, session: RelaySession) -> bool:
+        """Whether the relay's doc is still the generation ``session`` follows (else it is
+        closed, 4410: another relay node cut the document since it opened)."""
+        assert session.tenant is not None and session.yjs_doc is not None
+        doc = session.yjs_doc
+        rdoc = self.docs.get(session.tenant, doc)
+        if session.close_code is None and rdoc.generation == session.generations.get(doc, 0):
+            return True
+        if session.close_code is None:
+            self.moved(session, f"{doc[:100]} moved to a new generation: reload")
+        return False
 
     def _step1(self, session: RelaySession, sync: SyncMessage) -> None:
         """Answer a state vector with what the follower lacks (SyncStep2)."""

@@ -91,7 +91,7 @@ class PgFeed:
         self, cursors: Mapping[tuple[str, str], int], exclude: Iterable[int] = ()
     ) -> Pulled:
         """Per document of ``cursors``, its rows with a seq above the cursor (but the seqs
-        in ``exclude``: this node's own), and its snapshot's ``upto_seq``."""
+        in ``exclude``: this node's own), its snapshot's ``upto_seq`` and its generation."""
         keys = sorted(cursors)
         out = Pulled()
         if not keys:
@@ -111,6 +111,12 @@ class PgFeed:
                         "ON s.tenant = c.tenant AND s.doc = c.doc",
                         (tenants, docs),
                     ).fetchall()
+                    gens = conn.execute(
+                        "SELECT d.tenant, d.doc, d.generation FROM docs d "
+                        "JOIN unnest(%s::text[], %s::text[]) AS c(tenant, doc) "
+                        "ON d.tenant = c.tenant AND d.doc = c.doc",
+                        (tenants, docs),
+                    ).fetchall()
                     rows = conn.execute(
                         "SELECT c.tenant, c.doc, u.seq, u.data, u.replica, u.checksum "
                         "FROM unnest(%s::text[], %s::text[], %s::bigint[]) "
@@ -124,6 +130,7 @@ class PgFeed:
             except psycopg.Error as exc:
                 raise StorageError(f"relay database {self.where} read failed: {exc}") from exc
         out.snapshots = {(t, d): int(s) for t, d, s in snaps}
+        out.generations = {(t, d): int(g) for t, d, g in gens}
         for t, d, seq, data, replica, checksum in rows:
             data = bytes(data)
             if checksum_of(data) != int(checksum):

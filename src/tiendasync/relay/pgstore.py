@@ -45,6 +45,7 @@ from tiendasync.relay.records import (
     AppendResult,
     ConflictRecord,
     DocHistory,
+    GenerationMoved,
     NodeRecord,
     SessionRecord,
     SyncRequest,
@@ -57,6 +58,7 @@ __all__ = [
     "CHANNEL",
     "PostgresRelayStore",
     "describe_url",
+    "generation_notice",
     "merge_state_vectors",
     "new_node_id",
     "update_notice",
@@ -100,6 +102,18 @@ def merge_state_vectors(a: bytes, b: bytes) -> bytes:
 def update_notice(node: str, tenant: str, doc: str, seq: int) -> str:
     """The payload announcing that ``node`` committed ``doc`` up to ``seq`` (kind ``u``)."""
     return json.dumps({"k": "u", "n": node, "t": tenant, "d": doc, "s": seq}, separators=(",", ":"))
+
+
+#: The kind of the notice a rollover sends (relay.cluster: every node drops the old one).
+GENERATION_NOTICE = "g"
+
+
+def generation_notice(node: str, tenant: str, doc: str, generation: int) -> str:
+    """The payload announcing that ``node`` started ``generation`` of ``doc`` (kind ``g``)."""
+    return json.dumps(
+        {"k": GENERATION_NOTICE, "n": node, "t": tenant, "d": doc, "g": generation},
+        separators=(",", ":"),
+    )
 
 
 #: The database's clock, in seconds since the epoch: leases expire on it, so the
@@ -347,16 +361,26 @@ class PostgresRelayStore:
             cur.executemany(
                 "INSERT INTO docs (tenant, doc, state_vector, log_count, updated_at) "
                 "VALUES (%s, %s, %s, 0, %s) ON CONFLICT (tenant, doc) "
-                "DO UPDATE SET log_count = docs.log_count RETURNING state_vector",
+                "DO UPDATE SET log_count = docs.log_count RETURNING state_vector, generation",
                 [(k[0], k[1], first[k].state_vector, first[k].received_at) for k in locked],
                 returning=True,
             )
             stored_svs: dict[tuple[str, str], bytes] = {}
+            stored_gens: dict[tuple[str, str], int] = {}
             for key in locked:
                 row = cur.fetchone()
                 assert row is not None
-                stored_svs[key] = bytes(row[0])
+                stored_svs[key], stored_gens[key] = bytes(row[0]), int(row[1])
                 cur.nextset()
+            # Under the row locks a cut takes too: an update applied to a generation
+            # another node has cut since is not logged into the next one.
+            moved = {
+                (e.tenant, e.doc): stored_gens[(e.tenant, e.doc)]
+                for e in entries
+                if e.generation is not None and e.generation != stored_gens[(e.tenant, e.doc)]
+            }
+            if moved:
+                raise GenerationMoved(moved)
             logged_seqs: list[int] = []
             if logged:
                 cur.executemany(
@@ -439,8 +463,11 @@ class PostgresRelayStore:
                 "AND seq > %s ORDER BY seq",
                 (tenant, doc, upto),
             ).fetchall()
+            gen = conn.execute(
+                "SELECT generation FROM docs WHERE tenant = %s AND doc = %s", (tenant, doc)
+            ).fetchone()
         updates = [(int(s), bytes(d)) for s, d, c in rows if intact(int(s), bytes(d), int(c))]
-        return DocHistory(snapshot, upto, updates, damaged)
+        return DocHistory(snapshot, upto, updates, damaged, generation=int(gen[0]) if gen else 0)
 
     def update_origins(self, tenant: str, doc: str, after_seq: int) -> dict[int, tuple[str, float]]:
         rows = self._read(
@@ -531,6 +558,12 @@ class PostgresRelayStore:
                 "updated_at = %s WHERE tenant = %s AND doc = %s",
                 (generation + 1, state_vector, now, *key),
             )
+            # Delivered at COMMIT (so never for a cut that did not commit): every node
+            # drops the generation it holds (relay.cluster).
+            conn.execute(
+                "SELECT pg_notify(%s, %s)",
+                (CHANNEL, generation_notice(self.node_id, tenant, doc, generation + 1)),
+            )
         return True
 
     def load_generation(self, tenant: str, doc: str, generation: int) -> DocHistory:
@@ -591,10 +624,16 @@ class PostgresRelayStore:
                 (*key, generation, data, replica, received_at, checksum_of(data)),
             ).fetchone()
             if carry is not None:
-                conn.execute(
+                carried = conn.execute(
                     "INSERT INTO updates (tenant, doc, data, replica, received_at, checksum) "
-                    "VALUES (%s, %s, %s, NULL, %s, %s)",
+                    "VALUES (%s, %s, %s, NULL, %s, %s) RETURNING seq",
                     (*key, carry, received_at, checksum_of(carry)),
+                ).fetchone()
+                assert carried is not None
+                # The other nodes read it into their loaded docs, as any commit.
+                conn.execute(
+                    "SELECT pg_notify(%s, %s)",
+                    (CHANNEL, update_notice(self.node_id, tenant, doc, int(carried[0]))),
                 )
                 conn.execute(
                     "UPDATE docs SET state_vector = %s, log_count = log_count + 1, "

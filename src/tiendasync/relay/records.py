@@ -6,12 +6,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from tiendasync.errors import StorageError
+
 __all__ = [
     "AdminRequest",
     "AppendEntry",
     "AppendResult",
     "ConflictRecord",
     "DocHistory",
+    "GenerationMoved",
     "NodeRecord",
     "SessionRecord",
     "SyncRequest",
@@ -62,6 +65,21 @@ class AppendEntry:
     replica: str | None
     state_vector: bytes
     received_at: float = field(default_factory=time.time)
+    #: the generation of ``doc`` the update was applied to (None: not checked).  A
+    #: store that several relays share (PostgreSQL) refuses the batch with
+    #: :class:`GenerationMoved` when another relay cut the document meanwhile.
+    generation: int | None = None
+
+
+class GenerationMoved(StorageError):
+    """:meth:`RelayStore.append_many` stored nothing: documents of the batch are at
+    another generation than their entries were applied to (another relay node cut
+    them).  ``moved``: ``{(tenant, doc): generation stored}``."""
+
+    def __init__(self, moved: dict[tuple[str, str], int]) -> None:
+        names = ", ".join(f"{t}/{d} (now {g})" for (t, d), g in sorted(moved.items()))
+        super().__init__(f"documents moved to a new generation meanwhile: {names[:300]}")
+        self.moved = moved
 
 
 @dataclass(frozen=True)
@@ -83,6 +101,8 @@ class DocHistory:
     #: ``(seq, reason)`` of stored rows left out because their bytes no longer
     #: match their checksum (seq 0: the snapshot); verification quarantines them
     damaged: list[tuple[int, str]] = field(default_factory=list)
+    #: the document's current generation, read with the rest (0 until its first rollover)
+    generation: int = 0
 
     @property
     def last_seq(self) -> int:

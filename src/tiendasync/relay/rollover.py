@@ -20,8 +20,13 @@ Two parts:
   and the central writer moves over in place.  Stores come back
   at once, a generation behind, and move over as after a restart.
 
-Not on a relay cluster: every node holds the document in memory, so a cut
-needs all of them; rollover there happens at start only.
+On a relay cluster the node holding the review lock decides and cuts, as a
+lone relay does for its own sessions and central writers.  The other nodes'
+sessions are not waited for: the cut commits under the document's row lock
+with a notice (``relay.cluster``), every node drops the old generation and
+sends its sessions of it away, and a write a node applied to the old one is
+refused by the store of record (``GenerationMoved``), so its store sends it
+again as a late update, carried once.
 """
 
 from __future__ import annotations
@@ -93,6 +98,13 @@ class RolloverSchedule:
     def rolled(self, key: DocKey, now: float) -> None:
         self._last[key] = now
 
+    def restart(self, now: float) -> None:
+        """Count ``now`` as every document's last rollover (a cluster node that starts
+        deciding: the node that decided before may have cut any of them just now)."""
+        self.started_at = now
+        self._last.clear()
+        self._next_check = now + min(self.check_s, self.min_interval_s)
+
 
 def _nothing() -> None:
     """A review-thread barrier: runs after everything handed to it before."""
@@ -116,8 +128,11 @@ class LiveRollover:
         settle: Callable[[float], Awaitable[bool]],
         late_lock: Callable[[DocKey], AbstractAsyncContextManager[object]],
         in_reviews: Callable[[Callable[[], None]], Awaitable[None]],
+        deciding: Callable[[], bool] = lambda: True,
     ) -> None:
         self.core = core
+        self._deciding = deciding
+        self._decided = True
         self.generations = generations
         self.schedule = schedule
         self._settle = settle
@@ -132,7 +147,15 @@ class LiveRollover:
         self.schedule.noted((w.tenant, w.doc) for w in batch)
 
     def tick(self, now: float) -> None:
-        """Start a check if one is due (the sweeper calls this every few seconds)."""
+        """Start a check if one is due (the sweeper calls this every few seconds).  Only
+        while ``deciding()`` (on a cluster: this node holds the review lock); from when
+        it starts to, every document waits a whole interval again."""
+        deciding = self._deciding()
+        if deciding and not self._decided:
+            self.schedule.restart(now)
+        self._decided = deciding
+        if not deciding:
+            return
         if self._checking is not None and not self._checking.done():
             return
         keys = self.schedule.candidates(now)

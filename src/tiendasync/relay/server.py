@@ -148,6 +148,12 @@ class _Link:
 SYNC_LOG_PRUNE_EVERY_S = 3600.0
 #: How often documents committed to are checked for a rollover while running (at most).
 LIVE_ROLLOVER_CHECK_S = 60.0
+
+
+def _nothing() -> None:
+    """A review-thread barrier: runs after everything handed to it before."""
+
+
 #: How often a HELLO held by a rollover of its tenant looks again.
 ROLLOVER_HELLO_POLL_S = 0.01
 
@@ -382,7 +388,7 @@ class RelayServer:
         # Before anyone is served: no write can be on its way to a document cut here.
         for tenant, doc, generation in await asyncio.to_thread(self.generations.roll_over_due):
             log.info("%s/%s rolled over to generation %d", tenant, doc, generation)
-        if self.cluster is None and self.rollover_interval and self.generations.policy.enabled:
+        if self.rollover_interval and self.generations.policy.enabled:
             self.live_rollover = self._rollovers(
                 RolloverSchedule(
                     self.rollover_interval,
@@ -390,11 +396,13 @@ class RelayServer:
                     check_s=min(LIVE_ROLLOVER_CHECK_S, self.rollover_interval),
                 )
             )
-        after_commit: Callable[[list[PendingWrite], AppendResult], None] | None = None
+        after_commit = self._after_commit()
         if self.cluster is not None:
-            after_commit = self.cluster.committed
-        elif self.live_rollover is not None:
-            after_commit = self.live_rollover.committed
+            # Another node's cut (its notice, a read, a refused commit): the central
+            # writers move over here too, once what they were handed has run.
+            self.core.on_moved = self._moved_elsewhere
+            if self.live_rollover is not None:
+                self.cluster.on_rows = self.live_rollover.schedule.noted
         self._writes = GroupCommit(
             self.core,
             self.store,
@@ -458,7 +466,27 @@ class RelayServer:
         scheme = "wss" if self.ssl_context else "ws"
         log.info("relay listening on %s://%s:%s/sync", scheme, self.host, self.port)
 
+    def _after_commit(self) -> Callable[[list[PendingWrite], AppendResult], None] | None:
+        """Who is told of each stored batch: the cluster's cursors, the rollover schedule."""
+        told = [
+            hook
+            for hook in (
+                None if self.cluster is None else self.cluster.committed,
+                None if self.live_rollover is None else self.live_rollover.committed,
+            )
+            if hook is not None
+        ]
+        if len(told) < 2:
+            return told[0] if told else None
+
+        def both(batch: list[PendingWrite], result: AppendResult) -> None:
+            for hook in told:
+                hook(batch, result)
+
+        return both
+
     def _rollovers(self, schedule: RolloverSchedule) -> LiveRollover:
+        cluster = self.cluster
         return LiveRollover(
             self.core,
             self.generations,
@@ -466,7 +494,29 @@ class RelayServer:
             settle=self.settle_writes,
             late_lock=lambda key: self._late_locks.setdefault(key, asyncio.Lock()),
             in_reviews=self._in_reviews,
+            # On a cluster one node decides: the review lock's holder (its central
+            # writers are the ones to hold and move over).
+            deciding=(lambda: True) if cluster is None else (lambda: cluster.reviewer),
         )
+
+    def _moved_elsewhere(self, tenant: str, doc: str, generation: int) -> None:
+        """``doc`` was cut by another node (``RelayCore.on_moved``): the central writer
+        of ``tenant`` here, if this node reviews, follows once its handed reviews ran."""
+        if self.cluster is None or not self.cluster.reviewer:
+            return  # (a node that takes the review lock opens its writers from storage)
+        if not self.core.hold_central(tenant):
+            return
+        log.info("%s/%s: generation %d was started by another node", tenant, doc, generation)
+
+        async def follow() -> None:
+            try:
+                await self._in_reviews(_nothing)
+                await asyncio.sleep(0)  # their writes' callbacks ran
+            finally:
+                if not self.core.rolling(tenant) and self.core.reviews is not None:
+                    self.core.reviews.follow(tenant)
+
+        self._spawn(follow())
 
     async def _in_reviews(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the review thread, after the reviews handed to it so far."""
@@ -478,10 +528,9 @@ class RelayServer:
 
     async def roll_over(self, tenant: str, doc: str) -> int | None:
         """Roll ``doc`` over now, while serving (docs/generations.md): its new
-        generation, or None if it could not be cut now.  ConfigError on a cluster
-        (there, documents roll over at a relay's start only) or when not running."""
-        if self.cluster is not None:
-            raise ConfigError("on a relay cluster, documents roll over at start only")
+        generation, or None if it could not be cut now.  On a cluster any node may
+        (the others drop the old generation at its notice).  ConfigError when not
+        running."""
         if self._server is None:
             raise ConfigError("the relay is not running")
         live = self.live_rollover or self._rollovers(RolloverSchedule(1.0, time.monotonic()))

@@ -50,14 +50,14 @@ from tiendasync.protocol import (
 from tiendasync.protocol.frames import count_frames
 from tiendasync.protocol.statevector import decode_state_vector, missing_from
 from tiendasync.protocol.yjs_update import MalformedUpdate, parse_update
-from tiendasync.relay.docs import DocCache, ends_of
+from tiendasync.relay.docs import DocCache, RelayDoc, ends_of
 from tiendasync.relay.fanout import Fanout
 from tiendasync.relay.ownership import OwnershipGate, writer_of
 from tiendasync.relay.policy import NO_GRANTS, Grants, Policy, replica_token_fits, store_config
 from tiendasync.relay.state import HelloFacts, RelaySession
 from tiendasync.relay.storage import TokenRecord
 
-__all__ = ["LateHandler", "SyncSessions"]
+__all__ = ["LateHandler", "SyncSessions", "send_away"]
 
 #: ``on_late(session, doc, generation, data, acks)``: a late update to hand to storage.
 LateHandler = Callable[[RelaySession, str, int, bytes, list[int]], None]
@@ -249,6 +249,16 @@ class SyncSessions:
         session.sales_from = hello.sales_from
         session.owned = set(facts.owned)
         session.generations = relay_gens
+        # Another relay node may have cut a document since this node loaded it (then
+        # what it holds is dropped, and older sessions sent away), or since the facts
+        # were read (then this store comes back: its facts would be the old generation).
+        for doc, gen in facts.generations.items():
+            self.docs.saw_generation(hello.tenant, doc, gen)
+        stale = sorted(
+            doc
+            for doc in {*facts.state_vectors, *hello.state_vectors}
+            if self.docs.generation(hello.tenant, doc) > facts.generations.get(doc, 0)
+        )
         told_gens = hello.generations or {}
         session.behind = {
             d: mine
@@ -278,6 +288,9 @@ class SyncSessions:
         conn.accept(session.id, announced, {**told, GRANTS_KEY: grants.writes.to_wire()})
         if hello.generations is not None and relay_gens:  # none: every one is at 0
             conn.announce_generations(relay_gens)
+        if stale:
+            send_away(session, f"{stale[0][:100]} moved to a new generation: reconnect")
+            return
         self.fanout.subscribe(session, hello.tenant)
         log.info(
             "session %s: %s/%s connected (client id %s)",
@@ -321,8 +334,8 @@ class SyncSessions:
             if doc in session.behind:
                 # It holds the generation before: it builds the current one beside it
                 # and moves over once its writes to the old one are acknowledged.
-                rdoc = self.docs.get(hello.tenant, doc)
-                if conn.state != "open":
+                rdoc = self._doc_at(session, doc)
+                if rdoc is None or conn.state != "open":
                     return
                 conn.send_next(doc, session.generations[doc], rdoc.diff(None))
                 session.record.updates_sent += 1
@@ -335,7 +348,9 @@ class SyncSessions:
                 or missing_from(decode_state_vector(relay_svs[doc]), have)
             ):
                 continue
-            rdoc = self.docs.get(hello.tenant, doc)
+            rdoc = self._doc_at(session, doc)
+            if rdoc is None:
+                return
             diff = rdoc.diff(None if hello.full or have is None else hello.state_vectors[doc])
             if conn.state != "open":
                 return
@@ -378,8 +393,11 @@ class SyncSessions:
         if behind is not None:
             self._late(session, doc, behind, data, parsed.writer_clients)
             return
+        rdoc = self._doc_at(session, doc)
+        if rdoc is None:
+            return  # not read: it sends it again, to the generation it comes back to
         # One state vector for the checks and the apply: nothing changes the doc between.
-        before = self.docs.get(session.tenant, doc).state_vector()
+        before = rdoc.state_vector()
         refused = self.gate.refusal(
             session.tenant, doc, parsed, writer_of(session), state_vector=before
         )
@@ -393,6 +411,21 @@ class SyncSessions:
             # delete-only (or redundant) update: confirm the current incarnation's clock
             acks = [session.client_id]
         self.fanout.submit(session, session.tenant, doc, data, result, acks, session.writer_name)
+
+    def _doc_at(self, session: RelaySession, doc: str) -> RelayDoc | None:
+        """The relay's ``doc`` at the generation ``session`` was welcomed to, or None (the
+        session is sent to a new one: another relay node cut ``doc`` since)."""
+        assert session.tenant is not None
+        want = session.generations.get(doc, 0)
+        rdoc = self.docs.get(session.tenant, doc)
+        if rdoc.generation < want:  # this node's copy is older than storage's
+            self.docs.saw_generation(session.tenant, doc, want)
+            rdoc = self.docs.get(session.tenant, doc)
+        if rdoc.generation == want and session.open:
+            return rdoc
+        send_away(session, f"{doc[:100]} moved to a new generation: reconnect")
+        self._on_output(session)
+        return None
 
     def _late(
         self, session: RelaySession, doc: str, generation: int, data: bytes, writers: Any
@@ -413,6 +446,16 @@ class SyncSessions:
         if not acks and session.client_id is not None:
             acks = [session.client_id]
         self.on_late(session, doc, generation, data, acks)
+
+
+def send_away(session: RelaySession, reason: str) -> None:
+    """Ask ``session``'s replica for a new session at once (SYNC_NOW, then BYE): what it
+    sends after this is not read; its next HELLO tells the generations it holds."""
+    conn = session.conn
+    if conn is None or conn.closed:
+        return
+    conn.request_sync(False)
+    conn.bye(reason)
 
 
 def _generation_refusal(

@@ -101,7 +101,14 @@ class PendingWrite:
 
     def entry(self) -> AppendEntry:
         """The row to log (stamped by storage when the pump stores it)."""
-        return AppendEntry(self.tenant, self.doc, self.data, self.replica, self.state_vector)
+        return AppendEntry(
+            self.tenant,
+            self.doc,
+            self.data,
+            self.replica,
+            self.state_vector,
+            generation=None if self.rdoc is None else self.rdoc.generation,
+        )
 
 
 @dataclass(frozen=True)

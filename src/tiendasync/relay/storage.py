@@ -93,7 +93,13 @@ class RelayStore(Protocol):
 
     # documents
     def append_many(self, entries: Sequence[AppendEntry]) -> AppendResult:
-        """Store a batch of updates in one durable transaction (group commit)."""
+        """Store a batch of updates in one durable transaction (group commit).
+
+        A store several relays share (PostgreSQL) stores nothing and raises
+        :class:`~tiendasync.relay.records.GenerationMoved` when an entry's
+        ``generation`` is not its document's (another relay cut it meanwhile); the
+        embedded store has one relay, whose cuts wait for its writes, and does not check.
+        """
         ...
 
     def load_doc(self, tenant: str, doc: str) -> DocHistory: ...
@@ -545,8 +551,11 @@ class SqliteRelayStore:
                 "AND seq > ? ORDER BY seq",
                 (tenant, doc, upto),
             )
+            gen = self._read(
+                "SELECT generation FROM docs WHERE tenant = ? AND doc = ?", (tenant, doc)
+            )
         updates = [(int(s), bytes(d)) for s, d, c in rows if intact(int(s), bytes(d), c)]
-        return DocHistory(snapshot, upto, updates, damaged)
+        return DocHistory(snapshot, upto, updates, damaged, generation=int(gen[0][0]) if gen else 0)
 
     def update_origins(self, tenant: str, doc: str, after_seq: int) -> dict[int, tuple[str, float]]:
         rows = self._read(

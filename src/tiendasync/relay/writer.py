@@ -19,6 +19,7 @@ from typing import Any
 
 from tiendasync.relay.core import RelayCore
 from tiendasync.relay.docs import compact
+from tiendasync.relay.records import GenerationMoved
 from tiendasync.relay.state import PendingWrite
 from tiendasync.relay.storage import AppendResult, RelayStore
 
@@ -120,6 +121,19 @@ class GroupCommit:
             return
         try:
             result = await asyncio.to_thread(self.store.append_many, [w.entry() for w in batch])
+        except GenerationMoved as moved:
+            # Another relay node cut these documents: their writes (made on the old
+            # generation) are failed, their sessions come back and the stores send them
+            # again as late updates, carried once; the rest of the batch is stored.
+            for (tenant, doc), generation in sorted(moved.moved.items()):
+                self.core.docs.saw_generation(tenant, doc, generation)
+            failed = [w for w in batch if (w.tenant, w.doc) in moved.moved]
+            log.info("%d write(s) made on a generation cut meanwhile: sent again", len(failed))
+            self.core.commit_failed(failed, moved)
+            rest = [w for w in batch if (w.tenant, w.doc) not in moved.moved]
+            if rest:
+                await self._commit(rest, review=review)
+            return
         except Exception as exc:
             self.failures += 1
             log.exception(

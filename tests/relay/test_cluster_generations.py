@@ -1,0 +1,339 @@
+"""Document generations on a relay cluster (docs/generations.md, docs/relay.md).
+
+Real relay nodes (``RelayServer`` with a ``ClusterNode``, each on its own event
+loop thread) on one real PostgreSQL database, real stores (``Replica`` on SQLite
+files) syncing over websockets on 127.0.0.1 and selling from threads.  Every
+sale must count exactly once in every store and in the store of record, and
+no node may serve a generation the database has left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.store.test_client import wait_until
+from tiendasync import Replica
+from tiendasync.crdt.counter import PNCounter
+from tiendasync.relay.auth import issue_token
+from tiendasync.relay.cluster import ClusterNode
+from tiendasync.relay.docs import replay
+from tiendasync.relay.generations import RolloverPolicy
+from tiendasync.relay.pgfeed import PgFeed
+from tiendasync.relay.pgstore import PostgresRelayStore
+from tiendasync.relay.server import RelayServer
+
+STOCK = "stock/t1"
+OPENING = 100_000
+
+
+class NodeThread:
+    """One relay node on ``url``, serving from its own event loop thread."""
+
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        *,
+        central: Path | None = None,
+        rollover: RolloverPolicy | None = None,
+        rollover_interval: float = 86_400.0,
+    ) -> None:
+        self.name = name
+        self.store = PostgresRelayStore(url, node_id=name)
+        self.cluster = ClusterNode(PgFeed(url, name), review_check_seconds=0.2)
+        self.server = RelayServer(
+            self.store,
+            port=0,
+            cluster=self.cluster,
+            central_dir=central,
+            rollover=rollover,
+            rollover_interval=rollover_interval,
+        )
+        self.loop = asyncio.new_event_loop()
+        self._stop = asyncio.Event()
+        started = threading.Event()
+        self.failed: BaseException | None = None
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+
+            async def main() -> None:
+                try:
+                    await self.server.start()
+                except BaseException as exc:
+                    self.failed = exc
+                    started.set()
+                    raise
+                started.set()
+                await self._stop.wait()
+                await self.server.stop()
+
+            self.loop.run_until_complete(main())
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert started.wait(30) and self.failed is None, self.failed
+        self.url = f"ws://127.0.0.1:{self.server.port}"
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        async def wrapped() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(wrapped(), self.loop).result(10)
+
+    def run(self, coro: Any, timeout: float = 30.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def loaded_generation(self, doc: str = STOCK) -> int | None:
+        """The generation of ``doc`` this node holds in memory (None: not loaded)."""
+        rdoc = self.call(lambda: self.server.docs.current("acme", doc))
+        return None if rdoc is None else int(rdoc.generation)
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self._stop.set)
+            self.thread.join(20)
+        self.store.close()
+
+
+def _tokens(url: str, names: list[str]) -> dict[str, str]:
+    with PostgresRelayStore(url) as store:
+        return {n: issue_token(store, tenant="acme", replica_id=n) for n in names}
+
+
+def _stock_of_record(url: str, doc: str = STOCK) -> dict[str, int]:
+    with PostgresRelayStore(url) as store:
+        current, _ = replay(store.load_doc("acme", doc), "acme", doc)
+        return dict(PNCounter(current).items())
+
+
+def _generation_of_record(url: str, doc: str = STOCK) -> int:
+    with PostgresRelayStore(url) as store:
+        return store.generations("acme").get(doc, 0)
+
+
+def _open(tmp: Path, name: str) -> Replica:
+    return Replica.open(tmp / f"{name}.db", tenant="acme", replica_id=name, location="t1")
+
+
+class Sellers:
+    """Stores selling one CAFE at a time from threads until :meth:`stop`."""
+
+    def __init__(self, stores: list[Replica], pause: float = 0.02) -> None:
+        self.sold = {r.replica_id: 0 for r in stores}
+        self._stop = threading.Event()
+        self.lull = threading.Event()
+        self._threads = [threading.Thread(target=self._sell, args=(r, pause)) for r in stores]
+        for t in self._threads:
+            t.start()
+
+    def _sell(self, r: Replica, pause: float) -> None:
+        while not self._stop.is_set():
+            if self.lull.is_set():
+                time.sleep(0.01)
+                continue
+            r.record_sale([("CAFE", 1)])
+            self.sold[r.replica_id] += 1
+            time.sleep(pause)
+
+    def stop(self) -> int:
+        """Stop selling; how many were sold in all."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(20)
+        return sum(self.sold.values())
+
+
+def _settled(stores: list[Replica], url: str, expected: int, timeout: float = 40.0) -> None:
+    """Every store and the store of record count ``expected`` CAFE, at one generation."""
+
+    def ok() -> bool:
+        gen = _generation_of_record(url)
+        return _stock_of_record(url) == {"CAFE": expected} and all(
+            r.inventory.stock("CAFE") == expected and r.core.generations().get(STOCK, 0) == gen
+            for r in stores
+        )
+
+    try:
+        wait_until(ok, timeout=timeout)
+    except AssertionError:
+        raise AssertionError(
+            f"expected {expected} everywhere at generation {_generation_of_record(url)}: "
+            f"store of record {_stock_of_record(url)}, stores "
+            + ", ".join(
+                f"{r.replica_id}={r.inventory.stock('CAFE')}@g{r.core.generations().get(STOCK, 0)}"
+                for r in stores
+            )
+        ) from None
+
+
+def test_a_node_that_starts_beside_a_serving_one_counts_every_sale_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """A node starting with rollover on while another node serves the stock document
+    (stores selling through it): every sale counts once, and the serving node does not
+    go on serving the generation the new node cut."""
+    tok = _tokens(pg_url, ["t1", "t2"])
+    n1 = NodeThread(pg_url, "n1", central=tmp_path / "c1")
+    n2: NodeThread | None = None
+    t1, t2 = _open(tmp_path, "t1"), _open(tmp_path, "t2")
+    stores = [t1, t2]
+    try:
+        t1.catalog.put("CAFE", {"name": "Café", "price_cents": 450})
+        t1.inventory.receive("CAFE", OPENING)
+        for r in stores:
+            r.start_sync(n1.url, token=tok[r.replica_id])
+        wait_until(lambda: t2.inventory.stock("CAFE") == OPENING)
+        sellers = Sellers(stores)
+        time.sleep(0.5)
+        n2 = NodeThread(pg_url, "n2", central=tmp_path / "c2", rollover=RolloverPolicy(max_bytes=1))
+        assert _generation_of_record(pg_url) == 1  # n2 cut it at its start
+        time.sleep(1.0)
+        # The stores pause (a till moves over once its writes are acknowledged)...
+        sellers.lull.set()
+        wait_until(lambda: all(r.core.generations().get(STOCK, 0) == 1 for r in stores), 30)
+        sellers.lull.clear()
+        time.sleep(0.5)  # ...and sell on at generation 1
+        sold = sellers.stop()
+        assert sellers.sold["t1"] > 10 and sellers.sold["t2"] > 10
+        _settled(stores, pg_url, OPENING - sold)
+        assert n1.loaded_generation() in (None, 1)
+    finally:
+        for r in stores:
+            r.stop_sync()
+            r.close()
+        if n2 is not None:
+            n2.close()
+        n1.close()
+
+
+def _reviewer(*nodes: NodeThread) -> NodeThread:
+    wait_until(lambda: sum(n.cluster.reviewer for n in nodes) == 1, timeout=20)
+    return next(n for n in nodes if n.cluster.reviewer)
+
+
+def _central_stock(n: NodeThread) -> int:
+    writer = n.call(lambda: n.server.core.central("acme"))
+    return int(n.call(lambda: writer.replica.inventory.stock("CAFE", location="t1")))
+
+
+class Watcher:
+    """Another process of a store's file reading its stock all along: sales only, so it
+    only falls; a store that merged two generations would count the stock twice."""
+
+    def __init__(self, tmp: Path, name: str) -> None:
+        self.replica = _open(tmp, name)
+        self.seen: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self.seen.append(self.replica.inventory.stock("CAFE"))
+            time.sleep(0.005)
+
+    def close(self) -> list[int]:
+        self._stop.set()
+        self._thread.join(10)
+        self.replica.close()
+        return self.seen
+
+
+def test_live_cuts_on_a_cluster_count_every_sale_once(pg_url: str, tmp_path: Path) -> None:
+    """Three cuts while two stores sell, one through each node: the node that cuts is
+    the reviewer for two and the other node for one; the other node's store is sent
+    away at the notice, its writes to the old generation are refused and carried."""
+    tok = _tokens(pg_url, ["t1", "t2"])
+    policy = RolloverPolicy(max_bytes=1)
+    n1 = NodeThread(pg_url, "n1", central=tmp_path / "c1", rollover=policy)
+    n2 = NodeThread(pg_url, "n2", central=tmp_path / "c2", rollover=policy)
+    t1, t2 = _open(tmp_path, "t1"), _open(tmp_path, "t2")
+    stores = [t1, t2]
+    watcher: Watcher | None = None
+    try:
+        t1.catalog.put("CAFE", {"name": "Café", "price_cents": 450})
+        t1.inventory.receive("CAFE", OPENING)
+        t1.start_sync(n1.url, token=tok["t1"])
+        t2.start_sync(n2.url, token=tok["t2"])
+        wait_until(lambda: t2.inventory.stock("CAFE") == OPENING)
+        reviewer = _reviewer(n1, n2)
+        other = n2 if reviewer is n1 else n1
+        watcher = Watcher(tmp_path, "t2")
+        sellers = Sellers(stores)
+        generations = []
+        for cutter in (reviewer, other, reviewer):
+            time.sleep(0.4)
+            generations.append(cutter.run(cutter.server.roll_over("acme", STOCK)))
+            sellers.lull.set()  # a store moves once its writes are acknowledged
+            wait_until(
+                lambda: all(r.core.generations().get(STOCK) == generations[-1] for r in stores),
+                30,
+            )
+            # No node serves the old generation: what they hold, if anything, is this one.
+            assert n1.loaded_generation() in (None, generations[-1])
+            assert n2.loaded_generation() in (None, generations[-1])
+            sellers.lull.clear()
+        time.sleep(0.4)
+        sold = sellers.stop()
+        assert generations == [1, 2, 3]
+        assert sellers.sold["t1"] > 10 and sellers.sold["t2"] > 10
+        _settled(stores, pg_url, OPENING - sold)
+        seen = watcher.close()
+        watcher = None
+        assert len(seen) > 50 and max(seen) <= OPENING
+        # The review (on the reviewer's central writer) counts each sale once too.
+        wait_until(lambda: _central_stock(reviewer) == OPENING - sold, 30)
+        for n in (n1, n2):
+            assert n.loaded_generation() in (None, 3)
+    finally:
+        if watcher is not None:
+            watcher.close()
+        for r in stores:
+            r.stop_sync()
+            r.close()
+        n2.close()
+        n1.close()
+
+
+def test_the_reviewer_rolls_documents_over_by_itself_on_a_cluster(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """``--rollover-interval`` on a cluster: the review lock's holder checks and cuts,
+    the other node never does; stores on both nodes move over and count once."""
+    tok = _tokens(pg_url, ["t1", "t2"])
+    policy = RolloverPolicy(max_slots=3)
+    n1 = NodeThread(pg_url, "n1", central=tmp_path / "c1", rollover=policy, rollover_interval=0.5)
+    n2 = NodeThread(pg_url, "n2", central=tmp_path / "c2", rollover=policy, rollover_interval=0.5)
+    t1, t2 = _open(tmp_path, "t1"), _open(tmp_path, "t2")
+    try:
+        reviewer = _reviewer(n1, n2)
+        other = n2 if reviewer is n1 else n1
+        t1.inventory.receive("CAFE", 50)
+        t1.start_sync(n1.url, token=tok["t1"])
+        t2.start_sync(n2.url, token=tok["t2"])
+        for sku in ("TE", "PAN", "LECHE", "AZUCAR"):  # four slots: past the bound
+            t2.inventory.receive(sku, 5)
+        wait_until(lambda: _generation_of_record(pg_url) >= 1, timeout=30)
+        wait_until(
+            lambda: all(r.core.generations().get(STOCK, 0) >= 1 for r in (t1, t2)), timeout=30
+        )
+        t1.record_sale([("CAFE", 2)])
+        t2.record_sale([("CAFE", 3)])
+        wait_until(lambda: _stock_of_record(pg_url).get("CAFE") == 45, timeout=30)
+        wait_until(lambda: all(r.inventory.stock("CAFE") == 45 for r in (t1, t2)), timeout=30)
+        assert t1.inventory.stock("PAN") == 5 and t2.inventory.stock("PAN") == 5
+        assert reviewer.server.live_rollover is not None and other.server.live_rollover is not None
+        assert reviewer.server.live_rollover.count >= 1
+        assert other.server.live_rollover.count == 0
+    finally:
+        for r in (t1, t2):
+            r.stop_sync()
+            r.close()
+        n2.close()
+        n1.close()
