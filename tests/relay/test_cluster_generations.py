@@ -337,3 +337,87 @@ def test_the_reviewer_rolls_documents_over_by_itself_on_a_cluster(
             r.close()
         n2.close()
         n1.close()
+
+
+def test_a_cut_on_one_node_reaches_an_idle_store_on_another_at_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Nobody writes after the cut, so no row tells the other node: its notice does.
+    The store syncing through the other node is sent away and moves over within
+    seconds, and that node no longer holds the old generation."""
+    tok = _tokens(pg_url, ["t1", "t2"])
+    n1 = NodeThread(pg_url, "n1", central=tmp_path / "c1")
+    n2 = NodeThread(pg_url, "n2", central=tmp_path / "c2")
+    t1, t2 = _open(tmp_path, "t1"), _open(tmp_path, "t2")
+    try:
+        t1.inventory.receive("CAFE", 100)
+        t1.start_sync(n1.url, token=tok["t1"])
+        t2.start_sync(n2.url, token=tok["t2"])
+        wait_until(lambda: t2.inventory.stock("CAFE") == 100)
+        n2.call(lambda: n2.server.docs.get("acme", STOCK))
+        assert n2.loaded_generation() == 0
+        assert n1.run(n1.server.roll_over("acme", STOCK)) == 1
+        wait_until(lambda: t2.core.generations().get(STOCK, 0) == 1, timeout=5)
+        assert n2.loaded_generation() in (None, 1)
+        assert t2.inventory.stock("CAFE") == 100
+        t2.record_sale([("CAFE", 1)])
+        wait_until(lambda: _stock_of_record(pg_url) == {"CAFE": 99})
+        wait_until(lambda: t1.inventory.stock("CAFE") == 99)
+    finally:
+        for r in (t1, t2):
+            r.stop_sync()
+            r.close()
+        n2.close()
+        n1.close()
+
+
+def test_a_hello_racing_a_cut_on_another_node_is_served_the_new_generation(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """A store's HELLO is looked up on one node (generation 0), then another node cuts
+    before the welcome: the store is not welcomed to generation 0 with generation 1's
+    contents; it comes back, its offline sales are carried once."""
+    tok = _tokens(pg_url, ["t1", "t3"])
+    n1 = NodeThread(pg_url, "n1", central=tmp_path / "c1")
+    n2 = NodeThread(pg_url, "n2", central=tmp_path / "c2")
+    t1, t3 = _open(tmp_path, "t1"), _open(tmp_path, "t3")
+    real = n2.store.generations
+    armed = threading.Event()
+    cut: list[int] = []
+
+    def generations_then_cut(tenant: str) -> dict[str, int]:
+        facts = real(tenant)
+        if armed.is_set():
+            armed.clear()
+            cut.append(n1.run(n1.server.roll_over("acme", STOCK)))
+        return facts  # read before the cut
+
+    try:
+        t1.inventory.receive("CAFE", 1000)
+        t1.start_sync(n1.url, token=tok["t1"])
+        wait_until(lambda: _stock_of_record(pg_url) == {"CAFE": 1000})
+        assert t3.sync_now(n2.url, token=tok["t3"]).outcome == "ok"
+        assert t3.inventory.stock("CAFE") == 1000
+        n2.call(lambda: n2.server.docs.get("acme", STOCK))  # n2 holds generation 0
+        t3.record_sale([("CAFE", 5)])  # offline, to generation 0
+        n2.store.generations = generations_then_cut  # type: ignore[method-assign]
+        armed.set()
+        t3.sync_now(n2.url, token=tok["t3"])
+        assert cut == [1] and not armed.is_set()
+        assert t3.inventory.stock("CAFE") <= 1000  # never generation 1 merged into 0
+        for _ in range(10):
+            if t3.core.generations().get(STOCK, 0) == 1:
+                break
+            t3.sync_now(n2.url, token=tok["t3"])
+        assert t3.core.generations().get(STOCK, 0) == 1
+        wait_until(lambda: _stock_of_record(pg_url) == {"CAFE": 995})
+        assert t3.inventory.stock("CAFE") == 995
+        wait_until(lambda: t1.inventory.stock("CAFE") == 995)
+        assert n2.loaded_generation() in (None, 1)
+    finally:
+        n2.store.generations = real  # type: ignore[method-assign]
+        for r in (t1, t3):
+            r.stop_sync()
+            r.close()
+        n2.close()
+        n1.close()

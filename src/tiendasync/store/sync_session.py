@@ -322,6 +322,11 @@ class ReplicaSync:
         self.report.docs = len(docs)
         withheld: list[str] = []
         for doc in docs:
+            if self.conn.closed:
+                # The relay ended the session right after its WELCOME (it asked for a
+                # new one: another relay node cut a document meanwhile): nothing can be
+                # sent, and the next session catches up.
+                return
             local = decode_state_vector(self.replica.state_vector(doc))
             relay = decode_state_vector(relay_svs[doc]) if doc in relay_svs else {}
             # The relay's state vector is what it holds durably: it acknowledges
