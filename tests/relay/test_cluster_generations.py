@@ -10,15 +10,22 @@ no node may serve a generation the database has left.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.store.test_client import wait_until
 from tiendasync import Replica
 from tiendasync.crdt.counter import PNCounter
+from tiendasync.errors import NotFound
 from tiendasync.relay.auth import issue_token
 from tiendasync.relay.cluster import ClusterNode
 from tiendasync.relay.docs import replay
@@ -417,6 +424,144 @@ def test_a_hello_racing_a_cut_on_another_node_is_served_the_new_generation(
     finally:
         n2.store.generations = real  # type: ignore[method-assign]
         for r in (t1, t3):
+            r.stop_sync()
+            r.close()
+        n2.close()
+        n1.close()
+
+
+#: A process that cuts ``STOCK`` as a node does (``Generations.roll_over``) and stops
+#: where it is told: inside the cut's transaction, before its commit ("held"), or right
+#: after it ("done"); the test SIGKILLs it there.
+CUTTER = """
+import contextlib, sys, time
+from tiendasync.relay.generations import Generations
+from tiendasync.relay.pgstore import PostgresRelayStore
+
+url, where = sys.argv[1], sys.argv[2]
+store = PostgresRelayStore(url, node_id="cutter")
+write, roll_over = store._write, store.roll_over
+cutting = []
+
+@contextlib.contextmanager
+def held_write(**kw):
+    with write(**kw) as conn:
+        yield conn
+        if cutting and where == "held":
+            print("IN-CUT", flush=True)  # every statement run, not committed
+            time.sleep(120)
+
+def cut(*args, **kwargs):
+    cutting.append(1)
+    return roll_over(*args, **kwargs)
+
+store._write = held_write
+store.roll_over = cut
+print("CUT", Generations(store).roll_over("acme", "stock/t1"), flush=True)
+time.sleep(120)
+"""
+
+
+def _cutter(url: str, where: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", CUTTER, url, where],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(["src", "."])},
+    )
+
+
+def _kill_at(proc: subprocess.Popen[str], line: str) -> None:
+    assert proc.stdout is not None
+    got = proc.stdout.readline().strip()
+    assert got.startswith(line), got
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+
+
+def test_a_node_killed_during_its_cut_leaves_the_database_before_or_after_it(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """SIGKILLed inside the cut's transaction: the database is as before the cut (the
+    serving node and its store go on at generation 0).  SIGKILLed right after the
+    commit: the cut is whole, its notice reached the serving node, the store moves.
+    Every sale counts once, in the store and the store of record."""
+    tok = _tokens(pg_url, ["t1"])
+    n1 = NodeThread(pg_url, "n1", central=tmp_path / "c1")
+    t1 = _open(tmp_path, "t1")
+    try:
+        t1.catalog.put("CAFE", {"name": "Café", "price_cents": 450})
+        t1.inventory.receive("CAFE", OPENING)
+        t1.start_sync(n1.url, token=tok["t1"])
+        wait_until(lambda: _stock_of_record(pg_url) == {"CAFE": OPENING})
+        sellers = Sellers([t1])
+        time.sleep(0.3)
+        _kill_at(_cutter(pg_url, "held"), "IN-CUT")
+        time.sleep(0.5)
+        assert _generation_of_record(pg_url) == 0
+        with PostgresRelayStore(pg_url) as store, pytest.raises(NotFound):
+            store.load_generation("acme", STOCK, 0)  # no cut was kept
+        sellers.lull.set()
+        sold = sellers.sold["t1"]
+        wait_until(lambda: _stock_of_record(pg_url) == {"CAFE": OPENING - sold}, 30)
+        assert t1.core.generations().get(STOCK, 0) == 0 and n1.loaded_generation() in (None, 0)
+        sellers.lull.clear()
+        time.sleep(0.3)
+        _kill_at(_cutter(pg_url, "done"), "CUT 1")
+        assert _generation_of_record(pg_url) == 1
+        sellers.lull.set()
+        wait_until(lambda: t1.core.generations().get(STOCK, 0) == 1, 30)
+        assert n1.loaded_generation() in (None, 1)
+        sellers.lull.clear()
+        time.sleep(0.3)
+        sold = sellers.stop()
+        assert sold > 20
+        _settled([t1], pg_url, OPENING - sold)
+    finally:
+        t1.stop_sync()
+        t1.close()
+        n1.close()
+
+
+def test_a_write_committed_after_another_nodes_cut_is_refused_and_carried_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """A sale applied on n2 to generation 0 reaches PostgreSQL only after n1's cut
+    committed: it is not logged into generation 1 (where it would be gapped, or count
+    twice) and not acknowledged; the store sends it again as a late update, carried."""
+    tok = _tokens(pg_url, ["t1", "t2"])
+    n1 = NodeThread(pg_url, "n1", central=tmp_path / "c1")
+    n2 = NodeThread(pg_url, "n2", central=tmp_path / "c2")
+    t1, t2 = _open(tmp_path, "t1"), _open(tmp_path, "t2")
+    real = n2.store.append_many
+    armed = threading.Event()
+    cut: list[int] = []
+
+    def cut_first(entries: Any) -> Any:
+        if armed.is_set() and any(e.doc == STOCK for e in entries):
+            armed.clear()
+            cut.append(n1.run(n1.server.roll_over("acme", STOCK)))
+        return real(entries)
+
+    try:
+        t1.catalog.put("CAFE", {"name": "Café", "price_cents": 450})
+        t1.inventory.receive("CAFE", 1000)
+        t1.start_sync(n1.url, token=tok["t1"])
+        t2.start_sync(n2.url, token=tok["t2"])
+        wait_until(lambda: t2.inventory.stock("CAFE") == 1000)
+        n2.store.append_many = cut_first  # type: ignore[method-assign]
+        armed.set()
+        t2.record_sale([("CAFE", 1)])
+        wait_until(lambda: cut == [1])
+        wait_until(
+            lambda: all(r.core.generations().get(STOCK, 0) == 1 for r in (t1, t2)), timeout=30
+        )
+        _settled([t1, t2], pg_url, 999)
+        t2.record_sale([("CAFE", 2)])
+        _settled([t1, t2], pg_url, 997)
+    finally:
+        n2.store.append_many = real  # type: ignore[method-assign]
+        for r in (t1, t2):
             r.stop_sync()
             r.close()
         n2.close()
