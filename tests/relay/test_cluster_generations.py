@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.store.test_client import wait_until
@@ -49,10 +50,13 @@ class NodeThread:
         central: Path | None = None,
         rollover: RolloverPolicy | None = None,
         rollover_interval: float = 86_400.0,
+        listen_retry: float = 0.5,
     ) -> None:
         self.name = name
         self.store = PostgresRelayStore(url, node_id=name)
-        self.cluster = ClusterNode(PgFeed(url, name), review_check_seconds=0.2)
+        self.cluster = ClusterNode(
+            PgFeed(url, name), review_check_seconds=0.2, listen_retry_seconds=listen_retry
+        )
         self.server = RelayServer(
             self.store,
             port=0,
@@ -562,6 +566,51 @@ def test_a_write_committed_after_another_nodes_cut_is_refused_and_carried_once(
     finally:
         n2.store.append_many = real  # type: ignore[method-assign]
         for r in (t1, t2):
+            r.stop_sync()
+            r.close()
+        n2.close()
+        n1.close()
+
+
+def test_a_node_deaf_to_the_cut_finds_the_new_generation_when_it_next_serves(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """n2's LISTEN connection is down (it hears no notice) while n1 cuts: the sale its
+    store makes next is refused by the database and carried once, and a store that
+    connects to n2 meanwhile is served the new generation, not n2's old copy."""
+    tok = _tokens(pg_url, ["t1", "t2", "t3"])
+    n1 = NodeThread(pg_url, "n1", central=tmp_path / "c1")
+    n2 = NodeThread(pg_url, "n2", central=tmp_path / "c2", listen_retry=30.0)
+    t1, t2, t3 = _open(tmp_path, "t1"), _open(tmp_path, "t2"), _open(tmp_path, "t3")
+    try:
+        t1.catalog.put("CAFE", {"name": "Café", "price_cents": 450})
+        t1.inventory.receive("CAFE", 1000)
+        t1.start_sync(n1.url, token=tok["t1"])
+        wait_until(lambda: _stock_of_record(pg_url) == {"CAFE": 1000})
+        t2.start_sync(n2.url, token=tok["t2"])
+        wait_until(lambda: t2.inventory.stock("CAFE") == 1000)
+        n2.call(lambda: n2.server.docs.get("acme", STOCK))
+        assert n2.loaded_generation() == 0
+        feed = n2.cluster.feed
+        assert isinstance(feed, PgFeed) and feed.listen_pid is not None
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (feed.listen_pid,))
+        wait_until(lambda: feed.listen_pid is None)
+        assert n1.run(n1.server.roll_over("acme", STOCK)) == 1
+        time.sleep(0.3)
+        assert n2.loaded_generation() == 0  # deaf: it has not heard
+        # t2's sale is applied on n2's old copy; its commit is refused, t2 comes back
+        t2.record_sale([("CAFE", 1)])
+        _settled([t1, t2], pg_url, 999)
+        n2.call(lambda: n2.server.docs.get("acme", STOCK))
+        assert n2.loaded_generation() == 1
+        assert t3.sync_now(n2.url, token=tok["t3"]).outcome == "ok"
+        assert t3.inventory.stock("CAFE") == 999
+        assert t3.core.generations().get(STOCK, 0) == 1  # n2 served generation 1
+        assert feed.listen_pid is None  # all of it without a notice
+        assert n2.loaded_generation() in (None, 1)
+    finally:
+        for r in (t1, t2, t3):
             r.stop_sync()
             r.close()
         n2.close()

@@ -1228,11 +1228,13 @@ class PostgresRelayStore:
             cur.execute(
                 "INSERT INTO docs (tenant, doc, state_vector, log_count, updated_at) "
                 "VALUES (%s, %s, %s, 0, %s) ON CONFLICT (tenant, doc) "
-                "DO UPDATE SET log_count = docs.log_count RETURNING state_vector",
+                "DO UPDATE SET log_count = docs.log_count RETURNING state_vector, generation",
                 (*key, mine[0].state_vector, mine[0].received_at),
             )
             row = cur.fetchone()
             assert row is not None
+            if any(e.generation not in (None, int(row[1])) for e in mine):
+                raise GenerationMoved({key: int(row[1])})  # made on a generation cut since
             clocks = decode_state_vector(bytes(row[0]))
             for e in mine:
                 for client, clock in decode_state_vector(e.state_vector).items():

@@ -90,6 +90,7 @@ class ReviewStore(Protocol):
     ) -> list[int]: ...
     def state_vectors(self, tenant: str) -> dict[str, bytes]: ...
     def load_doc(self, tenant: str, doc: str) -> DocHistory: ...
+    def generations(self, tenant: str) -> dict[str, int]: ...
     def claim_client_ids(self, tenant: str, replica_id: str, ids: Sequence[int]) -> list[int]: ...
 
 
@@ -113,6 +114,8 @@ class _Held:
     writer: CentralWriter | None = None
     directory: Path | None = None
     pending: list[tuple[str, bytes]] = field(default_factory=list)
+    #: the generation of each document (past 0) the replica was built from
+    generations: dict[str, int] = field(default_factory=dict)
 
 
 class ReviewWorker:
@@ -317,8 +320,11 @@ class ReviewWorker:
         before: list[tuple[str, bytes]] = []
         after: list[tuple[str, bytes]] = []
         upto: dict[str, int] = {}
+        held.generations = {}
         for doc in self._docs(held):
             history = self.store.load_doc(held.lease.tenant, doc)
+            if history.generation:
+                held.generations[doc] = history.generation
             seen = held.cursor.get(doc, 0)
             if history.snapshot is not None:
                 # a snapshot that folded unreviewed updates is reviewed whole (idempotent)
@@ -344,7 +350,9 @@ class ReviewWorker:
         else:
             cursor = {d: held.cursor.get(d, 0) for d in self._docs(held)}
             rows, folded = self.store.updates_after(held.lease.tenant, cursor, self.batch)
-            if folded:  # compacted past the cursor: the log no longer has them
+            if folded or self._moved(held, cursor):
+                # compacted past the cursor (the log no longer has them), or a document
+                # was cut (its next generation's rows do not apply to the replica's)
                 upto, count = self._build(held)
             else:
                 if not rows:
@@ -363,7 +371,12 @@ class ReviewWorker:
         lease = held.lease
         entries = [
             AppendEntry(
-                lease.tenant, doc, data, CENTRAL_REPLICA_ID, writer.replica.state_vector(doc)
+                lease.tenant,
+                doc,
+                data,
+                CENTRAL_REPLICA_ID,
+                writer.replica.state_vector(doc),
+                generation=held.generations.get(doc, 0),
             )
             for doc, data in held.pending
         ]
@@ -381,6 +394,11 @@ class ReviewWorker:
         if written and self.on_committed is not None:
             self.on_committed(lease.tenant, written)
         return count
+
+    def _moved(self, held: _Held, docs: Iterable[str]) -> bool:
+        """Whether a document of the partition is at another generation than its replica."""
+        stored = self.store.generations(held.lease.tenant)
+        return any(stored.get(d, 0) != held.generations.get(d, 0) for d in docs)
 
     def _review_keys(
         self, held: _Held, writer: CentralWriter, source_seq: int
