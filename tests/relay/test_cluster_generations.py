@@ -299,7 +299,12 @@ def test_live_cuts_on_a_cluster_count_every_sale_once(pg_url: str, tmp_path: Pat
         watcher = None
         assert len(seen) > 50 and max(seen) <= OPENING
         # The review (on the reviewer's central writer) counts each sale once too.
-        wait_until(lambda: _central_stock(reviewer) == OPENING - sold, 30)
+        try:
+            wait_until(lambda: _central_stock(reviewer) == OPENING - sold, 30)
+        except AssertionError:
+            raise AssertionError(
+                f"the review counts {_central_stock(reviewer)}, not {OPENING - sold}"
+            ) from None
         for n in (n1, n2):
             assert n.loaded_generation() in (None, 3)
     finally:

@@ -551,6 +551,8 @@ class ClusterNode:
                 update = bytes(rebuilt.get_update())
             core.policy.stored(tenant, doc)
             core.broker.publish(tenant, doc, update, None)
+            if not core.reviewable(tenant, doc):
+                return []
             return [PendingWrite(None, tenant, doc, None, b"", update, [], None)]
         mine = self.own.get(key, set())
         review = []
@@ -560,6 +562,9 @@ class ClusterNode:
             core.fanout.foreign(tenant, doc, data, generation)
             review.append(PendingWrite(None, tenant, doc, None, b"", data, [], replica))
         self.pulled_rows += len(read)
+        if review and not core.reviewable(tenant, doc):
+            self.on_rows([key])
+            return []
         return review
 
     # -- the review lock -------------------------------------------------------------------------

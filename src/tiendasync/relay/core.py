@@ -126,6 +126,8 @@ class RelayCore:
         self.sessions: dict[str, RelaySession] = {}
         #: documents being rolled over while the relay runs (see :meth:`begin_rollover`)
         self._rolling: set[tuple[str, str]] = set()
+        #: tenants whose rows read from other relay nodes during a cut were not reviewed
+        self._review_missed: set[str] = set()
         self._rollover_epochs: dict[str, int] = {}
         self.fanout = Fanout(
             self.docs,
@@ -406,6 +408,19 @@ class RelayCore:
         self.docs.evict(tenant, doc)
         if self.reviews is not None and not self.rolling(tenant):
             self.reviews.follow(tenant)
+            if tenant in self._review_missed:
+                self._review_missed.discard(tenant)
+                self.reviews.catch_up(tenant)
+
+    def reviewable(self, tenant: str, doc: str) -> bool:
+        """Whether rows of ``doc`` another relay node stored may be handed to the review
+        now.  Not during this relay's cut of ``doc``: those of the old generation are in
+        the cut's seed, which the central writer adopts (merged too, they would count
+        twice); once the cut is stored (or failed) the writer catches up from storage."""
+        if (tenant, doc) not in self._rolling:
+            return True
+        self._review_missed.add(tenant)
+        return False
 
     def rolling(self, tenant: str) -> bool:
         """Whether a document of ``tenant`` is being rolled over now."""
@@ -513,7 +528,9 @@ class RelayCore:
         """``batch`` is durably stored: acknowledge, fan out, review invariants."""
         self.fanout.committed(batch)
         if review and self.reviews is not None:
-            self.reviews.review(batch)
+            # A write stored just before another node's cut is in the next generation's
+            # seed, which the central writer adopts: merged there too, it would count twice.
+            self.reviews.review([w for w in batch if self.fanout.current(w)])
 
     def flush_reviews(self) -> None:
         """Hand the committed updates gathered for review to the central writers now

@@ -163,11 +163,11 @@ class Fanout:
                 for client in w.acks:
                     s.conn.ack(w.doc, client, clocks.get(client, 0))
                 self._on_output(s)
-            if w.fanout is not None and self._current(w):
+            if w.fanout is not None and self.current(w):
                 self.updates_total += 1
                 self.broker.publish(w.tenant, w.doc, w.fanout, None if s is None else s.id)
 
-    def _current(self, w: PendingWrite) -> bool:
+    def current(self, w: PendingWrite) -> bool:
         """Whether ``w`` was made on the newest generation seen of its document (one
         stored just before another node's cut is in the cut: never sent to the next)."""
         return w.rdoc is None or w.rdoc.generation >= self.docs.generation(w.tenant, w.doc)

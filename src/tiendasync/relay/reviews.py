@@ -329,6 +329,13 @@ class CentralReviews:
                 log.exception("central writer of %s unavailable (retried later)", tenant)
         self.run(ReviewWork(writers, grouped, review=self.review_invariants))
 
+    def catch_up(self, tenant: str) -> None:
+        """``tenant``'s writer, if open, lacks rows the relay stored: it merges what it
+        lacks (and reviews it) at the next :meth:`retry`."""
+        writer = self._writers.get(tenant)
+        if writer is not None:
+            writer.behind = True
+
     def relay_write_failed(self, batch: list[PendingWrite]) -> None:
         """The relay could not store these writes: a writer's own ones are offered again."""
         for w in batch:
