@@ -230,6 +230,9 @@ class RelayDoc:
     subscription: Any = None
     #: what was applied to it and is not stored yet (replayed over storage by a rebuild)
     unstored: list[bytes] = field(default_factory=list)
+    #: what the last rollover check counted of it (``relay.rollover``): the sum of its
+    #: clocks then, and the slots a cut would have folded
+    fold_tally: tuple[int, int] | None = None
 
     def state_vector(self) -> bytes:
         return bytes(self.doc.get_state())

@@ -221,7 +221,9 @@ class RelayServer:
         #: While running, a document past ``rollover`` rolls over at most once per this
         #: many seconds (the start counts as one); 0, or on a cluster: only at start.
         self.rollover_interval = rollover_interval
-        #: Rollovers while running (None: off, see :attr:`rollover_interval`).
+        #: Rollovers while running, from :meth:`start` (None on a cluster); its
+        #: ``schedule`` is None when none happen by themselves (:attr:`rollover_interval`
+        #: 0, or no policy): then only :meth:`roll_over` runs one.
         self.live_rollover: LiveRollover | None = None
         self.core = RelayCore(
             store,
@@ -382,18 +384,12 @@ class RelayServer:
         # Before anyone is served: no write can be on its way to a document cut here.
         for tenant, doc, generation in await asyncio.to_thread(self.generations.roll_over_due):
             log.info("%s/%s rolled over to generation %d", tenant, doc, generation)
-        if self.cluster is None and self.rollover_interval and self.generations.policy.enabled:
-            self.live_rollover = self._rollovers(
-                RolloverSchedule(
-                    self.rollover_interval,
-                    time.monotonic(),
-                    check_s=min(LIVE_ROLLOVER_CHECK_S, self.rollover_interval),
-                )
-            )
+        if self.cluster is None:
+            self.live_rollover = self._rollovers(self._rollover_schedule())
         after_commit: Callable[[list[PendingWrite], AppendResult], None] | None = None
         if self.cluster is not None:
             after_commit = self.cluster.committed
-        elif self.live_rollover is not None:
+        elif self.live_rollover is not None and self.live_rollover.schedule is not None:
             after_commit = self.live_rollover.committed
         self._writes = GroupCommit(
             self.core,
@@ -458,7 +454,17 @@ class RelayServer:
         scheme = "wss" if self.ssl_context else "ws"
         log.info("relay listening on %s://%s:%s/sync", scheme, self.host, self.port)
 
-    def _rollovers(self, schedule: RolloverSchedule) -> LiveRollover:
+    def _rollover_schedule(self) -> RolloverSchedule | None:
+        """When documents are checked for a rollover while running (None: never)."""
+        if not self.rollover_interval or not self.generations.policy.enabled:
+            return None
+        return RolloverSchedule(
+            self.rollover_interval,
+            time.monotonic(),
+            check_s=min(LIVE_ROLLOVER_CHECK_S, self.rollover_interval),
+        )
+
+    def _rollovers(self, schedule: RolloverSchedule | None) -> LiveRollover:
         return LiveRollover(
             self.core,
             self.generations,
@@ -482,10 +488,9 @@ class RelayServer:
         (there, documents roll over at a relay's start only) or when not running."""
         if self.cluster is not None:
             raise ConfigError("on a relay cluster, documents roll over at start only")
-        if self._server is None:
+        if self._server is None or self.live_rollover is None:
             raise ConfigError("the relay is not running")
-        live = self.live_rollover or self._rollovers(RolloverSchedule(1.0, time.monotonic()))
-        return (await live.roll_over(tenant, [doc])).get(doc)
+        return (await self.live_rollover.roll_over(tenant, [doc])).get(doc)
 
     async def stop(self) -> None:
         """Close every connection, commit what is queued, stop.  Idempotent."""
