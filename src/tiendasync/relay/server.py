@@ -52,11 +52,10 @@ from tiendasync.relay.cluster import ClusterNode, Notice
 from tiendasync.relay.core import RelayCore
 from tiendasync.relay.docs import DocCache
 from tiendasync.relay.forward import Forwarder, RequestBook
-from tiendasync.relay.generations import Generations, RolloverPolicy, carry_outcome, ownership_check
+from tiendasync.relay.generations import Generations, RolloverPolicy
 from tiendasync.relay.integrity import VerifyReport, verify_store
 from tiendasync.relay.lookups import log_session, lookup_follower, lookup_hello
 from tiendasync.relay.nodes import WAKE, NodeBoard
-from tiendasync.relay.ownership import writer_of
 from tiendasync.relay.policy import Grants, RateLimits
 from tiendasync.relay.records import SyncRequest
 from tiendasync.relay.reviews import ReviewWork
@@ -850,23 +849,15 @@ class RelayServer:
         tenant = session.tenant
         assert tenant is not None
         lock = self._late_locks.setdefault((tenant, doc), asyncio.Lock())
-        check = ownership_check(doc, data, writer_of(session), int(time.time() * 1000))
+        work = self.core.late_carry(
+            self.generations, session, doc, generation, data, now=time.time()
+        )
 
         async def carry() -> None:
             async with lock:
                 if not session.open:
                     return  # closed meanwhile: it re-sends on its next sync
-                outcome = await asyncio.to_thread(
-                    carry_outcome,
-                    self.generations,
-                    tenant,
-                    doc,
-                    generation,
-                    data,
-                    replica=session.writer_name,
-                    received_at=time.time(),
-                    check=check,
-                )
+                outcome = await asyncio.to_thread(work)
                 self.core.late_done(session, doc, acks, outcome)
 
         self._spawn(carry())
