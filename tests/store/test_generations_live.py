@@ -179,3 +179,52 @@ def test_a_hello_that_arrives_during_the_cut_waits_for_it(tmp_path: Path) -> Non
 
 def _moved(r: Replica) -> bool:
     return r.core.generations().get(STOCK) == 1
+
+
+def test_a_catalog_whose_seed_is_past_the_bound_rolls_over_once_not_at_every_interval(
+    tmp_path: Path,
+) -> None:
+    """400 products (800 slots) under a bound of 50: one writer's catalog folds nothing,
+    so it stays at generation 0 through checks at two intervals; another store's 60 edits
+    fold 60 slots, so it rolls over once, and the new generation (its seed alone still
+    16 times the bound) stays through two more intervals."""
+    relay = RelayThread(tmp_path, rollover=RolloverPolicy(max_slots=50), rollover_interval=0.5)
+    t1, t2 = _open(tmp_path, "t1"), _open(tmp_path, "t2")
+    live = relay.server.live_rollover
+    assert live is not None and live.schedule is not None
+
+    def generation() -> int:
+        return relay.store.generations("acme").get("catalog", 0)
+
+    def edit_through_checks(checks: int) -> None:
+        """t1 keeps editing one product (the catalog changes at every interval) until the
+        relay has checked it ``checks`` more times."""
+        until = relay.call(lambda: live.checked) + checks
+        price = 0
+        while relay.call(lambda: live.checked) < until:
+            price += 1
+            t1.catalog.put("P0000", {"price_cents": 100 + price})
+            time.sleep(0.1)
+
+    try:
+        t1.catalog.put_many(
+            {f"P{i:04d}": {"name": f"Producto {i}", "price_cents": 100 + i} for i in range(400)}
+        )
+        for r in (t1, t2):
+            r.start_sync(relay.url, token=relay.token(r.replica_id))
+        _wait(lambda: t2.catalog.get("P0399") is not None)
+        edit_through_checks(2)
+        assert generation() == 0 and live.count == 0
+        for i in range(1, 61):  # t2's slots beside t1's: a cut folds 60, past the bound
+            t2.catalog.put(f"P{i:04d}", {"price_cents": 999})
+        _wait(lambda: generation() == 1, timeout=20)
+        _wait(lambda: all(r.core.generations().get("catalog") == 1 for r in (t1, t2)))
+        edit_through_checks(2)
+        assert generation() == 1 and live.count == 1
+        _wait(lambda: t1.catalog.get("P0060") == {"name": "Producto 60", "price_cents": 999})
+        assert t2.catalog.get("P0000") is not None
+    finally:
+        for r in (t1, t2):
+            r.stop_sync()
+            r.close()
+        relay.close()
