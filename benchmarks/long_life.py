@@ -18,7 +18,7 @@
   (both vs day 1), and the replica file size.
 * **Till, generations**: the same sales, but the till syncs (at open and at
   close) with a relay in a thread that restarts every ``--restart-every`` days
-  with rollover on (``--rollover-slots``, default the SKU count + 10%), so the
+  with rollover on (``--rollover-slots``, default a tenth of the SKU count), so the
   till moves to each new generation (docs/generations.md).  Same figures.
 * **Chain** (``--stores`` tills, one relay subprocess per arm, the same sales in
   every arm): each simulated day every till opens, sells, syncs once and
@@ -315,8 +315,8 @@ def till_generations(
     seed: int = 14,
 ) -> list[Figure]:
     """The till of :func:`till_year` syncing with a relay that restarts every
-    ``restart_every`` days with rollover on (more than ``rollover_slots`` slots;
-    default: the SKU count + 10%), so the till moves to each new generation.
+    ``restart_every`` days with rollover on (a cut folding more than ``rollover_slots``
+    slots; default: a tenth of the SKU count), so the till moves to each new generation.
 
     Each day: open, sync (the till moves to the generation the relay rolled to
     overnight), sell, sync, close.  Same sales (same seed) as :func:`till_year`.
@@ -335,7 +335,7 @@ def till_generations(
         return start_ms + day * DAY_S * 1000 + int((time.perf_counter() - t_start) * 1000)
 
     drift: dict[str, Any] = {"max_clock_drift_ms": (days + 3) * DAY_S * 1000, "wall_clock": clock}
-    slots = rollover_slots if rollover_slots is not None else skus + skus // 10
+    slots = rollover_slots if rollover_slots is not None else max(1, skus // 10)
     relay = ThreadRelay(wd / "relay.db", RolloverPolicy(max_slots=slots))
     token = relay.tokens(["till"])["till"]
     stock = stock_doc("shop")
@@ -408,7 +408,7 @@ def chain_arms(
     Every arm's document cache unloads what is idle for ``doc_idle_s`` seconds
     (``benchmarks.chain_relay``): a simulated day lasts about a second here.
     """
-    slots = str(max(200, skus) + max(200, skus) // 10)
+    slots = str(max(200, skus) // 10)
     idle = ("--doc-idle-s", str(doc_idle_s))
     module = "benchmarks.chain_relay"
     arms = [
