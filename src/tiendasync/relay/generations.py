@@ -201,7 +201,8 @@ def carry_outcome(
 ) -> Carried | tuple[int, str]:
     """:meth:`Generations.carry_late` for a session's late update: what was stored, or
     the close code and reason the session ends with (nothing of it was stored).  The
-    server's pump (in a worker thread) and the simulated relay both call this."""
+    work of :meth:`~tiendasync.relay.core.RelayCore.late_carry` (what the server's pump and
+    the simulated relay both run)."""
     try:
         return generations.carry_late(
             tenant, doc, generation, data, replica=replica, received_at=received_at, check=check
