@@ -389,6 +389,7 @@ class Arm:
     module: str = "tiendasync"
     extra_args: tuple[str, ...] = ()
     restart_every: int = 0  # days; 0: never
+    env: tuple[tuple[str, str], ...] = ()  # added to the relay's environment
 
 
 def chain_arms(
@@ -484,7 +485,9 @@ def chain_year(
         for n, arm in enumerate(arms):
             wd = workdir / f"chain-{n}"
             wd.mkdir()
-            relay = Relay(wd, "relay", extra_args=arm.extra_args, module=arm.module)
+            relay = Relay(
+                wd, "relay", extra_args=arm.extra_args, module=arm.module, env=dict(arm.env)
+            )
             relays.append(relay.start())
             tokens.append(relay.tokens(ids))
             for rid in ids:
@@ -578,12 +581,25 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=None,
         metavar="FILE",
-        help="profile: only the 'sales docs unloaded' relay, its tracemalloc dumps to FILE",
+        help="profile: only one relay (--chain-trace-arm), its tracemalloc dumps to FILE",
+    )
+    parser.add_argument(
+        "--chain-trace-arm",
+        choices=("unloaded", "live"),
+        default="unloaded",
+        help="the relay --chain-trace profiles: 'sales docs unloaded' or the one rolling over "
+        "while running",
     )
     parser.add_argument(
         "--no-kept-arm",
         action="store_true",
         help="leave out the chain's 'sales docs kept' baseline relay (a shorter run)",
+    )
+    parser.add_argument(
+        "--chain-heap-ab",
+        action="store_true",
+        help="only the relay rolling over while running, twice: without the heap trim "
+        "(benchmarks.chain_relay --no-trim-heap) and with it",
     )
     parser.add_argument("--no-till", action="store_true", help="only the chain")
     parser.add_argument("--no-chain", action="store_true", help="only the till")
@@ -633,11 +649,22 @@ def main(argv: list[str] | None = None) -> int:
                 live_every_s=args.chain_live_every,
                 live_slots=args.chain_live_slots,
             )
-            if args.no_kept_arm:
-                arms = arms[1:]
             if args.chain_trace is not None:
                 trace = ("--tracemalloc", str(args.chain_trace.resolve()))
-                arms = [replace(arms[1], extra_args=(*arms[1].extra_args, *trace))]
+                arm = arms[-1] if args.chain_trace_arm == "live" else arms[1]
+                arms = [replace(arm, extra_args=(*arm.extra_args, *trace))]
+            elif args.chain_heap_ab:
+                live = arms[-1]
+                arms = [
+                    replace(
+                        live,
+                        label=f"{live.label}, no heap trim",
+                        extra_args=(*live.extra_args, "--no-trim-heap"),
+                    ),
+                    replace(live, label=f"{live.label}, heap trim"),
+                ]
+            elif args.no_kept_arm:
+                arms = arms[1:]
             figs += chain_year(
                 wd,
                 days=args.days,

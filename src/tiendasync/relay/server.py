@@ -53,6 +53,7 @@ from tiendasync.relay.core import RelayCore
 from tiendasync.relay.docs import DocCache
 from tiendasync.relay.forward import Forwarder, RequestBook
 from tiendasync.relay.generations import Generations, RolloverPolicy
+from tiendasync.relay.heap import HeapTrimPolicy, release_free_heap
 from tiendasync.relay.integrity import VerifyReport, verify_store
 from tiendasync.relay.lookups import log_session, lookup_follower, lookup_hello
 from tiendasync.relay.nodes import WAKE, NodeBoard
@@ -71,6 +72,11 @@ log = logging.getLogger("tiendasync.relay")
 
 def _session_id() -> str:
     return secrets.token_hex(8)
+
+
+def _sweep_interval(idle_seconds: float) -> float:
+    """Seconds between sweeps of idle documents (and at least between heap trims)."""
+    return max(0.5, min(60.0, idle_seconds / 2))
 
 
 def _node_id() -> str:
@@ -158,6 +164,8 @@ class RelayServer:
     ``port=0`` to bind a free port; :attr:`port` is the real one after start.
     ``ssl_context`` serves ``wss://``.  ``limits`` caps connections and
     message rates (see :class:`~tiendasync.relay.core.RateLimits`).
+    ``trim_heap``: after documents were unloaded, give the allocator's free heap
+    back to the system (``relay.heap``; glibc only), at most once a sweep.
     """
 
     def __init__(
@@ -187,6 +195,7 @@ class RelayServer:
         review_delay: float = 0.2,
         rollover: RolloverPolicy | None = None,
         rollover_interval: float = 86_400.0,
+        trim_heap: bool = True,
     ) -> None:
         if not sync_log_days > 0:
             raise ConfigError(f"sync_log_days must be positive, got {sync_log_days!r}")
@@ -224,6 +233,9 @@ class RelayServer:
         #: ``schedule`` is None when none happen by themselves (:attr:`rollover_interval`
         #: 0, or no policy): then only :meth:`roll_over` runs one.
         self.live_rollover: LiveRollover | None = None
+        #: When the allocator's free heap goes back to the system after documents
+        #: were unloaded (``relay.heap``; None: never, the process's own business).
+        self.heap_trim = HeapTrimPolicy(_sweep_interval(idle_seconds)) if trim_heap else None
         self.core = RelayCore(
             store,
             clock=time.time,
@@ -869,20 +881,28 @@ class RelayServer:
         self._writes.put(write)
 
     async def _sweeper(self) -> None:
-        interval = max(0.5, min(60.0, self.docs.idle_seconds / 2))
+        interval = _sweep_interval(self.docs.idle_seconds)
         loop = asyncio.get_running_loop()
         next_sweep = loop.time() + interval
+        rolled = 0
         while True:
             await asyncio.sleep(min(interval, self.review_retry_seconds))
+            unloaded = 0
             if loop.time() >= next_sweep:
-                self.docs.sweep()
+                unloaded += self.docs.sweep()
                 next_sweep = loop.time() + interval
             try:
                 self.docs.expire_gaps()
                 self.core.yjs_tick(loop.time())
                 self.core.retry_reviews()
                 if self.live_rollover is not None:
+                    unloaded += self.live_rollover.count - rolled
+                    rolled = self.live_rollover.count
                     self.live_rollover.tick(time.monotonic())
+                if self.heap_trim is not None:
+                    self.heap_trim.unloaded(unloaded)
+                    if self.heap_trim.due(loop.time()):
+                        await asyncio.to_thread(release_free_heap)
             except Exception:  # a bug must not stop the sweeps
                 log.exception("expiring gapped updates or retrying central reviews failed")
 
