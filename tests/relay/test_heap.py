@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import platform
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import tiendasync.relay.server as server_module
+from tiendasync import Replica
+from tiendasync.relay import RelayServer, SqliteRelayStore, issue_token
 from tiendasync.relay.heap import HeapTrimPolicy, release_free_heap
 
 events = st.lists(
@@ -57,3 +62,51 @@ def test_the_free_heap_left_between_live_blocks_goes_back_to_the_system() -> Non
     after = _rss_kib()
     assert before - after > 32 * 1024, (before, after)
     assert len(kept) == 256
+
+
+@pytest.mark.parametrize("trim_heap", [True, False])
+def test_a_relay_trims_its_heap_after_unloading_documents_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trim_heap: bool
+) -> None:
+    trims: list[int] = []
+
+    def counted() -> bool:
+        trims.append(len(relay_docs()))
+        return True
+
+    monkeypatch.setattr(server_module, "release_free_heap", counted)
+    holder: list[RelayServer] = []
+
+    def relay_docs() -> list[object]:
+        return list(holder[0].docs._docs) if holder else []
+
+    async def scenario() -> tuple[int, int]:
+        with SqliteRelayStore(str(tmp_path / "relay.db")) as store:
+            token = issue_token(store, tenant="acme", replica_id="tienda-1")
+            async with RelayServer(store, port=0, idle_seconds=1.0, trim_heap=trim_heap) as relay:
+                holder.append(relay)
+
+                def sell_and_sync() -> None:
+                    with Replica.open(
+                        tmp_path / "tienda-1.db",
+                        tenant="acme",
+                        replica_id="tienda-1",
+                        location="tienda-1",
+                    ) as replica:
+                        replica.catalog.put("SKU-1", {"name": "Cafe", "price_cents": 450})
+                        replica.inventory.receive("SKU-1", 5)
+                        replica.sync_now(f"ws://127.0.0.1:{relay.port}/sync", token=token)
+
+                await asyncio.to_thread(sell_and_sync)
+                loaded = len(relay_docs())
+                for _ in range(100):  # the sweep unloads what was idle 1 s (at most 10 s)
+                    if not relay_docs() and (trims or not trim_heap):
+                        break
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(1.5)  # more sweeps, nothing more unloaded
+                return loaded, len(relay_docs())
+
+    loaded, left = asyncio.run(scenario())
+    assert loaded > 0 and left == 0
+    # Trimmed once the documents were gone, and not again at every sweep after.
+    assert trims == ([0] if trim_heap else [])
