@@ -11,6 +11,9 @@ arguments before the command reads them:
 * ``--keep-sales-docs``: :meth:`CentralWriter.trim` taken out, so the central
   writer keeps every sales document it merged loaded, as before issue 14
   part 4: the baseline of the relay's memory in the same run.
+* ``--no-trim-heap``: the relay built with ``trim_heap=False`` (the relay before
+  ``relay.heap``); ``--trim-every S``: ``malloc_trim`` every ``S`` seconds from a
+  thread, whatever the relay does (an upper bound of what trimming can give).
 
 * ``--tracemalloc FILE [--tracemalloc-every S]``: traces allocations and,
   every ``S`` seconds (30 by default, about a simulated month), appends to
@@ -38,6 +41,7 @@ from typing import Any
 from tiendasync.cli import main
 from tiendasync.relay.central import CentralWriter
 from tiendasync.relay.docs import DocCache
+from tiendasync.relay.server import RelayServer
 
 
 def _keep_all(self: CentralWriter) -> list[str]:
@@ -127,6 +131,19 @@ def _rss_mib() -> float:
     return 0.0
 
 
+def _process() -> str:
+    """Where the RSS is (anonymous memory or mapped files) and what the process holds open."""
+    fields: dict[str, str] = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    fds = len(list(Path("/proc/self/fd").iterdir()))
+    return (
+        f"  rss anon {fields.get('RssAnon', '?')}, file {fields.get('RssFile', '?')}, "
+        f"threads {threading.active_count()}, open fds {fds}"
+    )
+
+
 def _trim(rss: float) -> float:
     """RSS once glibc returned the free heap of all its arenas (``malloc_trim``):
     what the allocator kept of freed memory is the difference."""
@@ -152,7 +169,7 @@ def _dump(path: Path, n: int, last: tracemalloc.Snapshot, t0: float) -> tracemal
         )
         rss = _rss_mib()
         f.write(f"  rss {rss:.1f} MiB, after malloc_trim {_trim(rss):.1f} MiB\n")
-        f.write(f"{_malloc()}\n")
+        f.write(f"{_malloc()}\n{_process()}\n")
         f.write("\n".join(_counts()) + "\n")
         for stat in top:
             f.write(
@@ -184,6 +201,32 @@ def start_profiler(path: Path, every_s: float) -> None:
     threading.Thread(target=run, name="tracemalloc-dump", daemon=True).start()
 
 
+def _default_kwarg(cls: Any, name: str, value: Any) -> None:
+    """``cls(...)`` gets ``name=value`` unless the caller passes it."""
+    init = cls.__init__
+
+    def patched(self: Any, *a: Any, _init: Any = init, **kw: Any) -> None:
+        kw.setdefault(name, value)
+        _init(self, *a, **kw)
+
+    cls.__init__ = patched
+
+
+def start_trimmer(every_s: float) -> None:
+    """Return the allocator's free heap to the system every ``every_s`` s (glibc's
+    ``malloc_trim``): what a relay's RSS would be if it did so itself."""
+    import ctypes
+
+    trim = ctypes.CDLL("libc.so.6").malloc_trim
+
+    def run() -> None:
+        while True:
+            time.sleep(every_s)
+            trim(0)
+
+    threading.Thread(target=run, name="malloc-trim", daemon=True).start()
+
+
 def configure(argv: list[str]) -> list[str]:
     """Apply the benchmark's options in ``argv``; the arguments left for the command."""
     rest: list[str] = []
@@ -208,6 +251,10 @@ def configure(argv: list[str]) -> list[str]:
             trace = Path(next(args))
         elif arg == "--tracemalloc-every":
             every = float(next(args))
+        elif arg == "--no-trim-heap":
+            _default_kwarg(RelayServer, "trim_heap", False)
+        elif arg == "--trim-every":
+            start_trimmer(float(next(args)))
         else:
             rest.append(arg)
     if trace is not None:

@@ -152,9 +152,11 @@ class Relay:
         central: bool = True,
         extra_args: tuple[str, ...] = (),
         module: str = "tiendasync",
+        env: dict[str, str] | None = None,
     ) -> None:
         """``module``: what ``python -m`` runs (``benchmarks.ungated_relay`` for the
-        benchmark 7 baseline); it takes the ``tiendasync`` command's arguments."""
+        benchmark 7 baseline); it takes the ``tiendasync`` command's arguments.
+        ``env``: variables added to the relay's environment."""
         self.workdir = workdir
         self.db = workdir / f"{name}.db"
         self.log_path = workdir / f"{name}.log"
@@ -162,6 +164,7 @@ class Relay:
         self.central = central
         self.extra_args = extra_args
         self.module = module
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -218,7 +221,8 @@ class Relay:
             *self.extra_args,
         ]
         log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+        env = {**os.environ, **self.env} if self.env else None
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
         log.close()
         self.port = wait_listening(self.proc, self.log_path, "the relay", timeout)
         return self

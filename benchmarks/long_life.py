@@ -18,7 +18,7 @@
   (both vs day 1), and the replica file size.
 * **Till, generations**: the same sales, but the till syncs (at open and at
   close) with a relay in a thread that restarts every ``--restart-every`` days
-  with rollover on (``--rollover-slots``, default the SKU count + 10%), so the
+  with rollover on (``--rollover-slots``, default a tenth of the SKU count), so the
   till moves to each new generation (docs/generations.md).  Same figures.
 * **Chain** (``--stores`` tills, one relay subprocess per arm, the same sales in
   every arm): each simulated day every till opens, sells, syncs once and
@@ -315,8 +315,8 @@ def till_generations(
     seed: int = 14,
 ) -> list[Figure]:
     """The till of :func:`till_year` syncing with a relay that restarts every
-    ``restart_every`` days with rollover on (more than ``rollover_slots`` slots;
-    default: the SKU count + 10%), so the till moves to each new generation.
+    ``restart_every`` days with rollover on (a cut folding more than ``rollover_slots``
+    slots; default: a tenth of the SKU count), so the till moves to each new generation.
 
     Each day: open, sync (the till moves to the generation the relay rolled to
     overnight), sell, sync, close.  Same sales (same seed) as :func:`till_year`.
@@ -335,7 +335,7 @@ def till_generations(
         return start_ms + day * DAY_S * 1000 + int((time.perf_counter() - t_start) * 1000)
 
     drift: dict[str, Any] = {"max_clock_drift_ms": (days + 3) * DAY_S * 1000, "wall_clock": clock}
-    slots = rollover_slots if rollover_slots is not None else skus + skus // 10
+    slots = rollover_slots if rollover_slots is not None else max(1, skus // 10)
     relay = ThreadRelay(wd / "relay.db", RolloverPolicy(max_slots=slots))
     token = relay.tokens(["till"])["till"]
     stock = stock_doc("shop")
@@ -389,6 +389,7 @@ class Arm:
     module: str = "tiendasync"
     extra_args: tuple[str, ...] = ()
     restart_every: int = 0  # days; 0: never
+    env: tuple[tuple[str, str], ...] = ()  # added to the relay's environment
 
 
 def chain_arms(
@@ -408,7 +409,7 @@ def chain_arms(
     Every arm's document cache unloads what is idle for ``doc_idle_s`` seconds
     (``benchmarks.chain_relay``): a simulated day lasts about a second here.
     """
-    slots = str(max(200, skus) + max(200, skus) // 10)
+    slots = str(max(200, skus) // 10)
     idle = ("--doc-idle-s", str(doc_idle_s))
     module = "benchmarks.chain_relay"
     arms = [
@@ -484,7 +485,9 @@ def chain_year(
         for n, arm in enumerate(arms):
             wd = workdir / f"chain-{n}"
             wd.mkdir()
-            relay = Relay(wd, "relay", extra_args=arm.extra_args, module=arm.module)
+            relay = Relay(
+                wd, "relay", extra_args=arm.extra_args, module=arm.module, env=dict(arm.env)
+            )
             relays.append(relay.start())
             tokens.append(relay.tokens(ids))
             for rid in ids:
@@ -578,12 +581,25 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=None,
         metavar="FILE",
-        help="profile: only the 'sales docs unloaded' relay, its tracemalloc dumps to FILE",
+        help="profile: only one relay (--chain-trace-arm), its tracemalloc dumps to FILE",
+    )
+    parser.add_argument(
+        "--chain-trace-arm",
+        choices=("unloaded", "live"),
+        default="unloaded",
+        help="the relay --chain-trace profiles: 'sales docs unloaded' or the one rolling over "
+        "while running",
     )
     parser.add_argument(
         "--no-kept-arm",
         action="store_true",
         help="leave out the chain's 'sales docs kept' baseline relay (a shorter run)",
+    )
+    parser.add_argument(
+        "--chain-heap-ab",
+        action="store_true",
+        help="only the relay rolling over while running, twice: without the heap trim "
+        "(benchmarks.chain_relay --no-trim-heap) and with it",
     )
     parser.add_argument("--no-till", action="store_true", help="only the chain")
     parser.add_argument("--no-chain", action="store_true", help="only the till")
@@ -633,11 +649,22 @@ def main(argv: list[str] | None = None) -> int:
                 live_every_s=args.chain_live_every,
                 live_slots=args.chain_live_slots,
             )
-            if args.no_kept_arm:
-                arms = arms[1:]
             if args.chain_trace is not None:
                 trace = ("--tracemalloc", str(args.chain_trace.resolve()))
-                arms = [replace(arms[1], extra_args=(*arms[1].extra_args, *trace))]
+                arm = arms[-1] if args.chain_trace_arm == "live" else arms[1]
+                arms = [replace(arm, extra_args=(*arm.extra_args, *trace))]
+            elif args.chain_heap_ab:
+                live = arms[-1]
+                arms = [
+                    replace(
+                        live,
+                        label=f"{live.label}, no heap trim",
+                        extra_args=(*live.extra_args, "--no-trim-heap"),
+                    ),
+                    replace(live, label=f"{live.label}, heap trim"),
+                ]
+            elif args.no_kept_arm:
+                arms = arms[1:]
             figs += chain_year(
                 wd,
                 days=args.days,

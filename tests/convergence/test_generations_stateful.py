@@ -37,11 +37,8 @@ from tests.convergence.test_convergence_stateful import (
     START_MS,
     SyncConvergence,
 )
+from tests.support.rollovers import EVERYTHING
 from tests.support.simnet import SimClock, SimNet
-from tiendasync.relay.generations import RolloverPolicy
-
-#: Every document past one byte rolls over: all of them, at each rollover.
-EVERYTHING = RolloverPolicy(max_bytes=1)
 
 
 class RolloverConvergence(SyncConvergence):

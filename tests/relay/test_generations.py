@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from tests.support.relay_client import Client, run, values
 from tests.support.relay_client import Writer as Peer
+from tests.support.rollovers import EVERYTHING
 from tiendasync.crdt.counter import PNCounter
 from tiendasync.crdt.generations import counter_slots
 from tiendasync.crdt.keys import ROOT, SEP
@@ -150,9 +151,9 @@ def test_a_stock_rollover_keeps_totals_and_late_sales_count_once(spec: str) -> N
     _log(store, STOCK, "b", b.sell("TE", 1))
     g = _current(store, STOCK)
     gens = Generations(
-        store, RolloverPolicy(max_slots=3), writer_id=iter(range(7000, 8000)).__next__
+        store, RolloverPolicy(max_slots=1), writer_id=iter(range(7000, 8000)).__next__
     )
-    assert gens.due(TENANT, STOCK) is True
+    assert gens.due(TENANT, STOCK) is True  # four slots, a seed's two: two fold
     assert gens.roll_over(TENANT, STOCK) == 1
     assert _stock(_current(store, STOCK)) == _stock(g) == {"CAFE": 45, "TE": 8}
     assert len(list(_current(store, STOCK).get(ROOT, type=pycrdt.Map).keys())) == 2  # one slot each
@@ -222,16 +223,23 @@ def test_a_catalog_rollover_keeps_winners_and_carries_a_newer_late_edit(spec: st
     store.close()
 
 
-def test_the_policy_is_off_by_default_and_measures_slots_or_bytes(tmp_path: Path) -> None:
+def test_the_policy_is_off_by_default_and_measures_what_a_cut_folds(tmp_path: Path) -> None:
     with SqliteRelayStore(str(tmp_path / "relay.db")) as store:
-        a = Till(101)
+        a, b = Till(101), Till(202)
         _log(store, STOCK, "a", *(a.receive(f"SKU{i}", 1) for i in range(5)))
         _log(store, "sales/t1/2026-06", "a", b"\x00\x00")
         assert not RolloverPolicy().enabled
         assert Generations(store).due(TENANT, STOCK) is False
-        assert Generations(store, RolloverPolicy(max_slots=5)).due(TENANT, STOCK) is False
-        assert Generations(store, RolloverPolicy(max_slots=4)).due(TENANT, STOCK) is True
-        assert Generations(store, RolloverPolicy(max_bytes=10)).due(TENANT, STOCK) is True
+        # one writer: five slots, as many as a seed's, so a cut would fold nothing
+        for bound in (RolloverPolicy(max_slots=1), RolloverPolicy(max_bytes=1)):
+            assert Generations(store, bound).due(TENANT, STOCK) is False
+        _log(store, STOCK, "b", b.sell("SKU0", 1), b.sell("SKU1", 1))  # seven: two fold
+        assert Generations(store, RolloverPolicy(max_slots=2)).due(TENANT, STOCK) is False
+        assert Generations(store, RolloverPolicy(max_slots=1)).due(TENANT, STOCK) is True
+        folded = store.stored_bytes(TENANT, STOCK) * 2 // 7  # the share of those two
+        assert folded > 1
+        assert Generations(store, RolloverPolicy(max_bytes=folded)).due(TENANT, STOCK) is False
+        assert Generations(store, RolloverPolicy(max_bytes=folded - 1)).due(TENANT, STOCK) is True
         assert (
             Generations(store, RolloverPolicy(max_slots=1)).due(TENANT, "sales/t1/2026-06") is False
         )
@@ -324,7 +332,7 @@ def test_a_till_a_generation_behind_has_its_late_sales_carried_once(tmp_path: Pa
         code, reason = await ahead.closed()
         assert code == CloseCode.PROTOCOL and "newer than the relay's" in reason
 
-    _relay(path, after, rollover=RolloverPolicy(max_slots=1), tokens=tokens)
+    _relay(path, after, rollover=EVERYTHING, tokens=tokens)
 
 
 def _relay(

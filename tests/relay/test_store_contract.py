@@ -159,16 +159,19 @@ def test_updates_snapshots_and_state_vectors(store: RelayStore) -> None:
     hist = store.load_doc("acme", "catalog")
     assert hist.snapshot is None and hist.updates == [(s1, b"u1"), (s2, b"u2")]
     assert hist.last_seq == s2 and hist.damaged == []
+    assert store.stored_bytes("acme", "catalog") == len(b"u1") + len(b"u2")
     store.put_snapshot("acme", "catalog", b"snap", s1)
     hist = store.load_doc("acme", "catalog")
     assert (hist.snapshot, hist.upto_seq, hist.updates) == (b"snap", s1, [(s2, b"u2")])
     assert store.log_size("acme", "catalog") == 1
+    assert store.stored_bytes("acme", "catalog") == len(b"snap") + len(b"u2")
     assert store.append_many([AppendEntry("acme", "catalog", b"u3", "t1", b"\x02")]).log_counts == {
         ("acme", "catalog"): 2
     }
     empty = store.load_doc("acme", "nothing")
     assert (empty.snapshot, empty.updates, empty.last_seq) == (None, [], 0)
     assert store.log_size("acme", "nothing") == 0
+    assert store.stored_bytes("acme", "nothing") == 0
     assert store.append_many([]).seqs == []
 
 

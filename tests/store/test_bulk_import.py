@@ -10,7 +10,11 @@ hold the same documents, the same values in memory and after reopening.
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,43 +65,82 @@ def _state(r: Replica) -> tuple[Any, ...]:
     )
 
 
+@dataclass
+class Both:
+    """Two replicas with the same writer id, clock and history: ``rows`` is fed row by
+    row, ``once`` in one pass."""
+
+    rows: Replica
+    once: Replica
+
+    def __iter__(self) -> Iterator[Replica]:
+        return iter((self.rows, self.once))
+
+    def import_(self, products: dict[str, dict[str, Any]], stock: dict[str, int]) -> None:
+        """The same import both ways; both then hold the same."""
+        for sku, fields in products.items():
+            self.rows.catalog.put(sku, fields)
+        for sku, units in stock.items():
+            self.rows.inventory.receive(sku, units)
+        assert self.once.catalog.put_many(products, stock=stock) == len(products)
+        assert _state(self.once) == _state(self.rows)
+
+
+SameHistory = Callable[[dict[str, dict[str, Any]], dict[str, int]], AbstractContextManager[Both]]
+
+
+@pytest.fixture(params=[0, 10**9], ids=["muted-observer", "observer"])
+def bulk_min(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """From how many slots the views take the bulk path (0: every write takes it; else
+    the observer indexes every write)."""
+    value: int = request.param
+    monkeypatch.setattr(LWWMap, "bulk_min", value)
+    monkeypatch.setattr(PNCounter, "bulk_min", value)
+    return value
+
+
+@pytest.fixture
+def same_history(tmp_path_factory: pytest.TempPathFactory, bulk_min: int) -> SameHistory:
+    """``with same_history(products, stock) as both``: a :class:`Both` in a new
+    directory (one per hypothesis example), each replica fed the same products and
+    receipts first.  On leaving, ``once`` is reopened from its file and must hold what
+    ``rows`` held last (what memory held is what the file holds)."""
+
+    @contextlib.contextmanager
+    def both(before: dict[str, dict[str, Any]], stock: dict[str, int]) -> Iterator[Both]:
+        tmp = tmp_path_factory.mktemp("bulk")
+        with _open(tmp / "rows.db") as rows, _open(tmp / "once.db") as once:
+            for r in (rows, once):
+                for sku, fields in before.items():
+                    r.catalog.put(sku, fields)
+                for sku, units in stock.items():
+                    r.inventory.receive(sku, units)
+            yield Both(rows, once)
+            expected = _state(rows)
+        with _open(tmp / "once.db") as reopened:
+            assert _state(reopened) == expected
+
+    return both
+
+
 @settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@pytest.mark.parametrize("bulk_min", [0, 10**9], ids=["muted-observer", "observer"])
 @given(before=PRODUCTS, stock_before=STOCK, products=PRODUCTS, stock=STOCK, after=PRODUCTS)
 def test_one_pass_import_equals_the_per_row_path(
-    tmp_path_factory: Any,
-    monkeypatch: pytest.MonkeyPatch,
-    bulk_min: int,
+    same_history: SameHistory,
     before: dict[str, dict[str, Any]],
     stock_before: dict[str, int],
     products: dict[str, dict[str, Any]],
     stock: dict[str, int],
     after: dict[str, dict[str, Any]],
 ) -> None:
-    monkeypatch.setattr(LWWMap, "bulk_min", bulk_min)  # 0: every write takes the bulk path
-    monkeypatch.setattr(PNCounter, "bulk_min", bulk_min)
-    tmp = tmp_path_factory.mktemp("bulk")
-    with _open(tmp / "rows.db") as rows, _open(tmp / "once.db") as once:
-        for r in (rows, once):  # the same history before the import
-            for sku, fields in before.items():
-                r.catalog.put(sku, fields)
-            for sku, units in stock_before.items():
-                r.inventory.receive(sku, units)
-        for sku, fields in products.items():
-            rows.catalog.put(sku, fields)
-        for sku, units in stock.items():
-            rows.inventory.receive(sku, units)
-        assert once.catalog.put_many(products, stock=stock) == len(products)
-        assert _state(once) == _state(rows)
-        for r in (rows, once):  # the views still hear later writes
+    with same_history(before, stock_before) as both:
+        both.import_(products, stock)
+        for r in both:  # the views still hear later writes
             for sku, fields in after.items():
                 r.catalog.put(sku, fields)
-        assert _state(once) == _state(rows)
-        expected = _state(rows)
-    with _open(tmp / "once.db") as reopened:  # what memory held is what the file holds
-        assert _state(reopened) == expected
+        assert _state(both.once) == _state(both.rows)
 
 
 # Products as an import file gives them: every one with the same fields, in the same
@@ -124,63 +167,51 @@ COLUMNS = (
 @settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@pytest.mark.parametrize("bulk_min", [0, 10**9], ids=["muted-observer", "observer"])
 @given(before=PRODUCTS, stock_before=STOCK, products=COLUMNS, stock=STOCK)
 def test_a_uniform_import_written_by_columns_equals_the_per_row_path(
-    tmp_path_factory: Any,
-    monkeypatch: pytest.MonkeyPatch,
-    bulk_min: int,
+    same_history: SameHistory,
     before: dict[str, dict[str, Any]],
     stock_before: dict[str, int],
     products: dict[str, dict[str, Any]],
     stock: dict[str, int],
 ) -> None:
-    monkeypatch.setattr(LWWMap, "bulk_min", bulk_min)
-    monkeypatch.setattr(PNCounter, "bulk_min", bulk_min)
-    tmp = tmp_path_factory.mktemp("columns")
-    with _open(tmp / "rows.db") as rows, _open(tmp / "once.db") as once:
-        for r in (rows, once):  # products and stock there already: slots to supersede
-            for sku, fields in before.items():
-                r.catalog.put(sku, fields)
-            for sku, units in stock_before.items():
-                r.inventory.receive(sku, units)
-        for sku, fields in products.items():
-            rows.catalog.put(sku, fields)
-        for sku, units in stock.items():
-            rows.inventory.receive(sku, units)
-        assert once.catalog.put_many(products, stock=stock) == len(products)
-        assert _state(once) == _state(rows)
-        expected = _state(rows)
-    with _open(tmp / "once.db") as reopened:
-        assert _state(reopened) == expected
+    # products and stock there already: slots to supersede
+    with same_history(before, stock_before) as both:
+        both.import_(products, stock)
 
 
-def test_a_bad_row_leaves_nothing_written(tmp_path: Path) -> None:
+@pytest.fixture
+def replica(tmp_path: Path) -> Iterator[Replica]:
+    """One replica on ``tmp_path / "a.db"``, closed afterwards."""
     with _open(tmp_path / "a.db") as r:
-        before = len(r.queue.list(limit=100))
-        cases: list[tuple[dict[str, dict[str, Any]], dict[str, int]]] = [
-            ({"A": {"name": "x"}, "B": {"price_cents": -1}}, {}),
-            ({"A": {"name": "x"}}, {"A": 0}),
-            ({"A": {"name": "x"}}, {"": 3}),
-            ({"A": {"name": float("nan")}}, {}),
-            ({f"P{i}": {"name": "x", "price_cents": i - 1} for i in range(100)}, {}),
-            ({f"P{i}": {"name": "x", "price_cents": True} for i in range(100)}, {}),
-            ({f"P{i}": {"name": "x"} for i in range(100)}, {f"P{i}": i for i in range(100)}),
-            ({f"P{i}": {"name": "x"} for i in range(100)}, {"P1": 2**53}),
-            ({f"P{i}": {"name": "x"} for i in range(99)} | {"P\n": {"name": "x"}}, {}),
-            ({f"P{i}": {"name": "x"} for i in range(100)}, {" ": 1}),
-            ({f"P{i}": {"bad\x00": "x"} for i in range(100)}, {}),
-            ({f"P{i}": {"name": float("inf")} for i in range(100)}, {}),
-        ]
-        for products, stock in cases:
-            try:
-                r.catalog.put_many(products, stock=stock)
-            except InvalidArgument:
-                pass
-            else:
-                raise AssertionError(f"{products}, {stock} was accepted")
-        assert r.catalog.get("A") is None and r.inventory.levels() == {}
-        assert len(r.queue.list(limit=100)) == before
+        yield r
+
+
+def test_a_bad_row_leaves_nothing_written(replica: Replica) -> None:
+    before = len(replica.queue.list(limit=100))
+    cases: list[tuple[dict[str, dict[str, Any]], dict[str, int]]] = [
+        ({"A": {"name": "x"}, "B": {"price_cents": -1}}, {}),
+        ({"A": {"name": "x"}}, {"A": 0}),
+        ({"A": {"name": "x"}}, {"": 3}),
+        ({"A": {"name": float("nan")}}, {}),
+        ({f"P{i}": {"name": "x", "price_cents": i - 1} for i in range(100)}, {}),
+        ({f"P{i}": {"name": "x", "price_cents": True} for i in range(100)}, {}),
+        ({f"P{i}": {"name": "x"} for i in range(100)}, {f"P{i}": i for i in range(100)}),
+        ({f"P{i}": {"name": "x"} for i in range(100)}, {"P1": 2**53}),
+        ({f"P{i}": {"name": "x"} for i in range(99)} | {"P\n": {"name": "x"}}, {}),
+        ({f"P{i}": {"name": "x"} for i in range(100)}, {" ": 1}),
+        ({f"P{i}": {"bad\x00": "x"} for i in range(100)}, {}),
+        ({f"P{i}": {"name": float("inf")} for i in range(100)}, {}),
+    ]
+    for products, stock in cases:
+        try:
+            replica.catalog.put_many(products, stock=stock)
+        except InvalidArgument:
+            pass
+        else:
+            raise AssertionError(f"{products}, {stock} was accepted")
+    assert replica.catalog.get("A") is None and replica.inventory.levels() == {}
+    assert len(replica.queue.list(limit=100)) == before
 
 
 def test_one_pass_import_is_one_queue_entry_and_survives_reopen(tmp_path: Path) -> None:
@@ -195,14 +226,13 @@ def test_one_pass_import_is_one_queue_entry_and_survives_reopen(tmp_path: Path) 
         assert r.inventory.levels() == {sku: 5 for sku in products}
 
 
-def test_sold_keys_are_the_same_for_few_and_many_skus(tmp_path: Path) -> None:
-    with _open(tmp_path / "a.db") as r:
-        r.catalog.put_many({f"P{i}": {"name": "x"} for i in range(3)})
-        for sku in ("P0", "P2", "GONE"):
-            r.record_sale([(sku, 1)])
-        sales = r.core.storage.sales
-        few = {"P0", "P1", "P2", "GONE"}
-        many = few | {f"X{i}" for i in range(600)}  # past one query's worth of SKUs
-        expected = {("tienda-1", "P0"), ("tienda-1", "P2"), ("tienda-1", "GONE")}
-        assert sales.sold_keys(few) == sales.sold_keys(many) == expected
-        assert sales.sold_keys(set()) == set()
+def test_sold_keys_are_the_same_for_few_and_many_skus(replica: Replica) -> None:
+    replica.catalog.put_many({f"P{i}": {"name": "x"} for i in range(3)})
+    for sku in ("P0", "P2", "GONE"):
+        replica.record_sale([(sku, 1)])
+    sales = replica.core.storage.sales
+    few = {"P0", "P1", "P2", "GONE"}
+    many = few | {f"X{i}" for i in range(600)}  # past one query's worth of SKUs
+    expected = {("tienda-1", "P0"), ("tienda-1", "P2"), ("tienda-1", "GONE")}
+    assert sales.sold_keys(few) == sales.sold_keys(many) == expected
+    assert sales.sold_keys(set()) == set()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tests.store.test_client import RelayThread
 from tests.store.test_generations_replica import STOCK, _stock_at_relay, _wait
+from tests.support.rollovers import EVERYTHING
 from tiendasync import Replica
 from tiendasync.crdt.counter import PNCounter
 from tiendasync.relay.generations import RolloverPolicy
@@ -47,7 +48,7 @@ def _watch(r: Replica, stop: threading.Event, seen: list[int]) -> None:
 
 
 def test_rolling_over_while_stores_sell_counts_every_sale_once(tmp_path: Path) -> None:
-    relay = RelayThread(tmp_path, rollover=RolloverPolicy(max_bytes=1))
+    relay = RelayThread(tmp_path, rollover=EVERYTHING)
     t1, t2 = _open(tmp_path, "t1"), _open(tmp_path, "t2")
     stop = threading.Event()
     sold: dict[str, list[int]] = {"t1": [], "t2": []}
@@ -113,28 +114,31 @@ def test_rolling_over_while_stores_sell_counts_every_sale_once(tmp_path: Path) -
 
 def test_the_relay_rolls_a_document_over_by_itself_while_running(tmp_path: Path) -> None:
     relay = RelayThread(tmp_path, rollover=RolloverPolicy(max_slots=3), rollover_interval=0.5)
-    t1 = _open(tmp_path, "t1")
+    t1, t2 = _open(tmp_path, "t1"), _open(tmp_path, "t2")
     try:
         t1.inventory.receive("CAFE", 50)
-        t1.start_sync(relay.url, token=relay.token("t1"))
-        for sku in ("TE", "PAN", "LECHE", "AZUCAR"):  # four slots: past the bound
-            t1.inventory.receive(sku, 5)
+        for r in (t1, t2):
+            r.start_sync(relay.url, token=relay.token(r.replica_id))
+        for r in (t1, t2):  # t2's four slots beside t1's: a cut folds four, past the bound
+            for sku in ("TE", "PAN", "LECHE", "AZUCAR"):
+                r.inventory.receive(sku, 5)
         _wait(lambda: relay.store.generations("acme").get(STOCK, 0) >= 1, timeout=20)
         _wait(lambda: t1.core.generations().get(STOCK, 0) >= 1, timeout=20)
         t1.record_sale([("CAFE", 2)])
         _wait(lambda: _stock_at_relay(tmp_path / "relay.db").get("CAFE") == 48)
         assert t1.inventory.stock("CAFE") == 48
-        assert t1.inventory.stock("PAN") == 5
+        _wait(lambda: t1.inventory.stock("PAN") == 10)
     finally:
-        t1.stop_sync()
-        t1.close()
+        for r in (t1, t2):
+            r.stop_sync()
+            r.close()
         relay.close()
 
 
 def test_a_hello_that_arrives_during_the_cut_waits_for_it(tmp_path: Path) -> None:
     """A store connecting while the cut is being stored is welcomed after it, at the
     new generation's facts: welcomed before, it would merge the new one into its old."""
-    relay = RelayThread(tmp_path, rollover=RolloverPolicy(max_bytes=1))
+    relay = RelayThread(tmp_path, rollover=EVERYTHING)
     t1 = _open(tmp_path, "t1")
     token = relay.token("t1")
     entered, release = threading.Event(), threading.Event()
@@ -175,3 +179,52 @@ def test_a_hello_that_arrives_during_the_cut_waits_for_it(tmp_path: Path) -> Non
 
 def _moved(r: Replica) -> bool:
     return r.core.generations().get(STOCK) == 1
+
+
+def test_a_catalog_whose_seed_is_past_the_bound_rolls_over_once_not_at_every_interval(
+    tmp_path: Path,
+) -> None:
+    """400 products (800 slots) under a bound of 50: one writer's catalog folds nothing,
+    so it stays at generation 0 through checks at two intervals; another store's 60 edits
+    fold 60 slots, so it rolls over once, and the new generation (its seed alone still
+    16 times the bound) stays through two more intervals."""
+    relay = RelayThread(tmp_path, rollover=RolloverPolicy(max_slots=50), rollover_interval=0.5)
+    t1, t2 = _open(tmp_path, "t1"), _open(tmp_path, "t2")
+    live = relay.server.live_rollover
+    assert live is not None and live.schedule is not None
+
+    def generation() -> int:
+        return relay.store.generations("acme").get("catalog", 0)
+
+    def edit_through_checks(checks: int) -> None:
+        """t1 keeps editing one product (the catalog changes at every interval) until the
+        relay has checked it ``checks`` more times."""
+        until = relay.call(lambda: live.checked) + checks
+        price = 0
+        while relay.call(lambda: live.checked) < until:
+            price += 1
+            t1.catalog.put("P0000", {"price_cents": 100 + price})
+            time.sleep(0.1)
+
+    try:
+        t1.catalog.put_many(
+            {f"P{i:04d}": {"name": f"Producto {i}", "price_cents": 100 + i} for i in range(400)}
+        )
+        for r in (t1, t2):
+            r.start_sync(relay.url, token=relay.token(r.replica_id))
+        _wait(lambda: t2.catalog.get("P0399") is not None)
+        edit_through_checks(2)
+        assert generation() == 0 and live.count == 0
+        for i in range(1, 61):  # t2's slots beside t1's: a cut folds 60, past the bound
+            t2.catalog.put(f"P{i:04d}", {"price_cents": 999})
+        _wait(lambda: generation() == 1, timeout=20)
+        _wait(lambda: all(r.core.generations().get("catalog") == 1 for r in (t1, t2)))
+        edit_through_checks(2)
+        assert generation() == 1 and live.count == 1
+        _wait(lambda: t1.catalog.get("P0060") == {"name": "Producto 60", "price_cents": 999})
+        assert t2.catalog.get("P0000") is not None
+    finally:
+        for r in (t1, t2):
+            r.stop_sync()
+            r.close()
+        relay.close()

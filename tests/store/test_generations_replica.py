@@ -18,6 +18,7 @@ import pycrdt
 import pytest
 
 from tests.store.test_client import RelayThread, wait_until
+from tests.support.rollovers import EVERYTHING
 from tiendasync import Replica
 from tiendasync.crdt.counter import PNCounter
 from tiendasync.crdt.generations import slot_count
@@ -77,7 +78,7 @@ def _slots(r: Replica, doc: str = STOCK) -> int:
 def test_stores_move_to_each_new_generation_and_count_every_sale_once(tmp_path: Path) -> None:
     relay_db = tmp_path / "relay.db"
     tokens = _tokens(relay_db, ["t1", "t2"])
-    roll = RolloverPolicy(max_bytes=1)
+    roll = EVERYTHING
     t1 = Replica.open(tmp_path / "t1.db", tenant="acme", replica_id="t1", location="t1")
     t2 = Replica.open(tmp_path / "t2.db", tenant="acme", replica_id="t2", location="t1")
     try:
@@ -160,7 +161,7 @@ def test_a_write_to_the_old_generation_is_sent_before_the_move(tmp_path: Path) -
         def sync(relay: Relay) -> None:
             assert t1.sync_now(relay.url, token=tokens["t1"]).outcome == "ok"
 
-        _with_relay(relay_db, RolloverPolicy(max_bytes=1), sync)
+        _with_relay(relay_db, EVERYTHING, sync)
         assert t1.core.generations()[STOCK] == 1
         assert not t1.core.storage.outbox.has_unacknowledged(STOCK)
         assert t1.inventory.stock("CAFE") == 9
@@ -190,7 +191,7 @@ def test_a_live_store_moves_and_syncs_on(tmp_path: Path) -> None:
             finally:
                 t1.stop_sync()
 
-        _with_relay(relay_db, RolloverPolicy(max_bytes=1), live)
+        _with_relay(relay_db, EVERYTHING, live)
         assert t1.inventory.stock("CAFE") == 32
         assert t2.core.generations()[STOCK] == 1
     finally:
@@ -296,7 +297,7 @@ def test_a_conflict_the_relay_opens_in_the_new_generation_reaches_the_queue(
         _with_relay(relay_db, None, sync)
         assert len(t1.conflicts.list()) == 1
         sale = t1.record_sale([("PAN", 1)])  # offline, and negative too
-        _with_relay(relay_db, RolloverPolicy(max_bytes=1), sync)
+        _with_relay(relay_db, EVERYTHING, sync)
         assert t1.core.generations()["conflicts"] == 1
         assert len(t1.conflicts.list()) == 2  # the second one came in generation 1
         [entry] = [e for e in t1.queue.list() if e.ref == sale.id]
@@ -310,7 +311,7 @@ def test_a_store_two_generations_behind_with_nothing_to_send_moves_to_the_curren
 ) -> None:
     relay_db = tmp_path / "relay.db"
     tokens = _tokens(relay_db, ["t1", "t2"])
-    roll = RolloverPolicy(max_bytes=1)
+    roll = EVERYTHING
     t1 = Replica.open(tmp_path / "t1.db", tenant="acme", replica_id="t1", location="t1")
     t2 = Replica.open(tmp_path / "t2.db", tenant="acme", replica_id="t2", location="t1")
     try:

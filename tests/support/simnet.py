@@ -59,14 +59,8 @@ from tiendasync.relay.auth import issue_token
 from tiendasync.relay.central import CentralWriter
 from tiendasync.relay.core import PendingWrite, RelayCore, RelaySession
 from tiendasync.relay.docs import DocCache, compact
-from tiendasync.relay.generations import (
-    Generations,
-    RolloverPolicy,
-    carry_outcome,
-    ownership_check,
-)
+from tiendasync.relay.generations import Generations, RolloverPolicy
 from tiendasync.relay.lookups import answer_hello, log_session
-from tiendasync.relay.ownership import writer_of
 from tiendasync.relay.storage import RelayStore, SqliteRelayStore
 from tiendasync.store.sync_session import ReplicaSync
 from tiendasync.store.synclog import finish_session, start_session
@@ -267,18 +261,10 @@ class SimRelay:
             session, doc, generation, data, acks = self.late.pop(0)
             if not session.open or session.tenant is None:
                 continue  # closed meanwhile: it re-sends on its next sync
-            check = ownership_check(doc, data, writer_of(session), int(self.clock() * 1000))
-            outcome = carry_outcome(
-                self._generations(),
-                session.tenant,
-                doc,
-                generation,
-                data,
-                replica=session.writer_name,
-                received_at=self.clock(),
-                check=check,
+            work = self.core.late_carry(
+                self._generations(), session, doc, generation, data, now=self.clock()
             )
-            self.core.late_done(session, doc, acks, outcome)
+            self.core.late_done(session, doc, acks, work())
             done += 1
         return done
 

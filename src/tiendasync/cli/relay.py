@@ -296,15 +296,17 @@ def _add_rollover(relay: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="roll a counter or LWW document with more than N slots over to a new "
-        "generation, at start and while running (docs/generations.md); default: never",
+        help="roll a counter or LWW document over to a new generation when a cut would "
+        "fold more than N slots (those beyond the one per entity or field a fresh seed "
+        "keeps), at start and while running (docs/generations.md); default: never",
     )
     relay.add_argument(
         "--rollover-bytes",
         type=int,
         default=None,
         metavar="N",
-        help="roll a counter or LWW document over when its state passes N bytes; default: never",
+        help="roll a counter or LWW document over when the slots a cut would fold hold "
+        "more than N stored bytes; default: never",
     )
     relay.add_argument(
         "--rollover-interval",

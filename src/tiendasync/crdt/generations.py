@@ -51,6 +51,7 @@ __all__ = [
     "lww_slots",
     "lww_winners",
     "seed_counter",
+    "seed_slot_count",
     "seed_update",
     "slot_count",
     "totals",
@@ -202,10 +203,26 @@ def lww_slots(doc: pycrdt.Doc[Any]) -> dict[tuple[str, str], dict[int, FieldWrit
 
 
 def slot_count(crdt: str, doc: pycrdt.Doc[Any]) -> int:
-    """How many slots (root-map keys) ``doc`` holds: what a slot threshold measures."""
+    """How many slots (root-map keys) ``doc`` holds (counted by the engine, cheaply)."""
     if crdt not in ROLLABLE:
         raise InvalidArgument(f"a {crdt} document has no generations")
-    return len(list(_root(doc).keys()))
+    return len(_root(doc))
+
+
+def seed_slot_count(crdt: str, doc: pycrdt.Doc[Any]) -> int:
+    """How many slots a fresh seed of ``doc``'s values would hold, without building it.
+
+    A seed (:func:`seed_update`) has one slot per counter entity and one per LWW
+    field (record and field), tombstones included: the distinct keys of ``doc``
+    once the writer part is dropped.  Keys whose values do not decode count too
+    (the seed leaves them out), so this is never less than the seed's count: what
+    ``slot_count - seed_slot_count`` says a cut folds is never more than it folds.
+    One pass over the keys: about a millisecond per 2,000 slots.
+    """
+    if crdt not in ROLLABLE:
+        raise InvalidArgument(f"a {crdt} document has no generations")
+    keys = _root(doc).keys()  # (pycrdt types Map.__iter__ as an Iterable: mypy refuses it)
+    return len({key.rpartition(SEP)[0] for key in keys})
 
 
 def _copy_slot(write: FieldWrite, field: str) -> list[Any]:

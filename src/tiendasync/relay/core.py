@@ -35,6 +35,7 @@ The contract with the I/O layer:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -55,8 +56,8 @@ from tiendasync.relay.central import CentralWriter
 from tiendasync.relay.docs import DocCache
 from tiendasync.relay.fanout import Fanout
 from tiendasync.relay.followers import Followers
-from tiendasync.relay.generations import Carried
-from tiendasync.relay.ownership import OwnershipGate
+from tiendasync.relay.generations import Carried, Generations, carry_outcome, ownership_check
+from tiendasync.relay.ownership import OwnershipGate, writer_of
 from tiendasync.relay.policy import Grants, Policy, RateLimits, TokenBucket
 from tiendasync.relay.reviews import CentralReviews, ReviewWork
 from tiendasync.relay.sessions import LateHandler, SyncSessions, send_away
@@ -575,10 +576,41 @@ class RelayCore:
                 conn.ack(doc, client, clocks.get(client, 0))
             self.on_output(session)
 
+    def late_carry(
+        self,
+        generations: Generations,
+        session: RelaySession,
+        doc: str,
+        generation: int,
+        data: bytes,
+        *,
+        now: float,
+    ) -> Callable[[], Carried | tuple[int, str]]:
+        """The storage work for a late update ``on_late`` handed over (``now``: when it
+        arrived, wall-clock seconds).  Built here, on the pump's thread: the ownership
+        check takes the session's writer as it is now.  The pump calls the result (in a
+        worker thread if it likes: it touches storage only), one at a time per document
+        and in order, and hands what it returns to :meth:`late_done`; the server's pump
+        and the simulated relay both do."""
+        tenant = session.tenant
+        assert tenant is not None  # on_late hands over authenticated sessions only
+        return functools.partial(
+            carry_outcome,
+            generations,
+            tenant,
+            doc,
+            generation,
+            data,
+            replica=session.writer_name,
+            received_at=now,
+            check=ownership_check(doc, data, writer_of(session), int(now * 1000)),
+        )
+
     def late_done(
         self, session: RelaySession, doc: str, acks: list[int], outcome: Carried | tuple[int, str]
     ) -> None:
-        """What ``carry_outcome`` said of a late update of ``session``: stored, or not."""
+        """What :meth:`late_carry`'s work said of a late update of ``session``: stored
+        (acknowledge it, fan its carry out), or not (close the session)."""
         if isinstance(outcome, tuple):
             self.late_failed(session, *outcome)
         else:

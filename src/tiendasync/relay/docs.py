@@ -232,6 +232,9 @@ class RelayDoc:
     unstored: list[bytes] = field(default_factory=list)
     #: the document's generation it holds (read with it from storage)
     generation: int = 0
+    #: what the last rollover check counted of it (``relay.rollover``): the sum of its
+    #: clocks then, and the slots a cut would have folded
+    fold_tally: tuple[int, int] | None = None
 
     def state_vector(self) -> bytes:
         return bytes(self.doc.get_state())

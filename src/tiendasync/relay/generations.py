@@ -4,8 +4,9 @@ The relay holds every durable update, so it is the one that folds a counter
 or LWW document (stock, catalog, locations, conflicts, resolutions) into a
 new generation (docs/generations.md):
 
-* :meth:`Generations.due` says whether a document passed the
-  :class:`RolloverPolicy` (root-map slots or encoded bytes; both off by default);
+* :meth:`Generations.due` says whether a cut of a document would fold past the
+  :class:`RolloverPolicy` (slots beyond a fresh seed's, or their stored bytes;
+  both off by default);
 * :meth:`Generations.roll_over` cuts generation ``g``: its whole state is
   kept as ``g``'s record and ``g+1`` starts from
   :func:`~tiendasync.crdt.generations.seed_update` (current values, under a
@@ -35,7 +36,13 @@ from typing import Any
 
 import pycrdt
 
-from tiendasync.crdt.generations import carry_update, crdt_of, seed_update, slot_count
+from tiendasync.crdt.generations import (
+    carry_update,
+    crdt_of,
+    seed_slot_count,
+    seed_update,
+    slot_count,
+)
 from tiendasync.errors import InvalidArgument, RemoteProtocolError, StorageError, TiendaSyncError
 from tiendasync.model.docnames import parse_doc
 from tiendasync.protocol import CLOSE_INTERNAL, CLOSE_PROTOCOL
@@ -48,10 +55,12 @@ from tiendasync.relay.storage import RelayStore
 
 __all__ = [
     "Carried",
+    "Footprint",
     "Generations",
     "RolloverPolicy",
     "carry_outcome",
     "crdt_of",
+    "footprint",
     "ownership_check",
     "past_state_vector",
 ]
@@ -64,12 +73,50 @@ MAX_ATTEMPTS = 8
 
 
 @dataclass(frozen=True)
+class Footprint:
+    """What a rollover of a document would fold (what :meth:`RolloverPolicy.due` judges).
+
+    ``slots``: its root-map keys (one per writer per entity or field);
+    ``seed_slots``: the keys a fresh seed of the same values would hold
+    (:func:`~tiendasync.crdt.generations.seed_slot_count`); ``stored_bytes``:
+    what the store of record holds of its current generation
+    (:meth:`~tiendasync.relay.storage.RelayStore.stored_bytes`).
+    """
+
+    slots: int
+    seed_slots: int
+    stored_bytes: int
+
+    @property
+    def foldable_slots(self) -> int:
+        """The slots a cut folds away: every slot beyond the seed's one per entity or field."""
+        return max(0, self.slots - self.seed_slots)
+
+    @property
+    def foldable_bytes(self) -> int:
+        """The stored bytes those slots hold, estimated by their share of the slots (the
+        log that compaction folds anyway, and the tombstones, are not counted apart)."""
+        return self.stored_bytes * self.foldable_slots // self.slots if self.slots else 0
+
+
+@dataclass(frozen=True)
 class RolloverPolicy:
     """When a counter or LWW document rolls over: ``None`` turns a bound off.
 
-    ``max_slots``: root-map slots (one per writer per entity or field, and
-    every overwritten one); ``max_bytes``: the document's whole encoded state.
-    Both ``None`` (the default): documents never roll over.
+    The bounds measure what a cut would fold, not the document's size, so that a
+    document whose fresh seed is already past a bound (a catalog of 5,000 products
+    under ``max_slots=2200``) does not roll over again and again for nothing:
+
+    * ``max_slots``: due when more than this many slots are beyond those of a
+      fresh seed (:attr:`Footprint.foldable_slots`: the slots of other writers,
+      older incarnations and carries, beside the one a seed keeps per counter
+      entity or LWW field);
+    * ``max_bytes``: due when the stored bytes of those slots
+      (:attr:`Footprint.foldable_bytes`) pass this many.
+
+    A document just seeded folds nothing, so it is never due.  Both ``None``
+    (the default): documents never roll over.  :meth:`due` only ever grows with
+    the foldable slots (what the relay's cheap check relies on).
     """
 
     max_slots: int | None = None
@@ -84,6 +131,17 @@ class RolloverPolicy:
     @property
     def enabled(self) -> bool:
         return self.max_slots is not None or self.max_bytes is not None
+
+    def due(self, footprint: Footprint) -> bool:
+        """Whether a document of this footprint rolls over (see the class docstring)."""
+        if self.max_slots is not None and footprint.foldable_slots > self.max_slots:
+            return True
+        return self.max_bytes is not None and footprint.foldable_bytes > self.max_bytes
+
+
+def footprint(crdt: str, doc: pycrdt.Doc[Any], stored_bytes: int) -> Footprint:
+    """The :class:`Footprint` of ``doc`` (one pass over its keys; nothing encoded)."""
+    return Footprint(slot_count(crdt, doc), seed_slot_count(crdt, doc), stored_bytes)
 
 
 @dataclass(frozen=True)
@@ -143,7 +201,8 @@ def carry_outcome(
 ) -> Carried | tuple[int, str]:
     """:meth:`Generations.carry_late` for a session's late update: what was stored, or
     the close code and reason the session ends with (nothing of it was stored).  The
-    server's pump (in a worker thread) and the simulated relay both call this."""
+    work of :meth:`~tiendasync.relay.core.RelayCore.late_carry` (what the server's pump and
+    the simulated relay both run)."""
     try:
         return generations.carry_late(
             tenant, doc, generation, data, replica=replica, received_at=received_at, check=check
@@ -218,16 +277,22 @@ class Generations:
         return self.store.generations(tenant).get(doc, 0)
 
     def due(self, tenant: str, doc: str, current: pycrdt.Doc[Any] | None = None) -> bool:
-        """Whether ``doc`` passed the policy's bounds (``current``: the doc, if loaded)."""
+        """Whether a rollover of ``doc`` would fold past the policy's bounds
+        (:meth:`RolloverPolicy.due`; ``current``: the doc, if loaded, else it is
+        replayed from storage).  Reads the store: not on the relay's event loop."""
         crdt = crdt_of(doc)
         if crdt is None or not self.policy.enabled:
             return False
         if current is None:
             current, _ = replay(self.store.load_doc(tenant, doc), tenant, doc)
-        p = self.policy
-        if p.max_slots is not None and slot_count(crdt, current) > p.max_slots:
-            return True
-        return p.max_bytes is not None and len(current.get_update()) > p.max_bytes
+        stored = self.stored_bytes(tenant, doc)
+        return self.policy.due(footprint(crdt, current, stored))
+
+    def stored_bytes(self, tenant: str, doc: str) -> int:
+        """What the byte bound measures of ``doc`` (0 when the policy has none: not read)."""
+        if self.policy.max_bytes is None:
+            return 0
+        return self.store.stored_bytes(tenant, doc)
 
     def roll_over_due(self) -> list[tuple[str, str, int]]:
         """Roll over every stored document past the policy: ``(tenant, doc, generation)``

@@ -861,6 +861,17 @@ class PostgresRelayStore:
         )
         return int(rows[0][0]) if rows else 0
 
+    def stored_bytes(self, tenant: str, doc: str) -> int:
+        # octet_length() of a bytea reads its (TOAST) header, not the value.
+        rows = self._read(
+            "SELECT COALESCE((SELECT octet_length(data) FROM snapshots "
+            "WHERE tenant = %s AND doc = %s), 0) + COALESCE((SELECT SUM(octet_length(u.data)) "
+            "FROM updates u WHERE u.tenant = %s AND u.doc = %s AND u.seq > COALESCE("
+            "(SELECT upto_seq FROM snapshots WHERE tenant = %s AND doc = %s), 0)), 0)",
+            (tenant, doc) * 3,
+        )
+        return int(rows[0][0])
+
     # -- per-replica config ------------------------------------------------------------------
 
     def _json_row(

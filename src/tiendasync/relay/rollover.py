@@ -11,7 +11,8 @@ Two parts:
   look, every ``check_s`` seconds, and never one rolled over (or the relay
   started) less than ``min_interval_s`` ago, so a till offline for less than
   that is never two generations behind;
-* :class:`LiveRollover` runs one rollover on the event loop, in the steps of
+* :class:`LiveRollover` checks those documents cheaply (below) and runs one
+  rollover on the event loop, in the steps of
   :meth:`~tiendasync.relay.core.RelayCore.begin_rollover`: the sessions that
   may use the document are sent to a new session, every queued write is
   committed, the late updates of the document are carried, the central
@@ -19,6 +20,17 @@ Two parts:
   stored (in a worker thread), the document is served again from storage
   and the central writer moves over in place.  Stores come back
   at once, a generation behind, and move over as after a restart.
+  Without a schedule (rollover while running off) it still runs the
+  rollovers asked for (:meth:`~tiendasync.relay.RelayServer.roll_over`).
+
+The check of a loaded document runs on the event loop, so it neither encodes
+the document nor replays it: the engine's key count, the sum of its clocks
+and the stored bytes (read in a worker thread).  Every key added since the
+last full count took at least one clock tick and a delete never adds to what
+a cut folds, so "what it folded then plus the ticks since" bounds what it
+folds now; the keys are counted again
+(:func:`~tiendasync.relay.generations.footprint`) only once that bound could
+pass the policy.
 
 On a relay cluster the node holding the review lock decides and cuts, as a
 lone relay does for its own sessions and central writers.  The other nodes'
@@ -38,13 +50,21 @@ from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
+from tiendasync.crdt.generations import slot_count
 from tiendasync.errors import ConfigError, TiendaSyncError
 from tiendasync.relay.core import RelayCore
-from tiendasync.relay.generations import Generations, crdt_of
+from tiendasync.relay.docs import RelayDoc
+from tiendasync.relay.generations import (
+    Footprint,
+    Generations,
+    RolloverPolicy,
+    crdt_of,
+    footprint,
+)
 from tiendasync.relay.state import PendingWrite
 from tiendasync.relay.storage import AppendResult
 
-__all__ = ["LiveRollover", "RolloverSchedule"]
+__all__ = ["LiveRollover", "RolloverSchedule", "loaded_due"]
 
 log = logging.getLogger("tiendasync.relay.generations")
 
@@ -106,6 +126,22 @@ class RolloverSchedule:
         self._next_check = now + min(self.check_s, self.min_interval_s)
 
 
+def loaded_due(policy: RolloverPolicy, crdt: str, rdoc: RelayDoc, stored_bytes: int) -> bool:
+    """Whether a cut of ``rdoc`` (a loaded counter or LWW document) folds past
+    ``policy``: ``policy.due(footprint(...))``, but counting its keys only when the bound
+    from its last count (``rdoc.fold_tally``) could pass it (see the module docstring)."""
+    slots = slot_count(crdt, rdoc.doc)
+    ticks = sum(rdoc.clocks().values())
+    most = slots  # nothing counted yet: every slot might fold
+    if rdoc.fold_tally is not None and ticks >= rdoc.fold_tally[0]:
+        most = min(slots, rdoc.fold_tally[1] + ticks - rdoc.fold_tally[0])
+    if not policy.due(Footprint(slots, slots - most, stored_bytes)):
+        return False  # not even if every key added since folds
+    counted = footprint(crdt, rdoc.doc, stored_bytes)
+    rdoc.fold_tally = (ticks, counted.foldable_slots)
+    return policy.due(counted)
+
+
 def _nothing() -> None:
     """A review-thread barrier: runs after everything handed to it before."""
 
@@ -113,7 +149,8 @@ def _nothing() -> None:
 class LiveRollover:
     """One relay's rollovers while it runs (see the module docstring).
 
-    ``settle(timeout)``: wait until the writes queued now are committed
+    ``schedule``: which documents to check, and when (None: none are, and only
+    :meth:`roll_over` runs).  ``settle(timeout)``: wait until the writes queued now are committed
     (whether they were); ``late_lock(key)``: the lock late updates of a
     document are carried under; ``in_reviews(fn)``: run ``fn`` where the central
     writers' reviews run, after those handed over so far.
@@ -123,7 +160,7 @@ class LiveRollover:
         self,
         core: RelayCore,
         generations: Generations,
-        schedule: RolloverSchedule,
+        schedule: RolloverSchedule | None,
         *,
         settle: Callable[[float], Awaitable[bool]],
         late_lock: Callable[[DocKey], AbstractAsyncContextManager[object]],
@@ -141,15 +178,20 @@ class LiveRollover:
         self._checking: asyncio.Task[None] | None = None
         #: rollovers done while running (``/metrics``-style figure, and the tests')
         self.count = 0
+        #: documents checked for a rollover while running (the same)
+        self.checked = 0
 
     def committed(self, batch: list[PendingWrite], _result: AppendResult) -> None:
         """``GroupCommit.after_commit``: note the documents written to."""
-        self.schedule.noted((w.tenant, w.doc) for w in batch)
+        if self.schedule is not None:
+            self.schedule.noted((w.tenant, w.doc) for w in batch)
 
     def tick(self, now: float) -> None:
         """Start a check if one is due (the sweeper calls this every few seconds).  Only
         while ``deciding()`` (on a cluster: this node holds the review lock); from when
         it starts to, every document waits a whole interval again."""
+        if self.schedule is None:
+            return
         deciding = self._deciding()
         if deciding and not self._decided:
             self.schedule.restart(now)
@@ -168,10 +210,14 @@ class LiveRollover:
             await asyncio.gather(self._checking, return_exceptions=True)
 
     async def _check(self, keys: list[DocKey], now: float) -> None:
+        assert self.schedule is not None
         due: dict[str, list[str]] = {}
         for tenant, doc in keys:
             try:
-                past = self._due(tenant, doc)
+                stored = 0
+                if self.generations.policy.max_bytes is not None:
+                    stored = await asyncio.to_thread(self.generations.stored_bytes, tenant, doc)
+                past = self._due(tenant, doc, stored)
                 if past is None:
                     past = await asyncio.to_thread(self.generations.due, tenant, doc)
             except TiendaSyncError as exc:
@@ -180,16 +226,21 @@ class LiveRollover:
             except Exception:  # a bug must not stop the checks
                 log.exception("%s/%s: rollover check failed", tenant, doc)
                 continue
+            self.checked += 1
             if past:
                 due.setdefault(tenant, []).append(doc)
         for tenant, docs in sorted(due.items()):
             for doc in await self.roll_over(tenant, docs):
                 self.schedule.rolled((tenant, doc), now)
 
-    def _due(self, tenant: str, doc: str) -> bool | None:
-        """Whether the loaded document is past the policy (None: not loaded here)."""
+    def _due(self, tenant: str, doc: str, stored_bytes: int) -> bool | None:
+        """Whether a cut of the loaded document would fold past the policy (None: not
+        loaded here, or broken); on the event loop, so cheap (see the module docstring)."""
         rdoc = self.core.docs.current(tenant, doc)
-        return None if rdoc is None else self.generations.due(tenant, doc, rdoc.doc)
+        crdt = crdt_of(doc)
+        if rdoc is None or rdoc.broken or crdt is None:
+            return None
+        return loaded_due(self.generations.policy, crdt, rdoc, stored_bytes)
 
     async def roll_over(self, tenant: str, docs: list[str]) -> dict[str, int]:
         """Roll ``docs`` of ``tenant`` over now, together (the stores reconnect once):

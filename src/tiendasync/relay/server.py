@@ -52,11 +52,11 @@ from tiendasync.relay.cluster import ClusterNode, Notice
 from tiendasync.relay.core import RelayCore
 from tiendasync.relay.docs import DocCache
 from tiendasync.relay.forward import Forwarder, RequestBook
-from tiendasync.relay.generations import Generations, RolloverPolicy, carry_outcome, ownership_check
+from tiendasync.relay.generations import Generations, RolloverPolicy
+from tiendasync.relay.heap import HeapTrimPolicy, release_free_heap
 from tiendasync.relay.integrity import VerifyReport, verify_store
 from tiendasync.relay.lookups import log_session, lookup_follower, lookup_hello
 from tiendasync.relay.nodes import WAKE, NodeBoard
-from tiendasync.relay.ownership import writer_of
 from tiendasync.relay.policy import Grants, RateLimits
 from tiendasync.relay.records import SyncRequest
 from tiendasync.relay.reviews import ReviewWork
@@ -72,6 +72,11 @@ log = logging.getLogger("tiendasync.relay")
 
 def _session_id() -> str:
     return secrets.token_hex(8)
+
+
+def _sweep_interval(idle_seconds: float) -> float:
+    """Seconds between sweeps of idle documents (and at least between heap trims)."""
+    return max(0.5, min(60.0, idle_seconds / 2))
 
 
 def _node_id() -> str:
@@ -165,6 +170,8 @@ class RelayServer:
     ``port=0`` to bind a free port; :attr:`port` is the real one after start.
     ``ssl_context`` serves ``wss://``.  ``limits`` caps connections and
     message rates (see :class:`~tiendasync.relay.core.RateLimits`).
+    ``trim_heap``: after documents were unloaded, give the allocator's free heap
+    back to the system (``relay.heap``; glibc only), at most once a sweep.
     """
 
     def __init__(
@@ -194,6 +201,7 @@ class RelayServer:
         review_delay: float = 0.2,
         rollover: RolloverPolicy | None = None,
         rollover_interval: float = 86_400.0,
+        trim_heap: bool = True,
     ) -> None:
         if not sync_log_days > 0:
             raise ConfigError(f"sync_log_days must be positive, got {sync_log_days!r}")
@@ -227,8 +235,13 @@ class RelayServer:
         #: While running, a document past ``rollover`` rolls over at most once per this
         #: many seconds (the start counts as one); 0, or on a cluster: only at start.
         self.rollover_interval = rollover_interval
-        #: Rollovers while running (None: off, see :attr:`rollover_interval`).
+        #: Rollovers while running, from :meth:`start` (None on a cluster); its
+        #: ``schedule`` is None when none happen by themselves (:attr:`rollover_interval`
+        #: 0, or no policy): then only :meth:`roll_over` runs one.
         self.live_rollover: LiveRollover | None = None
+        #: When the allocator's free heap goes back to the system after documents
+        #: were unloaded (``relay.heap``; None: never, the process's own business).
+        self.heap_trim = HeapTrimPolicy(_sweep_interval(idle_seconds)) if trim_heap else None
         self.core = RelayCore(
             store,
             clock=time.time,
@@ -388,20 +401,13 @@ class RelayServer:
         # Before anyone is served: no write can be on its way to a document cut here.
         for tenant, doc, generation in await asyncio.to_thread(self.generations.roll_over_due):
             log.info("%s/%s rolled over to generation %d", tenant, doc, generation)
-        if self.rollover_interval and self.generations.policy.enabled:
-            self.live_rollover = self._rollovers(
-                RolloverSchedule(
-                    self.rollover_interval,
-                    time.monotonic(),
-                    check_s=min(LIVE_ROLLOVER_CHECK_S, self.rollover_interval),
-                )
-            )
+        self.live_rollover = self._rollovers(self._rollover_schedule())
         after_commit = self._after_commit()
         if self.cluster is not None:
             # Another node's cut (its notice, a read, a refused commit): the central
             # writers move over here too, once what they were handed has run.
             self.core.on_moved = self._moved_elsewhere
-            if self.live_rollover is not None:
+            if self.live_rollover.schedule is not None:
                 self.cluster.on_rows = self.live_rollover.schedule.noted
         self._writes = GroupCommit(
             self.core,
@@ -468,11 +474,12 @@ class RelayServer:
 
     def _after_commit(self) -> Callable[[list[PendingWrite], AppendResult], None] | None:
         """Who is told of each stored batch: the cluster's cursors, the rollover schedule."""
+        live = self.live_rollover
         told = [
             hook
             for hook in (
                 None if self.cluster is None else self.cluster.committed,
-                None if self.live_rollover is None else self.live_rollover.committed,
+                None if live is None or live.schedule is None else live.committed,
             )
             if hook is not None
         ]
@@ -485,7 +492,17 @@ class RelayServer:
 
         return both
 
-    def _rollovers(self, schedule: RolloverSchedule) -> LiveRollover:
+    def _rollover_schedule(self) -> RolloverSchedule | None:
+        """When documents are checked for a rollover while running (None: never)."""
+        if not self.rollover_interval or not self.generations.policy.enabled:
+            return None
+        return RolloverSchedule(
+            self.rollover_interval,
+            time.monotonic(),
+            check_s=min(LIVE_ROLLOVER_CHECK_S, self.rollover_interval),
+        )
+
+    def _rollovers(self, schedule: RolloverSchedule | None) -> LiveRollover:
         cluster = self.cluster
         return LiveRollover(
             self.core,
@@ -531,10 +548,9 @@ class RelayServer:
         generation, or None if it could not be cut now.  On a cluster any node may
         (the others drop the old generation at its notice).  ConfigError when not
         running."""
-        if self._server is None:
+        if self._server is None or self.live_rollover is None:
             raise ConfigError("the relay is not running")
-        live = self.live_rollover or self._rollovers(RolloverSchedule(1.0, time.monotonic()))
-        return (await live.roll_over(tenant, [doc])).get(doc)
+        return (await self.live_rollover.roll_over(tenant, [doc])).get(doc)
 
     async def stop(self) -> None:
         """Close every connection, commit what is queued, stop.  Idempotent."""
@@ -894,23 +910,15 @@ class RelayServer:
         tenant = session.tenant
         assert tenant is not None
         lock = self._late_locks.setdefault((tenant, doc), asyncio.Lock())
-        check = ownership_check(doc, data, writer_of(session), int(time.time() * 1000))
+        work = self.core.late_carry(
+            self.generations, session, doc, generation, data, now=time.time()
+        )
 
         async def carry() -> None:
             async with lock:
                 if not session.open:
                     return  # closed meanwhile: it re-sends on its next sync
-                outcome = await asyncio.to_thread(
-                    carry_outcome,
-                    self.generations,
-                    tenant,
-                    doc,
-                    generation,
-                    data,
-                    replica=session.writer_name,
-                    received_at=time.time(),
-                    check=check,
-                )
+                outcome = await asyncio.to_thread(work)
                 self.core.late_done(session, doc, acks, outcome)
 
         self._spawn(carry())
@@ -922,20 +930,28 @@ class RelayServer:
         self._writes.put(write)
 
     async def _sweeper(self) -> None:
-        interval = max(0.5, min(60.0, self.docs.idle_seconds / 2))
+        interval = _sweep_interval(self.docs.idle_seconds)
         loop = asyncio.get_running_loop()
         next_sweep = loop.time() + interval
+        rolled = 0
         while True:
             await asyncio.sleep(min(interval, self.review_retry_seconds))
+            unloaded = 0
             if loop.time() >= next_sweep:
-                self.docs.sweep()
+                unloaded += self.docs.sweep()
                 next_sweep = loop.time() + interval
             try:
                 self.docs.expire_gaps()
                 self.core.yjs_tick(loop.time())
                 self.core.retry_reviews()
                 if self.live_rollover is not None:
+                    unloaded += self.live_rollover.count - rolled
+                    rolled = self.live_rollover.count
                     self.live_rollover.tick(time.monotonic())
+                if self.heap_trim is not None:
+                    self.heap_trim.unloaded(unloaded)
+                    if self.heap_trim.due(loop.time()):
+                        await asyncio.to_thread(release_free_heap)
             except Exception:  # a bug must not stop the sweeps
                 log.exception("expiring gapped updates or retrying central reviews failed")
 

@@ -242,6 +242,12 @@ class RelayStore(Protocol):
         """Updates logged for ``doc`` since its snapshot."""
         ...
 
+    def stored_bytes(self, tenant: str, doc: str) -> int:
+        """The bytes stored of ``doc``'s current generation: its snapshot and the updates
+        logged since (0 for a document never written).  Read from the rows' lengths,
+        without loading them (what a byte bound of rollover measures)."""
+        ...
+
     def schema_version(self) -> int:
         """The schema version the store of record is at."""
         ...
@@ -666,6 +672,17 @@ class SqliteRelayStore:
         """Updates logged for ``doc`` since its snapshot."""
         rows = self._read("SELECT log_count FROM docs WHERE tenant = ? AND doc = ?", (tenant, doc))
         return int(rows[0][0]) if rows else 0
+
+    def stored_bytes(self, tenant: str, doc: str) -> int:
+        # length() of a BLOB reads its size from the record header, not its pages.
+        rows = self._read(
+            "SELECT COALESCE((SELECT length(data) FROM snapshots WHERE tenant = ?1 "
+            "AND doc = ?2), 0) + COALESCE((SELECT SUM(length(u.data)) FROM updates u "
+            "WHERE u.tenant = ?1 AND u.doc = ?2 AND u.seq > COALESCE((SELECT upto_seq "
+            "FROM snapshots WHERE tenant = ?1 AND doc = ?2), 0)), 0)",
+            (tenant, doc),
+        )
+        return int(rows[0][0])
 
     # -- document generations ---------------------------------------------------------------
 
