@@ -117,9 +117,16 @@ def crash_sync(tmp_path: Path, cycles: int) -> dict[str, Any]:
             if victim in ("daemon", "both"):
                 daemon = Daemon(db, relay)
         reported.extend(pos.kill())
-        time.sleep(0.5)  # let the daemon push the last sales
+        # The last daemon pushes what the tills returned before it is killed (on a
+        # loaded machine every earlier one may have died before it connected).
+        deadline = time.monotonic() + 60
+        pushed_ids = _fresh_sales(relay, tmp_path, "probe")
+        while not set(reported) <= set(pushed_ids) and time.monotonic() < deadline:
+            assert daemon.proc.poll() is None, (tmp_path / "daemon.out").read_text()[-2000:]
+            time.sleep(0.5)
+            pushed_ids = _fresh_sales(relay, tmp_path, "probe")
         daemon.kill()
-        pushed = len(_fresh_sales(relay, tmp_path, "probe"))
+        pushed = len(pushed_ids)
         final = subprocess.run(
             [sys.executable, "-m", "tiendasync", "sync", "--db", str(db), "--relay", relay.url],
             capture_output=True,
