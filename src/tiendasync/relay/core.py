@@ -334,10 +334,18 @@ class RelayCore:
         """
         self._rolling.add((tenant, doc))
         self._rollover_epochs[tenant] = self._rollover_epochs.get(tenant, 0) + 1
+        return self._send_users_away(tenant, doc)
+
+    def _send_users_away(self, tenant: str, doc: str, below: int | None = None) -> int:
+        """Send every open session of ``tenant`` that may use ``doc`` (at a generation
+        under ``below``; None: any) to a new session, a follower of it closed (4410):
+        how many."""
         reason = f"{doc[:100]} moved to a new generation: reconnect"
         closed = 0
         for session in list(self.sessions.values()):
             if session.tenant != tenant or not session.open:
+                continue
+            if below is not None and session.generations.get(doc, 0) >= below:
                 continue
             if session.kind == "yjs":
                 if session.yjs_doc == doc:
@@ -346,8 +354,7 @@ class RelayCore:
             elif session.conn is not None and (
                 session.grants.can_read(doc) or session.grants.can_write(doc)
             ):
-                session.conn.request_sync(False)
-                session.conn.bye(reason)
+                send_away(session, reason)
                 self.on_output(session)
                 closed += 1
         return closed
@@ -362,25 +369,7 @@ class RelayCore:
         the others' rows, a refused commit, a load, a HELLO's facts); a lone relay
         sees here the cuts it made itself, whose sessions it sent away before.
         """
-        reason = f"{doc[:100]} moved to a new generation: reconnect"
-        closed = 0
-        for session in list(self.sessions.values()):
-            if (
-                session.tenant != tenant
-                or not session.open
-                or session.generations.get(doc, 0) >= generation
-            ):
-                continue
-            if session.kind == "yjs":
-                if session.yjs_doc == doc:
-                    self.followers.moved(session, f"{doc[:100]} moved to a new generation: reload")
-                    closed += 1
-            elif session.conn is not None and (
-                session.grants.can_read(doc) or session.grants.can_write(doc)
-            ):
-                send_away(session, reason)
-                self.on_output(session)
-                closed += 1
+        closed = self._send_users_away(tenant, doc, below=generation)
         if closed:
             log.info(
                 "%s/%s is at generation %d: %d session(s) sent to a new one",
