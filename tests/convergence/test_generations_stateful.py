@@ -13,9 +13,9 @@ base machine's: every store and the relay's writer hold the same state, the
 stock totals equal the model (each sale counted once), every returned sale is
 everywhere, and the open conflicts are the invariants' verdict.
 
-A store two generations behind is refused by design (docs/generations.md),
-so a second rollover waits until every honest store has moved to the
-current generation.
+Rollovers come whether or not every store has moved: a store offline across
+several of them holds a generation two or more behind, and its writes to it
+are carried straight into the current one (docs/generations.md).
 
 CI runs a bounded profile; ``TIENDASYNC_SOAK=1 pytest -m soak`` the long one.
 """
@@ -46,20 +46,18 @@ class RolloverConvergence(SyncConvergence):
         super().__init__()
         self.rollovers = 0
 
-    def _everyone_current(self) -> bool:
-        """Whether every honest store holds every document at the relay's generation."""
+    def _count_stores_far_behind(self) -> None:
+        """Count the honest stores that now hold a document two or more generations
+        behind the relay's (their writes to it are carried across several cuts)."""
         net = self.n
         relay = net.relay.store.generations(net.tenant)
         for name in self.names:
             r = net.replica(name)
             held = r.core.generations()
-            if any(held.get(d, 0) != relay.get(d, 0) for d in r.doc_names()):
-                return False
-        return True
+            if any(relay.get(d, 0) - held.get(d, 0) >= 2 for d in r.doc_names()):
+                FIGURES["stores_two_generations_behind"] += 1
 
-    @precondition(
-        lambda self: self.net is not None and self.rollovers < 3 and self._everyone_current()
-    )
+    @precondition(lambda self: self.net is not None and self.rollovers < 4)
     @rule()
     def rollover(self) -> None:
         """Restart the relay with rollover on: every document starts a new generation."""
@@ -67,10 +65,9 @@ class RolloverConvergence(SyncConvergence):
         lost = self.n.restart_relay(rollover=EVERYTHING)
         FIGURES["rollovers"] += 1
         FIGURES["relay_writes_lost_uncommitted"] += lost
+        self._count_stores_far_behind()
 
-    @precondition(
-        lambda self: self.net is not None and self.rollovers < 3 and self._everyone_current()
-    )
+    @precondition(lambda self: self.net is not None and self.rollovers < 4)
     @rule()
     def rollover_live(self) -> None:
         """Roll every document over while the relay runs: live sessions are sent to a new
@@ -79,6 +76,7 @@ class RolloverConvergence(SyncConvergence):
         self.n.roll_over_live(EVERYTHING)
         FIGURES["rollovers"] += 1
         FIGURES["live_rollovers"] += 1
+        self._count_stores_far_behind()
 
     def _heal_and_check(self) -> None:
         super()._heal_and_check()
@@ -111,6 +109,8 @@ def test_convergence_with_rollovers_soak() -> None:
     run_state_machine_as_test(RolloverConvergence, settings=SOAK_SETTINGS)
     print(f"\nrollover convergence (soak): {dict(sorted(FIGURES.items()))}")
     assert FIGURES["rollovers"] > 0
+    assert FIGURES["stores_two_generations_behind"] > 0  # carried across several cuts
+    assert FIGURES["cases_converged"] == FIGURES["cases"]
 
 
 def test_a_document_created_after_the_hello_is_recorded_at_the_relays_generation(

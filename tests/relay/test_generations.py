@@ -189,10 +189,15 @@ def test_a_late_update_that_lacks_its_predecessor_is_refused_until_they_arrive(s
     gens.carry_late(TENANT, STOCK, 0, first, replica="a", received_at=2.0)
     gens.carry_late(TENANT, STOCK, 0, second, replica="a", received_at=3.0)
     assert _stock(_current(store, STOCK)) == {"CAFE": 7}
-    # two generations on, a late update to 0 is refused: only the one before is open
-    gens.roll_over(TENANT, STOCK)
-    with pytest.raises(InvalidArgument, match="generation 1 only"):
-        gens.carry_late(TENANT, STOCK, 0, a.sell("CAFE", 1), replica="a", received_at=4.0)
+    # two generations on, a late update to 0 is still carried, straight into 2, once
+    assert gens.roll_over(TENANT, STOCK) == 2
+    third = a.sell("CAFE", 1)
+    for at in (4.0, 5.0):
+        gens.carry_late(TENANT, STOCK, 0, third, replica="a", received_at=at)
+    assert _stock(_current(store, STOCK)) == {"CAFE": 6}
+    assert len(store.load_doc(TENANT, STOCK).updates) == 1  # the second send carried nothing
+    with pytest.raises(InvalidArgument, match="not a past one"):
+        gens.carry_late(TENANT, STOCK, 2, a.sell("CAFE", 1), replica="a", received_at=6.0)
     with pytest.raises(InvalidArgument):
         gens.roll_over(TENANT, "sales/t1/2026-06")
     store.close()
@@ -220,6 +225,17 @@ def test_a_catalog_rollover_keeps_winners_and_carries_a_newer_late_edit(spec: st
     c = Till(404, bytes(_current(store, "catalog").get_update()))
     _log(store, "catalog", "c", c.edit("CAFE", {"price_cents": 480}, t(115, 0, "c")))
     assert LWWMap(_current(store, "catalog")).get("CAFE") == {"name": "Café", "price_cents": 500}
+    # two cuts later, a late edit to 0 still wins where it is newer, and only there
+    gens.roll_over(TENANT, "catalog")
+    gens.roll_over(TENANT, "catalog")
+    d = Till(505, bytes(_current(store, "catalog").get_update()))
+    _log(store, "catalog", "d", d.edit("CAFE", {"name": "Café de olla"}, t(130, 0, "d")))
+    latest = offline.edit("CAFE", {"name": "Café viejo", "price_cents": 520}, t(125, 0, "o"))
+    gens.carry_late(TENANT, "catalog", 0, latest, replica="o", received_at=2.0)
+    assert LWWMap(_current(store, "catalog")).get("CAFE") == {
+        "name": "Café de olla",
+        "price_cents": 520,
+    }
     store.close()
 
 
@@ -360,41 +376,62 @@ def _relay(
 
 # -- every interleaving of late writers, duplicates and relay restarts -------------------------
 
-#: One step: (which offline till, sale quantity, re-send the whole document?, restart after?).
+#: One step: which till sells how much, whether it re-sends its whole document, whether
+#: the relay restarts after, rolls the document over after, and the till then syncs
+#: (moves to the current generation and goes offline again).
 STEPS = st.lists(
-    st.tuples(st.integers(0, 2), st.integers(1, 5), st.booleans(), st.booleans()),
+    st.tuples(
+        st.integers(0, 2),
+        st.integers(1, 5),
+        st.booleans(),
+        st.booleans(),
+        st.booleans(),
+        st.booleans(),
+    ),
     min_size=1,
-    max_size=8,
+    max_size=10,
 )
 
 
 @settings(
-    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(steps=STEPS)
-def test_late_writers_in_any_order_with_restarts_count_each_sale_once(
-    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[int, int, bool, bool]]
+def test_late_writers_any_generations_behind_count_each_sale_once(
+    tmp_path_factory: pytest.TempPathFactory,
+    steps: list[tuple[int, int, bool, bool, bool, bool]],
 ) -> None:
+    """Tills offline across any number of cuts send to the generation they hold, in any
+    order, twice, with restarts between: each sale is in the current stock once."""
     path = str(tmp_path_factory.mktemp("gen") / "relay.db")
     store = SqliteRelayStore(path)
     base = Till(1)
     _log(store, STOCK, "base", base.receive("CAFE", 100))
     synced = bytes(_current(store, STOCK).get_update())
     tills = [Till(10 + i, synced) for i in range(3)]  # all offline from here on
-    ids = iter(range(50_000, 60_000))
+    held = [0, 0, 0]  # the generation each till holds
+    ids, next_till = iter(range(50_000, 60_000)), iter(range(100, 10_000))
     Generations(store, writer_id=ids.__next__).roll_over(TENANT, STOCK)
     sold = 0
-    for which, qty, whole, restart in steps:
+    for which, qty, whole, restart, roll, rejoin in steps:
         till = tills[which]
         update = till.sell("CAFE", qty)
         sold += qty
         sent = bytes(till.doc.get_update()) if whole else update  # a whole-doc diff re-sends all
         gens = Generations(store, writer_id=ids.__next__)
-        gens.carry_late(TENANT, STOCK, 0, sent, replica=str(which), received_at=1.0)
-        gens.carry_late(TENANT, STOCK, 0, update, replica=str(which), received_at=2.0)  # again
+        if held[which] == gens.generation(TENANT, STOCK):
+            _log(store, STOCK, str(which), sent, update)
+        else:
+            for data in (sent, update):  # again: an ACK lost
+                gens.carry_late(TENANT, STOCK, held[which], data, replica="x", received_at=1.0)
         if restart:
             store.close()
             store = SqliteRelayStore(path)
+        if roll:
+            Generations(store, writer_id=ids.__next__).roll_over(TENANT, STOCK)
+        if rejoin:  # every write of it is in: it takes the current generation
+            tills[which] = Till(next(next_till), bytes(_current(store, STOCK).get_update()))
+            held[which] = Generations(store).generation(TENANT, STOCK)
     assert _stock(_current(store, STOCK)) == {"CAFE": 100 - sold}
     store.close()
 

@@ -579,7 +579,7 @@ def test_a_late_update_and_its_carry_are_logged_together_once(
         seed=b"seed",
         state_vector=b"\x02",
     )
-    late = partial(store.append_late, *key, replica="t9", received_at=5.0)
+    late = partial(store.append_late, *key, replica="t9", into_generation=1, received_at=5.0)
     seq = late(generation=0, data=b"late1", after_seq=0, carry=b"carry1", state_vector=b"\x05")
     assert seq is not None
     # computed on g as it was before late1: refused, nothing logged
@@ -595,6 +595,26 @@ def test_a_late_update_and_its_carry_are_logged_together_once(
     assert store.log_size(*key) == 1
     with pytest.raises(InvalidArgument):
         late(generation=1, data=b"x", after_seq=0, carry=None, state_vector=b"\x05")
+    # a generation on: a carry computed on 1 is refused, one computed on 2 is logged,
+    # and generation 0 still takes late updates
+    upto = store.load_doc(*key).last_seq
+    assert store.roll_over(
+        *key, generation=1, upto_seq=upto, cut=b"cut1", seed=b"seed2", state_vector=b"\x07"
+    )
+    assert late(generation=0, data=b"l3", after_seq=seq2, carry=b"c3", state_vector=b"\x08") is None
+    seq3 = late(
+        generation=0,
+        data=b"l3",
+        after_seq=seq2,
+        carry=b"c3",
+        state_vector=b"\x08",
+        into_generation=2,
+    )
+    assert seq3 is not None
+    assert [d for _, d in store.load_generation(*key, 0).updates] == [b"late1", b"dup", b"l3"]
+    assert [d for _, d in store.load_doc(*key).updates] == [b"c3"]
+    assert store.load_generation(*key, 1).updates == []
+    assert store.state_vectors("acme")["stock/t1"] == b"\x08"
     with pytest.raises(InvalidArgument):
         store.append_late(
             "acme",
@@ -604,6 +624,7 @@ def test_a_late_update_and_its_carry_are_logged_together_once(
             replica=None,
             after_seq=0,
             carry=None,
+            into_generation=1,
             state_vector=b"\x00",
             received_at=1.0,
         )
@@ -611,7 +632,7 @@ def test_a_late_update_and_its_carry_are_logged_together_once(
     backend.raw("UPDATE late_updates SET data = ? WHERE seq = ?", (b"LATE1", seq))
     backend.raw("UPDATE generation_cuts SET data = ?", (b"CUT",))
     past = store.load_generation(*key, 0)
-    assert past.snapshot is None and past.updates == [(seq2, b"dup")]
+    assert past.snapshot is None and past.updates == [(seq2, b"dup"), (seq3, b"l3")]
     assert [s for s, _ in past.damaged] == [0, seq]
 
 
@@ -638,6 +659,7 @@ def test_two_relays_carrying_late_updates_at_once_log_one(backend: Backend) -> N
                 replica="t",
                 after_seq=0,
                 carry=b"carry%d" % i,
+                into_generation=1,
                 state_vector=b"\x03",
                 received_at=1.0,
             )

@@ -20,6 +20,7 @@ from tests.support.rollovers import EVERYTHING
 from tiendasync import Replica
 from tiendasync.crdt.counter import PNCounter
 from tiendasync.relay.generations import RolloverPolicy
+from tiendasync.relay.storage import SqliteRelayStore
 
 
 def _central_stock(relay: RelayThread, sku: str) -> int:
@@ -71,9 +72,9 @@ def test_rolling_over_while_stores_sell_counts_every_sale_once(tmp_path: Path) -
         for _ in range(3):
             time.sleep(0.3)
             generations.append(relay.run(relay.server.roll_over("acme", STOCK)))
-            # Both move over before the next cut: a store two generations behind with
-            # sales to send is refused (docs/generations.md), hence the interval.  A
-            # store moves once all its writes to the old generation are acknowledged:
+            # Both move over before the next cut (a store further behind is the
+            # test below's).  A store moves once all its writes to the old generation
+            # are acknowledged:
             # selling every 20 ms, faster than a late sale is carried here, it never
             # is; a till moves at its first pause (docs/generations.md), so pause.
             lull.set()
@@ -223,6 +224,48 @@ def test_a_catalog_whose_seed_is_past_the_bound_rolls_over_once_not_at_every_int
         assert generation() == 1 and live.count == 1
         _wait(lambda: t1.catalog.get("P0060") == {"name": "Producto 60", "price_cents": 999})
         assert t2.catalog.get("P0000") is not None
+    finally:
+        for r in (t1, t2):
+            r.stop_sync()
+            r.close()
+        relay.close()
+
+
+def test_a_till_offline_across_three_cuts_has_every_sale_carried_once(tmp_path: Path) -> None:
+    """t2 sells and edits a price offline while the relay cuts stock and catalog three
+    times (t1 online, following every cut); back online, t2's writes to generation 0 are
+    carried straight into generation 3, once, and t2 moves there in one step."""
+    relay = RelayThread(tmp_path, rollover=EVERYTHING)
+    t1, t2 = _open(tmp_path, "t1"), _open(tmp_path, "t2")
+    try:
+        t1.catalog.put("CAFE", {"name": "Café", "price_cents": 450})
+        t1.inventory.receive("CAFE", 100)
+        for r in (t1, t2):
+            assert r.sync_now(relay.url, token=relay.token(r.replica_id)).outcome == "ok"
+        assert t2.inventory.stock("CAFE") == 100
+        t1.start_sync(relay.url, token=relay.token("t1"))
+        for cut in (1, 2, 3):
+            for doc in (STOCK, "catalog"):
+                assert relay.run(relay.server.roll_over("acme", doc)) == cut
+            t1.record_sale([("CAFE", 1)])
+            t2.record_sale([("CAFE", 2)])  # offline: generation 0
+            _wait(lambda: t1.core.generations().get(STOCK) == cut)  # noqa: B023
+        t2.catalog.put("CAFE", {"price_cents": 500})
+        assert t2.core.generations().get(STOCK, 0) == 0
+        total = 100 - 3 - 6
+        for _ in range(3):  # catch up, carry, move (each may end the session for a new one)
+            assert t2.sync_now(relay.url, token=relay.token("t2")).outcome == "ok"
+        held = t2.core.generations()
+        assert held[STOCK] == held["catalog"] == 3
+        with SqliteRelayStore(str(tmp_path / "relay.db")) as store:  # carried from 0
+            assert store.load_generation("acme", STOCK, 0).updates
+            assert store.load_generation("acme", "catalog", 0).updates
+        _wait(lambda: _stock_at_relay(tmp_path / "relay.db") == {"CAFE": total})
+        _wait(lambda: t1.inventory.stock("CAFE") == total and t2.inventory.stock("CAFE") == total)
+        _wait(lambda: _central_stock(relay, "CAFE") == total)
+        _wait(lambda: t1.catalog.get("CAFE") == {"name": "Café", "price_cents": 500})
+        assert t2.catalog.get("CAFE") == {"name": "Café", "price_cents": 500}
+        assert len(t1.sales.list()) == len(t2.sales.list()) == 6
     finally:
         for r in (t1, t2):
             r.stop_sync()

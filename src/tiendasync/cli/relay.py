@@ -314,8 +314,8 @@ def _add_rollover(relay: argparse.ArgumentParser) -> None:
         default=86_400.0,
         metavar="SECONDS",
         help="while running, roll a document over at most once per SECONDS (a start counts "
-        "as one; on a cluster, the node holding the review lock decides); keep it above "
-        "your longest offline period; 0: only at start (default: 86400)",
+        "as one; on a cluster, the node holding the review lock decides); 0: only at "
+        "start (default: 86400)",
     )
 
 

@@ -351,19 +351,21 @@ class Generations:
 
         ``check(g)``, if given, is called with the past generation as stored
         before ``data`` and raises to refuse it (the ownership rule, checked
-        against that generation, not the current one).  Only the generation
-        just before the current one takes late updates; an older one raises
-        :class:`InvalidArgument` (docs/generations.md).
+        against that generation, not the current one).  Any past generation takes
+        late updates, carried straight into the current one: what a past
+        generation's late update adds is measured on that generation alone (its
+        cut, its late updates so far), and the generations between kept the
+        winners and totals it knew (docs/generations.md).  :class:`InvalidArgument`
+        if ``generation`` is not a past one.
         """
         crdt = crdt_of(doc)
         if crdt is None:
             raise InvalidArgument(f"{doc!r} is not a counter or LWW document")
         for _ in range(MAX_ATTEMPTS):
             now_at = self.generation(tenant, doc)
-            if generation + 1 != now_at:
+            if not 0 <= generation < now_at:
                 raise InvalidArgument(
-                    f"{doc!r} is at generation {now_at}: late updates are taken for "
-                    f"generation {now_at - 1} only, not {generation}"
+                    f"{doc!r} is at generation {now_at}: {generation} is not a past one"
                 )
             past = self.store.load_generation(tenant, doc, generation)
             if past.snapshot is None:
@@ -398,6 +400,7 @@ class Generations:
                 replica=replica,
                 after_seq=past.last_seq,
                 carry=carry,
+                into_generation=now_at,
                 state_vector=bytes(current.get_state()),
                 received_at=received_at,
             )

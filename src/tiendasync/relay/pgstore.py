@@ -594,6 +594,7 @@ class PostgresRelayStore:
         replica: str | None,
         after_seq: int,
         carry: bytes | None,
+        into_generation: int,
         state_vector: bytes,
         received_at: float,
     ) -> int | None:
@@ -614,9 +615,7 @@ class PostgresRelayStore:
                 "AND generation = %s AND seq > %s)",
                 (*key, generation, after_seq),
             ).fetchone()
-            if (newer is not None and newer[0]) or (
-                generation + 1 != current and carry is not None
-            ):
+            if (newer is not None and newer[0]) or current != into_generation:
                 return None
             logged = conn.execute(
                 "INSERT INTO late_updates (tenant, doc, generation, data, replica, received_at, "

@@ -191,7 +191,7 @@ class CentralReviews:
             mine = held.get(doc, 0)
             if doc not in names or mine == generation:
                 continue
-            if mine + 1 == generation:
+            if mine < generation:
                 self._carry_own(tenant, writer, doc, mine)
             else:
                 log.warning(

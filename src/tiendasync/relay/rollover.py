@@ -9,8 +9,8 @@ Two parts:
 * :class:`RolloverSchedule` decides *which* documents to look at and *when*
   (sans I/O: the pump passes the time in): those committed to since the last
   look, every ``check_s`` seconds, and never one rolled over (or the relay
-  started) less than ``min_interval_s`` ago, so a till offline for less than
-  that is never two generations behind;
+  started) less than ``min_interval_s`` ago, so stores move over at most that
+  often (one offline longer is carried across several cuts at once);
 * :class:`LiveRollover` checks those documents cheaply (below) and runs one
   rollover on the event loop, in the steps of
   :meth:`~tiendasync.relay.core.RelayCore.begin_rollover`: the sessions that

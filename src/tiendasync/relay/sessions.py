@@ -434,10 +434,10 @@ class SyncSessions:
         conn = session.conn
         assert conn is not None
         current = session.generations[doc]
-        if generation + 1 != current or self.on_late is None:
+        if not 0 <= generation < current or self.on_late is None:
             reason = (
-                f"this store holds generation {generation} of {doc!r} and the relay is at "
-                f"{current}: only updates to generation {current - 1} are carried over"
+                f"this store holds generation {generation} of {doc[:100]!r} and the relay "
+                f"is at {current}: its updates cannot be carried over here"
             )
             session.record.error = reason
             conn.fail(CLOSE_VERSION, reason)

@@ -169,16 +169,19 @@ class RelayStore(Protocol):
         replica: str | None,
         after_seq: int,
         carry: bytes | None,
+        into_generation: int,
         state_vector: bytes,
         received_at: float,
     ) -> int | None:
-        """Log ``data``, a late update to past ``generation``, and ``carry`` (what it adds
-        to the current generation, if anything) in one transaction: the late update's
-        seq.  ``state_vector``: the current generation's with the carry.  ``None``, and
-        nothing done, if ``generation`` got late updates after ``after_seq`` or the doc
-        moved on to another generation (the carry was computed on an old state: reload,
-        recompute, retry).  :class:`~tiendasync.errors.InvalidArgument` if
-        ``generation`` is not a past generation of ``doc``."""
+        """Log ``data``, a late update to past ``generation`` (any past one), and
+        ``carry`` (what it adds to the current generation, if anything) in one
+        transaction: the late update's seq.  ``into_generation``: the current generation
+        the carry was computed on; ``state_vector``: its state vector with the carry.
+        ``None``, and nothing done, if ``generation`` got late updates after
+        ``after_seq`` or the doc is no longer at ``into_generation`` (the carry was
+        computed on an old state: reload, recompute, retry).
+        :class:`~tiendasync.errors.InvalidArgument` if ``generation`` is not a past
+        generation of ``doc``."""
         ...
 
     # per-replica config
@@ -763,6 +766,7 @@ class SqliteRelayStore:
         replica: str | None,
         after_seq: int,
         carry: bytes | None,
+        into_generation: int,
         state_vector: bytes,
         received_at: float,
     ) -> int | None:
@@ -781,7 +785,7 @@ class SqliteRelayStore:
                 "AND generation = ? AND seq > ?",
                 (*key, generation, after_seq),
             ).fetchone()[0]
-            if newer or (generation + 1 != current and carry is not None):
+            if newer or current != into_generation:
                 return None
             cur = conn.execute(
                 "INSERT INTO late_updates (tenant, doc, generation, data, replica, received_at, "

@@ -374,8 +374,8 @@ class ReplicaSync:
                 if _rollable(doc):
                     unheld[doc] = generation
             elif generation > mine:
-                # One behind: its writes to the old one are carried.  Further behind:
-                # it moves only if it has none (else the relay refuses them, 4010).
+                # Behind (by one generation or several): its writes to the one it
+                # holds are carried into the relay's, then it moves there.
                 self.behind[doc] = generation
             elif generation < mine:  # the relay refuses that at the HELLO
                 self._refuse(f"the relay holds generation {generation} of {doc!r}, we {mine}")
