@@ -9,14 +9,12 @@ no node may serve a generation the database has left.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ import psycopg
 import pytest
 
 from tests.store.test_client import wait_until
+from tests.support.relay_thread import ServedRelay
 from tiendasync import Replica
 from tiendasync.crdt.counter import PNCounter
 from tiendasync.errors import NotFound
@@ -39,7 +38,7 @@ STOCK = "stock/t1"
 OPENING = 100_000
 
 
-class NodeThread:
+class NodeThread(ServedRelay):
     """One relay node on ``url``, serving from its own event loop thread."""
 
     def __init__(
@@ -53,63 +52,24 @@ class NodeThread:
         listen_retry: float = 0.5,
     ) -> None:
         self.name = name
-        self.store = PostgresRelayStore(url, node_id=name)
+        store = PostgresRelayStore(url, node_id=name)
         self.cluster = ClusterNode(
             PgFeed(url, name), review_check_seconds=0.2, listen_retry_seconds=listen_retry
         )
-        self.server = RelayServer(
-            self.store,
+        server = RelayServer(
+            store,
             port=0,
             cluster=self.cluster,
             central_dir=central,
             rollover=rollover,
             rollover_interval=rollover_interval,
         )
-        self.loop = asyncio.new_event_loop()
-        self._stop = asyncio.Event()
-        started = threading.Event()
-        self.failed: BaseException | None = None
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-
-            async def main() -> None:
-                try:
-                    await self.server.start()
-                except BaseException as exc:
-                    self.failed = exc
-                    started.set()
-                    raise
-                started.set()
-                await self._stop.wait()
-                await self.server.stop()
-
-            self.loop.run_until_complete(main())
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        assert started.wait(30) and self.failed is None, self.failed
-        self.url = f"ws://127.0.0.1:{self.server.port}"
-
-    def call(self, fn: Callable[[], Any]) -> Any:
-        async def wrapped() -> Any:
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(wrapped(), self.loop).result(10)
-
-    def run(self, coro: Any, timeout: float = 30.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        super().__init__(server, store)
 
     def loaded_generation(self, doc: str = STOCK) -> int | None:
         """The generation of ``doc`` this node holds in memory (None: not loaded)."""
         rdoc = self.call(lambda: self.server.docs.current("acme", doc))
         return None if rdoc is None else int(rdoc.generation)
-
-    def close(self) -> None:
-        if self.thread.is_alive():
-            self.loop.call_soon_threadsafe(self._stop.set)
-            self.thread.join(20)
-        self.store.close()
 
 
 def _tokens(url: str, names: list[str]) -> dict[str, str]:

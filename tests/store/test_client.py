@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.support.relay_thread import ServedRelay
 from tiendasync import AuthError, Replica, ReplicaStatus, UnreachableRelay
 from tiendasync.relay import RelayServer, SqliteRelayStore
 from tiendasync.relay.auth import issue_token
 from tiendasync.relay.generations import RolloverPolicy
 
 
-class RelayThread:
-    """A RelayServer running in its own event loop thread."""
+class RelayThread(ServedRelay):
+    """A RelayServer on a SQLite store of record in ``tmp``, with a central writer,
+    running in its own event loop thread."""
 
     def __init__(
         self,
@@ -27,52 +27,19 @@ class RelayThread:
         rollover: RolloverPolicy | None = None,
         rollover_interval: float = 86_400.0,
     ) -> None:
-        self.store = SqliteRelayStore(str(tmp / "relay.db"))
-        self.server = RelayServer(
-            self.store,
+        store = SqliteRelayStore(str(tmp / "relay.db"))
+        server = RelayServer(
+            store,
             host="127.0.0.1",
             port=0,
             central_dir=tmp / "central",
             rollover=rollover,
             rollover_interval=rollover_interval,
         )
-        self.loop = asyncio.new_event_loop()
-        self._stop = asyncio.Event()
-        started = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-
-            async def main() -> None:
-                await self.server.start()
-                started.set()
-                await self._stop.wait()
-                await self.server.stop()
-
-            self.loop.run_until_complete(main())
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        assert started.wait(10)
-        self.url = f"ws://127.0.0.1:{self.server.port}"
+        super().__init__(server, store, start_timeout=10)
 
     def token(self, replica: str) -> str:
         return issue_token(self.store, tenant="acme", replica_id=replica)
-
-    def call(self, fn: Callable[[], Any]) -> Any:
-        async def wrapped() -> Any:
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(wrapped(), self.loop).result(10)
-
-    def run(self, coro: Any, timeout: float = 30.0) -> Any:
-        """Await ``coro`` on the relay's loop; its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self._stop.set)
-        self.thread.join(10)
-        self.store.close()
 
 
 @pytest.fixture
