@@ -87,7 +87,9 @@ def test_the_walk_sees_the_whole_tree() -> None:
     assert "--count" in names_of(found["tiendasync queue resolve"])
 
 
-@pytest.mark.parametrize(("page", "at_least"), [("cli.md", 5), ("relay.md", 5)])
+@pytest.mark.parametrize(
+    ("page", "at_least"), [("cli.md", 5), ("relay.md", 5), ("generations.md", 3)]
+)
 def test_example_command_lines_parse(page: str, at_least: int) -> None:
     text = (PAGE.parent / page).read_text(encoding="utf-8")
     lines = [

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from tiendasync.cli.common import Commands, read_token_file
 from tiendasync.cli.exits import guard
+from tiendasync.cli.relay_generations import register_generations
 from tiendasync.cli.relay_worker import add_worker_options, register_worker, start_worker_thread
 from tiendasync.cli.tables import format_time
 from tiendasync.errors import (
@@ -215,8 +216,13 @@ def register(commands: Commands) -> None:
     )
     add_worker_options(relay)
     relay.set_defaults(handler=guard(_run))
-    sub = relay.add_subparsers(dest="relay_command", metavar="{token,sync-now,export-sales,worker}")
+    sub = relay.add_subparsers(
+        dest="relay_command",
+        metavar="{token,sync-now,export-sales,worker,generations,archive-generations,"
+        "restore-generations}",
+    )
     _add_export_sales(sub)
+    register_generations(sub)
     register_worker(sub, _load_invariants)
 
     now = sub.add_parser(

@@ -43,15 +43,21 @@ from tiendasync.crdt.generations import (
     seed_update,
     slot_count,
 )
-from tiendasync.errors import InvalidArgument, RemoteProtocolError, StorageError, TiendaSyncError
+from tiendasync.errors import (
+    InvalidArgument,
+    NotFound,
+    RemoteProtocolError,
+    StorageError,
+    TiendaSyncError,
+)
 from tiendasync.model.docnames import parse_doc
-from tiendasync.protocol import CLOSE_INTERNAL, CLOSE_PROTOCOL
+from tiendasync.protocol import CLOSE_INTERNAL, CLOSE_PROTOCOL, CLOSE_VERSION
 from tiendasync.protocol.statevector import decode_state_vector
 from tiendasync.protocol.yjs_update import MalformedUpdate, parse_update
 from tiendasync.relay.central import CENTRAL_REPLICA_ID
 from tiendasync.relay.docs import ends_of, is_panic, replay
 from tiendasync.relay.ownership import Writer, check_update, deleted_in
-from tiendasync.relay.storage import RelayStore
+from tiendasync.relay.storage import RelayStore, archived_reason
 
 __all__ = [
     "Carried",
@@ -209,6 +215,8 @@ def carry_outcome(
         )
     except RemoteProtocolError as exc:
         return exc.code, exc.reason
+    except NotFound:  # archived (``relay.generation_archive``): it keeps its queue
+        return CLOSE_VERSION, archived_reason(doc, generation)
     except InvalidArgument as exc:
         return CLOSE_PROTOCOL, str(exc)
     except TiendaSyncError as exc:

@@ -12,7 +12,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from tiendasync.errors import TiendaSyncError
+from tiendasync.errors import NotFound, TiendaSyncError
 from tiendasync.model.config import StoreConfig
 from tiendasync.protocol import Hello
 from tiendasync.relay.auth import authenticate, check_token
@@ -37,16 +37,21 @@ def lookup_hello(store: RelayStore, hello: Hello) -> HelloFacts:
         return HelloFacts(foreign=tuple(foreign))
     _keep_reported_config(store, hello)
     generations = store.generations(hello.tenant)
+    past: dict[str, bytes] = {}
+    archived: dict[str, int] = {}
+    for doc, mine in (hello.generations or {}).items():
+        if generations.get(doc, 0) > mine:
+            try:
+                past[doc] = past_state_vector(store, hello.tenant, doc, mine)
+            except NotFound:
+                archived[doc] = mine
     return HelloFacts(
         config=store.get_replica_config(hello.tenant, hello.replica_id),
         owned=frozenset(store.client_ids_of(hello.tenant, hello.replica_id)),
         state_vectors=store.state_vectors(hello.tenant),
         generations=generations,
-        past_state_vectors={
-            doc: past_state_vector(store, hello.tenant, doc, mine)
-            for doc, mine in (hello.generations or {}).items()
-            if generations.get(doc, 0) > mine
-        },
+        past_state_vectors=past,
+        archived=archived,
     )
 
 

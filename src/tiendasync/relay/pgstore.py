@@ -47,12 +47,13 @@ from tiendasync.relay.records import (
     DocHistory,
     GenerationMoved,
     NodeRecord,
+    PastGeneration,
     SessionRecord,
     SyncRequest,
     TokenRecord,
 )
 from tiendasync.relay.schema import checksum_of
-from tiendasync.relay.storage import generation_history
+from tiendasync.relay.storage import archived_reason, generation_history
 
 __all__ = [
     "CHANNEL",
@@ -610,6 +611,11 @@ class PostgresRelayStore:
                 raise InvalidArgument(
                     f"{doc!r} is at generation {current}: {generation} is not a past one"
                 )
+            if not conn.execute(
+                "SELECT 1 FROM generation_cuts WHERE tenant = %s AND doc = %s AND generation = %s",
+                (*key, generation),
+            ).fetchone():
+                raise NotFound(archived_reason(doc, generation))
             newer = conn.execute(
                 "SELECT EXISTS (SELECT 1 FROM late_updates WHERE tenant = %s AND doc = %s "
                 "AND generation = %s AND seq > %s)",
@@ -641,6 +647,94 @@ class PostgresRelayStore:
                 )
         assert logged is not None
         return int(logged[0])
+
+    def past_generations(self, tenant: str) -> list[PastGeneration]:
+        rows = self._read(
+            "SELECT c.doc, c.generation, c.cut_at, COUNT(l.seq), "
+            "octet_length(c.data) + COALESCE(SUM(octet_length(l.data)), 0), "
+            "COALESCE(MAX(l.seq), 0) FROM generation_cuts c LEFT JOIN late_updates l "
+            "ON l.tenant = c.tenant AND l.doc = c.doc AND l.generation = c.generation "
+            "WHERE c.tenant = %s GROUP BY c.tenant, c.doc, c.generation "
+            "ORDER BY c.doc, c.generation",
+            (tenant,),
+        )
+        return [
+            PastGeneration(r[0], int(r[1]), float(r[2]), int(r[3]), int(r[4]), int(r[5]))
+            for r in rows
+        ]
+
+    def late_update_senders(
+        self, tenant: str, doc: str, generation: int
+    ) -> dict[int, tuple[str | None, float]]:
+        rows = self._read(
+            "SELECT seq, replica, received_at FROM late_updates WHERE tenant = %s AND doc = %s "
+            "AND generation = %s",
+            (tenant, doc, generation),
+        )
+        return {int(r[0]): (r[1], float(r[2])) for r in rows}
+
+    def drop_generation(self, tenant: str, doc: str, generation: int, *, upto_seq: int) -> bool:
+        """Under the document's row lock, as :meth:`append_late`: no late update can
+        be logged to the generation between the check and the delete."""
+        key = (tenant, doc)
+        with self._write() as conn:
+            conn.execute(
+                "SELECT generation FROM docs WHERE tenant = %s AND doc = %s FOR UPDATE", key
+            )
+            newer = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM late_updates WHERE tenant = %s AND doc = %s "
+                "AND generation = %s AND seq > %s)",
+                (*key, generation, upto_seq),
+            ).fetchone()
+            if newer is not None and newer[0]:
+                return False
+            dropped = conn.execute(
+                "DELETE FROM generation_cuts WHERE tenant = %s AND doc = %s AND generation = %s",
+                (*key, generation),
+            ).rowcount
+            conn.execute(
+                "DELETE FROM late_updates WHERE tenant = %s AND doc = %s AND generation = %s",
+                (*key, generation),
+            )
+        return bool(dropped)
+
+    def restore_generation(
+        self,
+        tenant: str,
+        doc: str,
+        generation: int,
+        *,
+        cut: bytes,
+        cut_at: float,
+        late: Sequence[tuple[bytes, str | None, float]],
+    ) -> bool:
+        key = (tenant, doc)
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT generation FROM docs WHERE tenant = %s AND doc = %s FOR UPDATE", key
+            ).fetchone()
+            current = 0 if row is None else int(row[0])
+            if not 0 <= generation < current:
+                raise InvalidArgument(
+                    f"{doc!r} is at generation {current}: {generation} is not a past one"
+                )
+            if conn.execute(
+                "SELECT 1 FROM generation_cuts WHERE tenant = %s AND doc = %s AND generation = %s",
+                (*key, generation),
+            ).fetchone():
+                return False
+            conn.execute(
+                "INSERT INTO generation_cuts (tenant, doc, generation, data, checksum, cut_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                (*key, generation, cut, checksum_of(cut), cut_at),
+            )
+            for data, replica, received_at in late:
+                conn.execute(
+                    "INSERT INTO late_updates (tenant, doc, generation, data, replica, "
+                    "received_at, checksum) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    (*key, generation, data, replica, received_at, checksum_of(data)),
+                )
+        return True
 
     def state_vectors(self, tenant: str) -> dict[str, bytes]:
         rows = self._read(

@@ -16,6 +16,7 @@ __all__ = [
     "DocHistory",
     "GenerationMoved",
     "NodeRecord",
+    "PastGeneration",
     "SessionRecord",
     "SyncRequest",
     "TokenRecord",
@@ -107,6 +108,20 @@ class DocHistory:
     @property
     def last_seq(self) -> int:
         return self.updates[-1][0] if self.updates else self.upto_seq
+
+
+@dataclass(frozen=True)
+class PastGeneration:
+    """What the store of record keeps of one past generation of a document: its cut
+    (when it was taken, its bytes) and the late updates logged to it since."""
+
+    doc: str
+    generation: int
+    cut_at: float
+    late_updates: int
+    stored_bytes: int
+    #: the seq of its last late update (0: none): what ``drop_generation`` expects
+    last_seq: int
 
 
 @dataclass

@@ -55,7 +55,7 @@ from tiendasync.relay.fanout import Fanout
 from tiendasync.relay.ownership import OwnershipGate, writer_of
 from tiendasync.relay.policy import NO_GRANTS, Grants, Policy, replica_token_fits, store_config
 from tiendasync.relay.state import HelloFacts, RelaySession
-from tiendasync.relay.storage import TokenRecord
+from tiendasync.relay.storage import TokenRecord, archived_reason
 
 __all__ = ["LateHandler", "SyncSessions", "send_away"]
 
@@ -229,6 +229,9 @@ class SyncSessions:
             d: g for d, g in facts.generations.items() if grants.can_read(d) or grants.can_write(d)
         }
         refused = _generation_refusal(hello, relay_gens, facts.generations)
+        archived = sorted(d for d in facts.archived if d in relay_gens)
+        if refused is None and archived:
+            refused = (CLOSE_VERSION, archived_reason(archived[0], facts.archived[archived[0]]))
         if refused is not None:
             rec.outcome = "rejected"
             rec.error = refused[1]

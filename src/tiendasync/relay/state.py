@@ -129,6 +129,9 @@ class HelloFacts:
     #: for each document the HELLO holds at a past generation: that generation's
     #: state vector (what the WELCOME announces for it)
     past_state_vectors: Mapping[str, bytes] = field(default_factory=dict)
+    #: documents the HELLO holds at a past generation the relay no longer keeps
+    #: (archived): the store is refused until the operator restores it
+    archived: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

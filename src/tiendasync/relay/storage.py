@@ -37,6 +37,7 @@ from tiendasync.relay.records import (
     ConflictRecord,
     DocHistory,
     NodeRecord,
+    PastGeneration,
     SessionRecord,
     SyncRequest,
     TokenRecord,
@@ -184,6 +185,41 @@ class RelayStore(Protocol):
         generation of ``doc``."""
         ...
 
+    def past_generations(self, tenant: str) -> list[PastGeneration]:
+        """Every past generation the store keeps of the tenant's documents, by document
+        then generation (what ``tiendasync relay generations`` lists)."""
+        ...
+
+    def late_update_senders(
+        self, tenant: str, doc: str, generation: int
+    ) -> dict[int, tuple[str | None, float]]:
+        """Who sent each late update of past ``generation`` and when it arrived, by seq."""
+        ...
+
+    def drop_generation(self, tenant: str, doc: str, generation: int, *, upto_seq: int) -> bool:
+        """Delete past ``generation`` of ``doc`` (its cut and late updates), in one
+        transaction, once it is archived elsewhere.  ``False``, and nothing done, if
+        it has late updates after ``upto_seq`` (logged since it was read: archive it
+        again) or is not kept.  Late updates to it are refused afterwards
+        (:class:`~tiendasync.errors.NotFound`)."""
+        ...
+
+    def restore_generation(
+        self,
+        tenant: str,
+        doc: str,
+        generation: int,
+        *,
+        cut: bytes,
+        cut_at: float,
+        late: Sequence[tuple[bytes, str | None, float]],
+    ) -> bool:
+        """Put back an archived past generation: its cut and its late updates
+        ``(data, replica, received_at)`` in order, in one transaction.  ``False``,
+        and nothing done, if the store already keeps it;
+        :class:`~tiendasync.errors.InvalidArgument` if ``doc`` is not past it."""
+        ...
+
     # per-replica config
     def get_replica_config(self, tenant: str, replica_id: str) -> dict[str, Any] | None: ...
     def set_replica_config(self, tenant: str, replica_id: str, config: dict[str, Any]) -> None: ...
@@ -282,6 +318,14 @@ def open_postgresql_store(url: str, *, node_id: str | None = None) -> PostgresRe
             f"a PostgreSQL store needs psycopg: pip install 'tiendasync[postgresql]' ({exc})"
         ) from exc
     return PostgresRelayStore(url, node_id=node_id)
+
+
+def archived_reason(doc: str, generation: int) -> str:
+    """Why a late update to, or a store holding, a dropped past generation is refused."""
+    return (
+        f"generation {generation} of {doc[:100]!r} is no longer kept at the relay (archived): "
+        "its operator can put it back with 'tiendasync relay restore-generations'"
+    )
 
 
 def generation_history(
@@ -780,6 +824,11 @@ class SqliteRelayStore:
                 raise InvalidArgument(
                     f"{doc!r} is at generation {current}: {generation} is not a past one"
                 )
+            if not conn.execute(
+                "SELECT 1 FROM generation_cuts WHERE tenant = ? AND doc = ? AND generation = ?",
+                (*key, generation),
+            ).fetchone():
+                raise NotFound(archived_reason(doc, generation))
             newer = conn.execute(
                 "SELECT COUNT(*) FROM late_updates WHERE tenant = ? AND doc = ? "
                 "AND generation = ? AND seq > ?",
@@ -806,6 +855,85 @@ class SqliteRelayStore:
                 )
         assert seq is not None
         return int(seq)
+
+    def past_generations(self, tenant: str) -> list[PastGeneration]:
+        rows = self._read(
+            "SELECT c.doc, c.generation, c.cut_at, COUNT(l.seq), "
+            "length(c.data) + COALESCE(SUM(length(l.data)), 0), COALESCE(MAX(l.seq), 0) "
+            "FROM generation_cuts c LEFT JOIN late_updates l ON l.tenant = c.tenant "
+            "AND l.doc = c.doc AND l.generation = c.generation WHERE c.tenant = ? "
+            "GROUP BY c.doc, c.generation ORDER BY c.doc, c.generation",
+            (tenant,),
+        )
+        return [
+            PastGeneration(r[0], int(r[1]), float(r[2]), int(r[3]), int(r[4]), int(r[5]))
+            for r in rows
+        ]
+
+    def late_update_senders(
+        self, tenant: str, doc: str, generation: int
+    ) -> dict[int, tuple[str | None, float]]:
+        rows = self._read(
+            "SELECT seq, replica, received_at FROM late_updates WHERE tenant = ? AND doc = ? "
+            "AND generation = ?",
+            (tenant, doc, generation),
+        )
+        return {int(r[0]): (r[1], float(r[2])) for r in rows}
+
+    def drop_generation(self, tenant: str, doc: str, generation: int, *, upto_seq: int) -> bool:
+        key = (tenant, doc, generation)
+        with self._write() as conn:
+            newer = conn.execute(
+                "SELECT COUNT(*) FROM late_updates WHERE tenant = ? AND doc = ? "
+                "AND generation = ? AND seq > ?",
+                (*key, upto_seq),
+            ).fetchone()[0]
+            if newer:
+                return False
+            dropped = conn.execute(
+                "DELETE FROM generation_cuts WHERE tenant = ? AND doc = ? AND generation = ?", key
+            ).rowcount
+            conn.execute(
+                "DELETE FROM late_updates WHERE tenant = ? AND doc = ? AND generation = ?", key
+            )
+        return bool(dropped)
+
+    def restore_generation(
+        self,
+        tenant: str,
+        doc: str,
+        generation: int,
+        *,
+        cut: bytes,
+        cut_at: float,
+        late: Sequence[tuple[bytes, str | None, float]],
+    ) -> bool:
+        key = (tenant, doc)
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT generation FROM docs WHERE tenant = ? AND doc = ?", key
+            ).fetchone()
+            current = 0 if row is None else int(row[0])
+            if not 0 <= generation < current:
+                raise InvalidArgument(
+                    f"{doc!r} is at generation {current}: {generation} is not a past one"
+                )
+            if conn.execute(
+                "SELECT 1 FROM generation_cuts WHERE tenant = ? AND doc = ? AND generation = ?",
+                (*key, generation),
+            ).fetchone():
+                return False
+            conn.execute(
+                "INSERT INTO generation_cuts (tenant, doc, generation, data, checksum, cut_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (*key, generation, cut, schema.checksum_of(cut), cut_at),
+            )
+            conn.executemany(
+                "INSERT INTO late_updates (tenant, doc, generation, data, replica, received_at, "
+                "checksum) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(*key, generation, d, r, at, schema.checksum_of(d)) for d, r, at in late],
+            )
+        return True
 
     # -- per-replica config ------------------------------------------------------------------
 
