@@ -124,6 +124,10 @@ class FakeBackend:
         self._call("sales_months", tenant, location)
         return [{"location": "t1", "period": "2025-01"}]
 
+    def past_generations(self, tenant: str) -> dict[str, Any]:
+        self._call("past_generations", tenant)
+        return {"current": {}, "results": []}
+
     def month_sales(
         self, tenant: str, location: str, period: str, *, limit: int, offset: int
     ) -> dict[str, Any]:

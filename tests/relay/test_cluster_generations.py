@@ -99,13 +99,24 @@ class Sellers:
         self.sold = {r.replica_id: 0 for r in stores}
         self._stop = threading.Event()
         self.lull = threading.Event()
+        self._idle = {r.replica_id: threading.Event() for r in stores}
         self._threads = [threading.Thread(target=self._sell, args=(r, pause)) for r in stores]
         for t in self._threads:
             t.start()
 
+    def hold(self) -> dict[str, int]:
+        """Pause selling and wait until no sale is under way; what each store sold."""
+        self.lull.set()
+        for idle in self._idle.values():
+            assert idle.wait(20)
+        return dict(self.sold)
+
     def _sell(self, r: Replica, pause: float) -> None:
+        idle = self._idle[r.replica_id]
         while not self._stop.is_set():
+            idle.clear()  # before the check: hold() never sees a stale "idle"
             if self.lull.is_set():
+                idle.set()
                 time.sleep(0.01)
                 continue
             r.record_sale([("CAFE", 1)])
@@ -471,8 +482,7 @@ def test_a_node_killed_during_its_cut_leaves_the_database_before_or_after_it(
         assert _generation_of_record(pg_url) == 0
         with PostgresRelayStore(pg_url) as store, pytest.raises(NotFound):
             store.load_generation("acme", STOCK, 0)  # no cut was kept
-        sellers.lull.set()
-        sold = sellers.sold["t1"]
+        sold = sellers.hold()["t1"]  # (a sale under way would land after the count)
         wait_until(lambda: _stock_of_record(pg_url) == {"CAFE": OPENING - sold}, 30)
         assert t1.core.generations().get(STOCK, 0) == 0 and n1.loaded_generation() in (None, 0)
         sellers.lull.clear()

@@ -6,12 +6,15 @@ and that a damaged archive file is refused whole."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
+import httpx
 import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,6 +25,9 @@ from tests.store.test_client import RelayThread, wait_until
 from tiendasync import Replica
 from tiendasync.errors import InvalidArgument, NotFound, ProtocolError
 from tiendasync.protocol import CLOSE_VERSION
+from tiendasync.relay.admin import RelayAdmin
+from tiendasync.relay.admin_api import create_admin_app
+from tiendasync.relay.auth import issue_token
 from tiendasync.relay.generation_archive import (
     archivable,
     archive_generations,
@@ -152,6 +158,51 @@ def test_a_generation_that_got_a_late_update_while_it_was_archived_stays(
     store.close()
 
 
+def test_the_admin_api_lists_what_is_kept_and_what_was_archived(tmp_path: Path) -> None:
+    with SqliteRelayStore(str(tmp_path / "relay.db")) as store:
+        _four_generations(store)
+        admin = issue_token(store, admin=True)
+        server = SimpleNamespace(store=store, forwarder=None, tenants=lambda: ["acme"])
+        app = create_admin_app(RelayAdmin(cast(Any, server)))
+
+        async def get() -> dict[str, Any]:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://admin") as http:
+                answer = await http.get(
+                    "/api/sync/generations/?tenant=acme",
+                    headers={"Authorization": f"Bearer {admin}"},
+                )
+            assert answer.status_code == 200, answer.text
+            body: dict[str, Any] = answer.json()
+            return body
+
+        shown = asyncio.run(get())
+        assert shown["current"] == {STOCK: 4}
+        assert [(r["generation"], r["late_updates"]) for r in shown["results"]] == [
+            (0, 1),
+            (1, 0),
+            (2, 0),
+            (3, 0),
+        ]
+        archive_generations(store, TENANT, tmp_path / "a", older_than_s=0.0, now=1e12)
+        assert [r["generation"] for r in asyncio.run(get())["results"]] == [3]
+
+
+#: Any value msgpack packs: what a hostile archive entry may hold.
+HOSTILE_VALUES: st.SearchStrategy[Any] = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text()
+    | st.binary(),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
 def _archive_bytes(tmp_path: Path) -> bytes:
     path = tmp_path / "relay.db"
     with SqliteRelayStore(str(path)) as store:
@@ -181,16 +232,7 @@ def test_a_damaged_archive_is_refused_whole_with_a_typed_error(
     elif how == "append":
         bad = good + data.draw(st.binary(min_size=1, max_size=64))
     else:
-        junk: Any = data.draw(
-            st.recursive(
-                st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary(),
-                lambda inner: (
-                    st.lists(inner, max_size=4)
-                    | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-                ),
-                max_leaves=12,
-            )
-        )
+        junk: Any = data.draw(HOSTILE_VALUES)
         header = {"format": "tiendasync.generations", "version": 1, "tenant": TENANT, "count": 1}
         bad = msgpack.packb(header) + msgpack.packb(junk)
     path = tmp / "bad.tsgen"

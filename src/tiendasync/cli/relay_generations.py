@@ -104,21 +104,7 @@ def _list(args: argparse.Namespace) -> int:
     with closing(open_relay_store(_db(args))) as store:
         past = store.past_generations(args.tenant)
     if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "doc": p.doc,
-                        "generation": p.generation,
-                        "cut_at": p.cut_at,
-                        "late_updates": p.late_updates,
-                        "stored_bytes": p.stored_bytes,
-                    }
-                    for p in past
-                ],
-                indent=2,
-            )
-        )
+        print(json.dumps([p.public() for p in past], indent=2))
         return 0
     rows = [
         (p.doc, p.generation, format_time(p.cut_at), p.late_updates, p.stored_bytes) for p in past

@@ -285,6 +285,14 @@ class RelayAdmin:
             for m in sales_months(self.store, tenant, location=location)
         ]
 
+    def past_generations(self, tenant: str) -> dict[str, Any]:
+        """Each document's current generation (past 0) and the past ones the store of
+        record keeps (docs/generations.md#archiving-old-generations)."""
+        return {
+            "current": self.store.generations(tenant),
+            "results": [p.public() for p in self.store.past_generations(tenant)],
+        }
+
     def month_sales(
         self, tenant: str, location: str, period: str, *, limit: int, offset: int
     ) -> dict[str, Any]:

@@ -91,6 +91,7 @@ class AdminBackend(Protocol):
     def list_nodes(self) -> list[dict[str, Any]]: ...
 
     def sales_months(self, tenant: str, location: str | None) -> list[dict[str, str]]: ...
+    def past_generations(self, tenant: str) -> dict[str, Any]: ...
 
     def month_sales(
         self, tenant: str, location: str, period: str, *, limit: int, offset: int
@@ -324,6 +325,9 @@ class _Routes:
         page = self.backend.month_sales(tenant, location, period, limit=limit, offset=offset)
         return JSONResponse({"tenant": tenant, **page})
 
+    async def generations(self, request: Request, tenant: str) -> Response:
+        return JSONResponse({"tenant": tenant, **self.backend.past_generations(tenant)})
+
     async def replicas(self, request: Request, tenant: str) -> Response:
         return JSONResponse({"tenant": tenant, "results": self.backend.list_replicas(tenant)})
 
@@ -361,6 +365,7 @@ class _Routes:
             Route("/api/sync/config/{replica}/sync_now/", g(self.sync_now), methods=post),
             Route("/api/sync/log/", g(self.log)),
             Route("/api/sync/replicas/", g(self.replicas)),
+            Route("/api/sync/generations/", g(self.generations)),
             Route("/api/sync/tenants/", g(self.tenants, tenant_needed=False)),
             Route("/api/sync/nodes/", g(self.nodes, tenant_needed=False)),
             Route("/api/sync/sales/", g(self.sales)),

@@ -241,7 +241,11 @@ def _check_entry(item: Any, tenant: str, path: Path, n: int) -> ArchivedGenerati
     cut, late = item.get("cut"), item.get("late")
     if not isinstance(doc, str) or not 0 < len(doc) <= 512:
         raise InvalidArgument(f"{where}: 'doc' is not a document name")
-    if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
+    if (
+        not isinstance(generation, int)
+        or isinstance(generation, bool)
+        or not 0 <= generation < 2**62
+    ):
         raise InvalidArgument(f"{where}: 'generation' is not a generation")
     if not isinstance(cut_at, (int, float)) or isinstance(cut_at, bool):
         raise InvalidArgument(f"{where}: 'cut_at' is not a time")

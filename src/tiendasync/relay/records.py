@@ -123,6 +123,16 @@ class PastGeneration:
     #: the seq of its last late update (0: none): what ``drop_generation`` expects
     last_seq: int
 
+    def public(self) -> dict[str, Any]:
+        """As the admin API and ``tiendasync relay generations --json`` show it."""
+        return {
+            "doc": self.doc,
+            "generation": self.generation,
+            "cut_at": self.cut_at,
+            "late_updates": self.late_updates,
+            "stored_bytes": self.stored_bytes,
+        }
+
 
 @dataclass
 class SessionRecord:
