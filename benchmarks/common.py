@@ -130,6 +130,31 @@ def rss_kb(pid: int) -> tuple[int, int]:
     return cur, peak
 
 
+def rss_by_mapping(pid: int) -> dict[str, float]:
+    """Where a process's RSS is, in MiB, from ``/proc/PID/smaps`` (Linux): ``heap`` (the
+    main allocator arena, grown with brk), ``anon`` (anonymous mappings: other arenas,
+    Python's object arenas, thread stacks), ``libs`` (shared objects) and ``files``
+    (other mapped files, e.g. SQLite's shared-memory index); empty where unreadable."""
+    kib = {"heap": 0, "anon": 0, "libs": 0, "files": 0}
+    where = "anon"
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/smaps") as fh:
+        for line in fh:
+            head = line.split(maxsplit=6)
+            if len(head) >= 5 and "-" in head[0] and ":" not in head[0]:
+                name = head[5].strip() if len(head) > 5 else ""
+                if name == "[heap]":
+                    where = "heap"
+                elif name.startswith("/") and ".so" in name:
+                    where = "libs"
+                elif name.startswith("/"):
+                    where = "files"
+                else:
+                    where = "anon"
+            elif line.startswith("Rss:"):
+                kib[where] += int(line.split()[1])
+    return {k: round(v / 1024, 1) for k, v in kib.items()} if any(kib.values()) else {}
+
+
 def stop_process(proc: subprocess.Popen[Any], timeout: float = 20.0) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes.util
 import json
 import random
 import statistics
@@ -62,7 +63,7 @@ from tiendasync.relay import RelayServer, SqliteRelayStore, issue_token
 from tiendasync.relay.generations import RolloverPolicy
 
 from .b6_state import _db_bytes, _rollover_bytes
-from .common import TENANT, Figure, Relay, emit, table
+from .common import TENANT, Figure, Relay, emit, rss_by_mapping, table
 
 DAY_S = 86_400
 DOCS_IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
@@ -443,6 +444,23 @@ def chain_arms(
     return arms
 
 
+def allocator_arms(arm: Arm) -> list[Arm]:
+    """``arm`` under glibc's allocator, then under each other allocator installed here
+    (preloaded; one that is not found is named and left out), then with Python's
+    objects in malloc instead of its own arenas."""
+    arms = [replace(arm, label=f"{arm.label}, glibc")]
+    for name in ("jemalloc", "mimalloc"):
+        library = ctypes.util.find_library(name)
+        if library is None:
+            print(f"allocator arms: lib{name} not found (apt install lib{name}*); left out")
+            continue
+        arms.append(replace(arm, label=f"{arm.label}, {name}", env=(("LD_PRELOAD", library),)))
+    arms.append(
+        replace(arm, label=f"{arm.label}, PYTHONMALLOC=malloc", env=(("PYTHONMALLOC", "malloc"),))
+    )
+    return arms
+
+
 def _top_generation(db: Path) -> int:
     """The highest generation of any document in a relay's store (0: none rolled)."""
     with SqliteRelayStore(str(db)) as store:
@@ -533,6 +551,7 @@ def chain_year(
                                 "month": day // MONTH_DAYS,
                                 "arm": arm.label,
                                 "generation": _top_generation(relay.db),
+                                "rss_mib_by_mapping": rss_by_mapping(relay.pid),
                             },
                         ),
                         figs,
@@ -601,6 +620,13 @@ def main(argv: list[str] | None = None) -> int:
         help="only the relay rolling over while running, twice: without the heap trim "
         "(benchmarks.chain_relay --no-trim-heap) and with it",
     )
+    parser.add_argument(
+        "--chain-alloc-ab",
+        action="store_true",
+        help="only the relay rolling over while running, under each allocator found: "
+        "glibc, jemalloc and mimalloc (LD_PRELOAD), and Python's own objects in malloc "
+        "(PYTHONMALLOC=malloc)",
+    )
     parser.add_argument("--no-till", action="store_true", help="only the chain")
     parser.add_argument("--no-chain", action="store_true", help="only the till")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
@@ -653,6 +679,8 @@ def main(argv: list[str] | None = None) -> int:
                 trace = ("--tracemalloc", str(args.chain_trace.resolve()))
                 arm = arms[-1] if args.chain_trace_arm == "live" else arms[1]
                 arms = [replace(arm, extra_args=(*arm.extra_args, *trace))]
+            elif args.chain_alloc_ab:
+                arms = allocator_arms(arms[-1])
             elif args.chain_heap_ab:
                 live = arms[-1]
                 arms = [
