@@ -64,7 +64,7 @@ def _four_generations(store: RelayStore) -> tuple[Till, Generations]:
 
 
 def test_archivable_keeps_recent_cuts_and_the_one_before_the_current() -> None:
-    past = [PastGeneration("stock/t1", g, 100.0 * g, 0, 10, 0) for g in range(4)]
+    past = [PastGeneration("stock/t1", g, 100.0 * g, 0, 10) for g in range(4)]
     chosen = archivable(past, {"stock/t1": 4}, now=1000.0, older_than_s=750.0)
     assert [p.generation for p in chosen] == [0, 1, 2]  # cut at 0, 100, 200 (<= 250)
     assert [p.generation for p in archivable(past, {"stock/t1": 4}, now=1e9, older_than_s=0)] == [

@@ -124,7 +124,7 @@ def archive_generations(
         entries.append(
             (
                 ArchivedGeneration(tenant, p.doc, p.generation, p.cut_at, history.snapshot, late),
-                history.updates[-1][0] if history.updates else 0,
+                history.last_seq,
             )
         )
     if not entries:
@@ -139,6 +139,8 @@ def archive_generations(
 
 
 def _write_durably(path: Path, entries: Sequence[ArchivedGeneration], now: float) -> None:
+    """Write ``entries`` beside ``path``, fsync, then link the file into place (a link
+    never replaces an existing file) and fsync the directory."""
     partial = path.with_name(path.name + ".partial")
     try:
         with partial.open("xb") as out:
@@ -147,19 +149,24 @@ def _write_durably(path: Path, entries: Sequence[ArchivedGeneration], now: float
                 out.write(msgpack.packb(_entry_map(entry)))
             out.flush()
             os.fsync(out.fileno())
-        if path.exists():
-            raise StorageError(f"{path} exists: archive to a new file")
-        os.replace(partial, path)
+    except FileExistsError as exc:
+        raise StorageError(f"{partial} exists: another archive run, or a stale one") from exc
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise StorageError(f"cannot write the archive {path}: {exc}") from exc
+    try:
+        os.link(partial, path)
         directory = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(directory)
         finally:
             os.close(directory)
     except FileExistsError as exc:
-        raise StorageError(f"{partial} exists: another archive run, or a stale one") from exc
+        raise InvalidArgument(f"{path} exists: archive to a new file") from exc
     except OSError as exc:
-        partial.unlink(missing_ok=True)
         raise StorageError(f"cannot write the archive {path}: {exc}") from exc
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _header(tenant: str, now: float, count: int) -> dict[str, Any]:
@@ -268,17 +275,12 @@ def _check_entry(item: Any, tenant: str, path: Path, n: int) -> ArchivedGenerati
     return ArchivedGeneration(tenant, doc, generation, float(cut_at), cut, tuple(rows))
 
 
-def restore_generations(
-    store: RelayStore, path: Path, *, tenant: str | None = None
-) -> ArchiveReport:
+def restore_generations(store: RelayStore, path: Path) -> ArchiveReport:
     """Put back every generation ``path`` holds that the store no longer keeps.  The
-    whole file is read and checked first: a damaged archive restores nothing.
-    ``tenant``, if given, must be the archive's."""
+    whole file is read and checked first: a damaged archive restores nothing."""
     entries = list(read_archive(path))
     report = ArchiveReport()
     for entry in entries:
-        if tenant is not None and entry.tenant != tenant:
-            raise InvalidArgument(f"{path} is an archive of {entry.tenant!r}, not {tenant!r}")
         if store.restore_generation(
             entry.tenant,
             entry.doc,

@@ -611,10 +611,7 @@ class PostgresRelayStore:
                 raise InvalidArgument(
                     f"{doc!r} is at generation {current}: {generation} is not a past one"
                 )
-            if not conn.execute(
-                "SELECT 1 FROM generation_cuts WHERE tenant = %s AND doc = %s AND generation = %s",
-                (*key, generation),
-            ).fetchone():
+            if not _cut_kept(conn, tenant, doc, generation):
                 raise NotFound(archived_reason(doc, generation))
             newer = conn.execute(
                 "SELECT EXISTS (SELECT 1 FROM late_updates WHERE tenant = %s AND doc = %s "
@@ -651,17 +648,14 @@ class PostgresRelayStore:
     def past_generations(self, tenant: str) -> list[PastGeneration]:
         rows = self._read(
             "SELECT c.doc, c.generation, c.cut_at, COUNT(l.seq), "
-            "octet_length(c.data) + COALESCE(SUM(octet_length(l.data)), 0), "
-            "COALESCE(MAX(l.seq), 0) FROM generation_cuts c LEFT JOIN late_updates l "
+            "octet_length(c.data) + COALESCE(SUM(octet_length(l.data)), 0) "
+            "FROM generation_cuts c LEFT JOIN late_updates l "
             "ON l.tenant = c.tenant AND l.doc = c.doc AND l.generation = c.generation "
             "WHERE c.tenant = %s GROUP BY c.tenant, c.doc, c.generation "
             "ORDER BY c.doc, c.generation",
             (tenant,),
         )
-        return [
-            PastGeneration(r[0], int(r[1]), float(r[2]), int(r[3]), int(r[4]), int(r[5]))
-            for r in rows
-        ]
+        return [PastGeneration(r[0], int(r[1]), float(r[2]), int(r[3]), int(r[4])) for r in rows]
 
     def late_update_senders(
         self, tenant: str, doc: str, generation: int
@@ -718,10 +712,7 @@ class PostgresRelayStore:
                 raise InvalidArgument(
                     f"{doc!r} is at generation {current}: {generation} is not a past one"
                 )
-            if conn.execute(
-                "SELECT 1 FROM generation_cuts WHERE tenant = %s AND doc = %s AND generation = %s",
-                (*key, generation),
-            ).fetchone():
+            if _cut_kept(conn, tenant, doc, generation):
                 return False
             conn.execute(
                 "INSERT INTO generation_cuts (tenant, doc, generation, data, checksum, cut_at) "
@@ -1375,3 +1366,15 @@ def _node_record(row: Sequence[Any]) -> NodeRecord | None:
     except (ValueError, TypeError, AttributeError):
         return None
     return NodeRecord(str(row[0]), float(row[1]), float(row[2]), replicas, figures)
+
+
+def _cut_kept(conn: Connection, tenant: str, doc: str, generation: int) -> bool:
+    """Whether past ``generation`` of ``doc`` is kept (not archived), inside ``conn``'s
+    transaction."""
+    return (
+        conn.execute(
+            "SELECT 1 FROM generation_cuts WHERE tenant = %s AND doc = %s AND generation = %s",
+            (tenant, doc, generation),
+        ).fetchone()
+        is not None
+    )

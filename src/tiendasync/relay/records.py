@@ -120,8 +120,6 @@ class PastGeneration:
     cut_at: float
     late_updates: int
     stored_bytes: int
-    #: the seq of its last late update (0: none): what ``drop_generation`` expects
-    last_seq: int
 
     def public(self) -> dict[str, Any]:
         """As the admin API and ``tiendasync relay generations --json`` show it."""

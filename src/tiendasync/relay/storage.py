@@ -352,6 +352,18 @@ def generation_history(
 # -- SQLite -----------------------------------------------------------------------------
 
 
+def _cut_kept(conn: sqlite3.Connection, tenant: str, doc: str, generation: int) -> bool:
+    """Whether past ``generation`` of ``doc`` is kept (not archived), inside ``conn``'s
+    transaction."""
+    return (
+        conn.execute(
+            "SELECT 1 FROM generation_cuts WHERE tenant = ? AND doc = ? AND generation = ?",
+            (tenant, doc, generation),
+        ).fetchone()
+        is not None
+    )
+
+
 class SqliteRelayStore:
     """:class:`RelayStore` in one SQLite file (WAL, ``synchronous=FULL``)."""
 
@@ -824,10 +836,7 @@ class SqliteRelayStore:
                 raise InvalidArgument(
                     f"{doc!r} is at generation {current}: {generation} is not a past one"
                 )
-            if not conn.execute(
-                "SELECT 1 FROM generation_cuts WHERE tenant = ? AND doc = ? AND generation = ?",
-                (*key, generation),
-            ).fetchone():
+            if not _cut_kept(conn, tenant, doc, generation):
                 raise NotFound(archived_reason(doc, generation))
             newer = conn.execute(
                 "SELECT COUNT(*) FROM late_updates WHERE tenant = ? AND doc = ? "
@@ -859,16 +868,13 @@ class SqliteRelayStore:
     def past_generations(self, tenant: str) -> list[PastGeneration]:
         rows = self._read(
             "SELECT c.doc, c.generation, c.cut_at, COUNT(l.seq), "
-            "length(c.data) + COALESCE(SUM(length(l.data)), 0), COALESCE(MAX(l.seq), 0) "
+            "length(c.data) + COALESCE(SUM(length(l.data)), 0) "
             "FROM generation_cuts c LEFT JOIN late_updates l ON l.tenant = c.tenant "
             "AND l.doc = c.doc AND l.generation = c.generation WHERE c.tenant = ? "
             "GROUP BY c.doc, c.generation ORDER BY c.doc, c.generation",
             (tenant,),
         )
-        return [
-            PastGeneration(r[0], int(r[1]), float(r[2]), int(r[3]), int(r[4]), int(r[5]))
-            for r in rows
-        ]
+        return [PastGeneration(r[0], int(r[1]), float(r[2]), int(r[3]), int(r[4])) for r in rows]
 
     def late_update_senders(
         self, tenant: str, doc: str, generation: int
@@ -918,10 +924,7 @@ class SqliteRelayStore:
                 raise InvalidArgument(
                     f"{doc!r} is at generation {current}: {generation} is not a past one"
                 )
-            if conn.execute(
-                "SELECT 1 FROM generation_cuts WHERE tenant = ? AND doc = ? AND generation = ?",
-                (*key, generation),
-            ).fetchone():
+            if _cut_kept(conn, tenant, doc, generation):
                 return False
             conn.execute(
                 "INSERT INTO generation_cuts (tenant, doc, generation, data, checksum, cut_at) "
