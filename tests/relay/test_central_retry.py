@@ -125,3 +125,41 @@ def test_a_failed_review_keeps_its_keys(tmp_path: Path, monkeypatch: pytest.Monk
         assert conflict.observed == -3 and not central.needs_retry
     finally:
         net.close()
+
+
+def test_an_update_merged_before_what_it_builds_on_is_caught_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A committed update never handed to the writer (a node's bug, a lost hand-over):
+    the next update of that till builds on it, so the writer cannot integrate it.  It
+    says so and is marked behind; the retry offers the relay's doc and the oversell is
+    reviewed.  (Silently pending, the sale would never be reviewed.)"""
+    net = SimNet(tmp_path, seed=7)
+    try:
+        _oversell(net)
+        central = net.relay.central()
+        reviews = net.relay.core.reviews
+        assert reviews is not None
+        real_review = reviews.review
+        monkeypatch.setattr(reviews, "review", lambda batch: None)
+        net.connect("b")  # b's sale is stored, never handed to the writer
+        net.run()
+        monkeypatch.setattr(reviews, "review", real_review)
+        b = net.replica("b")
+        b.record_sale([("CAFE", 1, 100)])  # builds on the sale the writer lacks
+        with caplog.at_level(logging.WARNING, logger="tiendasync.relay.central"):
+            net.disconnect("b")
+            net.connect("b")
+            net.run()
+        assert "waits for what it builds on" in caplog.text
+        assert central.needs_retry and _open_stock_conflicts(central) == []
+
+        net.connect("a")
+        net.run()
+        net.relay.core.retry_reviews()
+        net.run()
+        assert central.replica.inventory.stock("CAFE", location="tienda-1") == -4
+        (conflict,) = _open_stock_conflicts(central)
+        assert conflict.observed == -4 and not central.needs_retry
+    finally:
+        net.close()

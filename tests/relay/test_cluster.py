@@ -278,6 +278,58 @@ def test_rows_folded_into_a_snapshot_while_a_node_was_deaf_reach_it_by_reload(
     run(main())
 
 
+def test_the_reviewer_reviews_rows_it_loaded_unread_then_found_folded_into_a_snapshot(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The reviewing node, deaf, loads a doc from storage (its rows included, unread by
+    its cluster cursor and unreviewed); the rows are then compacted into a snapshot.
+    At the catch-up it reloads the doc: the review gets the whole doc, not only what
+    the reload added (nothing, here), so the central writer merges those rows too.
+    The soak profile of the cluster convergence machine found it."""
+    from tiendasync.protocol.statevector import decode_state_vector
+    from tiendasync.relay.docs import compact
+
+    tok = tokens(pg_url, "t1")
+
+    async def main() -> None:
+        async with (
+            node(pg_url, "n1", tmp_path / "c1", retry=1.5) as n1,
+            node(pg_url, "n2") as n2,
+        ):
+            assert n1.cluster is not None
+            await until(lambda: n1.cluster is not None and n1.cluster.reviewer, "n1 reviews")
+            central = n1.central("acme")  # open before the rows come
+            a = await Client.open(n2.port, replica="t1", token=tok["t1"], client_id=41)
+            await a.until_synced()
+            writer = Writer(41)
+            await a.send_update("catalog", writer.set("CAFE", 3))
+            await a.wait_for(Ack)
+
+            def merged() -> int:
+                sv = central.state_vector("catalog")
+                return 0 if sv is None else decode_state_vector(sv).get(41, 0)
+
+            await until(lambda: merged() == 1, "the first row reviewed")
+            feed = n1.cluster.feed
+            assert isinstance(feed, PgFeed)
+            with psycopg.connect(pg_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (feed.listen_pid,))
+            await until(lambda: feed.listen_pid is None, "n1 deaf")
+            await a.send_update("catalog", writer.set("PAN", 1))
+            await a.wait_for(Ack)
+            n1.docs.evict("acme", "catalog")
+            loaded = n1.docs.get("acme", "catalog")  # from storage: PAN in, unread
+            assert values(loaded.doc) == {"CAFE": 3, "PAN": 1}
+            assert await asyncio.to_thread(compact, n2.store, "acme", "catalog") == 2
+            assert feed.listen_pid is None, "n1 reconnected too soon for this test"
+            reloads = n1.cluster.reloads
+            await until(lambda: n1.cluster is not None and n1.cluster.reloads > reloads, "reload")
+            await until(lambda: merged() == 2, "the folded row reviewed", timeout=5)
+            await a.close()
+
+    run(main())
+
+
 def test_racing_nodes_keep_every_writer_in_the_state_vector(pg_url: str) -> None:
     import threading
 

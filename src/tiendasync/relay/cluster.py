@@ -545,15 +545,20 @@ class ClusterNode:
         if upto > after:
             # Rows this node never read were folded into a snapshot (or a cut): reload.
             self.reloads += 1
-            update = core.docs.reload_stored(tenant, doc)
-            if update is None:
+            added = core.docs.reload_stored(tenant, doc)
+            if added is None:
                 rebuilt, _ = replay(core.store.load_doc(tenant, doc), tenant, doc)
-                update = bytes(rebuilt.get_update())
+                added = whole = bytes(rebuilt.get_update())
+            else:
+                # The review gets the whole doc, not what the reload added: a doc loaded
+                # here from storage holds rows this node never read, nor reviewed.
+                reloaded = core.docs.current(tenant, doc)
+                whole = added if reloaded is None else reloaded.diff(None)
             core.policy.stored(tenant, doc)
-            core.broker.publish(tenant, doc, update, None)
+            core.broker.publish(tenant, doc, added, None)
             if not core.reviewable(tenant, doc):
                 return []
-            return [PendingWrite(None, tenant, doc, None, b"", update, [], None)]
+            return [PendingWrite(None, tenant, doc, None, b"", whole, [], None)]
         mine = self.own.get(key, set())
         review = []
         for seq, data, replica in read:
