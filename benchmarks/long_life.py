@@ -422,7 +422,8 @@ def chain_arms(
             Arm(
                 f"unloaded + rollover, restart every {restart_every} d",
                 module,
-                (*idle, "--rollover-slots", slots),
+                # 0: a cut at every start, however recent the last (the days are simulated)
+                (*idle, "--rollover-slots", slots, "--rollover-interval", "0"),
                 restart_every,
             )
         )

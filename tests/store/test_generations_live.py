@@ -271,3 +271,42 @@ def test_a_till_offline_across_three_cuts_has_every_sale_carried_once(tmp_path: 
             r.stop_sync()
             r.close()
         relay.close()
+
+
+def test_restarts_do_not_cut_more_often_than_the_rollover_interval(tmp_path: Path) -> None:
+    """A start rolls over what is due, unless its current generation began less than
+    ``rollover_interval`` ago: a relay restarted every few minutes does not cut at each
+    start.  What the start skipped, the live check waits for from the cut, not from the
+    start (a relay restarted more often than the interval still cuts).  0 keeps cutting
+    at every start."""
+    t1 = _open(tmp_path, "t1")
+    try:
+        t1.inventory.receive("CAFE", 5)
+
+        def start(interval: float) -> RelayThread:
+            relay = RelayThread(tmp_path, rollover=EVERYTHING, rollover_interval=interval)
+            assert t1.sync_now(relay.url, token=relay.token("t1")).outcome == "ok"
+            return relay
+
+        def generation() -> int:
+            with SqliteRelayStore(str(tmp_path / "relay.db")) as store:
+                return store.generations("acme").get(STOCK, 0)
+
+        start(3600).close()  # the stock is stored, never cut
+        relay = start(3600)
+        assert generation() == 1  # due, and never cut: cut at start
+        relay.close()
+        relay = start(3600)
+        assert generation() == 1  # cut a moment ago: left alone
+        live = relay.server.live_rollover
+        assert live is not None and live.schedule is not None
+        schedule = live.schedule
+        last = schedule._last[("acme", STOCK)]
+        assert schedule.started_at - 60 < last < schedule.started_at  # from the cut
+        relay.close()
+        relay = start(0)
+        assert generation() == 2
+        relay.close()
+        assert t1.inventory.stock("CAFE") == 5
+    finally:
+        t1.close()

@@ -31,11 +31,12 @@ STOCK = "stock/t1"
 
 
 class Relay(RelayThread):
-    """The relay of ``tests/store/test_client.py`` on ``path`` (``rollover``: at start),
-    its central writer kept across restarts, as in production."""
+    """The relay of ``tests/store/test_client.py`` on ``path`` (``rollover``: at every
+    start, ``rollover_interval=0``), its central writer kept across restarts, as in
+    production."""
 
     def __init__(self, path: Path, rollover: RolloverPolicy | None = None) -> None:
-        super().__init__(path.parent, rollover=rollover)
+        super().__init__(path.parent, rollover=rollover, rollover_interval=0)
 
     def central_stock(self, sku: str, location: str = "t1") -> int:
         """What the relay's own writer (the invariant review) counts."""

@@ -319,9 +319,9 @@ def _add_rollover(relay: argparse.ArgumentParser) -> None:
         type=float,
         default=86_400.0,
         metavar="SECONDS",
-        help="while running, roll a document over at most once per SECONDS (a start counts "
-        "as one; on a cluster, the node holding the review lock decides); 0: only at "
-        "start (default: 86400)",
+        help="roll a document over at most once per SECONDS, at start and while running "
+        "(on a cluster, the node holding the review lock decides while running); 0: only "
+        "at start, at every start (default: 86400)",
     )
 
 

@@ -302,14 +302,38 @@ class Generations:
             return 0
         return self.store.stored_bytes(tenant, doc)
 
-    def roll_over_due(self) -> list[tuple[str, str, int]]:
+    def generation_starts(self) -> dict[tuple[str, str], float]:
+        """When the current generation of each rolled-over document began (its cut's
+        ``cut_at``, seconds since the epoch); documents never cut are left out."""
+        starts: dict[tuple[str, str], float] = {}
+        for tenant in sorted({t for t, _ in self.store.all_state_vectors()}):
+            for past in self.store.past_generations(tenant):  # by doc, then generation
+                starts[(tenant, past.doc)] = past.cut_at
+        return starts
+
+    def roll_over_due(
+        self,
+        *,
+        min_interval_s: float = 0.0,
+        now: float = 0.0,
+        starts: dict[tuple[str, str], float] | None = None,
+    ) -> list[tuple[str, str, int]]:
         """Roll over every stored document past the policy: ``(tenant, doc, generation)``
         of each new generation.  Only while no relay serves the store of record
-        (:class:`~tiendasync.relay.RelayServer` calls it at start)."""
+        (:class:`~tiendasync.relay.RelayServer` calls it at start).
+
+        A document whose current generation began (``starts``, as
+        :meth:`generation_starts` gives them) less than ``min_interval_s`` before
+        ``now`` (seconds since the epoch) is left alone: restarts do not make cuts
+        more frequent than the relay's ``--rollover-interval``."""
         rolled: list[tuple[str, str, int]] = []
         if not self.policy.enabled:
             return rolled
+        starts = starts or {}
         for tenant, doc in sorted(self.store.all_state_vectors()):
+            began = starts.get((tenant, doc))
+            if began is not None and now - began < min_interval_s:
+                continue
             try:
                 if crdt_of(doc) is None or not self.due(tenant, doc):
                     continue

@@ -232,8 +232,9 @@ class RelayServer:
         self._late_locks: dict[tuple[str, str], asyncio.Lock] = {}
         if not rollover_interval >= 0:
             raise ConfigError(f"rollover_interval must be 0 or more, got {rollover_interval!r}")
-        #: While running, a document past ``rollover`` rolls over at most once per this
-        #: many seconds (the start counts as one); 0, or on a cluster: only at start.
+        #: A document past ``rollover`` rolls over at most once per this many seconds
+        #: since its last cut, at start and while running (a document never cut: since
+        #: the start); 0: only at start, at every start.
         self.rollover_interval = rollover_interval
         #: Rollovers while running, from :meth:`start` (None on a cluster); its
         #: ``schedule`` is None when none happen by themselves (:attr:`rollover_interval`
@@ -399,9 +400,7 @@ class RelayServer:
             verify_store, self.store, repair_underclaims=self.cluster is None
         )
         # Before anyone is served: no write can be on its way to a document cut here.
-        for tenant, doc, generation in await asyncio.to_thread(self.generations.roll_over_due):
-            log.info("%s/%s rolled over to generation %d", tenant, doc, generation)
-        self.live_rollover = self._rollovers(self._rollover_schedule())
+        self.live_rollover = self._rollovers(await self._roll_over_at_start())
         after_commit = self._after_commit()
         if self.cluster is not None:
             # Another node's cut (its notice, a read, a refused commit): the central
@@ -491,6 +490,27 @@ class RelayServer:
                 hook(batch, result)
 
         return both
+
+    async def _roll_over_at_start(self) -> RolloverSchedule | None:
+        """Roll over what is due and was not cut within :attr:`rollover_interval`; the
+        schedule of the rollovers while running, which counts the interval from each
+        document's last cut."""
+        starts = await asyncio.to_thread(self.generations.generation_starts)
+        wall = time.time()
+        rolled = await asyncio.to_thread(
+            self.generations.roll_over_due,
+            min_interval_s=self.rollover_interval,
+            now=wall,
+            starts=starts,
+        )
+        for tenant, doc, generation in rolled:
+            log.info("%s/%s rolled over to generation %d", tenant, doc, generation)
+            starts.pop((tenant, doc), None)  # began now: the start counts
+        schedule = self._rollover_schedule()
+        if schedule is not None:
+            for key, began in starts.items():
+                schedule.rolled(key, schedule.started_at - max(0.0, wall - began))
+        return schedule
 
     def _rollover_schedule(self) -> RolloverSchedule | None:
         """When documents are checked for a rollover while running (None: never)."""
