@@ -18,6 +18,7 @@ rounds while full, and several fill/grow cycles.
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 from collections.abc import Iterator
@@ -49,6 +50,20 @@ def small_tmpfs(mnt: Path, size: str) -> Iterator[Path]:
 def _free_kb(mnt: Path) -> int:
     st = os.statvfs(mnt)
     return st.f_bavail * st.f_frsize // 1024
+
+
+def _fill(path: Path, *, leave_kb: int) -> None:
+    """Write ``path`` until about ``leave_kb`` are left free on its disk, or the disk is
+    full: the relay writes meanwhile (its WAL, its central writer), so the space left
+    is not known in advance."""
+    chunk = b"\0" * (64 * 1024)
+    with path.open("wb", buffering=0) as f:
+        try:
+            while _free_kb(path.parent) > leave_kb + 64:
+                f.write(chunk)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
 
 
 def _acked_sales(r: Replica) -> set[str]:
@@ -119,8 +134,7 @@ def disk_full(tmp_path: Path, stores_n: int, rounds_full: int, cycles: int) -> d
                     left = {k: v for k, v in r.queue.counts().items() if k != "acknowledged" and v}
                     assert not left, f"{name}: entries not acknowledged with space back: {left}"
                 if cycle + 1 < cycles:  # fill the grown disk up again
-                    with (mnt / "filler").open("wb") as f:
-                        f.write(b"\0" * ((_free_kb(mnt) - 400) * 1024))
+                    _fill(mnt / "filler", leave_kb=400)
             relay.stop()
             relay.start()
             seen = _fresh_sales(relay, tmp_path, "fresh-restarted")
