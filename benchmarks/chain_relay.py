@@ -15,6 +15,13 @@ arguments before the command reads them:
   ``relay.heap``); ``--trim-every S``: ``malloc_trim`` every ``S`` seconds from a
   thread, whatever the relay does (an upper bound of what trimming can give).
 
+* ``--no-central``: the relay built without central writers (no invariant
+  review): what the review's documents add to the relay's memory.
+* ``--recycle-central-every S``: every ``S`` seconds, when nothing is under
+  review, the central writers are closed and opened again at their next use
+  (without a catch-up: they were current): whether a writer's memory comes
+  back when it is closed.
+
 * ``--tracemalloc FILE [--tracemalloc-every S]``: traces allocations and,
   every ``S`` seconds (30 by default, about a simulated month), appends to
   ``FILE`` the traced size, the top growth by traceback since the last dump,
@@ -212,6 +219,69 @@ def _default_kwarg(cls: Any, name: str, value: Any) -> None:
     cls.__init__ = patched
 
 
+def _forced_kwarg(cls: Any, name: str, value: Any) -> None:
+    """``cls(...)`` gets ``name=value`` whatever the caller passes."""
+    init = cls.__init__
+
+    def patched(self: Any, *a: Any, _init: Any = init, **kw: Any) -> None:
+        kw[name] = value
+        _init(self, *a, **kw)
+
+    cls.__init__ = patched
+
+
+def _recycle_central(every_s: float) -> None:
+    """Every ``every_s`` s, at a quiet moment, the relay closes its central writers and
+    opens them again at their next use, without the catch-up (they were current)."""
+    import asyncio
+
+    from tiendasync.relay.reviews import CentralReviews
+
+    start = RelayServer.start
+    writer = CentralReviews.writer
+    fresh: set[str] = set()
+
+    def reopened(self: CentralReviews, tenant: str) -> CentralWriter:
+        if tenant not in fresh or tenant in self._writers:
+            return writer(self, tenant)
+        fresh.discard(tenant)
+        opened = CentralWriter.open(
+            self.directory,
+            tenant,
+            lambda doc, data: self.call_soon(self._ingest, tenant, doc, data),
+            self.invariants,
+            client_id_source=self.client_id_source,
+            wall_clock=self.wall_clock,
+        )
+        self._writers[tenant] = opened
+        return opened
+
+    async def recycle(server: RelayServer) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            reviews = server.core.reviews
+            if reviews is None:
+                continue
+            reviews.flush()
+            await server._in_reviews(lambda: None)
+            await asyncio.sleep(0)
+            for tenant, w in list(reviews._writers.items()):
+                if reviews._pending or server.core.rolling(tenant) or w.needs_retry:
+                    continue
+                if w.retry_queued:
+                    continue
+                del reviews._writers[tenant]
+                w.close()
+                fresh.add(tenant)
+
+    async def started(self: RelayServer) -> None:
+        await start(self)
+        self._spawn(recycle(self))
+
+    RelayServer.start = started  # type: ignore[method-assign]
+    CentralReviews.writer = reopened  # type: ignore[method-assign]
+
+
 def start_trimmer(every_s: float) -> None:
     """Return the allocator's free heap to the system every ``every_s`` s (glibc's
     ``malloc_trim``): what a relay's RSS would be if it did so itself."""
@@ -253,6 +323,10 @@ def configure(argv: list[str]) -> list[str]:
             every = float(next(args))
         elif arg == "--no-trim-heap":
             _default_kwarg(RelayServer, "trim_heap", False)
+        elif arg == "--recycle-central-every":
+            _recycle_central(float(next(args)))
+        elif arg == "--no-central":
+            _forced_kwarg(RelayServer, "central_dir", None)
         elif arg == "--trim-every":
             start_trimmer(float(next(args)))
         else:
