@@ -259,6 +259,7 @@ class ThreadRelay:
             host="127.0.0.1",
             port=0,
             rollover=self.rollover,
+            rollover_interval=0,  # a cut at every start: the days are simulated
             central_dir=self.db.parent / "central",
         )
         loop = asyncio.new_event_loop()
