@@ -19,9 +19,6 @@ from typing import Any
 
 from tiendasync.errors import TiendaSyncError
 from tiendasync.model.docnames import parse_doc, sales_doc
-from tiendasync.protocol.statevector import decode_state_vector
-from tiendasync.protocol.yjs_update import MalformedUpdate, parse_update
-from tiendasync.relay.docs import ends_of
 from tiendasync.store.conflicts import Conflict
 from tiendasync.store.invariants import Invariant
 from tiendasync.store.replica import Replica
@@ -118,7 +115,6 @@ class CentralWriter:
         """
         self.replica.apply_remote(doc, update)
         self._used([doc])
-        self._check_complete([(doc, update)])
         if not review:
             self.trim()
             return 0, 0, 0
@@ -129,29 +125,7 @@ class CentralWriter:
         all or nothing; no review (see :meth:`review`)."""
         self.replica.apply_remote_many(updates)
         self._used(doc for doc, _ in updates)
-        self._check_complete(updates)
         self.trim()
-
-    def _check_complete(self, updates: Iterable[tuple[str, bytes]]) -> None:
-        """Mark the writer :attr:`behind` if a merged update is not integrated yet: it
-        builds on something the writer never received, so it waits unseen by the
-        review until that arrives.  The retry offers the relay's whole doc."""
-        for doc, update in updates:
-            try:
-                reach = ends_of(parse_update(update))
-            except MalformedUpdate:  # (stored, so parsed before: a bug) nothing to tell
-                continue
-            have = decode_state_vector(self.replica.state_vector(doc))
-            missing = sorted(c for c, end in reach.items() if have.get(c, 0) < end)
-            if missing:
-                self.behind = True
-                log.warning(
-                    "central writer of %s: an update of %s waits for what it builds on "
-                    "(clients %s); caught up from the relay at the next retry",
-                    self.replica.tenant,
-                    doc,
-                    missing[:5],
-                )
 
     def _used(self, docs: Iterable[str]) -> None:
         for doc in docs:
