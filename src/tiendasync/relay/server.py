@@ -495,7 +495,13 @@ class RelayServer:
         """Roll over what is due and was not cut within :attr:`rollover_interval`; the
         schedule of the rollovers while running, which counts the interval from each
         document's last cut."""
-        starts = await asyncio.to_thread(self.generations.generation_starts)
+        if not self.generations.policy.enabled:
+            return None  # nothing rolls over: no cut times to read
+        starts = (
+            await asyncio.to_thread(self.generations.generation_starts)
+            if self.rollover_interval
+            else {}
+        )
         wall = time.time()
         rolled = await asyncio.to_thread(
             self.generations.roll_over_due,
