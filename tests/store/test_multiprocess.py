@@ -239,3 +239,52 @@ def test_a_failed_open_of_a_new_file_leaves_nothing_behind(tmp_path: Path) -> No
     with pytest.raises(ConfigError):
         Replica.open(tmp_path / "new.db")  # no tenant/replica/location given
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_catch_up_never_carries_a_writer_its_hello_did_not_announce(tmp_path: Path) -> None:
+    """Another process of the store writes for the first time while the sync process
+    builds its catch-up: that writer's items wait for a session that announces it
+    (the relay refuses items of writers a session did not announce)."""
+    from tiendasync.protocol import RelayConnection
+    from tiendasync.protocol.events import UpdateReceived
+    from tiendasync.protocol.yjs_update import parse_update
+    from tiendasync.store.sync_session import ReplicaSync
+
+    path = tmp_path / "shop.db"
+    _seed(path)
+
+    armed: list[bool] = []
+
+    def catch_up(daemon: Replica) -> list[UpdateReceived]:
+        sync = ReplicaSync(daemon, "tok", clock=lambda: 0.0)
+        sync.start()
+        armed.append(True)  # the HELLO is built: the catch-up reads from here on
+        relay = RelayConnection()
+        relay.receive_data(sync.data_to_send())
+        relay.events()
+        relay.accept("s1", {}, None)  # the relay holds nothing yet
+        sync.receive_data(relay.data_to_send())
+        relay.receive_data(sync.data_to_send())
+        return [e for e in relay.events() if isinstance(e, UpdateReceived)]
+
+    with Replica.open(path) as daemon, Replica.open(path) as pos:
+        announced = daemon.own_client_ids()
+        read_state_vector = daemon.state_vector
+        sold: list[str] = []
+
+        def state_vector_then_a_first_sale(doc: str) -> bytes:
+            sv = read_state_vector(doc)
+            if armed and doc == "stock/t1" and not sold:  # the POS's first write
+                sold.append(pos.record_sale([("CAFE", 1)]).id)
+            return sv
+
+        daemon.state_vector = state_vector_then_a_first_sale  # type: ignore[method-assign]
+        first = catch_up(daemon)
+        del daemon.state_vector
+        writers = {s.client for e in first for s in parse_update(e.data).structs if s.length}
+        assert pos.client_id not in announced and sold
+        assert writers and writers <= announced
+        # The next session announces the POS's writer and carries its sale.
+        second = catch_up(daemon)
+        writers = {s.client for e in second for s in parse_update(e.data).structs if s.length}
+        assert pos.client_id in writers

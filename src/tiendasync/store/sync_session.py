@@ -327,28 +327,35 @@ class ReplicaSync:
                 # new one: another relay node cut a document meanwhile): nothing can be
                 # sent, and the next session catches up.
                 return
-            local = decode_state_vector(self.replica.state_vector(doc))
             relay = decode_state_vector(relay_svs[doc]) if doc in relay_svs else {}
             # The relay's state vector is what it holds durably: it acknowledges
             # our writes whose ACK was lost with a previous connection.
             for client in self.own_ids:
                 if relay.get(client, 0):
                     self.report.acknowledged += self._acknowledge(doc, client, relay[client])
-            ours = {c: k for c, k in local.items() if c in self.own_ids and k > relay.get(c, 0)}
-            if not ours and not self.full:
-                continue
-            if self.grants is not None and not self.grants.can_write(doc):
-                if ours:
-                    withheld.append(doc)
-                continue
-            # Claim the relay has every other writer's items: the relay only
-            # accepts our own items from us, and the diff still carries deletes.
-            target = {c: (relay.get(c, 0) if c in self.own_ids else k) for c, k in local.items()}
-            # ... and only our own deletes: the relay refuses deletes of other writers'
-            # items that it has not deleted itself.
-            update = restrict_deletes(
-                self.replica.diff(doc, encode_state_vector(target)), self.own_ids.__contains__
-            )
+            # One hold of the lock from the state vector to the diff: another process
+            # of the store may commit in between, maybe as a writer this session's
+            # HELLO did not announce, whose items the relay would refuse (they wait
+            # for the session the poll of other processes asks for).
+            with self.core.locked():
+                local = decode_state_vector(self.replica.state_vector(doc))
+                ours = {c: k for c, k in local.items() if c in self.own_ids and k > relay.get(c, 0)}
+                if not ours and not self.full:
+                    continue
+                if self.grants is not None and not self.grants.can_write(doc):
+                    if ours:
+                        withheld.append(doc)
+                    continue
+                # Claim the relay has every other writer's items: the relay only
+                # accepts our own items from us, and the diff still carries deletes.
+                target = {
+                    c: (relay.get(c, 0) if c in self.own_ids else k) for c, k in local.items()
+                }
+                # ... and only our own deletes: the relay refuses deletes of other
+                # writers' items that it has not deleted itself.
+                update = restrict_deletes(
+                    self.replica.diff(doc, encode_state_vector(target)), self.own_ids.__contains__
+                )
             self.conn.send_update(doc, update)
             self.report.updates_sent += 1
             self._note_sent(doc)
