@@ -4,7 +4,8 @@ A POS process sells one unit at a time on the store's file (no sync of its
 own; it prints each sale id once ``record_sale`` has returned) while a
 ``tiendasync sync --continuous --db FILE`` daemon (token in
 ``TIENDASYNC_TOKEN``) pushes the same file to a relay process.  A seeded
-random schedule SIGKILLs the POS, the daemon or both, and restarts them.
+random schedule SIGKILLs the POS, the daemon or both, and restarts them;
+neither stops on its own meanwhile (a daemon refused by the relay would).
 At the end one ``tiendasync sync --db FILE`` runs, and:
 
 * every sale the POS reported as returned is at the relay (a fresh replica
@@ -104,12 +105,13 @@ def crash_sync(tmp_path: Path, cycles: int) -> dict[str, Any]:
         for _ in range(cycles):
             time.sleep(rng.uniform(0.2, 0.9))
             victim = rng.choice(["pos", "daemon", "both"])
+            # Neither ever stops on its own (a refused update stops the daemon).
+            assert pos.proc.poll() is None, (tmp_path / "till.stderr").read_text()[-2000:]
+            assert daemon.proc.poll() is None, (tmp_path / "daemon.out").read_text()[-2000:]
             if victim in ("pos", "both"):
-                assert pos.proc.poll() is None, (tmp_path / "till.stderr").read_text()[-2000:]
                 reported.extend(pos.kill())
                 kills["pos"] += 1
             if victim in ("daemon", "both"):
-                assert daemon.proc.poll() is None, (tmp_path / "daemon.out").read_text()[-2000:]
                 daemon.kill()
                 kills["daemon"] += 1
             if victim in ("pos", "both"):
