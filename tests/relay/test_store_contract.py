@@ -566,6 +566,50 @@ def test_a_rollover_keeps_the_cut_and_starts_the_next_generation(
     assert again.load_generation(*key, 0).snapshot == b"cut"
 
 
+def test_a_locked_rollover_cuts_what_is_stored_while_the_writers_wait(
+    backend: Backend, store: RelayStore
+) -> None:
+    """``roll_over_locked`` hands ``build`` the doc as stored; a write another relay
+    process makes meanwhile waits, then lands in the new generation's log."""
+    from tiendasync.relay.records import DocHistory, RolloverCut
+
+    key = ("acme", "stock/t1")
+    [s1, s2] = store.append_many(
+        [AppendEntry(*key, b"u1", "t1", b"\x01"), AppendEntry(*key, b"u2", "t2", b"\x02")]
+    ).seqs
+    other = backend.open()
+    seen: list[DocHistory] = []
+    landed: list[int | None] = []
+
+    def build(history: DocHistory) -> RolloverCut:
+        seen.append(history)
+        writer = threading.Thread(
+            target=lambda: landed.extend(
+                other.append_many([AppendEntry(*key, b"u3", "t1", b"\x04")]).seqs
+            )
+        )
+        writer.start()
+        writer.join(0.5)
+        assert writer.is_alive() and not landed  # it waits for the cut
+        threads.append(writer)
+        return RolloverCut(b"cut", b"seed", b"\x03")
+
+    threads: list[threading.Thread] = []
+    assert store.roll_over_locked(*key, build) == 1
+    threads[0].join(30)
+    [history] = seen
+    assert (history.generation, history.updates) == (0, [(s1, b"u1"), (s2, b"u2")])
+    assert store.generations("acme") == {"stock/t1": 1}
+    assert store.load_generation(*key, 0).snapshot == b"cut"
+    current = store.load_doc(*key)
+    assert (current.snapshot, current.updates) == (b"seed", [(landed[0], b"u3")])
+    # again, at generation 1; and a doc never stored is not cut
+    assert store.roll_over_locked(*key, lambda h: RolloverCut(b"c1", b"s1", b"\x05")) == 2
+    assert store.load_generation(*key, 1).snapshot == b"c1"
+    assert store.roll_over_locked("acme", "stock/nowhere", build) is None
+    assert store.generations("acme") == {"stock/t1": 2}
+
+
 def test_a_late_update_and_its_carry_are_logged_together_once(
     backend: Backend, store: RelayStore
 ) -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +58,7 @@ from tiendasync.protocol.yjs_update import MalformedUpdate, parse_update
 from tiendasync.relay.central import CENTRAL_REPLICA_ID
 from tiendasync.relay.docs import ends_of, is_panic, replay
 from tiendasync.relay.ownership import Writer, check_update, deleted_in
+from tiendasync.relay.records import DocHistory, RolloverCut
 from tiendasync.relay.storage import RelayStore, archived_reason
 
 __all__ = [
@@ -76,6 +78,9 @@ log = logging.getLogger("tiendasync.relay.generations")
 #: How often a rollover or a carry is recomputed when another relay process
 #: moved the document on between the read and the write.
 MAX_ATTEMPTS = 8
+
+#: Rollovers tried without holding up the document's writers before one that does.
+OPTIMISTIC_ROLLOVERS = 3
 
 
 @dataclass(frozen=True)
@@ -224,6 +229,14 @@ def carry_outcome(
         return CLOSE_INTERNAL, "storage failure"
 
 
+def _cut_of(crdt: str, tenant: str, doc: str, history: DocHistory, writer: int) -> RolloverCut:
+    """The rollover of ``doc`` as stored in ``history``: its whole state, and the next
+    generation's seed of its current values under ``writer``."""
+    current, _ = replay(history, tenant, doc, origin="rollover")
+    seed = seed_update(crdt, current, writer)
+    return RolloverCut(bytes(current.get_update()), seed, bytes(pycrdt.get_state(seed)))
+
+
 def past_state_vector(store: RelayStore, tenant: str, doc: str, generation: int) -> bytes:
     """The state vector of past ``generation`` of ``doc`` (its cut and late updates):
     what the relay holds of it, so a replica still there re-sends only what is missing."""
@@ -350,23 +363,38 @@ class Generations:
         crdt = crdt_of(doc)
         if crdt is None:
             raise InvalidArgument(f"{doc!r} is not a counter or LWW document")
-        for _ in range(MAX_ATTEMPTS):
-            generation = self.generation(tenant, doc)
+        for _ in range(OPTIMISTIC_ROLLOVERS):
             history = self.store.load_doc(tenant, doc)
-            current, _ = replay(history, tenant, doc, origin="rollover")
-            seed = seed_update(crdt, current, self._writer(tenant))
+            parts = _cut_of(crdt, tenant, doc, history, self._writer(tenant))
             if self.store.roll_over(
                 tenant,
                 doc,
-                generation=generation,
+                generation=history.generation,
                 upto_seq=history.last_seq,
-                cut=bytes(current.get_update()),
-                seed=seed,
-                state_vector=bytes(pycrdt.get_state(seed)),
+                cut=parts.cut,
+                seed=parts.seed,
+                state_vector=parts.state_vector,
             ):
-                log.info("%s/%s: generation %d starts", tenant, doc, generation + 1)
-                return generation + 1
-        raise StorageError(f"{tenant}/{doc} kept changing during its rollover; try again")
+                log.info("%s/%s: generation %d starts", tenant, doc, history.generation + 1)
+                return history.generation + 1
+        # Written to faster than it can be cut: the last attempt makes its writers
+        # wait from the read to the cut (a busy or big document on a cluster).
+        writer = self._writer(tenant)
+        started = time.monotonic()
+        generation = self.store.roll_over_locked(
+            tenant, doc, lambda history: _cut_of(crdt, tenant, doc, history, writer)
+        )
+        if generation is None:
+            raise NotFound(f"{doc!r} of {tenant!r} is not stored")
+        log.warning(
+            "%s/%s kept changing during its rollover: cut with its writers held for %.0f ms; "
+            "generation %d starts",
+            tenant,
+            doc,
+            (time.monotonic() - started) * 1000,
+            generation,
+        )
+        return generation
 
     def carry_late(
         self,

@@ -28,7 +28,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -48,6 +48,7 @@ from tiendasync.relay.records import (
     GenerationMoved,
     NodeRecord,
     PastGeneration,
+    RolloverCut,
     SessionRecord,
     SyncRequest,
     TokenRecord,
@@ -442,6 +443,12 @@ class PostgresRelayStore:
         """The doc's snapshot and log, read in one snapshot of the database (a compaction
         committing meanwhile cannot drop updates from between the two reads); rows whose
         checksum fails are left out, in ``damaged``."""
+        with self._snapshot() as conn:
+            return self._history(conn, tenant, doc)
+
+    @staticmethod
+    def _history(conn: Connection, tenant: str, doc: str) -> DocHistory:
+        """:meth:`load_doc`'s reads, in ``conn``'s transaction (which must see one state)."""
         damaged: list[tuple[int, str]] = []
 
         def intact(seq: int, data: bytes, checksum: int) -> bool:
@@ -451,22 +458,21 @@ class PostgresRelayStore:
             damaged.append((seq, f"stored {what}: its bytes do not match their checksum"))
             return False
 
-        with self._snapshot() as conn:
-            snap = conn.execute(
-                "SELECT data, upto_seq, checksum FROM snapshots WHERE tenant = %s AND doc = %s",
-                (tenant, doc),
-            ).fetchone()
-            snapshot, upto = (bytes(snap[0]), int(snap[1])) if snap else (None, 0)
-            if snap is not None and snapshot is not None and not intact(0, snapshot, snap[2]):
-                snapshot = None
-            rows = conn.execute(
-                "SELECT seq, data, checksum FROM updates WHERE tenant = %s AND doc = %s "
-                "AND seq > %s ORDER BY seq",
-                (tenant, doc, upto),
-            ).fetchall()
-            gen = conn.execute(
-                "SELECT generation FROM docs WHERE tenant = %s AND doc = %s", (tenant, doc)
-            ).fetchone()
+        snap = conn.execute(
+            "SELECT data, upto_seq, checksum FROM snapshots WHERE tenant = %s AND doc = %s",
+            (tenant, doc),
+        ).fetchone()
+        snapshot, upto = (bytes(snap[0]), int(snap[1])) if snap else (None, 0)
+        if snap is not None and snapshot is not None and not intact(0, snapshot, snap[2]):
+            snapshot = None
+        rows = conn.execute(
+            "SELECT seq, data, checksum FROM updates WHERE tenant = %s AND doc = %s "
+            "AND seq > %s ORDER BY seq",
+            (tenant, doc, upto),
+        ).fetchall()
+        gen = conn.execute(
+            "SELECT generation FROM docs WHERE tenant = %s AND doc = %s", (tenant, doc)
+        ).fetchone()
         updates = [(int(s), bytes(d)) for s, d, c in rows if intact(int(s), bytes(d), int(c))]
         return DocHistory(snapshot, upto, updates, damaged, generation=int(gen[0]) if gen else 0)
 
@@ -530,7 +536,7 @@ class PostgresRelayStore:
         state_vector: bytes,
     ) -> bool:
         """Under the document's row lock, as every writer of its log takes it."""
-        key, now = (tenant, doc), time.time()
+        key = (tenant, doc)
         with self._write() as conn:
             row = conn.execute(
                 "SELECT generation FROM docs WHERE tenant = %s AND doc = %s FOR UPDATE", key
@@ -541,31 +547,58 @@ class PostgresRelayStore:
             ).fetchone()
             if row is None or int(row[0]) != generation or (newer is not None and newer[0]):
                 return False
-            conn.execute(
-                "INSERT INTO generation_cuts (tenant, doc, generation, data, checksum, cut_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s)",
-                (*key, generation, cut, checksum_of(cut), now),
-            )
-            conn.execute(
-                "INSERT INTO snapshots (tenant, doc, data, upto_seq, created_at, checksum) "
-                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tenant, doc) DO UPDATE SET "
-                "data = excluded.data, upto_seq = excluded.upto_seq, "
-                "created_at = excluded.created_at, checksum = excluded.checksum",
-                (*key, seed, upto_seq, now, checksum_of(seed)),
-            )
-            conn.execute("DELETE FROM updates WHERE tenant = %s AND doc = %s", key)
-            conn.execute(
-                "UPDATE docs SET generation = %s, state_vector = %s, log_count = 0, "
-                "updated_at = %s WHERE tenant = %s AND doc = %s",
-                (generation + 1, state_vector, now, *key),
-            )
-            # Delivered at COMMIT (so never for a cut that did not commit): every node
-            # drops the generation it holds (relay.cluster).
-            conn.execute(
-                "SELECT pg_notify(%s, %s)",
-                (CHANNEL, generation_notice(self.node_id, tenant, doc, generation + 1)),
-            )
+            self._cut(conn, key, generation, upto_seq, RolloverCut(cut, seed, state_vector))
         return True
+
+    def roll_over_locked(
+        self, tenant: str, doc: str, build: Callable[[DocHistory], RolloverCut]
+    ) -> int | None:
+        key = (tenant, doc)
+        with self._write() as conn:
+            # The row lock every writer of the doc's log takes: from here to the COMMIT
+            # nothing lands in the log, so the reads below see the doc's last state.
+            row = conn.execute(
+                "SELECT generation FROM docs WHERE tenant = %s AND doc = %s FOR UPDATE", key
+            ).fetchone()
+            if row is None:
+                return None
+            history = self._history(conn, tenant, doc)
+            self._cut(conn, key, history.generation, history.last_seq, build(history))
+        return history.generation + 1
+
+    def _cut(
+        self,
+        conn: Connection,
+        key: tuple[str, str],
+        generation: int,
+        upto_seq: int,
+        parts: RolloverCut,
+    ) -> None:
+        now = time.time()
+        conn.execute(
+            "INSERT INTO generation_cuts (tenant, doc, generation, data, checksum, cut_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            (*key, generation, parts.cut, checksum_of(parts.cut), now),
+        )
+        conn.execute(
+            "INSERT INTO snapshots (tenant, doc, data, upto_seq, created_at, checksum) "
+            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tenant, doc) DO UPDATE SET "
+            "data = excluded.data, upto_seq = excluded.upto_seq, "
+            "created_at = excluded.created_at, checksum = excluded.checksum",
+            (*key, parts.seed, upto_seq, now, checksum_of(parts.seed)),
+        )
+        conn.execute("DELETE FROM updates WHERE tenant = %s AND doc = %s", key)
+        conn.execute(
+            "UPDATE docs SET generation = %s, state_vector = %s, log_count = 0, "
+            "updated_at = %s WHERE tenant = %s AND doc = %s",
+            (generation + 1, parts.state_vector, now, *key),
+        )
+        # Delivered at COMMIT (so never for a cut that did not commit): every node
+        # drops the generation it holds (relay.cluster).
+        conn.execute(
+            "SELECT pg_notify(%s, %s)",
+            (CHANNEL, generation_notice(self.node_id, *key, generation + 1)),
+        )
 
     def load_generation(self, tenant: str, doc: str, generation: int) -> DocHistory:
         with self._snapshot() as conn:

@@ -17,6 +17,7 @@ __all__ = [
     "GenerationMoved",
     "NodeRecord",
     "PastGeneration",
+    "RolloverCut",
     "SessionRecord",
     "SyncRequest",
     "TokenRecord",
@@ -108,6 +109,16 @@ class DocHistory:
     @property
     def last_seq(self) -> int:
         return self.updates[-1][0] if self.updates else self.upto_seq
+
+
+@dataclass(frozen=True)
+class RolloverCut:
+    """What a rollover stores: ``cut``, the whole state of the generation it ends (its
+    record); ``seed``, the next generation's snapshot, and ``state_vector``, the seed's."""
+
+    cut: bytes
+    seed: bytes
+    state_vector: bytes
 
 
 @dataclass(frozen=True)

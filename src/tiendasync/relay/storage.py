@@ -19,7 +19,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -38,6 +38,7 @@ from tiendasync.relay.records import (
     DocHistory,
     NodeRecord,
     PastGeneration,
+    RolloverCut,
     SessionRecord,
     SyncRequest,
     TokenRecord,
@@ -152,6 +153,16 @@ class RelayStore(Protocol):
         ``False`` returned if the document is not at ``generation`` or has
         updates after ``upto_seq`` (another relay moved it on: reload, retry).
         """
+        ...
+
+    def roll_over_locked(
+        self, tenant: str, doc: str, build: Callable[[DocHistory], RolloverCut]
+    ) -> int | None:
+        """Start the next generation of ``doc`` from ``build(history)``, run while the
+        document's writers wait: ``history`` is the doc as stored then (with its
+        generation), so nothing can land between the read and the cut.  Returns the
+        new generation (``None``: ``doc`` is not stored).  For a document that keeps
+        changing under :meth:`roll_over`; its writers wait for ``build``."""
         ...
 
     def load_generation(self, tenant: str, doc: str, generation: int) -> DocHistory:
@@ -763,7 +774,7 @@ class SqliteRelayStore:
         seed: bytes,
         state_vector: bytes,
     ) -> bool:
-        key, now = (tenant, doc), time.time()
+        key = (tenant, doc)
         with self._write() as conn:
             row = conn.execute(
                 "SELECT generation FROM docs WHERE tenant = ? AND doc = ?", key
@@ -774,25 +785,46 @@ class SqliteRelayStore:
             ).fetchone()[0]
             if row is None or int(row[0]) != generation or newer:
                 return False
-            conn.execute(
-                "INSERT INTO generation_cuts (tenant, doc, generation, data, checksum, cut_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (*key, generation, cut, schema.checksum_of(cut), now),
-            )
-            conn.execute(
-                "INSERT INTO snapshots (tenant, doc, data, upto_seq, created_at, checksum) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, doc) DO UPDATE SET "
-                "data = excluded.data, upto_seq = excluded.upto_seq, "
-                "created_at = excluded.created_at, checksum = excluded.checksum",
-                (*key, seed, upto_seq, now, schema.checksum_of(seed)),
-            )
-            conn.execute("DELETE FROM updates WHERE tenant = ? AND doc = ?", key)
-            conn.execute(
-                "UPDATE docs SET generation = ?, state_vector = ?, log_count = 0, updated_at = ? "
-                "WHERE tenant = ? AND doc = ?",
-                (generation + 1, state_vector, now, *key),
-            )
+            self._cut(conn, key, generation, upto_seq, RolloverCut(cut, seed, state_vector))
         return True
+
+    def roll_over_locked(
+        self, tenant: str, doc: str, build: Callable[[DocHistory], RolloverCut]
+    ) -> int | None:
+        with self._write() as conn:  # the database's write lock: every writer waits
+            if not self._read("SELECT 1 FROM docs WHERE tenant = ? AND doc = ?", (tenant, doc)):
+                return None
+            history = self.load_doc(tenant, doc)
+            self._cut(conn, (tenant, doc), history.generation, history.last_seq, build(history))
+        return history.generation + 1
+
+    @staticmethod
+    def _cut(
+        conn: sqlite3.Connection,
+        key: tuple[str, str],
+        generation: int,
+        upto_seq: int,
+        parts: RolloverCut,
+    ) -> None:
+        now = time.time()
+        conn.execute(
+            "INSERT INTO generation_cuts (tenant, doc, generation, data, checksum, cut_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (*key, generation, parts.cut, schema.checksum_of(parts.cut), now),
+        )
+        conn.execute(
+            "INSERT INTO snapshots (tenant, doc, data, upto_seq, created_at, checksum) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, doc) DO UPDATE SET "
+            "data = excluded.data, upto_seq = excluded.upto_seq, "
+            "created_at = excluded.created_at, checksum = excluded.checksum",
+            (*key, parts.seed, upto_seq, now, schema.checksum_of(parts.seed)),
+        )
+        conn.execute("DELETE FROM updates WHERE tenant = ? AND doc = ?", key)
+        conn.execute(
+            "UPDATE docs SET generation = ?, state_vector = ?, log_count = 0, updated_at = ? "
+            "WHERE tenant = ? AND doc = ?",
+            (generation + 1, parts.state_vector, now, *key),
+        )
 
     def load_generation(self, tenant: str, doc: str, generation: int) -> DocHistory:
         with self._lock:
