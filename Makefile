@@ -62,7 +62,7 @@ bench-hocuspocus: $(STAMP)
 	$(BIN)/python -m benchmarks.b8_hocuspocus --sales $(HP_SALES) --rounds $(HP_ROUNDS) \
 		--json benchmarks/results-hocuspocus.json
 
-soak: $(STAMP)
+soak: prereqs $(STAMP)
 	TIENDASYNC_SOAK=1 TIENDASYNC_CRASH_CYCLES=300 $(BIN)/python -m pytest -q -o timeout=3600 tests -m soak
 
 clean:
