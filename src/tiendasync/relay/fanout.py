@@ -16,6 +16,7 @@ is noted in that session's sync-log row.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 from tiendasync.model.docnames import before_sales_floor
@@ -30,6 +31,12 @@ from tiendasync.relay.policy import Policy
 from tiendasync.relay.state import PendingWrite, RelaySession, fail
 
 __all__ = ["Fanout"]
+
+log = logging.getLogger("tiendasync.relay.fanout")
+
+#: Documents of one tenant whose readers are memoized (past it they are computed
+#: each time: a tenant with more documents than this is not one relay's load).
+_READERS_MEMO_DOCS = 4096
 
 
 class Fanout:
@@ -53,6 +60,11 @@ class Fanout:
         self._on_write = on_write
         #: updates committed and published since start
         self.updates_total = 0
+        #: the sessions subscribed here, per tenant (one broker subscription each)
+        self._sessions: dict[str, dict[str, RelaySession]] = {}
+        self._unsubscribe: dict[str, Callable[[], None]] = {}
+        #: per tenant, per doc: the sessions that may follow it (see _readers)
+        self._reader_memo: dict[str, dict[str, tuple[RelaySession, ...]]] = {}
         docs.on_gap_dropped = self._gap_dropped
 
     # -- before storage --------------------------------------------------------------------
@@ -211,17 +223,62 @@ class Fanout:
 
         Its unsubscription (at the session's end) also drops the gapped
         updates held for it and forgets the documents it created of which
-        nothing was stored.
+        nothing was stored.  The broker is subscribed to once per tenant with
+        sessions here; each update goes only to the sessions whose grants read
+        its document (:meth:`_readers`), not to every session of the tenant.
         """
-        unsubscribe = self.broker.subscribe(
-            tenant, lambda d, u, o: self.deliver(session, d, u, o), session_id=session.id
-        )
+        sessions = self._sessions.get(tenant)
+        if sessions is None:
+            sessions = self._sessions[tenant] = {}
+            self._unsubscribe[tenant] = self.broker.subscribe(
+                tenant, lambda d, u, o: self._publish_here(tenant, d, u, o)
+            )
+        sessions[session.id] = session
+        self._reader_memo.pop(tenant, None)
 
         def end() -> None:
-            unsubscribe()
+            self._unsubscribed(tenant, session)
             self._session_ended(session)
 
         session.unsubscribe = end
+
+    def _unsubscribed(self, tenant: str, session: RelaySession) -> None:
+        sessions = self._sessions.get(tenant)
+        if sessions is None or sessions.pop(session.id, None) is None:
+            return
+        self._reader_memo.pop(tenant, None)
+        if not sessions:
+            del self._sessions[tenant]
+            self._unsubscribe.pop(tenant)()
+
+    def _readers(self, tenant: str, doc: str) -> tuple[RelaySession, ...]:
+        """The sessions of ``tenant`` that may follow ``doc`` (its Yjs followers, the
+        sessions whose grants read it), in subscription order; memoized per doc
+        until the tenant's sessions change."""
+        memo = self._readers_memo(tenant)
+        readers = memo.get(doc)
+        if readers is None:
+            readers = tuple(
+                s
+                for s in self._sessions.get(tenant, {}).values()
+                if (s.yjs_doc == doc if s.kind == "yjs" else s.grants.can_read(doc))
+            )
+            if len(memo) < _READERS_MEMO_DOCS:
+                memo[doc] = readers
+        return readers
+
+    def _readers_memo(self, tenant: str) -> dict[str, tuple[RelaySession, ...]]:
+        memo = self._reader_memo.get(tenant)
+        if memo is None:
+            memo = self._reader_memo[tenant] = {}
+        return memo
+
+    def _publish_here(self, tenant: str, doc: str, update: bytes, origin: str | None) -> None:
+        for session in self._readers(tenant, doc):
+            try:
+                self.deliver(session, doc, update, origin)
+            except Exception:  # one session's failure must not stop the others' fan-out
+                log.exception("fan-out to session %s failed", session.id)
 
     def _session_ended(self, session: RelaySession) -> None:
         if self.docs.held_bytes(session):
