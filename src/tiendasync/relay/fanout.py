@@ -255,7 +255,7 @@ class Fanout:
         """The sessions of ``tenant`` that may follow ``doc`` (its Yjs followers, the
         sessions whose grants read it), in subscription order; memoized per doc
         until the tenant's sessions change."""
-        memo = self._readers_memo(tenant)
+        memo = self._reader_memo.setdefault(tenant, {})
         readers = memo.get(doc)
         if readers is None:
             readers = tuple(
@@ -266,12 +266,6 @@ class Fanout:
             if len(memo) < _READERS_MEMO_DOCS:
                 memo[doc] = readers
         return readers
-
-    def _readers_memo(self, tenant: str) -> dict[str, tuple[RelaySession, ...]]:
-        memo = self._reader_memo.get(tenant)
-        if memo is None:
-            memo = self._reader_memo[tenant] = {}
-        return memo
 
     def _publish_here(self, tenant: str, doc: str, update: bytes, origin: str | None) -> None:
         for session in self._readers(tenant, doc):
